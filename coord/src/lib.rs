@@ -1,0 +1,1 @@
+//! coord: topology model and coordinators. Being built; see the issue tracker.

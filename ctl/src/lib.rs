@@ -1,0 +1,1 @@
+//! codisctl: CLI, dashboard, migration executor. Not built yet; see the issue tracker.

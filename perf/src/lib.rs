@@ -1,0 +1,1 @@
+//! codis-bench: load generator. Not built yet; see the issue tracker.

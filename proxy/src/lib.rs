@@ -1,0 +1,1 @@
+//! codis-proxy: client sessions, routing by slot, backend pools. Not built yet; see the issue tracker.

@@ -1,0 +1,1 @@
+//! codis-server.
