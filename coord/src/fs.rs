@@ -1,0 +1,534 @@
+//! The filesystem coordinator, the embedded default for one host.
+//!
+//! Layout under the root directory `R`:
+//! ```text
+//! R/data/<path>/.node   one file per node: a header line `#codis-rs-node version=N owner=ID|-`
+//!                       then the node's bytes; written to R/tmp, fsynced, renamed into place
+//! R/data.lck            flock'ed exclusively around every write (compare-and-set is atomic)
+//! R/data.seq            a counter bumped by every write, polled by watches
+//! R/owners/ID.lck       one per open coordinator that owns ephemerals, flock'ed for its life;
+//!                       an ephemeral whose owner file is missing or unlocked is gone
+//! ```
+//! A killed process loses its flocks, so its ephemerals (and the product lock) vanish at once.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::coordinator::{Coordinator, Kind, Node, Watch, WatchEvent, WatchKind};
+use crate::error::{Error, Result};
+use crate::paths::{join, validate_path};
+
+const NODE_FILE: &str = ".node";
+const HEADER: &str = "#codis-rs-node";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A coordinator over a local directory tree.
+pub struct FsCoordinator {
+    inner: Arc<FsInner>,
+}
+
+struct Owner {
+    id: String,
+    path: PathBuf,
+    _file: File,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+struct FsInner {
+    root: PathBuf,
+    owner: Mutex<Option<Owner>>,
+    closed: AtomicBool,
+    poll: Duration,
+}
+
+struct Raw {
+    version: u64,
+    owner: Option<String>,
+    data: Vec<u8>,
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    // SAFETY: flock on a valid open descriptor owned by `file`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl FsCoordinator {
+    /// A coordinator rooted at `root` (created on first use).
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        if root.as_os_str().is_empty() {
+            return Err(Error::Config(
+                "filesystem coordinator needs a root directory".into(),
+            ));
+        }
+        Ok(FsCoordinator {
+            inner: Arc::new(FsInner {
+                root,
+                owner: Mutex::new(None),
+                closed: AtomicBool::new(false),
+                poll: Duration::from_millis(100),
+            }),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        path: &str,
+        f: impl FnOnce(&FsInner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        validate_path(path)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed { path: path.into() });
+        }
+        let inner = self.inner.clone();
+        let p = path.to_string();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::Backend {
+                path: p,
+                backend: "filesystem",
+                cause: e.to_string(),
+            })?
+    }
+}
+
+impl FsInner {
+    fn dir_of(&self, path: &str) -> PathBuf {
+        let mut p = self.root.join("data");
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            p.push(comp);
+        }
+        p
+    }
+
+    fn unavailable(&self, path: &str, e: io::Error) -> Error {
+        Error::Unavailable {
+            path: path.to_string(),
+            cause: format!("filesystem root {}: {e}", self.root.display()),
+        }
+    }
+
+    fn ensure_root(&self, path: &str) -> Result<()> {
+        for sub in ["data", "tmp", "owners"] {
+            fs::create_dir_all(self.root.join(sub)).map_err(|e| self.unavailable(path, e))?;
+        }
+        Ok(())
+    }
+
+    fn read_raw(&self, path: &str) -> Result<Option<Raw>> {
+        let file = self.dir_of(path).join(NODE_FILE);
+        let bytes = match fs::read(&file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let nl = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| Error::corrupt(path, "node file has no header line"))?;
+        let header = std::str::from_utf8(&bytes[..nl])
+            .map_err(|_| Error::corrupt(path, "node header is not UTF-8"))?;
+        let mut words = header.split(' ');
+        if words.next() != Some(HEADER) {
+            return Err(Error::corrupt(path, format!("bad node header {header:?}")));
+        }
+        let mut version = None;
+        let mut owner = None;
+        for w in words {
+            if let Some(v) = w.strip_prefix("version=") {
+                version = v.parse::<u64>().ok();
+            } else if let Some(o) = w.strip_prefix("owner=") {
+                owner = (o != "-").then(|| o.to_string());
+            }
+        }
+        let version =
+            version.ok_or_else(|| Error::corrupt(path, format!("bad node header {header:?}")))?;
+        Ok(Some(Raw {
+            version,
+            owner,
+            data: bytes[nl + 1..].to_vec(),
+        }))
+    }
+
+    fn owner_alive(&self, id: &str) -> bool {
+        if let Ok(guard) = self.owner.lock() {
+            if guard.as_ref().is_some_and(|o| o.id == id) {
+                return true;
+            }
+        }
+        let file = match File::open(self.root.join("owners").join(format!("{id}.lck"))) {
+            Ok(f) => f,
+            Err(_) => return false,
+        };
+        match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
+            Ok(()) => false,
+            Err(e) => e.raw_os_error() == Some(libc::EWOULDBLOCK),
+        }
+    }
+
+    fn read_live(&self, path: &str) -> Result<Option<Raw>> {
+        Ok(self
+            .read_raw(path)?
+            .filter(|raw| raw.owner.as_deref().is_none_or(|o| self.owner_alive(o))))
+    }
+
+    fn list_live(&self, path: &str) -> Result<Vec<String>> {
+        let dir = self.dir_of(path);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(path, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            if self.read_live(&join(path, &name))?.is_some() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn owner_id(&self, path: &str) -> Result<String> {
+        let mut guard = self.owner.lock().map_err(|_| Error::Backend {
+            path: path.into(),
+            backend: "filesystem",
+            cause: "owner mutex poisoned".into(),
+        })?;
+        if let Some(o) = guard.as_ref() {
+            return Ok(o.id.clone());
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let id = format!(
+            "{}-{nanos}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let fpath = self.root.join("owners").join(format!("{id}.lck"));
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&fpath)
+            .map_err(|e| Error::io(path, e))?;
+        flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| Error::io(path, e))?;
+        let _ = writeln!(file, "{}", std::process::id());
+        *guard = Some(Owner {
+            id: id.clone(),
+            path: fpath,
+            _file: file,
+        });
+        Ok(id)
+    }
+
+    fn write_node(&self, path: &str, version: u64, owner: Option<&str>, data: &[u8]) -> Result<()> {
+        let dir = self.dir_of(path);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(path, e))?;
+        let tmp = self.root.join("tmp").join(format!(
+            "{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            writeln!(
+                f,
+                "{HEADER} version={version} owner={}",
+                owner.unwrap_or("-")
+            )?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, dir.join(NODE_FILE))
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(path, e)
+        })
+    }
+
+    /// Runs `f` holding the exclusive write lock, then bumps the change counter.
+    fn locked<T>(&self, path: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.ensure_root(path)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("data.lck"))
+            .map_err(|e| self.unavailable(path, e))?;
+        flock(&lock, libc::LOCK_EX).map_err(|e| Error::io(path, e))?;
+        let out = f();
+        if out.is_ok() {
+            let seq = self.seq().wrapping_add(1);
+            let _ = fs::write(self.root.join("data.seq"), seq.to_string());
+        }
+        out
+    }
+
+    fn seq(&self) -> u64 {
+        fs::read_to_string(self.root.join("data.seq"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn create(&self, path: &str, data: &[u8], ephemeral: bool) -> Result<u64> {
+        if path == "/" {
+            return Err(Error::Exists { path: path.into() });
+        }
+        self.locked(path, || {
+            if self.read_live(path)?.is_some() {
+                return Err(Error::Exists { path: path.into() });
+            }
+            let owner = if ephemeral {
+                Some(self.owner_id(path)?)
+            } else {
+                None
+            };
+            self.make_parents(path)?;
+            self.write_node(path, 1, owner.as_deref(), data)?;
+            Ok(1)
+        })
+    }
+
+    fn make_parents(&self, path: &str) -> Result<()> {
+        let mut end = 0;
+        while let Some(i) = path[end + 1..].find('/') {
+            end += 1 + i;
+            let parent = &path[..end];
+            if self.read_live(parent)?.is_none() {
+                self.write_node(parent, 1, None, b"")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn update(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64> {
+        self.locked(path, || match (self.read_live(path)?, expected) {
+            (None, None) => {
+                self.make_parents(path)?;
+                self.write_node(path, 1, None, data)?;
+                Ok(1)
+            }
+            (None, Some(_)) => Err(Error::NotFound { path: path.into() }),
+            (Some(cur), Some(v)) if cur.version != v => Err(Error::Conflict {
+                path: path.into(),
+                expected: v,
+            }),
+            (Some(cur), _) => {
+                self.write_node(path, cur.version + 1, cur.owner.as_deref(), data)?;
+                Ok(cur.version + 1)
+            }
+        })
+    }
+
+    fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {
+        self.locked(path, || {
+            let cur = self
+                .read_live(path)?
+                .ok_or_else(|| Error::NotFound { path: path.into() })?;
+            if let Some(v) = expected {
+                if cur.version != v {
+                    return Err(Error::Conflict {
+                        path: path.into(),
+                        expected: v,
+                    });
+                }
+            }
+            if !self.list_live(path)?.is_empty() {
+                return Err(Error::NotEmpty { path: path.into() });
+            }
+            let dir = self.dir_of(path);
+            fs::remove_file(dir.join(NODE_FILE)).map_err(|e| Error::io(path, e))?;
+            let _ = fs::remove_dir(&dir);
+            Ok(())
+        })
+    }
+
+    /// `(path → version)` of every live node at or below `path`.
+    fn tree(&self, path: &str, out: &mut BTreeMap<String, u64>) -> Result<()> {
+        if let Some(raw) = self.read_live(path)? {
+            out.insert(path.to_string(), raw.version);
+        }
+        let dir = self.dir_of(path);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !name.starts_with('.') && entry.path().is_dir() {
+                self.tree(&join(path, &name), out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn signature(&self, path: &str, kind: WatchKind) -> BTreeMap<String, u64> {
+        let mut sig = BTreeMap::new();
+        match kind {
+            WatchKind::Data => {
+                if let Ok(Some(raw)) = self.read_live(path) {
+                    sig.insert(path.to_string(), raw.version);
+                }
+            }
+            WatchKind::Children => {
+                for name in self.list_live(path).unwrap_or_default() {
+                    sig.insert(name, 0);
+                }
+            }
+            WatchKind::Tree => {
+                let _ = self.tree(path, &mut sig);
+            }
+        }
+        sig
+    }
+}
+
+/// Paths whose entry differs between two signatures.
+fn diff(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<String> {
+    let mut out: Vec<String> = old
+        .iter()
+        .filter(|(k, v)| new.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(new.keys().filter(|k| !old.contains_key(*k)).cloned());
+    out
+}
+
+#[async_trait]
+impl Coordinator for FsCoordinator {
+    fn kind(&self) -> Kind {
+        Kind::Filesystem
+    }
+
+    async fn create(&self, path: &str, data: &[u8]) -> Result<u64> {
+        let (p, d) = (path.to_string(), data.to_vec());
+        self.blocking(path, move |i| i.create(&p, &d, false)).await
+    }
+
+    async fn create_ephemeral(&self, path: &str, data: &[u8]) -> Result<u64> {
+        let (p, d) = (path.to_string(), data.to_vec());
+        self.blocking(path, move |i| i.create(&p, &d, true)).await
+    }
+
+    async fn update(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64> {
+        let (p, d) = (path.to_string(), data.to_vec());
+        self.blocking(path, move |i| i.update(&p, &d, expected))
+            .await
+    }
+
+    async fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {
+        let p = path.to_string();
+        self.blocking(path, move |i| i.delete(&p, expected)).await
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Node>> {
+        let p = path.to_string();
+        self.blocking(path, move |i| {
+            Ok(i.read_live(&p)?.map(|raw| Node {
+                data: raw.data,
+                version: raw.version,
+            }))
+        })
+        .await
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<String>> {
+        let p = path.to_string();
+        self.blocking(path, move |i| i.list_live(&p)).await
+    }
+
+    async fn watch(&self, path: &str, kind: WatchKind) -> Result<Watch> {
+        let p = path.to_string();
+        let initial = self
+            .blocking(path, move |i| Ok((i.seq(), i.signature(&p, kind))))
+            .await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = self.inner.clone();
+        let path = path.to_string();
+        let task = tokio::spawn(async move {
+            let (mut seq, mut sig) = initial;
+            let mut last_full = Instant::now();
+            loop {
+                tokio::time::sleep(inner.poll).await;
+                if inner.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                let (i2, p2) = (inner.clone(), path.clone());
+                let full = last_full.elapsed() >= Duration::from_secs(1);
+                let res = tokio::task::spawn_blocking(move || {
+                    let s = i2.seq();
+                    (s != seq || full).then(|| (s, i2.signature(&p2, kind)))
+                })
+                .await;
+                let Ok(Some((s, new))) = res else { continue };
+                seq = s;
+                last_full = Instant::now();
+                let changed = diff(&sig, &new);
+                sig = new;
+                if changed.is_empty() {
+                    continue;
+                }
+                let events: Vec<String> = match kind {
+                    WatchKind::Tree => changed,
+                    _ => vec![path.clone()],
+                };
+                for p in events {
+                    if tx.send(WatchEvent::Changed { path: p }).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watch::new(rx, task))
+    }
+
+    async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Ok(mut guard) = self.inner.owner.lock() {
+            guard.take();
+        }
+    }
+}
