@@ -35,12 +35,13 @@ fn map_err(path: &str, e: etcd::Error) -> Error {
     let path = path.to_string();
     match &e {
         etcd::Error::GRpcStatus(s) => match s.code() as i32 {
-            tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED | tonic_code::CANCELLED => {
-                Error::Unavailable {
-                    path,
-                    cause: format!("etcd: {}", s.message()),
-                }
-            }
+            tonic_code::UNAVAILABLE
+            | tonic_code::DEADLINE_EXCEEDED
+            | tonic_code::CANCELLED
+            | tonic_code::UNKNOWN => Error::Unavailable {
+                path,
+                cause: format!("etcd: {}", s.message()),
+            },
             tonic_code::PERMISSION_DENIED | tonic_code::UNAUTHENTICATED => Error::Denied {
                 path,
                 cause: format!("etcd: {}", s.message()),
@@ -66,6 +67,8 @@ fn map_err(path: &str, e: etcd::Error) -> Error {
 /// gRPC codes, compared by number so we need not depend on tonic directly.
 mod tonic_code {
     pub const CANCELLED: i32 = 1;
+    /// tonic reports broken connections ("transport error", h2 errors) as Unknown.
+    pub const UNKNOWN: i32 = 2;
     pub const DEADLINE_EXCEEDED: i32 = 4;
     pub const PERMISSION_DENIED: i32 = 7;
     pub const UNAVAILABLE: i32 = 14;
