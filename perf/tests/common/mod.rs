@@ -1,0 +1,188 @@
+//! Test helpers: a real redis-server on a free port in a temp dir (killed on drop), a tiny
+//! synchronous client, and a way to run the codis-bench binary.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use resp::Frame;
+
+/// A redis-server child process.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    password: Option<String>,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Redis {
+    /// Start `redis-server` with no persistence (and `extra` arguments).
+    pub fn start(extra: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let password = extra
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| extra.get(i + 1))
+            .map(|s| s.to_string());
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(extra)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (Debian package redis-server)");
+        let r = Redis {
+            child,
+            port,
+            _dir: dir,
+            password,
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(mut c) = r.try_client() {
+                if c.cmd(&["PING"]) == Frame::Simple("PONG".into()) {
+                    return r;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {port} did not come up");
+    }
+
+    fn try_client(&self) -> std::io::Result<Client> {
+        let s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut c = Client {
+            s,
+            buf: BytesMut::new(),
+        };
+        if let Some(p) = &self.password {
+            c.cmd(&["AUTH", p]);
+        }
+        Ok(c)
+    }
+
+    /// A connected client.
+    pub fn client(&self) -> Client {
+        self.try_client().expect("connect to redis-server")
+    }
+
+    /// `host:port` of this server.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `calls` of `cmdstat_<name>` in INFO commandstats (0 when never called).
+    pub fn calls(&self, name: &str) -> u64 {
+        self.cmdstat(name, "calls")
+    }
+
+    /// A counter (`calls`, `failed_calls`, …) of `cmdstat_<name>` in INFO commandstats.
+    pub fn cmdstat(&self, name: &str, field: &str) -> u64 {
+        let info = match self.client().cmd(&["INFO", "commandstats"]) {
+            Frame::Bulk(b) => String::from_utf8_lossy(&b).to_string(),
+            other => panic!("INFO replied {other:?}"),
+        };
+        let prefix = format!("cmdstat_{name}:");
+        let want = format!("{field}=");
+        info.lines()
+            .find_map(|l| l.trim_end().strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').find_map(|kv| kv.strip_prefix(&want)))
+            .map(|n| n.parse().expect("counter number"))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking RESP client for set-up and checks.
+pub struct Client {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Client {
+    /// Send a command, return its reply.
+    pub fn cmd(&mut self, args: &[&str]) -> Frame {
+        let mut out = BytesMut::new();
+        Frame::command(args.iter().map(|a| a.as_bytes().to_vec())).encode(&mut out);
+        self.s.write_all(&out).expect("write");
+        loop {
+            if let Some(f) = Frame::parse(&mut self.buf).expect("valid reply") {
+                return f;
+            }
+            let mut chunk = [0u8; 16384];
+            let n = self.s.read(&mut chunk).expect("read");
+            assert!(n > 0, "server closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// An integer reply's value.
+    pub fn int(&mut self, args: &[&str]) -> i64 {
+        match self.cmd(args) {
+            Frame::Integer(i) => i,
+            other => panic!("{args:?} replied {other:?}"),
+        }
+    }
+}
+
+/// Run codis-bench with `args`; panics unless it exits 0.
+pub fn bench(args: &[&str]) -> String {
+    let out = bench_raw(args);
+    assert!(
+        out.status.success(),
+        "codis-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Run codis-bench with `args`, whatever its exit status.
+pub fn bench_raw(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_codis-bench"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run codis-bench")
+}
+
+/// The JSON lines of `--json` output.
+pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+/// A number field of a JSON object.
+pub fn num(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
