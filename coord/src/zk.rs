@@ -334,11 +334,11 @@ async fn watch_loop(
                             break;
                         }
                         _ => {
+                            // Reconnected. zookeeper-client 0.11 does not resend persistent
+                            // watches on a new connection (its SetWatches misses them), so
+                            // re-arm ours; the re-arm sends the Resync.
                             if lost {
-                                lost = false;
-                                if tx.send(WatchEvent::Resync).is_err() {
-                                    return;
-                                }
+                                break;
                             }
                         }
                     }
