@@ -19,6 +19,7 @@ use crate::workload::{select_tests, TestKind};
     version,
     disable_help_flag = true,
     args_conflicts_with_subcommands = true,
+    args_override_self = true,
     after_help = "Examples:\n  codis-bench -p 19000 -t get,set -n 100000 -c 50 -P 16\n  \
 codis-bench -p 19000 -t mixed --ratio 1:10 -r 100000 --dist zipfian --duration 30s\n  \
 codis-bench -p 19000 -t get -r 1000 --rate 50000 --duration 10s --json\n  \
@@ -50,8 +51,9 @@ pub enum Command {
     Compare(CompareArgs),
 }
 
-/// `codis-bench compare` options.
+/// `codis-bench compare` options (a repeated option: the last one wins, so scripts can override).
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct CompareArgs {
     /// A target as NAME=HOST:PORT (repeat; at least two make a comparison).
     #[arg(long = "target", required = true, value_parser = parse_named_target)]
@@ -362,6 +364,24 @@ mod tests {
         .unwrap();
         assert!(
             matches!(cmp.command, Some(Command::Compare(c)) if c.targets.len() == 2 && c.rounds == 3)
+        );
+        let twice = Cli::try_parse_from([
+            "codis-bench",
+            "compare",
+            "--target",
+            "a=127.0.0.1:1",
+            "--rounds",
+            "5",
+            "-P",
+            "1",
+            "--rounds",
+            "2",
+            "-P",
+            "16",
+        ])
+        .unwrap();
+        assert!(
+            matches!(twice.command, Some(Command::Compare(c)) if c.rounds == 2 && c.load.pipeline == 16)
         );
     }
 

@@ -76,6 +76,7 @@ pub fn init_logging() {
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
     let _ = tracing_log::LogTracer::init();
@@ -110,10 +111,27 @@ fn run_single(cli: &Cli, out: &mut dyn Write) -> Result<(), BenchError> {
     for kind in tests {
         let plan = Plan::new(kind, load.data_size, load.keyspace.is_some(), load.ratio);
         let r = run_test(&target, &load, &plan)?;
+        warn_if_rate_missed(&r, &load);
         writeln!(out, "{}", report::render(format, &r, &load)).map_err(io)?;
         out.flush().map_err(io)?;
     }
     Ok(())
+}
+
+/// An open-loop run that fell well short of its rate measured a saturated server (or generator):
+/// its latencies then mostly show queueing, which the reader must know.
+fn warn_if_rate_missed(r: &TestResult, load: &Load) {
+    if let Some(rate) = load.rate {
+        if r.rps() < rate * 0.9 {
+            tracing::warn!(
+                test = %r.name,
+                target_rate = rate,
+                achieved = report::round3(r.rps()),
+                "open-loop rate not reached: the server (or this generator) is saturated; \
+                 latencies include the queueing behind the schedule"
+            );
+        }
+    }
 }
 
 fn run_compare(c: &cli::CompareArgs, out: &mut dyn Write) -> Result<(), BenchError> {
