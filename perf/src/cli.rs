@@ -72,6 +72,9 @@ pub struct CompareArgs {
     pub json: bool,
     #[command(flatten)]
     pub load: LoadArgs,
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 /// Workload options, shared by a single run and `compare`.

@@ -14,6 +14,9 @@ use crate::keys::{KeySampler, Rng};
 use crate::runner::{ShardStats, Shared};
 use crate::workload::Plan;
 
+/// Initial read buffer per connection; it grows only for a single reply larger than this.
+const READ_BUF: usize = 16 * 1024;
+
 /// Where to connect and how to set the session up.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -53,14 +56,14 @@ impl Conn {
         let addr = target.addr;
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|e| BenchError::Connect(addr, std::io::Error::other(e.to_string())))?;
+            .map_err(|e| BenchError::Connect(addr, e.into()))?;
         stream
             .set_nodelay(true)
-            .map_err(|e| BenchError::Connect(addr, std::io::Error::other(e.to_string())))?;
+            .map_err(|e| BenchError::Connect(addr, e.into()))?;
         let mut conn = Conn {
             stream,
             addr,
-            rbuf: vec![0; 64 * 1024],
+            rbuf: vec![0; READ_BUF],
             start: 0,
             filled: 0,
         };

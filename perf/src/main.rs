@@ -11,7 +11,6 @@ fn main() {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if let Err(e) = perf::run(&cli, &mut out) {
-        tracing::error!("{e}");
         eprintln!("codis-bench: {e}");
         std::process::exit(1);
     }

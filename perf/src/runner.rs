@@ -277,8 +277,12 @@ async fn shard_main(a: ShardArgs) -> Result<Option<ShardOutcome>, BenchError> {
             }
         }
     }
-    if failure.is_some() {
-        a.shared.failed.store(true, Ordering::SeqCst);
+    match &failure {
+        Some(e) => {
+            tracing::debug!(executor = ?a.conns, "connection set-up failed: {e}");
+            a.shared.failed.store(true, Ordering::SeqCst);
+        }
+        None => tracing::debug!(executor = ?a.conns, target = %a.target.addr, "connections ready"),
     }
     // Every executor reaches the barrier, failed or not, so none waits forever. Blocking here is
     // fine: this executor has nothing else to run yet.

@@ -323,4 +323,6 @@ fn bad_options_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown test"));
     let help = bench(&["--help"]);
     assert!(help.contains("--ratio") && help.contains("--rate") && help.contains("compare"));
+    let help = bench(&["compare", "--help"]);
+    assert!(help.contains("--target") && help.contains("--baseline") && help.contains("--rounds"));
 }
