@@ -23,9 +23,13 @@
 //!   placeholder (`key:000000012345`), uniformly or with `--dist zipfian` (key 0 hottest).
 //! - `--ratio 1:10`: the `mixed` test, one GET per ten SETs (GET:SET), on the same keys.
 //! - `--duration 30s` runs each test for that long instead of `-n` requests.
-//! - `--rate N`: open loop at N requests/s in total, spread over the connections; each
-//!   request's latency counts from when it was *scheduled*, so a stalled server shows up in
-//!   the percentiles instead of silently slowing the generator (no coordinated omission).
+//! - `--rate N`: open loop at N requests/s in total: each connection sends a batch of `-P`
+//!   requests every `c·P/N` seconds (connections staggered over one interval), and each
+//!   request's latency counts from when its batch was *scheduled*. A connection that falls
+//!   behind (its previous reply still outstanding) sends the overdue batch as soon as it can,
+//!   and the wait shows in the percentiles, so a stalled server cannot hide behind a slowed
+//!   generator (no coordinated omission, as in wrk2). A warning is logged when the achieved
+//!   rate stays under 90% of the target.
 //! - Every reply is checked (`GET` → bulk or nil, `SET` → `+OK`, `INCR` → integer, …); error
 //!   replies and wrong replies are counted as `errors`, not successes.
 //! - Output: a block per test with throughput and p50/p90/p99/p99.9/p99.99/max in µs; `-q` one

@@ -66,7 +66,11 @@ fn open_loop_latency_includes_a_server_stall() {
             "--json",
         ])
     });
-    std::thread::sleep(Duration::from_millis(1000));
+    // Stall once the bench is surely running (a hundred PINGs in), early in its 3 s.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while redis.calls("ping") < 100 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // The server stalls 600 ms: ~600 requests are due meanwhile; with latency measured from the
     // schedule they wait on average ~300 ms, so well over 10% of requests exceed 100 ms. (A
     // closed-loop generator would report a single slow request.)
