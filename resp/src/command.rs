@@ -342,7 +342,11 @@ impl CommandSpec {
         if self.first == 0 {
             return Vec::new();
         }
-        let last = if self.last < 0 { argc + self.last as i64 } else { self.last as i64 };
+        let last = if self.last < 0 {
+            argc + self.last as i64
+        } else {
+            self.last as i64
+        };
         let mut v = Vec::new();
         let mut i = self.first as i64;
         while i <= last && i < argc {
@@ -355,7 +359,8 @@ impl CommandSpec {
     /// Position of the first key, if the command has keys (the proxy routes by it).
     pub fn first_key(&self, args: &[Bytes]) -> Option<usize> {
         if !self.has(MOVABLE) {
-            return (self.first > 0 && (self.first as usize) < args.len()).then_some(self.first as usize);
+            return (self.first > 0 && (self.first as usize) < args.len())
+                .then_some(self.first as usize);
         }
         self.key_positions(args).into_iter().next()
     }
@@ -372,8 +377,8 @@ fn movable_keys(name: &str, args: &[Bytes]) -> Vec<usize> {
             Some(n) => std::iter::once(1).chain(3..3 + n).collect(),
             None => vec![1],
         },
-        "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" | "eval"
-        | "evalsha" | "eval_ro" | "evalsha_ro" => match numkeys_at(args, 2) {
+        "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop"
+        | "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => match numkeys_at(args, 2) {
             Some(n) => (3..3 + n).collect(),
             None => vec![],
         },
@@ -398,7 +403,9 @@ mod tests {
     use super::*;
 
     fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -415,7 +422,10 @@ mod tests {
         let blpop = lookup(b"blpop").unwrap();
         assert_eq!(blpop.key_positions(&args("BLPOP a b 0")), vec![1, 2]);
         let zu = lookup(b"zunionstore").unwrap();
-        assert_eq!(zu.key_positions(&args("ZUNIONSTORE d 2 a b WEIGHTS 1 2")), vec![1, 3, 4]);
+        assert_eq!(
+            zu.key_positions(&args("ZUNIONSTORE d 2 a b WEIGHTS 1 2")),
+            vec![1, 3, 4]
+        );
         let eval = lookup(b"eval").unwrap();
         assert_eq!(eval.key_positions(&args("EVAL s 1 k a")), vec![3]);
         assert_eq!(eval.first_key(&args("EVAL s 0")), None);

@@ -18,7 +18,10 @@ pub fn line(buf: &mut BytesMut, t: u8, text: &[u8]) {
     buf.reserve(text.len() + 3);
     buf.put_u8(t);
     if memchr::memchr2(b'\r', b'\n', text).is_some() {
-        buf.extend(text.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+        buf.extend(
+            text.iter()
+                .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+        );
     } else {
         buf.extend_from_slice(text);
     }
@@ -71,12 +74,20 @@ pub fn bulk_int(buf: &mut BytesMut, n: i64) {
 
 /// The null bulk: `$-1` in RESP2, `_` in RESP3.
 pub fn null(buf: &mut BytesMut, p: Proto) {
-    buf.extend_from_slice(if p == Proto::Resp3 { b"_\r\n" } else { b"$-1\r\n" });
+    buf.extend_from_slice(if p == Proto::Resp3 {
+        b"_\r\n"
+    } else {
+        b"$-1\r\n"
+    });
 }
 
 /// The null array: `*-1` in RESP2, `_` in RESP3.
 pub fn null_array(buf: &mut BytesMut, p: Proto) {
-    buf.extend_from_slice(if p == Proto::Resp3 { b"_\r\n" } else { b"*-1\r\n" });
+    buf.extend_from_slice(if p == Proto::Resp3 {
+        b"_\r\n"
+    } else {
+        b"*-1\r\n"
+    });
 }
 
 /// `*n`
@@ -140,7 +151,11 @@ pub fn format_double(d: f64) -> String {
 /// C's `%.<prec>g`.
 pub fn format_g(d: f64, prec: usize) -> String {
     if d == 0.0 {
-        return if d.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if d.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let sci = format!("{:.*e}", prec - 1, d);
     let (mant, exp) = sci.split_at(sci.find('e').unwrap_or(sci.len()));

@@ -139,7 +139,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
             Some(i) => pos + i,
             None => return Ok(None),
         };
-        if eol == pos || buf[eol - 1] != b'\r' {
+        if eol <= pos + 1 || buf[eol - 1] != b'\r' {
             return Err(ProtocolError::BadReplyLine);
         }
         let line = &buf[pos + 1..eol - 1];
@@ -273,7 +273,10 @@ mod tests {
         f.encode(&mut b);
         b.extend_from_slice(b"+next\r\n");
         assert_eq!(Frame::parse(&mut b).unwrap().unwrap(), f);
-        assert_eq!(Frame::parse(&mut b).unwrap().unwrap(), Frame::Simple("next".into()));
+        assert_eq!(
+            Frame::parse(&mut b).unwrap().unwrap(),
+            Frame::Simple("next".into())
+        );
         assert!(b.is_empty());
     }
 
@@ -286,5 +289,12 @@ mod tests {
         assert_eq!(frame_len(full).unwrap(), Some(full.len()));
         assert_eq!(frame_len(b"*-1\r\n").unwrap(), Some(5));
         assert_eq!(frame_len(b"*0\r\n").unwrap(), Some(4));
+    }
+
+    #[test]
+    fn empty_reply_lines_are_errors_not_panics() {
+        assert_eq!(frame_len(b"\r\n"), Err(ProtocolError::BadReplyLine));
+        assert_eq!(frame_len(b"*1\r\n\r\n"), Err(ProtocolError::BadReplyLine));
+        assert_eq!(frame_len(b"\n"), Err(ProtocolError::BadReplyLine));
     }
 }

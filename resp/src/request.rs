@@ -53,7 +53,11 @@ enum Step {
 impl RequestParser {
     /// A parser that accepts bulks up to `max_bulk` bytes (`proto-max-bulk-len`).
     pub fn new(max_bulk: usize) -> Self {
-        RequestParser { partial: None, max_bulk, authenticated: true }
+        RequestParser {
+            partial: None,
+            max_bulk,
+            authenticated: true,
+        }
     }
 
     /// Apply Redis's stricter limits for clients that still owe an AUTH.
@@ -101,7 +105,8 @@ impl RequestParser {
                     Some(x) => x,
                     None => return Ok(None),
                 };
-                let n = parse_i64(&buf[1..next - 2]).ok_or(ProtocolError::InvalidMultibulkLength)?;
+                let n =
+                    parse_i64(&buf[1..next - 2]).ok_or(ProtocolError::InvalidMultibulkLength)?;
                 if n > MAX_MULTIBULK {
                     return Err(ProtocolError::InvalidMultibulkLength);
                 }
@@ -113,7 +118,11 @@ impl RequestParser {
                     return Ok(Some(Vec::new()));
                 }
                 let argc = n as usize;
-                Partial { argc, spans: Vec::with_capacity(argc.min(1024)), pos: next }
+                Partial {
+                    argc,
+                    spans: Vec::with_capacity(argc.min(1024)),
+                    pos: next,
+                }
             }
         };
         while p.spans.len() < p.argc {
@@ -131,7 +140,9 @@ impl RequestParser {
             }
         }
         let frame = buf.split_to(p.pos).freeze();
-        Ok(Some(p.spans.iter().map(|&(s, e)| frame.slice(s..e)).collect()))
+        Ok(Some(
+            p.spans.iter().map(|&(s, e)| frame.slice(s..e)).collect(),
+        ))
     }
 
     /// Parse one `$len\r\n<bytes>\r\n` starting at `at`; returns the offset after it.
@@ -179,7 +190,9 @@ impl RequestParser {
         if args.is_empty() {
             return Ok(InlineOutcome::Empty);
         }
-        Ok(InlineOutcome::Args(args.into_iter().map(Bytes::from).collect()))
+        Ok(InlineOutcome::Args(
+            args.into_iter().map(Bytes::from).collect(),
+        ))
     }
 }
 
@@ -191,7 +204,11 @@ enum InlineOutcome {
 
 /// Find the `\r` ending a count line starting at `at` (`*n` or `$n`) and return the offset after
 /// its `\r\n`. Like Redis, the byte after `\r` is assumed to be `\n`.
-fn count_line(buf: &[u8], at: usize, too_big: ProtocolError) -> Result<Option<usize>, ProtocolError> {
+fn count_line(
+    buf: &[u8],
+    at: usize,
+    too_big: ProtocolError,
+) -> Result<Option<usize>, ProtocolError> {
     match memchr::memchr(b'\r', &buf[at..]) {
         Some(i) => {
             if at + i + 2 > buf.len() {
@@ -220,7 +237,11 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }
-    let (neg, digits) = if s[0] == b'-' { (true, &s[1..]) } else { (false, s) };
+    let (neg, digits) = if s[0] == b'-' {
+        (true, &s[1..])
+    } else {
+        (false, s)
+    };
     if digits.is_empty() || (digits[0] == b'0' && digits.len() > 1) {
         return None;
     }
@@ -262,7 +283,12 @@ pub fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                     return Err(ProtocolError::UnbalancedQuotes);
                 }
                 let c = line[i];
-                if c == b'\\' && i + 3 < n && line[i + 1] == b'x' && is_hex(line[i + 2]) && is_hex(line[i + 3]) {
+                if c == b'\\'
+                    && i + 3 < n
+                    && line[i + 1] == b'x'
+                    && is_hex(line[i + 2])
+                    && is_hex(line[i + 3])
+                {
                     cur.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
                     i += 3;
                 } else if c == b'\\' && i + 1 < n {
@@ -342,7 +368,11 @@ mod tests {
         let mut buf = BytesMut::from(input);
         let mut out = vec![];
         while let Some(a) = p.parse(&mut buf)? {
-            out.push(a.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect());
+            out.push(
+                a.iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect(),
+            );
         }
         Ok(out)
     }
@@ -352,22 +382,55 @@ mod tests {
         assert_eq!(all(b"*1\r\n$4\r\nPING\r\n").unwrap(), vec![vec!["PING"]]);
         assert_eq!(all(b"PING\r\n").unwrap(), vec![vec!["PING"]]);
         assert_eq!(all(b"\r\nPING\n").unwrap(), vec![vec!["PING"]]);
-        assert_eq!(all(b"*-1\r\n*1\r\n$4\r\nPING\r\n").unwrap(), vec![vec!["PING"]]);
+        assert_eq!(
+            all(b"*-1\r\n*1\r\n$4\r\nPING\r\n").unwrap(),
+            vec![vec!["PING"]]
+        );
         assert_eq!(all(b"*1\r\n$4\r\nPINGxx").unwrap(), vec![vec!["PING"]]);
-        assert_eq!(all(b"SET \"k 1\" 'v\\x41'\r\n").unwrap(), vec![vec!["SET", "k 1", "v\\x41"]]);
-        assert_eq!(all(b"SET \"a\\x41\\n\" b\r\n").unwrap(), vec![vec!["SET", "aA\n", "b"]]);
+        assert_eq!(
+            all(b"SET \"k 1\" 'v\\x41'\r\n").unwrap(),
+            vec![vec!["SET", "k 1", "v\\x41"]]
+        );
+        assert_eq!(
+            all(b"SET \"a\\x41\\n\" b\r\n").unwrap(),
+            vec![vec!["SET", "aA\n", "b"]]
+        );
     }
 
     #[test]
     fn errors_match_redis() {
-        assert_eq!(all(b"*abc\r\n").unwrap_err().to_string(), "ERR Protocol error: invalid multibulk length");
-        assert_eq!(all(b"*2147483648\r\n").unwrap_err(), ProtocolError::InvalidMultibulkLength);
-        assert_eq!(all(b"*1\r\n$-1\r\n").unwrap_err(), ProtocolError::InvalidBulkLength);
-        assert_eq!(all(b"*1\r\n$536870913\r\n").unwrap_err(), ProtocolError::InvalidBulkLength);
-        assert_eq!(all(b"*1\r\n:12\r\n").unwrap_err().to_string(), "ERR Protocol error: expected '$', got ':'");
-        assert_eq!(all(b"SET \"a b\r\n").unwrap_err(), ProtocolError::UnbalancedQuotes);
-        assert_eq!(all(b"SET \"a\"b c\r\n").unwrap_err(), ProtocolError::UnbalancedQuotes);
-        assert_eq!(all(&vec![b'a'; INLINE_MAX + 1]).unwrap_err(), ProtocolError::TooBigInline);
+        assert_eq!(
+            all(b"*abc\r\n").unwrap_err().to_string(),
+            "ERR Protocol error: invalid multibulk length"
+        );
+        assert_eq!(
+            all(b"*2147483648\r\n").unwrap_err(),
+            ProtocolError::InvalidMultibulkLength
+        );
+        assert_eq!(
+            all(b"*1\r\n$-1\r\n").unwrap_err(),
+            ProtocolError::InvalidBulkLength
+        );
+        assert_eq!(
+            all(b"*1\r\n$536870913\r\n").unwrap_err(),
+            ProtocolError::InvalidBulkLength
+        );
+        assert_eq!(
+            all(b"*1\r\n:12\r\n").unwrap_err().to_string(),
+            "ERR Protocol error: expected '$', got ':'"
+        );
+        assert_eq!(
+            all(b"SET \"a b\r\n").unwrap_err(),
+            ProtocolError::UnbalancedQuotes
+        );
+        assert_eq!(
+            all(b"SET \"a\"b c\r\n").unwrap_err(),
+            ProtocolError::UnbalancedQuotes
+        );
+        assert_eq!(
+            all(&vec![b'a'; INLINE_MAX + 1]).unwrap_err(),
+            ProtocolError::TooBigInline
+        );
     }
 
     #[test]
@@ -381,7 +444,10 @@ mod tests {
             if i + 1 < whole.len() {
                 assert!(r.is_none(), "complete too early at {i}");
             } else {
-                assert_eq!(r.unwrap(), vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("hello")]);
+                assert_eq!(
+                    r.unwrap(),
+                    vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("hello")]
+                );
             }
         }
         assert!(buf.is_empty());
@@ -390,7 +456,10 @@ mod tests {
     #[test]
     fn big_headers_do_not_allocate() {
         // A 4 GB bulk header is refused; a 1M-element header just waits for more data.
-        assert_eq!(all(b"*1\r\n$4294967296\r\n").unwrap_err(), ProtocolError::InvalidBulkLength);
+        assert_eq!(
+            all(b"*1\r\n$4294967296\r\n").unwrap_err(),
+            ProtocolError::InvalidBulkLength
+        );
         assert_eq!(all(b"*1000000\r\n").unwrap(), Vec::<Vec<String>>::new());
     }
 
@@ -399,7 +468,10 @@ mod tests {
         let mut p = RequestParser::default();
         p.set_authenticated(false);
         let mut buf = BytesMut::from(&b"*11\r\n"[..]);
-        assert_eq!(p.parse(&mut buf).unwrap_err(), ProtocolError::UnauthenticatedMultibulk);
+        assert_eq!(
+            p.parse(&mut buf).unwrap_err(),
+            ProtocolError::UnauthenticatedMultibulk
+        );
     }
 
     #[test]
