@@ -1,1 +1,30 @@
-//! codis-server.
+//! codis-server: a Redis-compatible storage engine, shard-per-core on glommio (io_uring), with
+//! Codis's SLOTS* commands.
+//!
+//! # Layout
+//! - [`runtime`]: start-up; one pinned executor per core, listeners (SO_REUSEPORT), core links.
+//! - [`core`]: one core's runtime and the cross-core protocol (exec, run, hold/release).
+//! - [`conn`]: a client connection; batches, routing by slot, replies in request order.
+//! - [`admin`]: commands the connection answers itself (PING, AUTH, HELLO, CLIENT, CONFIG, INFO…).
+//! - [`global`]: whole-keyspace commands (DBSIZE, FLUSHDB, KEYS, SCAN, SLOTSINFO, SLOTSSCAN…).
+//! - [`multi`]: keyed commands spanning cores, made atomic by holding the shards involved.
+//! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
+//! - [`cmd`]: shard command handlers by type family (`string`, `keys`, …).
+//! - [`config`], [`shared`], [`info`], [`glob`], [`alloc`]: configuration, process-wide state,
+//!   INFO, glob patterns, the counting allocator.
+
+pub mod admin;
+pub mod alloc;
+pub mod cmd;
+pub mod config;
+pub mod conn;
+pub mod core;
+pub mod db;
+pub mod glob;
+pub mod global;
+pub mod info;
+pub mod multi;
+pub mod runtime;
+pub mod shard;
+pub mod shared;
+pub mod value;

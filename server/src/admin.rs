@@ -1,0 +1,570 @@
+//! Commands answered by the connection itself: PING, ECHO, QUIT, SELECT, AUTH, HELLO, RESET,
+//! CLIENT, COMMAND, INFO, CONFIG, TIME, DEBUG, SHUTDOWN, ROLE, LASTSAVE, WAIT, MEMORY, SLOTSHASHKEY.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use resp::command::{self, CommandSpec, COMMANDS};
+use resp::{encode, Args, Proto};
+
+use crate::cmd::err;
+use crate::conn::{unknown_command, Plan, Session};
+use crate::core::Core;
+use crate::info;
+
+/// Run a connection-level command, writing its reply in order through `plan`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    core: &Rc<Core>,
+    sess: &mut Session,
+    spec: &'static CommandSpec,
+    idx: usize,
+    args: Args,
+    now: u64,
+    plan: &mut Plan,
+    out: &mut BytesMut,
+) {
+    core.shard.borrow_mut().stats[idx].calls += 1;
+    // Commands that need other cores or change how replies are encoded: settle what is pending.
+    let needs_flush = matches!(
+        spec.name,
+        "info" | "hello" | "debug" | "shutdown" | "memory" | "reset"
+    );
+    if needs_flush {
+        plan.flush(core, sess.proto, now, out).await;
+    }
+    let mut buf = BytesMut::new();
+    let b = &mut buf;
+    match spec.name {
+        "ping" => match args.len() {
+            1 => encode::simple(b, "PONG"),
+            2 => encode::bulk(b, &args[1]),
+            _ => encode::error(b, "ERR wrong number of arguments for 'ping' command"),
+        },
+        "echo" => encode::bulk(b, &args[1]),
+        "quit" => {
+            encode::ok(b);
+            sess.quit = true;
+        }
+        "select" => match resp::parse_i64(&args[1]) {
+            None => encode::error(b, err::NOT_INT),
+            Some(n) if n < 0 || n as usize >= core.shard.borrow().dbs.len() => {
+                encode::error(b, err::DB_RANGE)
+            }
+            Some(n) => {
+                sess.db = n as usize;
+                sess.info.db.store(n as u8, Ordering::Relaxed);
+                encode::ok(b)
+            }
+        },
+        "auth" => auth(core, sess, &args, b),
+        "hello" => hello(core, sess, &args, b),
+        "reset" => {
+            sess.db = 0;
+            sess.proto = Proto::Resp2;
+            sess.authed = core.shared.config().requirepass.is_none();
+            if let Ok(mut n) = sess.info.name.lock() {
+                n.clear();
+            }
+            encode::simple(b, "RESET");
+        }
+        "client" => client(core, sess, &args, b),
+        "command" => command_cmd(&args, b),
+        "info" => {
+            let text = info::render(core, &args[1..]).await;
+            encode::bulk(b, text.as_bytes());
+        }
+        "config" => config(core, &args, b),
+        "time" => {
+            let us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or(0);
+            encode::array(b, 2);
+            encode::bulk(b, (us / 1_000_000).to_string().as_bytes());
+            encode::bulk(b, (us % 1_000_000).to_string().as_bytes());
+        }
+        "lastsave" => {
+            let started = std::time::SystemTime::now() - core.shared.started.elapsed();
+            let secs = started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            encode::int(b, secs as i64);
+        }
+        "role" => {
+            encode::array(b, 3);
+            encode::bulk(b, b"master");
+            encode::int(b, 0);
+            encode::array(b, 0);
+        }
+        "wait" => match (resp::parse_i64(&args[1]), resp::parse_i64(&args[2])) {
+            (Some(_), Some(t)) if t >= 0 => encode::int(b, 0), // no replicas are attached
+            (Some(_), Some(_)) => encode::error(b, "ERR timeout is negative"),
+            _ => encode::error(b, "ERR timeout is not an integer or out of range"),
+        },
+        "readonly" | "readwrite" => {
+            encode::error(b, "ERR This instance has cluster support disabled")
+        }
+        "debug" => debug(core, sess, &args, b).await,
+        "memory" => memory(core, sess, &args, now, b).await,
+        "shutdown" => {
+            tracing::warn!("User requested shutdown...");
+            core.shared.shutdown.store(true, Ordering::Relaxed);
+            tracing::warn!("codis-server is now ready to exit, bye bye...");
+            std::process::exit(0);
+        }
+        "slotshashkey" => {
+            encode::array(b, args.len() - 1);
+            for k in &args[1..] {
+                encode::int(b, resp::slot(k) as i64);
+            }
+        }
+        _ => encode::error(b, &unknown_command(&args)),
+    }
+    let t = plan.target(out);
+    let start = t.len();
+    t.extend_from_slice(&buf);
+    plan.written(start);
+}
+
+fn auth(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
+    if args.len() > 3 {
+        return encode::error(b, err::SYNTAX);
+    }
+    let Some(pass) = core.shared.config().requirepass else {
+        return encode::error(
+            b,
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        );
+    };
+    let user_ok = args.len() == 2 || args[1].as_ref() == b"default";
+    if user_ok && args[args.len() - 1].as_ref() == pass.as_slice() {
+        sess.authed = true;
+        encode::ok(b)
+    } else {
+        encode::error(
+            b,
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        )
+    }
+}
+
+fn hello(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
+    let mut proto = sess.proto;
+    let mut i = 1;
+    if args.len() > 1 {
+        match resp::parse_i64(&args[1]) {
+            Some(2) => proto = Proto::Resp2,
+            Some(3) => proto = Proto::Resp3,
+            Some(_) => return encode::error(b, "NOPROTO unsupported protocol version"),
+            None => {
+                return encode::error(b, "ERR Protocol version is not an integer or out of range")
+            }
+        }
+        i = 2;
+    }
+    let mut authed = sess.authed;
+    let mut name = None;
+    while i < args.len() {
+        if args[i].eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
+            let pass = core.shared.config().requirepass;
+            let ok =
+                args[i + 1].as_ref() == b"default" && pass.as_deref() == Some(args[i + 2].as_ref());
+            if !ok {
+                return encode::error(
+                    b,
+                    "WRONGPASS invalid username-password pair or user is disabled.",
+                );
+            }
+            authed = true;
+            i += 3;
+        } else if args[i].eq_ignore_ascii_case(b"setname") && i + 1 < args.len() {
+            name = Some(String::from_utf8_lossy(&args[i + 1]).to_string());
+            i += 2;
+        } else {
+            let opt = String::from_utf8_lossy(&args[i]).to_string();
+            return encode::error(b, &format!("ERR Syntax error in HELLO option '{opt}'"));
+        }
+    }
+    if !authed {
+        return encode::error(
+            b,
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
+    }
+    sess.authed = true;
+    sess.proto = proto;
+    if let Some(n) = name {
+        if let Ok(mut cur) = sess.info.name.lock() {
+            *cur = n;
+        }
+    }
+    encode::map(b, 7, proto);
+    encode::bulk(b, b"server");
+    encode::bulk(b, b"redis");
+    encode::bulk(b, b"version");
+    encode::bulk(b, info::REDIS_VERSION.as_bytes());
+    encode::bulk(b, b"proto");
+    encode::int(b, if proto == Proto::Resp3 { 3 } else { 2 });
+    encode::bulk(b, b"id");
+    encode::int(b, sess.info.id as i64);
+    encode::bulk(b, b"mode");
+    encode::bulk(b, b"standalone");
+    encode::bulk(b, b"role");
+    encode::bulk(b, b"master");
+    encode::bulk(b, b"modules");
+    encode::array(b, 0);
+}
+
+fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
+    let sub = String::from_utf8_lossy(&args[1]).to_lowercase();
+    match (sub.as_str(), args.len()) {
+        ("id", 2) => encode::int(b, sess.info.id as i64),
+        ("getname", 2) => match sess.info.name.lock().map(|n| n.clone()) {
+            Ok(n) if !n.is_empty() => encode::bulk(b, n.as_bytes()),
+            _ => encode::null(b, sess.proto),
+        },
+        ("setname", 3) => {
+            if args[2].iter().any(|&c| c <= b' ' || c > b'~') {
+                return encode::error(
+                    b,
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            if let Ok(mut n) = sess.info.name.lock() {
+                *n = String::from_utf8_lossy(&args[2]).to_string();
+            }
+            encode::ok(b)
+        }
+        ("info", 2) => {
+            let line = sess.info.line();
+            encode::bulk(b, format!("{line}\n").as_bytes())
+        }
+        ("list", _) => {
+            let clients = core
+                .shared
+                .clients
+                .lock()
+                .map(|c| c.values().cloned().collect::<Vec<_>>())
+                .unwrap_or_default();
+            let text: String = clients.iter().map(|c| c.line() + "\n").collect();
+            encode::bulk(b, text.as_bytes())
+        }
+        ("kill", n) if n >= 3 => client_kill(core, sess, args, b),
+        ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) => encode::ok(b),
+        ("reply", 3) => encode::error(b, "ERR CLIENT REPLY is not supported by codis-server"),
+        ("help", 2) => {
+            let lines = [
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "ID",
+                "GETNAME",
+                "SETNAME <name>",
+                "INFO",
+                "LIST",
+                "KILL <ip:port> | ID <id> | ADDR <ip:port>",
+                "HELP",
+            ];
+            encode::array(b, lines.len());
+            for l in lines {
+                encode::simple(b, l);
+            }
+        }
+        _ => {
+            let s = String::from_utf8_lossy(&args[1]).to_string();
+            encode::error(b, &format!("ERR unknown subcommand or wrong number of arguments for '{s}'. Try CLIENT HELP."))
+        }
+    }
+}
+
+fn client_kill(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
+    let clients = core
+        .shared
+        .clients
+        .lock()
+        .map(|c| c.values().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    if args.len() == 3 {
+        let addr = String::from_utf8_lossy(&args[2]).to_string();
+        return match clients.iter().find(|c| c.addr == addr) {
+            Some(c) => {
+                c.kill();
+                encode::ok(b)
+            }
+            None => encode::error(b, "ERR No such client"),
+        };
+    }
+    let mut killed = 0;
+    let mut i = 2;
+    let mut skipme = true;
+    let mut filters: Vec<(String, String)> = Vec::new();
+    while i + 1 < args.len() {
+        let k = String::from_utf8_lossy(&args[i]).to_lowercase();
+        let v = String::from_utf8_lossy(&args[i + 1]).to_string();
+        match k.as_str() {
+            "id" | "addr" | "laddr" | "type" | "user" => filters.push((k, v)),
+            "skipme" => skipme = v.eq_ignore_ascii_case("yes"),
+            _ => return encode::error(b, err::SYNTAX),
+        }
+        i += 2;
+    }
+    if i != args.len() {
+        return encode::error(b, err::SYNTAX);
+    }
+    for c in &clients {
+        if skipme && c.id == sess.info.id {
+            continue;
+        }
+        let hit = filters.iter().all(|(k, v)| match k.as_str() {
+            "id" => v.parse::<u64>().ok() == Some(c.id),
+            "addr" => &c.addr == v,
+            "laddr" => &c.laddr == v,
+            "type" => v.eq_ignore_ascii_case("normal"),
+            _ => v == "default",
+        });
+        if hit {
+            c.kill();
+            killed += 1;
+        }
+    }
+    encode::int(b, killed);
+}
+
+fn flag_names(spec: &CommandSpec) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    for (bit, name) in [
+        (command::WRITE, "write"),
+        (command::READONLY, "readonly"),
+        (command::DENYOOM, "denyoom"),
+        (command::ADMIN, "admin"),
+        (command::PUBSUB, "pubsub"),
+        (command::NOSCRIPT, "noscript"),
+        (command::BLOCKING, "blocking"),
+        (command::FAST, "fast"),
+        (command::MOVABLE, "movablekeys"),
+        (command::NOAUTH, "no_auth"),
+    ] {
+        if spec.has(bit) {
+            v.push(name);
+        }
+    }
+    v
+}
+
+fn command_info(b: &mut BytesMut, spec: &CommandSpec) {
+    encode::array(b, 10);
+    encode::bulk(b, spec.name.as_bytes());
+    encode::int(b, spec.arity as i64);
+    let flags = flag_names(spec);
+    encode::array(b, flags.len());
+    for f in flags {
+        encode::simple(b, f);
+    }
+    encode::int(b, spec.first as i64);
+    encode::int(b, spec.last as i64);
+    encode::int(b, spec.step as i64);
+    for _ in 0..4 {
+        encode::array(b, 0);
+    }
+}
+
+fn command_cmd(args: &Args, b: &mut BytesMut) {
+    if args.len() == 1 {
+        encode::array(b, COMMANDS.len());
+        for c in COMMANDS {
+            command_info(b, c);
+        }
+        return;
+    }
+    let sub = String::from_utf8_lossy(&args[1]).to_lowercase();
+    match sub.as_str() {
+        "count" => encode::int(b, COMMANDS.len() as i64),
+        "info" => {
+            let names: Vec<_> = if args.len() == 2 {
+                COMMANDS.iter().map(|c| c.name.as_bytes()).collect()
+            } else {
+                args[2..].iter().map(|a| a.as_ref()).collect()
+            };
+            encode::array(b, names.len());
+            for n in names {
+                match command::lookup(n) {
+                    Some(c) => command_info(b, c),
+                    None => encode::null_array(b, Proto::Resp2),
+                }
+            }
+        }
+        "docs" => {
+            // Documentation text is not shipped; clients (redis-cli) degrade to no hints.
+            let names: Vec<&[u8]> = args[2..]
+                .iter()
+                .map(|a| a.as_ref())
+                .filter(|n| command::lookup(n).is_some())
+                .collect();
+            encode::array(b, names.len() * 2);
+            for n in names {
+                encode::bulk(b, &n.to_ascii_lowercase());
+                encode::array(b, 4);
+                encode::bulk(b, b"summary");
+                encode::bulk(b, b"");
+                encode::bulk(b, b"group");
+                encode::bulk(b, b"generic");
+            }
+        }
+        "list" => {
+            encode::array(b, COMMANDS.len());
+            for c in COMMANDS {
+                encode::bulk(b, c.name.as_bytes());
+            }
+        }
+        "getkeys" if args.len() >= 3 => match command::lookup(&args[2]) {
+            Some(c) if c.arity_ok(args.len() - 2) => {
+                let sub_args: Args = args[2..].to_vec();
+                let pos = c.key_positions(&sub_args);
+                if pos.is_empty() {
+                    return encode::error(b, "ERR The command has no key arguments");
+                }
+                encode::array(b, pos.len());
+                for p in pos {
+                    encode::bulk(b, &sub_args[p]);
+                }
+            }
+            Some(_) => encode::error(b, "ERR Invalid number of arguments specified for command"),
+            None => encode::error(b, "ERR Invalid command specified"),
+        },
+        _ => {
+            let s = String::from_utf8_lossy(&args[1]).to_string();
+            encode::error(b, &format!("ERR unknown subcommand or wrong number of arguments for '{s}'. Try COMMAND HELP."))
+        }
+    }
+}
+
+fn config(core: &Rc<Core>, args: &Args, b: &mut BytesMut) {
+    let sub = String::from_utf8_lossy(&args[1]).to_lowercase();
+    match sub.as_str() {
+        "get" if args.len() >= 3 => {
+            let cfg = core.shared.config();
+            let mut pairs = Vec::new();
+            for p in &args[2..] {
+                for kv in cfg.get(p) {
+                    if !pairs.contains(&kv) {
+                        pairs.push(kv);
+                    }
+                }
+            }
+            encode::array(b, pairs.len() * 2);
+            for (k, v) in pairs {
+                encode::bulk(b, k.as_bytes());
+                encode::bulk(b, v.as_bytes());
+            }
+        }
+        "set" if args.len() >= 4 && args.len() % 2 == 0 => {
+            let Ok(mut cfg) = core.shared.config.write() else {
+                return encode::error(b, "ERR config lock poisoned");
+            };
+            let mut next = cfg.clone();
+            for pair in args[2..].chunks(2) {
+                let (k, v) = (
+                    String::from_utf8_lossy(&pair[0]).to_string(),
+                    String::from_utf8_lossy(&pair[1]).to_string(),
+                );
+                if let Err(e) = next.set(&k, &v, false) {
+                    return encode::error(b, &e.to_string());
+                }
+            }
+            *cfg = next;
+            encode::ok(b)
+        }
+        "resetstat" if args.len() == 2 => encode::ok(b),
+        "rewrite" if args.len() == 2 => {
+            encode::error(b, "ERR The server is running without a config file")
+        }
+        "get" | "set" => encode::error(
+            b,
+            &format!("ERR wrong number of arguments for 'config|{sub}' command"),
+        ),
+        _ => {
+            let s = String::from_utf8_lossy(&args[1]).to_string();
+            encode::error(
+                b,
+                &format!("ERR unknown subcommand '{s}'. Try CONFIG HELP."),
+            )
+        }
+    }
+}
+
+async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
+    let sub = String::from_utf8_lossy(&args[1]).to_lowercase();
+    match sub.as_str() {
+        "sleep" if args.len() == 3 => {
+            let secs: f64 = std::str::from_utf8(&args[2])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0.0);
+            if secs > 0.0 && secs.is_finite() {
+                glommio::timer::sleep(Duration::from_secs_f64(secs.min(3600.0))).await;
+            }
+            encode::ok(b)
+        }
+        "object" if args.len() == 3 => {
+            let key = args[2].clone();
+            let db = sess.db;
+            let now = crate::shared::now_ms();
+            let owner = core.shared.owner(resp::slot(&key));
+            let found: Option<(&'static str, usize)> = core
+                .run_on(owner, move |s| {
+                    s.dbs[db]
+                        .get(&key, now)
+                        .map(|e| (e.value.encoding(), crate::value::approx_size(&e.value)))
+                })
+                .await;
+            match found {
+                Some((enc, size)) => encode::simple(b, &format!("Value at:0x0 refcount:1 encoding:{enc} serializedlength:{size} lru:0 lru_seconds_idle:0")),
+                None => encode::error(b, "ERR no such key"),
+            }
+        }
+        "help" => {
+            let lines = [
+                "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "SLEEP <seconds>",
+                "OBJECT <key>",
+                "HELP",
+            ];
+            encode::array(b, lines.len());
+            for l in lines {
+                encode::simple(b, l);
+            }
+        }
+        _ => {
+            let s = String::from_utf8_lossy(&args[1]).to_string();
+            encode::error(b, &format!("ERR unknown subcommand or wrong number of arguments for '{s}'. Try DEBUG HELP."))
+        }
+    }
+}
+
+async fn memory(core: &Rc<Core>, sess: &mut Session, args: &Args, now: u64, b: &mut BytesMut) {
+    let sub = String::from_utf8_lossy(&args[1]).to_lowercase();
+    match sub.as_str() {
+        "usage" if args.len() >= 3 => {
+            let key = args[2].clone();
+            let db = sess.db;
+            let owner = core.shared.owner(resp::slot(&key));
+            let n: Option<usize> = core
+                .run_on(owner, move |s| {
+                    s.dbs[db]
+                        .get(&key, now)
+                        .map(|e| key.len() + crate::value::approx_size(&e.value) + 48)
+                })
+                .await;
+            match n {
+                Some(n) => encode::int(b, n as i64),
+                None => encode::null(b, sess.proto),
+            }
+        }
+        _ => {
+            let s = String::from_utf8_lossy(&args[1]).to_string();
+            encode::error(b, &format!("ERR unknown subcommand or wrong number of arguments for '{s}'. Try MEMORY HELP."))
+        }
+    }
+}

@@ -1,0 +1,668 @@
+//! String commands (Redis's `t_string.c`): GET/SET and friends, counters, ranges and bits.
+
+use resp::encode;
+
+use super::{err, Ctx, Handler, MAX_STRING};
+use crate::value::Value;
+
+/// The string commands served by shards.
+pub static HANDLERS: &[(&str, Handler)] = &[
+    ("get", get),
+    ("set", set),
+    ("setnx", setnx),
+    ("setex", setex),
+    ("psetex", psetex),
+    ("mget", mget),
+    ("mset", mset),
+    ("msetnx", msetnx),
+    ("getset", getset),
+    ("getdel", getdel),
+    ("getex", getex),
+    ("append", append),
+    ("strlen", strlen),
+    ("getrange", getrange),
+    ("substr", getrange),
+    ("setrange", setrange),
+    ("incr", incr),
+    ("decr", decr),
+    ("incrby", incrby),
+    ("decrby", decrby),
+    ("incrbyfloat", incrbyfloat),
+    ("setbit", setbit),
+    ("getbit", getbit),
+    ("bitcount", bitcount),
+    ("bitpos", bitpos),
+];
+
+/// A live key's string bytes: `Ok(None)` when missing, `Err(())` when it holds another type.
+pub fn read_str<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d [u8]>, ()> {
+    let now = ctx.now;
+    match ctx.db().get(key, now) {
+        None => Ok(None),
+        Some(e) => match &e.value {
+            Value::Str(s) => Ok(Some(s)),
+            #[allow(unreachable_patterns)]
+            _ => Err(()),
+        },
+    }
+}
+
+fn str_value(b: &[u8]) -> Value {
+    Value::Str(b.into())
+}
+
+fn get(ctx: &mut Ctx) {
+    let now = ctx.now;
+    match ctx.dbs[ctx.db].get(&ctx.args[1], now).map(|e| &e.value) {
+        Some(Value::Str(v)) => encode::bulk(ctx.out, v),
+        #[allow(unreachable_patterns)]
+        Some(_) => encode::error(ctx.out, err::WRONGTYPE),
+        None => encode::null(ctx.out, ctx.proto),
+    }
+}
+
+/// How SET-like commands set the expiry.
+#[derive(Clone, Copy, PartialEq)]
+enum Ttl {
+    None,
+    At(u64),
+    Keep,
+}
+
+/// Turn a relative/absolute expiry argument into absolute ms, with Redis's checks.
+/// `unit_ms` is 1000 for seconds; `absolute` for EXAT/PXAT.
+pub fn expire_arg(ctx: &mut Ctx, i: usize, unit_ms: i64, absolute: bool, cmd: &str) -> Option<u64> {
+    let v = ctx.int(i)?;
+    let invalid = format!("ERR invalid expire time in '{cmd}' command");
+    if v <= 0 {
+        ctx.err(&invalid);
+        return None;
+    }
+    let Some(ms) = v.checked_mul(unit_ms) else {
+        ctx.err(&invalid);
+        return None;
+    };
+    let at = if absolute {
+        Some(ms)
+    } else {
+        ms.checked_add(ctx.now as i64)
+    };
+    match at {
+        Some(at) if at > 0 => Some(at as u64),
+        _ => {
+            ctx.err(&invalid);
+            None
+        }
+    }
+}
+
+fn set(ctx: &mut Ctx) {
+    let (mut nx, mut xx, mut get_old) = (false, false, false);
+    let mut ttl = Ttl::None;
+    let mut i = 3;
+    while i < ctx.args.len() {
+        let has_next = i + 1 < ctx.args.len();
+        if ctx.is(i, "nx") && !xx {
+            nx = true;
+        } else if ctx.is(i, "xx") && !nx {
+            xx = true;
+        } else if ctx.is(i, "get") {
+            get_old = true;
+        } else if ctx.is(i, "keepttl") && ttl == Ttl::None {
+            ttl = Ttl::Keep;
+        } else if has_next
+            && ttl == Ttl::None
+            && ["ex", "px", "exat", "pxat"].iter().any(|w| ctx.is(i, w))
+        {
+            let unit = if ctx.is(i, "ex") || ctx.is(i, "exat") {
+                1000
+            } else {
+                1
+            };
+            let abs = ctx.is(i, "exat") || ctx.is(i, "pxat");
+            let Some(at) = expire_arg(ctx, i + 1, unit, abs, "set") else {
+                return;
+            };
+            ttl = Ttl::At(at);
+            i += 1;
+        } else {
+            return ctx.err(err::SYNTAX);
+        }
+        i += 1;
+    }
+    let key = ctx.arg(1).clone();
+    let old = match read_str(ctx, &key) {
+        Ok(o) => o.map(|v| v.to_vec()),
+        Err(()) if get_old => return ctx.wrongtype(),
+        Err(()) => None,
+    };
+    let exists = {
+        let now = ctx.now;
+        ctx.db().contains(&key, now)
+    };
+    if (nx && exists) || (xx && !exists) {
+        return match (get_old, old) {
+            (true, Some(v)) => ctx.bulk(&v),
+            _ => ctx.null(),
+        };
+    }
+    let value = str_value(ctx.arg(2));
+    let now = ctx.now;
+    match ttl {
+        Ttl::Keep => ctx.db().insert_keep_ttl(&key, value, now),
+        Ttl::At(at) => {
+            ctx.db().insert(&key, value, at);
+        }
+        Ttl::None => {
+            ctx.db().insert(&key, value, 0);
+        }
+    }
+    match (get_old, old) {
+        (false, _) => ctx.ok(),
+        (true, Some(v)) => ctx.bulk(&v),
+        (true, None) => ctx.null(),
+    }
+}
+
+fn setnx(ctx: &mut Ctx) {
+    let key = ctx.arg(1).clone();
+    let now = ctx.now;
+    if ctx.db().contains(&key, now) {
+        return ctx.int_reply(0);
+    }
+    let v = str_value(ctx.arg(2));
+    ctx.db().insert(&key, v, 0);
+    ctx.int_reply(1)
+}
+
+fn setex_with(ctx: &mut Ctx, unit: i64, name: &str) {
+    let Some(at) = expire_arg(ctx, 2, unit, false, name) else {
+        return;
+    };
+    let key = ctx.arg(1).clone();
+    let v = str_value(ctx.arg(3));
+    ctx.db().insert(&key, v, at);
+    ctx.ok()
+}
+
+fn setex(ctx: &mut Ctx) {
+    setex_with(ctx, 1000, "setex")
+}
+
+fn psetex(ctx: &mut Ctx) {
+    setex_with(ctx, 1, "psetex")
+}
+
+fn mget(ctx: &mut Ctx) {
+    let n = ctx.args.len() - 1;
+    ctx.array(n);
+    let now = ctx.now;
+    for key in &ctx.args[1..] {
+        match ctx.dbs[ctx.db].get(key, now).map(|e| &e.value) {
+            Some(Value::Str(v)) => encode::bulk(ctx.out, v),
+            _ => encode::null(ctx.out, ctx.proto),
+        }
+    }
+}
+
+fn mset_pairs_ok(ctx: &mut Ctx) -> bool {
+    if ctx.args.len() % 2 == 0 {
+        let name = String::from_utf8_lossy(ctx.arg(0)).to_lowercase();
+        ctx.err(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
+        return false;
+    }
+    true
+}
+
+fn mset(ctx: &mut Ctx) {
+    if !mset_pairs_ok(ctx) {
+        return;
+    }
+    for i in (1..ctx.args.len()).step_by(2) {
+        let (k, v) = (ctx.arg(i).clone(), str_value(ctx.arg(i + 1)));
+        ctx.db().insert(&k, v, 0);
+    }
+    ctx.ok()
+}
+
+fn msetnx(ctx: &mut Ctx) {
+    if !mset_pairs_ok(ctx) {
+        return;
+    }
+    let now = ctx.now;
+    for i in (1..ctx.args.len()).step_by(2) {
+        let k = ctx.arg(i).clone();
+        if ctx.db().contains(&k, now) {
+            return ctx.int_reply(0);
+        }
+    }
+    for i in (1..ctx.args.len()).step_by(2) {
+        let (k, v) = (ctx.arg(i).clone(), str_value(ctx.arg(i + 1)));
+        ctx.db().insert(&k, v, 0);
+    }
+    ctx.int_reply(1)
+}
+
+fn getset(ctx: &mut Ctx) {
+    let key = ctx.arg(1).clone();
+    let old = match read_str(ctx, &key) {
+        Ok(o) => o.map(|v| v.to_vec()),
+        Err(()) => return ctx.wrongtype(),
+    };
+    let v = str_value(ctx.arg(2));
+    ctx.db().insert(&key, v, 0);
+    match old {
+        Some(v) => ctx.bulk(&v),
+        None => ctx.null(),
+    }
+}
+
+fn getdel(ctx: &mut Ctx) {
+    let key = ctx.arg(1).clone();
+    match read_str(ctx, &key) {
+        Ok(Some(v)) => {
+            let v = v.to_vec();
+            ctx.db().remove(&key);
+            ctx.bulk(&v)
+        }
+        Ok(None) => ctx.null(),
+        Err(()) => ctx.wrongtype(),
+    }
+}
+
+fn getex(ctx: &mut Ctx) {
+    let mut ttl: Option<u64> = None; // Some(0) = persist
+    let mut i = 2;
+    while i < ctx.args.len() {
+        let has_next = i + 1 < ctx.args.len();
+        if ctx.is(i, "persist") && ttl.is_none() {
+            ttl = Some(0);
+        } else if has_next
+            && ttl.is_none()
+            && ["ex", "px", "exat", "pxat"].iter().any(|w| ctx.is(i, w))
+        {
+            let unit = if ctx.is(i, "ex") || ctx.is(i, "exat") {
+                1000
+            } else {
+                1
+            };
+            let abs = ctx.is(i, "exat") || ctx.is(i, "pxat");
+            let Some(at) = expire_arg(ctx, i + 1, unit, abs, "getex") else {
+                return;
+            };
+            ttl = Some(at);
+            i += 1;
+        } else {
+            return ctx.err(err::SYNTAX);
+        }
+        i += 1;
+    }
+    let key = ctx.arg(1).clone();
+    let v = match read_str(ctx, &key) {
+        Ok(Some(v)) => v.to_vec(),
+        Ok(None) => return ctx.null(),
+        Err(()) => return ctx.wrongtype(),
+    };
+    let now = ctx.now;
+    match ttl {
+        Some(at) if at != 0 && at <= now => {
+            ctx.db().remove(&key);
+        }
+        Some(at) => {
+            ctx.db().set_expire(&key, at, now);
+        }
+        None => {}
+    }
+    ctx.bulk(&v)
+}
+
+fn append(ctx: &mut Ctx) {
+    let key = ctx.arg(1).clone();
+    let mut v = match read_str(ctx, &key) {
+        Ok(Some(v)) => v.to_vec(),
+        Ok(None) => Vec::new(),
+        Err(()) => return ctx.wrongtype(),
+    };
+    if v.len() + ctx.arg(2).len() > MAX_STRING {
+        return ctx.err(err::MAX_SIZE);
+    }
+    v.extend_from_slice(ctx.arg(2));
+    let n = v.len();
+    let now = ctx.now;
+    ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
+    ctx.int_reply(n as i64)
+}
+
+fn strlen(ctx: &mut Ctx) {
+    let key = ctx.arg(1).clone();
+    match read_str(ctx, &key) {
+        Ok(v) => {
+            let n = v.map_or(0, |v| v.len());
+            ctx.int_reply(n as i64)
+        }
+        Err(()) => ctx.wrongtype(),
+    }
+}
+
+/// Redis's index normalisation for GETRANGE-style `start end` (inclusive), or None for empty.
+pub fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    if start < 0 && end < 0 && start > end {
+        return None;
+    }
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if end < 0 { len + end } else { end };
+    s = s.max(0);
+    e = e.max(0);
+    if e >= len {
+        e = len - 1;
+    }
+    if len == 0 || s > e {
+        return None;
+    }
+    Some((s as usize, e as usize))
+}
+
+fn getrange(ctx: &mut Ctx) {
+    let Some(start) = ctx.int(2) else { return };
+    let Some(end) = ctx.int(3) else { return };
+    let key = ctx.arg(1).clone();
+    let v = match read_str(ctx, &key) {
+        Ok(Some(v)) => v.to_vec(),
+        Ok(None) => Vec::new(),
+        Err(()) => return ctx.wrongtype(),
+    };
+    match clamp_range(start, end, v.len()) {
+        Some((s, e)) => ctx.bulk(&v[s..=e]),
+        None => ctx.bulk(b""),
+    }
+}
+
+fn setrange(ctx: &mut Ctx) {
+    let Some(offset) = ctx.int(2) else { return };
+    if offset < 0 {
+        return ctx.err(err::OFFSET_RANGE);
+    }
+    let key = ctx.arg(1).clone();
+    let value = ctx.arg(3).clone();
+    let cur = match read_str(ctx, &key) {
+        Ok(v) => v.map(|v| v.to_vec()),
+        Err(()) => return ctx.wrongtype(),
+    };
+    if value.is_empty() {
+        return ctx.int_reply(cur.map_or(0, |c| c.len()) as i64);
+    }
+    let offset = offset as usize;
+    if offset + value.len() > MAX_STRING {
+        return ctx.err(err::MAX_SIZE);
+    }
+    let mut v = cur.unwrap_or_default();
+    if v.len() < offset + value.len() {
+        v.resize(offset + value.len(), 0);
+    }
+    v[offset..offset + value.len()].copy_from_slice(&value);
+    let n = v.len();
+    let now = ctx.now;
+    ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
+    ctx.int_reply(n as i64)
+}
+
+fn incr_by(ctx: &mut Ctx, by: i64) {
+    let key = ctx.arg(1).clone();
+    let cur = match read_str(ctx, &key) {
+        Ok(Some(v)) => match resp::parse_i64(v) {
+            Some(n) => n,
+            None => return ctx.err(err::NOT_INT),
+        },
+        Ok(None) => 0,
+        Err(()) => return ctx.wrongtype(),
+    };
+    let Some(n) = cur.checked_add(by) else {
+        return ctx.err(err::OVERFLOW);
+    };
+    let mut buf = itoa::Buffer::new();
+    let now = ctx.now;
+    ctx.db()
+        .insert_keep_ttl(&key, Value::Str(buf.format(n).as_bytes().into()), now);
+    ctx.int_reply(n)
+}
+
+fn incr(ctx: &mut Ctx) {
+    incr_by(ctx, 1)
+}
+
+fn decr(ctx: &mut Ctx) {
+    incr_by(ctx, -1)
+}
+
+fn incrby(ctx: &mut Ctx) {
+    if let Some(n) = ctx.int(2) {
+        incr_by(ctx, n)
+    }
+}
+
+fn decrby(ctx: &mut Ctx) {
+    let Some(n) = ctx.int(2) else { return };
+    match n.checked_neg() {
+        Some(n) => incr_by(ctx, n),
+        None => ctx.err("ERR decrement would overflow"),
+    }
+}
+
+/// Parse a float the way Redis's `string2ld` does: the whole text, no spaces, no NaN.
+pub fn parse_float(b: &[u8]) -> Option<f64> {
+    if b.is_empty() || b[0].is_ascii_whitespace() || b[b.len() - 1].is_ascii_whitespace() {
+        return None;
+    }
+    let s = std::str::from_utf8(b).ok()?;
+    let v: f64 = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ => s.parse().ok()?,
+    };
+    (!v.is_nan()).then_some(v)
+}
+
+/// A float as INCRBYFLOAT stores it (Redis's human format: no exponent, no trailing zeros).
+pub fn human_float(v: f64) -> String {
+    let s = format!("{v}");
+    if s == "-0" {
+        "0".into()
+    } else {
+        s
+    }
+}
+
+fn incrbyfloat(ctx: &mut Ctx) {
+    let Some(by) = parse_float(ctx.arg(2)) else {
+        return ctx.err(err::NOT_FLOAT);
+    };
+    let key = ctx.arg(1).clone();
+    let cur = match read_str(ctx, &key) {
+        Ok(Some(v)) => match parse_float(v) {
+            Some(n) => n,
+            None => return ctx.err(err::NOT_FLOAT),
+        },
+        Ok(None) => 0.0,
+        Err(()) => return ctx.wrongtype(),
+    };
+    let n = cur + by;
+    if !n.is_finite() {
+        return ctx.err("ERR increment would produce NaN or Infinity");
+    }
+    let text = human_float(n);
+    let now = ctx.now;
+    ctx.db()
+        .insert_keep_ttl(&key, Value::Str(text.as_bytes().into()), now);
+    ctx.bulk(text.as_bytes())
+}
+
+fn bit_offset(ctx: &mut Ctx, i: usize) -> Option<usize> {
+    match resp::parse_i64(ctx.arg(i)) {
+        Some(n) if (0..(1i64 << 32)).contains(&n) => Some(n as usize),
+        _ => {
+            ctx.err(err::BIT_OFFSET);
+            None
+        }
+    }
+}
+
+fn setbit(ctx: &mut Ctx) {
+    let Some(off) = bit_offset(ctx, 2) else {
+        return;
+    };
+    let on = match &ctx.arg(3)[..] {
+        b"1" => true,
+        b"0" => false,
+        _ => return ctx.err(err::BIT_VALUE),
+    };
+    let key = ctx.arg(1).clone();
+    let mut v = match read_str(ctx, &key) {
+        Ok(v) => v.map(|v| v.to_vec()).unwrap_or_default(),
+        Err(()) => return ctx.wrongtype(),
+    };
+    let byte = off >> 3;
+    if v.len() <= byte {
+        v.resize(byte + 1, 0);
+    }
+    let mask = 1u8 << (7 - (off & 7));
+    let old = v[byte] & mask != 0;
+    if on {
+        v[byte] |= mask;
+    } else {
+        v[byte] &= !mask;
+    }
+    let now = ctx.now;
+    ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
+    ctx.int_reply(old as i64)
+}
+
+fn getbit(ctx: &mut Ctx) {
+    let Some(off) = bit_offset(ctx, 2) else {
+        return;
+    };
+    let key = ctx.arg(1).clone();
+    match read_str(ctx, &key) {
+        Ok(v) => {
+            let bit = v
+                .and_then(|v| v.get(off >> 3).copied())
+                .map_or(0, |b| (b >> (7 - (off & 7))) & 1);
+            ctx.int_reply(bit as i64)
+        }
+        Err(()) => ctx.wrongtype(),
+    }
+}
+
+/// Parse the optional `start end [BYTE|BIT]` of BITCOUNT/BITPOS from argument `from`.
+/// Returns (start, end, end_given, bit_mode) or None after replying an error.
+fn range_args(ctx: &mut Ctx, from: usize, end_required: bool) -> Option<(i64, i64, bool, bool)> {
+    let n = ctx.args.len();
+    if n <= from {
+        return Some((0, -1, false, false));
+    }
+    if end_required && n == from + 1 {
+        ctx.err(err::SYNTAX);
+        return None;
+    }
+    let start = ctx.int(from)?;
+    if n == from + 1 {
+        return Some((start, -1, false, false));
+    }
+    let end = ctx.int(from + 1)?;
+    let mut bit = false;
+    if n == from + 3 {
+        if ctx.is(from + 2, "bit") {
+            bit = true;
+        } else if !ctx.is(from + 2, "byte") {
+            ctx.err(err::SYNTAX);
+            return None;
+        }
+    } else if n > from + 3 {
+        ctx.err(err::SYNTAX);
+        return None;
+    }
+    Some((start, end, true, bit))
+}
+
+fn bitcount(ctx: &mut Ctx) {
+    let Some((start, end, _, bit)) = range_args(ctx, 2, true) else {
+        return;
+    };
+    let key = ctx.arg(1).clone();
+    let v = match read_str(ctx, &key) {
+        Ok(Some(v)) => v.to_vec(),
+        Ok(None) => return ctx.int_reply(0),
+        Err(()) => return ctx.wrongtype(),
+    };
+    let total = if bit { v.len() * 8 } else { v.len() };
+    let Some((s, e)) = clamp_range(start, end, total) else {
+        return ctx.int_reply(0);
+    };
+    let count = if bit {
+        (s..=e)
+            .filter(|&i| v[i >> 3] & (1 << (7 - (i & 7))) != 0)
+            .count()
+    } else {
+        v[s..=e].iter().map(|b| b.count_ones() as usize).sum()
+    };
+    ctx.int_reply(count as i64)
+}
+
+fn bitpos(ctx: &mut Ctx) {
+    let want = match &ctx.arg(2)[..] {
+        b"1" => true,
+        b"0" => false,
+        _ => return ctx.err("ERR The bit argument must be 1 or 0."),
+    };
+    let Some((start, end, end_given, bit)) = range_args(ctx, 3, false) else {
+        return;
+    };
+    let key = ctx.arg(1).clone();
+    let v = match read_str(ctx, &key) {
+        Ok(Some(v)) => v.to_vec(),
+        Ok(None) => return ctx.int_reply(if want { -1 } else { 0 }),
+        Err(()) => return ctx.wrongtype(),
+    };
+    let total = if bit { v.len() * 8 } else { v.len() };
+    let Some((s, e)) = clamp_range(start, end, total) else {
+        return ctx.int_reply(-1);
+    };
+    let (first_bit, last_bit) = if bit { (s, e) } else { (s * 8, e * 8 + 7) };
+    for i in first_bit..=last_bit {
+        let set = v[i >> 3] & (1 << (7 - (i & 7))) != 0;
+        if set == want {
+            return ctx.int_reply(i as i64);
+        }
+    }
+    // Looking for a clear bit with no explicit end: the string is padded with zeros on the right.
+    if !want && !end_given {
+        return ctx.int_reply((last_bit + 1) as i64);
+    }
+    ctx.int_reply(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_like_redis() {
+        assert_eq!(clamp_range(0, -1, 5), Some((0, 4)));
+        assert_eq!(clamp_range(-3, -1, 5), Some((2, 4)));
+        assert_eq!(clamp_range(-1, -3, 5), None);
+        assert_eq!(clamp_range(3, 100, 5), Some((3, 4)));
+        assert_eq!(clamp_range(0, 0, 0), None);
+    }
+
+    #[test]
+    fn floats() {
+        assert_eq!(parse_float(b"1.5"), Some(1.5));
+        assert_eq!(parse_float(b" 1"), None);
+        assert_eq!(parse_float(b"abc"), None);
+        assert_eq!(human_float(10.6), "10.6");
+        assert_eq!(human_float(3.0), "3");
+        assert_eq!(human_float(1e20), "100000000000000000000");
+    }
+}

@@ -1,0 +1,354 @@
+//! Server configuration: command-line flags, a redis.conf-syntax file, and `CONFIG GET/SET`.
+//!
+//! Every key the server reports through `CONFIG GET` is a key it honours; `CONFIG SET` on a key that
+//! cannot change at run time is refused with Redis's error rather than silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Parsed configuration. Values are kept as text (as Redis shows them) plus typed copies of what
+/// the hot path reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub bind: Vec<String>,
+    pub cores: usize,
+    pub requirepass: Option<Vec<u8>>,
+    pub maxclients: usize,
+    pub dir: String,
+    pub databases: usize,
+    pub proto_max_bulk_len: usize,
+    pub client_query_buffer_limit: usize,
+    /// Idle client timeout in seconds (0: never).
+    pub timeout: u64,
+    /// Every key and its text value, for CONFIG GET.
+    values: BTreeMap<&'static str, String>,
+}
+
+/// Why a config value was refused. `Display` is Redis's text.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("ERR Unknown option or number of arguments for CONFIG SET - '{0}'")]
+    Unknown(String),
+    #[error("ERR CONFIG SET failed (possibly related to argument '{0}') - {1}")]
+    Invalid(String, String),
+    #[error(
+        "ERR CONFIG SET failed (possibly related to argument '{0}') - can't set immutable config"
+    )]
+    Immutable(String),
+}
+
+struct Key {
+    name: &'static str,
+    default: &'static str,
+    mutable: bool,
+}
+
+const KEYS: &[Key] = &[
+    Key {
+        name: "port",
+        default: "6379",
+        mutable: false,
+    },
+    Key {
+        name: "bind",
+        default: "127.0.0.1",
+        mutable: false,
+    },
+    Key {
+        name: "cores",
+        default: "0",
+        mutable: false,
+    },
+    Key {
+        name: "requirepass",
+        default: "",
+        mutable: true,
+    },
+    Key {
+        name: "maxclients",
+        default: "10000",
+        mutable: true,
+    },
+    Key {
+        name: "dir",
+        default: ".",
+        mutable: false,
+    },
+    Key {
+        name: "databases",
+        default: "16",
+        mutable: false,
+    },
+    Key {
+        name: "proto-max-bulk-len",
+        default: "536870912",
+        mutable: true,
+    },
+    Key {
+        name: "client-query-buffer-limit",
+        default: "1073741824",
+        mutable: true,
+    },
+    Key {
+        name: "timeout",
+        default: "0",
+        mutable: true,
+    },
+    Key {
+        name: "hz",
+        default: "10",
+        mutable: true,
+    },
+    // Persistence is not served yet: these report the truth (nothing is saved).
+    Key {
+        name: "save",
+        default: "",
+        mutable: false,
+    },
+    Key {
+        name: "appendonly",
+        default: "no",
+        mutable: false,
+    },
+    Key {
+        name: "dbfilename",
+        default: "dump.rdb",
+        mutable: false,
+    },
+    // No eviction yet: maxmemory 0 (unlimited) is the only value honoured.
+    Key {
+        name: "maxmemory",
+        default: "0",
+        mutable: false,
+    },
+    Key {
+        name: "maxmemory-policy",
+        default: "noeviction",
+        mutable: false,
+    },
+    Key {
+        name: "daemonize",
+        default: "no",
+        mutable: false,
+    },
+    Key {
+        name: "loglevel",
+        default: "notice",
+        mutable: true,
+    },
+    Key {
+        name: "tcp-keepalive",
+        default: "300",
+        mutable: false,
+    },
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut c = Config {
+            port: 6379,
+            bind: vec!["127.0.0.1".into()],
+            cores: 0,
+            requirepass: None,
+            maxclients: 10000,
+            dir: ".".into(),
+            databases: 16,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+            client_query_buffer_limit: 1024 * 1024 * 1024,
+            timeout: 0,
+            values: BTreeMap::new(),
+        };
+        for k in KEYS {
+            c.values.insert(k.name, k.default.to_string());
+        }
+        c
+    }
+}
+
+fn parse_memory(v: &str) -> Option<usize> {
+    let v = v.to_ascii_lowercase();
+    let (num, mul) = [
+        ("gb", 1 << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
+        ("g", 1_000_000_000),
+        ("m", 1_000_000),
+        ("k", 1000),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, mul)| v.strip_suffix(suf).map(|n| (n.to_string(), *mul)))
+    .unwrap_or((v.clone(), 1));
+    num.parse::<usize>().ok().map(|n| n * mul)
+}
+
+impl Config {
+    /// Set one key from text (file, flag or CONFIG SET). `startup` allows immutable keys.
+    pub fn set(&mut self, key: &str, value: &str, startup: bool) -> Result<(), ConfigError> {
+        let lkey = key.to_ascii_lowercase();
+        let Some(spec) = KEYS.iter().find(|k| k.name == lkey) else {
+            return Err(ConfigError::Unknown(key.to_string()));
+        };
+        if !spec.mutable && !startup {
+            return Err(ConfigError::Immutable(key.to_string()));
+        }
+        let bad = |why: &str| ConfigError::Invalid(key.to_string(), why.to_string());
+        match spec.name {
+            "port" => {
+                self.port = value
+                    .parse()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))?
+            }
+            "bind" => self.bind = value.split_whitespace().map(String::from).collect(),
+            "cores" => {
+                self.cores = value
+                    .parse()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))?
+            }
+            "requirepass" => {
+                self.requirepass = (!value.is_empty()).then(|| value.as_bytes().to_vec())
+            }
+            "maxclients" => {
+                self.maxclients = value
+                    .parse()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))?
+            }
+            "dir" => {
+                if !Path::new(value).is_dir() {
+                    return Err(bad("No such file or directory"));
+                }
+                self.dir = value.to_string()
+            }
+            "databases" => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))?;
+                if !(1..=16).contains(&n) {
+                    return Err(bad("argument must be between 1 and 16 inclusive"));
+                }
+                self.databases = n
+            }
+            "proto-max-bulk-len" => {
+                let n =
+                    parse_memory(value).ok_or_else(|| bad("argument must be a memory value"))?;
+                if n < 1024 * 1024 {
+                    return Err(bad(
+                        "argument must be between 1048576 and 9223372036854775807 inclusive",
+                    ));
+                }
+                self.proto_max_bulk_len = n
+            }
+            "client-query-buffer-limit" => {
+                let n =
+                    parse_memory(value).ok_or_else(|| bad("argument must be a memory value"))?;
+                if n < 1024 * 1024 {
+                    return Err(bad(
+                        "argument must be between 1048576 and 9223372036854775807 inclusive",
+                    ));
+                }
+                self.client_query_buffer_limit = n
+            }
+            "timeout" => {
+                self.timeout = value
+                    .parse()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))?
+            }
+            "hz" | "tcp-keepalive" => {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))?;
+            }
+            "maxmemory" => {
+                if parse_memory(value) != Some(0) {
+                    return Err(bad("maxmemory is not supported yet (only 0, unlimited)"));
+                }
+            }
+            "save" => {
+                if !value.trim().is_empty() {
+                    return Err(bad(
+                        "RDB persistence is not supported yet (save must be empty)",
+                    ));
+                }
+            }
+            "appendonly" => {
+                if value != "no" {
+                    return Err(bad(
+                        "AOF persistence is not supported yet (appendonly must be no)",
+                    ));
+                }
+            }
+            "daemonize" => {
+                if value != "no" {
+                    return Err(bad(
+                        "codis-server does not daemonize; use a service manager",
+                    ));
+                }
+            }
+            _ => {}
+        }
+        let shown = match spec.name {
+            "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
+            "client-query-buffer-limit" => self.client_query_buffer_limit.to_string(),
+            "maxmemory" => "0".into(),
+            _ => value.to_string(),
+        };
+        self.values.insert(spec.name, shown);
+        Ok(())
+    }
+
+    /// Load a redis.conf-syntax file: `key value…` per line, `#` comments, quoted values.
+    pub fn load_file(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let args = resp::request::split_args(line.as_bytes())
+                .map_err(|_| format!("{}:{}: unbalanced quotes", path.display(), n + 1))?;
+            let key = String::from_utf8_lossy(&args[0]).to_string();
+            let value = args[1..]
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
+            self.set(&key, &value, true)
+                .map_err(|e| format!("{}:{}: '{}': {}", path.display(), n + 1, line, e))?;
+        }
+        Ok(())
+    }
+
+    /// `CONFIG GET pattern`: matching (key, value) pairs.
+    pub fn get(&self, pattern: &[u8]) -> Vec<(&'static str, String)> {
+        self.values
+            .iter()
+            .filter(|(k, _)| crate::glob::matches(pattern, k.as_bytes(), true))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_get() {
+        let mut c = Config::default();
+        c.set("maxclients", "5", false).unwrap();
+        assert_eq!(c.maxclients, 5);
+        assert!(matches!(
+            c.set("port", "1", false),
+            Err(ConfigError::Immutable(_))
+        ));
+        assert!(matches!(
+            c.set("nosuch", "1", false),
+            Err(ConfigError::Unknown(_))
+        ));
+        c.set("proto-max-bulk-len", "2mb", false).unwrap();
+        assert_eq!(c.proto_max_bulk_len, 2 << 20);
+        assert_eq!(c.get(b"max*").len(), 3);
+        assert_eq!(c.get(b"port"), vec![("port", "6379".to_string())]);
+    }
+}

@@ -1,0 +1,279 @@
+//! A client connection: read, parse every complete request in the buffer, run the batch, write all
+//! replies with one write.
+//!
+//! Within a batch, a command whose keys live on this core runs inline; commands for another core are
+//! collected into one message per core ([`Plan`]) and their replies are spliced back **in request
+//! order**. Commands that need the whole keyspace or several cores first flush what is pending, so
+//! a client always observes its own commands in order.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use resp::command::{self, CommandSpec, ALLKEYS, CONN, NOAUTH};
+use resp::{encode, Args, Proto, RequestParser};
+
+use crate::core::{Body, Core};
+use crate::shard::Cmd;
+use crate::shared::{now_ms, ClientInfo};
+use crate::{admin, cmd, global, multi};
+
+/// Per-connection state.
+pub struct Session {
+    pub db: usize,
+    pub proto: Proto,
+    pub authed: bool,
+    pub quit: bool,
+    pub info: Arc<ClientInfo>,
+}
+
+/// Where the replies of a batch go while some are still being computed on other cores.
+#[derive(Default)]
+pub struct Plan {
+    per_core: Vec<Vec<Cmd>>,
+    order: Vec<Piece>,
+    scratch: BytesMut,
+}
+
+enum Piece {
+    Local(usize, usize),
+    Remote(usize, usize),
+}
+
+impl Plan {
+    fn new(ncores: usize) -> Plan {
+        Plan {
+            per_core: (0..ncores).map(|_| Vec::new()).collect(),
+            order: Vec::new(),
+            scratch: BytesMut::new(),
+        }
+    }
+
+    /// The buffer the next local reply must be written to.
+    pub fn target<'a>(&'a mut self, out: &'a mut BytesMut) -> &'a mut BytesMut {
+        if self.order.is_empty() {
+            out
+        } else {
+            &mut self.scratch
+        }
+    }
+
+    /// Record that a local reply was written starting at `start` of [`Plan::target`].
+    pub fn written(&mut self, start: usize) {
+        if !self.order.is_empty() {
+            self.order.push(Piece::Local(start, self.scratch.len()));
+        }
+    }
+
+    fn push_remote(&mut self, core: usize, cmd: Cmd) {
+        self.order
+            .push(Piece::Remote(core, self.per_core[core].len()));
+        self.per_core[core].push(cmd);
+    }
+
+    /// Send what is pending to other cores, wait, and write every reply so far to `out` in order.
+    pub async fn flush(&mut self, core: &Core, proto: Proto, now: u64, out: &mut BytesMut) {
+        if self.order.is_empty() {
+            return;
+        }
+        let mut calls = Vec::new();
+        for (c, cmds) in self.per_core.iter_mut().enumerate() {
+            if !cmds.is_empty() {
+                calls.push((c, core.exec_remote(c, proto, now, std::mem::take(cmds))));
+            }
+        }
+        let (ids, futs): (Vec<usize>, Vec<_>) = calls.into_iter().unzip();
+        let bodies = futures::future::join_all(futs).await;
+        let mut replies: Vec<Option<(bytes::Bytes, Vec<u32>)>> =
+            (0..self.per_core.len()).map(|_| None).collect();
+        for (c, b) in ids.into_iter().zip(bodies) {
+            if let Body::Replies(bytes, ends) = b {
+                replies[c] = Some((bytes, ends));
+            }
+        }
+        for p in self.order.drain(..) {
+            match p {
+                Piece::Local(s, e) => out.extend_from_slice(&self.scratch[s..e]),
+                Piece::Remote(c, i) => match &replies[c] {
+                    Some((bytes, ends)) if i < ends.len() => {
+                        let s = if i == 0 { 0 } else { ends[i - 1] as usize };
+                        out.extend_from_slice(&bytes[s..ends[i] as usize]);
+                    }
+                    _ => encode::error(out, "ERR internal error: a core did not answer"),
+                },
+            }
+        }
+        self.scratch.clear();
+    }
+}
+
+/// Serve one client until it quits, breaks the protocol or disconnects.
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>) {
+    let cfg = core.shared.config();
+    let mut sess = Session {
+        db: 0,
+        proto: Proto::Resp2,
+        authed: cfg.requirepass.is_none(),
+        quit: false,
+        info,
+    };
+    let mut parser = RequestParser::new(cfg.proto_max_bulk_len);
+    parser.set_authenticated(sess.authed);
+    let query_limit = cfg.client_query_buffer_limit;
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut batch: Vec<Args> = Vec::new();
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        rbuf.extend_from_slice(&chunk[..n]);
+        if rbuf.len() > query_limit {
+            tracing::warn!(
+                client = sess.info.id,
+                "Closing client that reached max query buffer length"
+            );
+            break;
+        }
+        let mut proto_err = None;
+        loop {
+            match parser.parse(&mut rbuf) {
+                Ok(Some(args)) => batch.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    proto_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            sess.info.last_ms.store(now_ms(), Ordering::Relaxed);
+            run_batch(&core, &mut sess, &mut batch, &mut out).await;
+            parser.set_authenticated(sess.authed);
+        }
+        if let Some(e) = &proto_err {
+            tracing::debug!(client = sess.info.id, "protocol error: {e}");
+            encode::error(&mut out, &e.to_string());
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+            if out.capacity() > 1 << 20 {
+                out = BytesMut::with_capacity(16 * 1024);
+            }
+        }
+        if proto_err.is_some() || sess.quit || sess.info.killed.load(Ordering::Relaxed) {
+            break;
+        }
+        if rbuf.capacity() > 1 << 20 && rbuf.len() < 16 * 1024 {
+            rbuf = BytesMut::from(&rbuf[..]);
+        }
+    }
+}
+
+async fn run_batch(core: &Rc<Core>, sess: &mut Session, batch: &mut Vec<Args>, out: &mut BytesMut) {
+    let now = now_ms();
+    let mut plan = Plan::new(core.ncores());
+    for args in batch.drain(..) {
+        if sess.quit {
+            continue;
+        }
+        dispatch(core, sess, args, now, &mut plan, out).await;
+    }
+    plan.flush(core, sess.proto, now, out).await;
+}
+
+/// Redis's unknown-command error: name and the first arguments quoted, 128 characters at most.
+pub fn unknown_command(args: &Args) -> String {
+    let name = String::from_utf8_lossy(&args[0]).replace(['\r', '\n'], " ");
+    let name: String = name.chars().take(128).collect();
+    let mut rest = String::new();
+    for a in &args[1..] {
+        if rest.len() >= 128 {
+            break;
+        }
+        let a = String::from_utf8_lossy(a).replace(['\r', '\n'], " ");
+        let room = 128 - rest.len();
+        let a: String = a.chars().take(room).collect();
+        rest.push_str(&format!("'{a}' "));
+    }
+    format!("ERR unknown command '{name}', with args beginning with: {rest}")
+}
+
+async fn dispatch(
+    core: &Rc<Core>,
+    sess: &mut Session,
+    args: Args,
+    now: u64,
+    plan: &mut Plan,
+    out: &mut BytesMut,
+) {
+    let spec: &'static CommandSpec = match command::lookup(&args[0]) {
+        Some(s) => s,
+        None => return reply_err(plan, out, &unknown_command(&args)),
+    };
+    let idx = cmd::index_of(spec);
+    if !spec.arity_ok(args.len()) {
+        return reply_err(
+            plan,
+            out,
+            &format!("ERR wrong number of arguments for '{}' command", spec.name),
+        );
+    }
+    if !sess.authed && !spec.has(NOAUTH) {
+        return reply_err(plan, out, "NOAUTH Authentication required.");
+    }
+    if spec.has(CONN) {
+        return admin::run(core, sess, spec, idx, args, now, plan, out).await;
+    }
+    if spec.has(ALLKEYS) {
+        plan.flush(core, sess.proto, now, out).await;
+        return global::run(core, sess, spec, idx, args, now, out).await;
+    }
+    if cmd::handler(idx).is_none() {
+        return reply_err(plan, out, &unknown_command(&args));
+    }
+    let positions = spec.key_positions(&args);
+    let owner = match positions.first() {
+        Some(&p) => core.shared.owner(resp::slot(&args[p])),
+        None => core.id,
+    };
+    let single = positions
+        .iter()
+        .all(|&p| core.shared.owner(resp::slot(&args[p])) == owner);
+    if !single {
+        plan.flush(core, sess.proto, now, out).await;
+        return multi::run(core, sess.db, idx, args, sess.proto, now, out).await;
+    }
+    let cmd = Cmd {
+        db: sess.db as u8,
+        idx: idx as u16,
+        args,
+    };
+    if owner == core.id {
+        core.wait_unheld().await;
+        let target = plan.target(out);
+        let start = target.len();
+        core.shard
+            .borrow_mut()
+            .execute(&cmd, sess.proto, now, target);
+        plan.written(start);
+    } else {
+        plan.push_remote(owner, cmd);
+    }
+}
+
+/// Write an error reply in order.
+pub fn reply_err(plan: &mut Plan, out: &mut BytesMut, e: &str) {
+    let t = plan.target(out);
+    let start = t.len();
+    encode::error(t, e);
+    plan.written(start);
+}

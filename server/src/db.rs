@@ -1,0 +1,345 @@
+//! The keyspace of one shard: per database, one table per owned slot (like codis-server's
+//! `hash_slots[1024]`), so slot-wide work touches only that slot.
+//!
+//! Expiry lives in each [`Entry`]; it is lazy on access (every read goes through [`Db::get`] or
+//! [`Db::get_mut`], which drop an expired key) plus an active cycle ([`Db::active_expire`]) that sweeps
+//! slots holding volatile keys a few at a time.
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use resp::MAX_SLOTS;
+
+use crate::value::Value;
+
+/// Keys are owned, compact copies (never slices of a request buffer, which would pin it in memory).
+pub type Key = Box<[u8]>;
+
+type Hasher = ahash::RandomState;
+
+/// One key's value and its absolute expiry in unix milliseconds (0: none).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Value,
+    expire_at: u64,
+}
+
+impl Entry {
+    /// A value without expiry.
+    pub fn new(value: Value) -> Entry {
+        Entry {
+            value,
+            expire_at: 0,
+        }
+    }
+
+    /// Absolute expiry in unix ms, 0 when the key is persistent.
+    pub fn expire_at(&self) -> u64 {
+        self.expire_at
+    }
+
+    fn expired(&self, now: u64) -> bool {
+        self.expire_at != 0 && self.expire_at <= now
+    }
+}
+
+/// The keys of one slot of one database.
+#[derive(Debug, Default, Clone)]
+pub struct SlotTable {
+    pub map: HashMap<Key, Entry, Hasher>,
+    /// How many entries carry an expiry (the active cycle skips slots with none).
+    volatile: usize,
+}
+
+impl SlotTable {
+    /// Number of keys (expired ones not yet collected included).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the slot holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Number of keys with an expiry.
+    pub fn volatile(&self) -> usize {
+        self.volatile
+    }
+}
+
+/// One database (0..16) of one shard.
+#[derive(Debug)]
+pub struct Db {
+    /// `slots[s]` is `Some` when this shard owns slot `s`.
+    slots: Vec<Option<Box<SlotTable>>>,
+    /// Keys in all owned slots.
+    keys: usize,
+    /// Where the active expiry cycle resumes.
+    expire_cursor: usize,
+    /// A scratch database owns every slot and creates tables on demand (multi-core commands).
+    scratch: bool,
+}
+
+impl Db {
+    /// A database owning the slots for which `owned(slot)` is true.
+    pub fn new(owned: impl Fn(usize) -> bool) -> Db {
+        Db {
+            slots: (0..MAX_SLOTS)
+                .map(|s| owned(s).then(Default::default))
+                .collect(),
+            keys: 0,
+            expire_cursor: 0,
+            scratch: false,
+        }
+    }
+
+    /// A scratch database: owns every slot, allocates tables only for slots it is given keys of.
+    pub fn scratch() -> Db {
+        Db {
+            slots: (0..MAX_SLOTS).map(|_| None).collect(),
+            keys: 0,
+            expire_cursor: 0,
+            scratch: true,
+        }
+    }
+
+    /// Total keys in this shard's part of the database.
+    pub fn len(&self) -> usize {
+        self.keys
+    }
+
+    /// Whether this shard's part of the database is empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys == 0
+    }
+
+    /// Keys with an expiry.
+    pub fn volatile(&self) -> usize {
+        self.slots.iter().flatten().map(|t| t.volatile).sum()
+    }
+
+    /// Whether this shard owns `slot`.
+    pub fn owns(&self, slot: usize) -> bool {
+        self.scratch || self.slots.get(slot).is_some_and(|s| s.is_some())
+    }
+
+    /// The table of an owned slot.
+    pub fn slot(&self, slot: usize) -> Option<&SlotTable> {
+        self.slots.get(slot)?.as_deref()
+    }
+
+    /// Owned slots, in order, with their tables.
+    pub fn owned_slots(&self) -> impl Iterator<Item = (usize, &SlotTable)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, t.as_deref()?)))
+    }
+
+    fn table_mut(&mut self, key: &[u8]) -> Option<&mut SlotTable> {
+        let s = resp::slot(key) as usize;
+        let t = &mut self.slots[s];
+        if t.is_none() && self.scratch {
+            *t = Some(Box::default());
+        }
+        t.as_deref_mut()
+    }
+
+    /// Read a live key (an expired one is removed on the way).
+    pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
+        self.get_mut(key, now).map(|e| &*e)
+    }
+
+    /// Mutable access to a live key's entry. Changing `value` is fine; expiry changes go through
+    /// [`Db::set_expire`].
+    pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+        let t = self.table_mut(key)?;
+        if t.map.get(key)?.expired(now) {
+            self.remove(key);
+            return None;
+        }
+        self.table_mut(key)?.map.get_mut(key)
+    }
+
+    /// Whether a live key exists.
+    pub fn contains(&mut self, key: &[u8], now: u64) -> bool {
+        self.get(key, now).is_some()
+    }
+
+    /// Store a value with an expiry (0: none), replacing any previous entry. Returns false when this
+    /// shard does not own the key's slot (the caller routed it wrongly).
+    pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) -> bool {
+        let Some(t) = self.table_mut(key) else {
+            return false;
+        };
+        let new = Entry { value, expire_at };
+        let vol = (expire_at != 0) as usize;
+        match t.map.get_mut(key) {
+            Some(old) => {
+                t.volatile = t.volatile - (old.expire_at != 0) as usize + vol;
+                *old = new;
+            }
+            None => {
+                t.volatile += vol;
+                t.map.insert(key.into(), new);
+                self.keys += 1;
+            }
+        }
+        true
+    }
+
+    /// Store a value keeping the key's current expiry (SET KEEPTTL, APPEND-style updates).
+    pub fn insert_keep_ttl(&mut self, key: &[u8], value: Value, now: u64) {
+        let ttl = self.get(key, now).map_or(0, |e| e.expire_at);
+        self.insert(key, value, ttl);
+    }
+
+    /// Remove a key, returning its entry (expired or not).
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let t = self.table_mut(key)?;
+        let e = t.map.remove(key)?;
+        t.volatile -= (e.expire_at != 0) as usize;
+        self.keys -= 1;
+        Some(e)
+    }
+
+    /// Change a live key's expiry (0: persist). Returns false when the key is missing.
+    pub fn set_expire(&mut self, key: &[u8], expire_at: u64, now: u64) -> bool {
+        if self.get(key, now).is_none() {
+            return false;
+        }
+        let Some(t) = self.table_mut(key) else {
+            return false;
+        };
+        let Some(e) = t.map.get_mut(key) else {
+            return false;
+        };
+        t.volatile = t.volatile - (e.expire_at != 0) as usize + (expire_at != 0) as usize;
+        e.expire_at = expire_at;
+        true
+    }
+
+    /// Drop every key of every owned slot. Returns how many were dropped.
+    pub fn clear(&mut self) -> usize {
+        let n = self.keys;
+        for t in self.slots.iter_mut().flatten() {
+            **t = SlotTable::default();
+        }
+        self.keys = 0;
+        n
+    }
+
+    /// Drop every key of one owned slot. Returns how many were dropped.
+    pub fn clear_slot(&mut self, slot: usize) -> usize {
+        match self.slots.get_mut(slot).and_then(|t| t.as_deref_mut()) {
+            Some(t) => {
+                let n = t.map.len();
+                *t = SlotTable::default();
+                self.keys -= n;
+                n
+            }
+            None => 0,
+        }
+    }
+
+    /// Hand an owned slot's table over (core-to-core move); the slot is no longer owned here.
+    pub fn take_slot(&mut self, slot: usize) -> Option<Box<SlotTable>> {
+        let t = self.slots.get_mut(slot)?.take()?;
+        self.keys -= t.map.len();
+        Some(t)
+    }
+
+    /// Take ownership of a slot with its table.
+    pub fn put_slot(&mut self, slot: usize, table: Box<SlotTable>) {
+        self.keys += table.map.len();
+        self.slots[slot] = Some(table);
+    }
+
+    /// Live keys of one owned slot, cloned (SCAN, KEYS, SLOTSSCAN).
+    pub fn slot_keys(&self, slot: usize, now: u64) -> Vec<Bytes> {
+        match self.slot(slot) {
+            Some(t) => t
+                .map
+                .iter()
+                .filter(|(_, e)| !e.expired(now))
+                .map(|(k, _)| Bytes::copy_from_slice(k))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// One step of the active expiry cycle: sweep owned slots holding volatile keys, starting where
+    /// the last step stopped, until `budget` entries were examined. Returns keys removed.
+    pub fn active_expire(&mut self, now: u64, budget: usize) -> usize {
+        let mut examined = 0;
+        let mut removed = 0;
+        for _ in 0..MAX_SLOTS {
+            if examined >= budget {
+                break;
+            }
+            let s = self.expire_cursor;
+            self.expire_cursor = (self.expire_cursor + 1) % MAX_SLOTS;
+            let Some(t) = self.slots[s].as_deref_mut() else {
+                continue;
+            };
+            if t.volatile == 0 {
+                continue;
+            }
+            examined += t.map.len();
+            let before = t.map.len();
+            t.map.retain(|_, e| !e.expired(now));
+            let gone = before - t.map.len();
+            t.volatile -= gone;
+            removed += gone;
+        }
+        self.keys -= removed;
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.as_bytes().into())
+    }
+
+    #[test]
+    fn insert_get_remove_and_counts() {
+        let mut db = Db::new(|_| true);
+        assert!(db.insert(b"a", s("1"), 0));
+        assert!(db.insert(b"b", s("2"), 1000));
+        assert!(db.insert(b"b", s("3"), 0));
+        assert_eq!(db.len(), 2);
+        assert_eq!(db.volatile(), 0);
+        assert!(db.remove(b"a").is_some());
+        assert_eq!(db.len(), 1);
+    }
+
+    #[test]
+    fn lazy_and_active_expiry() {
+        let mut db = Db::new(|_| true);
+        db.insert(b"x", s("1"), 100);
+        db.insert(b"y", s("1"), 100);
+        db.insert(b"z", s("1"), 0);
+        assert!(db.get(b"x", 50).is_some());
+        assert!(db.get(b"x", 100).is_none(), "expired on access");
+        assert_eq!(db.len(), 2);
+        assert_eq!(db.active_expire(200, 10_000), 1);
+        assert_eq!(db.len(), 1);
+        assert_eq!(db.volatile(), 0);
+    }
+
+    #[test]
+    fn unowned_slots_refuse_keys() {
+        let mut db = Db::new(|s| s == resp::slot(b"foo") as usize);
+        assert!(db.insert(b"foo", s("1"), 0));
+        assert!(!db.insert(b"alpha", s("1"), 0));
+        let t = db.take_slot(resp::slot(b"foo") as usize).unwrap();
+        assert_eq!(db.len(), 0);
+        let mut other = Db::new(|_| false);
+        other.put_slot(resp::slot(b"foo") as usize, t);
+        assert!(other.get(b"foo", 0).is_some());
+    }
+}

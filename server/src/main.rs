@@ -1,0 +1,94 @@
+//! `codis-server`: see `codis-server --help`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use server::config::Config;
+
+#[global_allocator]
+static GLOBAL: server::alloc::Counting = server::alloc::Counting;
+
+/// A Redis-compatible, shard-per-core storage engine for Codis clusters.
+///
+/// Speaks RESP2/RESP3 to any Redis client and serves Redis 7 string and key commands plus Codis's
+/// SLOTS* commands. Each core runs its own executor and owns a share of the 1024 Codis slots; every
+/// core accepts connections.
+///
+/// Examples:
+///   codis-server --port 6380
+///   codis-server /etc/codis/redis.conf --port 7000 --cores 2
+///
+/// Needs locked memory for io_uring: run as root or raise `ulimit -l` (e.g. 65536).
+#[derive(Parser, Debug)]
+#[command(name = "codis-server", version, verbatim_doc_comment)]
+struct Args {
+    /// A redis.conf-syntax file (`port 7000`, `requirepass secret`, …); flags override it.
+    config: Option<PathBuf>,
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Addresses to listen on (default 127.0.0.1).
+    #[arg(long, num_args = 1..)]
+    bind: Option<Vec<String>>,
+    /// Executor cores (default: every CPU this process may use).
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Password clients must send with AUTH.
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Maximum simultaneous clients.
+    #[arg(long)]
+    maxclients: Option<usize>,
+    /// Working directory for data files.
+    #[arg(long)]
+    dir: Option<String>,
+    /// Log level filter (error, warn, info, debug, trace), or RUST_LOG.
+    #[arg(long, default_value = "info")]
+    loglevel: String,
+}
+
+fn main() {
+    let args = Args::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.loglevel.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    // glommio logs through the `log` crate.
+    let _ = tracing_log::LogTracer::init();
+    let mut cfg = Config::default();
+    if let Some(path) = &args.config {
+        if let Err(e) = cfg.load_file(path) {
+            eprintln!("*** FATAL CONFIG FILE ERROR *** {e}");
+            std::process::exit(1);
+        }
+    }
+    let mut set = |k: &str, v: String| {
+        if let Err(e) = cfg.set(k, &v, true) {
+            eprintln!("*** FATAL CONFIG ERROR *** --{k} {v}: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(p) = args.port {
+        set("port", p.to_string());
+    }
+    if let Some(b) = args.bind {
+        set("bind", b.join(" "));
+    }
+    if let Some(c) = args.cores {
+        set("cores", c.to_string());
+    }
+    if let Some(p) = args.requirepass {
+        set("requirepass", p);
+    }
+    if let Some(m) = args.maxclients {
+        set("maxclients", m.to_string());
+    }
+    if let Some(d) = args.dir {
+        set("dir", d);
+    }
+    if let Err(e) = server::runtime::run(cfg) {
+        eprintln!("codis-server: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,150 @@
+//! Commands whose keys live on several cores, made atomic.
+//!
+//! The coordinator (the connection's core) holds every involved shard in core order, copies the
+//! entries of the command's keys into a scratch database, runs the **ordinary handler** on it (so
+//! semantics are exactly those of the single-shard path), then writes back every entry that changed
+//! and releases each shard. While held, a shard serves nobody else, so no client can observe a
+//! half-applied command; acquiring in core order rules out deadlock.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use resp::command::{COMMANDS, READONLY};
+use resp::{Args, Proto};
+
+use crate::cmd::{self, Ctx};
+use crate::core::Core;
+use crate::db::{Db, Entry};
+
+/// (key, database) pairs a command touches; COPY … DB n reads its destination from database n.
+fn touched_keys(idx: usize, args: &Args, db: usize) -> Vec<(Bytes, usize)> {
+    let spec = &COMMANDS[idx];
+    let mut dst_db = db;
+    if spec.name == "copy" {
+        let mut i = 3;
+        while i + 1 < args.len() {
+            if args[i].eq_ignore_ascii_case(b"db") {
+                if let Some(n) = resp::parse_i64(&args[i + 1]).filter(|n| (0..16).contains(n)) {
+                    dst_db = n as usize;
+                }
+            }
+            i += 1;
+        }
+    }
+    spec.key_positions(args)
+        .into_iter()
+        .map(|p| {
+            (
+                args[p].clone(),
+                if spec.name == "copy" && p == 2 {
+                    dst_db
+                } else {
+                    db
+                },
+            )
+        })
+        .collect()
+}
+
+/// Run a multi-core keyed command atomically and append its reply to `out`.
+pub async fn run(
+    core: &Rc<Core>,
+    db: usize,
+    idx: usize,
+    args: Args,
+    proto: Proto,
+    now: u64,
+    out: &mut BytesMut,
+) {
+    let keys = touched_keys(idx, &args, db);
+    let mut by_core: BTreeMap<usize, Vec<(Bytes, usize)>> = BTreeMap::new();
+    for (k, d) in keys {
+        by_core
+            .entry(core.shared.owner(resp::slot(&k)))
+            .or_default()
+            .push((k, d));
+    }
+    let ndb = core.shard.borrow().dbs.len();
+    let mut scratch: Vec<Db> = (0..ndb).map(|_| Db::scratch()).collect();
+    let mut before: Vec<(Bytes, usize, Option<Entry>)> = Vec::new();
+    let tx = core.new_tx();
+    // Phase 1: hold each shard in core order and copy the keys' live entries.
+    for (&c, ks) in &by_core {
+        let ks = ks.clone();
+        let got: Vec<(Bytes, usize, Option<Entry>)> = core
+            .hold_on(c, tx, move |sh| {
+                ks.into_iter()
+                    .map(|(k, d)| {
+                        let e = sh.dbs.get_mut(d).and_then(|db| db.get(&k, now).cloned());
+                        (k, d, e)
+                    })
+                    .collect()
+            })
+            .await;
+        for (k, d, e) in got {
+            if let Some(e) = &e {
+                scratch[d].insert(&k, e.value.clone(), e.expire_at());
+            }
+            before.push((k, d, e));
+        }
+    }
+    // Phase 2: the ordinary handler, on the scratch shard.
+    {
+        let mut ctx = Ctx {
+            dbs: &mut scratch,
+            db,
+            args: &args,
+            out,
+            proto,
+            now,
+        };
+        match cmd::handler(idx) {
+            Some(h) => h(&mut ctx),
+            None => resp::encode::error(out, "ERR command not served"),
+        }
+    }
+    {
+        let mut shard = core.shard.borrow_mut();
+        shard.stats[idx].calls += 1;
+    }
+    // Phase 3: write back what changed, release each shard.
+    let readonly = COMMANDS[idx].has(READONLY);
+    for (&c, ks) in &by_core {
+        let mut writes: Vec<(Bytes, usize, Option<Entry>)> = Vec::new();
+        if !readonly {
+            for (k, d) in ks {
+                let old = before
+                    .iter()
+                    .find(|(bk, bd, _)| bk == k && bd == d)
+                    .and_then(|(_, _, e)| e.as_ref());
+                let new = scratch[*d].get(k, now).cloned();
+                let changed = match (old, &new) {
+                    (None, None) => false,
+                    (Some(a), Some(b)) => a.value != b.value || a.expire_at() != b.expire_at(),
+                    _ => true,
+                };
+                if changed {
+                    writes.push((k.clone(), *d, new));
+                }
+            }
+        }
+        core.release_on(c, tx, move |sh| {
+            for (k, d, e) in writes {
+                let Some(db) = sh.dbs.get_mut(d) else {
+                    continue;
+                };
+                match e {
+                    Some(e) => {
+                        let at = e.expire_at();
+                        db.insert(&k, e.value, at);
+                    }
+                    None => {
+                        db.remove(&k);
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,267 @@
+//! Process start-up: listeners, one pinned glommio executor per core, the links between cores, the
+//! accept loops and the active expiry cycle.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::core::{Core, Links, Req, Resp};
+use crate::shard::Shard;
+use crate::shared::{now_ms, ClientInfo, Shared};
+
+/// Capacity of each core-to-core channel.
+const CHANNEL_SIZE: usize = 1024;
+
+/// CPUs this process may run on (respects `taskset`).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills a cpu_set_t we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1))
+                .collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Resolve the listen addresses and make sure nobody else holds the port: glommio-style
+/// SO_REUSEPORT listeners would otherwise silently share it with a leftover process.
+fn listen_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for host in &cfg.bind {
+        let host = host.trim_start_matches('-');
+        let addr = (host, cfg.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("bad bind address {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("bad bind address {host}"))?;
+        let probe = std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("Could not create server TCP listening socket {addr}: {e}"))?;
+        out.push(probe.local_addr().map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<Socket> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(1024)?;
+    Ok(sk)
+}
+
+async fn connect_tx<T: Send + 'static>(
+    v: Vec<Option<SharedSender<T>>>,
+) -> Vec<Option<ConnectedSender<T>>> {
+    futures::future::join_all(v.into_iter().map(|t| async move {
+        match t {
+            Some(t) => Some(t.connect().await),
+            None => None,
+        }
+    }))
+    .await
+}
+
+async fn connect_rx<T: Send + 'static>(v: Vec<SharedReceiver<T>>) -> Vec<ConnectedReceiver<T>> {
+    futures::future::join_all(v.into_iter().map(|r| r.connect())).await
+}
+
+type Pair<T> = (Vec<Option<SharedSender<T>>>, Vec<SharedReceiver<T>>);
+
+/// Build the channel mesh: for core `i`, its senders to every other core and its receivers.
+fn mesh<T: Send + 'static>(n: usize) -> Vec<Pair<T>> {
+    let mut senders: Vec<Vec<Option<SharedSender<T>>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut receivers: Vec<Vec<SharedReceiver<T>>> = (0..n).map(|_| Vec::new()).collect();
+    for (from, row) in senders.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(CHANNEL_SIZE);
+                *slot = Some(tx);
+                receivers[to].push(rx);
+            }
+        }
+    }
+    senders.into_iter().zip(receivers).collect()
+}
+
+/// Run the server until SHUTDOWN. Returns an error if it cannot start.
+pub fn run(config: Config) -> Result<(), String> {
+    let cpus = allowed_cpus();
+    let ncores = if config.cores == 0 {
+        cpus.len().max(1)
+    } else {
+        config.cores
+    };
+    if ncores > 256 {
+        return Err("--cores must be at most 256".into());
+    }
+    let addrs = listen_addrs(&config)?;
+    let port = addrs.first().map_or(config.port, |a| a.port());
+    let mut config = config;
+    config.port = port;
+    let ndb = config.databases;
+    let shared = Arc::new(Shared::new(ncores, config));
+    shared.tcp_port.store(port as usize, Ordering::Relaxed);
+    // One SO_REUSEPORT socket per core and address, created before any executor starts.
+    let mut per_core_fds: Vec<Vec<i32>> = Vec::new();
+    for _ in 0..ncores {
+        let mut fds = Vec::new();
+        for a in &addrs {
+            fds.push(
+                reuseport_listener(*a)
+                    .map_err(|e| format!("listen {a}: {e}"))?
+                    .into_raw_fd(),
+            );
+        }
+        per_core_fds.push(fds);
+    }
+    let reqs = mesh::<Req>(ncores);
+    let resps = mesh::<Resp>(ncores);
+    let mut handles = Vec::new();
+    for (i, ((fds, (req_tx, req_rx)), (resp_tx, resp_rx))) in
+        per_core_fds.into_iter().zip(reqs).zip(resps).enumerate()
+    {
+        let shared = shared.clone();
+        let cpu = cpus[i % cpus.len().max(1)];
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("core-{i}"))
+            .io_memory(1 << 20);
+        let h = builder
+            .spawn(move || async move {
+                // A sender's connect waits for its receiver's: connect every end concurrently.
+                let (req_out, resp_out, req_in, resp_in) = futures::join!(
+                    connect_tx(req_tx),
+                    connect_tx(resp_tx),
+                    connect_rx(req_rx),
+                    connect_rx(resp_rx)
+                );
+                let links = Links {
+                    req_out,
+                    resp_out,
+                    req_in,
+                    resp_in,
+                };
+                let n = shared.ncores;
+                let shard = Shard::new(i, ndb, |s| s % n == i);
+                let core = Core::start(i, shared.clone(), shard, links);
+                let expiry = core.clone();
+                glommio::spawn_local(async move {
+                    loop {
+                        glommio::timer::sleep(Duration::from_millis(100)).await;
+                        let now = now_ms();
+                        expiry.wait_unheld().await;
+                        let start = Instant::now();
+                        loop {
+                            let removed = expiry.shard.borrow_mut().active_expire(now, 20_000);
+                            // Keep going while many keys expire, but never for more than 25 ms.
+                            if removed < 5_000 || start.elapsed() > Duration::from_millis(25) {
+                                break;
+                            }
+                        }
+                    }
+                })
+                .detach();
+                let mut accepts = Vec::new();
+                for fd in fds {
+                    // SAFETY: `fd` is a bound, listening socket we created and own.
+                    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                    let core = core.clone();
+                    accepts.push(glommio::spawn_local(accept_loop(core, listener)));
+                }
+                futures::future::join_all(accepts).await;
+            })
+            .map_err(|e| format!("cannot start executor {i} on cpu {cpu}: {e}"))?;
+        handles.push(h);
+    }
+    for a in &addrs {
+        tracing::info!("Ready to accept connections tcp on {a} with {ncores} cores");
+    }
+    for h in handles {
+        h.join().map_err(|e| format!("executor failed: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener) {
+    let laddr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let sh = core.shared.clone();
+        let max = sh.config.read().map(|c| c.maxclients).unwrap_or(10000);
+        sh.total_connections.fetch_add(1, Ordering::Relaxed);
+        if sh.connected.load(Ordering::Relaxed) >= max {
+            sh.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            glommio::spawn_local(async move {
+                use futures_lite::AsyncWriteExt;
+                let mut s = stream;
+                let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
+            })
+            .detach();
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = sh.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let info = Arc::new(ClientInfo {
+            id,
+            addr: stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            laddr: laddr.clone(),
+            fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+            core: core.id,
+            created: Instant::now(),
+            last_ms: now_ms().into(),
+            db: 0.into(),
+            name: Mutex::new(String::new()),
+            last_cmd: Mutex::new("NULL"),
+            killed: false.into(),
+        });
+        if let Ok(mut c) = sh.clients.lock() {
+            c.insert(id, info.clone());
+        }
+        sh.connected.fetch_add(1, Ordering::Relaxed);
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            crate::conn::serve(core.clone(), stream, info).await;
+            let sh = &core.shared;
+            sh.connected.fetch_sub(1, Ordering::Relaxed);
+            if let Ok(mut c) = sh.clients.lock() {
+                c.remove(&id);
+            }
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,89 @@
+//! A shard: the data one core owns (its slots of every database) and the code that runs a command
+//! against it. Only its own core ever touches a shard; other cores send it messages.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use resp::command::{CommandSpec, COMMANDS};
+use resp::Proto;
+
+use crate::cmd::{self, Ctx};
+use crate::db::Db;
+
+/// Calls and time per command, as `INFO commandstats` reports them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CmdStat {
+    pub calls: u64,
+    pub usec: u64,
+    pub failed: u64,
+}
+
+/// One core's part of the keyspace.
+pub struct Shard {
+    pub id: usize,
+    pub dbs: Vec<Db>,
+    /// Indexed like `resp::command::COMMANDS`.
+    pub stats: Vec<CmdStat>,
+    /// Keys removed by expiry (INFO stats `expired_keys`).
+    pub expired_keys: u64,
+}
+
+/// A command ready to run on a shard: database, table index and arguments.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    pub db: u8,
+    pub idx: u16,
+    pub args: Vec<Bytes>,
+}
+
+impl Shard {
+    /// A shard owning the slots `owned(slot)` says, in `ndb` databases.
+    pub fn new(id: usize, ndb: usize, owned: impl Fn(usize) -> bool) -> Shard {
+        Shard {
+            id,
+            dbs: (0..ndb).map(|_| Db::new(&owned)).collect(),
+            stats: vec![CmdStat::default(); COMMANDS.len()],
+            expired_keys: 0,
+        }
+    }
+
+    /// Run one command, appending its reply to `out`.
+    pub fn execute(&mut self, cmd: &Cmd, proto: Proto, now: u64, out: &mut BytesMut) {
+        let spec: &'static CommandSpec = &COMMANDS[cmd.idx as usize];
+        let start = Instant::now();
+        let before = out.len();
+        let mut ctx = Ctx {
+            dbs: &mut self.dbs,
+            db: cmd.db as usize,
+            args: &cmd.args,
+            out,
+            proto,
+            now,
+        };
+        match cmd::handler(cmd.idx as usize) {
+            Some(h) => h(&mut ctx),
+            None => resp::encode::error(
+                out,
+                &format!("ERR command '{}' is not served by a shard", spec.name),
+            ),
+        }
+        let st = &mut self.stats[cmd.idx as usize];
+        st.calls += 1;
+        st.usec += start.elapsed().as_micros() as u64;
+        if out.get(before) == Some(&b'-') {
+            st.failed += 1;
+        }
+    }
+
+    /// One step of active expiry over every database.
+    pub fn active_expire(&mut self, now: u64, budget: usize) -> usize {
+        let mut n = 0;
+        for db in &mut self.dbs {
+            if db.volatile() > 0 {
+                n += db.active_expire(now, budget);
+            }
+        }
+        self.expired_keys += n as u64;
+        n
+    }
+}

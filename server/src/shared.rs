@@ -1,0 +1,125 @@
+//! State shared by every core: configuration, the client registry, process-wide counters. None of
+//! it is touched per command except through atomics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What CLIENT LIST shows about a connection, shared between the connection and the registry.
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub fd: i32,
+    pub core: usize,
+    pub created: Instant,
+    pub last_ms: AtomicU64,
+    pub db: AtomicU8,
+    pub name: Mutex<String>,
+    pub last_cmd: Mutex<&'static str>,
+    pub killed: AtomicBool,
+}
+
+impl ClientInfo {
+    /// Close the connection from any thread: shut the socket down so its pending read returns.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        // SAFETY: shutdown(2) on a descriptor we own; harmless if it was already closed.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+    }
+
+    /// One line of CLIENT LIST.
+    pub fn line(&self) -> String {
+        let now = now_ms();
+        format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp=2",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            self.name.lock().map(|n| n.clone()).unwrap_or_default(),
+            self.created.elapsed().as_secs(),
+            now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) / 1000,
+            self.db.load(Ordering::Relaxed),
+            self.last_cmd.lock().map(|c| *c).unwrap_or("NULL"),
+        )
+    }
+}
+
+/// Process-wide state.
+pub struct Shared {
+    pub ncores: usize,
+    pub config: RwLock<Config>,
+    pub started: Instant,
+    pub run_id: String,
+    pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    pub connected: AtomicUsize,
+    pub next_client_id: AtomicU64,
+    pub total_connections: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub total_commands: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+    pub shutdown: AtomicBool,
+    pub tcp_port: AtomicUsize,
+    /// Which core owns each slot (starts as `slot % ncores`; changes only by an atomic slot move).
+    slot_owner: Vec<AtomicU16>,
+}
+
+impl Shared {
+    /// Shared state for `ncores` cores.
+    pub fn new(ncores: usize, config: Config) -> Shared {
+        let run_id: String = (0..40)
+            .map(|_| format!("{:x}", rand::random::<u8>() % 16))
+            .collect();
+        Shared {
+            ncores,
+            config: RwLock::new(config),
+            started: Instant::now(),
+            run_id,
+            clients: Mutex::new(BTreeMap::new()),
+            connected: AtomicUsize::new(0),
+            next_client_id: AtomicU64::new(1),
+            total_connections: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            total_commands: AtomicU64::new(0),
+            net_input_bytes: AtomicU64::new(0),
+            net_output_bytes: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+            tcp_port: AtomicUsize::new(0),
+            slot_owner: (0..resp::MAX_SLOTS)
+                .map(|s| AtomicU16::new((s % ncores) as u16))
+                .collect(),
+        }
+    }
+
+    /// A copy of the configuration (cheap enough for connection setup and admin commands).
+    pub fn config(&self) -> Config {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The core that owns `slot`.
+    #[inline]
+    pub fn owner(&self, slot: u16) -> usize {
+        self.slot_owner[slot as usize].load(Ordering::Relaxed) as usize
+    }
+
+    /// Record a slot's new owner (after its table moved there).
+    pub fn set_owner(&self, slot: u16, core: usize) {
+        self.slot_owner[slot as usize].store(core as u16, Ordering::Relaxed);
+    }
+}
