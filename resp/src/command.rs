@@ -70,7 +70,7 @@ macro_rules! table {
 
 table! {
     // connection and server
-    "ping" -1 [FAST|CONN|NOAUTH] 0 0 0;
+    "ping" -1 [FAST|CONN] 0 0 0;
     "echo" 2 [FAST|CONN] 0 0 0;
     "quit" -1 [FAST|CONN|NOAUTH] 0 0 0;
     "select" 2 [FAST|CONN] 0 0 0;

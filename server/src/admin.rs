@@ -71,7 +71,7 @@ pub async fn run(
             encode::simple(b, "RESET");
         }
         "client" => client(core, sess, &args, b),
-        "command" => command_cmd(&args, b),
+        "command" => command_cmd(&args, sess.proto, b),
         "info" => {
             let text = info::render(core, &args[1..]).await;
             encode::bulk(b, text.as_bytes());
@@ -111,6 +111,13 @@ pub async fn run(
         "debug" => debug(core, sess, &args, b).await,
         "memory" => memory(core, sess, &args, now, b).await,
         "shutdown" => {
+            if let Err(e) = shutdown_args(&args) {
+                encode::error(b, e);
+                let t = plan.target(out);
+                let start = t.len();
+                t.extend_from_slice(&buf);
+                return plan.written(start);
+            }
             tracing::warn!("User requested shutdown...");
             core.shared.shutdown.store(true, Ordering::Relaxed);
             tracing::warn!("codis-server is now ready to exit, bye bye...");
@@ -130,18 +137,136 @@ pub async fn run(
     plan.written(start);
 }
 
+/// Check `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]` as Redis 7.0 does. Nothing is saved and no
+/// shutdown is ever left pending, so `ABORT` always finds nothing to abort.
+fn shutdown_args(args: &Args) -> Result<(), &'static str> {
+    let (mut save, mut nosave, mut other, mut abort) = (false, false, false, false);
+    for a in &args[1..] {
+        match a.to_ascii_lowercase().as_slice() {
+            b"nosave" => nosave = true,
+            b"save" => save = true,
+            b"now" | b"force" => other = true,
+            b"abort" => abort = true,
+            _ => return Err(err::SYNTAX),
+        }
+    }
+    if (abort && (save || nosave || other)) || (save && nosave) {
+        return Err(err::SYNTAX);
+    }
+    if abort {
+        return Err("ERR No shutdown in progress.");
+    }
+    Ok(())
+}
+
+/// Redis 7.0's container commands and the arity of each subcommand (`COMMAND INFO` subcommands).
+const SUBCOMMANDS: &[(&str, &[(&str, i32)])] = &[
+    (
+        "object",
+        &[
+            ("encoding", 3),
+            ("freq", 3),
+            ("help", 2),
+            ("idletime", 3),
+            ("refcount", 3),
+        ],
+    ),
+    (
+        "config",
+        &[
+            ("get", -3),
+            ("set", -4),
+            ("resetstat", 2),
+            ("rewrite", 2),
+            ("help", 2),
+        ],
+    ),
+    (
+        "client",
+        &[
+            ("caching", 3),
+            ("getname", 2),
+            ("getredir", 2),
+            ("id", 2),
+            ("info", 2),
+            ("kill", -3),
+            ("list", -2),
+            ("no-evict", 3),
+            ("pause", -3),
+            ("reply", 3),
+            ("setname", 3),
+            ("tracking", -3),
+            ("trackinginfo", 2),
+            ("unblock", -3),
+            ("unpause", 2),
+            ("help", 2),
+        ],
+    ),
+    (
+        "command",
+        &[
+            ("count", 2),
+            ("docs", -2),
+            ("getkeys", -4),
+            ("getkeysandflags", -4),
+            ("info", -2),
+            ("list", -2),
+            ("help", 2),
+        ],
+    ),
+    (
+        "memory",
+        &[
+            ("doctor", 2),
+            ("malloc-stats", 2),
+            ("purge", 2),
+            ("stats", 2),
+            ("usage", -3),
+            ("help", 2),
+        ],
+    ),
+];
+
+/// For a container command (CONFIG, CLIENT, OBJECT…), Redis's error when the subcommand is unknown
+/// or has the wrong number of arguments; `None` when the call is well-formed (or not a container).
+pub fn subcommand_error(name: &str, args: &Args) -> Option<String> {
+    let (_, subs) = SUBCOMMANDS.iter().find(|(n, _)| *n == name)?;
+    let sub = args.get(1)?;
+    let Some((sub_name, arity)) = subs
+        .iter()
+        .find(|(s, _)| sub.eq_ignore_ascii_case(s.as_bytes()))
+    else {
+        let shown: String = String::from_utf8_lossy(sub).chars().take(128).collect();
+        let upper = name.to_ascii_uppercase();
+        return Some(format!(
+            "ERR unknown subcommand '{shown}'. Try {upper} HELP."
+        ));
+    };
+    let n = args.len() as i32;
+    let ok = if *arity >= 0 {
+        n == *arity
+    } else {
+        n >= -arity
+    };
+    (!ok).then(|| format!("ERR wrong number of arguments for '{name}|{sub_name}' command"))
+}
+
 fn auth(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
     if args.len() > 3 {
         return encode::error(b, err::SYNTAX);
     }
-    let Some(pass) = core.shared.config().requirepass else {
+    let pass = core.shared.config().requirepass;
+    if pass.is_none() && args.len() == 2 {
         return encode::error(
             b,
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         );
-    };
-    let user_ok = args.len() == 2 || args[1].as_ref() == b"default";
-    if user_ok && args[args.len() - 1].as_ref() == pass.as_slice() {
+    }
+    if password_ok(
+        pass.as_deref(),
+        (args.len() == 3).then(|| &args[1][..]),
+        &args[args.len() - 1],
+    ) {
         sess.authed = true;
         encode::ok(b)
     } else {
@@ -150,6 +275,12 @@ fn auth(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
             "WRONGPASS invalid username-password pair or user is disabled.",
         )
     }
+}
+
+/// Whether `user` (None: the default user) may log in with `given`. The only user is `default`;
+/// without `requirepass` it has no password and any password is accepted, as in Redis.
+fn password_ok(required: Option<&[u8]>, user: Option<&[u8]>, given: &[u8]) -> bool {
+    user.is_none_or(|u| u == b"default") && required.is_none_or(|p| p == given)
 }
 
 fn hello(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
@@ -171,9 +302,7 @@ fn hello(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
     while i < args.len() {
         if args[i].eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
             let pass = core.shared.config().requirepass;
-            let ok =
-                args[i + 1].as_ref() == b"default" && pass.as_deref() == Some(args[i + 2].as_ref());
-            if !ok {
+            if !password_ok(pass.as_deref(), Some(&args[i + 1]), &args[i + 2]) {
                 return encode::error(
                     b,
                     "WRONGPASS invalid username-password pair or user is disabled.",
@@ -370,7 +499,7 @@ fn command_info(b: &mut BytesMut, spec: &CommandSpec) {
     }
 }
 
-fn command_cmd(args: &Args, b: &mut BytesMut) {
+fn command_cmd(args: &Args, proto: Proto, b: &mut BytesMut) {
     if args.len() == 1 {
         encode::array(b, COMMANDS.len());
         for c in COMMANDS {
@@ -391,7 +520,7 @@ fn command_cmd(args: &Args, b: &mut BytesMut) {
             for n in names {
                 match command::lookup(n) {
                     Some(c) => command_info(b, c),
-                    None => encode::null_array(b, Proto::Resp2),
+                    None => encode::null(b, proto),
                 }
             }
         }
@@ -459,7 +588,7 @@ fn config(core: &Rc<Core>, args: &Args, b: &mut BytesMut) {
                 encode::bulk(b, v.as_bytes());
             }
         }
-        "set" if args.len() >= 4 && args.len() % 2 == 0 => {
+        "set" if args.len() >= 4 && args.len().is_multiple_of(2) => {
             let Ok(mut cfg) = core.shared.config.write() else {
                 return encode::error(b, "ERR config lock poisoned");
             };
@@ -476,14 +605,12 @@ fn config(core: &Rc<Core>, args: &Args, b: &mut BytesMut) {
             *cfg = next;
             encode::ok(b)
         }
+        "set" => encode::error(b, err::SYNTAX),
         "resetstat" if args.len() == 2 => encode::ok(b),
         "rewrite" if args.len() == 2 => {
             encode::error(b, "ERR The server is running without a config file")
         }
-        "get" | "set" => encode::error(
-            b,
-            &format!("ERR wrong number of arguments for 'config|{sub}' command"),
-        ),
+        "get" => encode::error(b, "ERR wrong number of arguments for 'config|get' command"),
         _ => {
             let s = String::from_utf8_lossy(&args[1]).to_string();
             encode::error(

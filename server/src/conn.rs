@@ -227,6 +227,9 @@ async fn dispatch(
             &format!("ERR wrong number of arguments for '{}' command", spec.name),
         );
     }
+    if let Some(e) = admin::subcommand_error(spec.name, &args) {
+        return reply_err(plan, out, &e);
+    }
     if !sess.authed && !spec.has(NOAUTH) {
         return reply_err(plan, out, "NOAUTH Authentication required.");
     }

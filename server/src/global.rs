@@ -137,15 +137,37 @@ async fn swapdb(core: &Rc<Core>, args: &Args, out: &mut BytesMut) {
     encode::ok(out);
 }
 
+/// A SCAN cursor as Redis reads it (`strtoul` base 10): an optional sign (a negative value wraps),
+/// digits, nothing else; no leading space; an empty string is cursor 0; overflow is invalid.
+pub fn parse_cursor(a: &[u8]) -> Option<u64> {
+    if a.first().is_some_and(|c| c.is_ascii_whitespace()) {
+        return None;
+    }
+    let (neg, digits) = match a.first() {
+        Some(b'-') => (true, &a[1..]),
+        Some(b'+') => (false, &a[1..]),
+        _ => (false, a),
+    };
+    if digits.is_empty() {
+        // strtoul converts nothing and leaves the end pointer at the start: valid only if empty.
+        return a.is_empty().then_some(0);
+    }
+    let mut v: u64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+    }
+    Some(if neg { v.wrapping_neg() } else { v })
+}
+
 /// What one core found for a SCAN step: per slot (slot, keys examined, keys kept), and whether it
 /// scanned every slot it owns from the cursor on.
 type ScanPart = (Vec<(usize, usize, Vec<Bytes>)>, Option<usize>);
 
 async fn scan(core: &Rc<Core>, db: usize, args: &Args, now: u64, out: &mut BytesMut) {
-    let Some(cursor) = std::str::from_utf8(&args[1])
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    else {
+    let Some(cursor) = parse_cursor(&args[1]) else {
         return encode::error(out, "ERR invalid cursor");
     };
     let mut count = 10usize;
@@ -334,10 +356,7 @@ async fn slotsscan(core: &Rc<Core>, db: usize, args: &Args, now: u64, out: &mut 
         Ok(s) => s,
         Err(e) => return encode::error(out, &e),
     };
-    let Some(cursor) = std::str::from_utf8(&args[2])
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-    else {
+    let Some(cursor) = parse_cursor(&args[2]).and_then(|c| usize::try_from(c).ok()) else {
         return encode::error(out, "ERR invalid cursor");
     };
     let mut count = 10usize;
@@ -411,4 +430,23 @@ fn check_slots(s: &mut Shard) -> Vec<String> {
         }
     }
     errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cursor;
+
+    #[test]
+    fn cursors_parse_like_strtoul() {
+        assert_eq!(parse_cursor(b"0"), Some(0));
+        assert_eq!(parse_cursor(b""), Some(0));
+        assert_eq!(parse_cursor(b"+7"), Some(7));
+        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b"18446744073709551616"), None);
+        assert_eq!(parse_cursor(b" 1"), None);
+        assert_eq!(parse_cursor(b"1 "), None);
+        assert_eq!(parse_cursor(b"-"), None);
+        assert_eq!(parse_cursor(b"abc"), None);
+    }
 }

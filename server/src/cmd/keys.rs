@@ -55,7 +55,7 @@ fn type_(ctx: &mut Ctx) {
 }
 
 fn expire_generic(ctx: &mut Ctx, unit: i64, absolute: bool, name: &str) {
-    let Some(when) = ctx.int(2) else { return };
+    // Redis checks the options before the time argument.
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for i in 3..ctx.args.len() {
         if ctx.is(i, "nx") {
@@ -77,6 +77,7 @@ fn expire_generic(ctx: &mut Ctx, unit: i64, absolute: bool, name: &str) {
     if gt && lt {
         return ctx.err("ERR GT and LT options at the same time are not compatible");
     }
+    let Some(when) = ctx.int(2) else { return };
     let invalid = format!("ERR invalid expire time in '{name}' command");
     let Some(ms) = when.checked_mul(unit) else {
         return ctx.err(&invalid);
@@ -143,7 +144,7 @@ fn pttl(ctx: &mut Ctx) {
     ttl_generic(ctx, |at, now| (at - now) as i64)
 }
 fn expiretime(ctx: &mut Ctx) {
-    ttl_generic(ctx, |at, _| (at / 1000) as i64)
+    ttl_generic(ctx, |at, _| ((at + 500) / 1000) as i64)
 }
 fn pexpiretime(ctx: &mut Ctx) {
     ttl_generic(ctx, |at, _| at as i64)
@@ -272,7 +273,7 @@ fn object(ctx: &mut Ctx) {
             "    Return the number of references of the value associated with the specified",
             "    <key>.",
             "HELP",
-            "    Print this help.",
+            "    Prints this help.",
         ];
         ctx.array(lines.len());
         for l in lines {

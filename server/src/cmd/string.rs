@@ -611,10 +611,11 @@ fn bitcount(ctx: &mut Ctx) {
 }
 
 fn bitpos(ctx: &mut Ctx) {
-    let want = match &ctx.arg(2)[..] {
-        b"1" => true,
-        b"0" => false,
-        _ => return ctx.err("ERR The bit argument must be 1 or 0."),
+    let want = match ctx.int(2) {
+        Some(1) => true,
+        Some(0) => false,
+        Some(_) => return ctx.err("ERR The bit argument must be 1 or 0."),
+        None => return,
     };
     let Some((start, end, end_given, bit)) = range_args(ctx, 3, false) else {
         return;

@@ -1,0 +1,1054 @@
+//! Differential tests: the same requests go, as raw RESP, to a real redis-server 7.0 and to a
+//! two-core codis-server; the reply bytes must be identical.
+//!
+//! Scripts are groups of command lines (split like redis-cli does, quotes and `\xHH` allowed)
+//! separated by blank lines. Each group runs on fresh connections after `FLUSHALL`. A line prefix
+//! changes the comparison: `~` compares only the reply type (first byte), `!` runs the line without
+//! comparing (setup whose reply legitimately differs), `^` also requires both servers to close the
+//! connection after replying. Framing cases are raw byte strings with their expected replies.
+
+mod rawwire;
+
+use rawwire::{multibulk, show, split, Raw, Reply};
+
+/// Both servers, or `None` (test skipped) when redis-server is not installed.
+struct Pair {
+    redis: RedisPort,
+    /// The redis-server process and its directory, dropped (killed, removed) with the pair.
+    _keep: Box<dyn std::any::Any>,
+    codis: testkit::Proc,
+}
+
+struct RedisPort {
+    port: u16,
+}
+
+fn pair(codis_extra: &[&str], redis_extra: &[&str]) -> Option<Pair> {
+    let mut redis_args = vec!["--enable-debug-command", "yes"];
+    redis_args.extend_from_slice(redis_extra);
+    let keep = testkit::redis_server(&redis_args)?;
+    let redis = RedisPort { port: keep.0.port };
+    let mut args = vec!["--cores", "2"];
+    args.extend_from_slice(codis_extra);
+    let codis = testkit::codis_server(&args);
+    Some(Pair {
+        redis,
+        _keep: Box::new(keep),
+        codis,
+    })
+}
+
+/// Run `script` against both servers; returns a description of every difference.
+fn run_script(p: &Pair, script: &str) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for group in script.split("\n\n") {
+        let lines: Vec<&str> = group
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let mut r = Raw::connect(p.redis.port);
+        let mut c = Raw::connect(p.codis.port);
+        assert_eq!(r.line("FLUSHALL"), b"+OK\r\n");
+        assert_eq!(c.line("FLUSHALL"), b"+OK\r\n");
+        for line in lines {
+            let (mode, cmd) = match line.chars().next() {
+                Some(m @ ('~' | '!' | '^')) => (m, line[1..].trim_start()),
+                _ => (' ', line),
+            };
+            let args = split(cmd);
+            let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+            let req = multibulk(&refs);
+            r.send(&req);
+            c.send(&req);
+            let (rr, cr) = (r.read(), c.read());
+            let same = match mode {
+                '!' => true,
+                '~' => match (&rr, &cr) {
+                    (Reply::Frame(a), Reply::Frame(b)) => a.first() == b.first(),
+                    _ => rr == cr,
+                },
+                _ => rr == cr,
+            };
+            if !same {
+                diffs.push(format!(
+                    "{cmd}\n    redis: {}\n    codis: {}",
+                    rr.show(),
+                    cr.show()
+                ));
+            }
+            if mode == '^' {
+                let (rc, cc) = (r.is_closed(), c.is_closed());
+                if rc != cc {
+                    diffs.push(format!("{cmd}: closed by redis {rc}, by codis {cc}"));
+                }
+            }
+        }
+    }
+    diffs
+}
+
+fn check(name: &str, script: &str) {
+    let Some(p) = pair(&[], &[]) else { return };
+    let diffs = run_script(&p, script);
+    assert!(
+        diffs.is_empty(),
+        "{name}: {} replies differ from redis-server:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+const STRINGS: &str = r#"
+SET k v
+GET k
+GET nokey
+SET k v2 XX
+GET k
+SET k v3 NX
+SET n v NX
+GET n
+SET k v foo
+SET k v EX 0
+SET k v EX -5
+SET k v PX 0
+SET k v EX abc
+SET k v EX 10 PX 100
+SET k v NX XX
+SET k v EX 100 KEEPTTL
+SET k v KEEPTTL EX 100
+SET k v EX
+SET k v GET GET
+SET k v ex 9223372036854775807
+SET k v px 9223372036854775807
+SET k v exat 9223372036854775807
+SET k v pxat 9223372036854775807
+SET k v EX 100
+TTL k
+SET k v2 KEEPTTL
+TTL k
+SET k v3
+TTL k
+SET k v GET
+SET nokey2 v GET
+SET k v NX GET
+SET newkey v NX GET
+SET k v XX GET
+SET missing v XX GET
+EXISTS missing
+SET k v EXAT 1
+GET k
+SET k v PXAT 2
+GET k
+SET k v exat 99999999999
+TTL nokey
+SET k v pxat 99999999999999
+EXPIRETIME k
+SET "" empty
+GET ""
+SET "bin\x00key" "bin\x00val"
+GET "bin\x00key"
+
+SETNX k v
+SETNX k v2
+GET k
+SETEX k 100 v
+TTL k
+SETEX k 0 v
+SETEX k -1 v
+SETEX k abc v
+SETEX k 9223372036854775807 v
+PSETEX k 100000 v
+TTL k
+PSETEX k 0 v
+GETSET k new
+GETSET nokey3 v
+GET nokey3
+SETEX k 100 v
+GETSET k v2
+TTL k
+
+MSET a 1 b 2 c 3
+MGET a b c d
+MSET a 1 b
+MSETNX a 1 x 2
+MSETNX x 1 y 2
+MGET x y
+MSETNX x
+MSETNX p 1 p 2
+GET p
+MSET q 1 q 2
+GET q
+GETDEL a
+GETDEL a
+GETEX b
+GETEX b EX 100
+TTL b
+GETEX b PERSIST
+TTL b
+GETEX b EX 0
+GETEX b EX 10 PX 10
+GETEX b PERSIST EX 10
+GETEX b foo
+GETEX nokey EX 10
+GETEX b PXAT 1
+EXISTS b
+GETEX c EXAT 99999999999
+EXPIRETIME c
+GETEX c PX 9223372036854775807
+
+APPEND s hello
+APPEND s " world"
+GET s
+STRLEN s
+STRLEN nokey
+GETRANGE s 0 4
+GETRANGE s -5 -1
+GETRANGE s 5 2
+GETRANGE s -1 -5
+GETRANGE s 0 1000
+GETRANGE s -100 2
+GETRANGE s a 1
+GETRANGE nokey 0 -1
+GETRANGE s 0 -100
+SUBSTR s 0 2
+SETRANGE s 6 W
+GET s
+SETRANGE s -1 x
+SETRANGE nk 5 x
+GET nk
+SETRANGE nk2 5 ""
+EXISTS nk2
+SETRANGE s 0 ""
+SETRANGE s 536870912 x
+SETRANGE s 536870911 ""
+SETRANGE s abc x
+SET ex v EX 100
+APPEND ex x
+TTL ex
+SETRANGE ex 0 y
+TTL ex
+
+INCR i
+INCR i
+INCRBY i 10
+INCRBY i -5
+DECR i
+DECRBY i 3
+INCRBY i abc
+INCRBY i 1.5
+INCRBY i ""
+SET i 9223372036854775807
+INCR i
+INCRBY i 0
+SET i -9223372036854775808
+DECR i
+DECRBY i -9223372036854775808
+DECRBY i 9223372036854775807
+SET s2 abc
+INCR s2
+SET sp " 1"
+INCR sp
+SET lz 010
+INCR lz
+SET plus +1
+INCR plus
+SET big 99999999999999999999
+INCR big
+SET ex v
+SET ex 5 EX 100
+INCR ex
+TTL ex
+SET nul "1\x00"
+INCR nul
+
+INCRBYFLOAT f 1.5
+INCRBYFLOAT f 0.1
+INCRBYFLOAT f -1.6
+INCRBYFLOAT f 1e3
+INCRBYFLOAT f abc
+INCRBYFLOAT f inf
+INCRBYFLOAT f -inf
+INCRBYFLOAT f nan
+INCRBYFLOAT f ""
+INCRBYFLOAT f " 1"
+GET f
+SET f 10.50
+INCRBYFLOAT f 0.1
+SET f 3.0e3
+INCRBYFLOAT f 200
+INCRBYFLOAT nf 0.1
+INCRBYFLOAT g 1.23456789012
+INCRBYFLOAT g 100000000000000000000
+INCRBYFLOAT h 5
+INCRBYFLOAT h -5
+SET h abc
+INCRBYFLOAT h 1
+INCR f
+
+SETBIT bk 7 1
+SETBIT bk 7 0
+GETBIT bk 7
+SETBIT bk 100 1
+GET bk
+STRLEN bk
+SETBIT bk -1 1
+SETBIT bk 4294967296 1
+SETBIT bk 4294967295 abc
+SETBIT bk 0 2
+SETBIT bk 0 -1
+SETBIT bk abc 1
+GETBIT bk 100
+GETBIT bk 10000
+GETBIT nokey 0
+GETBIT bk abc
+GETBIT bk -1
+SET bits foobar
+BITCOUNT bits
+BITCOUNT bits 0 0
+BITCOUNT bits 1 1
+BITCOUNT bits 1 -2
+BITCOUNT bits 5 30 BIT
+BITCOUNT bits 5 30 BYTE
+BITCOUNT bits -10 -2 BIT
+BITCOUNT bits 0
+BITCOUNT bits 0 1 foo
+BITCOUNT bits 0 1 BIT extra
+BITCOUNT bits a b
+BITCOUNT bits 2 1
+BITCOUNT nokey
+BITCOUNT nokey 0 -1
+SET bp "\xff\xf0\x00"
+BITPOS bp 0
+BITPOS bp 1
+SET bp2 "\x00\xff\xf0"
+BITPOS bp2 1 0
+BITPOS bp2 1 2
+BITPOS bp2 1 2 -1 BYTE
+BITPOS bp2 1 7 15 BIT
+BITPOS bp2 0 8 -1 BIT
+BITPOS bp2 1 1 0
+SET bp3 "\x00\x00\x00"
+BITPOS bp3 1
+BITPOS bp3 0
+BITPOS nokey 0
+BITPOS nokey 1
+BITPOS nokey 1 0 -1
+BITPOS bp 2
+BITPOS bp a
+BITPOS bp 0 a
+BITPOS bp 0 0 -1 foo
+BITPOS bp 0 0 -1 BIT extra
+BITPOS bp 0 0 -1
+SET allone "\xff\xff"
+BITPOS allone 0
+BITPOS allone 0 0
+BITPOS allone 0 0 -1
+BITPOS allone 0 0 -1 BIT
+BITPOS allone 0 -1
+BITPOS allone 1 10
+
+SET n 123
+OBJECT ENCODING n
+SET s abc
+OBJECT ENCODING s
+SET long 0123456789012345678901234567890123456789012345
+OBJECT ENCODING long
+SET n2 -9223372036854775808
+OBJECT ENCODING n2
+SET n3 " 12"
+OBJECT ENCODING n3
+SET n4 12345678901234567890
+OBJECT ENCODING n4
+INCR n
+OBJECT ENCODING n
+OBJECT ENCODING nokey
+OBJECT REFCOUNT s
+OBJECT REFCOUNT nokey
+SET s 01234567890123456789012345678901234567890123
+OBJECT ENCODING s
+SET s 012345678901234567890123456789012345678901234
+OBJECT ENCODING s
+INCRBYFLOAT fl 1.5
+OBJECT ENCODING fl
+
+GET
+GET a b
+SET k
+MGET
+MSET
+MSET a
+GETEX
+GETDEL
+SETEX a 1
+SETNX a
+INCR
+INCRBY a
+INCRBYFLOAT a
+BITCOUNT
+BITPOS a
+APPEND a
+GETRANGE a 1
+SETRANGE a 1
+STRLEN
+GetSet a
+"#;
+
+const KEYS: &str = r#"
+MSET a 1 b 2 c 3
+DEL a b nokey
+DEL a
+EXISTS b c nokey c
+UNLINK c
+EXISTS c
+SET b 2
+TOUCH b b nokey
+TYPE b
+TYPE nokey
+EXPIRE b 100
+TTL b
+EXPIRE b 100 NX
+EXPIRE b 200 XX
+TTL b
+EXPIRE b 50 GT
+EXPIRE b 300 GT
+TTL b
+EXPIRE b 500 LT
+EXPIRE b 100 LT
+TTL b
+EXPIRE b 10 NX XX
+EXPIRE b 10 NX GT
+EXPIRE b 10 GT LT
+EXPIRE b 10 FOO
+EXPIRE b abc FOO
+EXPIRE b abc
+EXPIRE b 10 nx nx
+EXPIRE nokey 10
+EXPIRE nokey 10 XX
+PERSIST b
+PERSIST b
+PERSIST nokey
+TTL b
+PTTL b
+EXPIRE b 100 GT
+EXPIRE b 100 XX
+EXPIRE b 100 LT
+TTL b
+PEXPIRE b 100000
+~PTTL b
+EXPIREAT b 99999999999
+EXPIRETIME b
+PEXPIRETIME b
+PEXPIREAT b 99999999999000
+PEXPIRETIME b
+EXPIRETIME nokey
+PEXPIRETIME nokey
+SET p 1
+EXPIRETIME p
+PEXPIRETIME p
+EXPIRE b 0
+EXISTS b
+SET b 1
+EXPIRE b -1
+EXISTS b
+SET b 1
+EXPIREAT b 1
+EXISTS b
+SET b 1
+PEXPIREAT b 0
+EXISTS b
+SET b 1
+EXPIRE b 9223372036854775807
+EXPIRE b 9223372036854775
+EXPIRE b -9223372036854775808
+EXPIRE b -9223372036854775
+EXISTS b
+SET b 1
+PEXPIRE b 9223372036854775807
+EXPIREAT b 9223372036854775807
+PEXPIREAT b 9223372036854775807
+EXPIRETIME b
+SET b 1
+PEXPIREAT b -9223372036854775808
+EXISTS b
+TTL nokey
+PTTL nokey
+SET b 1
+EXPIRE b 100
+SET b 2
+TTL b
+
+SET a 1
+RENAME a b
+GET b
+EXISTS a
+RENAME nokey x
+RENAME nokey nokey
+RENAME b b
+RENAMENX b b
+RENAMENX nokey x
+SET c 2
+RENAMENX b c
+RENAMENX b d
+GET d
+SET t v EX 100
+RENAME t t2
+TTL t2
+SET t3 v
+RENAME t3 t2
+TTL t2
+RENAME
+RENAME a
+
+SET d v
+COPY d e
+GET e
+COPY d e
+COPY d e REPLACE
+COPY d d
+COPY nokey e
+COPY nokey nokey
+COPY d e DB 1
+COPY d e DB 100
+COPY d e DB -1
+COPY d e DB abc
+COPY d e DB
+COPY d e FOO
+COPY d e REPLACE REPLACE
+COPY d d DB 0
+COPY d d DB 1
+SET t v EX 100
+COPY t t4
+TTL t4
+SELECT 1
+GET e
+GET d
+SELECT 0
+MOVE d 1
+MOVE d 1
+MOVE e 0
+MOVE e 16
+MOVE e -1
+MOVE e abc
+MOVE nokey 1
+SET e 1
+SELECT 1
+SET e 2
+SELECT 0
+MOVE e 1
+GET e
+SELECT 1
+GET e
+MOVE d 0
+GET d
+
+SET a 1
+KEYS *
+KEYS a
+KEYS b
+KEYS [a]
+KEYS "\\a"
+RANDOMKEY
+DEL a
+RANDOMKEY
+KEYS *
+DBSIZE
+MSET a 1 b 2 c 3
+DBSIZE
+FLUSHDB
+DBSIZE
+SET a 1
+FLUSHDB ASYNC
+FLUSHDB SYNC
+FLUSHDB FOO
+FLUSHDB ASYNC SYNC
+FLUSHALL FOO
+SELECT 1
+SET x 1
+SELECT 0
+SET y 1
+FLUSHDB
+SELECT 1
+DBSIZE
+FLUSHALL
+DBSIZE
+
+SET a 1
+SCAN abc
+SCAN 0 COUNT 0
+SCAN 0 COUNT -1
+SCAN 0 COUNT abc
+SCAN 0 FOO bar
+SCAN 0 MATCH
+SCAN 0 COUNT 10 MATCH a
+SCAN 0 TYPE string
+SCAN 0 TYPE list
+SCAN 0 MATCH nomatch
+SCAN 18446744073709551616
+SCAN " 1"
+SCAN 1x
+
+SET s abc
+OBJECT FREQ nokey
+OBJECT IDLETIME nokey
+OBJECT FOO s
+OBJECT ENCODING
+OBJECT ENCODING s extra
+OBJECT
+OBJECT HELP
+OBJECT help extra
+
+DEL
+EXISTS
+UNLINK
+TOUCH
+TYPE
+TYPE a b
+EXPIRE a
+TTL
+PTTL a b
+PERSIST
+RENAMENX a
+COPY a
+MOVE a
+KEYS
+SCAN
+RANDOMKEY a
+DBSIZE a
+"#;
+
+const CONN: &str = r#"
+PING
+PING hello
+PING a b
+ping
+PiNg x
+ECHO hi
+ECHO
+ECHO a b
+SELECT 1
+SELECT 16
+SELECT -1
+SELECT abc
+SELECT 0
+SELECT
+SELECT 1.5
+CLIENT SETNAME foo
+CLIENT GETNAME
+CLIENT SETNAME "a b"
+CLIENT SETNAME "a\nb"
+CLIENT GETNAME
+CLIENT SETNAME ""
+CLIENT GETNAME
+CLIENT FOO
+CLIENT
+CLIENT SETNAME
+CLIENT SETNAME a b
+CLIENT GETNAME x
+CLIENT ID x
+CLIENT KILL 1.2.3.4:5
+CLIENT KILL ID 999999
+CLIENT KILL FOO bar
+CLIENT KILL ID
+~CLIENT ID
+~CLIENT LIST
+~CLIENT INFO
+CLIENT NO-EVICT on
+CONFIG GET maxmemory
+CONFIG GET nosuch
+CONFIG GET databases
+CONFIG GET maxclients
+CONFIG SET nosuch 1
+CONFIG SET maxclients
+CONFIG SET maxclients abc
+CONFIG FOO
+CONFIG GET
+CONFIG
+CONFIG RESETSTAT
+CONFIG RESETSTAT x
+HELLO 4
+HELLO 1
+HELLO abc
+HELLO 3 FOO
+HELLO 2 SETNAME
+HELLO 2 AUTH a
+~HELLO 2 AUTH default x
+~HELLO
+~HELLO 2
+~TIME
+TIME x
+DBSIZE
+DEBUG SLEEP 0
+DEBUG SLEEP 0.01
+DEBUG OBJECT nokey
+DEBUG FOO
+DEBUG
+ROLE x
+LASTSAVE x
+AUTH
+AUTH a
+AUTH a b
+AUTH a b c
+FOO
+FOO bar baz
+"foo bar" x
+""
+SHUTDOWN FOO
+SHUTDOWN NOSAVE NOW ABORT
+SHUTDOWN SAVE NOSAVE
+SHUTDOWN ABORT
+MEMORY
+MEMORY FOO
+MEMORY USAGE
+CLIENT SETINFO a b
+CONFIG SET a b c
+COMMAND FOO
+COMMAND COUNT x
+COMMAND INFO nosuch
+COMMAND GETKEYS
+COMMAND GETKEYS nosuch a
+COMMAND GETKEYS get
+COMMAND GETKEYS get a
+COMMAND GETKEYS mset a b c d
+COMMAND GETKEYS ping
+COMMAND GETKEYS ping a
+COMMAND GETKEYS get a b
+COMMAND GETKEYS set a
+COMMAND DOCS nosuch
+^QUIT
+
+SET a 1
+~HELLO 3 SETNAME x
+GET a
+GET nokey
+MGET a nokey
+CLIENT GETNAME
+INCRBYFLOAT f 1.5
+TTL a
+SELECT 0
+~HELLO 2
+GET nokey
+"#;
+
+#[test]
+fn strings_match_redis() {
+    check("strings", STRINGS);
+}
+
+#[test]
+fn keys_match_redis() {
+    check("keys", KEYS);
+}
+
+#[test]
+fn connection_commands_match_redis() {
+    check("connection", CONN);
+}
+
+/// With `requirepass`: what an unauthenticated client gets, then AUTH/HELLO AUTH.
+#[test]
+fn auth_matches_redis() {
+    let Some(p) = pair(&["--requirepass", "sekret"], &["--requirepass", "sekret"]) else {
+        return;
+    };
+    let script = r#"
+GET a
+PING
+ECHO x
+FOO
+GET
+HELLO
+HELLO 3
+HELLO 2 AUTH default wrong
+AUTH wrong
+AUTH default wrong
+AUTH nouser sekret
+AUTH sekret
+GET a
+AUTH default sekret
+FLUSHALL
+
+HELLO 2 AUTH default sekret SETNAME me
+CLIENT GETNAME
+DBSIZE
+"#;
+    // Groups start with FLUSHALL, which needs AUTH: run the unauthenticated part by hand first.
+    let mut diffs = Vec::new();
+    for group in script.split("\n\n") {
+        let mut r = Raw::connect(p.redis.port);
+        let mut c = Raw::connect(p.codis.port);
+        for line in group.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let (a, b) = (r.line(line), c.line(line));
+            let (a, b) = if line.starts_with("HELLO 2 AUTH default sekret") {
+                // id and version differ; the shape must not
+                (a[..4].to_vec(), b[..4].to_vec())
+            } else {
+                (a, b)
+            };
+            if a != b {
+                diffs.push(format!(
+                    "{line}\n  redis: {}\n  codis: {}",
+                    show(&a),
+                    show(&b)
+                ));
+            }
+        }
+    }
+    // Unauthenticated clients have tight framing limits.
+    for (req, name) in [
+        (b"*11\r\n".to_vec(), "multibulk > 10"),
+        (b"*1\r\n$16385\r\n".to_vec(), "bulk > 16384"),
+    ] {
+        let mut r = Raw::connect(p.redis.port);
+        let mut c = Raw::connect(p.codis.port);
+        r.send(&req);
+        c.send(&req);
+        let (a, b) = (r.read(), c.read());
+        if a != b {
+            diffs.push(format!(
+                "{name}\n  redis: {}\n  codis: {}",
+                a.show(),
+                b.show()
+            ));
+        }
+    }
+    assert!(diffs.is_empty(), "auth differs:\n{}", diffs.join("\n"));
+}
+
+/// Protocol framing (redis `tests/unit/protocol.tcl` and reference §4.1/4.2): raw bytes in, the
+/// exact replies out, and whether the connection is closed afterwards.
+const FRAMING: &[(&str, &[u8], &[&[u8]], bool)] = &[
+    ("inline ping", b"PING\r\n", &[b"+PONG\r\n"], false),
+    ("inline bare lf", b"PING\n", &[b"+PONG\r\n"], false),
+    (
+        "empty lines ignored",
+        b"\r\n\n\r\nPING\r\n",
+        &[b"+PONG\r\n"],
+        false,
+    ),
+    (
+        "inline args",
+        b"ECHO   hello  \r\n",
+        &[b"$5\r\nhello\r\n"],
+        false,
+    ),
+    (
+        "inline double quotes",
+        b"ECHO \"a b\\x41\\n\"\r\n",
+        &[b"$5\r\na bA\n\r\n"],
+        false,
+    ),
+    (
+        "inline single quotes",
+        b"ECHO 'v\\x41\\''\r\n",
+        &[b"$6\r\nv\\x41'\r\n"],
+        false,
+    ),
+    (
+        "unbalanced quotes",
+        b"ECHO \"abc\r\n",
+        &[b"-ERR Protocol error: unbalanced quotes in request\r\n"],
+        true,
+    ),
+    (
+        "closing quote followed by text",
+        b"ECHO \"a\"b\r\n",
+        &[b"-ERR Protocol error: unbalanced quotes in request\r\n"],
+        true,
+    ),
+    (
+        "*-1 ignored",
+        b"*-1\r\n*1\r\n$4\r\nPING\r\n",
+        &[b"+PONG\r\n"],
+        false,
+    ),
+    (
+        "*0 ignored",
+        b"*0\r\n*1\r\n$4\r\nPING\r\n",
+        &[b"+PONG\r\n"],
+        false,
+    ),
+    (
+        "bulk trailer unchecked",
+        b"*1\r\n$4\r\nPINGxx",
+        &[b"+PONG\r\n"],
+        false,
+    ),
+    (
+        "multibulk not a number",
+        b"*abc\r\n",
+        &[b"-ERR Protocol error: invalid multibulk length\r\n"],
+        true,
+    ),
+    (
+        "multibulk above INT_MAX",
+        b"*2147483648\r\n",
+        &[b"-ERR Protocol error: invalid multibulk length\r\n"],
+        true,
+    ),
+    (
+        "bulk not a number",
+        b"*1\r\n$abc\r\n",
+        &[b"-ERR Protocol error: invalid bulk length\r\n"],
+        true,
+    ),
+    (
+        "negative bulk",
+        b"*1\r\n$-1\r\n",
+        &[b"-ERR Protocol error: invalid bulk length\r\n"],
+        true,
+    ),
+    (
+        "bulk above proto-max-bulk-len",
+        b"*1\r\n$536870913\r\n",
+        &[b"-ERR Protocol error: invalid bulk length\r\n"],
+        true,
+    ),
+    (
+        "4 GB bulk",
+        b"*1\r\n$4294967296\r\n",
+        &[b"-ERR Protocol error: invalid bulk length\r\n"],
+        true,
+    ),
+    (
+        "expected $",
+        b"*1\r\n:12\r\n",
+        &[b"-ERR Protocol error: expected '$', got ':'\r\n"],
+        true,
+    ),
+    (
+        "replies before the error",
+        b"PING\r\n*1\r\n$4\r\nPING\r\n*x\r\n",
+        &[
+            b"+PONG\r\n",
+            b"+PONG\r\n",
+            b"-ERR Protocol error: invalid multibulk length\r\n",
+        ],
+        true,
+    ),
+    (
+        "unknown command with args",
+        b"FOO bar 'x y'\r\n",
+        &[b"-ERR unknown command 'FOO', with args beginning with: 'bar' 'x y' \r\n"],
+        false,
+    ),
+    (
+        "unknown command no args",
+        b"foo\r\n",
+        &[b"-ERR unknown command 'foo', with args beginning with: \r\n"],
+        false,
+    ),
+    (
+        "unknown command with CRLF in its name",
+        b"*1\r\n$5\r\nF\r\nOO\r\n",
+        &[b"-ERR unknown command 'F  OO', with args beginning with: \r\n"],
+        false,
+    ),
+    (
+        "empty command name",
+        b"*1\r\n$0\r\n\r\n",
+        &[b"-ERR unknown command '', with args beginning with: \r\n"],
+        false,
+    ),
+    (
+        "wrong arity is lower case",
+        b"GeT\r\n",
+        &[b"-ERR wrong number of arguments for 'get' command\r\n"],
+        false,
+    ),
+    (
+        "pipeline of mixed inline and multibulk",
+        b"SET pk 1\r\n*2\r\n$4\r\nINCR\r\n$2\r\npk\r\nGET pk\r\n",
+        &[b"+OK\r\n", b":2\r\n", b"$1\r\n2\r\n"],
+        false,
+    ),
+    (
+        "quit closes after OK",
+        b"QUIT\r\nPING\r\n",
+        &[b"+OK\r\n"],
+        true,
+    ),
+];
+
+/// Run one framing case on a fresh connection: the replies, then whether the server closed (if no
+/// close is expected, a PING must still be answered).
+fn framing_transcript(port: u16, req: &[u8], n: usize) -> (Vec<Reply>, bool) {
+    let mut c = Raw::connect(port);
+    c.send(req);
+    let replies: Vec<Reply> = (0..n).map(|_| c.read()).collect();
+    c.send(b"*1\r\n$4\r\nPING\r\n");
+    let after = c.read();
+    let closed = match after {
+        Reply::Closed(_) => true,
+        Reply::Frame(f) if f == b"+PONG\r\n" => false,
+        other => panic!("after the case: {}", other.show()),
+    };
+    (replies, closed)
+}
+
+#[test]
+fn framing_matches_redis_and_the_table() {
+    let redis = testkit::redis_server(&[]);
+    let codis = testkit::codis_server(&["--cores", "2"]);
+    let mut bad = Vec::new();
+    for (name, req, want, closes) in FRAMING {
+        let want: Vec<Reply> = want.iter().map(|w| Reply::Frame(w.to_vec())).collect();
+        let mut servers = vec![("codis", codis.port)];
+        if let Some((r, _)) = &redis {
+            servers.push(("redis", r.port));
+        }
+        for (who, port) in servers {
+            let (got, closed) = framing_transcript(port, req, want.len());
+            if got != want || closed != *closes {
+                bad.push(format!(
+                    "{who}: {name}: {} -> {:?} closed={closed}, want {:?} closed={closes}",
+                    show(req),
+                    got.iter().map(Reply::show).collect::<Vec<_>>(),
+                    want.iter().map(Reply::show).collect::<Vec<_>>(),
+                ));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "framing cases failed:\n{}", bad.join("\n"));
+}
+
+/// Limits whose exact size matters: long inline lines, long count lines, long arguments in the
+/// unknown-command error.
+#[test]
+fn limits_match_redis() {
+    let Some(p) = pair(&[], &[]) else { return };
+    let long_inline = vec![b'a'; 70 * 1024];
+    let mut long_count = b"*".to_vec();
+    long_count.extend(std::iter::repeat_n(b'1', 70 * 1024));
+    let mut long_bulk_count = b"*1\r\n$".to_vec();
+    long_bulk_count.extend(std::iter::repeat_n(b'1', 70 * 1024));
+    let a100 = "a".repeat(100);
+    let b100 = "b".repeat(100);
+    let unknown = format!("FOO {a100} {b100} c\r\n").into_bytes();
+    let name200 = format!("{}\r\n", "x".repeat(200)).into_bytes();
+    let cases: Vec<(&str, Vec<u8>, usize)> = vec![
+        ("inline over 64 KiB", long_inline, 1),
+        ("mbulk count line over 64 KiB", long_count, 1),
+        ("bulk count line over 64 KiB", long_bulk_count, 1),
+        ("unknown command, long args", unknown, 1),
+        ("unknown command, long name", name200, 1),
+    ];
+    let mut diffs = Vec::new();
+    for (name, req, n) in cases {
+        let a = framing_transcript(p.redis.port, &req, n);
+        let b = framing_transcript(p.codis.port, &req, n);
+        if a != b {
+            diffs.push(format!(
+                "{name}\n  redis: {:?} closed={}\n  codis: {:?} closed={}",
+                a.0.iter().map(Reply::show).collect::<Vec<_>>(),
+                a.1,
+                b.0.iter().map(Reply::show).collect::<Vec<_>>(),
+                b.1
+            ));
+        }
+    }
+    assert!(diffs.is_empty(), "limits differ:\n{}", diffs.join("\n"));
+}
