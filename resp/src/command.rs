@@ -377,8 +377,14 @@ fn movable_keys(name: &str, args: &[Bytes]) -> Vec<usize> {
             Some(n) => std::iter::once(1).chain(3..3 + n).collect(),
             None => vec![1],
         },
-        "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop"
-        | "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => match numkeys_at(args, 2) {
+        // `ZUNION numkeys key…`: numkeys is argument 1.
+        "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" => {
+            match numkeys_at(args, 1) {
+                Some(n) => (2..2 + n).collect(),
+                None => vec![],
+            }
+        }
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => match numkeys_at(args, 2) {
             Some(n) => (3..3 + n).collect(),
             None => vec![],
         },
@@ -426,6 +432,15 @@ mod tests {
             zu.key_positions(&args("ZUNIONSTORE d 2 a b WEIGHTS 1 2")),
             vec![1, 3, 4]
         );
+        let zu = lookup(b"zunion").unwrap();
+        assert_eq!(
+            zu.key_positions(&args("ZUNION 2 a b WITHSCORES")),
+            vec![2, 3]
+        );
+        let lm = lookup(b"lmpop").unwrap();
+        assert_eq!(lm.key_positions(&args("LMPOP 1 a LEFT")), vec![2]);
+        let blm = lookup(b"blmpop").unwrap();
+        assert_eq!(blm.key_positions(&args("BLMPOP 0 2 a b LEFT")), vec![3, 4]);
         let eval = lookup(b"eval").unwrap();
         assert_eq!(eval.key_positions(&args("EVAL s 1 k a")), vec![3]);
         assert_eq!(eval.first_key(&args("EVAL s 0")), None);

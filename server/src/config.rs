@@ -142,6 +142,66 @@ const KEYS: &[Key] = &[
         default: "300",
         mutable: false,
     },
+    Key {
+        name: "hash-max-listpack-entries",
+        default: "128",
+        mutable: false,
+    },
+    Key {
+        name: "hash-max-listpack-value",
+        default: "64",
+        mutable: false,
+    },
+    Key {
+        name: "hash-max-ziplist-entries",
+        default: "128",
+        mutable: false,
+    },
+    Key {
+        name: "hash-max-ziplist-value",
+        default: "64",
+        mutable: false,
+    },
+    Key {
+        name: "set-max-intset-entries",
+        default: "512",
+        mutable: false,
+    },
+    Key {
+        name: "zset-max-listpack-entries",
+        default: "128",
+        mutable: false,
+    },
+    Key {
+        name: "zset-max-listpack-value",
+        default: "64",
+        mutable: false,
+    },
+    Key {
+        name: "zset-max-ziplist-entries",
+        default: "128",
+        mutable: false,
+    },
+    Key {
+        name: "zset-max-ziplist-value",
+        default: "64",
+        mutable: false,
+    },
+    Key {
+        name: "list-max-listpack-size",
+        default: "-2",
+        mutable: false,
+    },
+    Key {
+        name: "list-max-ziplist-size",
+        default: "-2",
+        mutable: false,
+    },
+    Key {
+        name: "list-compress-depth",
+        default: "0",
+        mutable: false,
+    },
 ];
 
 impl Default for Config {

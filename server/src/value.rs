@@ -1,10 +1,46 @@
 //! Values stored under keys. Each data type family (`cmd/*.rs`) works on its own variant.
+//!
+//! Small containers live in a [`Pack`]: one contiguous heap buffer of length-prefixed entries (the
+//! listpack idea), so a small hash costs one allocation, not one per field. Past the thresholds
+//! below (Redis 7.0's defaults, reported by `CONFIG GET`) a container converts to a hash table,
+//! a deque or a B-tree, and never converts back (as in Redis).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, VecDeque};
+
+use hashbrown::{HashMap, HashSet};
+
+/// `hash-max-listpack-entries`.
+pub const HASH_MAX_LISTPACK_ENTRIES: usize = 128;
+/// `hash-max-listpack-value`.
+pub const HASH_MAX_LISTPACK_VALUE: usize = 64;
+/// `set-max-intset-entries`.
+pub const SET_MAX_INTSET_ENTRIES: usize = 512;
+/// `zset-max-listpack-entries`.
+pub const ZSET_MAX_LISTPACK_ENTRIES: usize = 128;
+/// `zset-max-listpack-value`.
+pub const ZSET_MAX_LISTPACK_VALUE: usize = 64;
+/// A list stays packed while it has at most this many entries, each at most
+/// [`LIST_MAX_PACK_VALUE`] bytes (Redis 7.0 always reports `quicklist` for lists).
+pub const LIST_MAX_PACK_ENTRIES: usize = 128;
+/// See [`LIST_MAX_PACK_ENTRIES`].
+pub const LIST_MAX_PACK_VALUE: usize = 64;
+
+type Hasher = ahash::RandomState;
 
 /// A stored value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// A string (binary-safe).
     Str(Box<[u8]>),
+    /// A hash.
+    Hash(Hash),
+    /// A list.
+    List(List),
+    /// A set.
+    Set(Set),
+    /// A sorted set.
+    ZSet(ZSet),
 }
 
 impl Value {
@@ -12,10 +48,14 @@ impl Value {
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Str(_) => "string",
+            Value::Hash(_) => "hash",
+            Value::List(_) => "list",
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
         }
     }
 
-    /// The encoding `OBJECT ENCODING` reports, as Redis 7 would.
+    /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
     pub fn encoding(&self) -> &'static str {
         match self {
             Value::Str(s) => {
@@ -27,6 +67,13 @@ impl Value {
                     "raw"
                 }
             }
+            Value::Hash(Hash::Pack(_)) => "listpack",
+            Value::Hash(Hash::Map(_)) => "hashtable",
+            Value::List(_) => "quicklist",
+            Value::Set(Set::Ints(_)) => "intset",
+            Value::Set(Set::Map(_)) => "hashtable",
+            Value::ZSet(ZSet::Pack(_)) => "listpack",
+            Value::ZSet(ZSet::Tree(_)) => "skiplist",
         }
     }
 }
@@ -35,5 +82,768 @@ impl Value {
 pub fn approx_size(v: &Value) -> usize {
     match v {
         Value::Str(s) => s.len(),
+        Value::Hash(Hash::Pack(p)) | Value::List(List::Pack(p)) | Value::ZSet(ZSet::Pack(p)) => {
+            p.bytes()
+        }
+        Value::Hash(Hash::Map(m)) => m.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
+        Value::List(List::Deque(d)) => d.iter().map(|e| e.len() + 24).sum(),
+        Value::Set(Set::Ints(v)) => v.len() * 8,
+        Value::Set(Set::Map(m)) => m.iter().map(|k| k.len() + 24).sum(),
+        Value::ZSet(ZSet::Tree(t)) => t.dict.iter().map(|(k, _)| 2 * k.len() + 80).sum(),
+    }
+}
+
+/// An integer in Redis's canonical text (what `string2ll` accepts and prints back identically).
+pub fn canonical_i64(b: &[u8]) -> Option<i64> {
+    let v = resp::parse_i64(b)?;
+    (b != b"-0").then_some(v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pack
+
+/// Entries (byte strings) in one contiguous buffer, each prefixed by its LEB128 length.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pack(Box<[u8]>);
+
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Iterator over a pack's entries with their byte spans.
+pub struct PackIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for PackIter<'a> {
+    /// `(start, end, entry)`: the entry with its prefix spans `start..end` of the buffer.
+    type Item = (usize, usize, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let start = self.pos;
+        let mut n = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = *self.buf.get(self.pos)?;
+            self.pos += 1;
+            n |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let s = self.pos;
+        self.pos += n;
+        Some((start, self.pos, self.buf.get(s..self.pos)?))
+    }
+}
+
+impl Pack {
+    /// A pack of the given entries.
+    pub fn from_items<T: AsRef<[u8]>>(items: impl IntoIterator<Item = T>) -> Pack {
+        let mut v = Vec::new();
+        for it in items {
+            let it = it.as_ref();
+            put_len(&mut v, it.len());
+            v.extend_from_slice(it);
+        }
+        Pack(v.into_boxed_slice())
+    }
+
+    /// Entries with their spans.
+    pub fn spans(&self) -> PackIter<'_> {
+        PackIter {
+            buf: &self.0,
+            pos: 0,
+        }
+    }
+
+    /// Entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.spans().map(|(_, _, e)| e)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.spans().count()
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Bytes of the buffer.
+    pub fn bytes(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Replace bytes `start..end` (entry boundaries) with `items`.
+    pub fn splice(&mut self, start: usize, end: usize, items: &[&[u8]]) {
+        let mut v =
+            Vec::with_capacity(self.0.len() + items.iter().map(|i| i.len() + 2).sum::<usize>());
+        v.extend_from_slice(&self.0[..start]);
+        for it in items {
+            put_len(&mut v, it.len());
+            v.extend_from_slice(it);
+        }
+        v.extend_from_slice(&self.0[end..]);
+        self.0 = v.into_boxed_slice();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hash
+
+/// A hash: a pack of field, value, field, value… (insertion order, as a listpack) or a table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hash {
+    Pack(Pack),
+    Map(Box<HashMap<Box<[u8]>, Box<[u8]>, Hasher>>),
+}
+
+impl Default for Hash {
+    fn default() -> Self {
+        Hash::Pack(Pack::default())
+    }
+}
+
+impl Hash {
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        match self {
+            Hash::Pack(p) => p.len() / 2,
+            Hash::Map(m) => m.len(),
+        }
+    }
+
+    /// Whether the hash has no field.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A field's value.
+    pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
+        match self {
+            Hash::Pack(p) => {
+                let mut it = p.iter();
+                while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                    if f == field {
+                        return Some(v);
+                    }
+                }
+                None
+            }
+            Hash::Map(m) => m.get(field).map(|v| &**v),
+        }
+    }
+
+    /// Fields and values (pack order, or the table's order).
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
+        match self {
+            Hash::Pack(p) => {
+                let mut it = p.iter();
+                Box::new(std::iter::from_fn(move || Some((it.next()?, it.next()?))))
+            }
+            Hash::Map(m) => Box::new(m.iter().map(|(k, v)| (&**k, &**v))),
+        }
+    }
+
+    fn convert(&mut self) {
+        let m = match self {
+            Hash::Pack(p) => {
+                let mut m: HashMap<Box<[u8]>, Box<[u8]>, Hasher> = HashMap::default();
+                let mut it = p.iter();
+                while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                    m.insert(f.into(), v.into());
+                }
+                m
+            }
+            Hash::Map(_) => return,
+        };
+        *self = Hash::Map(Box::new(m));
+    }
+
+    /// Set a field; true when it is new.
+    pub fn set(&mut self, field: &[u8], value: &[u8]) -> bool {
+        if let Hash::Pack(p) = self {
+            if field.len() > HASH_MAX_LISTPACK_VALUE || value.len() > HASH_MAX_LISTPACK_VALUE {
+                self.convert();
+            } else {
+                let mut spans = p.spans();
+                while let (Some((_, _, f)), Some((vs, ve, _))) = (spans.next(), spans.next()) {
+                    if f == field {
+                        p.splice(vs, ve, &[value]);
+                        return false;
+                    }
+                }
+                if p.len() / 2 >= HASH_MAX_LISTPACK_ENTRIES {
+                    self.convert();
+                } else {
+                    let end = p.bytes();
+                    p.splice(end, end, &[field, value]);
+                    return true;
+                }
+            }
+        }
+        match self {
+            Hash::Map(m) => m.insert(field.into(), value.into()).is_none(),
+            Hash::Pack(_) => false,
+        }
+    }
+
+    /// Remove a field; true when it existed.
+    pub fn remove(&mut self, field: &[u8]) -> bool {
+        match self {
+            Hash::Pack(p) => {
+                let mut spans = p.spans();
+                while let (Some((fs, _, f)), Some((_, ve, _))) = (spans.next(), spans.next()) {
+                    if f == field {
+                        p.splice(fs, ve, &[]);
+                        return true;
+                    }
+                }
+                false
+            }
+            Hash::Map(m) => m.remove(field).is_some(),
+        }
+    }
+
+    /// A hash holding `pairs` (later duplicates overwrite), encoded as their sizes require.
+    pub fn from_pairs<A: AsRef<[u8]>, B: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (A, B)>,
+    ) -> Hash {
+        let mut h = Hash::default();
+        for (f, v) in pairs {
+            h.set(f.as_ref(), v.as_ref());
+        }
+        h
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// List
+
+/// A list, head first: a pack while small, else a deque.
+#[derive(Debug, Clone, PartialEq)]
+pub enum List {
+    Pack(Pack),
+    Deque(Box<VecDeque<Box<[u8]>>>),
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List::Pack(Pack::default())
+    }
+}
+
+impl List {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            List::Pack(p) => p.len(),
+            List::Deque(d) => d.len(),
+        }
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            List::Pack(p) => p.is_empty(),
+            List::Deque(d) => d.is_empty(),
+        }
+    }
+
+    /// Elements, head first.
+    pub fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = &[u8]> + '_> {
+        match self {
+            List::Pack(p) => Box::new(p.iter().collect::<Vec<_>>().into_iter()),
+            List::Deque(d) => Box::new(d.iter().map(|e| &**e)),
+        }
+    }
+
+    /// Element at a non-negative index.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            List::Pack(p) => p.iter().nth(i),
+            List::Deque(d) => d.get(i).map(|e| &**e),
+        }
+    }
+
+    fn fits(e: &[u8]) -> bool {
+        e.len() <= LIST_MAX_PACK_VALUE
+    }
+
+    fn deque(&mut self) -> &mut VecDeque<Box<[u8]>> {
+        if let List::Pack(p) = self {
+            let d: VecDeque<Box<[u8]>> = p.iter().map(|e| e.into()).collect();
+            *self = List::Deque(Box::new(d));
+        }
+        match self {
+            List::Deque(d) => d,
+            List::Pack(_) => unreachable!("converted above"),
+        }
+    }
+
+    /// Push at the head (`left`) or the tail.
+    pub fn push(&mut self, e: &[u8], left: bool) {
+        if let List::Pack(p) = self {
+            if Self::fits(e) && p.len() < LIST_MAX_PACK_ENTRIES {
+                let at = if left { 0 } else { p.bytes() };
+                p.splice(at, at, &[e]);
+                return;
+            }
+        }
+        let d = self.deque();
+        if left {
+            d.push_front(e.into())
+        } else {
+            d.push_back(e.into())
+        }
+    }
+
+    /// Pop from the head (`left`) or the tail.
+    pub fn pop(&mut self, left: bool) -> Option<Box<[u8]>> {
+        match self {
+            List::Pack(p) => {
+                let (s, e, v) = if left {
+                    p.spans().next()?
+                } else {
+                    p.spans().last()?
+                };
+                let v: Box<[u8]> = v.into();
+                p.splice(s, e, &[]);
+                Some(v)
+            }
+            List::Deque(d) => {
+                if left {
+                    d.pop_front()
+                } else {
+                    d.pop_back()
+                }
+            }
+        }
+    }
+
+    /// Apply an arbitrary edit on the elements (small lists are unpacked and repacked).
+    pub fn edit<R>(&mut self, f: impl FnOnce(&mut VecDeque<Box<[u8]>>) -> R) -> R {
+        match self {
+            List::Deque(d) => f(d),
+            List::Pack(p) => {
+                let mut d: VecDeque<Box<[u8]>> = p.iter().map(|e| e.into()).collect();
+                let r = f(&mut d);
+                *self = List::from_iter(d);
+                r
+            }
+        }
+    }
+
+    /// A list of the given elements, head first.
+    pub fn from_iter<T: AsRef<[u8]> + Into<Box<[u8]>>>(items: impl IntoIterator<Item = T>) -> List {
+        let items: Vec<T> = items.into_iter().collect();
+        if items.len() <= LIST_MAX_PACK_ENTRIES && items.iter().all(|e| Self::fits(e.as_ref())) {
+            List::Pack(Pack::from_items(items.iter().map(|e| e.as_ref())))
+        } else {
+            List::Deque(Box::new(items.into_iter().map(Into::into).collect()))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Set
+
+/// A set: sorted integers (intset) or a table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Set {
+    Ints(Box<[i64]>),
+    Map(Box<HashSet<Box<[u8]>, Hasher>>),
+}
+
+impl Default for Set {
+    fn default() -> Self {
+        Set::Ints(Box::default())
+    }
+}
+
+impl Set {
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        match self {
+            Set::Ints(v) => v.len(),
+            Set::Map(m) => m.len(),
+        }
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Membership.
+    pub fn contains(&self, m: &[u8]) -> bool {
+        match self {
+            Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.binary_search(&i).is_ok()),
+            Set::Map(s) => s.contains(m),
+        }
+    }
+
+    fn convert(&mut self) {
+        if let Set::Ints(v) = self {
+            let mut s: HashSet<Box<[u8]>, Hasher> = HashSet::default();
+            s.reserve(v.len() + 1);
+            let mut b = itoa::Buffer::new();
+            for i in v.iter() {
+                s.insert(b.format(*i).as_bytes().into());
+            }
+            *self = Set::Map(Box::new(s));
+        }
+    }
+
+    /// Add a member; true when new.
+    pub fn insert(&mut self, m: &[u8]) -> bool {
+        if let Set::Ints(v) = self {
+            match canonical_i64(m) {
+                Some(i) => match v.binary_search(&i) {
+                    Ok(_) => return false,
+                    Err(pos) if v.len() < SET_MAX_INTSET_ENTRIES => {
+                        let mut n = Vec::with_capacity(v.len() + 1);
+                        n.extend_from_slice(&v[..pos]);
+                        n.push(i);
+                        n.extend_from_slice(&v[pos..]);
+                        *v = n.into_boxed_slice();
+                        return true;
+                    }
+                    Err(_) => self.convert(),
+                },
+                None => self.convert(),
+            }
+        }
+        match self {
+            Set::Map(s) => s.insert(m.into()),
+            Set::Ints(_) => false,
+        }
+    }
+
+    /// Remove a member; true when it existed.
+    pub fn remove(&mut self, m: &[u8]) -> bool {
+        match self {
+            Set::Ints(v) => match canonical_i64(m).map(|i| v.binary_search(&i)) {
+                Some(Ok(pos)) => {
+                    let mut n = v.to_vec();
+                    n.remove(pos);
+                    *v = n.into_boxed_slice();
+                    true
+                }
+                _ => false,
+            },
+            Set::Map(s) => s.remove(m),
+        }
+    }
+
+    /// Members (ascending for an intset, table order otherwise), as owned bytes.
+    pub fn members(&self) -> Vec<Box<[u8]>> {
+        match self {
+            Set::Ints(v) => {
+                let mut b = itoa::Buffer::new();
+                v.iter().map(|i| b.format(*i).as_bytes().into()).collect()
+            }
+            Set::Map(s) => s.iter().cloned().collect(),
+        }
+    }
+
+    /// A set of the given members, encoded as Redis would.
+    pub fn from_members<T: AsRef<[u8]>>(items: impl IntoIterator<Item = T>) -> Set {
+        let mut s = Set::default();
+        for m in items {
+            s.insert(m.as_ref());
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sorted set
+
+/// A score ordered as Redis orders them (`-0 == 0`; NaN is never stored).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score(pub f64);
+
+impl Eq for Score {}
+impl PartialOrd for Score {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Score {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.0.partial_cmp(&o.0).unwrap_or(Ordering::Equal)
+    }
+}
+
+/// The big sorted-set form: member -> score, plus (score, member) in order.
+#[derive(Debug, Clone, Default)]
+pub struct ZTree {
+    pub dict: HashMap<Box<[u8]>, f64, Hasher>,
+    pub tree: BTreeSet<(Score, Box<[u8]>)>,
+}
+
+impl PartialEq for ZTree {
+    fn eq(&self, o: &Self) -> bool {
+        self.tree == o.tree
+    }
+}
+
+/// A sorted set: a pack of member, score (8 bytes LE) … in (score, member) order, or a tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ZSet {
+    Pack(Pack),
+    Tree(Box<ZTree>),
+}
+
+impl Default for ZSet {
+    fn default() -> Self {
+        ZSet::Pack(Pack::default())
+    }
+}
+
+fn score_of(b: &[u8]) -> f64 {
+    let mut a = [0u8; 8];
+    if b.len() == 8 {
+        a.copy_from_slice(b);
+    }
+    f64::from_le_bytes(a)
+}
+
+fn zorder(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
+    Score(s1).cmp(&Score(s2)).then_with(|| m1.cmp(m2))
+}
+
+impl ZSet {
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        match self {
+            ZSet::Pack(p) => p.len() / 2,
+            ZSet::Tree(t) => t.dict.len(),
+        }
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A member's score.
+    pub fn score(&self, m: &[u8]) -> Option<f64> {
+        match self {
+            ZSet::Pack(p) => {
+                let mut it = p.iter();
+                while let (Some(k), Some(s)) = (it.next(), it.next()) {
+                    if k == m {
+                        return Some(score_of(s));
+                    }
+                }
+                None
+            }
+            ZSet::Tree(t) => t.dict.get(m).copied(),
+        }
+    }
+
+    /// Members with scores in order (ascending score, then member).
+    pub fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = (&[u8], f64)> + '_> {
+        match self {
+            ZSet::Pack(p) => {
+                let mut it = p.iter();
+                let v: Vec<(&[u8], f64)> =
+                    std::iter::from_fn(|| Some((it.next()?, score_of(it.next()?)))).collect();
+                Box::new(v.into_iter())
+            }
+            ZSet::Tree(t) => Box::new(t.tree.iter().map(|(s, m)| (&**m, s.0))),
+        }
+    }
+
+    /// Members with score >= `min` in order (a starting point for score ranges).
+    pub fn iter_from(&self, min: f64) -> Box<dyn Iterator<Item = (&[u8], f64)> + '_> {
+        match self {
+            ZSet::Tree(t) if !min.is_nan() => {
+                let lo = (Score(min), Box::<[u8]>::default());
+                Box::new(t.tree.range(lo..).map(|(s, m)| (&**m, s.0)))
+            }
+            _ => Box::new(self.iter().skip_while(move |(_, s)| *s < min)),
+        }
+    }
+
+    fn convert(&mut self) {
+        let t = match self {
+            ZSet::Pack(p) => {
+                let mut t = ZTree::default();
+                let mut it = p.iter();
+                while let (Some(m), Some(s)) = (it.next(), it.next()) {
+                    let s = score_of(s);
+                    t.dict.insert(m.into(), s);
+                    t.tree.insert((Score(s), m.into()));
+                }
+                t
+            }
+            ZSet::Tree(_) => return,
+        };
+        *self = ZSet::Tree(Box::new(t));
+    }
+
+    /// Set a member's score (adding it when missing); true when new.
+    pub fn insert(&mut self, m: &[u8], score: f64) -> bool {
+        let existed = self.remove(m);
+        if let ZSet::Pack(p) = self {
+            if m.len() <= ZSET_MAX_LISTPACK_VALUE && p.len() / 2 < ZSET_MAX_LISTPACK_ENTRIES {
+                let mut at = p.bytes();
+                let mut spans = p.spans();
+                while let (Some((ms, _, k)), Some((_, _, s))) = (spans.next(), spans.next()) {
+                    if zorder(score, m, score_of(s), k) == Ordering::Less {
+                        at = ms;
+                        break;
+                    }
+                }
+                p.splice(at, at, &[m, &score.to_le_bytes()]);
+                return !existed;
+            }
+            self.convert();
+        }
+        if let ZSet::Tree(t) = self {
+            t.dict.insert(m.into(), score);
+            t.tree.insert((Score(score), m.into()));
+        }
+        !existed
+    }
+
+    /// Remove a member; true when it existed.
+    pub fn remove(&mut self, m: &[u8]) -> bool {
+        match self {
+            ZSet::Pack(p) => {
+                let mut spans = p.spans();
+                while let (Some((ms, _, k)), Some((_, se, _))) = (spans.next(), spans.next()) {
+                    if k == m {
+                        p.splice(ms, se, &[]);
+                        return true;
+                    }
+                }
+                false
+            }
+            ZSet::Tree(t) => match t.dict.remove(m) {
+                Some(s) => {
+                    t.tree.remove(&(Score(s), Box::<[u8]>::from(m)));
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// 0-based rank of a member in ascending order.
+    pub fn rank(&self, m: &[u8]) -> Option<usize> {
+        let s = self.score(m)?;
+        match self {
+            ZSet::Tree(t) => Some(t.tree.range(..(Score(s), Box::<[u8]>::from(m))).count()),
+            ZSet::Pack(_) => self.iter().position(|(k, _)| k == m),
+        }
+    }
+
+    /// A sorted set of the given pairs, encoded as Redis would.
+    pub fn from_pairs<T: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (T, f64)>) -> ZSet {
+        let mut z = ZSet::default();
+        for (m, s) in pairs {
+            z.insert(m.as_ref(), s);
+        }
+        z
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_stays_small() {
+        assert!(
+            std::mem::size_of::<Value>() <= 24,
+            "{}",
+            std::mem::size_of::<Value>()
+        );
+    }
+
+    #[test]
+    fn hash_pack_and_conversion() {
+        let mut h = Hash::default();
+        assert!(h.set(b"a", b"1"));
+        assert!(h.set(b"b", b"2"));
+        assert!(!h.set(b"a", b"3"));
+        assert_eq!(h.get(b"a"), Some(&b"3"[..]));
+        assert_eq!(
+            h.iter().map(|(f, _)| f.to_vec()).collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert!(h.remove(b"a"));
+        assert_eq!(h.len(), 1);
+        for i in 0..200 {
+            h.set(format!("f{i}").as_bytes(), b"x");
+        }
+        assert!(matches!(h, Hash::Map(_)));
+        assert_eq!(h.len(), 201);
+    }
+
+    #[test]
+    fn set_intset_and_conversion() {
+        let mut s = Set::default();
+        assert!(s.insert(b"3"));
+        assert!(s.insert(b"-1"));
+        assert!(!s.insert(b"3"));
+        assert!(matches!(s, Set::Ints(_)));
+        assert!(s.insert(b"01"));
+        assert!(matches!(s, Set::Map(_)));
+        assert!(s.contains(b"3") && s.contains(b"01") && !s.contains(b"1"));
+    }
+
+    #[test]
+    fn zset_order_and_rank() {
+        let mut z = ZSet::default();
+        z.insert(b"b", 1.0);
+        z.insert(b"a", 1.0);
+        z.insert(b"c", 0.5);
+        let order: Vec<_> = z.iter().map(|(m, _)| m.to_vec()).collect();
+        assert_eq!(order, vec![b"c".to_vec(), b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(z.rank(b"b"), Some(2));
+        for i in 0..200 {
+            z.insert(format!("m{i}").as_bytes(), i as f64);
+        }
+        assert!(matches!(z, ZSet::Tree(_)));
+        assert_eq!(z.rank(b"c"), Some(1));
+        assert!(!z.insert(b"c", 5.0));
+        assert_eq!(z.score(b"c"), Some(5.0));
+    }
+
+    #[test]
+    fn list_push_pop() {
+        let mut l = List::default();
+        l.push(b"a", false);
+        l.push(b"b", true);
+        assert_eq!(
+            l.iter().map(|e| e.to_vec()).collect::<Vec<_>>(),
+            vec![b"b".to_vec(), b"a".to_vec()]
+        );
+        assert_eq!(l.pop(false).as_deref(), Some(&b"a"[..]));
+        for i in 0..300 {
+            l.push(format!("{i}").as_bytes(), false);
+        }
+        assert!(matches!(l, List::Deque(_)));
+        assert_eq!(l.len(), 301);
     }
 }

@@ -5,8 +5,11 @@
 //! block and never see other cores: the connection layer routes each command to the shard owning its
 //! keys, or gathers the keys of a multi-core command into one scratch shard first (`multi.rs`).
 
+pub mod hash;
 pub mod keys;
+pub mod set;
 pub mod string;
+pub mod types;
 
 use std::sync::LazyLock;
 
@@ -112,7 +115,12 @@ pub type Handler = fn(&mut Ctx);
 /// Handlers indexed like `resp::command::COMMANDS`.
 static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     let mut v: Vec<Option<Handler>> = vec![None; COMMANDS.len()];
-    for (name, h) in string::HANDLERS.iter().chain(keys::HANDLERS) {
+    for (name, h) in string::HANDLERS
+        .iter()
+        .chain(keys::HANDLERS)
+        .chain(hash::HANDLERS)
+        .chain(set::HANDLERS)
+    {
         match COMMANDS.iter().position(|c| c.name == *name) {
             Some(i) => v[i] = Some(*h),
             None => panic!("handler for '{name}' has no row in the command table"),
