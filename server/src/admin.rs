@@ -379,7 +379,11 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
                 .lock()
                 .map(|c| c.values().cloned().collect::<Vec<_>>())
                 .unwrap_or_default();
-            let text: String = clients.iter().map(|c| c.line() + "\n").collect();
+            let text: String = clients
+                .iter()
+                .filter(|c| !c.killed.load(Ordering::Relaxed))
+                .map(|c| c.line() + "\n")
+                .collect();
             encode::bulk(b, text.as_bytes())
         }
         ("kill", n) if n >= 3 => client_kill(core, sess, args, b),
@@ -417,7 +421,10 @@ fn client_kill(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
         .unwrap_or_default();
     if args.len() == 3 {
         let addr = String::from_utf8_lossy(&args[2]).to_string();
-        return match clients.iter().find(|c| c.addr == addr) {
+        return match clients
+            .iter()
+            .find(|c| c.addr == addr && !c.killed.load(Ordering::Relaxed))
+        {
             Some(c) => {
                 c.kill();
                 encode::ok(b)
@@ -443,7 +450,7 @@ fn client_kill(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
         return encode::error(b, err::SYNTAX);
     }
     for c in &clients {
-        if skipme && c.id == sess.info.id {
+        if (skipme && c.id == sess.info.id) || c.killed.load(Ordering::Relaxed) {
             continue;
         }
         let hit = filters.iter().all(|(k, v)| match k.as_str() {

@@ -220,6 +220,9 @@ async fn dispatch(
         None => return reply_err(plan, out, &unknown_command(&args)),
     };
     let idx = cmd::index_of(spec);
+    if let Ok(mut last) = sess.info.last_cmd.lock() {
+        *last = spec.name;
+    }
     if !spec.arity_ok(args.len()) {
         return reply_err(
             plan,
