@@ -620,6 +620,56 @@ RANDOMKEY a
 DBSIZE a
 "#;
 
+/// Commands on keys of another type, and generic key commands on non-string values.
+const WRONGTYPE: &str = r#"
+HSET h f v
+SADD st a b
+GET h
+SET h v GET
+GETSET h v
+GETDEL h
+GETEX h
+APPEND h x
+STRLEN h
+GETRANGE h 0 -1
+SETRANGE h 0 x
+INCR h
+INCRBY st 1
+DECR h
+INCRBYFLOAT h 1
+SETBIT h 0 1
+GETBIT h 0
+BITCOUNT h
+BITPOS h 1
+MGET h st nokey
+SETNX h v
+TYPE h
+TYPE st
+EXISTS h st
+RENAME h h2
+TYPE h2
+HGET h2 f
+COPY st st2
+SCARD st2
+SISMEMBER st2 a
+RENAMENX st2 h2
+MOVE st2 1
+SELECT 1
+TYPE st2
+SELECT 0
+EXPIRE h2 100
+TTL h2
+PERSIST h2
+SET h2 v
+TYPE h2
+MSET st 1
+TYPE st
+DEL h2 st
+SADD st a
+SCAN 0 TYPE set
+SCAN 0 TYPE hash
+"#;
+
 const CONN: &str = r#"
 PING
 PING hello
@@ -741,6 +791,11 @@ fn strings_match_redis() {
 #[test]
 fn keys_match_redis() {
     check("keys", KEYS);
+}
+
+#[test]
+fn wrongtype_matches_redis() {
+    check("wrongtype", WRONGTYPE);
 }
 
 #[test]
