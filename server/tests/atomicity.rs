@@ -84,7 +84,11 @@ fn rename_ping_pong_keeps_exactly_one_key() {
         thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let (from, to) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+                let (from, to) = if n.is_multiple_of(2) {
+                    (&a, &b)
+                } else {
+                    (&b, &a)
+                };
                 let _: () = redis::cmd("RENAME")
                     .arg(from)
                     .arg(to)

@@ -875,7 +875,10 @@ DBSIZE
 
 /// Protocol framing (redis `tests/unit/protocol.tcl` and reference §4.1/4.2): raw bytes in, the
 /// exact replies out, and whether the connection is closed afterwards.
-const FRAMING: &[(&str, &[u8], &[&[u8]], bool)] = &[
+/// (name, request bytes, expected replies, closes?)
+type FramingCase = (&'static str, &'static [u8], &'static [&'static [u8]], bool);
+
+const FRAMING: &[FramingCase] = &[
     ("inline ping", b"PING\r\n", &[b"+PONG\r\n"], false),
     ("inline bare lf", b"PING\n", &[b"+PONG\r\n"], false),
     (

@@ -139,7 +139,7 @@ fn config_get_and_set() {
         .arg("*")
         .query(&mut c)
         .unwrap();
-    assert!(v.len() >= 20 && v.len() % 2 == 0);
+    assert!(v.len() >= 20 && v.len().is_multiple_of(2));
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxclients")

@@ -154,7 +154,7 @@ pub fn keys_on_two_cores(prefix: &str) -> (String, String) {
     let mut odd = None;
     for i in 0.. {
         let k = format!("{prefix}{i}");
-        if resp::slot(k.as_bytes()) % 2 == 0 {
+        if resp::slot(k.as_bytes()).is_multiple_of(2) {
             even.get_or_insert(k);
         } else {
             odd.get_or_insert(k);
