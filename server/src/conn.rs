@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use resp::command::{self, CommandSpec, ALLKEYS, CONN, NOAUTH};
+use resp::command::{self, CommandSpec, ALLKEYS, BLOCKING, CONN, NOAUTH};
 use resp::{encode, Args, Proto, RequestParser};
 
 use crate::core::{Body, Core};
@@ -245,6 +245,10 @@ async fn dispatch(
     }
     if cmd::handler(idx).is_none() {
         return reply_err(plan, out, &unknown_command(&args));
+    }
+    if spec.has(BLOCKING) {
+        plan.flush(core, sess.proto, now, out).await;
+        return crate::blocking::run(core, sess, idx, args, out).await;
     }
     let positions = spec.key_positions(&args);
     let owner = match positions.first() {

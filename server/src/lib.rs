@@ -7,6 +7,7 @@
 //! - [`conn`]: a client connection; batches, routing by slot, replies in request order.
 //! - [`admin`]: commands the connection answers itself (PING, AUTH, HELLO, CLIENT, CONFIG, INFO…).
 //! - [`global`]: whole-keyspace commands (DBSIZE, FLUSHDB, KEYS, SCAN, SLOTSINFO, SLOTSSCAN…).
+//! - [`blocking`]: blocked clients (BLPOP…): per-shard waiter queues, wake-ups, timeouts.
 //! - [`multi`]: keyed commands spanning cores, made atomic by holding the shards involved.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
 //! - [`cmd`]: shard command handlers by type family (`string`, `keys`, …).
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod blocking;
 pub mod cmd;
 pub mod config;
 pub mod conn;

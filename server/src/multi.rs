@@ -130,6 +130,8 @@ pub async fn run(
             }
         }
         core.release_on(c, tx, move |sh| {
+            let touched: Vec<(usize, Bytes)> =
+                writes.iter().map(|(k, d, _)| (*d, k.clone())).collect();
             for (k, d, e) in writes {
                 let Some(db) = sh.dbs.get_mut(d) else {
                     continue;
@@ -144,6 +146,7 @@ pub async fn run(
                     }
                 }
             }
+            crate::blocking::after_writes(sh, &touched, now);
         })
         .await;
     }

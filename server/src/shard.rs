@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use resp::command::{CommandSpec, COMMANDS};
+use resp::command::{CommandSpec, COMMANDS, WRITE};
 use resp::Proto;
 
 use crate::cmd::{self, Ctx};
@@ -26,6 +26,8 @@ pub struct Shard {
     pub stats: Vec<CmdStat>,
     /// Keys removed by expiry (INFO stats `expired_keys`).
     pub expired_keys: u64,
+    /// Clients blocked on keys of this shard (BLPOP…).
+    pub blocked: crate::blocking::Registry,
 }
 
 /// A command ready to run on a shard: database, table index and arguments.
@@ -44,6 +46,7 @@ impl Shard {
             dbs: (0..ndb).map(|_| Db::new(&owned)).collect(),
             stats: vec![CmdStat::default(); COMMANDS.len()],
             expired_keys: 0,
+            blocked: Default::default(),
         }
     }
 
@@ -72,6 +75,14 @@ impl Shard {
         st.usec += start.elapsed().as_micros() as u64;
         if out.get(before) == Some(&b'-') {
             st.failed += 1;
+        }
+        if spec.has(WRITE) && !self.blocked.is_empty() {
+            let keys: Vec<(usize, Bytes)> = spec
+                .key_positions(&cmd.args)
+                .into_iter()
+                .map(|p| (cmd.db as usize, cmd.args[p].clone()))
+                .collect();
+            crate::blocking::after_writes(self, &keys, now);
         }
     }
 

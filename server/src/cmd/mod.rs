@@ -7,6 +7,7 @@
 
 pub mod hash;
 pub mod keys;
+pub mod list;
 pub mod set;
 pub mod string;
 pub mod types;
@@ -120,6 +121,7 @@ static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         .chain(keys::HANDLERS)
         .chain(hash::HANDLERS)
         .chain(set::HANDLERS)
+        .chain(list::HANDLERS)
     {
         match COMMANDS.iter().position(|c| c.name == *name) {
             Some(i) => v[i] = Some(*h),

@@ -174,27 +174,19 @@ pub fn scan_reply<T: AsRef<[u8]>>(out: &mut BytesMut, next: u64, page: &[(T, Opt
 /// connection layer (`blocking.rs`) never forwards it to a client.
 pub const WOULD_BLOCK: &[u8] = b"\0BLOCK\r\n";
 
-/// Parse a blocking command's timeout (seconds, float) into milliseconds; replies on error.
+/// Parse a blocking command's timeout (seconds, float) into milliseconds; replies on error with
+/// Redis 7.0's texts (a value too big for milliseconds in an i64 counts as negative, as there).
 pub fn timeout_arg(ctx: &mut Ctx, i: usize) -> Option<u64> {
-    let Some(t) = parse_timeout(ctx.arg(i)) else {
+    let Some(t) = float_arg(ctx.arg(i)) else {
         ctx.err("ERR timeout is not a float or out of range");
         return None;
     };
-    if t < 0.0 {
+    let ms = (t * 1000.0).ceil();
+    if !(0.0..9.2e18).contains(&ms) {
         ctx.err("ERR timeout is negative");
         return None;
     }
-    let ms = (t * 1000.0).ceil();
-    if ms > i64::MAX as f64 {
-        ctx.err("ERR timeout is out of range");
-        return None;
-    }
     Some(ms as u64)
-}
-
-/// A timeout's value in seconds, when it parses as a finite float.
-pub fn parse_timeout(b: &[u8]) -> Option<f64> {
-    float_arg(b).filter(|t| t.is_finite())
 }
 
 /// Reply an array of bulks.

@@ -1,0 +1,278 @@
+//! List commands over TCP: semantics, errors, a differential run against redis-server 7.0, and
+//! blocking pops across connections and cores (wake-ups, FIFO fairness, timeouts, disconnects).
+
+mod types_common;
+use std::thread::sleep;
+use std::time::Duration;
+
+use types_common::{codis2, differential, Raw};
+
+/// `n` keys owned by `core` of a two-core server (`resp::slot(key) % 2`).
+fn keys_on(core: u16, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("q{i}"))
+        .filter(|k| resp::slot(k.as_bytes()) % 2 == core)
+        .take(n)
+        .collect()
+}
+
+fn settle() {
+    sleep(Duration::from_millis(200));
+}
+
+#[test]
+fn lists_match_redis() {
+    differential(
+        "rpush l a b c d e
+        lpush l z
+        lrange l 0 -1
+        lrange l -2 -1
+        lrange l 5 2
+        lrange l -100 100
+        lrange l 10 20
+        lrange nokey 0 -1
+        lindex l 0
+        lindex l -1
+        lindex l 99
+        lindex l x
+        lset l 0 Z
+        lset l 99 x
+        lset nokey 0 x
+        llen l
+        lpop l
+        rpop l
+        lpop l 2
+        rpop l 0
+        lpop l -1
+        lpop nokey
+        lpop nokey 2
+        lpop l 1 2
+        rpush m a b a c a
+        lrem m 2 a
+        lrange m 0 -1
+        rpush m a a
+        lrem m -1 a
+        lrange m 0 -1
+        lrem m 0 a
+        lrange m 0 -1
+        linsert m before c X
+        linsert m after c Y
+        linsert m after nope Y
+        linsert m middle c Y
+        linsert nokey before a b
+        lrange m 0 -1
+        rpush p a b c a b c a
+        lpos p a
+        lpos p a rank 2
+        lpos p a rank -1
+        lpos p a count 0
+        lpos p a count 2 rank -1
+        lpos p a maxlen 1 count 0
+        lpos p a rank 0
+        lpos p a count -1
+        lpos p zz
+        lpos p zz count 2
+        lpos p a foo 1
+        ltrim p 1 -2
+        lrange p 0 -1
+        ltrim p 5 1
+        exists p
+        lpushx nokey a
+        rpushx m q
+        rpush s1 1 2 3
+        lmove s1 s2 left right
+        lmove s1 s2 right left
+        lrange s2 0 -1
+        lmove s1 s1 left right
+        lrange s1 0 -1
+        lmove s1 s2 up down
+        rpoplpush s1 s2
+        rpoplpush nokey s2
+        set str x
+        lmove s2 str left left
+        lpush str a
+        lmpop 1 nokey left
+        lmpop 2 nokey s2 right count 10
+        lmpop 0 s2 left
+        lmpop 3 s2 left
+        lmpop 1 s2 middle
+        lmpop 1 s2 left count 0
+        exists s2
+        rpush s1 a b c
+        blpop nokey s1 0
+        brpop s1 0
+        blpop s1 x
+        blpop s1 -1
+        blpop s1 1e20
+        rpush b1 x
+        blmove b1 b2 left left 0
+        blmove str b2 left left 0
+        brpoplpush b2 b1 0
+        blmpop 0 2 nokey b1 left count 5
+        blpop str 0
+        object encoding s1
+        type s1",
+    );
+}
+
+#[test]
+fn list_edges() {
+    let srv = codis2();
+    let mut c = Raw::connect(srv.port);
+    assert_eq!(c.q("RPUSH l a b c"), ":3\r\n");
+    assert_eq!(
+        c.q("LRANGE l -100 100"),
+        "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+    );
+    assert_eq!(c.q("LRANGE l 2 1"), "*0\r\n");
+    assert_eq!(c.q("LINDEX l -3"), "$1\r\na\r\n");
+    assert_eq!(c.q("LPOP l 0"), "*0\r\n");
+    assert_eq!(c.q("LPOP nokey 1"), "*-1\r\n");
+    assert_eq!(c.q("LPOP l 100"), "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
+    assert_eq!(c.q("EXISTS l"), ":0\r\n");
+    assert_eq!(
+        c.q("BLPOP l x"),
+        "-ERR timeout is not a float or out of range\r\n"
+    );
+    assert_eq!(c.q("BLPOP l -1"), "-ERR timeout is negative\r\n");
+    // A long list converts from the packed form and keeps its order.
+    for i in 0..300 {
+        c.q(&format!("RPUSH big {i}"));
+    }
+    assert_eq!(c.q("LINDEX big 299"), "$3\r\n299\r\n");
+    assert_eq!(c.q("OBJECT ENCODING big"), "$9\r\nquicklist\r\n");
+    // LMOVE between cores is atomic and moves the element.
+    let a = &keys_on(0, 1)[0];
+    let b = &keys_on(1, 1)[0];
+    c.q(&format!("RPUSH {a} 1 2"));
+    assert_eq!(c.q(&format!("LMOVE {a} {b} LEFT RIGHT")), "$1\r\n1\r\n");
+    assert_eq!(c.q(&format!("LRANGE {b} 0 -1")), "*1\r\n$1\r\n1\r\n");
+    assert_eq!(
+        c.q(&format!("LMPOP 2 nokey {b} LEFT COUNT 5")),
+        format!("*2\r\n${}\r\n{b}\r\n*1\r\n$1\r\n1\r\n", b.len())
+    );
+}
+
+#[test]
+fn blocked_pop_is_woken_by_a_push_on_either_core() {
+    let srv = codis2();
+    for core in 0..2 {
+        let k = &keys_on(core, 1)[0];
+        let mut waiter = Raw::connect(srv.port);
+        waiter.send_line(&format!("BLPOP {k} 0"));
+        settle();
+        // Several pushing connections: they land on both cores.
+        for i in 0..3 {
+            let mut p = Raw::connect(srv.port);
+            if i == 2 {
+                assert_eq!(p.q(&format!("RPUSH {k} v")), ":1\r\n");
+            } else {
+                assert_eq!(p.q("PING"), "+PONG\r\n");
+            }
+        }
+        let want = format!("*2\r\n${}\r\n{k}\r\n$1\r\nv\r\n", k.len());
+        assert_eq!(String::from_utf8_lossy(&waiter.read()), want);
+        let mut c = Raw::connect(srv.port);
+        assert_eq!(
+            c.q(&format!("EXISTS {k}")),
+            ":0\r\n",
+            "the element was consumed"
+        );
+    }
+}
+
+#[test]
+fn first_blocked_first_served() {
+    let srv = codis2();
+    let mut c1 = Raw::connect(srv.port);
+    let mut c2 = Raw::connect(srv.port);
+    let mut c3 = Raw::connect(srv.port);
+    let mut p = Raw::connect(srv.port);
+    c1.send_line("BRPOP fair 0");
+    settle();
+    c2.send_line("BRPOP fair 0");
+    settle();
+    c3.send_line("BLMOVE fair dst LEFT LEFT 0");
+    settle();
+    assert_eq!(p.q("RPUSH fair one"), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&c1.read()),
+        "*2\r\n$4\r\nfair\r\n$3\r\none\r\n"
+    );
+    // One push of two elements serves the next two waiters, in order.
+    assert_eq!(p.q("RPUSH fair two three"), ":2\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&c2.read()),
+        "*2\r\n$4\r\nfair\r\n$5\r\nthree\r\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&c3.read()), "$3\r\ntwo\r\n");
+    assert_eq!(p.q("LRANGE dst 0 -1"), "*1\r\n$3\r\ntwo\r\n");
+    assert_eq!(p.q("EXISTS fair"), ":0\r\n");
+}
+
+#[test]
+fn blocking_on_keys_of_both_cores() {
+    let srv = codis2();
+    let a = &keys_on(0, 1)[0];
+    let b = &keys_on(1, 1)[0];
+    let mut w = Raw::connect(srv.port);
+    let mut p = Raw::connect(srv.port);
+    w.send_line(&format!("BLPOP {a} {b} 0"));
+    settle();
+    p.q(&format!("LPUSH {b} x"));
+    assert_eq!(
+        String::from_utf8_lossy(&w.read()),
+        format!("*2\r\n${}\r\n{b}\r\n$1\r\nx\r\n", b.len())
+    );
+    // BLMOVE from a key of core 0 to a key of core 1; a client blocked on the destination is
+    // served by the move.
+    let mut w2 = Raw::connect(srv.port);
+    w2.send_line(&format!("BLPOP {b} 0"));
+    settle();
+    w.send_line(&format!("BLMOVE {a} {b} RIGHT LEFT 0"));
+    settle();
+    p.q(&format!("RPUSH {a} moved"));
+    assert_eq!(String::from_utf8_lossy(&w.read()), "$5\r\nmoved\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&w2.read()),
+        format!("*2\r\n${}\r\n{b}\r\n$5\r\nmoved\r\n", b.len())
+    );
+    assert_eq!(p.q(&format!("EXISTS {a} {b}")), ":0\r\n");
+    // BLMPOP over both cores.
+    w.send_line(&format!("BLMPOP 0 2 {a} {b} RIGHT COUNT 2"));
+    settle();
+    p.q(&format!("RPUSH {a} 1 2 3"));
+    assert_eq!(
+        String::from_utf8_lossy(&w.read()),
+        format!("*2\r\n${}\r\n{a}\r\n*2\r\n$1\r\n3\r\n$1\r\n2\r\n", a.len())
+    );
+}
+
+#[test]
+fn timeouts_and_disconnects() {
+    let srv = codis2();
+    let a = &keys_on(0, 1)[0];
+    let b = &keys_on(1, 1)[0];
+    let mut c = Raw::connect(srv.port);
+    assert_eq!(c.q("BLPOP nokey 0.05"), "*-1\r\n");
+    assert_eq!(c.q(&format!("BRPOP {a} {b} 0.05")), "*-1\r\n");
+    assert_eq!(c.q("BLMOVE nokey x LEFT LEFT 0.05"), "*-1\r\n");
+    assert_eq!(c.q("BLMPOP 0.05 1 nokey LEFT"), "*-1\r\n");
+    c.q("HELLO 3");
+    assert_eq!(c.q("BLPOP nokey 0.05"), "_\r\n");
+    // Replies after a timeout keep their order in a pipeline.
+    let mut d = Raw::connect(srv.port);
+    d.send_line("BLPOP nokey 0.05");
+    d.send_line("PING");
+    assert_eq!(String::from_utf8_lossy(&d.read()), "*-1\r\n");
+    assert_eq!(String::from_utf8_lossy(&d.read()), "+PONG\r\n");
+    // A client that went away while blocked does not swallow a later push.
+    {
+        let mut gone = Raw::connect(srv.port);
+        gone.send_line("BLPOP lost 0");
+        settle();
+    }
+    settle();
+    assert_eq!(d.q("RPUSH lost x"), ":1\r\n");
+    assert_eq!(d.q("LLEN lost"), ":1\r\n");
+}
