@@ -1,0 +1,503 @@
+//! The migration executor: drives each slot's action through
+//! `pending → preparing → prepared → migrating → finished → ""` in the coordinator.
+//!
+//! Every transition re-reads the slot and acts on what is stored, so the executor can be killed
+//! at any point and a new one (in the same or another process) resumes where it stopped:
+//! - `pending → preparing → prepared`: written; proxies that see `prepared` lock the slot and
+//!   acknowledge it in their `ProxyAck`;
+//! - `prepared → migrating`: only once every *live* proxy (ephemeral liveness node present)
+//!   acknowledged `prepared`; a proxy whose liveness vanished is not waited for;
+//! - `migrating`: the [`Drain`] moves keys from the source master to the target master until
+//!   the source reports 0 keys left (the real one is [`RedisDrain`], SLOTSMGRTTAGSLOT[-ASYNC]);
+//! - `migrating → finished → ""` with the slot now in the target group.
+//!
+//! Scheduling is Codis' (`ProcessSlotAction`): started actions first, then by index; a group
+//! takes part in at most one running action; groups that are promoting are skipped; pausing
+//! stops new actions and drains between calls.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coord::{SlotAction, SlotMapping, SlotState};
+use serde::Serialize;
+
+use crate::config::{MigrationMethod, MigrationSettings};
+use crate::error::{CtlError, Result};
+use crate::redis::{frame_int, keyspace_dbs, split_addr, RedisConn};
+use crate::topom::Ctx;
+
+/// What one drain call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DrainStep {
+    /// Keys moved by this call.
+    pub moved: u64,
+    /// Keys of the slot still on the source.
+    pub left: u64,
+}
+
+/// Moves a slot's keys from the source master to the target master, a batch per call.
+#[async_trait]
+pub trait Drain: Send + Sync {
+    /// Moves some keys of `slot` from `source` to `target`.
+    async fn step(&self, slot: u32, source: &str, target: &str) -> Result<DrainStep>;
+}
+
+/// Progress of one slot, as shown by the API and the CLI.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SlotProgress {
+    pub state: String,
+    pub target_id: u32,
+    pub moved: u64,
+    pub left: u64,
+    /// Live proxies that have not acknowledged `prepared` yet.
+    pub waiting_for: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// Pause flag, delay, wake-up and progress shared by the executor and the API.
+#[derive(Default)]
+pub struct Control {
+    paused: AtomicBool,
+    delay_ms: AtomicU64,
+    notify: tokio::sync::Notify,
+    progress: Mutex<BTreeMap<u32, SlotProgress>>,
+    status: Mutex<String>,
+}
+
+impl Control {
+    /// Pauses (no new actions start, drains stop between calls) or resumes.
+    pub fn set_paused(&self, p: bool) {
+        self.paused.store(p, Ordering::SeqCst);
+        self.wake();
+    }
+    /// True while paused.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+    /// Sets the delay between migration steps.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.delay_ms.store(ms.min(60_000), Ordering::SeqCst);
+    }
+    /// The delay between migration steps.
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))
+    }
+    /// Wakes the executor loop.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+    /// Waits for a wake-up or `timeout`.
+    pub async fn sleep(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
+    }
+    /// Per-slot progress of running actions.
+    pub fn progress(&self) -> BTreeMap<u32, SlotProgress> {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+    /// The last status line (`[OK] slot 0005: 12 keys left` …).
+    pub fn status(&self) -> String {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+    fn update(&self, sid: u32, f: impl FnOnce(&mut SlotProgress)) {
+        if let Ok(mut p) = self.progress.lock() {
+            f(p.entry(sid).or_default());
+        }
+    }
+    fn forget(&self, sid: u32) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.remove(&sid);
+        }
+    }
+    fn set_status(&self, s: String) {
+        if let Ok(mut st) = self.status.lock() {
+            *st = s;
+        }
+    }
+}
+
+/// The outcome of one step of a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The slot has no action (any more).
+    Done,
+    /// The slot moved to the next state.
+    Advanced(SlotState),
+    /// It cannot advance now (paused, proxies not acknowledged, group promoting).
+    Waiting(SlotState),
+}
+
+/// Drives slot actions.
+pub struct Executor {
+    ctx: Arc<Ctx>,
+    drain: Arc<dyn Drain>,
+}
+
+impl Executor {
+    /// An executor over `ctx` using `drain` for the data.
+    pub fn new(ctx: Arc<Ctx>, drain: Arc<dyn Drain>) -> Self {
+        Executor { ctx, drain }
+    }
+
+    /// The real drain for `ctx`'s settings.
+    pub fn redis(ctx: Arc<Ctx>) -> Self {
+        let drain = Arc::new(RedisDrain::new(
+            ctx.cfg.migration.clone(),
+            ctx.cfg.product_auth.clone(),
+        ));
+        Executor::new(ctx, drain)
+    }
+
+    async fn write(&self, m: &SlotMapping) -> Result<()> {
+        self.ctx.store.update_slot_mapping(m).await?;
+        self.ctx
+            .control
+            .update(m.id, |p| p.state = m.action.state.as_str().to_string());
+        Ok(())
+    }
+
+    /// Live proxies that have not acknowledged `m` yet.
+    pub async fn unacked(&self, m: &SlotMapping) -> Result<Vec<String>> {
+        let alive = self.ctx.store.alive().await?;
+        let acks = self.ctx.store.acks().await?;
+        Ok(alive
+            .keys()
+            .filter(|t| !acks.get(*t).is_some_and(|a| a.has_applied(m)))
+            .cloned()
+            .collect())
+    }
+
+    async fn master(&self, gid: u32) -> Result<Option<String>> {
+        if gid == 0 {
+            return Ok(None);
+        }
+        let g = self.ctx.store.group(gid).await?.ok_or_else(|| {
+            CtlError::invalid(format!("group {gid} of a migrating slot does not exist"))
+        })?;
+        if !g.promoting.state.is_empty() {
+            return Err(CtlError::conflict(format!("group {gid} is promoting")));
+        }
+        Ok(g.master().map(str::to_string))
+    }
+
+    /// Performs exactly one transition of slot `sid` (the unit of kill-and-resume).
+    pub async fn step_slot(&self, sid: u32) -> Result<Step> {
+        let control = &self.ctx.control;
+        let guard = self.ctx.write.lock().await;
+        let mut m = self.ctx.store.slot_mapping(sid).await?;
+        let state = m.action.state;
+        let next = match state {
+            SlotState::Nothing => {
+                control.forget(sid);
+                return Ok(Step::Done);
+            }
+            SlotState::Pending => {
+                if control.paused() {
+                    return Ok(Step::Waiting(state));
+                }
+                // Both ends must be usable before anything starts.
+                self.master(m.group_id).await?;
+                if self.master(m.action.target_id).await?.is_none() {
+                    return Err(CtlError::invalid(format!(
+                        "slot {sid}: target group {} has no master",
+                        m.action.target_id
+                    )));
+                }
+                SlotState::Preparing
+            }
+            SlotState::Preparing => SlotState::Prepared,
+            SlotState::Prepared => {
+                let waiting = self.unacked(&m).await?;
+                if !waiting.is_empty() {
+                    control.set_status(format!(
+                        "[WAIT] slot {sid:04}: waiting for {} proxy(ies) to acknowledge prepared",
+                        waiting.len()
+                    ));
+                    control.update(sid, |p| p.waiting_for = waiting);
+                    return Ok(Step::Waiting(state));
+                }
+                control.update(sid, |p| p.waiting_for.clear());
+                SlotState::Migrating
+            }
+            SlotState::Migrating => {
+                drop(guard);
+                if !self.drain_slot(&m).await? {
+                    return Ok(Step::Waiting(state));
+                }
+                let _guard = self.ctx.write.lock().await;
+                let now = self.ctx.store.slot_mapping(sid).await?;
+                if now != m {
+                    // Someone forced the slot meanwhile (slot set): leave it as they set it.
+                    return Ok(Step::Advanced(now.action.state));
+                }
+                m.action.state = SlotState::Finished;
+                self.write(&m).await?;
+                return Ok(Step::Advanced(SlotState::Finished));
+            }
+            SlotState::Finished => {
+                let done = SlotMapping {
+                    id: sid,
+                    group_id: m.action.target_id,
+                    action: SlotAction::default(),
+                };
+                self.ctx.store.update_slot_mapping(&done).await?;
+                control.forget(sid);
+                control.set_status(format!("[OK] slot {sid:04} now in group {}", done.group_id));
+                return Ok(Step::Done);
+            }
+        };
+        m.action.state = next;
+        control.update(sid, |p| p.target_id = m.action.target_id);
+        self.write(&m).await?;
+        Ok(Step::Advanced(next))
+    }
+
+    /// Drains the slot on its source master; `false` if paused before the end.
+    async fn drain_slot(&self, m: &SlotMapping) -> Result<bool> {
+        let sid = m.id;
+        let control = &self.ctx.control;
+        let Some(source) = self.master(m.group_id).await? else {
+            return Ok(true); // an offline slot has no data to move
+        };
+        let target = self.master(m.action.target_id).await?.ok_or_else(|| {
+            CtlError::invalid(format!(
+                "slot {sid}: target group {} has no master",
+                m.action.target_id
+            ))
+        })?;
+        loop {
+            if control.paused() {
+                return Ok(false);
+            }
+            let step = match self.drain.step(sid, &source, &target).await {
+                Ok(s) => s,
+                Err(e) => {
+                    control.update(sid, |p| p.error = Some(e.to_string()));
+                    control.set_status(format!("[ERROR] slot {sid:04}: {e}"));
+                    return Err(e);
+                }
+            };
+            control.update(sid, |p| {
+                p.moved += step.moved;
+                p.left = step.left;
+                p.error = None;
+            });
+            control.set_status(format!(
+                "[OK] slot {sid:04}: moved {}, {} keys left",
+                step.moved, step.left
+            ));
+            if step.left == 0 {
+                return Ok(true);
+            }
+            let d = control.delay();
+            if !d.is_zero() {
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
+
+    /// Steps slot `sid` until it is done or has to wait; returns its state then.
+    pub async fn drive_slot(&self, sid: u32) -> Result<SlotState> {
+        let mut waits = 0;
+        loop {
+            match self.step_slot(sid).await? {
+                Step::Done => return Ok(SlotState::Nothing),
+                Step::Advanced(_) => {
+                    let d = self.ctx.control.delay();
+                    if !d.is_zero() {
+                        tokio::time::sleep(d).await;
+                    }
+                }
+                Step::Waiting(s) if s == SlotState::Prepared && waits < 40 => {
+                    waits += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Step::Waiting(s) => return Ok(s),
+            }
+        }
+    }
+
+    /// One scheduling round; returns how many slots still have actions.
+    pub async fn run_round(&self) -> Result<usize> {
+        let slots = self.ctx.store.slot_mappings().await?;
+        let groups = self.ctx.store.groups().await?;
+        let promoting: HashSet<u32> = groups
+            .values()
+            .filter(|g| !g.promoting.state.is_empty())
+            .map(|g| g.id)
+            .collect();
+        let mut acts: Vec<&SlotMapping> = slots
+            .iter()
+            .filter(|m| !m.action.state.is_nothing())
+            .collect();
+        acts.sort_by_key(|m| (m.action.state == SlotState::Pending, m.action.index));
+        let remaining = acts.len();
+        let mut busy: HashSet<u32> = HashSet::new();
+        let mut chosen = Vec::new();
+        let paused = self.ctx.control.paused();
+        for m in acts {
+            if chosen.len() >= self.ctx.cfg.migration.parallel_slots {
+                break;
+            }
+            let (src, dst) = (m.group_id, m.action.target_id);
+            if promoting.contains(&src) || promoting.contains(&dst) {
+                continue;
+            }
+            if paused && m.action.state == SlotState::Pending {
+                continue;
+            }
+            if (src != 0 && busy.contains(&src)) || busy.contains(&dst) {
+                continue;
+            }
+            busy.insert(src);
+            busy.insert(dst);
+            chosen.push(m.id);
+        }
+        let results =
+            futures::future::join_all(chosen.iter().map(|&sid| self.drive_slot(sid))).await;
+        let mut first_err = None;
+        for (sid, r) in chosen.iter().zip(results) {
+            if let Err(e) = r {
+                tracing::warn!("slot {sid}: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(remaining),
+        }
+    }
+
+    /// Runs rounds until no slot has an action, or `stop` turns true.
+    pub async fn run_until_idle(&self, stop: &AtomicBool) -> Result<()> {
+        while !stop.load(Ordering::SeqCst) {
+            let n = self.run_round().await?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.ctx.control.sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    /// The dashboard's loop: a round every second (or when woken), forever.
+    pub async fn run_forever(&self) {
+        loop {
+            let wait = match self.run_round().await {
+                Ok(0) => Duration::from_secs(1),
+                Ok(_) => Duration::from_millis(100),
+                Err(e) => {
+                    self.ctx.control.set_status(format!("[ERROR] {e}"));
+                    Duration::from_secs(1)
+                }
+            };
+            self.ctx.control.sleep(wait).await;
+        }
+    }
+}
+
+/// The real drain: `SLOTSMGRTTAGSLOT` (sync) or `SLOTSMGRTTAGSLOT-ASYNC` (semi-async) on the
+/// source master, for every database that has keys (Codis' executor walks `INFO keyspace`).
+pub struct RedisDrain {
+    settings: MigrationSettings,
+    auth: String,
+    conns: tokio::sync::Mutex<HashMap<String, RedisConn>>,
+}
+
+impl RedisDrain {
+    /// A drain with Codis' migration settings and the product auth.
+    pub fn new(settings: MigrationSettings, auth: String) -> Self {
+        RedisDrain {
+            settings,
+            auth,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The migration command for `slot` towards `target` (`host:port`).
+    pub fn command(&self, slot: u32, target: &str) -> Result<Vec<String>> {
+        let (host, port) = split_addr(target)?;
+        let s = &self.settings;
+        Ok(match s.method {
+            MigrationMethod::Sync => vec![
+                "SLOTSMGRTTAGSLOT".into(),
+                host.into(),
+                port.into(),
+                s.timeout_ms.to_string(),
+                slot.to_string(),
+            ],
+            MigrationMethod::SemiAsync => vec![
+                "SLOTSMGRTTAGSLOT-ASYNC".into(),
+                host.into(),
+                port.into(),
+                s.timeout_ms.min(5000).to_string(),
+                s.async_maxbulks.to_string(),
+                s.async_maxbytes.to_string(),
+                slot.to_string(),
+                s.async_numkeys.to_string(),
+            ],
+        })
+    }
+
+    async fn step_on(&self, c: &mut RedisConn, slot: u32, target: &str) -> Result<DrainStep> {
+        let cmd = self.command(slot, target)?;
+        let mut dbs: Vec<u32> = keyspace_dbs(&c.info(Some("keyspace")).await?)
+            .into_iter()
+            .map(|(db, _)| db)
+            .collect();
+        if !dbs.contains(&0) {
+            dbs.insert(0, 0);
+        }
+        dbs.sort_unstable();
+        let mut total = DrainStep::default();
+        let mut current = 0;
+        for db in dbs {
+            if db != current {
+                c.call(&["SELECT", &db.to_string()]).await?;
+                current = db;
+            }
+            let reply = c.call(&cmd).await?;
+            let (moved, left) = match &reply {
+                resp::Frame::Array(v) if v.len() == 2 => (frame_int(&v[0]), frame_int(&v[1])),
+                _ => (None, None),
+            };
+            let (Some(moved), Some(left)) = (moved, left) else {
+                return Err(CtlError::redis(
+                    c.addr(),
+                    format!("{}: unexpected reply {reply:?}", cmd[0]),
+                ));
+            };
+            total.moved += moved.max(0) as u64;
+            if left > 0 {
+                total.left = left as u64;
+                break;
+            }
+        }
+        if current != 0 {
+            c.call(&["SELECT", "0"]).await?;
+        }
+        Ok(total)
+    }
+}
+
+#[async_trait]
+impl Drain for RedisDrain {
+    async fn step(&self, slot: u32, source: &str, target: &str) -> Result<DrainStep> {
+        let mut conns = self.conns.lock().await;
+        if !conns.contains_key(source) {
+            let t = Duration::from_millis(self.settings.timeout_ms + 1000);
+            let c = RedisConn::connect(source, &self.auth, t).await?;
+            conns.insert(source.to_string(), c);
+        }
+        let Some(c) = conns.get_mut(source) else {
+            return Err(CtlError::redis(source, "connection lost"));
+        };
+        let r = self.step_on(c, slot, target).await;
+        if r.is_err() {
+            conns.remove(source);
+        }
+        r
+    }
+}
