@@ -702,6 +702,8 @@ impl ZSet {
 
     /// Set a member's score (adding it when missing); true when new.
     pub fn insert(&mut self, m: &[u8], score: f64) -> bool {
+        // A listpack stores -0 as the integer 0; do the same everywhere.
+        let score = score + 0.0;
         let existed = self.remove(m);
         if let ZSet::Pack(p) = self {
             if m.len() <= ZSET_MAX_LISTPACK_VALUE && p.len() / 2 < ZSET_MAX_LISTPACK_ENTRIES {

@@ -448,13 +448,13 @@ fn rpoplpush(ctx: &mut Ctx) {
 }
 
 /// Parsed `numkeys key… LEFT|RIGHT [COUNT n]` starting at argument `at`.
-struct Mpop {
-    keys: Vec<bytes::Bytes>,
-    left: bool,
-    count: usize,
+pub(crate) struct Mpop {
+    pub keys: Vec<bytes::Bytes>,
+    pub left: bool,
+    pub count: usize,
 }
 
-fn mpop_args(ctx: &mut Ctx, at: usize, min: &str, max: &str) -> Option<Mpop> {
+pub(crate) fn mpop_args(ctx: &mut Ctx, at: usize, min: &str, max: &str) -> Option<Mpop> {
     let n = match resp::parse_i64(ctx.arg(at)) {
         Some(n) if n > 0 => n as usize,
         _ => {

@@ -11,6 +11,7 @@ pub mod list;
 pub mod set;
 pub mod string;
 pub mod types;
+pub mod zset;
 
 use std::sync::LazyLock;
 
@@ -122,6 +123,7 @@ static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         .chain(hash::HANDLERS)
         .chain(set::HANDLERS)
         .chain(list::HANDLERS)
+        .chain(zset::HANDLERS)
     {
         match COMMANDS.iter().position(|c| c.name == *name) {
             Some(i) => v[i] = Some(*h),
