@@ -10,6 +10,7 @@
 //! - [`blocking`]: blocked clients (BLPOP…): per-shard waiter queues, wake-ups, timeouts.
 //! - [`multi`]: keyed commands spanning cores, made atomic by holding the shards involved.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
+//! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
 //! - [`cmd`]: shard command handlers by type family (`string`, `keys`, …).
 //! - [`config`], [`shared`], [`info`], [`glob`], [`alloc`]: configuration, process-wide state,
 //!   INFO, glob patterns, the counting allocator.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod conn;
 pub mod core;
 pub mod db;
+pub mod dump;
 pub mod glob;
 pub mod global;
 pub mod info;

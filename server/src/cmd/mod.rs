@@ -124,6 +124,7 @@ static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         .chain(set::HANDLERS)
         .chain(list::HANDLERS)
         .chain(zset::HANDLERS)
+        .chain(crate::dump::HANDLERS)
     {
         match COMMANDS.iter().position(|c| c.name == *name) {
             Some(i) => v[i] = Some(*h),
