@@ -17,6 +17,7 @@ pub struct RedisConn {
     stream: TcpStream,
     buf: BytesMut,
     timeout: Duration,
+    authed: bool,
 }
 
 impl RedisConn {
@@ -33,9 +34,17 @@ impl RedisConn {
             stream,
             buf: BytesMut::with_capacity(4096),
             timeout,
+            authed: false,
         };
         if !auth.is_empty() {
-            c.call(&["AUTH", auth]).await?;
+            match c.call(&["AUTH", auth]).await {
+                Ok(_) => c.authed = true,
+                // A server without a password accepts everyone: not an error for us.
+                Err(CtlError::Redis { cause, .. })
+                    if cause.contains("without any password configured")
+                        || cause.contains("no password is set") => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(c)
     }
@@ -128,17 +137,27 @@ impl RedisConn {
         }
     }
 
-    /// `SLAVEOF host port` (or `SLAVEOF NO ONE` for `None`), setting `masterauth` first when
-    /// the product has an auth.
+    /// True when the server required (and accepted) the product auth.
+    pub fn authed(&self) -> bool {
+        self.authed
+    }
+
+    /// `SLAVEOF host port` (or `SLAVEOF NO ONE` for `None`). For a replica, `masterauth` is set
+    /// to the product auth when the master requires it (and cleared when it does not).
     pub async fn slaveof(&mut self, master: Option<&str>, auth: &str) -> Result<()> {
-        if !auth.is_empty() {
-            // Best effort: a server without CONFIG SET masterauth still replicates without auth.
-            let _ = self.call(&["CONFIG", "SET", "masterauth", auth]).await;
-        }
         match master {
             None => self.call(&["SLAVEOF", "NO", "ONE"]).await.map(|_| ()),
             Some(m) => {
                 let (host, port) = split_addr(m)?;
+                if !auth.is_empty() {
+                    let needs = RedisConn::connect(m, auth, self.timeout)
+                        .await
+                        .map(|c| c.authed)
+                        .unwrap_or(true);
+                    let pass = if needs { auth } else { "" };
+                    // Best effort: a server without CONFIG SET still replicates an open master.
+                    let _ = self.call(&["CONFIG", "SET", "masterauth", pass]).await;
+                }
                 self.call(&["SLAVEOF", host, port]).await.map(|_| ())
             }
         }

@@ -101,20 +101,14 @@ pub fn run_ctl(args: &[String]) -> (bool, Value, String) {
 pub fn master_server() -> Proc {
     static CODIS_OK: OnceLock<bool> = OnceLock::new();
     let ok = *CODIS_OK.get_or_init(|| {
+        // CI builds the whole workspace first; a missing binary means the server is not
+        // buildable in this tree right now (building it here would cost minutes).
         let exe = std::env::current_exe().unwrap();
         let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-        if dir.join("codis-server").exists() {
-            return true;
-        }
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-q", "--bin", "codis-server"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let ok = status.is_ok_and(|s| s.success()) && dir.join("codis-server").exists();
+        let ok = dir.join("codis-server").exists();
         if !ok {
             eprintln!(
-                "NOTE: codis-server does not build right now; group masters are redis-server"
+                "NOTE: no codis-server binary next to the tests; group masters are redis-server"
             );
         }
         ok
