@@ -6,6 +6,7 @@
 //! keys, or gathers the keys of a multi-core command into one scratch shard first (`multi.rs`).
 
 pub mod hash;
+pub mod hll;
 pub mod keys;
 pub mod list;
 pub mod set;
@@ -125,6 +126,7 @@ static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         .chain(list::HANDLERS)
         .chain(zset::HANDLERS)
         .chain(crate::dump::HANDLERS)
+        .chain(hll::HANDLERS)
     {
         match COMMANDS.iter().position(|c| c.name == *name) {
             Some(i) => v[i] = Some(*h),
