@@ -275,20 +275,22 @@ struct LexRange {
 }
 
 impl LexRange {
-    fn contains(&self, m: &[u8]) -> bool {
-        let lo = match &self.min {
+    fn gte_min(&self, m: &[u8]) -> bool {
+        match &self.min {
             Lex::Min => true,
             Lex::Max => false,
             Lex::Incl(b) => m >= &b[..],
             Lex::Excl(b) => m > &b[..],
-        };
-        let hi = match &self.max {
+        }
+    }
+
+    fn lte_max(&self, m: &[u8]) -> bool {
+        match &self.max {
             Lex::Min => false,
             Lex::Max => true,
             Lex::Incl(b) => m <= &b[..],
             Lex::Excl(b) => m < &b[..],
-        };
-        lo && hi
+        }
     }
 }
 
@@ -326,7 +328,7 @@ fn zlexcount(ctx: &mut Ctx) {
         return;
     };
     let Ok(z) = read(ctx, 1) else { return };
-    let n = z.map_or(0, |z| z.iter().filter(|(m, _)| r.contains(m)).count());
+    let n = z.map_or(0, |z| select(z, &Bounds::Lex(r), false, None).len());
     ctx.int_reply(n as i64)
 }
 
@@ -427,7 +429,18 @@ fn select(z: &ZSet, b: &Bounds, rev: bool, limit: Option<(i64, i64)>) -> Pairs {
             }
         }
         Bounds::Score(r) => all.into_iter().filter(|(_, s)| r.contains(*s)).collect(),
-        Bounds::Lex(r) => all.into_iter().filter(|(m, _)| r.contains(m)).collect(),
+        // As Redis walks a listpack: from the first member past the start bound, while members
+        // stay within the end bound (members are assumed to share one score).
+        Bounds::Lex(r) if !rev => all
+            .into_iter()
+            .skip_while(|(m, _)| !r.gte_min(m))
+            .take_while(|(m, _)| r.lte_max(m))
+            .collect(),
+        Bounds::Lex(r) => all
+            .into_iter()
+            .skip_while(|(m, _)| !r.lte_max(m))
+            .take_while(|(m, _)| r.gte_min(m))
+            .collect(),
     };
     let picked = match limit {
         Some((off, _)) if off < 0 => Vec::new(),
