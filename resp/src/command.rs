@@ -293,7 +293,7 @@ table! {
     "slotsmgrt-async-cancel" 1 [SLOTS|ALLKEYS] 0 0 0;
     "slotsmgrt-async-status" 1 [SLOTS|ALLKEYS] 0 0 0;
     "slotsmgrt-exec-wrapper" -3 [SLOTS|WRITE] 1 1 1;
-    "slotsrestore-async" -2 [SLOTS|WRITE|DENYOOM] 0 0 0;
+    "slotsrestore-async" -2 [SLOTS|WRITE|DENYOOM] 2 2 1;
     "slotsrestore-async-auth" 2 [SLOTS|CONN] 0 0 0;
     "slotsrestore-async-select" 2 [SLOTS|CONN] 0 0 0;
     "slotsrestore-async-ack" 3 [SLOTS|CONN] 0 0 0;

@@ -127,6 +127,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
     let mut chunk = vec![0u8; 16 * 1024];
     let mut batch: Vec<Args> = Vec::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut plan = Plan::new(core.ncores());
     loop {
         let n = match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -153,7 +154,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
         }
         if !batch.is_empty() {
             sess.info.last_ms.store(now_ms(), Ordering::Relaxed);
-            run_batch(&core, &mut sess, &mut batch, &mut out).await;
+            run_batch(&core, &mut sess, &mut batch, &mut plan, &mut out).await;
             parser.set_authenticated(sess.authed);
         }
         if let Some(e) = &proto_err {
@@ -178,14 +179,13 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
     }
 }
 
-async fn run_batch(core: &Rc<Core>, sess: &mut Session, batch: &mut Vec<Args>, out: &mut BytesMut) {
+async fn run_batch(core: &Rc<Core>, sess: &mut Session, batch: &mut Vec<Args>, plan: &mut Plan, out: &mut BytesMut) {
     let now = now_ms();
-    let mut plan = Plan::new(core.ncores());
     for args in batch.drain(..) {
         if sess.quit {
             continue;
         }
-        dispatch(core, sess, args, now, &mut plan, out).await;
+        dispatch(core, sess, args, now, plan, out).await;
     }
     plan.flush(core, sess.proto, now, out).await;
 }
@@ -236,6 +236,10 @@ async fn dispatch(
     if !sess.authed && !spec.has(NOAUTH) {
         return reply_err(plan, out, "NOAUTH Authentication required.");
     }
+    if spec.has(command::SLOTS) && crate::migrate::handles(spec.name) {
+        plan.flush(core, sess.proto, now, out).await;
+        return crate::migrate::run(core, sess, spec, idx, args, out).await;
+    }
     if spec.has(CONN) {
         return admin::run(core, sess, spec, idx, args, now, plan, out).await;
     }
@@ -250,14 +254,17 @@ async fn dispatch(
         plan.flush(core, sess.proto, now, out).await;
         return crate::blocking::run(core, sess, idx, args, out).await;
     }
-    let positions = spec.key_positions(&args);
-    let owner = match positions.first() {
-        Some(&p) => core.shared.owner(resp::slot(&args[p])),
-        None => core.id,
+    // The common case, one key at a fixed position, needs no key list.
+    let (owner, single) = if !spec.has(command::MOVABLE) && spec.first > 0 && spec.first == spec.last {
+        (core.shared.owner(resp::slot(&args[spec.first as usize])), true)
+    } else {
+        let positions = spec.key_positions(&args);
+        let owner = match positions.first() {
+            Some(&p) => core.shared.owner(resp::slot(&args[p])),
+            None => core.id,
+        };
+        (owner, positions.iter().all(|&p| core.shared.owner(resp::slot(&args[p])) == owner))
     };
-    let single = positions
-        .iter()
-        .all(|&p| core.shared.owner(resp::slot(&args[p])) == owner);
     if !single {
         plan.flush(core, sess.proto, now, out).await;
         return multi::run(core, sess.db, idx, args, sess.proto, now, out).await;

@@ -174,14 +174,15 @@ impl Db {
         };
         let new = Entry { value, expire_at };
         let vol = (expire_at != 0) as usize;
-        match t.map.get_mut(key) {
-            Some(old) => {
+        match t.map.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
+                let old = o.get_mut();
                 t.volatile = t.volatile - (old.expire_at != 0) as usize + vol;
                 *old = new;
             }
-            None => {
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                v.insert(new);
                 t.volatile += vol;
-                t.map.insert(key.into(), new);
                 self.keys += 1;
             }
         }

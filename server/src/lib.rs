@@ -11,6 +11,7 @@
 //! - [`multi`]: keyed commands spanning cores, made atomic by holding the shards involved.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
+//! - [`migrate`]: Codis's SLOTSMGRT* migration commands, source side (target side in `cmd/slots.rs`).
 //! - [`cmd`]: shard command handlers by type family (`string`, `keys`, …).
 //! - [`config`], [`shared`], [`info`], [`glob`], [`alloc`]: configuration, process-wide state,
 //!   INFO, glob patterns, the counting allocator.
@@ -27,6 +28,7 @@ pub mod dump;
 pub mod glob;
 pub mod global;
 pub mod info;
+pub mod migrate;
 pub mod multi;
 pub mod runtime;
 pub mod shard;

@@ -28,6 +28,8 @@ pub struct Shard {
     pub expired_keys: u64,
     /// Clients blocked on keys of this shard (BLPOP…).
     pub blocked: crate::blocking::Registry,
+    /// Keys being migrated right now (database, key): EXEC-WRAPPER refuses writes to them.
+    pub in_flight: std::collections::HashSet<(usize, bytes::Bytes)>,
 }
 
 /// A command ready to run on a shard: database, table index and arguments.
@@ -47,6 +49,7 @@ impl Shard {
             stats: vec![CmdStat::default(); COMMANDS.len()],
             expired_keys: 0,
             blocked: Default::default(),
+            in_flight: Default::default(),
         }
     }
 

@@ -105,9 +105,16 @@ impl Ctx {
                 "slots are already initialized ({used} assigned or migrating); use -f to reset every slot offline"
             )));
         }
-        let all: Vec<SlotMapping> = (0..MAX_SLOT_NUM).map(SlotMapping::offline).collect();
-        self.store.update_slot_mappings(&all).await?;
-        Ok(ok())
+        // An absent slot node reads as offline: only slots that differ need a write.
+        let reset: Vec<SlotMapping> = slots
+            .iter()
+            .filter(|m| **m != SlotMapping::offline(m.id))
+            .map(|m| SlotMapping::offline(m.id))
+            .collect();
+        if !reset.is_empty() {
+            self.store.update_slot_mappings(&reset).await?;
+        }
+        Ok(ok_with("reset", json!(reset.len())))
     }
 
     /// `slot set <slot> <gid> online|offline`: forces one slot, clearing any action (the
@@ -150,13 +157,18 @@ impl Ctx {
             if !m.action.state.is_nothing() {
                 return Err(busy(&m));
             }
+            if m.group_id == gid && m.id == sid {
+                continue; // already so: nothing to write
+            }
             out.push(SlotMapping {
                 id: sid,
                 group_id: gid,
                 action: SlotAction::default(),
             });
         }
-        self.store.update_slot_mappings(&out).await?;
+        if !out.is_empty() {
+            self.store.update_slot_mappings(&out).await?;
+        }
         Ok(ok())
     }
 

@@ -10,6 +10,7 @@ pub mod hll;
 pub mod keys;
 pub mod list;
 pub mod set;
+pub mod slots;
 pub mod string;
 pub mod types;
 pub mod zset;
@@ -127,6 +128,7 @@ static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         .chain(zset::HANDLERS)
         .chain(crate::dump::HANDLERS)
         .chain(hll::HANDLERS)
+        .chain(slots::HANDLERS)
     {
         match COMMANDS.iter().position(|c| c.name == *name) {
             Some(i) => v[i] = Some(*h),

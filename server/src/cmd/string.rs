@@ -97,6 +97,11 @@ pub fn expire_arg(ctx: &mut Ctx, i: usize, unit_ms: i64, absolute: bool, cmd: &s
 }
 
 fn set(ctx: &mut Ctx) {
+    if ctx.args.len() == 3 {
+        // Plain `SET key value`: one table operation.
+        ctx.dbs[ctx.db].insert(&ctx.args[1], Value::Str((&ctx.args[2][..]).into()), 0);
+        return ctx.ok();
+    }
     let (mut nx, mut xx, mut get_old) = (false, false, false);
     let mut ttl = Ttl::None;
     let mut i = 3;

@@ -1,0 +1,229 @@
+//! Codis migration commands between two real codis-servers: the golden replies of the reference
+//! codis-server, tag groups moving together, TTLs kept, whole slots moved in one async call, the
+//! EXEC-WRAPPER codes, SLOTSRESTORE validation, and AUTH on the migration link.
+
+use redis::{Connection, Value as V};
+
+fn slot_of(k: &str) -> usize {
+    resp::slot(k.as_bytes()) as usize
+}
+
+fn q<T: redis::FromRedisValue>(c: &mut Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn q_err(c: &mut Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query::<V>(c) {
+        Err(e) => e.to_string(),
+        Ok(v) => panic!("{args:?}: expected an error, got {v:?}"),
+    }
+}
+
+#[test]
+fn golden_sync_migration_replies() {
+    let src = testkit::codis_server(&["--cores", "2"]);
+    let dst = testkit::codis_server(&["--cores", "2"]);
+    let (mut s, mut d) = (src.conn(), dst.conn());
+    let dport = dst.port.to_string();
+    let sport = src.port.to_string();
+    let _: () = q(&mut s, &["SET", "alpha", "3"]);
+    let _: () = q(&mut s, &["SET", "{tag}:a", "1"]);
+    let _: () = q(&mut s, &["SET", "{tag}:b", "2", "EX", "1000"]);
+    let _: () = q(&mut s, &["SET", "{tag}:l", "x"]);
+    let n: i64 = q(
+        &mut s,
+        &["SLOTSMGRTONE", "127.0.0.1", &dport, "3000", "alpha"],
+    );
+    assert_eq!(n, 1);
+    let v: String = q(&mut d, &["GET", "alpha"]);
+    assert_eq!(v, "3");
+    let e: i64 = q(&mut s, &["EXISTS", "alpha"]);
+    assert_eq!(e, 0, "deleted at the source after the target acknowledged");
+    let n: i64 = q(
+        &mut s,
+        &["SLOTSMGRTONE", "127.0.0.1", &dport, "3000", "nosuchkey"],
+    );
+    assert_eq!(n, 0);
+    let n: i64 = q(
+        &mut s,
+        &["SLOTSMGRTTAGONE", "127.0.0.1", &dport, "3000", "{tag}:a"],
+    );
+    assert_eq!(n, 3, "the whole tag group moves");
+    let ttl: i64 = q(&mut d, &["TTL", "{tag}:b"]);
+    assert!(ttl > 900 && ttl <= 1000, "TTL kept: {ttl}");
+    let info: Vec<Vec<i64>> = q(&mut d, &["SLOTSINFO"]);
+    assert_eq!(info, vec![vec![362, 1], vec![899, 3]]);
+    // Back the other way, one random key, then the rest with its tag group.
+    let r: Vec<i64> = q(
+        &mut d,
+        &["SLOTSMGRTSLOT", "127.0.0.1", &sport, "3000", "899"],
+    );
+    assert_eq!(r, vec![1, 2]);
+    let r: Vec<i64> = q(
+        &mut d,
+        &["SLOTSMGRTTAGSLOT", "127.0.0.1", &sport, "3000", "899"],
+    );
+    assert_eq!(r, vec![2, 0]);
+    let r: Vec<i64> = q(
+        &mut d,
+        &["SLOTSMGRTTAGSLOT", "127.0.0.1", &sport, "3000", "899"],
+    );
+    assert_eq!(r, vec![0, 0], "an empty slot moves nothing");
+    let n: i64 = q(&mut s, &["EXISTS", "{tag}:a", "{tag}:b", "{tag}:l"]);
+    assert_eq!(n, 3);
+    let err = q_err(
+        &mut s,
+        &["SLOTSMGRTSLOT", "127.0.0.1", &dport, "3000", "1024"],
+    );
+    assert!(err.contains("invalid slot number = 1024"), "{err}");
+}
+
+#[test]
+fn async_moves_a_whole_slot_in_one_call() {
+    let src = testkit::codis_server(&["--cores", "2"]);
+    let dst = testkit::codis_server(&["--cores", "1"]);
+    let (mut s, mut d) = (src.conn(), dst.conn());
+    let slot = 77;
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("key:{i}"))
+        .filter(|k| slot_of(k) == slot)
+        .take(1000)
+        .collect();
+    let mut p = redis::pipe();
+    for (i, k) in keys.iter().enumerate() {
+        p.cmd("SET").arg(k).arg(i).ignore();
+    }
+    let _: () = p.query(&mut s).unwrap();
+    let r: Vec<i64> = q(
+        &mut s,
+        &[
+            "SLOTSMGRTSLOT-ASYNC",
+            "127.0.0.1",
+            &dst.port.to_string(),
+            "3000",
+            "200",
+            "1048576",
+            "77",
+            "5000",
+        ],
+    );
+    assert_eq!(r, vec![1000, 0]);
+    let n: i64 = q(&mut d, &["DBSIZE"]);
+    assert_eq!(n, 1000);
+    let n: i64 = q(&mut s, &["DBSIZE"]);
+    assert_eq!(n, 0);
+    for (i, k) in keys.iter().enumerate().step_by(97) {
+        let v: i64 = q(&mut d, &["GET", k]);
+        assert_eq!(v, i as i64);
+    }
+    let _: () = q(&mut s, &["SLOTSMGRT-ASYNC-FENCE"]);
+}
+
+#[test]
+fn exec_wrapper_codes() {
+    let src = testkit::codis_server(&["--cores", "2"]);
+    let mut s = src.conn();
+    let _: () = q(&mut s, &["SET", "w", "v"]);
+    let r: (i64, String) = q(&mut s, &["SLOTSMGRT-EXEC-WRAPPER", "w", "GET", "w"]);
+    assert_eq!(r, (2, "v".to_string()));
+    let r: (i64, i64) = q(&mut s, &["SLOTSMGRT-EXEC-WRAPPER", "w", "APPEND", "w", "x"]);
+    assert_eq!(r, (2, 2));
+    // Nested error replies: read the raw bytes.
+    let raw = |cmd: &str| {
+        use std::io::{Read, Write};
+        let mut t = std::net::TcpStream::connect(("127.0.0.1", src.port)).unwrap();
+        t.write_all(cmd.as_bytes()).unwrap();
+        t.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 512];
+        let n = t.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let r = raw("SLOTSMGRT-EXEC-WRAPPER gone GET gone\r\n");
+    assert!(r.starts_with("*2\r\n:0\r\n-"), "a key not on this node answers code 0: {r:?}");
+    let r = raw("SLOTSMGRT-EXEC-WRAPPER w NOSUCHCMD w\r\n");
+    assert!(r.starts_with("*2\r\n:-1\r\n-ERR unknown command"), "{r:?}");
+}
+
+#[test]
+fn slotsrestore_validates_everything_first() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    let mut c = srv.conn();
+    let _: () = q(&mut c, &["SET", "a", "1"]);
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("a").query(&mut c).unwrap();
+    // A good triple and a bad one: nothing is applied.
+    let err = redis::cmd("SLOTSRESTORE")
+        .arg("b")
+        .arg(0)
+        .arg(&payload[..])
+        .arg("c")
+        .arg(0)
+        .arg("garbage-payload")
+        .query::<V>(&mut c)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dump payload version or checksum are wrong"),
+        "{err}"
+    );
+    let n: i64 = q(&mut c, &["EXISTS", "b", "c"]);
+    assert_eq!(n, 0);
+    let err = redis::cmd("SLOTSRESTORE")
+        .arg("b")
+        .arg(-1)
+        .arg(&payload[..])
+        .query::<V>(&mut c)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid ttl value, must be >= 0"), "{err}");
+    // Always replaces, and keys on both cores are restored together.
+    let _: () = redis::cmd("SLOTSRESTORE")
+        .arg("a")
+        .arg(0)
+        .arg(&payload[..])
+        .arg("b")
+        .arg(5000)
+        .arg(&payload[..])
+        .query(&mut c)
+        .unwrap();
+    let v: Vec<i64> = q(&mut c, &["MGET", "a", "b"]);
+    assert_eq!(v, vec![1, 1]);
+    let ttl: i64 = q(&mut c, &["PTTL", "b"]);
+    assert!(ttl > 0 && ttl <= 5000);
+}
+
+#[test]
+fn migration_link_authenticates() {
+    let src = testkit::codis_server(&["--cores", "1", "--requirepass", "pw"]);
+    let dst = testkit::codis_server(&["--cores", "1", "--requirepass", "pw"]);
+    let mut s = redis::Client::open(format!("redis://:pw@127.0.0.1:{}/", src.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut d = redis::Client::open(format!("redis://:pw@127.0.0.1:{}/3", dst.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = q(&mut s, &["SELECT", "3"]);
+    let _: () = q(&mut s, &["SET", "k", "v"]);
+    let n: i64 = q(
+        &mut s,
+        &[
+            "SLOTSMGRTONE",
+            "127.0.0.1",
+            &dst.port.to_string(),
+            "3000",
+            "k",
+        ],
+    );
+    assert_eq!(n, 1);
+    let v: String = q(&mut d, &["GET", "k"]);
+    assert_eq!(v, "v", "restored into the same database (3)");
+}
