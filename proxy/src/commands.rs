@@ -1,0 +1,324 @@
+//! What the proxy does with each command, on top of the shared command table (`resp::command`):
+//! answer it itself, refuse it (Codis's blocked list), split it across backends, or forward it
+//! by its hash key. Computed once per table row, so a request costs one lookup.
+
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use resp::command::{self, CommandSpec, BLOCKING, COMMANDS, MOVABLE, PUBSUB, READONLY, TX};
+
+/// The proxy's handling of one command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Quit,
+    Auth,
+    Select,
+    Ping,
+    Echo,
+    Info,
+    Hello,
+    SlotsInfo,
+    SlotsScan,
+    SlotsMapping,
+    /// Refused with `ERR handle request, command 'X' is not allowed`.
+    Blocked,
+    /// Split per backend and merged.
+    Split(SplitKind),
+    /// Forwarded by its hash key; `multi_key` commands must keep all keys in one slot.
+    Forward {
+        multi_key: bool,
+        hash_arg3: bool,
+    },
+}
+
+/// The multi-key commands the proxy splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitKind {
+    /// `MGET k…`: arrays merged in key order.
+    Mget,
+    /// `MSET k v…`: `+OK` if every part said so.
+    Mset,
+    /// `DEL`, `EXISTS`, `TOUCH`, `UNLINK`: integers summed.
+    Sum,
+}
+
+/// Codis 3.2's `FlagNotAllow` list (reference §2.2), plus every blocking command (it would stall
+/// the shared backend pipeline) and every pub/sub or transaction command.
+const BLOCKED: &[&str] = &[
+    "asking",
+    "bgrewriteaof",
+    "bgsave",
+    "bitop",
+    "blpop",
+    "brpop",
+    "brpoplpush",
+    "client",
+    "cluster",
+    "config",
+    "dbsize",
+    "debug",
+    "discard",
+    "exec",
+    "flushall",
+    "flushdb",
+    "host:",
+    "keys",
+    "lastsave",
+    "latency",
+    "migrate",
+    "monitor",
+    "move",
+    "msetnx",
+    "multi",
+    "object",
+    "post",
+    "psubscribe",
+    "psync",
+    "publish",
+    "punsubscribe",
+    "randomkey",
+    "readonly",
+    "readwrite",
+    "rename",
+    "renamenx",
+    "replconf",
+    "restore",
+    "restore-asking",
+    "save",
+    "scan",
+    "script",
+    "shutdown",
+    "slaveof",
+    "replicaof",
+    "slowlog",
+    "subscribe",
+    "sync",
+    "time",
+    "unsubscribe",
+    "unwatch",
+    "wait",
+    "watch",
+    "swapdb",
+    "reset",
+    "copy",
+    "memory",
+    "pubsub",
+    "slotscheck",
+    "slotsdel",
+    "slotsmgrtone",
+    "slotsmgrtslot",
+    "slotsmgrttagone",
+    "slotsmgrttagslot",
+    "slotsmgrtone-async",
+    "slotsmgrtslot-async",
+    "slotsmgrttagone-async",
+    "slotsmgrttagslot-async",
+    "slotsmgrt-async-fence",
+    "slotsmgrt-async-cancel",
+    "slotsmgrt-async-status",
+    "slotsmgrt-exec-wrapper",
+    "slotsrestore-async",
+    "slotsrestore-async-auth",
+    "slotsrestore-async-ack",
+    "slotsrestore-async-select",
+    "slotsmove",
+];
+
+/// Reads that must go to the master even when replica reads are on.
+const MASTER_ONLY: &[&str] = &["hscan", "sscan", "zscan", "slotsinfo", "slotsscan"];
+
+fn classify(spec: &CommandSpec) -> Kind {
+    let n = spec.name;
+    match n {
+        "quit" => return Kind::Quit,
+        "auth" => return Kind::Auth,
+        "select" => return Kind::Select,
+        "ping" => return Kind::Ping,
+        "echo" => return Kind::Echo,
+        "info" => return Kind::Info,
+        "hello" => return Kind::Hello,
+        "slotsinfo" => return Kind::SlotsInfo,
+        "slotsscan" => return Kind::SlotsScan,
+        "mget" => return Kind::Split(SplitKind::Mget),
+        "mset" => return Kind::Split(SplitKind::Mset),
+        "del" | "exists" | "touch" | "unlink" => return Kind::Split(SplitKind::Sum),
+        _ => {}
+    }
+    if BLOCKED.contains(&n) || spec.has(BLOCKING) || spec.has(PUBSUB) || spec.has(TX) {
+        return Kind::Blocked;
+    }
+    let multi_key = spec.has(MOVABLE) || spec.last < 0 || spec.last > spec.first;
+    let hash_arg3 = matches!(n, "zinterstore" | "zunionstore" | "eval" | "evalsha");
+    Kind::Forward {
+        multi_key,
+        hash_arg3,
+    }
+}
+
+struct Row {
+    kind: Kind,
+    replica_ok: bool,
+}
+
+static ROWS: LazyLock<Vec<Row>> = LazyLock::new(|| {
+    COMMANDS
+        .iter()
+        .map(|c| Row {
+            kind: classify(c),
+            replica_ok: c.has(READONLY) && !MASTER_ONLY.contains(&c.name),
+        })
+        .collect()
+});
+
+/// A request's command, looked up once.
+#[derive(Clone, Copy)]
+pub struct Cmd {
+    /// The table row (`None`: unknown to the table).
+    pub spec: Option<&'static CommandSpec>,
+    /// Row index (`stats::UNKNOWN_CMD` when unknown).
+    pub index: usize,
+    pub kind: Kind,
+    /// A pure read that a replica may serve.
+    pub replica_ok: bool,
+}
+
+/// Classifies a request by its name (`args[0]`).
+pub fn lookup(name: &[u8]) -> Cmd {
+    if let Some(spec) = command::lookup(name) {
+        let index = (spec as *const CommandSpec as usize - COMMANDS.as_ptr() as usize)
+            / std::mem::size_of::<CommandSpec>();
+        let row = &ROWS[index];
+        if spec.name == "slotshashkey" {
+            return Cmd {
+                spec: Some(spec),
+                index,
+                kind: Kind::Forward {
+                    multi_key: false,
+                    hash_arg3: false,
+                },
+                replica_ok: false,
+            };
+        }
+        return Cmd {
+            spec: Some(spec),
+            index,
+            kind: row.kind,
+            replica_ok: row.replica_ok,
+        };
+    }
+    let mut lower = [0u8; 32];
+    let kind = if name.len() <= lower.len() && {
+        let l = &mut lower[..name.len()];
+        l.copy_from_slice(name);
+        l.make_ascii_lowercase();
+        std::str::from_utf8(l).is_ok_and(|s| BLOCKED.contains(&s) || s == "slotsmapping")
+    } {
+        if name.eq_ignore_ascii_case(b"slotsmapping") {
+            Kind::SlotsMapping
+        } else {
+            Kind::Blocked
+        }
+    } else {
+        // Codis forwards commands it does not know by argv[1], as may-write.
+        Kind::Forward {
+            multi_key: false,
+            hash_arg3: false,
+        }
+    };
+    Cmd {
+        spec: None,
+        index: crate::stats::UNKNOWN_CMD,
+        kind,
+        replica_ok: false,
+    }
+}
+
+/// The key a request is routed by (Codis's `getHashKey`, improved to use the table's first key).
+pub fn hash_key<'a>(cmd: &Cmd, args: &'a [Bytes]) -> &'a [u8] {
+    let pos = match (cmd.kind, cmd.spec) {
+        (
+            Kind::Forward {
+                hash_arg3: true, ..
+            },
+            _,
+        ) => 3,
+        (_, Some(spec)) => spec.first_key(args).unwrap_or(1),
+        _ => 1,
+    };
+    args.get(pos).map_or(&[][..], |a| &a[..])
+}
+
+/// For multi-key commands: `Some(slot)` if every key hashes to one slot, `None` if they span.
+pub fn common_slot(spec: &CommandSpec, args: &[Bytes]) -> Option<Option<u16>> {
+    let mut slot = None;
+    for p in spec.key_positions(args) {
+        let s = resp::slot(&args[p]);
+        match slot {
+            None => slot = Some(s),
+            Some(x) if x != s => return None,
+            _ => {}
+        }
+    }
+    Some(slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(lookup(b"KEYS").kind, Kind::Blocked);
+        assert_eq!(lookup(b"blpop").kind, Kind::Blocked);
+        assert_eq!(lookup(b"POST").kind, Kind::Blocked);
+        assert_eq!(lookup(b"host:").kind, Kind::Blocked);
+        assert_eq!(lookup(b"mget").kind, Kind::Split(SplitKind::Mget));
+        assert_eq!(lookup(b"SlotsMapping").kind, Kind::SlotsMapping);
+        assert!(lookup(b"get").replica_ok && !lookup(b"set").replica_ok);
+        assert!(!lookup(b"hscan").replica_ok);
+        assert!(matches!(
+            lookup(b"get").kind,
+            Kind::Forward {
+                multi_key: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            lookup(b"sinter").kind,
+            Kind::Forward {
+                multi_key: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            lookup(b"xadd").kind,
+            Kind::Forward {
+                multi_key: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn hash_keys() {
+        let c = lookup(b"zunionstore");
+        assert_eq!(hash_key(&c, &args("ZUNIONSTORE d 2 a b")), b"a");
+        let c = lookup(b"object");
+        assert_eq!(hash_key(&c, &args("OBJECT ENCODING k")), b"k");
+        let c = lookup(b"get");
+        assert_eq!(hash_key(&c, &args("GET k")), b"k");
+        let c = lookup(b"sinter");
+        let spec = c.spec.unwrap();
+        assert_eq!(
+            common_slot(spec, &args("SINTER {t}a {t}b")),
+            Some(Some(resp::slot(b"t")))
+        );
+        assert_eq!(common_slot(spec, &args("SINTER a b")), None);
+    }
+}

@@ -1,0 +1,271 @@
+//! The control plane, on a tokio runtime outside the cores: watch the coordinator, turn each
+//! topology snapshot into a slot table and push it to every core (lock-free channels), gather
+//! the cores' reports and write the acknowledgement (`ProxyAck`), keep the registration
+//! (`/proxy/proxy-{token}`) and the ephemeral liveness node (`ProxyAlive`) in place.
+//!
+//! If the coordinator goes away the cores keep the last table. A snapshot whose version is lower
+//! than the applied one (a wiped or replaced store) is ignored with a warning.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coord::{AckedSlot, ProxyAck, ProxyAlive, Store, Topology};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures::StreamExt;
+
+use crate::runtime::CoreAck;
+use crate::slots::SlotTable;
+use crate::stats::Shared;
+
+/// What the admin API and the control loops share.
+pub struct Control {
+    pub shared: Arc<Shared>,
+    pub model: coord::Proxy,
+    pub xauth: String,
+    /// The newest table pushed to the cores.
+    pub table: Mutex<Option<Arc<SlotTable>>>,
+    cores: Vec<UnboundedSender<Arc<SlotTable>>>,
+    /// Per core: the version it has applied.
+    applied: Mutex<Vec<u64>>,
+    store: Mutex<Option<Store>>,
+    /// Set when an acknowledgement still has to be written.
+    ack_dirty: std::sync::atomic::AtomicBool,
+    /// Notified to stop the process (admin `shutdown`, signals).
+    pub shutdown: tokio::sync::Notify,
+}
+
+impl Control {
+    /// A control plane feeding `cores`.
+    pub fn new(
+        shared: Arc<Shared>,
+        model: coord::Proxy,
+        xauth: String,
+        cores: Vec<UnboundedSender<Arc<SlotTable>>>,
+    ) -> Arc<Control> {
+        let n = cores.len();
+        Arc::new(Control {
+            shared,
+            model,
+            xauth,
+            table: Mutex::new(None),
+            cores,
+            applied: Mutex::new(vec![0; n]),
+            store: Mutex::new(None),
+            ack_dirty: false.into(),
+            shutdown: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn current(&self) -> Option<Arc<SlotTable>> {
+        self.table.lock().ok().and_then(|t| t.clone())
+    }
+
+    fn store(&self) -> Option<Store> {
+        self.store.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Pushes the routing of `topo` to every core (unless it is older than what runs).
+    pub fn push(&self, topo: &Topology) {
+        if let Some(cur) = self.current() {
+            if topo.version() < cur.version {
+                tracing::warn!(
+                    "ignoring topology version {} older than the applied {} (coordinator data lost or replaced?)",
+                    topo.version(),
+                    cur.version
+                );
+                return;
+            }
+        }
+        let t = Arc::new(SlotTable::build(topo, &self.shared.cfg.proxy_datacenter));
+        tracing::info!(version = t.version, "applying topology");
+        if let Ok(mut cur) = self.table.lock() {
+            *cur = Some(t.clone());
+        }
+        for c in &self.cores {
+            let _ = c.unbounded_send(t.clone());
+        }
+    }
+
+    /// A core applied `version`; when every core has applied the newest table, acknowledge it.
+    fn core_applied(&self, (core, version): CoreAck) {
+        let all = match self.applied.lock() {
+            Ok(mut a) => {
+                if let Some(v) = a.get_mut(core) {
+                    *v = version;
+                }
+                a.iter().copied().min().unwrap_or(0)
+            }
+            Err(_) => return,
+        };
+        if let Some(t) = self.current() {
+            if all >= t.version {
+                self.shared.topology_version.store(t.version, Relaxed);
+                self.shared.online.store(true, Relaxed);
+                self.ack_dirty.store(true, Relaxed);
+            }
+        }
+    }
+
+    async fn write_ack(&self) {
+        if !self.ack_dirty.load(Relaxed) {
+            return;
+        }
+        let (Some(store), Some(t)) = (self.store(), self.current()) else {
+            return;
+        };
+        if self.shared.topology_version.load(Relaxed) < t.version {
+            return;
+        }
+        self.ack_dirty.store(false, Relaxed);
+        let ack = ProxyAck {
+            token: self.shared.token.clone(),
+            topology_version: t.version,
+            slots: t
+                .slots
+                .iter()
+                .filter(|s| !s.state.is_nothing())
+                .map(|s| AckedSlot {
+                    id: s.id as u32,
+                    group_id: s.group_id,
+                    state: s.state,
+                    index: s.action_index,
+                    target_id: s.target_id,
+                })
+                .collect(),
+        };
+        if let Err(e) = store.ack(&ack).await {
+            tracing::warn!("cannot write the acknowledgement: {e}");
+            self.ack_dirty.store(true, Relaxed);
+        } else {
+            tracing::debug!(version = t.version, "acknowledged");
+        }
+    }
+
+    fn alive(&self) -> ProxyAlive {
+        ProxyAlive {
+            token: self.shared.token.clone(),
+            proxy_addr: self.model.proxy_addr.clone(),
+            admin_addr: self.model.admin_addr.clone(),
+            pid: self.model.pid,
+            start_time: self.model.start_time.clone(),
+        }
+    }
+
+    /// Makes sure the registration and the liveness node exist; true when both are in place.
+    async fn ensure_registered(&self, store: &Store) -> bool {
+        let token = &self.shared.token;
+        match store.alive().await {
+            Ok(alive) if alive.contains_key(token) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("liveness check: {e}");
+                return false;
+            }
+        }
+        let registered = match store.proxies().await {
+            Ok(p) => p.contains_key(token),
+            Err(_) => false,
+        };
+        if !registered {
+            if let Err(e) = store.update_proxy(&self.model).await {
+                tracing::warn!("cannot register the proxy: {e}");
+                return false;
+            }
+        }
+        match store.register_alive(&self.alive()).await {
+            Ok(()) => {
+                tracing::info!(token = %token, "registered in the coordinator");
+                self.ack_dirty.store(true, Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot create the liveness node: {e}");
+                false
+            }
+        }
+    }
+
+    /// Removes the liveness node, the registration and the acknowledgement (clean shutdown).
+    pub async fn unregister(&self) {
+        if let Some(store) = self.store() {
+            let token = &self.shared.token;
+            let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                let _ = store.unregister_alive(token).await;
+                let _ = store.delete_ack(token).await;
+                let _ = store.delete_proxy(token).await;
+                store.coordinator().close().await;
+            })
+            .await;
+        }
+    }
+}
+
+/// Runs the coordinator side until the process ends.
+pub async fn run(ctl: Arc<Control>, acks: UnboundedReceiver<CoreAck>) {
+    let c2 = ctl.clone();
+    tokio::spawn(ack_loop(c2, acks));
+    let c3 = ctl.clone();
+    tokio::spawn(async move {
+        let mut last = c3.shared.ops_total();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = c3.shared.ops_total();
+            c3.shared.qps.store(now.saturating_sub(last), Relaxed);
+            last = now;
+        }
+    });
+    let Some(cc) = ctl.shared.cfg.coordinator.clone() else {
+        tracing::warn!("no coordinator configured: the proxy stays offline");
+        return;
+    };
+    let store = loop {
+        match coord::connect(&cc)
+            .await
+            .and_then(|c| Store::new(c, &cc.product))
+        {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!("coordinator {} {}: {e}", cc.kind, cc.addr);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    if let Ok(mut s) = ctl.store.lock() {
+        *s = Some(store.clone());
+    }
+    // Registration and liveness, re-created whenever they disappear (session loss).
+    let c4 = ctl.clone();
+    let s4 = store.clone();
+    tokio::spawn(async move {
+        loop {
+            c4.ensure_registered(&s4).await;
+            c4.write_ack().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut watch = loop {
+        match store.watch_topology().await {
+            Ok(w) => break w,
+            Err(e) => {
+                tracing::warn!("watch topology of {}: {e}", cc.product);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    ctl.push(&watch.current());
+    while let Some(t) = watch.changed().await {
+        ctl.push(&t);
+    }
+    tracing::warn!("topology watch ended; serving the last topology");
+}
+
+async fn ack_loop(ctl: Arc<Control>, mut acks: UnboundedReceiver<CoreAck>) {
+    while let Some(a) = acks.next().await {
+        ctl.core_applied(a);
+        while let Ok(a) = acks.try_recv() {
+            ctl.core_applied(a);
+        }
+        ctl.write_ack().await;
+    }
+}

@@ -1,0 +1,140 @@
+//! One core's state: its copy of the slot table, its backend connections (one per server and
+//! database, shared by all its sessions), and the application of a new slot table (swap, retire
+//! unused backends, wait for the requests in flight on the servers of changed slots).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::slots::SlotTable;
+use crate::stats::{new_histogram, CoreStats, Shared};
+use crate::sync::Event;
+
+/// The slot table as one core uses it: the shared table plus this core's backend handles.
+pub struct CoreTable {
+    pub table: Arc<SlotTable>,
+    /// `addr_index * ndb + db` → backend, filled lazily.
+    conns: RefCell<Vec<Option<Rc<Backend>>>>,
+}
+
+/// One executor's proxy state.
+pub struct Core {
+    pub id: usize,
+    pub cfg: Arc<Config>,
+    pub shared: Arc<Shared>,
+    pub stats: Arc<CoreStats>,
+    /// Latencies recorded here, merged into `stats.latency` every second.
+    pub latency: RefCell<Histogram<u64>>,
+    table: RefCell<Option<Rc<CoreTable>>>,
+    pool: RefCell<HashMap<(String, u32), Rc<Backend>>>,
+    /// Notified whenever a new table is applied (locked slots may have opened).
+    pub table_changed: Event,
+}
+
+impl Core {
+    /// A core with no slot table yet ("router is not online").
+    pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Core> {
+        Rc::new(Core {
+            id,
+            cfg: shared.cfg.clone(),
+            stats: shared.cores[id].clone(),
+            shared,
+            latency: RefCell::new(new_histogram()),
+            table: RefCell::new(None),
+            pool: RefCell::new(HashMap::new()),
+            table_changed: Event::default(),
+        })
+    }
+
+    /// The current table, if the proxy is online.
+    #[inline]
+    pub fn table(&self) -> Option<Rc<CoreTable>> {
+        self.table.borrow().clone()
+    }
+
+    /// The backend for address index `addr` of `t`, database `db`.
+    pub fn backend(&self, t: &CoreTable, addr: u32, db: u32) -> Rc<Backend> {
+        let ndb = self.cfg.backend_number_databases as usize;
+        let i = addr as usize * ndb + db as usize;
+        if let Some(Some(b)) = t.conns.borrow().get(i) {
+            return b.clone();
+        }
+        let key = (t.table.addr(addr).to_string(), db);
+        let b = self
+            .pool
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| Backend::new(t.table.addr(addr), db, self.cfg.clone()))
+            .clone();
+        let mut conns = t.conns.borrow_mut();
+        if conns.len() <= i {
+            conns.resize(i + 1, None);
+        }
+        conns[i] = Some(b.clone());
+        b
+    }
+
+    /// A backend by address text (SLOTSINFO addr), if the table knows that address.
+    pub fn backend_by_addr(&self, t: &CoreTable, addr: &str, db: u32) -> Option<Rc<Backend>> {
+        let i = t.table.addrs.iter().position(|a| a == addr)?;
+        Some(self.backend(t, i as u32, db))
+    }
+
+    /// Installs `table`, then waits until every request sent before the switch to a server that
+    /// served a changed slot has been answered: a `prepared` slot is drained before it is acked.
+    pub async fn apply(&self, table: Arc<SlotTable>) {
+        let old = self.table.borrow().clone();
+        let mut old_addrs: Vec<&str> = Vec::new();
+        if let Some(o) = &old {
+            for s in table.changed_slots(Some(&o.table)) {
+                let r = &o.table.slots[s];
+                for a in [r.backend, r.migrate_from].into_iter().flatten() {
+                    let a = o.table.addr(a);
+                    if !old_addrs.contains(&a) {
+                        old_addrs.push(a);
+                    }
+                }
+            }
+        }
+        let waits: Vec<(Rc<Backend>, u64)> = self
+            .pool
+            .borrow()
+            .iter()
+            .filter(|((addr, _), _)| old_addrs.contains(&addr.as_str()))
+            .map(|(_, b)| (b.clone(), b.sent()))
+            .collect();
+        // Retire connections to servers the new table no longer mentions.
+        self.pool.borrow_mut().retain(|(addr, _), b| {
+            let keep = table.addrs.iter().any(|a| a == addr);
+            if !keep {
+                b.retire();
+            }
+            keep
+        });
+        *self.table.borrow_mut() = Some(Rc::new(CoreTable {
+            table,
+            conns: RefCell::new(Vec::new()),
+        }));
+        self.table_changed.notify_all();
+        for (b, sent) in waits {
+            b.drained(sent).await;
+        }
+    }
+
+    /// Folds the local latency histogram into the shared one.
+    pub fn flush_latency(&self) {
+        let mut local = self.latency.borrow_mut();
+        if local.is_empty() {
+            return;
+        }
+        if let Ok(mut h) = self.stats.latency.lock() {
+            let _ = h.add(&*local);
+        }
+        local.reset();
+    }
+}

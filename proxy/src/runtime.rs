@@ -1,0 +1,169 @@
+//! Process start-up of the data plane: one pinned glommio executor per `--cpu`, each with its own
+//! SO_REUSEPORT listener, its accept loop, its slot-table receiver and its stats flusher.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures::StreamExt;
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::core::Core;
+use crate::slots::SlotTable;
+use crate::stats::Shared;
+
+/// A core's report: it applied (and drained for) the table of this version.
+pub type CoreAck = (usize, u64);
+
+/// CPUs this process may run on (respects `taskset`).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills a cpu_set_t we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Resolves `addr` and checks that nobody holds the port: SO_REUSEPORT listeners would otherwise
+/// silently share it with a leftover process.
+pub fn probe(addr: &str) -> Result<SocketAddr, String> {
+    let a = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("bad listen address {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("bad listen address {addr}"))?;
+    let l = std::net::TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+fn reuseport_listener(addr: SocketAddr, backlog: i32) -> std::io::Result<Socket> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(backlog)?;
+    Ok(sk)
+}
+
+/// Starts one executor per core listening on `addr` (already probed). Returns the senders that
+/// push slot tables to each core, and the executor threads.
+pub fn start(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    acks: UnboundedSender<CoreAck>,
+) -> Result<
+    (
+        Vec<UnboundedSender<Arc<SlotTable>>>,
+        Vec<ExecutorJoinHandle<()>>,
+    ),
+    String,
+> {
+    let n = shared.cores.len();
+    let cpus = allowed_cpus();
+    let mut fds = Vec::new();
+    for _ in 0..n {
+        fds.push(
+            reuseport_listener(addr, 1024)
+                .map_err(|e| format!("listen {addr}: {e}"))?
+                .into_raw_fd(),
+        );
+    }
+    let mut senders = Vec::new();
+    let mut handles = Vec::new();
+    for (i, fd) in fds.into_iter().enumerate() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<SlotTable>>();
+        senders.push(tx);
+        let shared = shared.clone();
+        let acks = acks.clone();
+        let cpu = cpus.get(i % cpus.len().max(1)).copied().unwrap_or(0);
+        let placement = if cpus.len() >= n {
+            Placement::Fixed(cpu)
+        } else {
+            Placement::Unbound
+        };
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("proxy-core-{i}"))
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let core = Core::new(i, shared);
+                glommio::spawn_local(apply_tables(core.clone(), rx, acks)).detach();
+                let flusher = core.clone();
+                glommio::spawn_local(async move {
+                    loop {
+                        glommio::timer::sleep(Duration::from_secs(1)).await;
+                        flusher.flush_latency();
+                    }
+                })
+                .detach();
+                // SAFETY: `fd` is a bound, listening socket created above and owned by this core.
+                let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                accept_loop(core, listener).await;
+            })
+            .map_err(|e| format!("cannot start executor {i}: {e}"))?;
+        handles.push(h);
+    }
+    Ok((senders, handles))
+}
+
+async fn apply_tables(
+    core: Rc<Core>,
+    mut rx: UnboundedReceiver<Arc<SlotTable>>,
+    acks: UnboundedSender<CoreAck>,
+) {
+    while let Some(mut t) = rx.next().await {
+        // Only the newest table matters when several are queued.
+        while let Ok(newer) = rx.try_recv() {
+            t = newer;
+        }
+        let v = t.version;
+        core.apply(t).await;
+        let _ = acks.unbounded_send((core.id, v));
+    }
+}
+
+async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let sh = core.shared.clone();
+        sh.sessions_total.fetch_add(1, Relaxed);
+        if sh.sessions_alive.fetch_add(1, Relaxed) >= core.cfg.proxy_max_clients {
+            sh.sessions_alive.fetch_sub(1, Relaxed);
+            glommio::spawn_local(async move {
+                use futures_lite::AsyncWriteExt;
+                let mut s = stream;
+                let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
+            })
+            .detach();
+            continue;
+        }
+        let c = core.clone();
+        glommio::spawn_local(async move {
+            crate::session::serve(c.clone(), stream).await;
+            c.shared.sessions_alive.fetch_sub(1, Relaxed);
+        })
+        .detach();
+    }
+}

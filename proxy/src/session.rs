@@ -1,0 +1,430 @@
+//! A client session: read, parse up to `session_max_pipeline` requests, dispatch each one (to a
+//! backend, split across backends, or answered here), wait for the batch, then write every reply
+//! in request order with one write.
+//!
+//! Errors never close the connection except protocol errors (Redis's exact text, then close),
+//! `QUIT`, and — with `session_break_on_failure` — a refused or failed request.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use resp::{encode, Args, RequestParser};
+
+use crate::commands::{self, Cmd, Kind, SplitKind};
+use crate::core::{Core, CoreTable};
+use crate::local;
+use crate::multikey::{self, Merge, SplitBufs};
+use crate::router::{self, Target};
+use crate::sync::Batch;
+
+/// Where the reply of one request comes from.
+enum Item {
+    /// Bytes `start..end` of the session's local reply buffer.
+    Local(usize, usize),
+    /// Position in the batch.
+    Remote(usize),
+    /// Sub-requests to merge.
+    Merge(Merge),
+}
+
+struct Session {
+    core: Rc<Core>,
+    db: u32,
+    authed: bool,
+    quit: bool,
+    /// A refused or failed request asks to close (`session_break_on_failure`).
+    broken: bool,
+    peer: String,
+    batch: Rc<Batch>,
+    items: Vec<(Item, usize)>,
+    local: BytesMut,
+    split: SplitBufs,
+    reqs: Vec<Args>,
+}
+
+const NOT_ONLINE: &str = "ERR router is not online";
+
+/// Serves one client until it quits, breaks the protocol or disconnects.
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+    let cfg = core.cfg.clone();
+    let _ = stream.set_nodelay(true);
+    if !cfg.session_recv_timeout.is_zero() {
+        let _ = stream.set_read_timeout(Some(cfg.session_recv_timeout));
+    }
+    if !cfg.session_send_timeout.is_zero() {
+        let _ = stream.set_write_timeout(Some(cfg.session_send_timeout));
+    }
+    let mut s = Session {
+        peer: stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        core,
+        db: 0,
+        authed: cfg.session_auth.is_empty(),
+        quit: false,
+        broken: false,
+        batch: Rc::new(Batch::default()),
+        items: Vec::new(),
+        local: BytesMut::with_capacity(4096),
+        split: SplitBufs::default(),
+        reqs: Vec::new(),
+    };
+    let mut parser = RequestParser::new(cfg.session_max_bulk);
+    parser.set_authenticated(s.authed);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let mut proto_err = None;
+        if Rc::get_mut(&mut s.batch).is_none() {
+            s.batch = Rc::new(Batch::default());
+        }
+        s.batch.reset(0);
+        let t0 = Instant::now();
+        while s.items.len() < cfg.session_max_pipeline && !s.quit {
+            match parser.parse(&mut rbuf) {
+                Ok(Some(args)) => {
+                    s.handle(&args).await;
+                    s.reqs.push(args);
+                    parser.set_authenticated(s.authed);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    proto_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if s.items.is_empty() && proto_err.is_none() && !s.quit {
+            if rbuf.len() > cfg.session_max_bufsize {
+                tracing::warn!(client = %s.peer, "closing client that reached the max query buffer length");
+                break;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        }
+        s.batch.done().await;
+        let usecs = t0.elapsed().as_micros() as u64;
+        s.write_replies(&mut out, usecs);
+        if let Some(e) = &proto_err {
+            tracing::debug!(client = %s.peer, "protocol error: {e}");
+            encode::error(&mut out, &e.to_string());
+        }
+        if stream.write_all(&out).await.is_err() {
+            break;
+        }
+        out.clear();
+        if out.capacity() > 4 << 20 {
+            out = BytesMut::with_capacity(16 * 1024);
+        }
+        if proto_err.is_some() || s.quit || s.broken {
+            break;
+        }
+        if rbuf.capacity() > 4 << 20 && rbuf.len() < 16 * 1024 {
+            let rest = rbuf.split();
+            rbuf = BytesMut::with_capacity(16 * 1024);
+            rbuf.extend_from_slice(&rest);
+        }
+    }
+}
+
+impl Session {
+    fn reply_local(&mut self, cmd: usize, f: impl FnOnce(&mut BytesMut)) {
+        let start = self.local.len();
+        f(&mut self.local);
+        self.items.push((Item::Local(start, self.local.len()), cmd));
+    }
+
+    fn error(&mut self, cmd: usize, text: &str) {
+        self.reply_local(cmd, |b| encode::error(b, text));
+    }
+
+    fn remote(&mut self, cmd: usize) -> usize {
+        let idx = self.batch.push_slot();
+        self.items.push((Item::Remote(idx), cmd));
+        idx
+    }
+
+    /// The table once none of `slots` is locked (`prepared` slots hold requests).
+    async fn unlocked_table(&self, slots: impl Fn(&CoreTable) -> bool) -> Option<Rc<CoreTable>> {
+        loop {
+            let wait = self.core.table_changed.wait();
+            let t = self.core.table()?;
+            if !slots(&t) {
+                return Some(t);
+            }
+            wait.await;
+        }
+    }
+
+    async fn handle(&mut self, args: &Args) {
+        let cmd = commands::lookup(&args[0]);
+        let ci = cmd.index;
+        if !self.authed && !matches!(cmd.kind, Kind::Auth | Kind::Quit | Kind::Hello) {
+            self.error(ci, "NOAUTH Authentication required.");
+            return;
+        }
+        if let Some(spec) = cmd.spec {
+            let odd_mset = cmd.kind == Kind::Split(SplitKind::Mset) && args.len() % 2 == 0;
+            if !spec.arity_ok(args.len()) || odd_mset {
+                let text = format!("ERR wrong number of arguments for '{}' command", spec.name);
+                self.error(ci, &text);
+                return;
+            }
+        }
+        match cmd.kind {
+            Kind::Quit => {
+                self.quit = true;
+                self.reply_local(ci, encode::ok);
+            }
+            Kind::Auth => self.auth(ci, args),
+            Kind::Select => {
+                let n = self.core.cfg.backend_number_databases;
+                match resp::parse_i64(&args[1]) {
+                    Some(db) if (0..n as i64).contains(&db) => {
+                        self.db = db as u32;
+                        self.reply_local(ci, encode::ok);
+                    }
+                    _ => self.error(ci, &format!("ERR invalid DB index, only accept DB [0,{n})")),
+                }
+            }
+            Kind::Ping => match args.len() {
+                1 => self.reply_local(ci, |b| b.extend_from_slice(b"+PONG\r\n")),
+                2 => self.reply_local(ci, |b| encode::bulk(b, &args[1])),
+                _ => self.error(ci, "ERR wrong number of arguments for 'ping' command"),
+            },
+            Kind::Echo => self.reply_local(ci, |b| encode::bulk(b, &args[1])),
+            Kind::Info => {
+                let core = self.core.clone();
+                self.reply_local(ci, |b| local::info(&core, args, b));
+            }
+            Kind::Hello => {
+                if args.len() > 1 && &args[1][..] != b"2" {
+                    self.error(ci, "NOPROTO unsupported protocol version");
+                } else {
+                    self.reply_local(ci, local::hello);
+                }
+            }
+            Kind::SlotsMapping => {
+                let core = self.core.clone();
+                self.reply_local(ci, |b| local::slots_mapping(&core, args, b));
+            }
+            Kind::SlotsInfo => self.slots_info(ci, args).await,
+            Kind::SlotsScan => match resp::parse_i64(&args[1]) {
+                Some(slot) if (0..resp::MAX_SLOTS as i64).contains(&slot) => {
+                    self.forward(&cmd, args, slot as u16, &[], false).await
+                }
+                _ => self.error(ci, "ERR invalid slot number"),
+            },
+            Kind::Blocked => {
+                let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+                self.error(
+                    ci,
+                    &format!("ERR handle request, command '{name}' is not allowed"),
+                );
+                self.broken |= self.core.cfg.session_break_on_failure;
+            }
+            Kind::Split(kind) => self.split(&cmd, kind, args).await,
+            Kind::Forward { multi_key, .. } => {
+                if multi_key {
+                    if let Some(spec) = cmd.spec {
+                        if commands::common_slot(spec, args).is_none() {
+                            self.error(ci, "CROSSSLOT Keys in request don't hash to the same slot");
+                            return;
+                        }
+                    }
+                }
+                let key = commands::hash_key(&cmd, args);
+                let slot = resp::slot(key);
+                self.forward(&cmd, args, slot, key, cmd.replica_ok).await;
+            }
+        }
+    }
+
+    fn auth(&mut self, ci: usize, args: &Args) {
+        let want = &self.core.cfg.session_auth;
+        if want.is_empty() {
+            self.error(ci, "ERR Client sent AUTH, but no password is set");
+            return;
+        }
+        let pass = match args.len() {
+            2 => &args[1],
+            3 if args[1].eq_ignore_ascii_case(b"default") => &args[2],
+            3 => {
+                self.authed = false;
+                self.error(
+                    ci,
+                    "WRONGPASS invalid username-password pair or user is disabled.",
+                );
+                return;
+            }
+            _ => {
+                self.error(ci, "ERR syntax error");
+                return;
+            }
+        };
+        if pass[..] == *want.as_bytes() {
+            self.authed = true;
+            self.reply_local(ci, encode::ok);
+        } else {
+            self.authed = false;
+            self.error(ci, "ERR invalid password");
+        }
+    }
+
+    async fn slots_info(&mut self, ci: usize, args: &Args) {
+        if args.len() != 2 {
+            self.error(ci, "ERR wrong number of arguments for 'slotsinfo' command");
+            return;
+        }
+        let Some(t) = self.core.table() else {
+            self.error(ci, NOT_ONLINE);
+            return;
+        };
+        let addr = String::from_utf8_lossy(&args[1]).into_owned();
+        match self.core.backend_by_addr(&t, &addr, self.db) {
+            Some(b) => {
+                let idx = self.remote(ci);
+                router::send(
+                    &self.core,
+                    Target::Direct(b),
+                    &[],
+                    &args[..1],
+                    &self.batch,
+                    idx,
+                );
+            }
+            None => self.error(ci, &format!("ERR backend server '{addr}' not found")),
+        }
+    }
+
+    /// Sends one request for `slot`, waiting while the slot is locked or the pipeline is full.
+    async fn forward(&mut self, cmd: &Cmd, args: &Args, slot: u16, key: &[u8], replica_ok: bool) {
+        loop {
+            let Some(t) = self
+                .unlocked_table(|t| t.table.slots[slot as usize].locked)
+                .await
+            else {
+                self.error(cmd.index, NOT_ONLINE);
+                return;
+            };
+            let target = router::target(&self.core, &t, slot, self.db, key, replica_ok);
+            if let Target::Direct(b) = &target {
+                if b.is_full() {
+                    let b = b.clone();
+                    drop(target);
+                    b.space.wait().await;
+                    continue;
+                }
+            }
+            let idx = self.remote(cmd.index);
+            router::send(&self.core, target, key, args, &self.batch, idx);
+            return;
+        }
+    }
+
+    async fn split(&mut self, cmd: &Cmd, kind: SplitKind, args: &Args) {
+        let step = if kind == SplitKind::Mset { 2 } else { 1 };
+        let Some(t) = self
+            .unlocked_table(|t| {
+                args[1..]
+                    .iter()
+                    .step_by(step)
+                    .any(|k| t.table.slots[resp::slot(k) as usize].locked)
+            })
+            .await
+        else {
+            self.error(cmd.index, NOT_ONLINE);
+            return;
+        };
+        match multikey::split(
+            &self.core,
+            &t,
+            self.db,
+            kind,
+            args,
+            &self.batch,
+            &mut self.split,
+        ) {
+            Ok(m) => self.items.push((Item::Merge(m), cmd.index)),
+            Err(Some(slot)) => {
+                let key = args[1].clone();
+                drop(t);
+                self.forward(cmd, args, slot, &key, false).await
+            }
+            Err(None) => {
+                let idx = self.remote(cmd.index);
+                self.batch
+                    .fill(idx, Bytes::from_static(router::SLOT_OFFLINE.as_bytes()));
+            }
+        }
+    }
+
+    /// Writes every reply in request order and records the batch's statistics.
+    fn write_replies(&mut self, out: &mut BytesMut, usecs: u64) {
+        let core = &self.core;
+        let stats = &core.stats;
+        let n = self.items.len() as u64;
+        let mut slow = false;
+        for (i, (item, ci)) in self.items.iter().enumerate() {
+            let start = out.len();
+            match item {
+                Item::Local(s, e) => out.extend_from_slice(&self.local[*s..*e]),
+                Item::Remote(idx) => out.extend_from_slice(&self.batch.get(*idx)),
+                Item::Merge(m) => {
+                    multikey::merge(m, &self.split, &self.batch, out);
+                }
+            }
+            let is_err = out.get(start) == Some(&b'-');
+            let failed = is_err
+                && (out[start..].starts_with(b"-ERR handle ")
+                    || out[start..].starts_with(b"-ERR router"));
+            stats.record(*ci, usecs, failed, is_err && !failed);
+            if failed && core.cfg.session_break_on_failure {
+                self.broken = true;
+            }
+            if !slow
+                && i < 64
+                && std::time::Duration::from_micros(usecs) >= core.cfg.slowlog_slower_than
+            {
+                slow = true;
+            }
+        }
+        if n > 0 {
+            let _ = core.latency.borrow_mut().record_n(usecs.max(1), n);
+        }
+        if slow {
+            for args in self.reqs.iter().take(8) {
+                core.shared.maybe_slow(usecs, || describe(args), &self.peer);
+            }
+        }
+        self.items.clear();
+        self.local.clear();
+        self.split.parts.clear();
+        self.split.map.clear();
+        self.reqs.clear();
+        if self.local.capacity() > 1 << 20 {
+            self.local = BytesMut::with_capacity(4096);
+        }
+    }
+}
+
+/// `NAME arg1 arg2 …` for the slow log (at most 4 arguments, 32 bytes each).
+fn describe(args: &Args) -> String {
+    let mut s = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+    for a in args.iter().skip(1).take(4) {
+        s.push(' ');
+        s.push_str(&String::from_utf8_lossy(&a[..a.len().min(32)]));
+    }
+    if args.len() > 5 {
+        s.push_str(&format!(" … ({} more)", args.len() - 5));
+    }
+    s
+}

@@ -1,0 +1,306 @@
+//! Routing end to end: strings and keys commands, hash tags, multi-key split/merge across the two
+//! groups, pipelines, SELECT, AUTH, blocked commands, local replies.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::Cluster;
+use redis::{Commands, Value};
+
+fn cmd(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<Value> {
+    let mut k = redis::cmd(args[0]);
+    for a in &args[1..] {
+        k.arg(*a);
+    }
+    k.query(c)
+}
+
+fn err_text(r: redis::RedisResult<Value>) -> String {
+    match r {
+        Err(e) => e.to_string(),
+        Ok(Value::ServerError(e)) => format!("{e:?}"),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+#[test]
+fn strings_keys_and_placement() {
+    let c = Cluster::start("");
+    let mut p = c.conn();
+    let keys: Vec<String> = (0..200).map(|i| format!("key:{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let _: () = p.set(k, i).unwrap();
+    }
+    assert_eq!(p.incr::<_, _, i64>("key:0", 5).unwrap(), 5);
+    assert_eq!(p.append::<_, _, i64>("key:1", "x").unwrap(), 2);
+    assert_eq!(p.get::<_, String>("key:1").unwrap(), "1x");
+    assert_eq!(p.strlen::<_, i64>("key:1").unwrap(), 2);
+    let _: () = p.set_ex("ttl", "v", 100).unwrap();
+    assert!(p.ttl::<_, i64>("ttl").unwrap() > 0);
+    assert_eq!(
+        cmd(&mut p, &["TYPE", "key:2"]).unwrap(),
+        Value::SimpleString("string".into())
+    );
+    assert_eq!(p.get::<_, Option<String>>("missing").unwrap(), None);
+    // Each key lives on exactly the group its slot maps to.
+    let mut b1 = c.backend(1);
+    let mut b2 = c.backend(2);
+    for k in &keys {
+        let (own, other) = if Cluster::group_of(k) == 1 {
+            (&mut b1, &mut b2)
+        } else {
+            (&mut b2, &mut b1)
+        };
+        assert!(
+            own.exists::<_, bool>(k).unwrap(),
+            "{k} missing on its group"
+        );
+        assert!(
+            !other.exists::<_, bool>(k).unwrap(),
+            "{k} present on the wrong group"
+        );
+    }
+    // Hash tags keep keys together.
+    let _: () = p.set("{user1}.a", 1).unwrap();
+    let _: () = p.set("{user1}.b", 2).unwrap();
+    let g = Cluster::group_of("user1");
+    let mut own = c.backend(g);
+    assert!(
+        own.exists::<_, bool>("{user1}.a").unwrap() && own.exists::<_, bool>("{user1}.b").unwrap()
+    );
+}
+
+#[test]
+fn multi_key_split_and_merge() {
+    let c = Cluster::start("");
+    let mut p = c.conn();
+    let n = 100;
+    let mut mset = redis::cmd("MSET");
+    for i in 0..n {
+        mset.arg(format!("m{i}")).arg(format!("v{i}"));
+    }
+    let _: () = mset.query(&mut p).unwrap();
+    // MGET mixes both groups and missing keys; order is the request's.
+    let mut mget = redis::cmd("MGET");
+    for i in (0..n).rev() {
+        mget.arg(format!("m{i}"));
+    }
+    mget.arg("nope");
+    let vals: Vec<Option<String>> = mget.query(&mut p).unwrap();
+    let mut want: Vec<Option<String>> = (0..n).rev().map(|i| Some(format!("v{i}"))).collect();
+    want.push(None);
+    assert_eq!(vals, want);
+    // Each backend holds exactly its keys.
+    let in1 = (0..n)
+        .filter(|i| Cluster::group_of(&format!("m{i}")) == 1)
+        .count() as i64;
+    assert!(in1 > 0 && in1 < n as i64);
+    assert_eq!(
+        redis::cmd("DBSIZE")
+            .query::<i64>(&mut c.backend(1))
+            .unwrap(),
+        in1
+    );
+    assert_eq!(
+        redis::cmd("DBSIZE")
+            .query::<i64>(&mut c.backend(2))
+            .unwrap(),
+        n as i64 - in1
+    );
+    let all: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    let mut ex = redis::cmd("EXISTS");
+    ex.arg(&all).arg("nope").arg("m0");
+    assert_eq!(ex.query::<i64>(&mut p).unwrap(), n as i64 + 1);
+    let mut touch = redis::cmd("TOUCH");
+    touch.arg(&all[..10]);
+    assert_eq!(touch.query::<i64>(&mut p).unwrap(), 10);
+    let mut del = redis::cmd("DEL");
+    del.arg(&all[..50]).arg("nope");
+    assert_eq!(del.query::<i64>(&mut p).unwrap(), 50);
+    let mut unlink = redis::cmd("UNLINK");
+    unlink.arg(&all[50..]);
+    assert_eq!(unlink.query::<i64>(&mut p).unwrap(), 50);
+    assert_eq!(
+        redis::cmd("DBSIZE")
+            .query::<i64>(&mut c.backend(1))
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        redis::cmd("DBSIZE")
+            .query::<i64>(&mut c.backend(2))
+            .unwrap(),
+        0
+    );
+    // Keys of one slot span no split; odd MSET is an arity error.
+    assert!(err_text(cmd(&mut p, &["MSET", "a", "1", "b"])).contains("wrong number of arguments"));
+    // Multi-key commands across slots are refused.
+    let e = c.raw(b"SINTER a b\r\n");
+    assert_eq!(
+        e,
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    let e = c.raw(b"RPOPLPUSH a b\r\n");
+    assert_eq!(
+        e,
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+}
+
+#[test]
+fn pipeline_of_10000_in_order() {
+    let c = Cluster::start("");
+    let mut s = TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..5000 {
+        let k = format!("p{i}");
+        let v = format!("val{i}");
+        req.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .as_bytes(),
+        );
+        want.extend_from_slice(b"+OK\r\n");
+    }
+    for i in 0..5000 {
+        let k = format!("p{i}");
+        let v = format!("val{i}");
+        req.extend_from_slice(format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).as_bytes());
+        want.extend_from_slice(format!("${}\r\n{v}\r\n", v.len()).as_bytes());
+    }
+    s.write_all(&req).unwrap();
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert!(got == want, "replies out of order or wrong");
+}
+
+#[test]
+fn auth_select_blocked_and_local_commands() {
+    let c = Cluster::start("session_auth = \"sekret\"\n");
+    let mut s = TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ask = |req: &str| -> String {
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(ask("GET a\r\n"), "-NOAUTH Authentication required.\r\n");
+    assert_eq!(ask("AUTH nope\r\n"), "-ERR invalid password\r\n");
+    assert_eq!(ask("AUTH sekret\r\n"), "+OK\r\n");
+    assert_eq!(ask("PING\r\n"), "+PONG\r\n");
+    assert_eq!(ask("PING hello\r\n"), "$5\r\nhello\r\n");
+    assert_eq!(ask("ECHO hi\r\n"), "$2\r\nhi\r\n");
+    assert_eq!(
+        ask("SELECT 16\r\n"),
+        "-ERR invalid DB index, only accept DB [0,16)\r\n"
+    );
+    assert_eq!(ask("SELECT 3\r\n"), "+OK\r\n");
+    assert_eq!(ask("SET dbkey three\r\n"), "+OK\r\n");
+    assert_eq!(
+        ask("KEYS *\r\n"),
+        "-ERR handle request, command 'KEYS' is not allowed\r\n"
+    );
+    assert_eq!(
+        ask("BLPOP x 0\r\n"),
+        "-ERR handle request, command 'BLPOP' is not allowed\r\n"
+    );
+    assert_eq!(
+        ask("MULTI\r\n"),
+        "-ERR handle request, command 'MULTI' is not allowed\r\n"
+    );
+    assert_eq!(ask("GET dbkey\r\n"), "$5\r\nthree\r\n");
+    assert_eq!(
+        ask("GET\r\n"),
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    let info = ask("INFO server\r\n");
+    assert!(
+        info.contains("# Server") && !info.contains("# Clients"),
+        "{info}"
+    );
+    let m = ask("SLOTSMAPPING 1000\r\n");
+    assert!(m.contains(&c.server_addr(2)), "{m}");
+    assert_eq!(ask("SELECT 0\r\n"), "+OK\r\n");
+    assert_eq!(ask("GET dbkey\r\n"), "$-1\r\n");
+    assert_eq!(ask("QUIT\r\n"), "+OK\r\n");
+    // The key went to DB 3 of its group.
+    let g = Cluster::group_of("dbkey");
+    let mut b = c.backend(g);
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut b).unwrap();
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("dbkey")
+            .query::<String>(&mut b)
+            .unwrap(),
+        "three"
+    );
+}
+
+#[test]
+fn protocol_errors_close_only_the_offender_and_max_clients() {
+    let c = Cluster::start("proxy_max_clients = 3\n");
+    let mut good = c.conn();
+    let _: () = good.set("g", "1").unwrap();
+    assert_eq!(
+        c.raw(b"*99999999999\r\n"),
+        b"-ERR Protocol error: invalid multibulk length\r\n"
+    );
+    assert_eq!(
+        c.raw(b"*1\r\n$999999999999\r\n"),
+        b"-ERR Protocol error: invalid bulk length\r\n"
+    );
+    assert_eq!(good.get::<_, String>("g").unwrap(), "1");
+    let _c2 = c.conn();
+    let _c3 = c.conn();
+    assert_eq!(
+        c.raw(b"PING\r\n"),
+        b"-ERR max number of clients reached\r\n"
+    );
+}
+
+#[test]
+fn redis_benchmark_runs_clean() {
+    let c = Cluster::start("");
+    let out = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &c.port.to_string(),
+            "-t",
+            "set,get,incr,mset",
+            "-n",
+            "20000",
+            "-q",
+            "-c",
+            "20",
+        ])
+        .output()
+        .expect("redis-benchmark (package redis-tools)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    for t in ["SET", "GET", "INCR", "MSET"] {
+        assert!(
+            text.contains(&format!("{t}: ")) || text.contains(&format!("{t} (")),
+            "no {t} result: {text}"
+        );
+    }
+    assert!(!text.to_lowercase().contains("error"), "{text}");
+    // redis-benchmark asks CONFIG GET first (refused, as in Codis); the load itself has no error.
+    let st = c.stats();
+    for cmd in st["cmds"].as_array().unwrap() {
+        if ["SET", "GET", "INCR", "MSET"].contains(&cmd["opstr"].as_str().unwrap()) {
+            assert!(cmd["calls"].as_u64().unwrap() >= 20000, "{cmd}");
+            assert_eq!(cmd["fails"], 0, "{cmd}");
+            assert_eq!(cmd["redis_errtype"], 0, "{cmd}");
+        }
+    }
+}
