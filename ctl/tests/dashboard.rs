@@ -251,6 +251,25 @@ fn dashboard_end_to_end() {
     let v = p.ok(&with_auth(&["slot", "action", "cancel"]));
     assert_eq!(v["cancelled"], 41);
     p.ok(&with_auth(&["slot", "action", "resume"]));
+    // The dashboard's executor runs a migration the CLI follows to the end.
+    p.ok(&with_auth(&[
+        "slot",
+        "range-set",
+        "100",
+        "109",
+        "0",
+        "offline",
+    ]));
+    p.ok(&with_auth(&["slot", "migrate", "100", "109", "2"]));
+    let t = rt.block_on(p.topology());
+    assert!((100..110).all(|s| t.slot(s).group_id == 2 && t.slot(s).action.state.is_nothing()));
+    let (_, stats) = http(port, "GET", "/api/topom/stats");
+    assert!(
+        stats["stats"]["servers"]
+            .as_array()
+            .is_some_and(|a| a.len() >= 4),
+        "{stats}"
+    );
 
     // kill -9: the lock vanishes with the process; the CLI then acts directly.
     let _ = daemon.0.kill();

@@ -182,6 +182,16 @@ async fn filesystem_coordinator_end_to_end() {
         .slots()
         .iter()
         .all(|m| m.action.state == SlotState::Nothing));
+    // With no dashboard, `slot migrate` runs the executor itself under the lock (offline slots
+    // have no data to drain) and returns when every slot arrived.
+    p.ok(&["slot", "migrate", "0", "9", "2", "--delay", "1"]);
+    let t = p.topology().await;
+    assert!((0..10).all(|s| t.slot(s).group_id == 2 && t.slot(s).action.state.is_nothing()));
+    assert_eq!(t.slot(10).group_id, 0);
+    assert!(
+        p.store().await.load_topom().await.unwrap().is_none(),
+        "lock released"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
