@@ -275,7 +275,7 @@ fn redis_benchmark_runs_clean() {
             "-p",
             &c.port.to_string(),
             "-t",
-            "set,get,incr,mset",
+            "set,get,incr,mset,lpush",
             "-n",
             "20000",
             "-q",
@@ -287,7 +287,7 @@ fn redis_benchmark_runs_clean() {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    for t in ["SET", "GET", "INCR", "MSET"] {
+    for t in ["SET", "GET", "INCR", "MSET", "LPUSH"] {
         assert!(
             text.contains(&format!("{t}: ")) || text.contains(&format!("{t} (")),
             "no {t} result: {text}"
@@ -297,10 +297,72 @@ fn redis_benchmark_runs_clean() {
     // redis-benchmark asks CONFIG GET first (refused, as in Codis); the load itself has no error.
     let st = c.stats();
     for cmd in st["cmds"].as_array().unwrap() {
-        if ["SET", "GET", "INCR", "MSET"].contains(&cmd["opstr"].as_str().unwrap()) {
+        if ["SET", "GET", "INCR", "MSET", "LPUSH"].contains(&cmd["opstr"].as_str().unwrap()) {
             assert!(cmd["calls"].as_u64().unwrap() >= 20000, "{cmd}");
             assert_eq!(cmd["fails"], 0, "{cmd}");
             assert_eq!(cmd["redis_errtype"], 0, "{cmd}");
         }
+    }
+}
+
+#[test]
+fn hashes_lists_sets() {
+    let c = Cluster::start("");
+    let mut p = c.conn();
+    // Hashes.
+    assert_eq!(p.hset::<_, _, _, i64>("h", "f1", "v1").unwrap(), 1);
+    let _: () = redis::cmd("HSET")
+        .arg("h")
+        .arg("f2")
+        .arg("v2")
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(p.hget::<_, _, String>("h", "f2").unwrap(), "v2");
+    assert_eq!(p.hlen::<_, i64>("h").unwrap(), 2);
+    assert_eq!(p.hincr::<_, _, _, i64>("h", "n", 3).unwrap(), 3);
+    let all: std::collections::HashMap<String, String> = p.hgetall("h").unwrap();
+    assert_eq!(all.len(), 3);
+    // Lists.
+    assert_eq!(p.rpush::<_, _, i64>("l", &["a", "b", "c"]).unwrap(), 3);
+    assert_eq!(p.lpush::<_, _, i64>("l", "z").unwrap(), 4);
+    assert_eq!(
+        p.lrange::<_, Vec<String>>("l", 0, -1).unwrap(),
+        vec!["z", "a", "b", "c"]
+    );
+    assert_eq!(p.rpop::<_, String>("l", None).unwrap(), "c");
+    // Sets; multi-key set commands work inside one hash tag and are refused across slots.
+    let _: () = redis::cmd("SADD")
+        .arg("{t}s1")
+        .arg(&["a", "b", "c"])
+        .query(&mut p)
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg("{t}s2")
+        .arg(&["b", "c", "d"])
+        .query(&mut p)
+        .unwrap();
+    let mut inter: Vec<String> = redis::cmd("SINTER")
+        .arg("{t}s1")
+        .arg("{t}s2")
+        .query(&mut p)
+        .unwrap();
+    inter.sort();
+    assert_eq!(inter, vec!["b", "c"]);
+    assert_eq!(p.scard::<_, i64>("{t}s1").unwrap(), 3);
+    assert_eq!(
+        c.raw(b"SUNION {t}s1 other\r\n"),
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    // Each key lives on its slot's group.
+    for k in ["h", "l", "{t}s1", "{t}s2"] {
+        let g = Cluster::group_of(k);
+        assert!(
+            c.backend(g).exists::<_, bool>(k).unwrap(),
+            "{k} not on group {g}"
+        );
+        assert!(
+            !c.backend(3 - g).exists::<_, bool>(k).unwrap(),
+            "{k} on the wrong group"
+        );
     }
 }
