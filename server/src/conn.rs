@@ -13,13 +13,13 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use resp::command::{self, CommandSpec, ALLKEYS, BLOCKING, CONN, NOAUTH};
+use resp::command::{self, CommandSpec, ALLKEYS, BLOCKING, CONN, NOAUTH, TX};
 use resp::{encode, Args, Proto, RequestParser};
 
 use crate::core::{Body, Core};
 use crate::shard::Cmd;
 use crate::shared::{now_ms, ClientInfo};
-use crate::{admin, cmd, global, multi};
+use crate::{admin, cmd, global, multi, tx};
 
 /// Per-connection state.
 pub struct Session {
@@ -28,6 +28,8 @@ pub struct Session {
     pub authed: bool,
     pub quit: bool,
     pub info: Arc<ClientInfo>,
+    /// MULTI queue and watched keys.
+    pub tx: crate::tx::TxState,
 }
 
 /// Where the replies of a batch go while some are still being computed on other cores.
@@ -44,7 +46,8 @@ enum Piece {
 }
 
 impl Plan {
-    fn new(ncores: usize) -> Plan {
+    /// An empty plan for a server with `ncores` cores.
+    pub fn new(ncores: usize) -> Plan {
         Plan {
             per_core: (0..ncores).map(|_| Vec::new()).collect(),
             order: Vec::new(),
@@ -119,6 +122,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
         authed: cfg.requirepass.is_none(),
         quit: false,
         info,
+        tx: Default::default(),
     };
     let mut parser = RequestParser::new(cfg.proto_max_bulk_len);
     parser.set_authenticated(sess.authed);
@@ -177,9 +181,16 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
             rbuf = BytesMut::from(&rbuf[..]);
         }
     }
+    tx::reset(&core, &mut sess).await;
 }
 
-async fn run_batch(core: &Rc<Core>, sess: &mut Session, batch: &mut Vec<Args>, plan: &mut Plan, out: &mut BytesMut) {
+async fn run_batch(
+    core: &Rc<Core>,
+    sess: &mut Session,
+    batch: &mut Vec<Args>,
+    plan: &mut Plan,
+    out: &mut BytesMut,
+) {
     let now = now_ms();
     for args in batch.drain(..) {
         if sess.quit {
@@ -217,13 +228,17 @@ async fn dispatch(
 ) {
     let spec: &'static CommandSpec = match command::lookup(&args[0]) {
         Some(s) => s,
-        None => return reply_err(plan, out, &unknown_command(&args)),
+        None => {
+            sess.tx.flag();
+            return reply_err(plan, out, &unknown_command(&args));
+        }
     };
     let idx = cmd::index_of(spec);
     if let Ok(mut last) = sess.info.last_cmd.lock() {
         *last = spec.name;
     }
     if !spec.arity_ok(args.len()) {
+        sess.tx.flag();
         return reply_err(
             plan,
             out,
@@ -231,17 +246,26 @@ async fn dispatch(
         );
     }
     if let Some(e) = admin::subcommand_error(spec.name, &args) {
+        sess.tx.flag();
         return reply_err(plan, out, &e);
     }
     if !sess.authed && !spec.has(NOAUTH) {
+        sess.tx.flag();
         return reply_err(plan, out, "NOAUTH Authentication required.");
+    }
+    if sess.tx.in_multi() && tx::queues(spec) {
+        return tx::queue(core, sess, spec, idx, args, plan, out);
+    }
+    if spec.has(TX) {
+        plan.flush(core, sess.proto, now, out).await;
+        return tx::run(core, sess, spec, args, now, out).await;
     }
     if spec.has(command::SLOTS) && crate::migrate::handles(spec.name) {
         plan.flush(core, sess.proto, now, out).await;
         return crate::migrate::run(core, sess, spec, idx, args, out).await;
     }
     if spec.has(CONN) {
-        return admin::run(core, sess, spec, idx, args, now, plan, out).await;
+        return run_conn(core, sess, spec, idx, args, now, plan, out).await;
     }
     if spec.has(ALLKEYS) {
         plan.flush(core, sess.proto, now, out).await;
@@ -255,16 +279,25 @@ async fn dispatch(
         return crate::blocking::run(core, sess, idx, args, out).await;
     }
     // The common case, one key at a fixed position, needs no key list.
-    let (owner, single) = if !spec.has(command::MOVABLE) && spec.first > 0 && spec.first == spec.last {
-        (core.shared.owner(resp::slot(&args[spec.first as usize])), true)
-    } else {
-        let positions = spec.key_positions(&args);
-        let owner = match positions.first() {
-            Some(&p) => core.shared.owner(resp::slot(&args[p])),
-            None => core.id,
+    let (owner, single) =
+        if !spec.has(command::MOVABLE) && spec.first > 0 && spec.first == spec.last {
+            (
+                core.shared.owner(resp::slot(&args[spec.first as usize])),
+                true,
+            )
+        } else {
+            let positions = spec.key_positions(&args);
+            let owner = match positions.first() {
+                Some(&p) => core.shared.owner(resp::slot(&args[p])),
+                None => core.id,
+            };
+            (
+                owner,
+                positions
+                    .iter()
+                    .all(|&p| core.shared.owner(resp::slot(&args[p])) == owner),
+            )
         };
-        (owner, positions.iter().all(|&p| core.shared.owner(resp::slot(&args[p])) == owner))
-    };
     if !single {
         plan.flush(core, sess.proto, now, out).await;
         return multi::run(core, sess.db, idx, args, sess.proto, now, out).await;
@@ -285,6 +318,25 @@ async fn dispatch(
     } else {
         plan.push_remote(owner, cmd);
     }
+}
+
+/// Run a command the connection answers itself (also from EXEC), in order through `plan`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_conn(
+    core: &Rc<Core>,
+    sess: &mut Session,
+    spec: &'static CommandSpec,
+    idx: usize,
+    args: Args,
+    now: u64,
+    plan: &mut Plan,
+    out: &mut BytesMut,
+) {
+    if spec.name == "reset" {
+        plan.flush(core, sess.proto, now, out).await;
+        tx::reset(core, sess).await;
+    }
+    admin::run(core, sess, spec, idx, args, now, plan, out).await
 }
 
 /// Write an error reply in order.

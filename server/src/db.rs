@@ -78,6 +78,9 @@ pub struct Db {
     expire_cursor: usize,
     /// A scratch database owns every slot and creates tables on demand (multi-core commands).
     scratch: bool,
+    /// Watched keys (WATCH): key → (modifications seen, watchers). Every mutation of a key in here
+    /// bumps its count, so EXEC can tell whether a watched key changed.
+    watch: HashMap<Key, (u64, u32), Hasher>,
 }
 
 impl Db {
@@ -90,6 +93,7 @@ impl Db {
             keys: 0,
             expire_cursor: 0,
             scratch: false,
+            watch: HashMap::default(),
         }
     }
 
@@ -100,6 +104,7 @@ impl Db {
             keys: 0,
             expire_cursor: 0,
             scratch: true,
+            watch: HashMap::default(),
         }
     }
 
@@ -147,12 +152,17 @@ impl Db {
 
     /// Read a live key (an expired one is removed on the way).
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
-        self.get_mut(key, now).map(|e| &*e)
+        self.live(key, now).map(|e| &*e)
     }
 
-    /// Mutable access to a live key's entry. Changing `value` is fine; expiry changes go through
-    /// [`Db::set_expire`].
+    /// Mutable access to a live key's entry (counts as a modification for WATCH). Changing
+    /// `value` is fine; expiry changes go through [`Db::set_expire`].
     pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+        self.touch(key);
+        self.live(key, now)
+    }
+
+    fn live(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
         let t = self.table_mut(key)?;
         if t.map.get(key)?.expired(now) {
             self.remove(key);
@@ -169,6 +179,7 @@ impl Db {
     /// Store a value with an expiry (0: none), replacing any previous entry. Returns false when this
     /// shard does not own the key's slot (the caller routed it wrongly).
     pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) -> bool {
+        self.touch(key);
         let Some(t) = self.table_mut(key) else {
             return false;
         };
@@ -197,6 +208,7 @@ impl Db {
 
     /// Remove a key, returning its entry (expired or not).
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        self.touch(key);
         let t = self.table_mut(key)?;
         let e = t.map.remove(key)?;
         t.volatile -= (e.expire_at != 0) as usize;
@@ -209,6 +221,7 @@ impl Db {
         if self.get(key, now).is_none() {
             return false;
         }
+        self.touch(key);
         let Some(t) = self.table_mut(key) else {
             return false;
         };
@@ -223,6 +236,7 @@ impl Db {
     /// Drop every key of every owned slot. Returns how many were dropped.
     pub fn clear(&mut self) -> usize {
         let n = self.keys;
+        self.touch_where(|_| true);
         for t in self.slots.iter_mut().flatten() {
             **t = SlotTable::default();
         }
@@ -232,6 +246,7 @@ impl Db {
 
     /// Drop every key of one owned slot. Returns how many were dropped.
     pub fn clear_slot(&mut self, slot: usize) -> usize {
+        self.touch_where(|k| resp::slot(k) as usize == slot);
         match self.slots.get_mut(slot).and_then(|t| t.as_deref_mut()) {
             Some(t) => {
                 let n = t.map.len();
@@ -245,6 +260,7 @@ impl Db {
 
     /// Hand an owned slot's table over (core-to-core move); the slot is no longer owned here.
     pub fn take_slot(&mut self, slot: usize) -> Option<Box<SlotTable>> {
+        self.touch_where(|k| resp::slot(k) as usize == slot);
         let t = self.slots.get_mut(slot)?.take()?;
         self.keys -= t.map.len();
         Some(t)
@@ -254,6 +270,53 @@ impl Db {
     pub fn put_slot(&mut self, slot: usize, table: Box<SlotTable>) {
         self.keys += table.map.len();
         self.slots[slot] = Some(table);
+    }
+
+    /// Record a modification of `key` for its watchers.
+    fn touch(&mut self, key: &[u8]) {
+        if !self.watch.is_empty() {
+            if let Some(w) = self.watch.get_mut(key) {
+                w.0 += 1;
+            }
+        }
+    }
+
+    fn touch_where(&mut self, f: impl Fn(&[u8]) -> bool) {
+        for (k, w) in self.watch.iter_mut() {
+            if f(k) {
+                w.0 += 1;
+            }
+        }
+    }
+
+    /// Every watched key counts as modified (SWAPDB, FLUSHDB).
+    pub fn touch_all(&mut self) {
+        self.touch_where(|_| true);
+    }
+
+    /// Start watching `key` (one more watcher); returns its modification count. An expired key is
+    /// dropped first, so its expiry does not count as a later change.
+    pub fn watch(&mut self, key: &[u8], now: u64) -> u64 {
+        self.live(key, now);
+        let w = self.watch.entry(key.into()).or_insert((0, 0));
+        w.1 += 1;
+        w.0
+    }
+
+    /// One watcher fewer for `key`.
+    pub fn unwatch(&mut self, key: &[u8]) {
+        if let Some(w) = self.watch.get_mut(key) {
+            w.1 = w.1.saturating_sub(1);
+            if w.1 == 0 {
+                self.watch.remove(key);
+            }
+        }
+    }
+
+    /// A watched key's modification count now (a key expiring since counts as a modification).
+    pub fn watch_version(&mut self, key: &[u8], now: u64) -> Option<u64> {
+        self.live(key, now);
+        self.watch.get(key).map(|w| w.0)
     }
 
     /// Live keys of one owned slot, cloned (SCAN, KEYS, SLOTSSCAN).
@@ -287,6 +350,15 @@ impl Db {
                 continue;
             }
             examined += t.map.len();
+            if !self.watch.is_empty() {
+                for (k, e) in &t.map {
+                    if e.expired(now) {
+                        if let Some(w) = self.watch.get_mut(k) {
+                            w.0 += 1;
+                        }
+                    }
+                }
+            }
             let before = t.map.len();
             t.map.retain(|_, e| !e.expired(now));
             let gone = before - t.map.len();

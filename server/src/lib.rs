@@ -9,6 +9,7 @@
 //! - [`global`]: whole-keyspace commands (DBSIZE, FLUSHDB, KEYS, SCAN, SLOTSINFO, SLOTSSCAN…).
 //! - [`blocking`]: blocked clients (BLPOP…): per-shard waiter queues, wake-ups, timeouts.
 //! - [`multi`]: keyed commands spanning cores, made atomic by holding the shards involved.
+//! - [`tx`]: MULTI/EXEC/DISCARD/WATCH/UNWATCH.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
 //! - [`migrate`]: Codis's SLOTSMGRT* migration commands, source side (target side in `cmd/slots.rs`).
@@ -33,4 +34,5 @@ pub mod multi;
 pub mod runtime;
 pub mod shard;
 pub mod shared;
+pub mod tx;
 pub mod value;

@@ -16,9 +16,10 @@ use resp::{Args, Proto};
 use crate::cmd::{self, Ctx};
 use crate::core::Core;
 use crate::db::{Db, Entry};
+use crate::shard::Cmd;
 
 /// (key, database) pairs a command touches; COPY … DB n reads its destination from database n.
-fn touched_keys(idx: usize, args: &Args, db: usize) -> Vec<(Bytes, usize)> {
+pub fn touched_keys(idx: usize, args: &Args, db: usize) -> Vec<(Bytes, usize)> {
     let spec = &COMMANDS[idx];
     let mut dst_db = db;
     if spec.name == "copy" {
@@ -58,30 +59,75 @@ pub async fn run(
     out: &mut BytesMut,
 ) {
     let keys = touched_keys(idx, &args, db);
+    let cmds = [Cmd {
+        db: db as u8,
+        idx: idx as u16,
+        args,
+    }];
+    let mut ends = Vec::new();
+    run_atomic(core, keys, Vec::new(), &cmds, proto, now, out, &mut ends).await;
+}
+
+/// A watched key: database, key, the core whose modification count was read, and that count.
+pub type WatchedKey = (usize, Bytes, usize, u64);
+
+/// Run `cmds` in order, atomically, on a scratch copy of `keys` (every key the commands touch)
+/// gathered from the shards owning them, then write back what changed. When a `watched` key's
+/// modification count differs from the recorded one (or its slot moved to another core), nothing
+/// runs and false is returned. Replies are appended to `out`, the end offset of each to `ends`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_atomic(
+    core: &Rc<Core>,
+    keys: Vec<(Bytes, usize)>,
+    watched: Vec<WatchedKey>,
+    cmds: &[Cmd],
+    proto: Proto,
+    now: u64,
+    out: &mut BytesMut,
+    ends: &mut Vec<u32>,
+) -> bool {
     let mut by_core: BTreeMap<usize, Vec<(Bytes, usize)>> = BTreeMap::new();
     for (k, d) in keys {
-        by_core
+        let v = by_core
             .entry(core.shared.owner(resp::slot(&k)))
-            .or_default()
-            .push((k, d));
+            .or_default();
+        if !v.iter().any(|(vk, vd)| *vk == k && *vd == d) {
+            v.push((k, d));
+        }
+    }
+    let mut watch_by_core: BTreeMap<usize, Vec<(usize, Bytes, u64)>> = BTreeMap::new();
+    let mut moved = false;
+    for (d, k, c, v) in watched {
+        let owner = core.shared.owner(resp::slot(&k));
+        moved |= owner != c;
+        by_core.entry(owner).or_default();
+        watch_by_core.entry(owner).or_default().push((d, k, v));
     }
     let ndb = core.shard.borrow().dbs.len();
     let mut scratch: Vec<Db> = (0..ndb).map(|_| Db::scratch()).collect();
     let mut before: Vec<(Bytes, usize, Option<Entry>)> = Vec::new();
+    let mut clean = !moved;
     let tx = core.new_tx();
     // Phase 1: hold each shard in core order and copy the keys' live entries.
     for (&c, ks) in &by_core {
         let ks = ks.clone();
-        let got: Vec<(Bytes, usize, Option<Entry>)> = core
+        let ws = watch_by_core.remove(&c).unwrap_or_default();
+        let (got, ok): (Vec<(Bytes, usize, Option<Entry>)>, bool) = core
             .hold_on(c, tx, move |sh| {
-                ks.into_iter()
+                let ok = ws.into_iter().all(|(d, k, v)| {
+                    sh.dbs.get_mut(d).and_then(|db| db.watch_version(&k, now)) == Some(v)
+                });
+                let got = ks
+                    .into_iter()
                     .map(|(k, d)| {
                         let e = sh.dbs.get_mut(d).and_then(|db| db.get(&k, now).cloned());
                         (k, d, e)
                     })
-                    .collect()
+                    .collect();
+                (got, ok)
             })
             .await;
+        clean &= ok;
         for (k, d, e) in got {
             if let Some(e) = &e {
                 scratch[d].insert(&k, e.value.clone(), e.expire_at());
@@ -89,27 +135,30 @@ pub async fn run(
             before.push((k, d, e));
         }
     }
-    // Phase 2: the ordinary handler, on the scratch shard.
-    {
-        let mut ctx = Ctx {
-            dbs: &mut scratch,
-            db,
-            args: &args,
-            out,
-            proto,
-            now,
-        };
-        match cmd::handler(idx) {
-            Some(h) => h(&mut ctx),
-            None => resp::encode::error(out, "ERR command not served"),
+    // Phase 2: the ordinary handlers, on the scratch shard.
+    if clean {
+        for c in cmds {
+            let idx = c.idx as usize;
+            {
+                let mut ctx = Ctx {
+                    dbs: &mut scratch,
+                    db: c.db as usize,
+                    args: &c.args,
+                    out,
+                    proto,
+                    now,
+                };
+                match cmd::handler(idx) {
+                    Some(h) => h(&mut ctx),
+                    None => resp::encode::error(out, "ERR command not served"),
+                }
+            }
+            ends.push(out.len() as u32);
+            core.shard.borrow_mut().stats[idx].calls += 1;
         }
     }
-    {
-        let mut shard = core.shard.borrow_mut();
-        shard.stats[idx].calls += 1;
-    }
     // Phase 3: write back what changed, release each shard.
-    let readonly = COMMANDS[idx].has(READONLY);
+    let readonly = !clean || cmds.iter().all(|c| COMMANDS[c.idx as usize].has(READONLY));
     for (&c, ks) in &by_core {
         let mut writes: Vec<(Bytes, usize, Option<Entry>)> = Vec::new();
         if !readonly {
@@ -150,4 +199,5 @@ pub async fn run(
         })
         .await;
     }
+    clean
 }
