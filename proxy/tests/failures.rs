@@ -287,3 +287,78 @@ fn admin_http_metrics_and_registration() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn migrating_slot_consults_the_source_first() {
+    let c = Cluster::start("");
+    let (_, body) = c.http("GET", "/api/proxy/model");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let k = key_in(1, "mig");
+    let slot = resp::slot(k.as_bytes()) as u32;
+    let mut s = TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(ask(&mut s, &format!("SET {k} v\r\n")), "+OK\r\n");
+    let m = SlotMapping {
+        id: slot,
+        group_id: 1,
+        action: SlotAction {
+            index: 1,
+            state: SlotState::Migrating,
+            target_id: 2,
+        },
+    };
+    c.rt.block_on(c.store.update_slot_mapping(&m)).unwrap();
+    let start = Instant::now();
+    while !c
+        .rt
+        .block_on(c.store.acks())
+        .unwrap()
+        .get(&token)
+        .is_some_and(|a| a.has_applied(&m))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no acknowledgement"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The proxy asks the source (SLOTSMGRT-EXEC-WRAPPER) before the target: either the source
+    // serves it, or — on a server without the migration commands — its refusal comes back.
+    let r = ask(&mut s, &format!("GET {k}\r\n"));
+    assert!(
+        r == "$1\r\nv\r\n" || r.to_lowercase().contains("slotsmgrt-exec-wrapper"),
+        "{r}"
+    );
+    let mapping = ask(&mut s, &format!("SLOTSMAPPING {slot}\r\n"));
+    assert!(
+        mapping.contains(&c.server_addr(1)) && mapping.contains(&c.server_addr(2)),
+        "{mapping}"
+    );
+    // finished: the target alone.
+    let f = SlotMapping {
+        id: slot,
+        group_id: 2,
+        ..Default::default()
+    };
+    c.rt.block_on(c.store.update_slot_mapping(&f)).unwrap();
+    let start = Instant::now();
+    loop {
+        if ask(&mut s, &format!("SET {k} t\r\n")) == "+OK\r\n"
+            && c.backend(2)
+                .get::<_, Option<String>>(&k)
+                .unwrap()
+                .as_deref()
+                == Some("t")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "slot never moved to the target"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
