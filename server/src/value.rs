@@ -28,6 +28,9 @@ pub const LIST_MAX_PACK_VALUE: usize = 64;
 
 type Hasher = ahash::RandomState;
 
+/// The table form of a hash: field -> value.
+pub type FieldMap = HashMap<Box<[u8]>, Box<[u8]>, Hasher>;
+
 /// A stored value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -210,7 +213,7 @@ impl Pack {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Hash {
     Pack(Pack),
-    Map(Box<HashMap<Box<[u8]>, Box<[u8]>, Hasher>>),
+    Map(Box<FieldMap>),
 }
 
 impl Default for Hash {
@@ -443,14 +446,16 @@ impl List {
             List::Pack(p) => {
                 let mut d: VecDeque<Box<[u8]>> = p.iter().map(|e| e.into()).collect();
                 let r = f(&mut d);
-                *self = List::from_iter(d);
+                *self = List::from_items(d);
                 r
             }
         }
     }
 
     /// A list of the given elements, head first.
-    pub fn from_iter<T: AsRef<[u8]> + Into<Box<[u8]>>>(items: impl IntoIterator<Item = T>) -> List {
+    pub fn from_items<T: AsRef<[u8]> + Into<Box<[u8]>>>(
+        items: impl IntoIterator<Item = T>,
+    ) -> List {
         let items: Vec<T> = items.into_iter().collect();
         if items.len() <= LIST_MAX_PACK_ENTRIES && items.iter().all(|e| Self::fits(e.as_ref())) {
             List::Pack(Pack::from_items(items.iter().map(|e| e.as_ref())))

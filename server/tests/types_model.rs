@@ -67,6 +67,9 @@ impl Gen {
 
     fn command(&mut self) -> Vec<String> {
         let k = self.key();
+        // Lex ranges are only defined when all scores are equal (on a skiplist with mixed scores
+        // Redis's answer depends on its random levels), so they get keys of their own.
+        let lk = format!("lex{}", self.rng.gen_range(0..2));
         let family = self.rng.gen_range(0..6);
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let mut c: Vec<String> = match family {
@@ -175,7 +178,7 @@ impl Gen {
                 12 => s(&["sintercard", "2", &k, &self.key(), "limit", &self.int(0, 3)]),
                 _ => s(&["scard", &k]),
             },
-            3 => match self.rng.gen_range(0..24) {
+            3 => match self.rng.gen_range(0..27) {
                 0..=3 => {
                     let mut v = s(&["zadd", &k]);
                     if self.rng.gen_bool(0.3) {
@@ -192,7 +195,7 @@ impl Gen {
                 6 => s(&["zrem", &k, &self.member(), &self.member()]),
                 7 => s(&["zcard", &k]),
                 8 => s(&["zcount", &k, &self.bound(), &self.bound()]),
-                9 => s(&["zlexcount", &k, &self.lex(), &self.lex()]),
+                9 => s(&["zlexcount", &lk, &self.lex(), &self.lex()]),
                 10 => s(&["zscore", &k, &self.member()]),
                 11 => s(&["zmscore", &k, &self.member(), &self.member()]),
                 12 => s(&[self.pick(&["zrank", "zrevrank"]), &k, &self.member()]),
@@ -224,7 +227,7 @@ impl Gen {
                 ]),
                 16 => s(&[
                     self.pick(&["zrangebylex", "zrevrangebylex"]),
-                    &k,
+                    &lk,
                     &self.lex(),
                     &self.lex(),
                 ]),
@@ -262,7 +265,15 @@ impl Gen {
                     self.pick(&["sum", "min", "max"]),
                     "withscores",
                 ]),
-                _ => s(&["zremrangebylex", &k, &self.lex(), &self.lex()]),
+                23 => s(&["zremrangebylex", &lk, &self.lex(), &self.lex()]),
+                _ => {
+                    let mut v = s(&["zadd", &lk]);
+                    for _ in 0..self.rng.gen_range(1..4) {
+                        v.push("0".into());
+                        v.push(self.member());
+                    }
+                    v
+                }
             },
             4 => match self.rng.gen_range(0..4) {
                 0 | 1 => {

@@ -193,12 +193,12 @@ fn bzpopmin_is_woken_by_zadd_on_another_core() {
     let srv = codis2();
     let keys: Vec<String> = (0..)
         .map(|i| format!("z{i}"))
-        .filter(|k| resp::slot(k.as_bytes()) % 2 == 1)
+        .filter(|k| !resp::slot(k.as_bytes()).is_multiple_of(2))
         .take(1)
         .chain(
             (0..)
                 .map(|i| format!("z{i}"))
-                .filter(|k| resp::slot(k.as_bytes()) % 2 == 0)
+                .filter(|k| resp::slot(k.as_bytes()).is_multiple_of(2))
                 .take(1),
         )
         .collect();

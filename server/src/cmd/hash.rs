@@ -32,7 +32,7 @@ pub static HANDLERS: &[(&str, Handler)] = &[
 ];
 
 fn hset_generic(ctx: &mut Ctx, name: &str, reply_ok: bool) {
-    if ctx.args.len() % 2 != 0 {
+    if !ctx.args.len().is_multiple_of(2) {
         return ctx.err(&format!(
             "ERR wrong number of arguments for '{name}' command"
         ));

@@ -356,8 +356,7 @@ fn sscan(ctx: &mut Ctx) {
         return scan_reply::<&[u8]>(ctx.out, 0, &[]);
     };
     let compact = matches!(s, Set::Ints(_));
-    let items: Vec<(Box<[u8]>, Option<Box<[u8]>>)> =
-        s.members().into_iter().map(|m| (m, None)).collect();
+    let items: super::types::ScanItems = s.members().into_iter().map(|m| (m, None)).collect();
     let (next, page) = scan_page(items, |k| k, &o, compact);
     scan_reply(ctx.out, next, &page);
 }

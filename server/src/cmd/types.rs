@@ -67,6 +67,9 @@ pub fn float_arg(b: &[u8]) -> Option<f64> {
     super::string::parse_float(b)
 }
 
+/// SCAN elements: a member or field, with its value or score when the reply carries one.
+pub type ScanItems = Vec<(Box<[u8]>, Option<Box<[u8]>>)>;
+
 /// Options of HSCAN/SSCAN/ZSCAN.
 pub struct ScanOpts {
     pub cursor: u64,

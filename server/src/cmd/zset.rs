@@ -81,13 +81,13 @@ fn zadd_generic(ctx: &mut Ctx, forced_incr: bool) {
         }
     }
     let elements = ctx.args.len() - i;
-    if elements % 2 != 0 || elements == 0 {
+    if !elements.is_multiple_of(2) || elements == 0 {
         return ctx.err(err::SYNTAX);
     }
     if nx && xx {
         return ctx.err("ERR XX and NX options at the same time are not compatible");
     }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
+    if (nx && (gt || lt)) || (gt && lt) {
         return ctx.err("ERR GT, LT, and/or NX options at the same time are not compatible");
     }
     if incr && elements > 2 {
@@ -862,9 +862,9 @@ fn setop_generic(ctx: &mut Ctx, op: SetOp, store: bool) {
     while i < ctx.args.len() {
         let left = ctx.args.len() - i - 1;
         if op != SetOp::Diff && ctx.is(i, "weights") && left >= n {
-            for j in 0..n {
+            for (j, wt) in weights.iter_mut().enumerate() {
                 match float_arg(ctx.arg(i + 1 + j)) {
-                    Some(w) => weights[j] = w,
+                    Some(w) => *wt = w,
                     None => return ctx.err("ERR weight value is not a float"),
                 }
             }
@@ -1013,8 +1013,9 @@ fn zintercard(ctx: &mut Ctx) {
     }
     let now = ctx.now;
     let mut inputs = Vec::with_capacity(n);
-    for k in ctx.args[2..2 + n].to_vec() {
-        match load_input(&mut ctx.dbs[ctx.db], &k, now) {
+    let args = ctx.args;
+    for k in &args[2..2 + n] {
+        match load_input(&mut ctx.dbs[ctx.db], k, now) {
             Ok(p) => inputs.push(p),
             Err(_) => return ctx.wrongtype(),
         }
@@ -1043,7 +1044,7 @@ fn zscan(ctx: &mut Ctx) {
         return scan_reply::<&[u8]>(ctx.out, 0, &[]);
     };
     let compact = matches!(z, ZSet::Pack(_));
-    let items: Vec<(Box<[u8]>, Option<Box<[u8]>>)> = z
+    let items: super::types::ScanItems = z
         .iter()
         .map(|(m, s)| {
             (
