@@ -195,9 +195,8 @@ impl Ctx {
 
     /// Writes `pending` actions for `plan` after checking every slot; returns how many.
     async fn create_actions(&self, t: &Topology, plan: &rebalance::Plan) -> Result<usize> {
-        let mut index = next_index(t.slots());
         let mut out = Vec::new();
-        for (&sid, &gid) in plan {
+        for (index, (&sid, &gid)) in (next_index(t.slots())..).zip(plan.iter()) {
             let m = t.slot(sid);
             if !m.action.state.is_nothing() {
                 return Err(busy(&m));
@@ -227,7 +226,6 @@ impl Ctx {
                     target_id: gid,
                 },
             });
-            index += 1;
         }
         if !out.is_empty() {
             self.store.update_slot_mappings(&out).await?;
