@@ -13,13 +13,13 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use resp::command::{self, CommandSpec, ALLKEYS, BLOCKING, CONN, NOAUTH, TX};
+use resp::command::{self, CommandSpec, ALLKEYS, BLOCKING, CONN, NOAUTH, PUBSUB, TX};
 use resp::{encode, Args, Proto, RequestParser};
 
 use crate::core::{Body, Core};
 use crate::shard::Cmd;
 use crate::shared::{now_ms, ClientInfo};
-use crate::{admin, cmd, global, multi, tx};
+use crate::{admin, cmd, global, multi, pubsub, tx};
 
 /// Per-connection state.
 pub struct Session {
@@ -30,6 +30,8 @@ pub struct Session {
     pub info: Arc<ClientInfo>,
     /// MULTI queue and watched keys.
     pub tx: crate::tx::TxState,
+    /// Subscribed channels and patterns.
+    pub ps: crate::pubsub::PubSubState,
 }
 
 /// Where the replies of a batch go while some are still being computed on other cores.
@@ -123,6 +125,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
         quit: false,
         info,
         tx: Default::default(),
+        ps: Default::default(),
     };
     let mut parser = RequestParser::new(cfg.proto_max_bulk_len);
     parser.set_authenticated(sess.authed);
@@ -133,9 +136,33 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut plan = Plan::new(core.ncores());
     loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let read = match sess.ps.mailbox().cloned() {
+            None => Some(stream.read(&mut chunk).await),
+            // Subscribed: wait for the socket or a message, whichever comes first.
+            Some(mb) => {
+                let r = stream.read(&mut chunk);
+                let m = mb.ready();
+                futures::pin_mut!(r, m);
+                match futures::future::select(r, m).await {
+                    futures::future::Either::Left((res, _)) => Some(res),
+                    futures::future::Either::Right(_) => None,
+                }
+            }
+        };
+        let n = match read {
+            Some(Ok(0) | Err(_)) => break,
+            Some(Ok(n)) => n,
+            None => {
+                let Some(mb) = sess.ps.mailbox().cloned() else {
+                    continue;
+                };
+                mb.drain(sess.proto, &mut out);
+                if mb.closed() || !write_out(&mut stream, &out, Some(&mb)).await {
+                    break;
+                }
+                out.clear();
+                continue;
+            }
         };
         rbuf.extend_from_slice(&chunk[..n]);
         if rbuf.len() > query_limit {
@@ -166,7 +193,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
             encode::error(&mut out, &e.to_string());
         }
         if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if !write_out(&mut stream, &out, sess.ps.mailbox()).await {
                 break;
             }
             out.clear();
@@ -182,6 +209,23 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
         }
     }
     tx::reset(&core, &mut sess).await;
+    sess.ps.clear();
+}
+
+/// Write `out`; while subscribed, give up (false) when the mailbox overflows meanwhile.
+async fn write_out(stream: &mut TcpStream, out: &[u8], mb: Option<&Rc<pubsub::Mailbox>>) -> bool {
+    match mb {
+        None => stream.write_all(out).await.is_ok(),
+        Some(mb) => {
+            let w = stream.write_all(out);
+            let c = mb.wait_closed();
+            futures::pin_mut!(w, c);
+            match futures::future::select(w, c).await {
+                futures::future::Either::Left((r, _)) => r.is_ok(),
+                futures::future::Either::Right(_) => false,
+            }
+        }
+    }
 }
 
 async fn run_batch(
@@ -252,6 +296,13 @@ async fn dispatch(
     if !sess.authed && !spec.has(NOAUTH) {
         sess.tx.flag();
         return reply_err(plan, out, "NOAUTH Authentication required.");
+    }
+    if sess.proto == Proto::Resp2
+        && sess.ps.count() > 0
+        && !pubsub::allowed_when_subscribed(spec.name)
+    {
+        sess.tx.flag();
+        return reply_err(plan, out, &pubsub::not_allowed(spec.name));
     }
     if sess.tx.in_multi() && tx::queues(spec) {
         return tx::queue(core, sess, spec, idx, args, plan, out);
@@ -335,6 +386,21 @@ pub async fn run_conn(
     if spec.name == "reset" {
         plan.flush(core, sess.proto, now, out).await;
         tx::reset(core, sess).await;
+        sess.ps.clear();
+    }
+    if spec.has(PUBSUB)
+        || (spec.name == "ping" && sess.ps.count() > 0 && sess.proto == Proto::Resp2)
+    {
+        plan.flush(core, sess.proto, now, out).await;
+        if spec.name == "ping" {
+            // Subscribed RESP2 clients get PING's reply as a message-like array.
+            encode::array(out, 2);
+            encode::bulk(out, b"pong");
+            encode::bulk(out, args.get(1).map_or(&b""[..], |a| &a[..]));
+            return;
+        }
+        let id = sess.info.id;
+        return pubsub::run(core, &mut sess.ps, id, sess.proto, spec.name, &args, out).await;
     }
     admin::run(core, sess, spec, idx, args, now, plan, out).await
 }

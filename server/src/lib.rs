@@ -10,6 +10,7 @@
 //! - [`blocking`]: blocked clients (BLPOP…): per-shard waiter queues, wake-ups, timeouts.
 //! - [`multi`]: keyed commands spanning cores, made atomic by holding the shards involved.
 //! - [`tx`]: MULTI/EXEC/DISCARD/WATCH/UNWATCH.
+//! - [`pubsub`]: (P)SUBSCRIBE, PUBLISH, PUBSUB: per-core registries, bounded subscriber mailboxes.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
 //! - [`migrate`]: Codis's SLOTSMGRT* migration commands, source side (target side in `cmd/slots.rs`).
@@ -33,6 +34,7 @@ pub mod migrate;
 pub mod multi;
 pub mod runtime;
 pub mod shard;
+pub mod pubsub;
 pub mod shared;
 pub mod tx;
 pub mod value;

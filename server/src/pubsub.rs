@@ -1,0 +1,432 @@
+//! Pub/sub: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH, PUBSUB.
+//!
+//! Each core keeps a registry (thread-local: a core is one thread) of its own connections'
+//! subscriptions: channel → mailboxes, and a list of (pattern, mailbox). PUBLISH runs a delivery on
+//! every core (`Core::broadcast`) and sums the receivers; it waits for every core before replying,
+//! so one publisher's messages reach every subscriber in publish order.
+//!
+//! A subscriber's [`Mailbox`] is a queue its connection fiber drains and writes while it also reads
+//! the socket. A mailbox holding more than the pub/sub output limit (`client-output-buffer-limit
+//! pubsub`, 32 MB hard by default) is closed, and its connection dropped, instead of growing.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use hashbrown::{HashMap, HashSet};
+use resp::{encode, Args, Proto};
+
+use crate::core::Core;
+use crate::glob;
+
+/// Redis's default hard `client-output-buffer-limit pubsub`.
+pub const OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
+
+/// One message waiting for a subscriber.
+enum Msg {
+    Message(Bytes, Bytes),
+    PMessage(Bytes, Bytes, Bytes),
+}
+
+/// A subscribed connection's queue of messages.
+pub struct Mailbox {
+    id: u64,
+    queue: RefCell<VecDeque<Msg>>,
+    bytes: Cell<usize>,
+    closed: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+    limit: usize,
+}
+
+impl Mailbox {
+    fn push(&self, m: Msg, size: usize) {
+        if self.closed.get() {
+            return;
+        }
+        let b = self.bytes.get() + size;
+        if b > self.limit {
+            tracing::warn!(
+                client = self.id,
+                "closing subscriber over the pubsub output buffer limit"
+            );
+            self.closed.set(true);
+            self.queue.borrow_mut().clear();
+            self.bytes.set(0);
+        } else {
+            self.bytes.set(b);
+            self.queue.borrow_mut().push_back(m);
+        }
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Whether the mailbox overflowed (the connection must close).
+    pub fn closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Wait until a message is queued or the mailbox closed.
+    pub async fn ready(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closed.get() || !self.queue.borrow().is_empty() {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Wait until the mailbox is closed for overflow.
+    pub async fn wait_closed(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closed.get() {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Encode every queued message into `out`.
+    pub fn drain(&self, proto: Proto, out: &mut BytesMut) {
+        let mut q = self.queue.borrow_mut();
+        for m in q.drain(..) {
+            match m {
+                Msg::Message(ch, payload) => {
+                    encode::push(out, 3, proto);
+                    encode::bulk(out, b"message");
+                    encode::bulk(out, &ch);
+                    encode::bulk(out, &payload);
+                }
+                Msg::PMessage(pat, ch, payload) => {
+                    encode::push(out, 4, proto);
+                    encode::bulk(out, b"pmessage");
+                    encode::bulk(out, &pat);
+                    encode::bulk(out, &ch);
+                    encode::bulk(out, &payload);
+                }
+            }
+        }
+        self.bytes.set(0);
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    channels: HashMap<Bytes, Vec<Rc<Mailbox>>>,
+    patterns: Vec<(Bytes, Rc<Mailbox>)>,
+}
+
+thread_local! {
+    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+}
+
+/// Deliver a message to this core's subscribers; returns how many received it.
+fn deliver(channel: &Bytes, payload: &Bytes) -> usize {
+    REGISTRY.with(|r| {
+        let r = r.borrow();
+        let mut n = 0;
+        if let Some(subs) = r.channels.get(channel) {
+            let size = channel.len() + payload.len() + 32;
+            for s in subs {
+                s.push(Msg::Message(channel.clone(), payload.clone()), size);
+                n += 1;
+            }
+        }
+        for (pat, s) in &r.patterns {
+            if glob::matches(pat, channel, false) {
+                let size = pat.len() + channel.len() + payload.len() + 48;
+                s.push(
+                    Msg::PMessage(pat.clone(), channel.clone(), payload.clone()),
+                    size,
+                );
+                n += 1;
+            }
+        }
+        n
+    })
+}
+
+/// A connection's subscriptions.
+#[derive(Default)]
+pub struct PubSubState {
+    mailbox: Option<Rc<Mailbox>>,
+    channels: Vec<Bytes>,
+    patterns: Vec<Bytes>,
+}
+
+impl PubSubState {
+    /// Number of channels and patterns subscribed.
+    pub fn count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// The mailbox while subscribed to anything.
+    pub fn mailbox(&self) -> Option<&Rc<Mailbox>> {
+        if self.count() > 0 {
+            self.mailbox.as_ref()
+        } else {
+            None
+        }
+    }
+
+    fn mailbox_for(&mut self, id: u64) -> Rc<Mailbox> {
+        self.mailbox
+            .get_or_insert_with(|| {
+                Rc::new(Mailbox {
+                    id,
+                    queue: RefCell::new(VecDeque::new()),
+                    bytes: Cell::new(0),
+                    closed: Cell::new(false),
+                    waker: RefCell::new(None),
+                    limit: OUTPUT_LIMIT,
+                })
+            })
+            .clone()
+    }
+
+    /// Leave every channel and pattern (RESET, disconnect).
+    pub fn clear(&mut self) {
+        let chans = std::mem::take(&mut self.channels);
+        let pats = std::mem::take(&mut self.patterns);
+        if let Some(mb) = &self.mailbox {
+            for c in &chans {
+                remove_channel(c, mb.id);
+            }
+            for p in &pats {
+                remove_pattern(p, mb.id);
+            }
+        }
+    }
+}
+
+fn remove_channel(c: &Bytes, id: u64) {
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        if let Some(v) = r.channels.get_mut(c) {
+            v.retain(|m| m.id != id);
+            if v.is_empty() {
+                r.channels.remove(c);
+            }
+        }
+    })
+}
+
+fn remove_pattern(p: &Bytes, id: u64) {
+    REGISTRY.with(|r| {
+        r.borrow_mut()
+            .patterns
+            .retain(|(q, m)| !(q == p && m.id == id))
+    })
+}
+
+/// Whether a command may run while the connection is subscribed in RESP2.
+pub fn allowed_when_subscribed(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe"
+            | "unsubscribe"
+            | "psubscribe"
+            | "punsubscribe"
+            | "ssubscribe"
+            | "sunsubscribe"
+            | "ping"
+            | "quit"
+            | "reset"
+    )
+}
+
+/// The RESP2 subscribed-mode error for command `name`.
+pub fn not_allowed(name: &str) -> String {
+    format!(
+        "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+    )
+}
+
+fn ack(out: &mut BytesMut, proto: Proto, kind: &[u8], name: Option<&[u8]>, count: usize) {
+    encode::push(out, 3, proto);
+    encode::bulk(out, kind);
+    match name {
+        Some(n) => encode::bulk(out, n),
+        None => encode::null(out, proto),
+    }
+    encode::int(out, count as i64);
+}
+
+/// Run a pub/sub command; appends its reply (or replies) to `out`.
+pub async fn run(
+    core: &Rc<Core>,
+    ps: &mut PubSubState,
+    client: u64,
+    proto: Proto,
+    name: &str,
+    args: &Args,
+    out: &mut BytesMut,
+) {
+    match name {
+        "subscribe" => {
+            let mb = ps.mailbox_for(client);
+            for ch in &args[1..] {
+                if !ps.channels.contains(ch) {
+                    ps.channels.push(ch.clone());
+                    REGISTRY.with(|r| {
+                        r.borrow_mut()
+                            .channels
+                            .entry(ch.clone())
+                            .or_default()
+                            .push(mb.clone())
+                    });
+                }
+                ack(out, proto, b"subscribe", Some(ch), ps.count());
+            }
+        }
+        "psubscribe" => {
+            let mb = ps.mailbox_for(client);
+            for p in &args[1..] {
+                if !ps.patterns.contains(p) {
+                    ps.patterns.push(p.clone());
+                    REGISTRY.with(|r| r.borrow_mut().patterns.push((p.clone(), mb.clone())));
+                }
+                ack(out, proto, b"psubscribe", Some(p), ps.count());
+            }
+        }
+        "unsubscribe" | "punsubscribe" => {
+            let pattern = name == "punsubscribe";
+            let id = ps.mailbox.as_ref().map_or(0, |m| m.id);
+            let which: Vec<Bytes> = if args.len() > 1 {
+                args[1..].to_vec()
+            } else if pattern {
+                ps.patterns.clone()
+            } else {
+                ps.channels.clone()
+            };
+            if which.is_empty() {
+                ack(out, proto, name.as_bytes(), None, ps.count());
+            }
+            for c in which {
+                let list = if pattern {
+                    &mut ps.patterns
+                } else {
+                    &mut ps.channels
+                };
+                if let Some(i) = list.iter().position(|x| *x == c) {
+                    list.remove(i);
+                    if pattern {
+                        remove_pattern(&c, id);
+                    } else {
+                        remove_channel(&c, id);
+                    }
+                }
+                ack(out, proto, name.as_bytes(), Some(&c), ps.count());
+            }
+        }
+        "publish" => {
+            let (ch, payload) = (args[1].clone(), args[2].clone());
+            let n: usize = core
+                .broadcast(move |_| deliver(&ch, &payload))
+                .await
+                .into_iter()
+                .sum();
+            encode::int(out, n as i64);
+        }
+        "pubsub" => pubsub(core, proto, args, out).await,
+        _ => encode::error(out, &crate::conn::unknown_command(args)),
+    }
+}
+
+async fn pubsub(core: &Rc<Core>, proto: Proto, args: &Args, out: &mut BytesMut) {
+    let sub = args[1].to_ascii_lowercase();
+    match (sub.as_slice(), args.len()) {
+        (b"channels", 2 | 3) => {
+            let pat = args.get(2).cloned();
+            let per: Vec<Vec<Bytes>> = core
+                .broadcast(move |_| {
+                    REGISTRY.with(|r| {
+                        r.borrow()
+                            .channels
+                            .keys()
+                            .filter(|c| pat.as_ref().is_none_or(|p| glob::matches(p, c, false)))
+                            .cloned()
+                            .collect()
+                    })
+                })
+                .await;
+            let all: HashSet<Bytes> = per.into_iter().flatten().collect();
+            encode::array(out, all.len());
+            for c in all {
+                encode::bulk(out, &c);
+            }
+        }
+        (b"numsub", _) => {
+            let chans: Vec<Bytes> = args[2..].to_vec();
+            let c2 = chans.clone();
+            let per: Vec<Vec<usize>> = core
+                .broadcast(move |_| {
+                    REGISTRY.with(|r| {
+                        let r = r.borrow();
+                        c2.iter()
+                            .map(|c| r.channels.get(c).map_or(0, |v| v.len()))
+                            .collect()
+                    })
+                })
+                .await;
+            encode::map(out, chans.len(), proto);
+            for (i, c) in chans.iter().enumerate() {
+                encode::bulk(out, c);
+                encode::int(out, per.iter().map(|v| v[i]).sum::<usize>() as i64);
+            }
+        }
+        (b"numpat", 2) => {
+            let per: Vec<Vec<Bytes>> = core
+                .broadcast(|_| {
+                    REGISTRY.with(|r| r.borrow().patterns.iter().map(|(p, _)| p.clone()).collect())
+                })
+                .await;
+            let all: HashSet<Bytes> = per.into_iter().flatten().collect();
+            encode::int(out, all.len() as i64);
+        }
+        (b"help", 2) => {
+            let lines = [
+                "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CHANNELS [<pattern>]",
+                "    Return the currently active channels matching a <pattern> (default: '*').",
+                "NUMPAT",
+                "    Return number of subscriptions to patterns.",
+                "NUMSUB [<channel> ...]",
+                "    Return the number of subscribers for the specified channels, excluding",
+                "    pattern subscriptions(default: no channels).",
+                "SHARDCHANNELS [<pattern>]",
+                "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+                "SHARDNUMSUB [<shardchannel> ...]",
+                "    Return the number of subscribers for the specified shard level channel(s)",
+                "HELP",
+                "    Prints this help.",
+            ];
+            encode::array(out, lines.len());
+            for l in lines {
+                encode::simple(out, l);
+            }
+        }
+        (b"channels" | b"numpat" | b"help", _) => encode::error(
+            out,
+            &format!(
+                "ERR wrong number of arguments for 'pubsub|{}' command",
+                String::from_utf8_lossy(&sub)
+            ),
+        ),
+        _ => encode::error(
+            out,
+            &format!(
+                "ERR unknown subcommand '{}'. Try PUBSUB HELP.",
+                String::from_utf8_lossy(&args[1])
+            ),
+        ),
+    }
+}
