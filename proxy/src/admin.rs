@@ -139,29 +139,28 @@ async fn slowlog(State(ctl): Ctl) -> Json<Value> {
     }))
 }
 
-fn check(ctl: &Control, xauth: &str) -> Result<(), Response> {
+fn check(ctl: &Control, xauth: &str) -> Result<(), Box<Response>> {
     if xauth == ctl.xauth {
         Ok(())
     } else {
-        Err((
-            StatusCode::FORBIDDEN,
-            Json(json!({"Cause": "invalid xauth, please check product name & auth"})),
-        )
-            .into_response())
+        let cause = json!({"Cause": "invalid xauth, please check product name & auth"});
+        Err(Box::new(
+            (StatusCode::FORBIDDEN, Json(cause)).into_response(),
+        ))
     }
 }
 
 async fn xping(State(ctl): Ctl, Path(xauth): Path<String>) -> Response {
     match check(&ctl, &xauth) {
         Ok(()) => Json(json!("OK")).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn api_stats(State(ctl): Ctl, Path(xauth): Path<String>) -> Response {
     match check(&ctl, &xauth) {
         Ok(()) => Json(ctl.shared.snapshot()).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -175,14 +174,14 @@ async fn api_stats_flags(
 async fn api_slots(State(ctl): Ctl, Path(xauth): Path<String>) -> Response {
     match check(&ctl, &xauth) {
         Ok(()) => Json(slots_json(&ctl)).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn api_start(State(ctl): Ctl, Path(xauth): Path<String>) -> Response {
     match check(&ctl, &xauth) {
         Ok(()) => Json(json!("OK")).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -192,7 +191,7 @@ async fn api_reset(State(ctl): Ctl, Path(xauth): Path<String>) -> Response {
             ctl.shared.reset();
             Json(json!("OK")).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -202,7 +201,7 @@ async fn api_shutdown(State(ctl): Ctl, Path(xauth): Path<String>) -> Response {
             ctl.shutdown.notify_one();
             Json(json!("OK")).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

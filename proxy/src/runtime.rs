@@ -21,6 +21,12 @@ use crate::stats::Shared;
 /// A core's report: it applied (and drained for) the table of this version.
 pub type CoreAck = (usize, u64);
 
+/// What [`start`] returns: a slot-table sender per core, and the executors.
+pub type Cores = (
+    Vec<UnboundedSender<Arc<SlotTable>>>,
+    Vec<ExecutorJoinHandle<()>>,
+);
+
 /// CPUs this process may run on (respects `taskset`).
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills a cpu_set_t we own.
@@ -67,13 +73,7 @@ pub fn start(
     shared: Arc<Shared>,
     addr: SocketAddr,
     acks: UnboundedSender<CoreAck>,
-) -> Result<
-    (
-        Vec<UnboundedSender<Arc<SlotTable>>>,
-        Vec<ExecutorJoinHandle<()>>,
-    ),
-    String,
-> {
+) -> Result<Cores, String> {
     let n = shared.cores.len();
     let cpus = allowed_cpus();
     let mut fds = Vec::new();

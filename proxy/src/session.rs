@@ -172,7 +172,7 @@ impl Session {
             return;
         }
         if let Some(spec) = cmd.spec {
-            let odd_mset = cmd.kind == Kind::Split(SplitKind::Mset) && args.len() % 2 == 0;
+            let odd_mset = cmd.kind == Kind::Split(SplitKind::Mset) && args.len() & 1 == 0;
             if !spec.arity_ok(args.len()) || odd_mset {
                 let text = format!("ERR wrong number of arguments for '{}' command", spec.name);
                 self.error(ci, &text);
