@@ -388,6 +388,12 @@ pub async fn run_conn(
         tx::reset(core, sess).await;
         sess.ps.clear();
     }
+    if spec.name == "script" {
+        let t = plan.target(out);
+        let start = t.len();
+        crate::script::script_cmd(&args, t);
+        return plan.written(start);
+    }
     if spec.has(PUBSUB)
         || (spec.name == "ping" && sess.ps.count() > 0 && sess.proto == Proto::Resp2)
     {

@@ -123,6 +123,11 @@ impl Db {
         self.slots.iter().flatten().map(|t| t.volatile).sum()
     }
 
+    /// Whether this is a scratch database (multi-core commands, scripts spanning cores).
+    pub fn is_scratch(&self) -> bool {
+        self.scratch
+    }
+
     /// Whether this shard owns `slot`.
     pub fn owns(&self, slot: usize) -> bool {
         self.scratch || self.slots.get(slot).is_some_and(|s| s.is_some())

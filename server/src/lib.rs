@@ -10,6 +10,7 @@
 //! - [`blocking`]: blocked clients (BLPOP…): per-shard waiter queues, wake-ups, timeouts.
 //! - [`multi`]: keyed commands spanning cores, made atomic by holding the shards involved.
 //! - [`tx`]: MULTI/EXEC/DISCARD/WATCH/UNWATCH.
+//! - [`script`]: Lua scripting (EVAL…, SCRIPT), one Lua state per core.
 //! - [`pubsub`]: (P)SUBSCRIBE, PUBLISH, PUBSUB: per-core registries, bounded subscriber mailboxes.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
@@ -33,6 +34,7 @@ pub mod info;
 pub mod migrate;
 pub mod multi;
 pub mod runtime;
+pub mod script;
 pub mod shard;
 pub mod pubsub;
 pub mod shared;

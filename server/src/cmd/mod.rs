@@ -129,6 +129,7 @@ static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         .chain(crate::dump::HANDLERS)
         .chain(hll::HANDLERS)
         .chain(slots::HANDLERS)
+        .chain(crate::script::HANDLERS)
     {
         match COMMANDS.iter().position(|c| c.name == *name) {
             Some(i) => v[i] = Some(*h),

@@ -1,0 +1,544 @@
+//! Lua scripting: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO (shard handlers) and SCRIPT (connection).
+//!
+//! EVAL is an ordinary keyed shard command (its keys are the declared ones), so routing does the
+//! rest: declared keys on one core run the script there in one step; declared keys spanning cores
+//! run it on a scratch copy of those keys with the shards held (`multi.rs`) — atomic either way.
+//! Each core has its own Lua 5.1 state (thread-local). `redis.call` runs the command's normal
+//! handler against the same databases and converts the RESP2 reply to Lua values as Redis does.
+//! A script may touch only its declared keys or keys of the core it runs on (never a key of another
+//! core, which this shard does not hold).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use mlua::{Lua, MultiValue, Value as LuaValue};
+use resp::command::{self, NOSCRIPT, WRITE};
+use resp::{encode, Proto};
+
+use crate::cmd::{self, types::WOULD_BLOCK, Ctx, Handler};
+use crate::db::Db;
+
+/// Scripts by SHA1 (lower-case hex), shared by every core (SCRIPT LOAD on one core, EVALSHA on
+/// another).
+static SCRIPTS: LazyLock<Mutex<HashMap<String, Bytes>>> = LazyLock::new(Default::default);
+
+/// Shard handlers.
+pub static HANDLERS: &[(&str, Handler)] = &[
+    ("eval", eval),
+    ("evalsha", eval),
+    ("eval_ro", eval),
+    ("evalsha_ro", eval),
+];
+
+thread_local! {
+    static LUA: Lua = new_lua();
+}
+
+fn new_lua() -> Lua {
+    let lua = Lua::new();
+    let _ = setup(&lua);
+    lua
+}
+
+fn setup(lua: &Lua) -> mlua::Result<()> {
+    let redis = lua.create_table()?;
+    redis.set(
+        "sha1hex",
+        lua.create_function(|_, s: mlua::String| Ok(sha1_hex(&s.as_bytes())))?,
+    )?;
+    redis.set(
+        "error_reply",
+        lua.create_function(|lua, s: String| {
+            let t = lua.create_table()?;
+            let s = if s.contains(' ') {
+                s
+            } else {
+                format!("ERR {s}")
+            };
+            t.set("err", s)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.set(
+        "status_reply",
+        lua.create_function(|lua, s: String| {
+            let t = lua.create_table()?;
+            t.set("ok", s)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.set(
+        "log",
+        lua.create_function(|_, (level, msg): (i64, String)| {
+            tracing::info!(level, "lua: {msg}");
+            Ok(())
+        })?,
+    )?;
+    for (name, v) in [
+        ("LOG_DEBUG", 0),
+        ("LOG_VERBOSE", 1),
+        ("LOG_NOTICE", 2),
+        ("LOG_WARNING", 3),
+    ] {
+        redis.set(name, v)?;
+    }
+    lua.globals().set("redis", redis)?;
+    Ok(())
+}
+
+/// SHA1 of `data` as 40 lower-case hex digits.
+pub fn sha1_hex(data: &[u8]) -> String {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    let bits = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bits.to_be_bytes());
+    for chunk in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for i in 0..16 {
+            w[i] = u32::from_be_bytes([
+                chunk[4 * i],
+                chunk[4 * i + 1],
+                chunk[4 * i + 2],
+                chunk[4 * i + 3],
+            ]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    h.iter().map(|x| format!("{x:08x}")).collect()
+}
+
+/// SCRIPT LOAD: remember a script, return its SHA1.
+pub fn load(body: &Bytes) -> String {
+    let sha = sha1_hex(body);
+    if let Ok(mut m) = SCRIPTS.lock() {
+        m.insert(sha.clone(), body.clone());
+    }
+    sha
+}
+
+/// SCRIPT EXISTS for one SHA1.
+pub fn exists(sha: &[u8]) -> bool {
+    let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+    SCRIPTS
+        .lock()
+        .map(|m| m.contains_key(&sha))
+        .unwrap_or(false)
+}
+
+/// SCRIPT FLUSH.
+pub fn flush() {
+    if let Ok(mut m) = SCRIPTS.lock() {
+        m.clear();
+    }
+}
+
+/// Run SCRIPT's subcommands (LOAD, EXISTS, FLUSH, KILL, HELP); appends the reply.
+pub fn script_cmd(args: &[Bytes], out: &mut BytesMut) {
+    let sub = args[1].to_ascii_lowercase();
+    match (sub.as_slice(), args.len()) {
+        (b"load", 3) => match compile_check(&args[2]) {
+            Ok(()) => encode::bulk(out, load(&args[2]).as_bytes()),
+            Err(e) => encode::error(out, &e),
+        },
+        (b"exists", n) if n >= 3 => {
+            encode::array(out, n - 2);
+            for a in &args[2..] {
+                encode::int(out, exists(a) as i64);
+            }
+        }
+        (b"flush", 2 | 3) => {
+            flush();
+            encode::ok(out);
+        }
+        (b"kill", 2) => encode::error(out, "NOTBUSY No scripts in execution right now."),
+        _ => encode::error(
+            out,
+            &format!(
+                "ERR unknown subcommand '{}'. Try SCRIPT HELP.",
+                String::from_utf8_lossy(&args[1])
+            ),
+        ),
+    }
+}
+
+fn compile_check(body: &[u8]) -> Result<(), String> {
+    LUA.with(|lua| {
+        lua.load(body)
+            .set_name("@user_script")
+            .into_function()
+            .map(|_| ())
+            .map_err(|e| compile_error(&e))
+    })
+}
+
+fn compile_error(e: &mlua::Error) -> String {
+    let msg = match e {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    let msg = msg.lines().next().unwrap_or("").to_string();
+    format!("ERR Error compiling script (new function): {msg}")
+}
+
+/// State `redis.call` works on while a script runs.
+struct CallState<'a> {
+    dbs: &'a mut [Db],
+    db: usize,
+    now: u64,
+    declared: Vec<Bytes>,
+    readonly: bool,
+    /// The last error `redis.call` raised, with the script line it was called from.
+    raised: Option<(String, usize)>,
+}
+
+fn eval(ctx: &mut Ctx) {
+    let name = command::lookup(&ctx.args[0]).map_or("eval", |s| s.name);
+    let by_sha = name.starts_with("evalsha");
+    let readonly = name.ends_with("_ro");
+    let Some(numkeys) = resp::parse_i64(&ctx.args[2]) else {
+        return ctx.err(cmd::err::NOT_INT);
+    };
+    if numkeys < 0 {
+        return ctx.err("ERR Number of keys can't be negative");
+    }
+    if numkeys as usize > ctx.args.len() - 3 {
+        return ctx.err("ERR Number of keys can't be greater than number of args");
+    }
+    let nk = numkeys as usize;
+    let body = if by_sha {
+        let sha = String::from_utf8_lossy(&ctx.args[1]).to_ascii_lowercase();
+        match SCRIPTS.lock().ok().and_then(|m| m.get(&sha).cloned()) {
+            Some(b) => b,
+            None => return ctx.err("NOSCRIPT No matching script. Please use EVAL."),
+        }
+    } else {
+        ctx.args[1].clone()
+    };
+    let sha = if by_sha {
+        String::from_utf8_lossy(&ctx.args[1]).to_ascii_lowercase()
+    } else {
+        load(&body)
+    };
+    let keys: Vec<Bytes> = ctx.args[3..3 + nk].to_vec();
+    let argv: Vec<Bytes> = ctx.args[3 + nk..].to_vec();
+    let proto = ctx.proto;
+    let state = RefCell::new(CallState {
+        dbs: &mut *ctx.dbs,
+        db: ctx.db,
+        now: ctx.now,
+        declared: keys.clone(),
+        readonly,
+        raised: None,
+    });
+    let result: Result<Vec<u8>, String> = LUA.with(|lua| {
+        let f = lua
+            .load(&body[..])
+            .set_name("@user_script")
+            .into_function()
+            .map_err(|e| compile_error(&e))?;
+        let run = || -> mlua::Result<Vec<u8>> {
+            let g = lua.globals();
+            g.set("KEYS", to_lua_list(lua, &keys)?)?;
+            g.set("ARGV", to_lua_list(lua, &argv)?)?;
+            let redis: mlua::Table = g.get("redis")?;
+            lua.scope(|scope| {
+                let callf =
+                    scope.create_function(|lua, a: MultiValue| call(lua, &state, a, true))?;
+                let pcall =
+                    scope.create_function(|lua, a: MultiValue| call(lua, &state, a, false))?;
+                redis.set("call", callf)?;
+                redis.set("pcall", pcall)?;
+                let v: LuaValue = f.call(())?;
+                let mut out = BytesMut::new();
+                lua_to_resp(&v, proto, &mut out);
+                Ok(out.to_vec())
+            })
+        };
+        run().map_err(|e| runtime_error(&e, &state.borrow().raised, &sha))
+    });
+    match result {
+        Ok(b) => ctx.out.extend_from_slice(&b),
+        Err(e) => ctx.err(&e),
+    }
+}
+
+fn runtime_error(e: &mlua::Error, raised: &Option<(String, usize)>, sha: &str) -> String {
+    let mut msg = e.to_string();
+    if let mlua::Error::CallbackError { cause, .. } = e {
+        msg = cause.to_string();
+    }
+    let first = msg.lines().next().unwrap_or("");
+    let first = first
+        .strip_prefix("runtime error: ")
+        .unwrap_or(first)
+        .to_string();
+    if let Some((m, line)) = raised {
+        if first.contains(m.as_str()) {
+            return format!("{m} script: {sha}, on @user_script:{line}.");
+        }
+    }
+    // "user_script:3: boom": the line is the number after the chunk name.
+    let line = first
+        .strip_prefix("user_script:")
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    format!("ERR {first} script: {sha}, on @user_script:{line}.")
+}
+
+fn to_lua_list(lua: &Lua, items: &[Bytes]) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table()?;
+    for (i, b) in items.iter().enumerate() {
+        t.set(i + 1, lua.create_string(&b[..])?)?;
+    }
+    Ok(t)
+}
+
+fn caller_line(lua: &Lua) -> usize {
+    lua.inspect_stack(1)
+        .map(|d| d.curr_line().max(0) as usize)
+        .unwrap_or(0)
+}
+
+/// `redis.call` (raise = true) and `redis.pcall`.
+fn call(
+    lua: &Lua,
+    state: &RefCell<CallState>,
+    a: MultiValue,
+    raise: bool,
+) -> mlua::Result<LuaValue> {
+    let fail = |msg: String| -> mlua::Result<LuaValue> {
+        if raise {
+            let line = caller_line(lua);
+            state.borrow_mut().raised = Some((msg.clone(), line));
+            Err(mlua::Error::RuntimeError(msg))
+        } else {
+            let t = lua.create_table()?;
+            t.set("err", msg)?;
+            Ok(LuaValue::Table(t))
+        }
+    };
+    let mut args: Vec<Bytes> = Vec::with_capacity(a.len());
+    for v in a.iter() {
+        match v {
+            LuaValue::String(s) => args.push(Bytes::copy_from_slice(&s.as_bytes())),
+            LuaValue::Integer(n) => args.push(Bytes::from(n.to_string())),
+            LuaValue::Number(n) => args.push(Bytes::from(lua_number_text(*n))),
+            _ => {
+                return fail(
+                    "ERR Lua redis lib command arguments must be strings or integers".into(),
+                )
+            }
+        }
+    }
+    if args.is_empty() {
+        return fail("ERR Please specify at least one argument for this redis lib call".into());
+    }
+    let Some(spec) = command::lookup(&args[0]) else {
+        return fail("ERR Unknown Redis command called from script".into());
+    };
+    if !spec.arity_ok(args.len()) {
+        return fail("ERR Wrong number of args calling Redis command from script".into());
+    }
+    let idx = cmd::index_of(spec);
+    let handler = match cmd::handler(idx) {
+        Some(h) if !spec.has(NOSCRIPT) => h,
+        _ => return fail("ERR This Redis command is not allowed from script".into()),
+    };
+    let mut st = state.borrow_mut();
+    if st.readonly && spec.has(WRITE) {
+        drop(st);
+        return fail("ERR Write commands are not allowed from read-only scripts.".into());
+    }
+    for p in spec.key_positions(&args) {
+        let k = &args[p];
+        let db = &st.dbs[st.db];
+        let local = !db.is_scratch() && db.owns(resp::slot(k) as usize);
+        if !local && !st.declared.contains(k) {
+            drop(st);
+            return fail(
+                "ERR Script attempted to access a key that is neither declared nor on this core"
+                    .into(),
+            );
+        }
+    }
+    let mut out = BytesMut::new();
+    {
+        let st = &mut *st;
+        let mut ctx = Ctx {
+            dbs: &mut *st.dbs,
+            db: st.db,
+            args: &args,
+            out: &mut out,
+            proto: Proto::Resp2,
+            now: st.now,
+        };
+        handler(&mut ctx);
+    }
+    drop(st);
+    if &out[..] == WOULD_BLOCK {
+        return Ok(LuaValue::Boolean(false));
+    }
+    let mut pos = 0;
+    let v = resp_to_lua(lua, &out, &mut pos)?;
+    if let LuaValue::Table(t) = &v {
+        if let Ok(Some(e)) = t.get::<Option<String>>("err") {
+            if raise {
+                return fail(e);
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn lua_number_text(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e17 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n:.17}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
+fn read_line<'a>(b: &'a [u8], pos: &mut usize) -> &'a [u8] {
+    let start = *pos;
+    let end = b[start..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(b.len(), |i| start + i);
+    *pos = (end + 2).min(b.len());
+    &b[start..end]
+}
+
+/// Convert one RESP2 reply to a Lua value (Redis's rules: status → {ok=}, error → {err=},
+/// integer → number, nil → false, array → table).
+fn resp_to_lua(lua: &Lua, b: &[u8], pos: &mut usize) -> mlua::Result<LuaValue> {
+    if *pos >= b.len() {
+        return Ok(LuaValue::Boolean(false));
+    }
+    let t = b[*pos];
+    *pos += 1;
+    let line = read_line(b, pos);
+    let text = String::from_utf8_lossy(line).to_string();
+    Ok(match t {
+        b'+' => {
+            let tb = lua.create_table()?;
+            tb.set("ok", lua.create_string(line)?)?;
+            LuaValue::Table(tb)
+        }
+        b'-' => {
+            let tb = lua.create_table()?;
+            tb.set("err", lua.create_string(line)?)?;
+            LuaValue::Table(tb)
+        }
+        b':' => LuaValue::Integer(text.parse().unwrap_or(0)),
+        b'$' => {
+            let n: i64 = text.parse().unwrap_or(-1);
+            if n < 0 {
+                LuaValue::Boolean(false)
+            } else {
+                let n = n as usize;
+                let end = (*pos + n).min(b.len());
+                let s = lua.create_string(&b[*pos..end])?;
+                *pos = (end + 2).min(b.len());
+                LuaValue::String(s)
+            }
+        }
+        b'*' => {
+            let n: i64 = text.parse().unwrap_or(-1);
+            if n < 0 {
+                LuaValue::Boolean(false)
+            } else {
+                let tb = lua.create_table()?;
+                for i in 0..n as usize {
+                    tb.set(i + 1, resp_to_lua(lua, b, pos)?)?;
+                }
+                LuaValue::Table(tb)
+            }
+        }
+        _ => LuaValue::Boolean(false),
+    })
+}
+
+/// Convert a script's result to a reply (Redis's rules: number → integer (truncated), string →
+/// bulk, true → 1, false/nil → nil, {ok=} → status, {err=} → error, table → array up to the first
+/// nil).
+fn lua_to_resp(v: &LuaValue, proto: Proto, out: &mut BytesMut) {
+    match v {
+        LuaValue::Nil => encode::null(out, proto),
+        LuaValue::Boolean(true) => encode::int(out, 1),
+        LuaValue::Boolean(false) => encode::null(out, proto),
+        LuaValue::Integer(n) => encode::int(out, *n),
+        LuaValue::Number(n) => encode::int(out, *n as i64),
+        LuaValue::String(s) => encode::bulk(out, &s.as_bytes()),
+        LuaValue::Table(t) => {
+            if let Ok(LuaValue::String(e)) = t.raw_get::<LuaValue>("err") {
+                let e = e.to_string_lossy();
+                return encode::error(out, &e);
+            }
+            if let Ok(LuaValue::String(s)) = t.raw_get::<LuaValue>("ok") {
+                return encode::simple(out, &s.to_string_lossy());
+            }
+            let mut items = Vec::new();
+            for i in 1.. {
+                match t.raw_get::<LuaValue>(i) {
+                    Ok(LuaValue::Nil) | Err(_) => break,
+                    Ok(x) => items.push(x),
+                }
+            }
+            encode::array(out, items.len());
+            for x in &items {
+                lua_to_resp(x, proto, out);
+            }
+        }
+        _ => encode::null(out, proto),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sha1_matches_known_digests() {
+        assert_eq!(
+            super::sha1_hex(b""),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
+        assert_eq!(
+            super::sha1_hex(b"abc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
+}
