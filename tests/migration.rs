@@ -1,0 +1,577 @@
+//! Slot migration end to end (issue 5, scaled for CI): two codis-server groups (`--cores 2`),
+//! the filesystem coordinator, one codis-proxy (`--cpu 1`) and the codisctl dashboard.
+//!
+//! Slots 0–511 start on group 1 and 512–1023 on group 2; the data set is written through the
+//! proxy (20,000 string keys with `{user:N}` tag groups, keys with TTLs, a hash, a list, a set
+//! and a sorted set of 5,000 elements each, all four in migrating slots). Then `codisctl slot
+//! migrate 256 511 2` runs while client threads keep writing (INCR, SET with increasing values,
+//! MSET of tag pairs) and reading through the proxy, recording every acknowledged value and
+//! every error. Afterwards:
+//! - every slot is idle and in its target group;
+//! - every key read through the proxy has its last acknowledged value;
+//! - SCAN of both servers: no key in two groups, every key on the group of its slot, nothing
+//!   lost or invented;
+//! - TTL keys still have a TTL, big collections are intact;
+//! - no client saw an error.
+//!
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use e2e::{scan_all, wait_for, Cluster, Slot};
+
+/// The last slot that moves (group 1 owns 0–511 before the migration).
+const MOVE_TO: u32 = 511;
+const TARGET: u32 = 2;
+
+/// The first slot that moves: `E2E_MIGRATE_FROM` (256 moves half of group 1, 256 slots), by
+/// default 448 (64 slots) to keep CI short — the executor moves one slot at a time between two
+/// groups, each through every proxy's acknowledgement.
+fn move_from() -> u32 {
+    static FROM: OnceLock<u32> = OnceLock::new();
+    *FROM.get_or_init(|| {
+        std::env::var("E2E_MIGRATE_FROM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&v| v <= MOVE_TO)
+            .unwrap_or(448)
+    })
+}
+
+fn migrating(slot: u16) -> bool {
+    (move_from()..=MOVE_TO).contains(&(slot as u32))
+}
+
+const STRINGS: usize = 18_000;
+const TAGS: usize = 1_000; // 2 keys each: 20,000 string keys in all
+const TTL_KEYS: usize = 500;
+const BIG: usize = 5_000;
+const WRITERS: usize = 3;
+const WRITER_KEYS: usize = 40;
+
+/// The group a slot must be in once the migration is over.
+fn final_group(slot: u16) -> u32 {
+    if (slot as u32) < move_from() || slot >= 512 {
+        slot_home(slot)
+    } else {
+        TARGET
+    }
+}
+
+/// The group of a slot before the migration.
+fn slot_home(slot: u16) -> u32 {
+    if slot < 512 {
+        1
+    } else {
+        2
+    }
+}
+
+/// `prefix` + the first suffix whose slot is in the migrating range.
+fn migrating_key(prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .find(|k| migrating(resp::slot(k.as_bytes())))
+        .unwrap_or_default()
+}
+
+struct BigKeys {
+    hash: String,
+    list: String,
+    set: String,
+    zset: String,
+}
+
+impl BigKeys {
+    fn new() -> Self {
+        BigKeys {
+            hash: migrating_key("big:hash"),
+            list: migrating_key("big:list"),
+            set: migrating_key("big:set"),
+            zset: migrating_key("big:zset"),
+        }
+    }
+    fn all(&self) -> [&str; 4] {
+        [&self.hash, &self.list, &self.set, &self.zset]
+    }
+}
+
+/// Every string key written before the migration with its value.
+fn fixed_strings() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = (0..STRINGS)
+        .map(|i| (format!("s:{i}"), format!("v{i}")))
+        .collect();
+    for n in 0..TAGS {
+        v.push((format!("{{user:{n}}}:a"), format!("a{n}")));
+        v.push((format!("{{user:{n}}}:b"), format!("b{n}")));
+    }
+    v
+}
+
+fn ttl_keys() -> Vec<String> {
+    (0..TTL_KEYS).map(|i| format!("ttl:{i}")).collect()
+}
+
+fn fill(c: &Cluster, big: &BigKeys) {
+    let mut con = c.proxy_conn();
+    let strings = fixed_strings();
+    for chunk in strings.chunks(1000) {
+        let mut p = redis::pipe();
+        for (k, v) in chunk {
+            p.cmd("SET").arg(k).arg(v).ignore();
+        }
+        p.query::<()>(&mut con)
+            .expect("fill strings through the proxy");
+    }
+    let mut p = redis::pipe();
+    for k in ttl_keys() {
+        p.cmd("SET").arg(&k).arg("t").arg("EX").arg(3600).ignore();
+    }
+    p.query::<()>(&mut con).expect("fill TTL keys");
+    let mut p = redis::pipe();
+    for part in (0..BIG).collect::<Vec<_>>().chunks(500) {
+        let mut h = redis::cmd("HSET");
+        h.arg(&big.hash);
+        let mut l = redis::cmd("RPUSH");
+        l.arg(&big.list);
+        let mut s = redis::cmd("SADD");
+        s.arg(&big.set);
+        let mut z = redis::cmd("ZADD");
+        z.arg(&big.zset);
+        for &i in part {
+            h.arg(format!("f{i}")).arg(i);
+            l.arg(format!("e{i}"));
+            s.arg(format!("m{i}"));
+            z.arg(i).arg(format!("z{i}"));
+        }
+        p.add_command(h).ignore();
+        p.add_command(l).ignore();
+        p.add_command(s).ignore();
+        p.add_command(z).ignore();
+    }
+    p.query::<()>(&mut con).expect("fill big collections");
+}
+
+/// What the client threads saw.
+#[derive(Default)]
+struct Seen {
+    /// Last acknowledged value per key (INCR result, SET value, MSET value).
+    acked: HashMap<String, i64>,
+    /// Per INCR key: attempts that failed (the increment may or may not have happened).
+    uncertain: HashMap<String, i64>,
+    errors: Vec<String>,
+    ops: u64,
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Seen>>,
+    ops: Arc<AtomicU64>,
+}
+
+fn connect(url: &str) -> redis::Connection {
+    let con = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect to the proxy");
+    // A request held longer than this is a bug worth reporting, not a hang.
+    let _ = con.set_read_timeout(Some(Duration::from_secs(30)));
+    con
+}
+
+fn writer(url: String, t: usize, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> Seen {
+    let mut con = connect(&url);
+    let mut seen = Seen::default();
+    let mut round: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        for j in 0..WRITER_KEYS {
+            let ck = format!("w:{t}:cnt:{j}");
+            match redis::cmd("INCR").arg(&ck).query::<i64>(&mut con) {
+                Ok(v) => {
+                    let prev = seen.acked.insert(ck.clone(), v).unwrap_or(0);
+                    let lost = *seen.uncertain.get(&ck).unwrap_or(&0);
+                    if v <= prev || v > prev + 1 + lost {
+                        seen.errors.push(format!("INCR {ck}: {v} after {prev}"));
+                    }
+                }
+                Err(e) => {
+                    *seen.uncertain.entry(ck.clone()).or_default() += 1;
+                    seen.errors.push(format!("INCR {ck}: {e}"));
+                }
+            }
+            let sk = format!("w:{t}:set:{j}");
+            match redis::cmd("SET")
+                .arg(&sk)
+                .arg(round)
+                .query::<String>(&mut con)
+            {
+                Ok(_) => {
+                    seen.acked.insert(sk.clone(), round);
+                }
+                Err(e) => seen.errors.push(format!("SET {sk} {round}: {e}")),
+            }
+            if round % 4 == 0 {
+                let (a, b) = (format!("{{w:{t}:{j}}}:a"), format!("{{w:{t}:{j}}}:b"));
+                let r = redis::cmd("MSET")
+                    .arg(&a)
+                    .arg(round)
+                    .arg(&b)
+                    .arg(round)
+                    .query::<String>(&mut con);
+                match r {
+                    Ok(_) => {
+                        seen.acked.insert(a, round);
+                        seen.acked.insert(b, round);
+                    }
+                    Err(e) => seen.errors.push(format!("MSET {a} {b} {round}: {e}")),
+                }
+            }
+            if j % 8 == 0 {
+                // Read your own write back through the proxy.
+                match redis::cmd("GET").arg(&sk).query::<Option<i64>>(&mut con) {
+                    Ok(v) if v == seen.acked.get(&sk).copied() => {}
+                    Ok(v) => seen.errors.push(format!(
+                        "GET {sk}: {v:?}, last acknowledged {:?}",
+                        seen.acked.get(&sk)
+                    )),
+                    Err(e) => seen.errors.push(format!("GET {sk}: {e}")),
+                }
+            }
+            seen.ops += 4;
+        }
+        ops.fetch_add(WRITER_KEYS as u64 * 4, Ordering::Relaxed);
+    }
+    seen
+}
+
+fn reader(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>, big: Vec<String>) -> Seen {
+    let mut con = connect(&url);
+    let mut seen = Seen::default();
+    let strings = fixed_strings();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        // Walk the whole key space, 50 keys per MGET (split by slot in the proxy).
+        let part: Vec<&(String, String)> = (0..50)
+            .map(|n| &strings[(i + n * 397) % strings.len()])
+            .collect();
+        i = i.wrapping_add(1);
+        let keys: Vec<&String> = part.iter().map(|(k, _)| k).collect();
+        match redis::cmd("MGET")
+            .arg(&keys)
+            .query::<Vec<Option<String>>>(&mut con)
+        {
+            Ok(vals) => {
+                for ((k, want), got) in part.iter().zip(vals) {
+                    if got.as_deref() != Some(want.as_str()) {
+                        seen.errors
+                            .push(format!("MGET {k}: {got:?}, want {want:?}"));
+                    }
+                }
+            }
+            Err(e) => seen.errors.push(format!("MGET: {e}")),
+        }
+        let k = &big[i % big.len()];
+        match redis::cmd("EXISTS").arg(k).query::<i64>(&mut con) {
+            Ok(1) => {}
+            Ok(n) => seen.errors.push(format!("EXISTS {k}: {n}")),
+            Err(e) => seen.errors.push(format!("EXISTS {k}: {e}")),
+        }
+        seen.ops += 2;
+        ops.fetch_add(2, Ordering::Relaxed);
+    }
+    seen
+}
+
+fn start_load(c: &Cluster, big: &BigKeys) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for t in 0..WRITERS {
+        let (url, stop, ops) = (c.proxy_url(), stop.clone(), ops.clone());
+        threads.push(std::thread::spawn(move || writer(url, t, stop, ops)));
+    }
+    let (url, s, o) = (c.proxy_url(), stop.clone(), ops.clone());
+    let names: Vec<String> = big.all().iter().map(|s| s.to_string()).collect();
+    threads.push(std::thread::spawn(move || reader(url, s, o, names)));
+    // Let the load run on the old layout for a moment.
+    let start = Instant::now();
+    while ops.load(Ordering::Relaxed) < 2_000 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Load { stop, threads, ops }
+}
+
+fn stop_load(load: Load) -> Seen {
+    load.stop.store(true, Ordering::Relaxed);
+    let mut all = Seen::default();
+    for t in load.threads {
+        let s = t.join().expect("client thread panicked");
+        all.acked.extend(s.acked);
+        all.uncertain.extend(s.uncertain);
+        all.errors.extend(s.errors);
+        all.ops += s.ops;
+    }
+    eprintln!(
+        "client load: {} operations ({} counted live), {} errors",
+        all.ops,
+        load.ops.load(Ordering::Relaxed),
+        all.errors.len()
+    );
+    all
+}
+
+/// Slots of the migrating range not yet in the target group with no action.
+fn pending_slots(slots: &[Slot]) -> Vec<u32> {
+    slots
+        .iter()
+        .filter(|s| !s.state.is_empty() || s.group_id != final_group(s.id as u16))
+        .map(|s| s.id)
+        .collect()
+}
+
+/// Waits until every slot is idle in its final group.
+fn wait_migrated(c: &Cluster, timeout: Duration) {
+    let mut last = Vec::new();
+    let done = wait_for(timeout, || {
+        last = c.slots();
+        pending_slots(&last).is_empty().then_some(())
+    });
+    if done.is_none() {
+        let busy: Vec<&Slot> = last
+            .iter()
+            .filter(|s| !s.state.is_empty())
+            .take(5)
+            .collect();
+        panic!(
+            "migration not finished after {timeout:?}: {} slots left, busy {busy:?}\n{}",
+            pending_slots(&last).len(),
+            c.logs()
+        );
+    }
+}
+
+fn check_all(c: &Cluster, big: &BigKeys, seen: &Seen) {
+    // 1. Topology: every slot idle in its final group.
+    let slots = c.slots();
+    assert_eq!(slots.len(), 1024);
+    let left = pending_slots(&slots);
+    assert!(left.is_empty(), "slots not migrated: {left:?}");
+
+    // 2. Every key read through the proxy has its last acknowledged value.
+    let mut con = c.proxy_conn();
+    let strings = fixed_strings();
+    let mut wrong = Vec::new();
+    for chunk in strings.chunks(1000) {
+        let mut p = redis::pipe();
+        for (k, _) in chunk {
+            p.cmd("GET").arg(k);
+        }
+        let got: Vec<Option<String>> = p.query(&mut con).expect("read back through the proxy");
+        for ((k, want), got) in chunk.iter().zip(got) {
+            if got.as_deref() != Some(want.as_str()) {
+                wrong.push(format!("{k}: {got:?}, want {want:?}"));
+            }
+        }
+    }
+    let mut written: Vec<(&String, &i64)> = seen.acked.iter().collect();
+    written.sort();
+    for chunk in written.chunks(1000) {
+        let mut p = redis::pipe();
+        for (k, _) in chunk {
+            p.cmd("GET").arg(*k);
+        }
+        let got: Vec<Option<i64>> = p.query(&mut con).expect("read client keys back");
+        for ((k, &want), got) in chunk.iter().zip(got) {
+            let extra = seen.uncertain.get(*k).copied().unwrap_or(0);
+            let ok = got.is_some_and(|g| g >= want && g <= want + extra);
+            if !ok {
+                wrong.push(format!(
+                    "{k}: {got:?}, last acknowledged {want} (+{extra} unanswered)"
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} keys lost their last acknowledged value, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+
+    // 3. TTL keys kept a TTL.
+    let mut p = redis::pipe();
+    for k in ttl_keys() {
+        p.cmd("TTL").arg(k);
+    }
+    let ttls: Vec<i64> = p.query(&mut con).expect("TTL through the proxy");
+    let bad: Vec<(usize, i64)> = ttls
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, t)| !(1..=3600).contains(&t))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "TTL keys without their TTL (index, TTL): {:?}",
+        &bad[..bad.len().min(10)]
+    );
+
+    // 4. Big collections intact.
+    let h: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(&big.hash)
+        .query(&mut con)
+        .expect("HGETALL");
+    assert_eq!(h.len(), BIG, "hash {} fields", big.hash);
+    assert!(
+        (0..BIG).all(|i| h.get(&format!("f{i}")) == Some(&(i as i64))),
+        "hash {} content",
+        big.hash
+    );
+    let l: Vec<String> = redis::cmd("LRANGE")
+        .arg(&big.list)
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .expect("LRANGE");
+    assert!(
+        l.len() == BIG && l.iter().enumerate().all(|(i, e)| *e == format!("e{i}")),
+        "list {} ({} elements)",
+        big.list,
+        l.len()
+    );
+    let s: HashSet<String> = redis::cmd("SMEMBERS")
+        .arg(&big.set)
+        .query(&mut con)
+        .expect("SMEMBERS");
+    assert!(
+        s.len() == BIG && (0..BIG).all(|i| s.contains(&format!("m{i}"))),
+        "set {} ({} members)",
+        big.set,
+        s.len()
+    );
+    let z: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(&big.zset)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut con)
+        .expect("ZRANGE");
+    assert!(
+        z.len() == BIG
+            && z.iter()
+                .enumerate()
+                .all(|(i, (m, sc))| *m == format!("z{i}") && *sc == i as f64),
+        "sorted set {} ({} members)",
+        big.zset,
+        z.len()
+    );
+
+    // 5. Straight to the servers: no key twice, every key on its slot's group, nothing extra.
+    let mut on: Vec<HashSet<Vec<u8>>> = Vec::new();
+    for gid in 1..=2 {
+        let keys = scan_all(&mut c.server_conn(gid)).expect("SCAN a server");
+        let n = keys.len();
+        let set: HashSet<Vec<u8>> = keys.into_iter().collect();
+        assert_eq!(set.len(), n, "SCAN of group {gid} returned duplicates");
+        on.push(set);
+    }
+    let both: Vec<String> = on[0]
+        .intersection(&on[1])
+        .take(10)
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert!(both.is_empty(), "keys on both groups: {both:?}");
+    for (i, set) in on.iter().enumerate() {
+        let gid = i as u32 + 1;
+        let misplaced: Vec<String> = set
+            .iter()
+            .filter(|k| final_group(resp::slot(k)) != gid)
+            .take(10)
+            .map(|k| format!("{} (slot {})", String::from_utf8_lossy(k), resp::slot(k)))
+            .collect();
+        assert!(
+            misplaced.is_empty(),
+            "keys on group {gid} whose slot belongs elsewhere: {misplaced:?}"
+        );
+    }
+    let mut expected: HashSet<Vec<u8>> = strings
+        .iter()
+        .map(|(k, _)| k.clone().into_bytes())
+        .collect();
+    expected.extend(ttl_keys().into_iter().map(String::into_bytes));
+    expected.extend(big.all().iter().map(|k| k.as_bytes().to_vec()));
+    expected.extend(seen.acked.keys().map(|k| k.clone().into_bytes()));
+    expected.extend(seen.uncertain.keys().map(|k| k.clone().into_bytes()));
+    let stored: HashSet<Vec<u8>> = on[0].union(&on[1]).cloned().collect();
+    let missing: Vec<String> = expected
+        .difference(&stored)
+        .take(10)
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    let extra: Vec<String> = stored
+        .difference(&expected)
+        .take(10)
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "keys missing {missing:?}, unexpected {extra:?}"
+    );
+    let moved = on[1].iter().filter(|k| migrating(resp::slot(k))).count();
+    eprintln!(
+        "group 1: {} keys, group 2: {} keys ({moved} migrated)",
+        on[0].len(),
+        on[1].len()
+    );
+    let want = expected.iter().filter(|k| migrating(resp::slot(k))).count();
+    assert_eq!(moved, want, "keys of migrated slots on group {TARGET}");
+    assert!(moved > 0, "no key sits in a migrated slot");
+
+    // 6. No client saw an error.
+    assert!(
+        seen.errors.is_empty(),
+        "{} client errors during the migration, e.g. {:?}",
+        seen.errors.len(),
+        &seen.errors[..seen.errors.len().min(10)]
+    );
+}
+
+fn cluster() -> (Cluster, BigKeys) {
+    let c = Cluster::start(2, 2, &[(0, 511, 1), (512, 1023, 2)]);
+    let big = BigKeys::new();
+    fill(&c, &big);
+    (c, big)
+}
+
+#[test]
+fn migrate_half_of_group_one_under_load() {
+    let (mut c, big) = cluster();
+    c.start_dashboard();
+    let load = start_load(&c, &big);
+    let started = Instant::now();
+    let out = c.ctl(&[
+        "slot",
+        "migrate",
+        &move_from().to_string(),
+        &MOVE_TO.to_string(),
+        &TARGET.to_string(),
+    ]);
+    assert!(
+        out.ok,
+        "slot migrate failed: {} {}\n{}",
+        out.stdout,
+        out.stderr,
+        c.logs()
+    );
+    wait_migrated(&c, Duration::from_secs(60));
+    eprintln!(
+        "migrated {} slots in {:?}",
+        MOVE_TO - move_from() + 1,
+        started.elapsed()
+    );
+    let seen = stop_load(load);
+    check_all(&c, &big, &seen);
+}
