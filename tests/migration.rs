@@ -4,9 +4,9 @@
 //! Slots 0–511 start on group 1 and 512–1023 on group 2; the data set is written through the
 //! proxy (20,000 string keys with `{user:N}` tag groups, keys with TTLs, a hash, a list, a set
 //! and a sorted set of 5,000 elements each, all four in migrating slots). Then `codisctl slot
-//! migrate 256 511 2` runs while client threads keep writing (INCR, SET with increasing values,
-//! MSET of tag pairs) and reading through the proxy, recording every acknowledged value and
-//! every error. Afterwards:
+//! migrate 448 511 2` (`E2E_MIGRATE_FROM=256` moves half of group 1's slots) runs while
+//! client threads keep writing (INCR, SET with increasing values, MSET of tag pairs) and
+//! reading through the proxy, recording every acknowledged value and every error. Afterwards:
 //! - every slot is idle and in its target group;
 //! - every key read through the proxy has its last acknowledged value;
 //! - SCAN of both servers: no key in two groups, every key on the group of its slot, nothing
@@ -14,6 +14,8 @@
 //! - TTL keys still have a TTL, big collections are intact;
 //! - no client saw an error.
 //!
+//! `dashboard_killed_mid_migration` kills the dashboard with SIGKILL after a quarter of the
+//! slots moved while one is mid-way (preparing/prepared/migrating/finished), restarts it, and checks the same guarantees once the restarted executor finished.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -332,6 +334,13 @@ fn pending_slots(slots: &[Slot]) -> Vec<u32> {
         .collect()
 }
 
+fn moved_count(slots: &[Slot]) -> usize {
+    slots
+        .iter()
+        .filter(|s| migrating(s.id as u16) && s.group_id == TARGET && s.state.is_empty())
+        .count()
+}
+
 /// Waits until every slot is idle in its final group.
 fn wait_migrated(c: &Cluster, timeout: Duration) {
     let mut last = Vec::new();
@@ -547,31 +556,84 @@ fn cluster() -> (Cluster, BigKeys) {
 }
 
 #[test]
-fn migrate_half_of_group_one_under_load() {
+fn migrate_slots_under_load() {
     let (mut c, big) = cluster();
     c.start_dashboard();
     let load = start_load(&c, &big);
     let started = Instant::now();
+    let from = move_from().to_string();
+    let (to, gid) = (MOVE_TO.to_string(), TARGET.to_string());
+    // The CLI hands the range to the dashboard and follows it until every slot moved.
+    let mut cli = c.spawn_ctl("slot-migrate", &["slot", "migrate", &from, &to, &gid]);
+    wait_migrated(&c, Duration::from_secs(240));
+    let status = cli.child.wait().expect("wait for codisctl slot migrate");
+    assert!(
+        status.success(),
+        "codisctl slot migrate: {status}\n{}",
+        c.logs()
+    );
+    eprintln!(
+        "migrated {} slots in {:?}",
+        MOVE_TO - move_from() + 1,
+        started.elapsed()
+    );
+    let seen = stop_load(load);
+    check_all(&c, &big, &seen);
+}
+
+#[test]
+fn dashboard_killed_mid_migration() {
+    let (mut c, big) = cluster();
+    c.start_dashboard();
+    let load = start_load(&c, &big);
     let out = c.ctl(&[
         "slot",
         "migrate",
         &move_from().to_string(),
         &MOVE_TO.to_string(),
         &TARGET.to_string(),
+        "--no-wait",
     ]);
     assert!(
         out.ok,
-        "slot migrate failed: {} {}\n{}",
+        "slot migrate --no-wait failed: {} {}\n{}",
         out.stdout,
         out.stderr,
         c.logs()
     );
-    wait_migrated(&c, Duration::from_secs(60));
-    eprintln!(
-        "migrated {} slots in {:?}",
-        MOVE_TO - move_from() + 1,
-        started.elapsed()
+    let total = (MOVE_TO - move_from() + 1) as usize;
+    // Kill it while a slot is between `pending` and done (one of them is, nearly always).
+    let moved = wait_for(Duration::from_secs(240), || {
+        let slots = c.slots();
+        let n = moved_count(&slots);
+        let mid = slots
+            .iter()
+            .any(|s| !s.state.is_empty() && s.state != "pending");
+        (n >= total / 4 && mid).then_some(n)
+    });
+    assert!(
+        moved.is_some(),
+        "a quarter of the slots did not move within 240 s\n{}",
+        c.logs()
     );
+    c.kill_dashboard();
+    let at_kill = c.slots();
+    let busy: Vec<&Slot> = at_kill
+        .iter()
+        .filter(|s| !s.state.is_empty() && s.state != "pending")
+        .collect();
+    eprintln!(
+        "dashboard killed with {} of {total} slots moved, in progress: {busy:?}",
+        moved_count(&at_kill)
+    );
+    assert!(
+        moved_count(&at_kill) < total,
+        "the migration ended before the kill"
+    );
+    // Clients keep going without a dashboard for a moment (a prepared slot holds its requests).
+    std::thread::sleep(Duration::from_millis(500));
+    c.start_dashboard();
+    wait_migrated(&c, Duration::from_secs(240));
     let seen = stop_load(load);
     check_all(&c, &big, &seen);
 }

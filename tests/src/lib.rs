@@ -133,6 +133,22 @@ impl Cluster {
         run_ctl(&self.config, args)
     }
 
+    /// Starts `codisctl -c config.ini args…` without waiting (killed when dropped); its
+    /// output goes to `<log>.log`.
+    pub fn spawn_ctl(&self, log: &str, args: &[&str]) -> Proc {
+        let (out, err) = log_file(self.dir.path(), log);
+        let child = Command::new(bin_path("codisctl"))
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn codisctl");
+        Proc { child, port: 0 }
+    }
+
     /// Runs codisctl and asserts it succeeded.
     pub fn ctl_ok(&self, args: &[&str]) -> Value {
         ctl_ok(self.dir.path(), &self.config, args)
