@@ -106,12 +106,19 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Target, String> {
         return Ok(t);
     }
     let stream = glommio::timer::timeout(timeout, async {
-        TcpStream::connect(addr).await.map_err(|e| glommio::GlommioError::IoError(std::io::Error::other(e.to_string())))
+        TcpStream::connect(addr)
+            .await
+            .map_err(|e| glommio::GlommioError::IoError(std::io::Error::other(e.to_string())))
     })
     .await
     .map_err(io_err)?;
     let _ = stream.set_nodelay(true);
-    Ok(Target { stream, rbuf: BytesMut::with_capacity(4096), db: None, last_used: Instant::now() })
+    Ok(Target {
+        stream,
+        rbuf: BytesMut::with_capacity(4096),
+        db: None,
+        last_used: Instant::now(),
+    })
 }
 
 fn give_back(addr: &str, mut t: Target) {
@@ -121,9 +128,17 @@ fn give_back(addr: &str, mut t: Target) {
 
 impl Target {
     /// Write `req`, then read `n` replies (each checked by `ok`).
-    async fn round_trip(&mut self, req: &[u8], n: usize, timeout: Duration) -> Result<Vec<Frame>, String> {
+    async fn round_trip(
+        &mut self,
+        req: &[u8],
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Frame>, String> {
         let fut = async {
-            self.stream.write_all(req).await.map_err(|e| glommio::GlommioError::IoError(e))?;
+            self.stream
+                .write_all(req)
+                .await
+                .map_err(|e| glommio::GlommioError::IoError(e))?;
             let mut out = Vec::with_capacity(n);
             let mut chunk = vec![0u8; 16 * 1024];
             while out.len() < n {
@@ -133,17 +148,29 @@ impl Target {
                         continue;
                     }
                     Ok(None) => {}
-                    Err(e) => return Err(glommio::GlommioError::IoError(std::io::Error::other(e.to_string()))),
+                    Err(e) => {
+                        return Err(glommio::GlommioError::IoError(std::io::Error::other(
+                            e.to_string(),
+                        )))
+                    }
                 }
-                let k = self.stream.read(&mut chunk).await.map_err(glommio::GlommioError::IoError)?;
+                let k = self
+                    .stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(glommio::GlommioError::IoError)?;
                 if k == 0 {
-                    return Err(glommio::GlommioError::IoError(std::io::Error::other("target closed the connection")));
+                    return Err(glommio::GlommioError::IoError(std::io::Error::other(
+                        "target closed the connection",
+                    )));
                 }
                 self.rbuf.extend_from_slice(&chunk[..k]);
             }
             Ok(out)
         };
-        glommio::timer::timeout(timeout, fut).await.map_err(|e| format!("IOERR error or timeout reading from target: {e}"))
+        glommio::timer::timeout(timeout, fut)
+            .await
+            .map_err(|e| format!("IOERR error or timeout reading from target: {e}"))
     }
 }
 
@@ -157,8 +184,12 @@ fn frame_error(f: &Frame) -> Option<String> {
 /// Parse `host port timeout` (args 1..=3). Timeout 0 means Codis's default.
 fn target_args(args: &Args, default_ms: u64) -> Result<(String, u16, Duration), String> {
     let host = String::from_utf8_lossy(&args[1]).to_string();
-    let port = resp::parse_i64(&args[2]).filter(|p| (1..65536).contains(p)).ok_or_else(|| "ERR invalid port".to_string())?;
-    let t = resp::parse_i64(&args[3]).filter(|t| *t >= 0).ok_or_else(|| "ERR invalid timeout".to_string())?;
+    let port = resp::parse_i64(&args[2])
+        .filter(|p| (1..65536).contains(p))
+        .ok_or_else(|| "ERR invalid port".to_string())?;
+    let t = resp::parse_i64(&args[3])
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| "ERR invalid timeout".to_string())?;
     let ms = if t == 0 { default_ms } else { t as u64 };
     Ok((host, port as u16, Duration::from_millis(ms)))
 }
@@ -190,24 +221,48 @@ fn collect(sh: &mut Shard, db: usize, seeds: Vec<Bytes>, tags: bool, now: u64) -
     }
     let mut items = Vec::new();
     for key in keys {
-        let Some(e) = sh.dbs[db].get(&key, now).cloned() else { continue };
-        let ttl = if e.expire_at() == 0 { 0 } else { e.expire_at().saturating_sub(now).max(1) };
+        let Some(e) = sh.dbs[db].get(&key, now).cloned() else {
+            continue;
+        };
+        let ttl = if e.expire_at() == 0 {
+            0
+        } else {
+            e.expire_at().saturating_sub(now).max(1)
+        };
         let payload = crate::dump::dump_value(&e.value);
         sh.in_flight.insert((db, key.clone()));
-        items.push(Item { key, ttl, payload, snapshot: e });
+        items.push(Item {
+            key,
+            ttl,
+            payload,
+            snapshot: e,
+        });
     }
     items
 }
 
 /// Keys of `slot` to migrate next: up to `n` keys (a tag group counts as its members).
 fn pick(sh: &mut Shard, db: usize, slot: usize, n: usize, now: u64) -> Vec<Bytes> {
-    let Some(t) = sh.dbs[db].slot(slot) else { return Vec::new() };
-    t.map.iter().filter(|(_, e)| e.expire_at() == 0 || e.expire_at() > now).take(n).map(|(k, _)| Bytes::copy_from_slice(k)).collect()
+    let Some(t) = sh.dbs[db].slot(slot) else {
+        return Vec::new();
+    };
+    t.map
+        .iter()
+        .filter(|(_, e)| e.expire_at() == 0 || e.expire_at() > now)
+        .take(n)
+        .map(|(k, _)| Bytes::copy_from_slice(k))
+        .collect()
 }
 
 /// After the target acknowledged: delete what is unchanged, clear in-flight marks. Returns the
 /// keys that changed meanwhile (to send again) and the keys left in the slot.
-fn finish(sh: &mut Shard, db: usize, items: Vec<Item>, now: u64, acked: bool) -> (usize, Vec<Bytes>, usize) {
+fn finish(
+    sh: &mut Shard,
+    db: usize,
+    items: Vec<Item>,
+    now: u64,
+    acked: bool,
+) -> (usize, Vec<Bytes>, usize) {
     let mut moved = 0;
     let mut changed = Vec::new();
     let mut slot = None;
@@ -218,7 +273,9 @@ fn finish(sh: &mut Shard, db: usize, items: Vec<Item>, now: u64, acked: bool) ->
             continue;
         }
         let same = match sh.dbs[db].get(&it.key, now) {
-            Some(cur) => cur.value == it.snapshot.value && cur.expire_at() == it.snapshot.expire_at(),
+            Some(cur) => {
+                cur.value == it.snapshot.value && cur.expire_at() == it.snapshot.expire_at()
+            }
             None => false,
         };
         if same {
@@ -238,7 +295,14 @@ fn finish(sh: &mut Shard, db: usize, items: Vec<Item>, now: u64, acked: bool) ->
 
 /// Encode the restore request for `items`: `[AUTH][SELECT] SLOTSRESTORE k ttl payload …` (sync)
 /// or one `SLOTSRESTORE-ASYNC object k ttl payload` per key (async). Returns (bytes, replies).
-fn restore_request(t: &Target, items: &[Item], db: usize, pass: Option<&[u8]>, asynch: bool, keys_missing: &[Bytes]) -> (BytesMut, usize) {
+fn restore_request(
+    t: &Target,
+    items: &[Item],
+    db: usize,
+    pass: Option<&[u8]>,
+    asynch: bool,
+    keys_missing: &[Bytes],
+) -> (BytesMut, usize) {
     let mut b = BytesMut::new();
     let mut n = 0;
     if let Some(p) = pass {
@@ -264,7 +328,12 @@ fn restore_request(t: &Target, items: &[Item], db: usize, pass: Option<&[u8]>, a
             n += 1;
         }
         for k in keys_missing {
-            Frame::command([Bytes::from_static(b"SLOTSRESTORE-ASYNC"), Bytes::from_static(b"delete"), k.clone()]).encode(&mut b);
+            Frame::command([
+                Bytes::from_static(b"SLOTSRESTORE-ASYNC"),
+                Bytes::from_static(b"delete"),
+                k.clone(),
+            ])
+            .encode(&mut b);
             n += 1;
         }
     } else if !items.is_empty() {
@@ -292,7 +361,9 @@ async fn migrate(
     tags: bool,
     asynch: bool,
 ) -> Result<(usize, usize), String> {
-    let Some(first) = seeds.first() else { return Ok((0, 0)) };
+    let Some(first) = seeds.first() else {
+        return Ok((0, 0));
+    };
     let owner = core.shared.owner(resp::slot(first));
     let addr = format!("{host}:{port}");
     let pass = core.shared.config().requirepass;
@@ -301,18 +372,28 @@ async fn migrate(
     let mut seeds = seeds;
     for _attempt in 0..5 {
         let now = crate::shared::now_ms();
-        let items = core.run_on(owner, move |sh| collect(sh, db, seeds, tags, now)).await;
+        let items = core
+            .run_on(owner, move |sh| collect(sh, db, seeds, tags, now))
+            .await;
         if items.is_empty() {
             break;
         }
         RUNNING.with(|r| {
-            *r.borrow_mut() = Some(Running { host: host.to_string(), port, timeout: timeout.as_millis() as u64, keys: items.len(), started: Instant::now() })
+            *r.borrow_mut() = Some(Running {
+                host: host.to_string(),
+                port,
+                timeout: timeout.as_millis() as u64,
+                keys: items.len(),
+                started: Instant::now(),
+            })
         });
         let sent = send(&addr, &items, db, pass.as_deref(), asynch, timeout).await;
         RUNNING.with(|r| r.borrow_mut().take());
         let acked = sent.is_ok();
         let now = crate::shared::now_ms();
-        let (moved, changed, l) = core.run_on(owner, move |sh| finish(sh, db, items, now, acked)).await;
+        let (moved, changed, l) = core
+            .run_on(owner, move |sh| finish(sh, db, items, now, acked))
+            .await;
         sent?;
         total += moved;
         left = l;
@@ -324,7 +405,14 @@ async fn migrate(
     Ok((total, left))
 }
 
-async fn send(addr: &str, items: &[Item], db: usize, pass: Option<&[u8]>, asynch: bool, timeout: Duration) -> Result<(), String> {
+async fn send(
+    addr: &str,
+    items: &[Item],
+    db: usize,
+    pass: Option<&[u8]>,
+    asynch: bool,
+    timeout: Duration,
+) -> Result<(), String> {
     let mut t = connect(addr, timeout).await?;
     let (req, n) = restore_request(&t, items, db, pass, asynch, &[]);
     let replies = match t.round_trip(&req, n, timeout).await {
@@ -340,7 +428,9 @@ async fn send(addr: &str, items: &[Item], db: usize, pass: Option<&[u8]>, asynch
             if let Some(Frame::Bulk(code)) = a.get(1) {
                 if code.as_ref() != b"0" {
                     let msg = a.get(2).map(|m| format!("{m:?}")).unwrap_or_default();
-                    return Err(format!("ERR error on slotsrestore-async, migration failed: {msg}"));
+                    return Err(format!(
+                        "ERR error on slotsrestore-async, migration failed: {msg}"
+                    ));
                 }
             }
         }
@@ -357,7 +447,14 @@ fn reply_pair(out: &mut BytesMut, a: usize, b: usize) {
 }
 
 /// Run a migration command and append its reply to `out`.
-pub async fn run(core: &Rc<Core>, sess: &mut Session, spec: &'static CommandSpec, idx: usize, args: Args, out: &mut BytesMut) {
+pub async fn run(
+    core: &Rc<Core>,
+    sess: &mut Session,
+    spec: &'static CommandSpec,
+    idx: usize,
+    args: Args,
+    out: &mut BytesMut,
+) {
     core.shard.borrow_mut().stats[idx].calls += 1;
     let db = sess.db;
     let name = spec.name;
@@ -399,7 +496,11 @@ pub async fn run(core: &Rc<Core>, sess: &mut Session, spec: &'static CommandSpec
             if ok {
                 sess.authed = true;
             }
-            return crate::cmd::slots::ack(out, if ok { 0 } else { 1 }, if ok { "OK" } else { "invalid password" });
+            return crate::cmd::slots::ack(
+                out,
+                if ok { 0 } else { 1 },
+                if ok { "OK" } else { "invalid password" },
+            );
         }
         "slotsrestore-async-select" => {
             let ndb = core.shard.borrow().dbs.len() as i64;
@@ -423,9 +524,11 @@ pub async fn run(core: &Rc<Core>, sess: &mut Session, spec: &'static CommandSpec
     let result = match name {
         "slotsmgrtone" | "slotsmgrttagone" => {
             let key = args[4].clone();
-            migrate(core, db, &host, port, timeout, vec![key], tags, false).await.map(|(n, _)| {
-                encode::int(out, n as i64);
-            })
+            migrate(core, db, &host, port, timeout, vec![key], tags, false)
+                .await
+                .map(|(n, _)| {
+                    encode::int(out, n as i64);
+                })
         }
         "slotsmgrtone-async" | "slotsmgrttagone-async" => {
             let keys: Vec<Bytes> = args[6..].to_vec();
@@ -434,7 +537,10 @@ pub async fn run(core: &Rc<Core>, sess: &mut Session, spec: &'static CommandSpec
             // Keys may live on different cores: move each core's keys in one step.
             let mut by_core: HashMap<usize, Vec<Bytes>> = HashMap::new();
             for k in keys {
-                by_core.entry(core.shared.owner(resp::slot(&k))).or_default().push(k);
+                by_core
+                    .entry(core.shared.owner(resp::slot(&k)))
+                    .or_default()
+                    .push(k);
             }
             for (_, ks) in by_core {
                 match migrate(core, db, &host, port, timeout, ks, tags, true).await {
@@ -457,7 +563,13 @@ pub async fn run(core: &Rc<Core>, sess: &mut Session, spec: &'static CommandSpec
             };
             let numkeys = if asynch {
                 match resp::parse_i64(&args[7]) {
-                    Some(n) if n >= 0 => if n == 0 { 100 } else { n as usize },
+                    Some(n) if n >= 0 => {
+                        if n == 0 {
+                            100
+                        } else {
+                            n as usize
+                        }
+                    }
                     _ => return encode::error(out, "ERR invalid numkeys"),
                 }
             } else {
@@ -465,12 +577,16 @@ pub async fn run(core: &Rc<Core>, sess: &mut Session, spec: &'static CommandSpec
             };
             let owner = core.shared.owner(slot as u16);
             let now = crate::shared::now_ms();
-            let seeds = core.run_on(owner, move |sh| pick(sh, db, slot, numkeys, now)).await;
+            let seeds = core
+                .run_on(owner, move |sh| pick(sh, db, slot, numkeys, now))
+                .await;
             if seeds.is_empty() {
                 reply_pair(out, 0, 0);
                 return;
             }
-            migrate(core, db, &host, port, timeout, seeds, tags, asynch).await.map(|(n, left)| reply_pair(out, n, left))
+            migrate(core, db, &host, port, timeout, seeds, tags, asynch)
+                .await
+                .map(|(n, left)| reply_pair(out, n, left))
         }
     };
     if let Err(e) = result {
@@ -493,7 +609,10 @@ async fn exec_wrapper(core: &Rc<Core>, sess: &mut Session, args: Args, out: &mut
     if !spec.arity_ok(inner.len()) || crate::cmd::handler(cidx).is_none() {
         encode::array(out, 2);
         encode::int(out, -1);
-        encode::error(out, &format!("ERR wrong number of arguments for '{}' command", spec.name));
+        encode::error(
+            out,
+            &format!("ERR wrong number of arguments for '{}' command", spec.name),
+        );
         return;
     }
     let db = sess.db;
@@ -505,13 +624,25 @@ async fn exec_wrapper(core: &Rc<Core>, sess: &mut Session, args: Args, out: &mut
         .run_on(owner, move |sh| {
             if sh.in_flight.contains(&(db, hashkey.clone())) {
                 if write {
-                    return (1, b"-ERR the key is being migrated, retry later\r\n".to_vec());
+                    return (
+                        1,
+                        b"-ERR the key is being migrated, retry later\r\n".to_vec(),
+                    );
                 }
             } else if sh.dbs[db].get(&hashkey, now).is_none() {
                 return (0, b"-ERR the key is not on this node\r\n".to_vec());
             }
             let mut b = BytesMut::new();
-            sh.execute(&Cmd { db: db as u8, idx: cidx as u16, args: inner }, proto, now, &mut b);
+            sh.execute(
+                &Cmd {
+                    db: db as u8,
+                    idx: cidx as u16,
+                    args: inner,
+                },
+                proto,
+                now,
+                &mut b,
+            );
             (2, b.to_vec())
         })
         .await;

@@ -141,13 +141,17 @@ fn exec_wrapper_codes() {
         use std::io::{Read, Write};
         let mut t = std::net::TcpStream::connect(("127.0.0.1", src.port)).unwrap();
         t.write_all(cmd.as_bytes()).unwrap();
-        t.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        t.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         let mut buf = vec![0u8; 512];
         let n = t.read(&mut buf).unwrap();
         String::from_utf8_lossy(&buf[..n]).to_string()
     };
     let r = raw("SLOTSMGRT-EXEC-WRAPPER gone GET gone\r\n");
-    assert!(r.starts_with("*2\r\n:0\r\n-"), "a key not on this node answers code 0: {r:?}");
+    assert!(
+        r.starts_with("*2\r\n:0\r\n-"),
+        "a key not on this node answers code 0: {r:?}"
+    );
     let r = raw("SLOTSMGRT-EXEC-WRAPPER w NOSUCHCMD w\r\n");
     assert!(r.starts_with("*2\r\n:-1\r\n-ERR unknown command"), "{r:?}");
 }

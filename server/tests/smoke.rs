@@ -20,8 +20,22 @@ fn pipeline_across_cores_keeps_order() {
     let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(n, 2000);
     // MSET spanning both cores, then MGET back.
-    let _: () = redis::cmd("MSET").arg("a").arg(1).arg("b").arg(2).arg("c").arg(3).query(&mut c).unwrap();
-    let v: Vec<Option<i64>> = redis::cmd("MGET").arg("a").arg("b").arg("c").arg("nope").query(&mut c).unwrap();
+    let _: () = redis::cmd("MSET")
+        .arg("a")
+        .arg(1)
+        .arg("b")
+        .arg(2)
+        .arg("c")
+        .arg(3)
+        .query(&mut c)
+        .unwrap();
+    let v: Vec<Option<i64>> = redis::cmd("MGET")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .arg("nope")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(v, vec![Some(1), Some(2), Some(3), None]);
 }
 

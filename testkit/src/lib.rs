@@ -36,7 +36,11 @@ pub fn wait_port(port: u16, timeout: Duration) -> bool {
 /// binary is missing, it is built with cargo (same profile).
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>")
+        .to_path_buf();
     let path = profile_dir.join(name);
     if !path.exists() {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
@@ -91,13 +95,20 @@ pub fn codis_server(extra: &[&str]) -> Proc {
         .spawn()
         .expect("spawn codis-server");
     let p = Proc { child, port };
-    assert!(wait_port(port, Duration::from_secs(20)), "codis-server did not start on {port}");
+    assert!(
+        wait_port(port, Duration::from_secs(20)),
+        "codis-server did not start on {port}"
+    );
     p
 }
 
 /// Whether Debian's `redis-server` is installed.
 pub fn have_redis_server() -> bool {
-    Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Start a real `redis-server` (no persistence) on a free port; `None` if it is not installed.
@@ -109,7 +120,16 @@ pub fn redis_server(extra: &[&str]) -> Option<(Proc, tempfile::TempDir)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir.path())
         .args(extra)
@@ -118,7 +138,10 @@ pub fn redis_server(extra: &[&str]) -> Option<(Proc, tempfile::TempDir)> {
         .spawn()
         .expect("spawn redis-server");
     let p = Proc { child, port };
-    assert!(wait_port(port, Duration::from_secs(10)), "redis-server did not start");
+    assert!(
+        wait_port(port, Duration::from_secs(10)),
+        "redis-server did not start"
+    );
     Some((p, dir))
 }
 

@@ -6,7 +6,10 @@ use resp::encode;
 use super::{Ctx, Handler};
 
 /// The slot commands served by shards.
-pub static HANDLERS: &[(&str, Handler)] = &[("slotsrestore", slotsrestore), ("slotsrestore-async", slotsrestore_async)];
+pub static HANDLERS: &[(&str, Handler)] = &[
+    ("slotsrestore", slotsrestore),
+    ("slotsrestore-async", slotsrestore_async),
+];
 
 /// `SLOTSRESTORE key ttl payload [key ttl payload …]`: validate every triple, then replace each key.
 fn slotsrestore(ctx: &mut Ctx) {
@@ -58,13 +61,17 @@ fn slotsrestore_async(ctx: &mut Ctx) {
             ack(ctx.out, 0, "OK")
         }
         ("expire", 4) => {
-            let Some(at) = ttl_at(ctx, 3) else { return ack(ctx.out, 1, "invalid ttl value") };
+            let Some(at) = ttl_at(ctx, 3) else {
+                return ack(ctx.out, 1, "invalid ttl value");
+            };
             let k = ctx.arg(2).clone();
             ctx.db().set_expire(&k, at, now);
             ack(ctx.out, 0, "OK")
         }
         ("object", 5) => {
-            let Some(at) = ttl_at(ctx, 3) else { return ack(ctx.out, 1, "invalid ttl value") };
+            let Some(at) = ttl_at(ctx, 3) else {
+                return ack(ctx.out, 1, "invalid ttl value");
+            };
             match crate::dump::load_value(ctx.arg(4)) {
                 Ok(v) => {
                     let k = ctx.arg(2).clone();
@@ -75,11 +82,21 @@ fn slotsrestore_async(ctx: &mut Ctx) {
             }
         }
         ("string", 5) => {
-            let Some(at) = ttl_at(ctx, 3) else { return ack(ctx.out, 1, "invalid ttl value") };
+            let Some(at) = ttl_at(ctx, 3) else {
+                return ack(ctx.out, 1, "invalid ttl value");
+            };
             let (k, v) = (ctx.arg(2).clone(), ctx.arg(4).clone());
-            ctx.db().insert(&k, crate::value::Value::Str((&v[..]).into()), at);
+            ctx.db()
+                .insert(&k, crate::value::Value::Str((&v[..]).into()), at);
             ack(ctx.out, 0, "OK")
         }
-        _ => ack(ctx.out, 1, &format!("unsupported slotsrestore-async form '{sub}' with {} arguments", argc - 1)),
+        _ => ack(
+            ctx.out,
+            1,
+            &format!(
+                "unsupported slotsrestore-async form '{sub}' with {} arguments",
+                argc - 1
+            ),
+        ),
     }
 }
