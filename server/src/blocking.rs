@@ -220,11 +220,31 @@ fn peer_closed(sess: &Session) -> bool {
 }
 
 /// Wait for any receiver, the deadline, or the client going away.
+/// Clients blocked right now, process-wide (INFO clients `blocked_clients`).
+pub static BLOCKED_CLIENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts one blocked client for as long as it lives.
+struct BlockedGuard;
+
+impl BlockedGuard {
+    fn new() -> BlockedGuard {
+        BLOCKED_CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        BlockedGuard
+    }
+}
+
+impl Drop for BlockedGuard {
+    fn drop(&mut self) {
+        BLOCKED_CLIENTS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 async fn wait(
     sess: &Session,
     rxs: &mut [oneshot::Receiver<Bytes>],
     deadline: Option<Instant>,
 ) -> End {
+    let _blocked = BlockedGuard::new();
     loop {
         let mut tick = Duration::from_millis(100);
         if let Some(d) = deadline {

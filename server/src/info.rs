@@ -72,9 +72,10 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
     if show("clients") {
         let _ = write!(
             o,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:0\r\n\r\n",
             sh.connected.load(Ordering::Relaxed),
-            cfg.maxclients
+            cfg.maxclients,
+            crate::blocking::BLOCKED_CLIENTS.load(Ordering::Relaxed),
         );
     }
     if show("memory") {

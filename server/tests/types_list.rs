@@ -16,8 +16,18 @@ fn keys_on(core: u16, n: usize) -> Vec<String> {
         .collect()
 }
 
-fn settle() {
-    sleep(Duration::from_millis(200));
+/// Wait until the server reports `n` blocked clients (INFO clients), so the order in which
+/// clients blocked is known before the test pushes.
+fn blocked(port: u16, n: usize) {
+    let mut c = Raw::connect(port);
+    for _ in 0..500 {
+        let info = c.q("INFO clients");
+        if info.contains(&format!("blocked_clients:{n}\r\n")) {
+            return;
+        }
+        sleep(Duration::from_millis(10));
+    }
+    panic!("never saw blocked_clients:{n}");
 }
 
 #[test]
@@ -160,7 +170,7 @@ fn blocked_pop_is_woken_by_a_push_on_either_core() {
         let k = &keys_on(core, 1)[0];
         let mut waiter = Raw::connect(srv.port);
         waiter.send_line(&format!("BLPOP {k} 0"));
-        settle();
+        blocked(srv.port, 1);
         // Several pushing connections: they land on both cores.
         for i in 0..3 {
             let mut p = Raw::connect(srv.port);
@@ -189,11 +199,11 @@ fn first_blocked_first_served() {
     let mut c3 = Raw::connect(srv.port);
     let mut p = Raw::connect(srv.port);
     c1.send_line("BRPOP fair 0");
-    settle();
+    blocked(srv.port, 1);
     c2.send_line("BRPOP fair 0");
-    settle();
+    blocked(srv.port, 2);
     c3.send_line("BLMOVE fair dst LEFT LEFT 0");
-    settle();
+    blocked(srv.port, 3);
     assert_eq!(p.q("RPUSH fair one"), ":1\r\n");
     assert_eq!(
         String::from_utf8_lossy(&c1.read()),
@@ -218,7 +228,7 @@ fn blocking_on_keys_of_both_cores() {
     let mut w = Raw::connect(srv.port);
     let mut p = Raw::connect(srv.port);
     w.send_line(&format!("BLPOP {a} {b} 0"));
-    settle();
+    blocked(srv.port, 1);
     p.q(&format!("LPUSH {b} x"));
     assert_eq!(
         String::from_utf8_lossy(&w.read()),
@@ -228,9 +238,9 @@ fn blocking_on_keys_of_both_cores() {
     // served by the move.
     let mut w2 = Raw::connect(srv.port);
     w2.send_line(&format!("BLPOP {b} 0"));
-    settle();
+    blocked(srv.port, 1);
     w.send_line(&format!("BLMOVE {a} {b} RIGHT LEFT 0"));
-    settle();
+    blocked(srv.port, 2);
     p.q(&format!("RPUSH {a} moved"));
     assert_eq!(String::from_utf8_lossy(&w.read()), "$5\r\nmoved\r\n");
     assert_eq!(
@@ -240,7 +250,7 @@ fn blocking_on_keys_of_both_cores() {
     assert_eq!(p.q(&format!("EXISTS {a} {b}")), ":0\r\n");
     // BLMPOP over both cores.
     w.send_line(&format!("BLMPOP 0 2 {a} {b} RIGHT COUNT 2"));
-    settle();
+    blocked(srv.port, 1);
     p.q(&format!("RPUSH {a} 1 2 3"));
     assert_eq!(
         String::from_utf8_lossy(&w.read()),
@@ -270,9 +280,10 @@ fn timeouts_and_disconnects() {
     {
         let mut gone = Raw::connect(srv.port);
         gone.send_line("BLPOP lost 0");
-        settle();
+        blocked(srv.port, 1);
     }
-    settle();
+    // The server notices the disconnect (it polls blocked clients' sockets).
+    blocked(srv.port, 0);
     assert_eq!(d.q("RPUSH lost x"), ":1\r\n");
     assert_eq!(d.q("LLEN lost"), ":1\r\n");
 }
