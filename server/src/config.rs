@@ -100,6 +100,11 @@ const KEYS: &[Key] = &[
         default: "10",
         mutable: true,
     },
+    Key {
+        name: "lua-time-limit",
+        default: "5000",
+        mutable: true,
+    },
     // Persistence is not served yet: these report the truth (nothing is saved).
     Key {
         name: "save",
@@ -313,6 +318,12 @@ impl Config {
                 self.timeout = value
                     .parse()
                     .map_err(|_| bad("argument couldn't be parsed into an integer"))?
+            }
+            "lua-time-limit" => {
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))?;
+                crate::script::LUA_TIME_LIMIT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
             }
             "hz" | "tcp-keepalive" => {
                 value

@@ -24,6 +24,12 @@ use crate::db::Db;
 /// another).
 static SCRIPTS: LazyLock<Mutex<HashMap<String, Bytes>>> = LazyLock::new(Default::default);
 
+/// `lua-time-limit` in ms. A script still running after it is stopped with an error: a core runs
+/// one script at a time, so an endless script must not hold the core (and every client of it)
+/// forever. Redis instead keeps running and answers BUSY until SCRIPT KILL; see the README.
+pub static LUA_TIME_LIMIT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(5000);
+
 /// Shard handlers.
 pub static HANDLERS: &[(&str, Handler)] = &[
     ("eval", eval),
@@ -279,7 +285,22 @@ fn eval(ctx: &mut Ctx) {
                     scope.create_function(|lua, a: MultiValue| call(lua, &state, a, false))?;
                 redis.set("call", callf)?;
                 redis.set("pcall", pcall)?;
-                let v: LuaValue = f.call(())?;
+                let started = std::time::Instant::now();
+                let limit = LUA_TIME_LIMIT_MS.load(std::sync::atomic::Ordering::Relaxed);
+                lua.set_hook(
+                    mlua::HookTriggers::new().every_nth_instruction(10_000),
+                    move |_, _| {
+                        if limit > 0 && started.elapsed().as_millis() as u64 > limit {
+                            return Err(mlua::Error::RuntimeError(format!(
+                                "Script killed: it ran longer than lua-time-limit ({limit} ms)"
+                            )));
+                        }
+                        Ok(mlua::VmState::Continue)
+                    },
+                );
+                let v = f.call::<LuaValue>(());
+                lua.remove_hook();
+                let v = v?;
                 let mut out = BytesMut::new();
                 lua_to_resp(&v, proto, &mut out);
                 Ok(out.to_vec())

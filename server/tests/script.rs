@@ -219,3 +219,23 @@ fn scripts_spanning_cores_and_undeclared_keys() {
         );
     }
 }
+
+#[test]
+fn an_endless_script_is_stopped_at_lua_time_limit() {
+    let srv = testkit::codis_server(&["--cores", "1"]);
+    let mut c = Raw::connect(srv.port);
+    assert_eq!(c.line("CONFIG SET lua-time-limit 200"), b"+OK\r\n");
+    assert_eq!(
+        c.line("CONFIG GET lua-time-limit"),
+        b"*2\r\n$14\r\nlua-time-limit\r\n$3\r\n200\r\n"
+    );
+    let r = String::from_utf8(c.line("EVAL \"while true do end\" 0")).unwrap();
+    assert!(
+        r.starts_with("-ERR") && r.contains("lua-time-limit (200 ms)"),
+        "{r}"
+    );
+    // The core is free again, and so is the Lua state.
+    let mut other = Raw::connect(srv.port);
+    assert_eq!(other.line("PING"), b"+PONG\r\n");
+    assert_eq!(c.line("EVAL \"return 1\" 0"), b":1\r\n");
+}
