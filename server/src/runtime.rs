@@ -50,9 +50,22 @@ fn listen_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
             .map_err(|e| format!("bad bind address {host}: {e}"))?
             .next()
             .ok_or_else(|| format!("bad bind address {host}"))?;
-        let probe = std::net::TcpListener::bind(addr)
+        // Bind without SO_REUSEPORT and without listening: it fails if anyone holds the port, and
+        // it never accepts a connection a client could mistake for the server being up.
+        let domain = if addr.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+            .and_then(|s| s.bind(&addr.into()).map(|_| s))
             .map_err(|e| format!("Could not create server TCP listening socket {addr}: {e}"))?;
-        out.push(probe.local_addr().map_err(|e| e.to_string())?);
+        let local = probe
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| format!("cannot read the address bound for {addr}"))?;
+        out.push(local);
     }
     Ok(out)
 }

@@ -94,12 +94,42 @@ pub fn codis_server(extra: &[&str]) -> Proc {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn codis-server");
-    let p = Proc { child, port };
+    let mut p = Proc { child, port };
     assert!(
-        wait_port(port, Duration::from_secs(20)),
+        wait_ping(&mut p, Duration::from_secs(20)),
         "codis-server did not start on {port}"
     );
     p
+}
+
+/// Wait until the process answers PING on its port (and is still alive). Stronger than
+/// [`wait_port`]: a bare connect can succeed against something that is not the server.
+pub fn wait_ping(p: &mut Proc, timeout: Duration) -> bool {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            eprintln!(
+                "process on port {} exited during start-up: {status}",
+                p.port
+            );
+            return false;
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", p.port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 64];
+            if s.write_all(b"PING\r\n").is_ok() {
+                if let Ok(n) = s.read(&mut buf) {
+                    // +PONG, or -NOAUTH when a password is required: either way it serves.
+                    if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH") {
+                        return true;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Whether Debian's `redis-server` is installed.
@@ -137,9 +167,9 @@ pub fn redis_server(extra: &[&str]) -> Option<(Proc, tempfile::TempDir)> {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn redis-server");
-    let p = Proc { child, port };
+    let mut p = Proc { child, port };
     assert!(
-        wait_port(port, Duration::from_secs(10)),
+        wait_ping(&mut p, Duration::from_secs(10)),
         "redis-server did not start"
     );
     Some((p, dir))
