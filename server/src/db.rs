@@ -81,6 +81,9 @@ pub struct Db {
     /// Watched keys (WATCH): key → (modifications seen, watchers). Every mutation of a key in here
     /// bumps its count, so EXEC can tell whether a watched key changed.
     watch: HashMap<Key, (u64, u32), Hasher>,
+    /// Set while a read-only command runs: its `get_mut` calls (used by readers for lazy
+    /// conversions) do not count as modifications for WATCH.
+    pub quiet: bool,
 }
 
 impl Db {
@@ -94,6 +97,7 @@ impl Db {
             expire_cursor: 0,
             scratch: false,
             watch: HashMap::default(),
+            quiet: false,
         }
     }
 
@@ -105,6 +109,7 @@ impl Db {
             expire_cursor: 0,
             scratch: true,
             watch: HashMap::default(),
+            quiet: false,
         }
     }
 
@@ -170,7 +175,10 @@ impl Db {
     fn live(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
         let t = self.table_mut(key)?;
         if t.map.get(key)?.expired(now) {
+            // An expiry is a modification even when a reader finds it.
+            let quiet = std::mem::replace(&mut self.quiet, false);
             self.remove(key);
+            self.quiet = quiet;
             return None;
         }
         self.table_mut(key)?.map.get_mut(key)
@@ -279,7 +287,7 @@ impl Db {
 
     /// Record a modification of `key` for its watchers.
     fn touch(&mut self, key: &[u8]) {
-        if !self.watch.is_empty() {
+        if !self.watch.is_empty() && !self.quiet {
             if let Some(w) = self.watch.get_mut(key) {
                 w.0 += 1;
             }

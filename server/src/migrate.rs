@@ -31,6 +31,7 @@ use crate::conn::Session;
 use crate::core::Core;
 use crate::db::Entry;
 use crate::shard::{Cmd, Shard};
+use crate::value::{Hash, List, Set, Value, ZSet};
 
 /// Whether the connection layer must hand this command to [`run`].
 pub fn handles(name: &str) -> bool {
@@ -59,8 +60,206 @@ struct Item {
     key: Bytes,
     /// Remaining TTL in ms (0: none; at least 1 when set, as Codis does).
     ttl: u64,
-    payload: Vec<u8>,
-    snapshot: Entry,
+    body: Body,
+}
+
+/// How a key travels.
+enum Body {
+    /// One DUMP payload; `snapshot` is the entry sent, compared before deleting at the source.
+    Object { payload: Vec<u8>, snapshot: Entry },
+    /// A big collection, sent as `SLOTSRESTORE-ASYNC <kind> key ttl hint elements…` chunks of at
+    /// most `maxbulks` elements, a window of at most `maxbytes` per round trip, produced on the
+    /// owning shard window by window (so no command waits on one huge payload). `version` is the
+    /// key's modification count when it was picked (the key is watched while it travels).
+    Chunked {
+        kind: Kind,
+        len: usize,
+        version: u64,
+    },
+}
+
+/// The collection kinds of the chunked restore forms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    List,
+    Hash,
+    Set,
+    ZSet,
+}
+
+impl Kind {
+    fn word(self) -> &'static [u8] {
+        match self {
+            Kind::List => b"list",
+            Kind::Hash => b"hash",
+            Kind::Set => b"dict",
+            Kind::ZSet => b"zset",
+        }
+    }
+}
+
+/// `maxbulks` / `maxbytes` of an async migration (sync migration never chunks).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    maxbulks: usize,
+    maxbytes: usize,
+}
+
+impl Limits {
+    const NEVER: Limits = Limits {
+        maxbulks: usize::MAX,
+        maxbytes: usize::MAX,
+    };
+}
+
+/// Whether `v` travels in chunks, and as what.
+fn chunk_kind(v: &Value, lim: Limits) -> Option<(Kind, usize)> {
+    let (kind, len, packed) = match v {
+        Value::Str(_) => return None,
+        Value::List(l) => (
+            Kind::List,
+            l.len(),
+            match l {
+                List::Pack(p) => p.bytes(),
+                List::Deque(_) => 0,
+            },
+        ),
+        Value::Hash(h) => (
+            Kind::Hash,
+            h.len(),
+            match h {
+                Hash::Pack(p) => p.bytes(),
+                Hash::Map(_) => 0,
+            },
+        ),
+        Value::Set(st) => (Kind::Set, st.len(), 0),
+        Value::ZSet(z) => (
+            Kind::ZSet,
+            z.len(),
+            match z {
+                ZSet::Pack(p) => p.bytes(),
+                ZSet::Tree(_) => 0,
+            },
+        ),
+    };
+    (len > lim.maxbulks || packed > lim.maxbytes).then_some((kind, len))
+}
+
+/// Builds the chunk commands of one window.
+struct Chunker {
+    head: [Bytes; 5],
+    maxbulks: usize,
+    maxbytes: usize,
+    cmds: Vec<Vec<Bytes>>,
+    cur: Vec<Bytes>,
+    elems: usize,
+    bytes: usize,
+    taken: usize,
+}
+
+impl Chunker {
+    /// Add one element (one or two parts); true when the window is full.
+    fn add(&mut self, parts: &[&[u8]]) -> bool {
+        if self.cur.is_empty() {
+            self.cur.extend(self.head.iter().cloned());
+        }
+        for p in parts {
+            self.bytes += p.len() + 16;
+            self.cur.push(Bytes::copy_from_slice(p));
+        }
+        self.elems += 1;
+        self.taken += 1;
+        if self.elems >= self.maxbulks {
+            self.close();
+        }
+        self.bytes >= self.maxbytes
+    }
+
+    fn close(&mut self) {
+        if !self.cur.is_empty() {
+            self.cmds.push(std::mem::take(&mut self.cur));
+        }
+        self.elems = 0;
+    }
+}
+
+/// On the owning shard: the next window of chunk commands of a big key from element `pos`, and
+/// how many elements it holds. `None` when the key changed (or vanished) since it was picked.
+#[allow(clippy::too_many_arguments)]
+fn window(
+    sh: &mut Shard,
+    db: usize,
+    key: &Bytes,
+    kind: Kind,
+    version: u64,
+    hint: usize,
+    pos: usize,
+    lim: Limits,
+    tmp_ttl: u64,
+    now: u64,
+) -> Option<(Vec<Vec<Bytes>>, usize)> {
+    let d = &mut sh.dbs[db];
+    if d.watch_version(key, now) != Some(version) {
+        return None;
+    }
+    let e = d.get(key, now)?;
+    let mut c = Chunker {
+        head: [
+            Bytes::from_static(b"SLOTSRESTORE-ASYNC"),
+            Bytes::from_static(kind.word()),
+            key.clone(),
+            Bytes::from(tmp_ttl.to_string()),
+            Bytes::from(hint.to_string()),
+        ],
+        maxbulks: lim.maxbulks,
+        maxbytes: lim.maxbytes,
+        cmds: Vec::new(),
+        cur: Vec::new(),
+        elems: 0,
+        bytes: 0,
+        taken: 0,
+    };
+    let mut num = itoa::Buffer::new();
+    match (&e.value, kind) {
+        (Value::List(l), Kind::List) => {
+            for x in l.iter().skip(pos) {
+                if c.add(&[x]) {
+                    break;
+                }
+            }
+        }
+        (Value::Hash(h), Kind::Hash) => {
+            for (f, v) in h.iter().skip(pos) {
+                if c.add(&[f, v]) {
+                    break;
+                }
+            }
+        }
+        (Value::Set(Set::Ints(v)), Kind::Set) => {
+            for i in v.iter().skip(pos) {
+                if c.add(&[num.format(*i).as_bytes()]) {
+                    break;
+                }
+            }
+        }
+        (Value::Set(Set::Map(m)), Kind::Set) => {
+            for x in m.iter().skip(pos) {
+                if c.add(&[x]) {
+                    break;
+                }
+            }
+        }
+        (Value::ZSet(z), Kind::ZSet) => {
+            for (m, score) in z.iter().skip(pos) {
+                if c.add(&[m, &score.to_bits().to_le_bytes()]) {
+                    break;
+                }
+            }
+        }
+        _ => return None,
+    }
+    c.close();
+    Some((c.cmds, c.taken))
 }
 
 /// A cached connection to a migration target.
@@ -181,6 +380,22 @@ fn frame_error(f: &Frame) -> Option<String> {
     }
 }
 
+/// Parse `maxbulks maxbytes` (args 4 and 5 of the async forms), with Codis's defaults for 0:
+/// 200 elements per chunk (at most 512K) and 512 KB per window.
+fn async_limits(args: &Args) -> Result<Limits, String> {
+    let maxbulks = match resp::parse_i64(&args[4]) {
+        Some(0) => 200,
+        Some(n) if (1..=512 * 1024).contains(&n) => n as usize,
+        _ => return Err("ERR invalid value of maxbulks".into()),
+    };
+    let maxbytes = match resp::parse_i64(&args[5]) {
+        Some(0) => 512 * 1024,
+        Some(n) if n > 0 => n as usize,
+        _ => return Err("ERR invalid value of maxbytes".into()),
+    };
+    Ok(Limits { maxbulks, maxbytes })
+}
+
 /// Parse `host port timeout` (args 1..=3). Timeout 0 means Codis's default.
 fn target_args(args: &Args, default_ms: u64) -> Result<(String, u16, Duration), String> {
     let host = String::from_utf8_lossy(&args[1]).to_string();
@@ -196,7 +411,14 @@ fn target_args(args: &Args, default_ms: u64) -> Result<(String, u16, Duration), 
 
 /// On the owning shard: collect `keys` (expanded to their tag groups when `tags`), serialise them
 /// and mark them in flight. At most `limit` keys plus the rest of the last tag group.
-fn collect(sh: &mut Shard, db: usize, seeds: Vec<Bytes>, tags: bool, now: u64) -> Vec<Item> {
+fn collect(
+    sh: &mut Shard,
+    db: usize,
+    seeds: Vec<Bytes>,
+    tags: bool,
+    lim: Limits,
+    now: u64,
+) -> Vec<Item> {
     let mut keys: Vec<Bytes> = Vec::new();
     for k in seeds {
         if keys.contains(&k) {
@@ -221,7 +443,7 @@ fn collect(sh: &mut Shard, db: usize, seeds: Vec<Bytes>, tags: bool, now: u64) -
     }
     let mut items = Vec::new();
     for key in keys {
-        let Some(e) = sh.dbs[db].get(&key, now).cloned() else {
+        let Some(e) = sh.dbs[db].get(&key, now) else {
             continue;
         };
         let ttl = if e.expire_at() == 0 {
@@ -229,14 +451,22 @@ fn collect(sh: &mut Shard, db: usize, seeds: Vec<Bytes>, tags: bool, now: u64) -
         } else {
             e.expire_at().saturating_sub(now).max(1)
         };
-        let payload = crate::dump::dump_value(&e.value);
+        let body = match chunk_kind(&e.value, lim) {
+            Some((kind, len)) => Body::Chunked {
+                kind,
+                len,
+                version: sh.dbs[db].watch(&key, now),
+            },
+            None => {
+                let snapshot = e.clone();
+                Body::Object {
+                    payload: crate::dump::dump_value(&snapshot.value),
+                    snapshot,
+                }
+            }
+        };
         sh.in_flight.insert((db, key.clone()));
-        items.push(Item {
-            key,
-            ttl,
-            payload,
-            snapshot: e,
-        });
+        items.push(Item { key, ttl, body });
     }
     items
 }
@@ -269,15 +499,20 @@ fn finish(
     for it in items {
         sh.in_flight.remove(&(db, it.key.clone()));
         slot = Some(resp::slot(&it.key) as usize);
+        let same = match &it.body {
+            Body::Chunked { version, .. } => {
+                let v = sh.dbs[db].watch_version(&it.key, now);
+                sh.dbs[db].unwatch(&it.key);
+                v == Some(*version) && sh.dbs[db].get(&it.key, now).is_some()
+            }
+            Body::Object { snapshot, .. } => match sh.dbs[db].get(&it.key, now) {
+                Some(cur) => cur.value == snapshot.value && cur.expire_at() == snapshot.expire_at(),
+                None => false,
+            },
+        };
         if !acked {
             continue;
         }
-        let same = match sh.dbs[db].get(&it.key, now) {
-            Some(cur) => {
-                cur.value == it.snapshot.value && cur.expire_at() == it.snapshot.expire_at()
-            }
-            None => false,
-        };
         if same {
             sh.dbs[db].remove(&it.key);
             moved += 1;
@@ -297,11 +532,10 @@ fn finish(
 /// or one `SLOTSRESTORE-ASYNC object k ttl payload` per key (async). Returns (bytes, replies).
 fn restore_request(
     t: &Target,
-    items: &[Item],
+    items: &[&Item],
     db: usize,
     pass: Option<&[u8]>,
     asynch: bool,
-    keys_missing: &[Bytes],
 ) -> (BytesMut, usize) {
     let mut b = BytesMut::new();
     let mut n = 0;
@@ -315,42 +549,39 @@ fn restore_request(
         Frame::command([Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())]).encode(&mut b);
         n += 1;
     }
+    let payloads = items.iter().filter_map(|it| match &it.body {
+        Body::Object { payload, .. } => Some((it, payload)),
+        Body::Chunked { .. } => None,
+    });
     if asynch {
-        for it in items {
-            Frame::command([
-                Bytes::from_static(b"SLOTSRESTORE-ASYNC"),
-                Bytes::from_static(b"object"),
-                it.key.clone(),
-                Bytes::from(it.ttl.to_string()),
-                Bytes::from(it.payload.clone()),
-            ])
-            .encode(&mut b);
-            n += 1;
-        }
-        for k in keys_missing {
-            Frame::command([
-                Bytes::from_static(b"SLOTSRESTORE-ASYNC"),
-                Bytes::from_static(b"delete"),
-                k.clone(),
-            ])
-            .encode(&mut b);
-            n += 1;
-        }
-    } else if !items.is_empty() {
-        encode::array(&mut b, 1 + 3 * items.len());
-        encode::bulk(&mut b, b"SLOTSRESTORE");
-        for it in items {
+        for (it, payload) in payloads {
+            encode::array(&mut b, 5);
+            encode::bulk(&mut b, b"SLOTSRESTORE-ASYNC");
+            encode::bulk(&mut b, b"object");
             encode::bulk(&mut b, &it.key);
             encode::bulk(&mut b, it.ttl.to_string().as_bytes());
-            encode::bulk(&mut b, &it.payload);
+            encode::bulk(&mut b, payload);
+            n += 1;
         }
-        n += 1;
+    } else {
+        let payloads: Vec<_> = payloads.collect();
+        if !payloads.is_empty() {
+            encode::array(&mut b, 1 + 3 * payloads.len());
+            encode::bulk(&mut b, b"SLOTSRESTORE");
+            for (it, payload) in payloads {
+                encode::bulk(&mut b, &it.key);
+                encode::bulk(&mut b, it.ttl.to_string().as_bytes());
+                encode::bulk(&mut b, payload);
+            }
+            n += 1;
+        }
     }
     (b, n)
 }
 
 /// Move `seeds` (and their tag groups when `tags`) of database `db` to the target. Returns
 /// (keys moved, keys left in the slot).
+#[allow(clippy::too_many_arguments)]
 async fn migrate(
     core: &Rc<Core>,
     db: usize,
@@ -360,6 +591,7 @@ async fn migrate(
     seeds: Vec<Bytes>,
     tags: bool,
     asynch: bool,
+    lim: Limits,
 ) -> Result<(usize, usize), String> {
     let Some(first) = seeds.first() else {
         return Ok((0, 0));
@@ -370,11 +602,22 @@ async fn migrate(
     let mut total = 0;
     let mut left = 0;
     let mut seeds = seeds;
-    for _attempt in 0..5 {
+    for attempt in 0..5 {
         let now = crate::shared::now_ms();
+        let asked = seeds.clone();
         let items = core
-            .run_on(owner, move |sh| collect(sh, db, seeds, tags, now))
+            .run_on(owner, move |sh| collect(sh, db, seeds, tags, lim, now))
             .await;
+        if attempt > 0 {
+            // Keys sent before and deleted at the source since: the target's copies must go too.
+            let gone: Vec<Bytes> = asked
+                .into_iter()
+                .filter(|k| !items.iter().any(|it| &it.key == k))
+                .collect();
+            if !gone.is_empty() {
+                delete_at_target(&addr, &gone, db, pass.as_deref(), timeout).await?;
+            }
+        }
         if items.is_empty() {
             break;
         }
@@ -387,7 +630,18 @@ async fn migrate(
                 started: Instant::now(),
             })
         });
-        let sent = send(&addr, &items, db, pass.as_deref(), asynch, timeout).await;
+        let sent = send(
+            core,
+            owner,
+            &addr,
+            &items,
+            db,
+            pass.as_deref(),
+            asynch,
+            timeout,
+            lim,
+        )
+        .await;
         RUNNING.with(|r| r.borrow_mut().take());
         let acked = sent.is_ok();
         let now = crate::shared::now_ms();
@@ -405,21 +659,9 @@ async fn migrate(
     Ok((total, left))
 }
 
-async fn send(
-    addr: &str,
-    items: &[Item],
-    db: usize,
-    pass: Option<&[u8]>,
-    asynch: bool,
-    timeout: Duration,
-) -> Result<(), String> {
-    let mut t = connect(addr, timeout).await?;
-    let (req, n) = restore_request(&t, items, db, pass, asynch, &[]);
-    let replies = match t.round_trip(&req, n, timeout).await {
-        Ok(r) => r,
-        Err(e) => return Err(e), // the connection is dropped, not returned to the pool
-    };
-    for f in &replies {
+/// Check the replies of a restore round trip: errors and non-zero SLOTSRESTORE-ASYNC-ACKs fail.
+fn check_replies(replies: &[Frame]) -> Result<(), String> {
+    for f in replies {
         if let Some(e) = frame_error(f) {
             return Err(format!("ERR error on slotsrestore, migration failed: {e}"));
         }
@@ -427,7 +669,10 @@ async fn send(
             // SLOTSRESTORE-ASYNC-ACK errno msg
             if let Some(Frame::Bulk(code)) = a.get(1) {
                 if code.as_ref() != b"0" {
-                    let msg = a.get(2).map(|m| format!("{m:?}")).unwrap_or_default();
+                    let msg = match a.get(2) {
+                        Some(Frame::Bulk(m)) => String::from_utf8_lossy(m).to_string(),
+                        other => format!("{other:?}"),
+                    };
                     return Err(format!(
                         "ERR error on slotsrestore-async, migration failed: {msg}"
                     ));
@@ -435,6 +680,109 @@ async fn send(
             }
         }
     }
+    Ok(())
+}
+
+/// Send `items` and wait for every acknowledgement: the small ones in one pipelined batch, then
+/// each big one chunk window by chunk window (`delete`, chunks with a temporary TTL of 3×timeout,
+/// then `expire` with the real TTL). A big key that changed at the source meanwhile is left
+/// incomplete at the target (its temporary TTL cleans it up); `finish` sees the change and the
+/// key is sent again.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    core: &Rc<Core>,
+    owner: usize,
+    addr: &str,
+    items: &[Item],
+    db: usize,
+    pass: Option<&[u8]>,
+    asynch: bool,
+    timeout: Duration,
+    lim: Limits,
+) -> Result<(), String> {
+    let mut t = connect(addr, timeout).await?;
+    let all: Vec<&Item> = items.iter().collect();
+    let (req, n) = restore_request(&t, &all, db, pass, asynch);
+    if n > 0 {
+        // On error the connection is dropped, not returned to the pool.
+        let replies = t.round_trip(&req, n, timeout).await?;
+        check_replies(&replies)?;
+    }
+    t.db = Some(db);
+    let tmp_ttl = (timeout.as_millis() as u64).saturating_mul(3).max(1000);
+    for it in items {
+        let Body::Chunked { kind, len, version } = it.body else {
+            continue;
+        };
+        let mut req = BytesMut::new();
+        Frame::command([
+            Bytes::from_static(b"SLOTSRESTORE-ASYNC"),
+            Bytes::from_static(b"delete"),
+            it.key.clone(),
+        ])
+        .encode(&mut req);
+        let mut n = 1;
+        let mut pos = 0;
+        let mut complete = false;
+        loop {
+            let key = it.key.clone();
+            let now = crate::shared::now_ms();
+            let w = core
+                .run_on(owner, move |sh| {
+                    window(sh, db, &key, kind, version, len, pos, lim, tmp_ttl, now)
+                })
+                .await;
+            let Some((cmds, taken)) = w else {
+                break;
+            };
+            pos += taken;
+            for c in cmds {
+                Frame::command(c).encode(&mut req);
+                n += 1;
+            }
+            if taken == 0 || pos >= len {
+                Frame::command([
+                    Bytes::from_static(b"SLOTSRESTORE-ASYNC"),
+                    Bytes::from_static(b"expire"),
+                    it.key.clone(),
+                    Bytes::from(it.ttl.to_string()),
+                ])
+                .encode(&mut req);
+                n += 1;
+                complete = true;
+            }
+            let replies = t.round_trip(&req, n, timeout).await?;
+            check_replies(&replies)?;
+            req.clear();
+            n = 0;
+            if complete {
+                break;
+            }
+        }
+        if !complete {
+            tracing::debug!(key = ?it.key, "big key changed while migrating, sending it again");
+        }
+    }
+    give_back(addr, t);
+    Ok(())
+}
+
+/// `DEL` keys at the target (keys deleted at the source while their copies travelled).
+async fn delete_at_target(
+    addr: &str,
+    keys: &[Bytes],
+    db: usize,
+    pass: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut t = connect(addr, timeout).await?;
+    let (mut req, mut n) = restore_request(&t, &[], db, pass, true);
+    let mut del = vec![Bytes::from_static(b"DEL")];
+    del.extend(keys.iter().cloned());
+    Frame::command(del).encode(&mut req);
+    n += 1;
+    let replies = t.round_trip(&req, n, timeout).await?;
+    check_replies(&replies)?;
     t.db = Some(db);
     give_back(addr, t);
     Ok(())
@@ -521,10 +869,18 @@ pub async fn run(
         Ok(t) => t,
         Err(e) => return encode::error(out, &e),
     };
+    let lim = if asynch {
+        match async_limits(&args) {
+            Ok(l) => l,
+            Err(e) => return encode::error(out, &e),
+        }
+    } else {
+        Limits::NEVER
+    };
     let result = match name {
         "slotsmgrtone" | "slotsmgrttagone" => {
             let key = args[4].clone();
-            migrate(core, db, &host, port, timeout, vec![key], tags, false)
+            migrate(core, db, &host, port, timeout, vec![key], tags, false, lim)
                 .await
                 .map(|(n, _)| {
                     encode::int(out, n as i64);
@@ -543,7 +899,7 @@ pub async fn run(
                     .push(k);
             }
             for (_, ks) in by_core {
-                match migrate(core, db, &host, port, timeout, ks, tags, true).await {
+                match migrate(core, db, &host, port, timeout, ks, tags, true, lim).await {
                     Ok((n, _)) => total += n,
                     Err(e) => {
                         res = Err(e);
@@ -584,7 +940,7 @@ pub async fn run(
                 reply_pair(out, 0, 0);
                 return;
             }
-            migrate(core, db, &host, port, timeout, seeds, tags, asynch)
+            migrate(core, db, &host, port, timeout, seeds, tags, asynch, lim)
                 .await
                 .map(|(n, left)| reply_pair(out, n, left))
         }

@@ -58,6 +58,12 @@ impl Shard {
         let spec: &'static CommandSpec = &COMMANDS[cmd.idx as usize];
         let start = Instant::now();
         let before = out.len();
+        let quiet = !spec.has(WRITE);
+        if quiet {
+            if let Some(d) = self.dbs.get_mut(cmd.db as usize) {
+                d.quiet = true;
+            }
+        }
         let mut ctx = Ctx {
             dbs: &mut self.dbs,
             db: cmd.db as usize,
@@ -72,6 +78,11 @@ impl Shard {
                 out,
                 &format!("ERR command '{}' is not served by a shard", spec.name),
             ),
+        }
+        if quiet {
+            if let Some(d) = self.dbs.get_mut(cmd.db as usize) {
+                d.quiet = false;
+            }
         }
         let st = &mut self.stats[cmd.idx as usize];
         st.calls += 1;

@@ -231,3 +231,146 @@ fn migration_link_authenticates() {
     let v: String = q(&mut d, &["GET", "k"]);
     assert_eq!(v, "v", "restored into the same database (3)");
 }
+
+fn restore_async_calls(c: &mut Connection) -> i64 {
+    let info: String = q(c, &["INFO", "commandstats"]);
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_slotsrestore-async:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Big collections travel in `maxbulks`-element chunks with a temporary TTL fixed at the end: the
+/// target ends with exactly the source's value and TTL, the source with nothing, and the target
+/// served many small restore commands instead of one huge payload.
+#[test]
+fn big_values_move_in_bounded_chunks() {
+    let src = testkit::codis_server(&["--cores", "2"]);
+    let dst = testkit::codis_server(&["--cores", "2"]);
+    let (mut s, mut d) = (src.conn(), dst.conn());
+    let dport = dst.port.to_string();
+    let n = 5000;
+    let mut hset = vec!["HSET".to_string(), "{big}:hash".into()];
+    let mut rpush = vec!["RPUSH".to_string(), "{big}:list".into()];
+    let mut sadd = vec!["SADD".to_string(), "{big}:set".into()];
+    let mut iadd = vec!["SADD".to_string(), "{big}:ints".into()];
+    let mut zadd = vec!["ZADD".to_string(), "{big}:zset".into()];
+    for i in 0..n {
+        hset.extend([format!("f{i}"), format!("v{i}")]);
+        rpush.push(format!("e{i}"));
+        sadd.push(format!("m{i}"));
+        iadd.push(format!("{}", i as i64 * 7 - 300));
+        zadd.extend([format!("{}", i as f64 / 3.0 - 100.0), format!("z{i}")]);
+    }
+    for cmd in [&hset, &rpush, &sadd, &iadd, &zadd] {
+        let args: Vec<&str> = cmd.iter().map(|s| s.as_str()).collect();
+        let _: i64 = q(&mut s, &args);
+    }
+    let _: i64 = q(&mut s, &["PEXPIRE", "{big}:hash", "500000"]);
+    let _: () = q(&mut s, &["SET", "{big}:small", "x"]);
+    let slot = slot_of("{big}:hash").to_string();
+    let before = restore_async_calls(&mut d);
+    let r: Vec<i64> = q(
+        &mut s,
+        &[
+            "SLOTSMGRTTAGSLOT-ASYNC",
+            "127.0.0.1",
+            &dport,
+            "10000",
+            "100",
+            "65536",
+            &slot,
+            "10",
+        ],
+    );
+    assert_eq!(r, vec![6, 0], "six keys moved, none left");
+    let calls = restore_async_calls(&mut d) - before;
+    assert!(
+        calls >= 5 * (n as i64) / 100,
+        "chunks of at most 100 elements: {calls} restore commands"
+    );
+    let keys: i64 = q(&mut s, &["DBSIZE"]);
+    assert_eq!(keys, 0, "nothing left at the source");
+    let h: std::collections::HashMap<String, String> = q(&mut d, &["HGETALL", "{big}:hash"]);
+    assert_eq!(h.len(), n);
+    assert_eq!(h["f4321"], "v4321");
+    let l: Vec<String> = q(&mut d, &["LRANGE", "{big}:list", "0", "-1"]);
+    assert_eq!(
+        l,
+        (0..n).map(|i| format!("e{i}")).collect::<Vec<_>>(),
+        "order kept"
+    );
+    let c: i64 = q(&mut d, &["SCARD", "{big}:set"]);
+    assert_eq!(c, n as i64);
+    let m: i64 = q(&mut d, &["SISMEMBER", "{big}:ints", "-300"]);
+    assert_eq!(m, 1);
+    let c: i64 = q(&mut d, &["SCARD", "{big}:ints"]);
+    assert_eq!(c, n as i64);
+    let z: Vec<(String, f64)> = q(&mut d, &["ZRANGE", "{big}:zset", "0", "-1", "WITHSCORES"]);
+    assert_eq!(z.len(), n);
+    for (i, (m, sc)) in z.iter().enumerate() {
+        assert_eq!(m, &format!("z{i}"));
+        assert_eq!(*sc, i as f64 / 3.0 - 100.0, "scores travel bit-exact");
+    }
+    let ttl: i64 = q(&mut d, &["PTTL", "{big}:hash"]);
+    assert!(ttl > 400_000 && ttl <= 500_000, "real TTL restored: {ttl}");
+    for k in [
+        "{big}:list",
+        "{big}:set",
+        "{big}:ints",
+        "{big}:zset",
+        "{big}:small",
+    ] {
+        let ttl: i64 = q(&mut d, &["PTTL", k]);
+        assert_eq!(ttl, -1, "{k}: the temporary TTL was removed");
+    }
+}
+
+/// The target side of the chunked form: appends, wrong types and bad scores are refused with an
+/// error ACK, and a TTL of 0 persists the key.
+#[test]
+fn restore_async_chunk_forms() {
+    let srv = testkit::codis_server(&["--cores", "1"]);
+    let mut c = srv.conn();
+    let ack = |c: &mut Connection, args: &[&str]| -> (String, String) {
+        let v: Vec<String> = q(c, args);
+        assert_eq!(v[0], "SLOTSRESTORE-ASYNC-ACK");
+        (v[1].clone(), v[2].clone())
+    };
+    let a = ack(
+        &mut c,
+        &["SLOTSRESTORE-ASYNC", "list", "l", "0", "4", "a", "b"],
+    );
+    assert_eq!(a, ("0".into(), "2".into()));
+    let a = ack(&mut c, &["SLOTSRESTORE-ASYNC", "list", "l", "0", "4", "c"]);
+    assert_eq!(a, ("0".into(), "3".into()));
+    let l: Vec<String> = q(&mut c, &["LRANGE", "l", "0", "-1"]);
+    assert_eq!(l, ["a", "b", "c"]);
+    let (code, msg) = ack(
+        &mut c,
+        &["SLOTSRESTORE-ASYNC", "hash", "l", "0", "0", "f", "v"],
+    );
+    assert_ne!(code, "0");
+    assert!(msg.contains("wrong type"), "{msg}");
+    let (code, msg) = ack(
+        &mut c,
+        &["SLOTSRESTORE-ASYNC", "zset", "z", "0", "0", "m", "1.5"],
+    );
+    assert_ne!(code, "0");
+    assert!(msg.contains("bad raw bits"), "{msg}");
+    let (code, _) = ack(&mut c, &["SLOTSRESTORE-ASYNC", "dict", "nokey", "0", "0"]);
+    assert_ne!(code, "0", "an empty chunk for a missing key is an error");
+    let a = ack(
+        &mut c,
+        &["SLOTSRESTORE-ASYNC", "dict", "s", "90000", "0", "x", "y"],
+    );
+    assert_eq!(a, ("0".into(), "2".into()));
+    let ttl: i64 = q(&mut c, &["PTTL", "s"]);
+    assert!(ttl > 0, "temporary TTL set: {ttl}");
+    let a = ack(&mut c, &["SLOTSRESTORE-ASYNC", "expire", "s", "0"]);
+    assert_eq!(a.0, "0");
+    let ttl: i64 = q(&mut c, &["PTTL", "s"]);
+    assert_eq!(ttl, -1, "expire 0 persists");
+}

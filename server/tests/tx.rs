@@ -128,6 +128,57 @@ fn watch_is_invalidated_by_writers_on_every_core() {
     }
 }
 
+/// Readers of a watched key (of every type, on either core) do not invalidate the watch, as in Redis.
+#[test]
+fn watch_survives_readers() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    let (k0, k1) = keys_on_two_cores("read");
+    let mut c = Raw::connect(srv.port);
+    let mut other = Raw::connect(srv.port);
+    for key in [&k0, &k1] {
+        for (setup, reads) in [
+            (
+                format!("HSET {key} f v"),
+                vec![
+                    format!("HGET {key} f"),
+                    format!("HGETALL {key}"),
+                    format!("HLEN {key}"),
+                ],
+            ),
+            (
+                format!("RPUSH {key} a b"),
+                vec![format!("LRANGE {key} 0 -1"), format!("LINDEX {key} 0")],
+            ),
+            (
+                format!("SADD {key} a b"),
+                vec![format!("SMEMBERS {key}"), format!("SISMEMBER {key} a")],
+            ),
+            (
+                format!("ZADD {key} 1 a"),
+                vec![format!("ZSCORE {key} a"), format!("ZRANGE {key} 0 -1")],
+            ),
+            (
+                format!("SET {key} 1"),
+                vec![format!("GET {key}"), format!("STRLEN {key}")],
+            ),
+        ] {
+            other.line(&format!("DEL {key}"));
+            other.line(&setup);
+            assert_eq!(c.line(&format!("WATCH {key}")), b"+OK\r\n");
+            for r in &reads {
+                other.line(r);
+            }
+            assert_eq!(c.line("MULTI"), b"+OK\r\n");
+            assert_eq!(c.line(&format!("EXISTS {key}")), b"+QUEUED\r\n");
+            assert_eq!(
+                c.line("EXEC"),
+                b"*1\r\n:1\r\n",
+                "{setup}: reads {reads:?} broke the watch"
+            );
+        }
+    }
+}
+
 #[test]
 fn watch_is_invalidated_by_expiry_flushdb_and_delete_of_missing_keys() {
     let srv = testkit::codis_server(&["--cores", "2"]);

@@ -4,6 +4,7 @@ use bytes::BytesMut;
 use resp::encode;
 
 use super::{Ctx, Handler};
+use crate::value::Value;
 
 /// The slot commands served by shards.
 pub static HANDLERS: &[(&str, Handler)] = &[
@@ -44,8 +45,8 @@ pub fn ack(out: &mut BytesMut, errno: i64, msg: &str) {
     encode::bulk(out, msg.as_bytes());
 }
 
-/// `SLOTSRESTORE-ASYNC delete key | expire key ttl | object key ttl payload | string key ttl value`.
-/// Every form answers `SLOTSRESTORE-ASYNC-ACK errno msg`.
+/// `SLOTSRESTORE-ASYNC delete key | expire key ttl | object key ttl payload | string key ttl value
+/// | list|hash|dict|zset key ttl hint elements…`. Every form answers `SLOTSRESTORE-ASYNC-ACK errno msg`.
 fn slotsrestore_async(ctx: &mut Ctx) {
     let sub = String::from_utf8_lossy(ctx.arg(1)).to_lowercase();
     let argc = ctx.args.len();
@@ -90,6 +91,7 @@ fn slotsrestore_async(ctx: &mut Ctx) {
                 .insert(&k, crate::value::Value::Str((&v[..]).into()), at);
             ack(ctx.out, 0, "OK")
         }
+        ("list" | "hash" | "dict" | "zset", n) if n >= 5 => restore_chunk(ctx, &sub),
         _ => ack(
             ctx.out,
             1,
@@ -99,4 +101,120 @@ fn slotsrestore_async(ctx: &mut Ctx) {
             ),
         ),
     }
+}
+
+/// `SLOTSRESTORE-ASYNC list|hash|dict|zset key ttl hint elements…`: one chunk of a big collection
+/// (Codis 3.2's chunked form). Elements are appended to the key (created by the first chunk); a
+/// zset score travels as the 8 raw bytes of its IEEE 754 bits. The TTL (ms, 0: none) is set after
+/// each chunk: the source sends a temporary one and fixes it with `expire` at the end, so a
+/// migration that dies half way leaves nothing behind for long. Acks the collection's length.
+fn restore_chunk(ctx: &mut Ctx, sub: &str) {
+    let now = ctx.now;
+    let ttl = match resp::parse_i64(ctx.arg(3)) {
+        Some(v) if v >= 0 => v as u64,
+        _ => {
+            let msg = format!(
+                "invalid TTL value (TTL={})",
+                String::from_utf8_lossy(ctx.arg(3))
+            );
+            return ack(ctx.out, 1, &msg);
+        }
+    };
+    if !resp::parse_i64(ctx.arg(4)).is_some_and(|h| h >= 0) {
+        let msg = format!(
+            "invalid Hint value (Hint={})",
+            String::from_utf8_lossy(ctx.arg(4))
+        );
+        return ack(ctx.out, 1, &msg);
+    }
+    let elems = &ctx.args[5..];
+    let pairs = matches!(sub, "hash" | "zset");
+    if pairs && elems.len() % 2 != 0 {
+        let msg = format!(
+            "wrong number of arguments (argc={},cmd={sub})",
+            ctx.args.len()
+        );
+        return ack(ctx.out, 1, &msg);
+    }
+    let mut scores = Vec::new();
+    if sub == "zset" {
+        for (j, s) in elems.iter().skip(1).step_by(2).enumerate() {
+            let Ok(raw) = <[u8; 8]>::try_from(&s[..]) else {
+                return ack(
+                    ctx.out,
+                    1,
+                    &format!("invalid zset score ([{j}]), bad raw bits"),
+                );
+            };
+            let score = f64::from_bits(u64::from_le_bytes(raw));
+            if score.is_nan() {
+                return ack(
+                    ctx.out,
+                    1,
+                    &format!("invalid zset score ([{j}]), not a number"),
+                );
+            }
+            scores.push(score);
+        }
+    }
+    let key = ctx.arg(2).clone();
+    let expected = match sub {
+        "list" => "list",
+        "hash" => "hash",
+        "dict" => "set",
+        _ => "zset",
+    };
+    let db = &mut ctx.dbs[ctx.db];
+    if db.get(&key, now).is_none() {
+        if elems.is_empty() {
+            let msg = format!(
+                "the specified key doesn't exist ({})",
+                String::from_utf8_lossy(&key)
+            );
+            return ack(ctx.out, 1, &msg);
+        }
+        let empty = match sub {
+            "list" => Value::List(Default::default()),
+            "hash" => Value::Hash(Default::default()),
+            "dict" => Value::Set(Default::default()),
+            _ => Value::ZSet(Default::default()),
+        };
+        db.insert(&key, empty, 0);
+    }
+    let Some(e) = db.get_mut(&key, now) else {
+        return ack(ctx.out, 1, "the key vanished");
+    };
+    let len = match &mut e.value {
+        Value::List(l) if expected == "list" => {
+            for x in elems {
+                l.push(x, false);
+            }
+            l.len()
+        }
+        Value::Hash(h) if expected == "hash" => {
+            for fv in elems.chunks(2) {
+                h.set(&fv[0], &fv[1]);
+            }
+            h.len()
+        }
+        Value::Set(st) if expected == "set" => {
+            for x in elems {
+                st.insert(x);
+            }
+            st.len()
+        }
+        Value::ZSet(z) if expected == "zset" => {
+            for (m, score) in elems.iter().step_by(2).zip(scores) {
+                z.insert(m, score);
+            }
+            z.len()
+        }
+        other => {
+            let msg = format!("wrong type (expect={expected},got={})", other.type_name());
+            return ack(ctx.out, 1, &msg);
+        }
+    };
+    let at = if ttl == 0 { 0 } else { now + ttl };
+    db.set_expire(&key, at, now);
+    ack(ctx.out, 0, &len.to_string())
 }
