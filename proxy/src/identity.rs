@@ -2,8 +2,10 @@
 //!
 //! Like Codis, the token is a digest of the host and the addresses, so a restarted proxy keeps
 //! its registration path; unlike Codis (md5 of MAC addresses), it is the first 128 bits of a
-//! SHA-256 of `hostname-product-proxy_addr-admin_addr`. `xauth` is the first 128 bits of
-//! SHA-256 of `product-product_auth-token`, in hex.
+//! SHA-256 of `hostname-product-proxy_addr-admin_addr`. `xauth` is computed exactly as Codis's
+//! `rpc.NewXAuth(product, product_auth, token)`: the first 128 bits of the SHA-256 of
+//! `Codis-XAuth-[product]-[product_auth]-[token]`, in hex, so Codis's own tools (codis-admin
+//! `--proxy`, codis-dashboard) can drive this proxy's admin API.
 
 use sha2::{Digest, Sha256};
 
@@ -78,9 +80,24 @@ pub fn token(cfg: &Config) -> String {
     ])
 }
 
-/// The admin API credential.
+/// The admin API credential, as Codis's `rpc.NewXAuth(product, product_auth, token)`.
 pub fn xauth(cfg: &Config, token: &str) -> String {
-    digest128(&[&cfg.product_name, &cfg.product_auth, token])
+    codis_xauth(&[&cfg.product_name, &cfg.product_auth, token])
+}
+
+/// Codis's `NewXAuth(segs…)`: hex of the first 16 bytes of SHA-256(`Codis-XAuth-[s1]-[s2]…`).
+pub fn codis_xauth(segs: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"Codis-XAuth");
+    for s in segs {
+        h.update(b"-[");
+        h.update(s.as_bytes());
+        h.update(b"]");
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time.
@@ -139,6 +156,11 @@ mod tests {
         assert_eq!(t.len(), 32);
         assert_eq!(t, token(&cfg));
         assert_ne!(xauth(&cfg, &t), t);
+        // Golden value of Codis's NewXAuth, computed independently (Python hashlib).
+        assert_eq!(
+            codis_xauth(&["codis-demo", "secret", "0123456789abcdef0123456789abcdef"]),
+            "12fe2f50058c50af6b7884f0b3e88567"
+        );
         assert_eq!(public_addr("127.0.0.1:1"), "127.0.0.1:1");
     }
 }
