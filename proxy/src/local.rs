@@ -8,8 +8,19 @@ use resp::encode;
 
 use crate::core::Core;
 
-/// `INFO [section…]`: the proxy's own sections (server, clients, stats, proxy), Redis-style.
-pub fn info(core: &Core, args: &[Bytes], out: &mut BytesMut) {
+/// Whether `INFO args…` asks for the keyspace section (explicitly, or with no/all/default).
+pub fn wants_keyspace(args: &[Bytes]) -> bool {
+    args.len() == 1
+        || args[1..].iter().any(|a| {
+            ["keyspace", "all", "default", "everything"]
+                .iter()
+                .any(|w| a.eq_ignore_ascii_case(w.as_bytes()))
+        })
+}
+
+/// `INFO [section…]`: the proxy's own sections (server, clients, stats, proxy), Redis-style, then
+/// `keyspace` (the sum over every group master, gathered by the caller with [`keyspace`]).
+pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, out: &mut BytesMut) {
     let sh = &core.shared;
     let cfg = &core.cfg;
     let want: Vec<String> = args[1..]
@@ -80,10 +91,142 @@ pub fn info(core: &Core, args: &[Bytes], out: &mut BytesMut) {
             u8::from(cfg.backend_primary_only),
         );
     }
+    if let Some(ks) = keyspace {
+        text.push_str(ks);
+    }
     if text.ends_with("\r\n\r\n") {
         text.truncate(text.len() - 2);
     }
     encode::bulk(out, text.as_bytes());
+}
+
+/// Per database: keys, keys with an expiry, and the sum of `avg_ttl × expires` (to average).
+type DbSums = std::collections::BTreeMap<u32, (u64, u64, u128)>;
+
+/// Add one server's `# Keyspace` lines (`db0:keys=1,expires=0,avg_ttl=0`) to `sums`.
+fn add_keyspace(sums: &mut DbSums, text: &str) {
+    for line in text.lines() {
+        let Some((db, fields)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let (mut keys, mut expires, mut avg) = (0u64, 0u64, 0u64);
+        for f in fields.split(',') {
+            match f.split_once('=') {
+                Some(("keys", v)) => keys = v.parse().unwrap_or(0),
+                Some(("expires", v)) => expires = v.parse().unwrap_or(0),
+                Some(("avg_ttl", v)) => avg = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        let e = sums.entry(n).or_default();
+        e.0 += keys;
+        e.1 += expires;
+        e.2 += avg as u128 * expires as u128;
+    }
+}
+
+/// The `# Keyspace` section of the whole cluster: `INFO keyspace` of every group master (the
+/// servers slots are routed to, and the sources of migrating slots), summed per database. A server
+/// that does not answer within a second is left out and counted in `keyspace_unreachable`.
+pub async fn keyspace(core: &Core) -> String {
+    let Some(t) = core.table() else {
+        return "# Keyspace\r\n\r\n".into();
+    };
+    let mut masters: Vec<u32> = t
+        .table
+        .slots
+        .iter()
+        .flat_map(|s| s.backend.into_iter().chain(s.migrate_from))
+        .collect();
+    masters.sort_unstable();
+    masters.dedup();
+    let auth = core.cfg.product_auth.clone();
+    let asks = masters.iter().map(|&b| {
+        let addr = t.table.addr(b).to_string();
+        let auth = auth.clone();
+        async move {
+            let r = glommio::timer::timeout(std::time::Duration::from_secs(1), async {
+                info_keyspace(&addr, &auth)
+                    .await
+                    .map_err(glommio::GlommioError::IoError)
+            })
+            .await;
+            if let Err(e) = &r {
+                tracing::debug!("INFO keyspace of {addr}: {e}");
+            }
+            r.ok()
+        }
+    });
+    let replies = futures::future::join_all(asks).await;
+    let mut sums = DbSums::new();
+    let mut unreachable = 0;
+    for r in replies {
+        match r {
+            Some(text) => add_keyspace(&mut sums, &text),
+            None => unreachable += 1,
+        }
+    }
+    let mut text = String::from("# Keyspace\r\n");
+    for (db, (keys, expires, ttl_sum)) in sums {
+        let avg = if expires == 0 {
+            0
+        } else {
+            ttl_sum / expires as u128
+        };
+        let _ = write!(
+            text,
+            "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n"
+        );
+    }
+    if unreachable > 0 {
+        let _ = write!(text, "keyspace_unreachable:{unreachable}\r\n");
+    }
+    text.push_str("\r\n");
+    text
+}
+
+/// `[AUTH auth] INFO keyspace` on a fresh connection to `addr`; the bulk reply's text.
+async fn info_keyspace(addr: &str, auth: &str) -> std::io::Result<String> {
+    use futures::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = glommio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut req = BytesMut::new();
+    let mut replies = 1;
+    if !auth.is_empty() {
+        resp::Frame::command([Bytes::from_static(b"AUTH"), Bytes::from(auth.to_string())])
+            .encode(&mut req);
+        replies += 1;
+    }
+    resp::Frame::command([Bytes::from_static(b"INFO"), Bytes::from_static(b"keyspace")])
+        .encode(&mut req);
+    s.write_all(&req).await?;
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; 4096];
+    let mut last = None;
+    while replies > 0 {
+        match resp::Frame::parse(&mut buf) {
+            Ok(Some(f)) => {
+                replies -= 1;
+                last = Some(f);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("connection closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    match last {
+        Some(resp::Frame::Bulk(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        other => Err(std::io::Error::other(format!("unexpected reply {other:?}"))),
+    }
 }
 
 /// `HELLO [2 [AUTH user pass] [SETNAME name]]`: RESP2 only; the reply describes the proxy.

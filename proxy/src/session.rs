@@ -203,7 +203,12 @@ impl Session {
             Kind::Echo => self.reply_local(ci, |b| encode::bulk(b, &args[1])),
             Kind::Info => {
                 let core = self.core.clone();
-                self.reply_local(ci, |b| local::info(&core, args, b));
+                let ks = if local::wants_keyspace(args) {
+                    Some(local::keyspace(&core).await)
+                } else {
+                    None
+                };
+                self.reply_local(ci, |b| local::info(&core, args, ks.as_deref(), b));
             }
             Kind::Hello => {
                 if args.len() > 1 && &args[1][..] != b"2" {

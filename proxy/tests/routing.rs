@@ -366,3 +366,36 @@ fn hashes_lists_sets() {
         );
     }
 }
+
+/// `INFO keyspace` sums every group's keyspace per database, as if the cluster were one server.
+#[test]
+fn info_keyspace_sums_every_group() {
+    let c = Cluster::start("");
+    let mut p = c.conn();
+    for i in 0..300 {
+        let _: () = p.set(format!("ks:{i}"), i).unwrap();
+    }
+    for i in 0..40 {
+        let _: () = p.set_ex(format!("ttl:{i}"), i, 1000).unwrap();
+    }
+    let _: () = redis::cmd("SELECT").arg(5).query(&mut p).unwrap();
+    for i in 0..7 {
+        let _: () = p.set(format!("five:{i}"), i).unwrap();
+    }
+    // Both groups hold some of the keys, so the sum is only right if both were asked.
+    let on1 = (0..300)
+        .filter(|i| Cluster::group_of(&format!("ks:{i}")) == 1)
+        .count();
+    assert!(on1 > 0 && on1 < 300);
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut p).unwrap();
+    assert!(info.starts_with("# Keyspace"), "{info}");
+    assert!(info.contains("db0:keys=340,expires=40,avg_ttl="), "{info}");
+    assert!(info.contains("db5:keys=7,expires=0,avg_ttl=0"), "{info}");
+    let all: String = redis::cmd("INFO").query(&mut p).unwrap();
+    assert!(
+        all.contains("# Server") && all.contains("db0:keys=340"),
+        "{all}"
+    );
+    let server_only: String = redis::cmd("INFO").arg("server").query(&mut p).unwrap();
+    assert!(!server_only.contains("# Keyspace"), "{server_only}");
+}
