@@ -30,7 +30,7 @@ pub struct MigrationSettings {
     pub async_numkeys: u64,
     /// Redis timeout of one migration command.
     pub timeout_ms: u64,
-    /// Maximum slots migrating at once (each group in at most one).
+    /// Maximum slots migrating at once (each group with one partner group at a time).
     pub parallel_slots: usize,
 }
 

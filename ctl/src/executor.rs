@@ -11,9 +11,14 @@
 //!   the source reports 0 keys left (the real one is [`RedisDrain`], SLOTSMGRTTAGSLOT[-ASYNC]);
 //! - `migrating → finished → ""` with the slot now in the target group.
 //!
-//! Scheduling is Codis' (`ProcessSlotAction`): started actions first, then by index; a group
-//! takes part in at most one running action; groups that are promoting are skipped; pausing
-//! stops new actions and drains between calls.
+//! Scheduling follows Codis' `ProcessSlotAction` (started actions first, then by index, at most
+//! `migration_parallel_slots` at once; groups that are promoting are skipped; pausing stops new
+//! actions and drains between calls) with one change: where Codis lets a group take part in only
+//! one running action, here a group takes part in only one *pair* of groups at a time, and every
+//! action between that same source and target runs together. A batch of slots then shares each
+//! coordinator round trip and proxy acknowledgement instead of paying them slot after slot,
+//! which is what made Codis move a few slots per second; each source server still drains over
+//! one connection, so the load on a group does not grow with the batch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -334,7 +339,8 @@ impl Executor {
             .collect();
         acts.sort_by_key(|m| (m.action.state == SlotState::Pending, m.action.index));
         let remaining = acts.len();
-        let mut busy: HashSet<u32> = HashSet::new();
+        // group → the (source, target) pair it is busy with this round
+        let mut busy: HashMap<u32, (u32, u32)> = HashMap::new();
         let mut chosen = Vec::new();
         let paused = self.ctx.control.paused();
         for m in acts {
@@ -348,11 +354,15 @@ impl Executor {
             if paused && m.action.state == SlotState::Pending {
                 continue;
             }
-            if (src != 0 && busy.contains(&src)) || busy.contains(&dst) {
+            let pair = (src, dst);
+            let free = |g: u32| busy.get(&g).is_none_or(|p| *p == pair);
+            if (src != 0 && !free(src)) || !free(dst) {
                 continue;
             }
-            busy.insert(src);
-            busy.insert(dst);
+            if src != 0 {
+                busy.insert(src, pair);
+            }
+            busy.insert(dst, pair);
             chosen.push(m.id);
         }
         let results =

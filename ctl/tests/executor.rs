@@ -334,3 +334,49 @@ async fn real_drain_reports_a_server_without_slot_commands() {
         ["SLOTSMGRTTAGSLOT", "h", "1", "30000", "9"]
     );
 }
+
+/// Slots moving between the same two groups run in one batch (one round finishes them all); a
+/// slot from the same source to another group waits for the next round.
+#[tokio::test]
+async fn slots_between_the_same_groups_move_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    s.update_group(&Group {
+        id: 3,
+        servers: vec![GroupServer {
+            addr: "127.0.0.1:1003".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let drain = Arc::new(FakeDrain::default());
+    for sid in 0..4 {
+        drain.keys.lock().unwrap().insert(sid, 7);
+    }
+    let c = ctx(s.clone());
+    c.slot_migrate(0, 3, 2, None).await.unwrap();
+    c.slot_migrate(4, 4, 3, None).await.unwrap();
+    let ex = Executor::new(c.clone(), drain.clone());
+    assert_eq!(ex.run_round().await.unwrap(), 5);
+    let slots = s.slot_mappings().await.unwrap();
+    for m in slots.iter().take(4) {
+        assert_eq!(
+            (m.group_id, m.action.state),
+            (2, SlotState::Nothing),
+            "slot {}",
+            m.id
+        );
+    }
+    assert_eq!(
+        *drain.moved.lock().unwrap(),
+        28,
+        "every key of the batch moved"
+    );
+    assert_eq!(
+        (slots[4].group_id, slots[4].action.state),
+        (1, SlotState::Pending),
+        "group 1 was busy with group 2"
+    );
+}
