@@ -81,6 +81,11 @@ pub struct Db {
     /// Watched keys (WATCH): key → (modifications seen, watchers). Every mutation of a key in here
     /// bumps its count, so EXEC can tell whether a watched key changed.
     watch: HashMap<Key, (u64, u32), Hasher>,
+    /// Modifications so far (a WRITE that did not move it changed nothing: not propagated).
+    dirty: u64,
+    /// Keys removed by expiry not yet propagated as DEL (recorded only while `repl::prop` is
+    /// active; never in a scratch database).
+    expired: Vec<Key>,
 }
 
 impl Db {
@@ -94,6 +99,8 @@ impl Db {
             expire_cursor: 0,
             scratch: false,
             watch: HashMap::default(),
+            dirty: 0,
+            expired: Vec::new(),
         }
     }
 
@@ -105,6 +112,8 @@ impl Db {
             expire_cursor: 0,
             scratch: true,
             watch: HashMap::default(),
+            dirty: 0,
+            expired: Vec::new(),
         }
     }
 
@@ -170,6 +179,9 @@ impl Db {
     fn live(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
         let t = self.table_mut(key)?;
         if t.map.get(key)?.expired(now) {
+            if !self.scratch && crate::repl::prop::active() {
+                self.expired.push(key.into());
+            }
             self.remove(key);
             return None;
         }
@@ -277,8 +289,24 @@ impl Db {
         self.slots[slot] = Some(table);
     }
 
+    /// Modifications so far (compare before/after a command to tell whether it changed anything).
+    pub fn dirty(&self) -> u64 {
+        self.dirty
+    }
+
+    /// Keys removed by expiry since the last call (to propagate as DEL).
+    pub fn take_expired(&mut self) -> Vec<Key> {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// Whether expired keys wait to be propagated.
+    pub fn has_expired(&self) -> bool {
+        !self.expired.is_empty()
+    }
+
     /// Record a modification of `key` for its watchers.
     fn touch(&mut self, key: &[u8]) {
+        self.dirty += 1;
         if !self.watch.is_empty() {
             if let Some(w) = self.watch.get_mut(key) {
                 w.0 += 1;
@@ -287,6 +315,7 @@ impl Db {
     }
 
     fn touch_where(&mut self, f: impl Fn(&[u8]) -> bool) {
+        self.dirty += 1;
         for (k, w) in self.watch.iter_mut() {
             if f(k) {
                 w.0 += 1;
@@ -355,6 +384,13 @@ impl Db {
                 continue;
             }
             examined += t.map.len();
+            if !self.scratch && crate::repl::prop::active() {
+                for (k, e) in &t.map {
+                    if e.expired(now) {
+                        self.expired.push(k.clone());
+                    }
+                }
+            }
             if !self.watch.is_empty() {
                 for (k, e) in &t.map {
                     if e.expired(now) {

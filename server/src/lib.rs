@@ -34,6 +34,7 @@ pub mod info;
 pub mod migrate;
 pub mod multi;
 pub mod pubsub;
+pub mod repl;
 pub mod runtime;
 pub mod script;
 pub mod shard;
