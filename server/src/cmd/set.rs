@@ -169,8 +169,8 @@ fn spop(ctx: &mut Ctx) {
         let fx = if popped.is_empty() {
             Vec::new()
         } else {
-            let mut c = vec![Bytes::from_static(b"SREM"), key.clone()];
-            c.extend(popped.iter().map(|m| Bytes::copy_from_slice(m)));
+            let mut c = vec![bytes::Bytes::from_static(b"SREM"), key.clone()];
+            c.extend(popped.iter().map(|m| bytes::Bytes::copy_from_slice(m)));
             vec![c]
         };
         ctx.rewrite = Some(fx);

@@ -466,7 +466,8 @@ pub fn effects(
     match rewrite {
         Some(cmds) => into.extend(cmds.into_iter().map(|c| (db, c))),
         None => {
-            if spec.has(WRITE) && changed && reply.first() != Some(&b'-') {
+            // An error changed nothing; a blocking command that blocked (`\0BLOCK`) neither.
+            if spec.has(WRITE) && changed && !matches!(reply.first(), Some(b'-' | 0)) {
                 into.push((db, args.to_vec()));
             }
         }
