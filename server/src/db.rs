@@ -81,8 +81,11 @@ pub struct Db {
     /// Watched keys (WATCH): key → (modifications seen, watchers). Every mutation of a key in here
     /// bumps its count, so EXEC can tell whether a watched key changed.
     watch: HashMap<Key, (u64, u32), Hasher>,
-    /// Modifications so far (a WRITE that did not move it changed nothing: not propagated).
-    dirty: u64,
+    /// A point-in-time snapshot in progress (`persist.rs`): slots still to serialise, saved
+    /// before their first modification (copy-on-write at slot granularity).
+    pub snap: Option<Box<crate::persist::DbSnap>>,
+    /// Modifications so far (the `save` rules' change counter).
+    pub dirty: u64,
     /// Keys removed by expiry not yet propagated as DEL (recorded only while `repl::prop` is
     /// active; never in a scratch database).
     expired: Vec<Key>,
@@ -99,6 +102,7 @@ impl Db {
             expire_cursor: 0,
             scratch: false,
             watch: HashMap::default(),
+            snap: None,
             dirty: 0,
             expired: Vec::new(),
         }
@@ -112,6 +116,7 @@ impl Db {
             expire_cursor: 0,
             scratch: true,
             watch: HashMap::default(),
+            snap: None,
             dirty: 0,
             expired: Vec::new(),
         }
@@ -155,8 +160,19 @@ impl Db {
             .filter_map(|(i, t)| Some((i, t.as_deref()?)))
     }
 
+    /// Before slot `s` changes: save it first if a snapshot still needs it.
+    #[inline]
+    fn cow(&mut self, s: usize) {
+        if let Some(sn) = self.snap.as_deref_mut() {
+            if sn.is_pending(s) {
+                sn.save_slot(s, self.slots[s].as_deref());
+            }
+        }
+    }
+
     fn table_mut(&mut self, key: &[u8]) -> Option<&mut SlotTable> {
         let s = resp::slot(key) as usize;
+        self.cow(s);
         let t = &mut self.slots[s];
         if t.is_none() && self.scratch {
             *t = Some(Box::default());
@@ -173,19 +189,24 @@ impl Db {
     /// `value` is fine; expiry changes go through [`Db::set_expire`].
     pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
         self.touch(key);
+        if self.snap.is_some() {
+            self.cow(resp::slot(key) as usize);
+        }
         self.live(key, now)
     }
 
+    /// A live entry, read without triggering a snapshot's copy-on-write (only removing an
+    /// expired key counts as a change).
     fn live(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
-        let t = self.table_mut(key)?;
-        if t.map.get(key)?.expired(now) {
+        let s = resp::slot(key) as usize;
+        if self.slots[s].as_deref()?.map.get(key)?.expired(now) {
             if !self.scratch && crate::repl::prop::active() {
                 self.expired.push(key.into());
             }
             self.remove(key);
             return None;
         }
-        self.table_mut(key)?.map.get_mut(key)
+        self.slots[s].as_deref_mut()?.map.get_mut(key)
     }
 
     /// Whether a live key exists.
@@ -254,8 +275,13 @@ impl Db {
     pub fn clear(&mut self) -> usize {
         let n = self.keys;
         self.touch_where(|_| true);
-        for t in self.slots.iter_mut().flatten() {
-            **t = SlotTable::default();
+        self.dirty += n as u64;
+        for (i, t) in self.slots.iter_mut().enumerate() {
+            let Some(t) = t else { continue };
+            let old = std::mem::take(&mut **t);
+            if let Some(sn) = self.snap.as_deref_mut() {
+                sn.freeze(i, old);
+            }
         }
         self.keys = 0;
         n
@@ -267,7 +293,11 @@ impl Db {
         match self.slots.get_mut(slot).and_then(|t| t.as_deref_mut()) {
             Some(t) => {
                 let n = t.map.len();
-                *t = SlotTable::default();
+                self.dirty += n as u64;
+                let old = std::mem::take(t);
+                if let Some(sn) = self.snap.as_deref_mut() {
+                    sn.freeze(slot, old);
+                }
                 self.keys -= n;
                 n
             }
@@ -278,6 +308,11 @@ impl Db {
     /// Hand an owned slot's table over (core-to-core move); the slot is no longer owned here.
     pub fn take_slot(&mut self, slot: usize) -> Option<Box<SlotTable>> {
         self.touch_where(|k| resp::slot(k) as usize == slot);
+        if let Some(sn) = self.snap.as_deref_mut() {
+            if sn.is_pending(slot) {
+                sn.save_slot(slot, self.slots.get(slot).and_then(|t| t.as_deref()));
+            }
+        }
         let t = self.slots.get_mut(slot)?.take()?;
         self.keys -= t.map.len();
         Some(t)
@@ -353,6 +388,16 @@ impl Db {
         self.watch.get(key).map(|w| w.0)
     }
 
+    /// The snapshot in progress with the slot tables it reads (`persist.rs`).
+    pub fn snap_and_slots(
+        &mut self,
+    ) -> (
+        Option<&mut crate::persist::DbSnap>,
+        &[Option<Box<SlotTable>>],
+    ) {
+        (self.snap.as_deref_mut(), &self.slots)
+    }
+
     /// Live keys of one owned slot, cloned (SCAN, KEYS, SLOTSSCAN).
     pub fn slot_keys(&self, slot: usize, now: u64) -> Vec<Bytes> {
         match self.slot(slot) {
@@ -382,6 +427,11 @@ impl Db {
             };
             if t.volatile == 0 {
                 continue;
+            }
+            if let Some(sn) = self.snap.as_deref_mut() {
+                if sn.is_pending(s) {
+                    sn.save_slot(s, Some(t));
+                }
             }
             examined += t.map.len();
             if !self.scratch && crate::repl::prop::active() {
