@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`dump`]: the DUMP payload (`[type][value][version u16 LE][CRC64 LE]`), [`dump()`] and
 //!   [`restore()`] with Redis's exact error strings.
+//! - [`file`]: whole RDB files: the incremental [`file::RdbWriter`] and the pull
+//!   [`file::FileReader`] (header, AUX, SELECTDB, RESIZEDB, expiries, EOF + CRC-64).
 //! - [`object`]: the per-type value writer and reader (RDB object types 0–5, 9–14, 16–18, 20).
 //! - [`value`]: [`Value`], the neutral in-memory value the engine converts to and from.
 //! - [`length`]: RDB length encoding (6/14/32/64-bit) and the special-encoding marker.
@@ -23,6 +25,7 @@
 
 pub mod dump;
 pub mod error;
+pub mod file;
 pub mod intset;
 pub mod length;
 pub mod listpack;

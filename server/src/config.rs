@@ -16,6 +16,10 @@ pub struct Config {
     pub requirepass: Option<Vec<u8>>,
     pub maxclients: usize,
     pub dir: String,
+    /// RDB file name inside `dir`.
+    pub dbfilename: String,
+    /// `save <seconds> <changes>` rules.
+    pub save: Vec<(u64, u64)>,
     pub databases: usize,
     pub proto_max_bulk_len: usize,
     pub client_query_buffer_limit: usize,
@@ -45,6 +49,32 @@ struct Key {
 }
 
 const KEYS: &[Key] = &[
+    // Replication (repl/): the master to follow and how.
+    Key {
+        name: "replicaof",
+        default: "",
+        mutable: false,
+    },
+    Key {
+        name: "masterauth",
+        default: "",
+        mutable: true,
+    },
+    Key {
+        name: "replica-read-only",
+        default: "yes",
+        mutable: true,
+    },
+    Key {
+        name: "repl-backlog-size",
+        default: "1048576",
+        mutable: true,
+    },
+    Key {
+        name: "repl-ping-replica-period",
+        default: "10",
+        mutable: true,
+    },
     Key {
         name: "port",
         default: "6379",
@@ -73,7 +103,7 @@ const KEYS: &[Key] = &[
     Key {
         name: "dir",
         default: ".",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "databases",
@@ -105,11 +135,10 @@ const KEYS: &[Key] = &[
         default: "5000",
         mutable: true,
     },
-    // Persistence is not served yet: these report the truth (nothing is saved).
     Key {
         name: "save",
         default: "",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "appendonly",
@@ -119,7 +148,7 @@ const KEYS: &[Key] = &[
     Key {
         name: "dbfilename",
         default: "dump.rdb",
-        mutable: false,
+        mutable: true,
     },
     // No eviction yet: maxmemory 0 (unlimited) is the only value honoured.
     Key {
@@ -218,6 +247,8 @@ impl Default for Config {
             requirepass: None,
             maxclients: 10000,
             dir: ".".into(),
+            dbfilename: "dump.rdb".into(),
+            save: Vec::new(),
             databases: 16,
             proto_max_bulk_len: 512 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
@@ -231,7 +262,7 @@ impl Default for Config {
     }
 }
 
-fn parse_memory(v: &str) -> Option<usize> {
+pub fn parse_memory(v: &str) -> Option<usize> {
     let v = v.to_ascii_lowercase();
     let (num, mul) = [
         ("gb", 1 << 30),
@@ -248,10 +279,29 @@ fn parse_memory(v: &str) -> Option<usize> {
     num.parse::<usize>().ok().map(|n| n * mul)
 }
 
+/// `save` rules: `""` (none) or pairs `<seconds> <changes>`.
+fn parse_save(v: &str) -> Option<Vec<(u64, u64)>> {
+    let w: Vec<&str> = v.split_whitespace().collect();
+    if w.len() % 2 != 0 {
+        return None;
+    }
+    w.chunks(2)
+        .map(|p| Some((p[0].parse().ok()?, p[1].parse().ok()?)))
+        .collect()
+}
+
 impl Config {
     /// Set one key from text (file, flag or CONFIG SET). `startup` allows immutable keys.
     pub fn set(&mut self, key: &str, value: &str, startup: bool) -> Result<(), ConfigError> {
-        let lkey = key.to_ascii_lowercase();
+        let mut lkey = key.to_ascii_lowercase();
+        // Redis's old names of the replication keys.
+        lkey = match lkey.as_str() {
+            "slaveof" => "replicaof".into(),
+            "slave-read-only" => "replica-read-only".into(),
+            _ => lkey,
+        };
+        let value = &*crate::repl::config_value(&lkey, value, !startup)
+            .map_err(|why| ConfigError::Invalid(key.to_string(), why))?;
         let Some(spec) = KEYS.iter().find(|k| k.name == lkey) else {
             return Err(ConfigError::Unknown(key.to_string()));
         };
@@ -336,11 +386,19 @@ impl Config {
                 }
             }
             "save" => {
-                if !value.trim().is_empty() {
-                    return Err(bad(
-                        "RDB persistence is not supported yet (save must be empty)",
-                    ));
+                let rules = parse_save(value).ok_or_else(|| bad("Invalid save parameters"))?;
+                // In a config file, several `save` lines add up (as in redis.conf).
+                if startup && !rules.is_empty() {
+                    self.save.extend(rules);
+                } else {
+                    self.save = rules;
                 }
+            }
+            "dbfilename" => {
+                if value.is_empty() || value.contains('/') {
+                    return Err(bad("dbfilename can't be a path, just a filename"));
+                }
+                self.dbfilename = value.to_string()
             }
             "appendonly" => {
                 if value != "no" {
@@ -362,6 +420,12 @@ impl Config {
             "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
             "client-query-buffer-limit" => self.client_query_buffer_limit.to_string(),
             "maxmemory" => "0".into(),
+            "save" => self
+                .save
+                .iter()
+                .map(|(s, c)| format!("{s} {c}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => value.to_string(),
         };
         self.values.insert(spec.name, shown);

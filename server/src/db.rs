@@ -82,8 +82,16 @@ pub struct Db {
     /// bumps its count, so EXEC can tell whether a watched key changed.
     watch: HashMap<Key, (u64, u32), Hasher>,
     /// Set while a read-only command runs: its `get_mut` calls (used by readers for lazy
-    /// conversions) do not count as modifications for WATCH.
+    /// conversions) count neither as modifications for WATCH nor as changes (`dirty`).
     pub quiet: bool,
+    /// A point-in-time snapshot in progress (`persist.rs`): slots still to serialise, saved
+    /// before their first modification (copy-on-write at slot granularity).
+    pub snap: Option<Box<crate::persist::DbSnap>>,
+    /// Modifications so far (the `save` rules' change counter).
+    pub dirty: u64,
+    /// Keys removed by expiry not yet propagated as DEL (recorded only while `repl::prop` is
+    /// active; never in a scratch database).
+    expired: Vec<Key>,
 }
 
 impl Db {
@@ -98,6 +106,9 @@ impl Db {
             scratch: false,
             watch: HashMap::default(),
             quiet: false,
+            snap: None,
+            dirty: 0,
+            expired: Vec::new(),
         }
     }
 
@@ -110,6 +121,9 @@ impl Db {
             scratch: true,
             watch: HashMap::default(),
             quiet: false,
+            snap: None,
+            dirty: 0,
+            expired: Vec::new(),
         }
     }
 
@@ -151,8 +165,19 @@ impl Db {
             .filter_map(|(i, t)| Some((i, t.as_deref()?)))
     }
 
+    /// Before slot `s` changes: save it first if a snapshot still needs it.
+    #[inline]
+    fn cow(&mut self, s: usize) {
+        if let Some(sn) = self.snap.as_deref_mut() {
+            if sn.is_pending(s) {
+                sn.save_slot(s, self.slots[s].as_deref());
+            }
+        }
+    }
+
     fn table_mut(&mut self, key: &[u8]) -> Option<&mut SlotTable> {
         let s = resp::slot(key) as usize;
+        self.cow(s);
         let t = &mut self.slots[s];
         if t.is_none() && self.scratch {
             *t = Some(Box::default());
@@ -169,19 +194,27 @@ impl Db {
     /// `value` is fine; expiry changes go through [`Db::set_expire`].
     pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
         self.touch(key);
+        if self.snap.is_some() {
+            self.cow(resp::slot(key) as usize);
+        }
         self.live(key, now)
     }
 
+    /// A live entry, read without triggering a snapshot's copy-on-write (only removing an
+    /// expired key counts as a change).
     fn live(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
-        let t = self.table_mut(key)?;
-        if t.map.get(key)?.expired(now) {
+        let s = resp::slot(key) as usize;
+        if self.slots[s].as_deref()?.map.get(key)?.expired(now) {
+            if !self.scratch && crate::repl::prop::active() {
+                self.expired.push(key.into());
+            }
             // An expiry is a modification even when a reader finds it.
             let quiet = std::mem::replace(&mut self.quiet, false);
             self.remove(key);
             self.quiet = quiet;
             return None;
         }
-        self.table_mut(key)?.map.get_mut(key)
+        self.slots[s].as_deref_mut()?.map.get_mut(key)
     }
 
     /// Whether a live key exists.
@@ -250,8 +283,13 @@ impl Db {
     pub fn clear(&mut self) -> usize {
         let n = self.keys;
         self.touch_where(|_| true);
-        for t in self.slots.iter_mut().flatten() {
-            **t = SlotTable::default();
+        self.dirty += n as u64;
+        for (i, t) in self.slots.iter_mut().enumerate() {
+            let Some(t) = t else { continue };
+            let old = std::mem::take(&mut **t);
+            if let Some(sn) = self.snap.as_deref_mut() {
+                sn.freeze(i, old);
+            }
         }
         self.keys = 0;
         n
@@ -263,7 +301,11 @@ impl Db {
         match self.slots.get_mut(slot).and_then(|t| t.as_deref_mut()) {
             Some(t) => {
                 let n = t.map.len();
-                *t = SlotTable::default();
+                self.dirty += n as u64;
+                let old = std::mem::take(t);
+                if let Some(sn) = self.snap.as_deref_mut() {
+                    sn.freeze(slot, old);
+                }
                 self.keys -= n;
                 n
             }
@@ -274,6 +316,11 @@ impl Db {
     /// Hand an owned slot's table over (core-to-core move); the slot is no longer owned here.
     pub fn take_slot(&mut self, slot: usize) -> Option<Box<SlotTable>> {
         self.touch_where(|k| resp::slot(k) as usize == slot);
+        if let Some(sn) = self.snap.as_deref_mut() {
+            if sn.is_pending(slot) {
+                sn.save_slot(slot, self.slots.get(slot).and_then(|t| t.as_deref()));
+            }
+        }
         let t = self.slots.get_mut(slot)?.take()?;
         self.keys -= t.map.len();
         Some(t)
@@ -285,9 +332,28 @@ impl Db {
         self.slots[slot] = Some(table);
     }
 
+    /// Modifications so far (compare before/after a command to tell whether it changed anything).
+    pub fn dirty(&self) -> u64 {
+        self.dirty
+    }
+
+    /// Keys removed by expiry since the last call (to propagate as DEL).
+    pub fn take_expired(&mut self) -> Vec<Key> {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// Whether expired keys wait to be propagated.
+    pub fn has_expired(&self) -> bool {
+        !self.expired.is_empty()
+    }
+
     /// Record a modification of `key` for its watchers.
     fn touch(&mut self, key: &[u8]) {
-        if !self.watch.is_empty() && !self.quiet {
+        if self.quiet {
+            return;
+        }
+        self.dirty += 1;
+        if !self.watch.is_empty() {
             if let Some(w) = self.watch.get_mut(key) {
                 w.0 += 1;
             }
@@ -295,6 +361,7 @@ impl Db {
     }
 
     fn touch_where(&mut self, f: impl Fn(&[u8]) -> bool) {
+        self.dirty += 1;
         for (k, w) in self.watch.iter_mut() {
             if f(k) {
                 w.0 += 1;
@@ -332,6 +399,16 @@ impl Db {
         self.watch.get(key).map(|w| w.0)
     }
 
+    /// The snapshot in progress with the slot tables it reads (`persist.rs`).
+    pub fn snap_and_slots(
+        &mut self,
+    ) -> (
+        Option<&mut crate::persist::DbSnap>,
+        &[Option<Box<SlotTable>>],
+    ) {
+        (self.snap.as_deref_mut(), &self.slots)
+    }
+
     /// Live keys of one owned slot, cloned (SCAN, KEYS, SLOTSSCAN).
     pub fn slot_keys(&self, slot: usize, now: u64) -> Vec<Bytes> {
         match self.slot(slot) {
@@ -362,7 +439,19 @@ impl Db {
             if t.volatile == 0 {
                 continue;
             }
+            if let Some(sn) = self.snap.as_deref_mut() {
+                if sn.is_pending(s) {
+                    sn.save_slot(s, Some(t));
+                }
+            }
             examined += t.map.len();
+            if !self.scratch && crate::repl::prop::active() {
+                for (k, e) in &t.map {
+                    if e.expired(now) {
+                        self.expired.push(k.clone());
+                    }
+                }
+            }
             if !self.watch.is_empty() {
                 for (k, e) in &t.map {
                     if e.expired(now) {

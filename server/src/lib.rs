@@ -13,6 +13,7 @@
 //! - [`script`]: Lua scripting (EVAL…, SCRIPT), one Lua state per core.
 //! - [`pubsub`]: (P)SUBSCRIBE, PUBLISH, PUBSUB: per-core registries, bounded subscriber mailboxes.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
+//! - [`persist`]: RDB snapshots (forkless, copy-on-write per slot), loading, SAVE/BGSAVE.
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
 //! - [`migrate`]: Codis's SLOTSMGRT* migration commands, source side (target side in `cmd/slots.rs`).
 //! - [`cmd`]: shard command handlers by type family (`string`, `keys`, …).
@@ -33,7 +34,9 @@ pub mod global;
 pub mod info;
 pub mod migrate;
 pub mod multi;
+pub mod persist;
 pub mod pubsub;
+pub mod repl;
 pub mod runtime;
 pub mod script;
 pub mod shard;

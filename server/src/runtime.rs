@@ -179,6 +179,9 @@ pub fn run(config: Config) -> Result<(), String> {
                 let n = shared.ncores;
                 let shard = Shard::new(i, ndb, |s| s % n == i);
                 let core = Core::start(i, shared.clone(), shard, links);
+                if i == 0 {
+                    crate::repl::start(&core);
+                }
                 let expiry = core.clone();
                 glommio::spawn_local(async move {
                     loop {

@@ -1,0 +1,652 @@
+//! RDB persistence: forkless point-in-time snapshots, loading, SAVE/BGSAVE, save rules.
+//!
+//! # Snapshots without fork
+//! [`snapshot_rdb`] holds every shard at once (no command runs anywhere), marks every non-empty
+//! (database, slot) of every shard *pending* in a [`DbSnap`], and releases. Each core then
+//! serialises its pending slots a little at a time ([`step`]), going back to its executor between
+//! steps so it keeps serving. A modification of a slot that is still pending first serialises
+//! that slot as it is (copy-on-write at slot granularity): the hooks live in [`crate::db::Db`]'s
+//! mutators, which every write path (commands, MULTI/EXEC, multi-core write-back, scripts,
+//! blocking pops, migration, expiry, FLUSH*) goes through. Flushed tables are kept whole until
+//! serialised; SWAPDB swaps the databases with their snapshot state, which remembers its
+//! database index. Keys whose expiry is before the snapshot instant are left out.
+//!
+//! The per-core parts are concatenated into one file with one SELECTDB/RESIZEDB section per
+//! database ([`rdb::file`]).
+
+use std::cell::Cell;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdb::file::{write_key_header, FileError, FileReader, Item, RdbWriter};
+use rdb::length::write_len;
+use rdb::object::{TYPE_HASH, TYPE_LIST, TYPE_SET, TYPE_STRING, TYPE_ZSET_2};
+use rdb::string::write_string;
+use resp::MAX_SLOTS;
+
+use crate::core::Core;
+use crate::db::SlotTable;
+use crate::shard::Shard;
+use crate::shared::now_ms;
+use crate::value::Value;
+
+/// Why a snapshot, a save or a load failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Rdb(#[from] FileError),
+    #[error("bad value for key '{key}' in RDB: {source}")]
+    Value {
+        key: String,
+        #[source]
+        source: rdb::DumpError,
+    },
+    #[error("RDB has a key in database {db}, but this server has only {databases} databases")]
+    DbRange { db: u64, databases: usize },
+    #[error("the snapshot was interrupted")]
+    Interrupted,
+}
+
+/// How long one serialisation step may run before its core goes back to serving clients.
+const STEP_BUDGET: Duration = Duration::from_micros(300);
+/// Keys per cross-core batch when loading.
+const LOAD_BATCH: usize = 2048;
+
+/// One database's part of a snapshot in progress on one shard.
+#[derive(Debug)]
+pub struct DbSnap {
+    /// The database index at the snapshot instant (SWAPDB moves this state with the data).
+    pub db_index: usize,
+    start_ms: u64,
+    pending: Vec<u64>,
+    npending: usize,
+    /// Tables emptied (FLUSH*) before they were serialised.
+    frozen: Vec<(usize, SlotTable)>,
+    /// Serialised keys: `[FC ms] type key value` each.
+    pub out: Vec<u8>,
+    pub keys: u64,
+    pub expires: u64,
+}
+
+impl DbSnap {
+    /// A snapshot of database `db_index` taken at `start_ms`, needing `slots`.
+    pub fn new(db_index: usize, start_ms: u64, slots: impl Iterator<Item = usize>) -> DbSnap {
+        let mut pending = vec![0u64; MAX_SLOTS.div_ceil(64)];
+        let mut npending = 0;
+        for s in slots {
+            pending[s / 64] |= 1 << (s % 64);
+            npending += 1;
+        }
+        DbSnap {
+            db_index,
+            start_ms,
+            pending,
+            npending,
+            frozen: Vec::new(),
+            out: Vec::new(),
+            keys: 0,
+            expires: 0,
+        }
+    }
+
+    /// Whether `slot` still has to be serialised.
+    #[inline]
+    pub fn is_pending(&self, slot: usize) -> bool {
+        self.pending
+            .get(slot / 64)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
+    fn unmark(&mut self, slot: usize) -> bool {
+        if !self.is_pending(slot) {
+            return false;
+        }
+        self.pending[slot / 64] &= !(1 << (slot % 64));
+        self.npending -= 1;
+        true
+    }
+
+    fn next_pending(&self) -> Option<usize> {
+        if self.npending == 0 {
+            return None;
+        }
+        self.pending
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != 0)
+            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
+    }
+
+    /// Serialise `slot` now (it is about to change, or it is its turn) if it is pending.
+    pub fn save_slot(&mut self, slot: usize, table: Option<&SlotTable>) {
+        if self.unmark(slot) {
+            if let Some(t) = table {
+                self.write_table(t);
+            }
+        }
+    }
+
+    /// Keep a table that is being emptied until it is serialised (if its slot is pending).
+    pub fn freeze(&mut self, slot: usize, table: SlotTable) {
+        if self.unmark(slot) && !table.is_empty() {
+            self.frozen.push((slot, table));
+        }
+    }
+
+    /// Whether every slot has been serialised.
+    pub fn is_done(&self) -> bool {
+        self.npending == 0 && self.frozen.is_empty()
+    }
+
+    fn write_table(&mut self, t: &SlotTable) {
+        for (k, e) in &t.map {
+            let at = e.expire_at();
+            if at != 0 && at <= self.start_ms {
+                continue;
+            }
+            let exp = (at != 0).then_some(at);
+            write_entry(&mut self.out, k, exp, &e.value);
+            self.keys += 1;
+            self.expires += exp.is_some() as u64;
+        }
+    }
+}
+
+/// Append one engine value as an RDB key: strings (type 0), lists (1), sets (2), hashes (4) and
+/// zsets with binary scores (5), strings over 20 bytes LZF-compressed.
+pub fn write_entry(out: &mut Vec<u8>, key: &[u8], expire_ms: Option<u64>, v: &Value) {
+    match v {
+        Value::Str(s) => {
+            write_key_header(out, expire_ms, TYPE_STRING, key);
+            write_string(out, s, true);
+        }
+        Value::List(l) => {
+            write_key_header(out, expire_ms, TYPE_LIST, key);
+            write_len(out, l.len() as u64);
+            for e in l.iter() {
+                write_string(out, e, true);
+            }
+        }
+        Value::Set(s) => {
+            write_key_header(out, expire_ms, TYPE_SET, key);
+            write_len(out, s.len() as u64);
+            for m in s.members() {
+                write_string(out, &m, true);
+            }
+        }
+        Value::Hash(h) => {
+            write_key_header(out, expire_ms, TYPE_HASH, key);
+            write_len(out, h.len() as u64);
+            for (f, val) in h.iter() {
+                write_string(out, f, true);
+                write_string(out, val, true);
+            }
+        }
+        Value::ZSet(z) => {
+            write_key_header(out, expire_ms, TYPE_ZSET_2, key);
+            write_len(out, z.len() as u64);
+            for (m, score) in z.iter() {
+                write_string(out, m, true);
+                out.extend_from_slice(&score.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// One step of the snapshot on this shard: serialise pending slots for about `budget`.
+/// Returns true when nothing is left to serialise.
+pub fn step(sh: &mut Shard, budget: Duration) -> bool {
+    let start = Instant::now();
+    let mut done = true;
+    for db in &mut sh.dbs {
+        let (snap, slots) = db.snap_and_slots();
+        let Some(sn) = snap else { continue };
+        while start.elapsed() < budget {
+            if let Some((_, t)) = sn.frozen.pop() {
+                sn.write_table(&t);
+                continue;
+            }
+            match sn.next_pending() {
+                Some(s) => sn.save_slot(s, slots.get(s).and_then(|t| t.as_deref())),
+                None => break,
+            }
+        }
+        done &= sn.is_done();
+    }
+    done
+}
+
+/// A finished shard part of one database.
+struct Part {
+    db: usize,
+    bytes: Vec<u8>,
+    keys: u64,
+    expires: u64,
+}
+
+fn take_parts(sh: &mut Shard) -> Vec<Part> {
+    let mut parts = Vec::new();
+    for db in &mut sh.dbs {
+        if let Some(sn) = db.snap.take() {
+            parts.push(Part {
+                db: sn.db_index,
+                bytes: sn.out,
+                keys: sn.keys,
+                expires: sn.expires,
+            });
+        }
+    }
+    parts
+}
+
+/// Mark every non-empty slot of every database of this shard pending. Returns the shard's
+/// modification count (for `rdb_changes_since_last_save`).
+fn begin(sh: &mut Shard, start_ms: u64) -> u64 {
+    let mut dirty = 0;
+    for (i, db) in sh.dbs.iter_mut().enumerate() {
+        dirty += db.dirty;
+        let slots: Vec<usize> = db
+            .owned_slots()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(s, _)| s)
+            .collect();
+        db.snap = Some(Box::new(DbSnap::new(i, start_ms, slots.into_iter())));
+    }
+    dirty
+}
+
+fn abort(sh: &mut Shard) {
+    for db in &mut sh.dbs {
+        db.snap = None;
+    }
+}
+
+/// Sum of every shard's modification counter.
+pub async fn dirty_total(core: &Rc<Core>) -> u64 {
+    core.broadcast(|s| s.dbs.iter().map(|d| d.dirty).sum::<u64>())
+        .await
+        .into_iter()
+        .sum()
+}
+
+/// Clears the shards' snapshot state if a snapshot future is dropped before it finished.
+struct AbortGuard {
+    core: Rc<Core>,
+    armed: bool,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let core = self.core.clone();
+            glommio::spawn_local(async move {
+                core.broadcast(abort).await;
+            })
+            .detach();
+        }
+    }
+}
+
+/// What a snapshot produced: the file and the modification count at its instant.
+pub struct Snapshot {
+    pub bytes: Vec<u8>,
+    pub dirty: u64,
+    pub keys: u64,
+}
+
+/// A forkless point-in-time snapshot of every database as a complete RDB file.
+///
+/// `at_start` runs exactly once while every shard is held (no command runs anywhere), so the
+/// caller can read state consistent with the snapshot (a replication offset). If another
+/// snapshot is in progress this one waits for it to finish first.
+pub async fn snapshot_rdb(
+    core: &Rc<Core>,
+    at_start: impl FnOnce(),
+) -> Result<Vec<u8>, PersistError> {
+    Ok(snapshot(core, at_start).await?.bytes)
+}
+
+/// [`snapshot_rdb`] with the modification count at the snapshot instant.
+pub async fn snapshot(core: &Rc<Core>, at_start: impl FnOnce()) -> Result<Snapshot, PersistError> {
+    let n = core.ncores();
+    let mut at_start = Some(at_start);
+    let mut dirty = 0;
+    loop {
+        let tx = core.new_tx();
+        let mut busy = false;
+        for c in 0..n {
+            busy |= core
+                .hold_on(c, tx, |s| s.dbs.iter().any(|d| d.snap.is_some()))
+                .await;
+        }
+        if busy {
+            for c in 0..n {
+                core.release_on(c, tx, |_| ()).await;
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let start_ms = now_ms();
+        if let Some(f) = at_start.take() {
+            f();
+        }
+        for c in 0..n {
+            dirty += core.release_on(c, tx, move |s| begin(s, start_ms)).await;
+        }
+        break;
+    }
+    let mut guard = AbortGuard {
+        core: core.clone(),
+        armed: true,
+    };
+    let futs = (0..n).map(|c| {
+        let core = core.clone();
+        async move {
+            loop {
+                let done = core.run_on(c, |s| step(s, STEP_BUDGET)).await;
+                if done {
+                    break;
+                }
+                if c == core.id {
+                    futures_lite::future::yield_now().await;
+                }
+            }
+            core.run_on(c, take_parts).await
+        }
+    });
+    let parts: Vec<Part> = futures::future::join_all(futs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    guard.armed = false;
+    let ndb = core.shard.borrow().dbs.len();
+    let (bytes, keys) = assemble(ndb, parts)?;
+    Ok(Snapshot { bytes, dirty, keys })
+}
+
+fn assemble(ndb: usize, parts: Vec<Part>) -> Result<(Vec<u8>, u64), PersistError> {
+    let size: usize = parts.iter().map(|p| p.bytes.len()).sum();
+    let mut w = RdbWriter::new(Vec::with_capacity(size + 256))?;
+    w.aux("redis-ver", "7.0.15")?;
+    w.aux("redis-bits", &(usize::BITS).to_string())?;
+    w.aux("ctime", &(now_ms() / 1000).to_string())?;
+    w.aux("used-mem", &crate::alloc::used_memory().to_string())?;
+    w.aux("aof-preamble", "0")?;
+    let mut total = 0;
+    for db in 0..ndb {
+        let mine: Vec<&Part> = parts.iter().filter(|p| p.db == db).collect();
+        let keys: u64 = mine.iter().map(|p| p.keys).sum();
+        if keys == 0 {
+            continue;
+        }
+        let expires: u64 = mine.iter().map(|p| p.expires).sum();
+        w.select_db(db as u64, keys, expires)?;
+        for p in mine {
+            w.raw(&p.bytes)?;
+        }
+        total += keys;
+    }
+    Ok((w.finish()?, total))
+}
+
+/// What a load did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadStats {
+    pub keys: u64,
+    /// Keys skipped because their expiry had passed.
+    pub expired: u64,
+}
+
+/// One key ready for a shard: database, key, value, expiry (0: none).
+pub type LoadItem = (usize, Box<[u8]>, Value, u64);
+
+/// Parse an RDB file into per-owner batches, calling `flush(owner, batch)` whenever one fills up
+/// and once at the end for each non-empty batch.
+fn parse_into(
+    bytes: &[u8],
+    databases: usize,
+    owner: impl Fn(u16) -> usize,
+    ncores: usize,
+    batch: usize,
+    mut flush: impl FnMut(usize, Vec<LoadItem>),
+) -> Result<LoadStats, PersistError> {
+    let now = now_ms();
+    let mut stats = LoadStats::default();
+    let mut r = FileReader::new(bytes)?;
+    let mut batches: Vec<Vec<LoadItem>> = (0..ncores).map(|_| Vec::new()).collect();
+    while let Some(item) = r.next_item()? {
+        let e = match item {
+            Item::SelectDb(db) if db as usize >= databases => {
+                return Err(PersistError::DbRange { db, databases })
+            }
+            Item::Entry(e) => e,
+            _ => continue,
+        };
+        let at = e.expire_ms.unwrap_or(0);
+        if at != 0 && at <= now {
+            stats.expired += 1;
+            continue;
+        }
+        let value = crate::dump::from_rdb(e.value).map_err(|source| PersistError::Value {
+            key: String::from_utf8_lossy(&e.key).into_owned(),
+            source,
+        })?;
+        let c = owner(resp::slot(&e.key));
+        batches[c].push((e.db as usize, e.key[..].into(), value, at));
+        stats.keys += 1;
+        if batches[c].len() >= batch {
+            flush(c, std::mem::take(&mut batches[c]));
+        }
+    }
+    for (c, b) in batches.into_iter().enumerate() {
+        if !b.is_empty() {
+            flush(c, b);
+        }
+    }
+    Ok(stats)
+}
+
+/// Insert loaded keys into a shard.
+pub fn fill(sh: &mut Shard, items: Vec<LoadItem>) {
+    for (db, key, value, at) in items {
+        if let Some(d) = sh.dbs.get_mut(db) {
+            d.insert(&key, value, at);
+        }
+    }
+}
+
+/// Empty every database, then load an RDB file's keys into the shards owning their slots.
+/// Already-expired keys are skipped. On an error the databases hold what was loaded so far.
+pub async fn load_rdb(core: &Rc<Core>, bytes: &[u8]) -> Result<LoadStats, PersistError> {
+    let databases = core.shard.borrow().dbs.len();
+    // Refuse a file we cannot read before touching the data.
+    FileReader::new(bytes)?;
+    core.broadcast(|s| {
+        for d in &mut s.dbs {
+            d.clear();
+        }
+    })
+    .await;
+    let shared = core.shared.clone();
+    // The parser is synchronous: it queues per-core batches, which are then sent in order.
+    let mut queued: Vec<(usize, Vec<LoadItem>)> = Vec::new();
+    let result = parse_into(
+        bytes,
+        databases,
+        |s| shared.owner(s),
+        core.ncores(),
+        LOAD_BATCH,
+        |c, b| queued.push((c, b)),
+    );
+    for (c, b) in queued {
+        core.run_on(c, move |s| fill(s, b)).await;
+    }
+    result
+}
+
+/// Read `path` and load it with [`load_rdb`].
+pub async fn load_rdb_file(core: &Rc<Core>, path: &Path) -> Result<LoadStats, PersistError> {
+    let bytes = std::fs::read(path)?;
+    load_rdb(core, &bytes).await
+}
+
+/// At start-up, before the cores run: parse `dir/dbfilename` (if it exists) into one batch per
+/// core (`owner` as the shards will be built). `Ok(None)` when there is no file.
+pub fn load_startup(
+    path: &Path,
+    databases: usize,
+    ncores: usize,
+    owner: impl Fn(u16) -> usize,
+) -> Result<Option<(Vec<Vec<LoadItem>>, LoadStats)>, PersistError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut per_core: Vec<Vec<LoadItem>> = (0..ncores).map(|_| Vec::new()).collect();
+    let stats = parse_into(&bytes, databases, owner, ncores, usize::MAX, |c, b| {
+        per_core[c].extend(b)
+    })?;
+    Ok(Some((per_core, stats)))
+}
+
+/// Write `bytes` to `dir/name` like Redis: a temporary file, fsync, rename, fsync of the
+/// directory. Blocking: run it off the executors.
+pub fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("temp-{}-{}.rdb", std::process::id(), now_ms()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dir.join(name))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Run a blocking closure on a fresh thread and await its result from an executor.
+pub async fn off_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await.ok()
+}
+
+/// Process-wide persistence status (one server per process).
+pub struct Status {
+    /// Unix seconds of the last successful save (or of the start).
+    pub lastsave: AtomicU64,
+    /// The modification count the last successful save covered.
+    pub dirty_at_save: AtomicU64,
+    pub bgsave_in_progress: AtomicBool,
+    pub last_bgsave_ok: AtomicBool,
+    /// Seconds the last background save took (-1: none yet), stored as `i64` bits.
+    pub last_bgsave_secs: AtomicU64,
+    /// Unix ms when the running background save started.
+    pub bgsave_started_ms: AtomicU64,
+    pub loading: AtomicBool,
+    /// Keys loaded at start-up and how long it took (ms).
+    pub loaded_keys: AtomicU64,
+    pub saves: AtomicU64,
+    /// A BGSAVE SCHEDULE waiting for the running one.
+    pub scheduled: AtomicBool,
+    pub last_error: Mutex<String>,
+}
+
+/// The persistence status of this process.
+pub static STATUS: Status = Status {
+    lastsave: AtomicU64::new(0),
+    dirty_at_save: AtomicU64::new(0),
+    bgsave_in_progress: AtomicBool::new(false),
+    last_bgsave_ok: AtomicBool::new(true),
+    last_bgsave_secs: AtomicU64::new(u64::MAX),
+    bgsave_started_ms: AtomicU64::new(0),
+    loading: AtomicBool::new(false),
+    loaded_keys: AtomicU64::new(0),
+    saves: AtomicU64::new(0),
+    scheduled: AtomicBool::new(false),
+    last_error: Mutex::new(String::new()),
+};
+
+thread_local! {
+    static SAVING_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The configured RDB path.
+pub fn rdb_path(core: &Core) -> (PathBuf, String) {
+    let cfg = core.shared.config();
+    (PathBuf::from(cfg.dir.clone()), cfg.dbfilename.clone())
+}
+
+/// Snapshot and write the RDB file (SAVE, BGSAVE, SHUTDOWN, save rules). Returns the keys saved.
+pub async fn save(core: &Rc<Core>) -> Result<u64, PersistError> {
+    let snap = snapshot(core, || ()).await?;
+    let (dir, name) = rdb_path(core);
+    let bytes = snap.bytes;
+    let res = off_thread(move || write_file_atomic(&dir, &name, &bytes))
+        .await
+        .ok_or(PersistError::Interrupted)?;
+    res?;
+    STATUS.lastsave.store(now_ms() / 1000, Ordering::Relaxed);
+    STATUS.dirty_at_save.store(snap.dirty, Ordering::Relaxed);
+    STATUS.saves.fetch_add(1, Ordering::Relaxed);
+    tracing::info!("DB saved on disk ({} keys)", snap.keys);
+    Ok(snap.keys)
+}
+
+/// Start a background save unless one runs. Returns false when one is already in progress.
+pub fn bgsave(core: &Rc<Core>) -> bool {
+    if STATUS
+        .bgsave_in_progress
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    SAVING_HERE.with(|s| s.set(true));
+    STATUS.bgsave_started_ms.store(now_ms(), Ordering::Relaxed);
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        tracing::info!("Background saving started");
+        let t = Instant::now();
+        let r = save(&core).await;
+        STATUS
+            .last_bgsave_secs
+            .store(t.elapsed().as_secs(), Ordering::Relaxed);
+        match r {
+            Ok(_) => {
+                STATUS.last_bgsave_ok.store(true, Ordering::Relaxed);
+                tracing::info!("Background saving terminated with success");
+            }
+            Err(e) => {
+                STATUS.last_bgsave_ok.store(false, Ordering::Relaxed);
+                tracing::warn!("Background saving error: {e}");
+                if let Ok(mut l) = STATUS.last_error.lock() {
+                    *l = e.to_string();
+                }
+            }
+        }
+        SAVING_HERE.with(|s| s.set(false));
+        STATUS.bgsave_in_progress.store(false, Ordering::Release);
+        if STATUS.scheduled.swap(false, Ordering::AcqRel) {
+            bgsave(&core);
+        }
+    })
+    .detach();
+    true
+}
