@@ -86,13 +86,13 @@ impl Shard {
                 &format!("ERR command '{}' is not served by a shard", spec.name),
             ),
         }
+        let rewrite = ctx.rewrite.take();
         if quiet {
             if let Some(d) = self.dbs.get_mut(cmd.db as usize) {
                 d.quiet = false;
             }
         }
         if track {
-            let rewrite = ctx.rewrite.take();
             let mut fx = self.expired_effects();
             let changed = self.dirty() != dirty0;
             crate::repl::prop::effects(
