@@ -374,3 +374,79 @@ fn restore_async_chunk_forms() {
     let ttl: i64 = q(&mut c, &["PTTL", "s"]);
     assert_eq!(ttl, -1, "expire 0 persists");
 }
+
+/// A replica of the migration target ends with the same big keys as its master: the chunked
+/// restore forms replicate as plain RPUSH/HSET/SADD/ZADD with an absolute expiry.
+#[test]
+fn chunked_migration_reaches_the_targets_replica() {
+    let src = testkit::codis_server(&["--cores", "2"]);
+    let dst = testkit::codis_server(&["--cores", "2"]);
+    let dport = dst.port.to_string();
+    let rep = testkit::codis_server(&["--cores", "1", "--replicaof", "127.0.0.1", &dport]);
+    let (mut s, mut d, mut r) = (src.conn(), dst.conn(), rep.conn());
+    let start = std::time::Instant::now();
+    loop {
+        let info: String = q(&mut r, &["INFO", "replication"]);
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 30, "replica link never came up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for i in 0..1000 {
+        let (f, v, sc) = (
+            format!("f{i}"),
+            format!("v{i}"),
+            format!("{}", i as f64 * 0.25),
+        );
+        let _: i64 = q(&mut s, &["HSET", "{r}:h", &f, &v]);
+        let _: i64 = q(&mut s, &["RPUSH", "{r}:l", &v]);
+        let _: i64 = q(&mut s, &["SADD", "{r}:s", &f]);
+        let _: i64 = q(&mut s, &["ZADD", "{r}:z", &sc, &f]);
+    }
+    let _: i64 = q(&mut s, &["EXPIRE", "{r}:z", "7000"]);
+    let slot = slot_of("{r}:h").to_string();
+    let moved: Vec<i64> = q(
+        &mut s,
+        &[
+            "SLOTSMGRTTAGSLOT-ASYNC",
+            "127.0.0.1",
+            &dport,
+            "10000",
+            "64",
+            "4096",
+            &slot,
+            "10",
+        ],
+    );
+    assert_eq!(moved, vec![4, 0]);
+    let acked: i64 = q(&mut d, &["WAIT", "1", "20000"]);
+    assert_eq!(acked, 1);
+    for (k, cmd) in [
+        ("{r}:h", "HGETALL"),
+        ("{r}:l", "LRANGE"),
+        ("{r}:s", "SMEMBERS"),
+        ("{r}:z", "ZRANGE"),
+    ] {
+        let args: Vec<&str> = if cmd == "LRANGE" || cmd == "ZRANGE" {
+            vec![cmd, k, "0", "-1", "WITHSCORES"][..if cmd == "ZRANGE" { 5 } else { 4 }].to_vec()
+        } else {
+            vec![cmd, k]
+        };
+        let mut want: Vec<String> = q(&mut d, &args);
+        let mut got: Vec<String> = q(&mut r, &args);
+        if cmd == "HGETALL" || cmd == "SMEMBERS" {
+            want.sort();
+            got.sort();
+        }
+        assert!(!want.is_empty(), "{k} missing on the target");
+        assert_eq!(got, want, "{k} differs on the replica");
+    }
+    let ttl: i64 = q(&mut r, &["PTTL", "{r}:z"]);
+    assert!(
+        ttl > 6_000_000 && ttl <= 7_000_000,
+        "absolute expiry replicated: {ttl}"
+    );
+    let ttl: i64 = q(&mut r, &["PTTL", "{r}:h"]);
+    assert_eq!(ttl, -1, "temporary TTL removed on the replica too");
+}

@@ -1,6 +1,6 @@
 //! Codis migration, target side: SLOTSRESTORE (sync) and SLOTSRESTORE-ASYNC (async stream).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use resp::encode;
 
 use super::{Ctx, Handler};
@@ -239,5 +239,30 @@ fn restore_chunk(ctx: &mut Ctx, sub: &str) {
     };
     let at = if ttl == 0 { 0 } else { now + ttl };
     db.set_expire(&key, at, now);
+    if ctx.propagating() && !elems.is_empty() {
+        // Replicas get the plain commands with an absolute expiry.
+        let name: &[u8] = match sub {
+            "list" => b"RPUSH",
+            "hash" => b"HSET",
+            "dict" => b"SADD",
+            _ => b"ZADD",
+        };
+        let mut c = vec![Bytes::from_static(name), key.clone()];
+        if sub == "zset" {
+            for (m, raw) in elems.chunks(2).map(|p| (&p[0], &p[1])) {
+                let bits = <[u8; 8]>::try_from(&raw[..]).map_or(0, u64::from_le_bytes);
+                c.push(Bytes::from(format!("{}", f64::from_bits(bits))));
+                c.push(m.clone());
+            }
+        } else {
+            c.extend(elems.iter().cloned());
+        }
+        let ttl_cmd = if at == 0 {
+            super::argv(&[b"PERSIST", &key])
+        } else {
+            super::argv(&[b"PEXPIREAT", &key, at.to_string().as_bytes()])
+        };
+        ctx.propagate_as(vec![c, ttl_cmd]);
+    }
     ack(ctx.out, 0, &len.to_string())
 }
