@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::ranged1d::SegmentValue;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use serde::Deserialize;
 
@@ -144,24 +145,94 @@ pub fn plot(rows: &[Row], out_dir: &Path) -> Result<Vec<PathBuf>, BenchError> {
     Ok(written)
 }
 
-/// Series name → points, in first-seen order of the series.
-fn group<'a, T>(rows: &[&'a Row], point: impl Fn(&'a Row) -> T) -> Vec<(String, Vec<T>)> {
-    let mut out: Vec<(String, Vec<T>)> = Vec::new();
+/// One line of a chart: its legend, its colour index (one colour per target) and whether it is
+/// dashed (every test but the first-seen one), with its points.
+struct Series<T> {
+    name: String,
+    color: usize,
+    dashed: bool,
+    points: Vec<T>,
+}
+
+/// Rows grouped into series (target × test), in first-seen order.
+fn group<'a, T>(rows: &[&'a Row], point: impl Fn(&'a Row) -> T) -> Vec<Series<T>> {
+    let mut targets: Vec<&str> = Vec::new();
+    let mut tests: Vec<&str> = Vec::new();
+    let mut out: Vec<Series<T>> = Vec::new();
     for &r in rows {
         let name = r.series();
-        match out.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, v)) => v.push(point(r)),
-            None => out.push((name, vec![point(r)])),
+        if let Some(s) = out.iter_mut().find(|s| s.name == name) {
+            s.points.push(point(r));
+            continue;
         }
+        let color = targets
+            .iter()
+            .position(|t| *t == r.target)
+            .unwrap_or_else(|| {
+                targets.push(&r.target);
+                targets.len() - 1
+            });
+        let test = tests.iter().position(|t| *t == r.test).unwrap_or_else(|| {
+            tests.push(&r.test);
+            tests.len() - 1
+        });
+        out.push(Series {
+            name,
+            color,
+            dashed: test > 0,
+            points: vec![point(r)],
+        });
     }
     out
+}
+
+/// Draw one series as a line (solid or dashed, with its legend entry) and dots at its points.
+fn draw_line<DB, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    name: Option<String>,
+    color: usize,
+    dashed: bool,
+    pts: Vec<(X::ValueType, Y::ValueType)>,
+) -> Result<(), String>
+where
+    DB: DrawingBackend,
+    X: Ranged,
+    Y: Ranged,
+    X::ValueType: Clone + 'static,
+    Y::ValueType: Clone + 'static,
+{
+    let c = Palette99::pick(color).to_rgba();
+    let style = c.stroke_width(2);
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("{e:?}");
+    if dashed {
+        let a = chart
+            .draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))
+            .map_err(e)?;
+        if let Some(n) = name {
+            a.label(n).legend(move |(x, y)| {
+                DashedPathElement::new(vec![(x, y), (x + 22, y)], 5, 3, style)
+            });
+        }
+    } else {
+        let a = chart
+            .draw_series(LineSeries::new(pts.clone(), style))
+            .map_err(e)?;
+        if let Some(n) = name {
+            a.label(n)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+        }
+    }
+    chart
+        .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, c.filled())))
+        .map_err(e)?;
+    Ok(())
 }
 
 fn throughput_chart(suite: &str, rows: &[&Row], path: &Path) -> Result<(), BenchError> {
     let err = plot_err(path);
     let mut series = group(rows, |r| (f64::from(r.pipeline.max(1)), r.rps));
-    for (_, pts) in &mut series {
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     let pmin = rows.iter().map(|r| r.pipeline.max(1)).min().unwrap_or(1) as f64;
     let pmax = rows.iter().map(|r| r.pipeline.max(1)).max().unwrap_or(1) as f64;
@@ -187,18 +258,9 @@ fn throughput_chart(suite: &str, rows: &[&Row], path: &Path) -> Result<(), Bench
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(&err)?;
-    for (i, (name, pts)) in series.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(&err)?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-            .map_err(&err)?;
+    for s in series {
+        draw_line(&mut chart, Some(s.name), s.color, s.dashed, s.points)
+            .map_err(|e| BenchError::Plot(format!("{}: {e}", path.display())))?;
     }
     chart
         .configure_series_labels()
@@ -252,27 +314,18 @@ fn latency_chart(suite: &str, pipeline: u32, rows: &[&Row], path: &Path) -> Resu
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(&err)?;
-    for (i, (name, runs)) in series.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    for s in series {
         // One run per series at a given depth; should a file hold several, draw each.
-        for (k, p) in runs.iter().enumerate() {
+        for (k, p) in s.points.iter().enumerate() {
             let pts: Vec<(SegmentValue<u32>, f64)> = p
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| **v > 0.0)
                 .map(|(j, v)| (SegmentValue::CenterOf(j as u32), *v))
                 .collect();
-            let line = chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(&err)?;
-            if k == 0 {
-                line.label(name.clone()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(2))
-                });
-            }
-            chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-                .map_err(&err)?;
+            let name = (k == 0).then(|| s.name.clone());
+            draw_line(&mut chart, name, s.color, s.dashed, pts)
+                .map_err(|e| BenchError::Plot(format!("{}: {e}", path.display())))?;
         }
     }
     chart
