@@ -23,7 +23,8 @@ use crate::workload::{select_tests, TestKind};
     after_help = "Examples:\n  codis-bench -p 19000 -t get,set -n 100000 -c 50 -P 16\n  \
 codis-bench -p 19000 -t mixed --ratio 1:10 -r 100000 --dist zipfian --duration 30s\n  \
 codis-bench -p 19000 -t get -r 1000 --rate 50000 --duration 10s --json\n  \
-codis-bench compare --target redis=127.0.0.1:6379 --target codis=127.0.0.1:19000 -t get,set -P 16"
+codis-bench compare --target redis=127.0.0.1:6379 --target codis=127.0.0.1:19000 -t get,set -P 16\n  \
+codis-bench plot results.json --out docs/bench/"
 )]
 pub struct Cli {
     /// Compare targets instead of benchmarking one.
@@ -49,6 +50,23 @@ pub struct Cli {
 pub enum Command {
     /// Run the same workload against several targets in alternating rounds and compare them.
     Compare(CompareArgs),
+    /// Draw SVG charts (throughput vs pipeline depth, latency percentiles per target) from
+    /// `compare --json` results.
+    Plot(PlotArgs),
+}
+
+/// `codis-bench plot` options.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A file of `compare --json` objects (one per line, or a JSON array); an optional `suite`
+    /// field groups rows into separate charts.
+    pub results: std::path::PathBuf,
+    /// Directory for the SVG files (created if missing).
+    #[arg(long, default_value = "docs/bench")]
+    pub out: std::path::PathBuf,
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 /// `codis-bench compare` options (a repeated option: the last one wins, so scripts can override).

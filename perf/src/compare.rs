@@ -252,8 +252,9 @@ impl Comparison {
         out
     }
 
-    /// One JSON object per test and target.
-    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+    /// One JSON object per test and target (with the load's `clients`, `pipeline`, `data_size`,
+    /// so result files from several runs can be merged and plotted).
+    pub fn json_lines(&self, load: &Load) -> Vec<serde_json::Value> {
         self.summaries
             .iter()
             .flatten()
@@ -262,6 +263,11 @@ impl Comparison {
                 serde_json::json!({
                     "test": s.test,
                     "target": s.target,
+                    "baseline": self.summaries.first().and_then(|r| r.get(self.baseline)).map(|b| b.target.clone()),
+                    "clients": load.clients,
+                    "pipeline": load.pipeline,
+                    "data_size": load.data_size,
+                    "rate": load.rate,
                     "rounds": s.rounds,
                     "requests": s.requests,
                     "errors": s.errors,

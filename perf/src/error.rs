@@ -36,6 +36,12 @@ pub enum BenchError {
     /// The server sent bytes that are not RESP.
     #[error("{0}: protocol error in reply: {1}")]
     Protocol(SocketAddr, resp::ProtocolError),
+    /// A file could not be read or written.
+    #[error("{0}: {1}")]
+    File(std::path::PathBuf, std::io::Error),
+    /// A chart could not be drawn (or its input is unusable).
+    #[error("plot: {0}")]
+    Plot(String),
     /// The glommio runtime could not start an executor.
     #[error("runtime: {0}")]
     Runtime(String),

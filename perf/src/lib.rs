@@ -10,6 +10,7 @@
 //!             [--duration 30s] [--rate REQ_PER_SEC] [--seed N] [--csv | --json] [-q]
 //! codis-bench compare --target NAME=HOST:PORT --target NAME=HOST:PORT [--rounds 5]
 //!             [--baseline NAME] [--max-spread 15] [--json] <the same workload options>
+//! codis-bench plot RESULTS.json [--out docs/bench/]
 //! ```
 //!
 //! - Options are redis-benchmark's (`-h` is the host, so help is `--help`); defaults too: 50
@@ -17,7 +18,7 @@
 //!   claim batches from one shared budget.
 //! - Tests (`-t`, comma-separated): `ping_inline ping_mbulk ping set get incr lpush rpush lpop
 //!   rpop sadd hset spop zadd zpopmin lrange lrange_100 lrange_300 lrange_500 lrange_600 mset
-//!   mget mixed`; the default is redis-benchmark's suite (all but `mget` and `mixed`); LRANGE
+//!   mget mixed`, and `lrange_N` for any N; the default is redis-benchmark's suite (all but `mget` and `mixed`); LRANGE
 //!   tests are preceded by "LPUSH (needed to benchmark LRANGE)" as in redis-benchmark.
 //! - Keys: `key:__rand_int__` literally, or with `-r N` a 12-digit number below N drawn per
 //!   placeholder (`key:000000012345`), uniformly or with `--dist zipfian` (key 0 hottest).
@@ -40,6 +41,11 @@
 //!   per test and target, the median throughput and percentiles, the min–max and spread of
 //!   throughput, and the ratios to the baseline (first target unless `--baseline`); a spread
 //!   above `--max-spread` percent earns a WARNING line (machine too noisy).
+//! - `plot` draws SVG charts from `compare --json` rows (see [`plot`]): throughput against
+//!   pipeline depth and latency percentiles, per target.
+//! - The first SIGINT/SIGTERM stops a run gracefully: in-flight replies are awaited and the
+//!   current test's results are printed (later tests are skipped); scripts use it to load a
+//!   server for exactly as long as something else takes.
 //! - Runtime: one glommio executor per `--threads`, pinned to the allowed cores in turn, each
 //!   driving its share of the connections. glommio needs locked memory (run as root or raise
 //!   `ulimit -l`). Logs go to stderr (`RUST_LOG`), results to stdout.
@@ -52,6 +58,7 @@
 //! - [`runner`]: executors, the shared request budget, histogram merging.
 //! - [`report`]: text, `-q`, CSV and JSON output.
 //! - [`compare`]: the multi-target comparison.
+//! - [`plot`]: SVG charts of comparison results.
 //! - [`error`]: fatal errors.
 
 pub mod cli;
@@ -59,6 +66,7 @@ pub mod compare;
 pub mod conn;
 pub mod error;
 pub mod keys;
+pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod workload;
@@ -67,7 +75,7 @@ use std::io::Write;
 
 pub use cli::Cli;
 pub use error::BenchError;
-pub use runner::{run_test, Load, TestResult};
+pub use runner::{install_stop_signals, run_test, stop_requested, Load, TestResult};
 
 use compare::NamedTarget;
 use report::Format;
@@ -90,8 +98,19 @@ pub fn init_logging() {
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), BenchError> {
     match &cli.command {
         Some(cli::Command::Compare(c)) => run_compare(c, out),
+        Some(cli::Command::Plot(p)) => run_plot(p, out),
         None => run_single(cli, out),
     }
+}
+
+fn run_plot(p: &cli::PlotArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    let text =
+        std::fs::read_to_string(&p.results).map_err(|e| BenchError::File(p.results.clone(), e))?;
+    let rows = plot::parse_rows(&text)?;
+    for path in plot::plot(&rows, &p.out)? {
+        writeln!(out, "{}", path.display()).map_err(|e| BenchError::File(path.clone(), e))?;
+    }
+    Ok(())
 }
 
 fn run_single(cli: &Cli, out: &mut dyn Write) -> Result<(), BenchError> {
@@ -118,6 +137,9 @@ fn run_single(cli: &Cli, out: &mut dyn Write) -> Result<(), BenchError> {
         warn_if_rate_missed(&r, &load);
         writeln!(out, "{}", report::render(format, &r, &load)).map_err(io)?;
         out.flush().map_err(io)?;
+        if stop_requested() {
+            break;
+        }
     }
     Ok(())
 }
@@ -166,7 +188,7 @@ fn run_compare(c: &cli::CompareArgs, out: &mut dyn Write) -> Result<(), BenchErr
     let addr = targets[baseline].target.addr;
     let io = |e| BenchError::Io(addr, e);
     if c.json {
-        for v in cmp.json_lines() {
+        for v in cmp.json_lines(&load) {
             writeln!(out, "{v}").map_err(io)?;
         }
     } else {

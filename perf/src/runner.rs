@@ -82,6 +82,36 @@ impl TestResult {
     }
 }
 
+/// Set by SIGINT/SIGTERM (see [`install_stop_signals`]): every connection stops sending, the
+/// replies in flight are awaited, and the run reports what it measured so far.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Whether a stop signal arrived.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Make the first SIGINT or SIGTERM end the run gracefully (results of the current test are still
+/// printed, later tests are skipped); a second one kills as usual. Lets a script run a timed
+/// load for exactly as long as something else takes (`kill -INT $pid; wait $pid`).
+pub fn install_stop_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe); SA_RESETHAND restores
+        // the default action after the first delivery.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+            act.sa_flags = libc::SA_RESETHAND | libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+}
+
 /// State shared by every executor of a run.
 pub struct Shared {
     remaining: AtomicU64,
@@ -93,6 +123,9 @@ impl Shared {
     /// Claim up to `want` requests to send now; 0 means stop.
     #[inline]
     pub fn claim(&self, want: u64, deadline: Option<Instant>) -> u64 {
+        if stop_requested() {
+            return 0;
+        }
         if let Some(d) = deadline {
             return if Instant::now() < d { want } else { 0 };
         }

@@ -32,6 +32,9 @@ pub enum TestKind {
     Lrange300,
     Lrange500,
     Lrange600,
+    /// `LRANGE mylist 0 N-1` for an `N` other than redis-benchmark's 100, 300, 500, 600
+    /// (`-t lrange_N`).
+    LrangeN(u32),
     Mset,
     Mget,
     /// GETs and SETs interleaved in the `--ratio` proportion.
@@ -65,14 +68,15 @@ const ORDER: [TestKind; 22] = [
 ];
 
 /// Test names accepted by `-t` (besides the group names `ping` and `lrange`).
-pub const TEST_NAMES: &str = "ping_inline, ping_mbulk, ping, set, get, incr, lpush, rpush, lpop, rpop, \
-     sadd, hset, spop, zadd, zpopmin, lrange, lrange_100, lrange_300, lrange_500, lrange_600, mset, \
-     mget, mixed";
+pub const TEST_NAMES: &str =
+    "ping_inline, ping_mbulk, ping, set, get, incr, lpush, rpush, lpop, rpop, \
+     sadd, hset, spop, zadd, zpopmin, lrange, lrange_100, lrange_300, lrange_500, lrange_600, \
+     lrange_N (any N from 1), mset, mget, mixed";
 
 impl TestKind {
     /// The test's name as redis-benchmark prints it (CSV, JSON and text output).
-    pub fn name(self) -> &'static str {
-        match self {
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        let name: &'static str = match self {
             TestKind::PingInline => "PING_INLINE",
             TestKind::PingMbulk => "PING_MBULK",
             TestKind::Set => "SET",
@@ -92,10 +96,12 @@ impl TestKind {
             TestKind::Lrange300 => "LRANGE_300 (first 300 elements)",
             TestKind::Lrange500 => "LRANGE_500 (first 500 elements)",
             TestKind::Lrange600 => "LRANGE_600 (first 600 elements)",
+            TestKind::LrangeN(n) => return format!("LRANGE_{n} (first {n} elements)").into(),
             TestKind::Mset => "MSET (10 keys)",
             TestKind::Mget => "MGET (10 keys)",
             TestKind::Mixed => "MIXED",
-        }
+        };
+        name.into()
     }
 }
 
@@ -103,6 +109,8 @@ impl TestKind {
 /// default suite, redis-benchmark's (everything but `mget` and `mixed`).
 pub fn select_tests(spec: Option<&str>) -> Result<Vec<TestKind>, BenchError> {
     let mut on = [false; ORDER.len()];
+    // lrange_N for other N: run after LRANGE_600, in ascending N, each once.
+    let mut extra: Vec<u32> = Vec::new();
     let mut set = |k: TestKind| {
         if let Some(i) = ORDER.iter().position(|&o| o == k) {
             on[i] = true;
@@ -146,18 +154,30 @@ pub fn select_tests(spec: Option<&str>) -> Result<Vec<TestKind>, BenchError> {
                     "mset" => &[TestKind::Mset],
                     "mget" => &[TestKind::Mget],
                     "mixed" => &[TestKind::Mixed],
-                    other => return Err(BenchError::UnknownTest(other.to_string())),
+                    other => match other.strip_prefix("lrange_").map(str::parse::<u32>) {
+                        Some(Ok(n)) if n > 0 => {
+                            if !extra.contains(&n) {
+                                extra.push(n);
+                            }
+                            &[TestKind::LpushFill]
+                        }
+                        _ => return Err(BenchError::UnknownTest(other.to_string())),
+                    },
                 };
                 kinds.iter().for_each(|&k| set(k));
             }
         }
     }
-    let tests: Vec<TestKind> = ORDER
-        .iter()
-        .zip(on)
-        .filter(|(_, on)| *on)
-        .map(|(&k, _)| k)
-        .collect();
+    extra.sort_unstable();
+    let mut tests = Vec::new();
+    for (&k, on) in ORDER.iter().zip(on) {
+        if on {
+            tests.push(k);
+        }
+        if k == TestKind::Lrange600 {
+            tests.extend(extra.iter().map(|&n| TestKind::LrangeN(n)));
+        }
+    }
     if tests.is_empty() {
         return Err(BenchError::UnknownTest(String::new()));
     }
@@ -315,6 +335,7 @@ impl Plan {
             TestKind::Lrange300 => vec![lrange(299, randomize)],
             TestKind::Lrange500 => vec![lrange(499, randomize)],
             TestKind::Lrange600 => vec![lrange(599, randomize)],
+            TestKind::LrangeN(n) => vec![lrange(i64::from(n) - 1, randomize)],
             TestKind::Mset => {
                 let mut args: Vec<&[u8]> = vec![b"MSET"];
                 for _ in 0..10 {
@@ -335,7 +356,7 @@ impl Plan {
         };
         let (name, mix) = match kind {
             TestKind::Mixed => (format!("MIXED (GET:SET {}:{})", ratio[0], ratio[1]), ratio),
-            _ => (kind.name().to_string(), [1, 0]),
+            _ => (kind.name().into_owned(), [1, 0]),
         };
         Plan {
             kind,
@@ -432,6 +453,25 @@ mod tests {
             ]
         );
         assert!(select_tests(Some("nope")).is_err());
+        assert!(select_tests(Some("lrange_0")).is_err());
+        assert!(select_tests(Some("lrange_x")).is_err());
+        let t = select_tests(Some("lrange_1000,mset,lrange_20,lrange_600,lrange_20")).unwrap();
+        assert_eq!(
+            t,
+            vec![
+                TestKind::LpushFill,
+                TestKind::Lrange600,
+                TestKind::LrangeN(20),
+                TestKind::LrangeN(1000),
+                TestKind::Mset
+            ]
+        );
+        let plan = Plan::new(TestKind::LrangeN(20), 3, false, [1, 0]);
+        assert_eq!(plan.name, "LRANGE_20 (first 20 elements)");
+        assert_eq!(
+            plan.templates[0].wire(),
+            b"*4\r\n$6\r\nLRANGE\r\n$6\r\nmylist\r\n$1\r\n0\r\n$2\r\n19\r\n"
+        );
         assert_eq!(select_tests(None).unwrap().len(), 20);
     }
 

@@ -326,3 +326,142 @@ fn bad_options_are_refused() {
     let help = bench(&["compare", "--help"]);
     assert!(help.contains("--target") && help.contains("--baseline") && help.contains("--rounds"));
 }
+
+#[test]
+fn every_workload_counts_exactly() {
+    let redis = Redis::start(&[]);
+    let port = redis.port.to_string();
+    let pings_before = redis.calls("ping");
+    // 1001 requests: not a multiple of -P 4 nor of -c 3, so the last batches are partial.
+    let out = bench(&[
+        "-p",
+        &port,
+        "-t",
+        "ping,lpush,lpop,sadd,hset,zadd,mget,lrange_7",
+        "-n",
+        "1001",
+        "-c",
+        "3",
+        "-P",
+        "4",
+        "-r",
+        "1000",
+        "--json",
+    ]);
+    let rows = json_lines(&out);
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["test"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "PING_INLINE",
+            "PING_MBULK",
+            "LPUSH",
+            "LPOP",
+            "SADD",
+            "HSET",
+            "ZADD",
+            "LPUSH (needed to benchmark LRANGE)",
+            "LRANGE_7 (first 7 elements)",
+            "MGET (10 keys)"
+        ]
+    );
+    for r in &rows {
+        assert_eq!(r["requests"], 1001, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+    }
+    // What the server counted, command by command.
+    for (cmd, calls) in [
+        ("ping", 2002 + pings_before),
+        ("lpush", 2002),
+        ("lpop", 1001),
+        ("sadd", 1001),
+        ("hset", 1001),
+        ("zadd", 1001),
+        ("lrange", 1001),
+        ("mget", 1001),
+    ] {
+        assert_eq!(redis.calls(cmd), calls, "{cmd}");
+        assert_eq!(redis.cmdstat(cmd, "failed_calls"), 0, "{cmd}");
+    }
+    let mut c = redis.client();
+    // LPUSH then LPOP of 1001 each leave the fill's 1001 elements.
+    assert_eq!(c.int(&["LLEN", "mylist"]), 1001);
+    // SADD/HSET/ZADD members are element:<12 digits> below 1000.
+    let card = c.int(&["SCARD", "myset"]);
+    assert!(card > 0 && card <= 1000, "{card}");
+    let hlen = c.int(&["HLEN", "myhash"]);
+    assert!(hlen > 0 && hlen <= 1000, "{hlen}");
+    let zcard = c.int(&["ZCARD", "myzset"]);
+    assert!(zcard > 0 && zcard <= 1000, "{zcard}");
+}
+
+#[test]
+fn wrong_type_keys_make_every_reply_an_error() {
+    let redis = Redis::start(&[]);
+    let port = redis.port.to_string();
+    let mut c = redis.client();
+    // With -r 5 the GET keys are key:000000000000..key:000000000004: make them all lists.
+    for i in 0..5 {
+        c.int(&["RPUSH", &format!("key:{i:012}"), "a", "b"]);
+    }
+    let out = bench(&[
+        "-p", &port, "-t", "get,incr", "-n", "777", "-c", "5", "-P", "8", "-r", "5", "--json",
+    ]);
+    let rows = json_lines(&out);
+    assert_eq!(rows[0]["test"], "GET");
+    assert_eq!(rows[0]["requests"], 777);
+    assert_eq!(rows[0]["errors"], 777, "GET of a list is WRONGTYPE: {out}");
+    assert_eq!(redis.cmdstat("get", "failed_calls"), 777);
+    // INCR keys are counter:…, untouched: no error.
+    assert_eq!(rows[1]["errors"], 0, "{out}");
+}
+
+#[test]
+fn first_sigint_stops_the_run_and_reports() {
+    let redis = Redis::start(&[]);
+    let port = redis.port.to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_codis-bench"))
+        .args([
+            "-p",
+            &port,
+            "-t",
+            "set,get",
+            "--duration",
+            "10m",
+            "-c",
+            "4",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start codis-bench");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while redis.calls("set") < 500 {
+        assert!(
+            std::time::Instant::now() < until,
+            "codis-bench never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().expect("wait for codis-bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = json_lines(&String::from_utf8_lossy(&out.stdout));
+    // The test under way (SET) is reported, the next (GET) is skipped.
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["test"], "SET");
+    assert_eq!(rows[0]["errors"], 0);
+    assert_eq!(num(&rows[0], "requests") as u64, redis.calls("set"));
+    assert_eq!(redis.calls("get"), 0);
+}

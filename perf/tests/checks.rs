@@ -159,3 +159,16 @@ fn right_arrays_pass() {
         assert_eq!((requests, errors), (24, 0), "{test}");
     }
 }
+
+#[test]
+fn a_server_answering_errors_fails_every_request() {
+    let (port, count) = fake_server(|_| b"-ERR out of service\r\n".to_vec());
+    let tests =
+        "ping_inline,ping_mbulk,set,get,incr,lpush,lpop,sadd,hset,zadd,lrange_100,mset,mget";
+    let rows = errors_by_test(port, tests, "30");
+    assert_eq!(rows.len(), 14, "{rows:?}");
+    for (test, requests, errors) in &rows {
+        assert_eq!((*requests, *errors), (30, 30), "{test}");
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 30 * 14);
+}

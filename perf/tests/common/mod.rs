@@ -25,8 +25,19 @@ fn free_port() -> u16 {
 }
 
 impl Redis {
-    /// Start `redis-server` with no persistence (and `extra` arguments).
+    /// Start `redis-server` with no persistence (and `extra` arguments). A free port can be taken
+    /// by a server of a test running in parallel between our probe and redis-server's bind: the
+    /// server that answers must report our child's pid, else we retry on another port.
     pub fn start(extra: &[&str]) -> Redis {
+        for _ in 0..5 {
+            if let Some(r) = Redis::try_start(extra) {
+                return r;
+            }
+        }
+        panic!("redis-server did not come up on any of 5 ports");
+    }
+
+    fn try_start(extra: &[&str]) -> Option<Redis> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let password = extra
@@ -51,17 +62,24 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server (Debian package redis-server)");
-        let r = Redis {
+        let mut r = Redis {
             child,
             port,
             _dir: dir,
             password,
         };
+        let pid = format!("process_id:{}", r.child.id());
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
+            if let Ok(Some(_)) = r.child.try_wait() {
+                return None; // exited: most likely the port was taken
+            }
             if let Ok(mut c) = r.try_client() {
-                if c.cmd(&["PING"]) == Frame::Simple("PONG".into()) {
-                    return r;
+                if let Frame::Bulk(info) = c.cmd(&["INFO", "server"]) {
+                    let ours = String::from_utf8_lossy(&info)
+                        .lines()
+                        .any(|l| l.trim_end() == pid);
+                    return ours.then_some(r);
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
