@@ -56,6 +56,7 @@ pub async fn run(
             encode::ok(out);
         }
         "swapdb" => swapdb(core, &args, out).await,
+        "save" | "bgsave" => crate::persist::command(core, spec.name, &args, out).await,
         "keys" => {
             let pat = args[1].clone();
             let parts = core

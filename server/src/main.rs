@@ -42,6 +42,12 @@ struct Args {
     /// Working directory for data files.
     #[arg(long)]
     dir: Option<String>,
+    /// RDB file name inside `--dir` (default dump.rdb).
+    #[arg(long)]
+    dbfilename: Option<String>,
+    /// RDB save rules, `"<seconds> <changes> …"` (`""`: never save automatically).
+    #[arg(long)]
+    save: Option<String>,
     /// Log level filter (error, warn, info, debug, trace), or RUST_LOG.
     #[arg(long, default_value = "info")]
     loglevel: String,
@@ -86,6 +92,12 @@ fn main() {
     }
     if let Some(d) = args.dir {
         set("dir", d);
+    }
+    if let Some(f) = args.dbfilename {
+        set("dbfilename", f);
+    }
+    if let Some(r) = args.save {
+        set("save", r);
     }
     if let Err(e) = server::runtime::run(cfg) {
         eprintln!("codis-server: {e}");

@@ -650,3 +650,153 @@ pub fn bgsave(core: &Rc<Core>) -> bool {
     .detach();
     true
 }
+
+/// SAVE and BGSAVE [SCHEDULE] (routed here from `global.rs`).
+pub async fn command(core: &Rc<Core>, name: &str, args: &resp::Args, out: &mut bytes::BytesMut) {
+    use resp::encode;
+    match name {
+        "save" => {
+            if STATUS.bgsave_in_progress.load(Ordering::Acquire) {
+                return encode::error(out, "ERR Background save already in progress");
+            }
+            match save(core).await {
+                Ok(_) => encode::ok(out),
+                Err(e) => {
+                    tracing::warn!("SAVE failed: {e}");
+                    encode::error(out, &format!("ERR {e}"))
+                }
+            }
+        }
+        "bgsave" => {
+            let schedule = match args.len() {
+                1 => false,
+                2 if args[1].eq_ignore_ascii_case(b"schedule") => true,
+                _ => return encode::error(out, crate::cmd::err::SYNTAX),
+            };
+            if bgsave(core) {
+                encode::simple(out, "Background saving started");
+            } else if schedule {
+                STATUS.scheduled.store(true, Ordering::Release);
+                encode::simple(out, "Background saving scheduled");
+            } else {
+                encode::error(out, "ERR Background save already in progress");
+            }
+        }
+        _ => encode::error(out, "ERR unknown persistence command"),
+    }
+}
+
+/// SHUTDOWN's save step: save when SAVE is given, or when save rules are configured and NOSAVE
+/// is not. An error means "do not exit" (unless FORCE was given).
+pub async fn on_shutdown(core: &Rc<Core>, args: &resp::Args) -> Result<(), String> {
+    let has = |w: &str| {
+        args[1..]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(w.as_bytes()))
+    };
+    let rules = !core.shared.config().save.is_empty();
+    if has("nosave") || !(has("save") || rules) {
+        return Ok(());
+    }
+    tracing::info!("Saving the final RDB snapshot before exiting.");
+    match save(core).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!("Error trying to save the DB, can't exit: {e}");
+            if has("force") {
+                Ok(())
+            } else {
+                Err("ERR Errors trying to SHUTDOWN. Check logs.".into())
+            }
+        }
+    }
+}
+
+/// DEBUG RELOAD: save, empty, load the file back.
+pub async fn debug_reload(core: &Rc<Core>) -> Result<LoadStats, PersistError> {
+    save(core).await?;
+    let (dir, name) = rdb_path(core);
+    load_rdb_file(core, &dir.join(name)).await
+}
+
+/// The `# Persistence` section of INFO.
+pub async fn info(core: &Rc<Core>) -> String {
+    let dirty = dirty_total(core)
+        .await
+        .saturating_sub(STATUS.dirty_at_save.load(Ordering::Relaxed));
+    let inprog = STATUS.bgsave_in_progress.load(Ordering::Relaxed);
+    let cur = if inprog {
+        (now_ms().saturating_sub(STATUS.bgsave_started_ms.load(Ordering::Relaxed)) / 1000) as i64
+    } else {
+        -1
+    };
+    let last = STATUS.last_bgsave_secs.load(Ordering::Relaxed);
+    let last = if last == u64::MAX { -1 } else { last as i64 };
+    format!(
+        "# Persistence\r\nloading:{}\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\ncurrent_save_keys_processed:0\r\nrdb_changes_since_last_save:{dirty}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{last}\r\nrdb_current_bgsave_time_sec:{cur}\r\nrdb_saves:{}\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\naof_last_rewrite_time_sec:-1\r\naof_current_rewrite_time_sec:-1\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n\r\n",
+        STATUS.loading.load(Ordering::Relaxed) as u8,
+        inprog as u8,
+        STATUS.lastsave.load(Ordering::Relaxed),
+        if STATUS.last_bgsave_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
+        STATUS.saves.load(Ordering::Relaxed),
+    )
+}
+
+/// Core 0's persistence cron: once a second, start a background save when a `save` rule
+/// (`<seconds> <changes>`) is met, as Redis's `serverCron` does.
+pub fn start_cron(core: &Rc<Core>) {
+    STATUS.lastsave.store(now_ms() / 1000, Ordering::Relaxed);
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            let rules = core.shared.config().save;
+            if rules.is_empty() || STATUS.bgsave_in_progress.load(Ordering::Acquire) {
+                continue;
+            }
+            let changes = dirty_total(&core)
+                .await
+                .saturating_sub(STATUS.dirty_at_save.load(Ordering::Relaxed));
+            let elapsed = (now_ms() / 1000).saturating_sub(STATUS.lastsave.load(Ordering::Relaxed));
+            // After a failed background save, retry no sooner than 5 seconds (as Redis).
+            let failed = !STATUS.last_bgsave_ok.load(Ordering::Relaxed);
+            let since_try =
+                (now_ms().saturating_sub(STATUS.bgsave_started_ms.load(Ordering::Relaxed))) / 1000;
+            if failed && since_try < 5 {
+                continue;
+            }
+            if let Some((s, c)) = rules.iter().find(|(s, c)| changes >= *c && elapsed >= *s) {
+                tracing::info!("{c} changes in {s} seconds. Saving...");
+                bgsave(&core);
+            }
+        }
+    })
+    .detach();
+}
+
+/// Start-up: load `dir/dbfilename` if it exists, split per core as the shards will be built
+/// (slot `s` on core `s % ncores`). A file that cannot be read stops the server, as in Redis.
+pub fn startup_load(
+    cfg: &crate::config::Config,
+    ncores: usize,
+) -> Result<Vec<Vec<LoadItem>>, String> {
+    let path = Path::new(&cfg.dir).join(&cfg.dbfilename);
+    let t = Instant::now();
+    match load_startup(&path, cfg.databases, ncores, |s| s as usize % ncores) {
+        Ok(Some((items, st))) => {
+            tracing::info!(
+                "DB loaded from disk: {} keys ({} expired keys skipped) in {:.3} seconds",
+                st.keys,
+                st.expired,
+                t.elapsed().as_secs_f64()
+            );
+            STATUS.loaded_keys.store(st.keys, Ordering::Relaxed);
+            Ok(items)
+        }
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(format!(
+            "Fatal error loading the DB from {}: {e}. Exiting.",
+            path.display()
+        )),
+    }
+}
