@@ -94,6 +94,9 @@ table! {
     "replicaof" 3 [ADMIN|CONN|NOSCRIPT] 0 0 0;
     "slaveof" 3 [ADMIN|CONN|NOSCRIPT] 0 0 0;
     "wait" 3 [CONN|NOSCRIPT] 0 0 0;
+    "sync" 1 [ADMIN|CONN|NOSCRIPT] 0 0 0;
+    "psync" -3 [ADMIN|CONN|NOSCRIPT] 0 0 0;
+    "replconf" -1 [ADMIN|CONN|NOSCRIPT] 0 0 0;
     "readonly" 1 [FAST|CONN] 0 0 0;
     "readwrite" 1 [FAST|CONN] 0 0 0;
     "swapdb" 3 [WRITE|FAST|ALLKEYS] 0 0 0;

@@ -30,7 +30,15 @@ pub async fn run(
     // Commands that need other cores or change how replies are encoded: settle what is pending.
     let needs_flush = matches!(
         spec.name,
-        "info" | "hello" | "debug" | "shutdown" | "memory" | "reset"
+        "info"
+            | "hello"
+            | "debug"
+            | "shutdown"
+            | "memory"
+            | "reset"
+            | "wait"
+            | "replicaof"
+            | "slaveof"
     );
     if needs_flush {
         plan.flush(core, sess.proto, now, out).await;
@@ -90,17 +98,60 @@ pub async fn run(
             let secs = crate::persist::STATUS.lastsave.load(Ordering::Relaxed);
             encode::int(b, secs as i64);
         }
-        "role" => {
-            encode::array(b, 3);
-            encode::bulk(b, b"master");
-            encode::int(b, 0);
-            encode::array(b, 0);
-        }
+        "role" => crate::repl::role(b),
         "wait" => match (resp::parse_i64(&args[1]), resp::parse_i64(&args[2])) {
-            (Some(_), Some(t)) if t >= 0 => encode::int(b, 0), // no replicas are attached
+            (Some(n), Some(t)) if t >= 0 => match crate::repl::master::wait(n, t).await {
+                Ok(c) => encode::int(b, c),
+                Err(e) => encode::error(b, e),
+            },
             (Some(_), Some(_)) => encode::error(b, "ERR timeout is negative"),
             _ => encode::error(b, "ERR timeout is not an integer or out of range"),
         },
+        "replicaof" | "slaveof" => {
+            if args[1].eq_ignore_ascii_case(b"no") && args[2].eq_ignore_ascii_case(b"one") {
+                let r = crate::repl::replica::follow(core, None);
+                encode::simple(b, r);
+            } else {
+                match String::from_utf8_lossy(&args[2]).parse::<u16>() {
+                    Ok(port) => {
+                        let host = String::from_utf8_lossy(&args[1]).to_string();
+                        let m = crate::repl::MasterAddr { host, port };
+                        let r = crate::repl::replica::follow(core, Some(m));
+                        encode::simple(b, r);
+                    }
+                    Err(_) => encode::error(b, "ERR Invalid master port"),
+                }
+            }
+        }
+        "sync" | "psync" => {
+            let replid =
+                (spec.name == "psync").then(|| String::from_utf8_lossy(&args[1]).to_string());
+            let offset = args.get(2).and_then(|a| resp::parse_i64(a)).unwrap_or(-1);
+            sess.psync = Some(crate::repl::master::PsyncReq { replid, offset });
+        }
+        "replconf" => {
+            let sub = args
+                .get(1)
+                .map(|a| a.to_ascii_lowercase())
+                .unwrap_or_default();
+            match sub.as_slice() {
+                b"listening-port" => {
+                    match args
+                        .get(2)
+                        .and_then(|a| String::from_utf8_lossy(a).parse().ok())
+                    {
+                        Some(p) => {
+                            sess.repl_port = p;
+                            encode::ok(b)
+                        }
+                        None => encode::error(b, err::NOT_INT),
+                    }
+                }
+                // ACKs only matter on a replica link; nothing answers them.
+                b"ack" | b"getack" => {}
+                _ => encode::ok(b),
+            }
+        }
         "readonly" | "readwrite" => {
             encode::error(b, "ERR This instance has cluster support disabled")
         }
@@ -460,7 +511,14 @@ fn client_kill(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
             "id" => v.parse::<u64>().ok() == Some(c.id),
             "addr" => &c.addr == v,
             "laddr" => &c.laddr == v,
-            "type" => v.eq_ignore_ascii_case("normal"),
+            "type" => {
+                let replica = crate::repl::is_replica_client(c.id);
+                if v.eq_ignore_ascii_case("replica") || v.eq_ignore_ascii_case("slave") {
+                    replica
+                } else {
+                    v.eq_ignore_ascii_case("normal") && !replica
+                }
+            }
             _ => v == "default",
         });
         if hit {

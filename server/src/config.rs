@@ -49,6 +49,32 @@ struct Key {
 }
 
 const KEYS: &[Key] = &[
+    // Replication (repl/): the master to follow and how.
+    Key {
+        name: "replicaof",
+        default: "",
+        mutable: false,
+    },
+    Key {
+        name: "masterauth",
+        default: "",
+        mutable: true,
+    },
+    Key {
+        name: "replica-read-only",
+        default: "yes",
+        mutable: true,
+    },
+    Key {
+        name: "repl-backlog-size",
+        default: "1048576",
+        mutable: true,
+    },
+    Key {
+        name: "repl-ping-replica-period",
+        default: "10",
+        mutable: true,
+    },
     Key {
         name: "port",
         default: "6379",
@@ -236,7 +262,7 @@ impl Default for Config {
     }
 }
 
-fn parse_memory(v: &str) -> Option<usize> {
+pub fn parse_memory(v: &str) -> Option<usize> {
     let v = v.to_ascii_lowercase();
     let (num, mul) = [
         ("gb", 1 << 30),
@@ -267,7 +293,15 @@ fn parse_save(v: &str) -> Option<Vec<(u64, u64)>> {
 impl Config {
     /// Set one key from text (file, flag or CONFIG SET). `startup` allows immutable keys.
     pub fn set(&mut self, key: &str, value: &str, startup: bool) -> Result<(), ConfigError> {
-        let lkey = key.to_ascii_lowercase();
+        let mut lkey = key.to_ascii_lowercase();
+        // Redis's old names of the replication keys.
+        lkey = match lkey.as_str() {
+            "slaveof" => "replicaof".into(),
+            "slave-read-only" => "replica-read-only".into(),
+            _ => lkey,
+        };
+        let value = &*crate::repl::config_value(&lkey, value, !startup)
+            .map_err(|why| ConfigError::Invalid(key.to_string(), why))?;
         let Some(spec) = KEYS.iter().find(|k| k.name == lkey) else {
             return Err(ConfigError::Unknown(key.to_string()));
         };

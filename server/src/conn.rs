@@ -32,6 +32,30 @@ pub struct Session {
     pub tx: crate::tx::TxState,
     /// Subscribed channels and patterns.
     pub ps: crate::pubsub::PubSubState,
+    /// The master's stream (replica side): writes are never refused as read-only.
+    pub from_master: bool,
+    /// `REPLCONF listening-port` of a replica-to-be.
+    pub repl_port: u16,
+    /// SYNC/PSYNC received: the connection becomes a replica link after this batch.
+    pub psync: Option<crate::repl::master::PsyncReq>,
+}
+
+impl Session {
+    /// A fresh session (database 0, RESP2).
+    pub fn new(info: Arc<ClientInfo>, authed: bool) -> Session {
+        Session {
+            db: 0,
+            proto: Proto::Resp2,
+            authed,
+            quit: false,
+            info,
+            tx: Default::default(),
+            ps: Default::default(),
+            from_master: false,
+            repl_port: 0,
+            psync: None,
+        }
+    }
 }
 
 /// Where the replies of a batch go while some are still being computed on other cores.
@@ -118,15 +142,7 @@ impl Plan {
 /// Serve one client until it quits, breaks the protocol or disconnects.
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>) {
     let cfg = core.shared.config();
-    let mut sess = Session {
-        db: 0,
-        proto: Proto::Resp2,
-        authed: cfg.requirepass.is_none(),
-        quit: false,
-        info,
-        tx: Default::default(),
-        ps: Default::default(),
-    };
+    let mut sess = Session::new(info, cfg.requirepass.is_none());
     let mut parser = RequestParser::new(cfg.proto_max_bulk_len);
     parser.set_authenticated(sess.authed);
     let query_limit = cfg.client_query_buffer_limit;
@@ -204,6 +220,13 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
         if proto_err.is_some() || sess.quit || sess.info.killed.load(Ordering::Relaxed) {
             break;
         }
+        if let Some(req) = sess.psync.take() {
+            tx::reset(&core, &mut sess).await;
+            sess.ps.clear();
+            let info = sess.info.clone();
+            crate::repl::master::serve_replica(core, stream, info, req, sess.repl_port).await;
+            return;
+        }
         if rbuf.capacity() > 1 << 20 && rbuf.len() < 16 * 1024 {
             rbuf = BytesMut::from(&rbuf[..]);
         }
@@ -228,7 +251,8 @@ async fn write_out(stream: &mut TcpStream, out: &[u8], mb: Option<&Rc<pubsub::Ma
     }
 }
 
-async fn run_batch(
+/// Run a batch of requests in order, replies appended to `out` (also the replica's apply path).
+pub async fn run_batch(
     core: &Rc<Core>,
     sess: &mut Session,
     batch: &mut Vec<Args>,
@@ -303,6 +327,10 @@ async fn dispatch(
     {
         sess.tx.flag();
         return reply_err(plan, out, &pubsub::not_allowed(spec.name));
+    }
+    if spec.has(command::WRITE) && !sess.from_master && crate::repl::readonly() {
+        sess.tx.flag();
+        return reply_err(plan, out, crate::repl::READONLY_ERR);
     }
     if sess.tx.in_multi() && tx::queues(spec) {
         return tx::queue(core, sess, spec, idx, args, plan, out);

@@ -86,6 +86,9 @@ pub struct Db {
     pub snap: Option<Box<crate::persist::DbSnap>>,
     /// Modifications so far (the `save` rules' change counter).
     pub dirty: u64,
+    /// Keys removed by expiry not yet propagated as DEL (recorded only while `repl::prop` is
+    /// active; never in a scratch database).
+    expired: Vec<Key>,
 }
 
 impl Db {
@@ -101,6 +104,7 @@ impl Db {
             watch: HashMap::default(),
             snap: None,
             dirty: 0,
+            expired: Vec::new(),
         }
     }
 
@@ -114,6 +118,7 @@ impl Db {
             watch: HashMap::default(),
             snap: None,
             dirty: 0,
+            expired: Vec::new(),
         }
     }
 
@@ -195,6 +200,9 @@ impl Db {
     fn live(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
         let s = resp::slot(key) as usize;
         if self.slots[s].as_deref()?.map.get(key)?.expired(now) {
+            if !self.scratch && crate::repl::prop::active() {
+                self.expired.push(key.into());
+            }
             self.remove(key);
             return None;
         }
@@ -316,6 +324,21 @@ impl Db {
         self.slots[slot] = Some(table);
     }
 
+    /// Modifications so far (compare before/after a command to tell whether it changed anything).
+    pub fn dirty(&self) -> u64 {
+        self.dirty
+    }
+
+    /// Keys removed by expiry since the last call (to propagate as DEL).
+    pub fn take_expired(&mut self) -> Vec<Key> {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// Whether expired keys wait to be propagated.
+    pub fn has_expired(&self) -> bool {
+        !self.expired.is_empty()
+    }
+
     /// Record a modification of `key` for its watchers.
     fn touch(&mut self, key: &[u8]) {
         self.dirty += 1;
@@ -327,6 +350,7 @@ impl Db {
     }
 
     fn touch_where(&mut self, f: impl Fn(&[u8]) -> bool) {
+        self.dirty += 1;
         for (k, w) in self.watch.iter_mut() {
             if f(k) {
                 w.0 += 1;
@@ -410,6 +434,13 @@ impl Db {
                 }
             }
             examined += t.map.len();
+            if !self.scratch && crate::repl::prop::active() {
+                for (k, e) in &t.map {
+                    if e.expired(now) {
+                        self.expired.push(k.clone());
+                    }
+                }
+            }
             if !self.watch.is_empty() {
                 for (k, e) in &t.map {
                     if e.expired(now) {

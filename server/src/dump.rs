@@ -122,10 +122,27 @@ fn restore(ctx: &mut Ctx) {
         (t, false) => now.saturating_add(t as u64),
     };
     if at != 0 && at <= now {
+        if replace {
+            ctx.propagate_as(vec![crate::cmd::argv(&[b"DEL", &key])]);
+        }
         return ctx.ok();
     }
     db.insert(&key, v, at);
+    if ctx.propagating() {
+        ctx.propagate_as(vec![restore_abs(&key, at, &ctx.args[3])]);
+    }
     ctx.ok()
+}
+
+/// `RESTORE key <absolute ms> payload REPLACE ABSTTL` (or `… 0 payload REPLACE` without expiry):
+/// how a restored key propagates, so replicas get the same absolute expiry.
+pub fn restore_abs(key: &[u8], at: u64, payload: &[u8]) -> Vec<bytes::Bytes> {
+    let at_s = at.to_string();
+    let mut c = crate::cmd::argv(&[b"RESTORE", key, at_s.as_bytes(), payload, b"REPLACE"]);
+    if at != 0 {
+        c.push(bytes::Bytes::from_static(b"ABSTTL"));
+    }
+    c
 }
 
 #[cfg(test)]

@@ -45,7 +45,8 @@ pub async fn run(
                 return encode::error(out, err::SYNTAX);
             }
             let all = spec.name == "flushall";
-            atomic_all(core, move |s| {
+            let fx = vec![(db, args.clone())];
+            atomic_all_prop(core, fx, move |s| {
                 for (i, d) in s.dbs.iter_mut().enumerate() {
                     if all || i == db {
                         d.clear();
@@ -113,10 +114,26 @@ fn is_any(a: &[u8], words: &[&str]) -> bool {
 
 /// Run `f` on every shard while all of them are held: no client sees a partial result.
 pub async fn atomic_all(core: &Rc<Core>, f: impl Fn(&mut Shard) + Send + Sync + Clone + 'static) {
+    atomic_all_prop(core, Vec::new(), f).await
+}
+
+/// [`atomic_all`], appending `fx` to the propagation log while every shard is held.
+pub async fn atomic_all_prop(
+    core: &Rc<Core>,
+    fx: Vec<crate::repl::prop::Effect>,
+    f: impl Fn(&mut Shard) + Send + Sync + Clone + 'static,
+) {
     let tx = core.new_tx();
     for c in 0..core.ncores() {
-        core.hold_on(c, tx, |_| ()).await;
+        core.hold_on(c, tx, |sh| {
+            if crate::repl::prop::active() {
+                let fx = sh.expired_effects();
+                sh.emit(fx);
+            }
+        })
+        .await;
     }
+    crate::repl::prop::log().append(&fx, false);
     for c in 0..core.ncores() {
         core.release_on(c, tx, f.clone()).await;
     }
@@ -134,7 +151,8 @@ async fn swapdb(core: &Rc<Core>, args: &Args, out: &mut BytesMut) {
         return encode::error(out, err::DB_RANGE);
     }
     let (a, b) = (a as usize, b as usize);
-    atomic_all(core, move |s| s.dbs.swap(a, b)).await;
+    let fx = vec![(0, args.to_vec())];
+    atomic_all_prop(core, fx, move |s| s.dbs.swap(a, b)).await;
     encode::ok(out);
 }
 
@@ -405,6 +423,16 @@ async fn slotsdel(core: &Rc<Core>, db: usize, args: &Args, out: &mut BytesMut) {
         let owner = core.shared.owner(s as u16);
         let left: usize = core
             .run_on(owner, move |sh| {
+                if crate::repl::prop::active() {
+                    // Replicas (which may be plain Redis) delete the slot's keys one by one.
+                    let now = crate::shared::now_ms();
+                    let fx = sh.dbs[db]
+                        .slot_keys(s, now)
+                        .iter()
+                        .map(|k| crate::repl::prop::del(db, k))
+                        .collect();
+                    sh.emit(fx);
+                }
                 sh.dbs[db].clear_slot(s);
                 sh.dbs[db].slot(s).map_or(0, |t| t.len())
             })

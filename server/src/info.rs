@@ -101,13 +101,15 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
         let expired: u64 = per_core.iter().map(|c| c.expired).sum();
         let _ = write!(
             o,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{total_calls}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{total_calls}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\n",
             sh.total_connections.load(Ordering::Relaxed),
             sh.rejected_connections.load(Ordering::Relaxed),
         );
+        crate::repl::stats_lines(&mut o);
+        o.push_str("\r\n");
     }
     if show("replication") {
-        let _ = write!(o, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_replid:{}\r\nmaster_repl_offset:0\r\n\r\n", sh.run_id);
+        crate::repl::info_section(&mut o);
     }
     if show("cpu") {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };

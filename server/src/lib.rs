@@ -36,6 +36,7 @@ pub mod migrate;
 pub mod multi;
 pub mod persist;
 pub mod pubsub;
+pub mod repl;
 pub mod runtime;
 pub mod script;
 pub mod shard;

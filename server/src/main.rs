@@ -48,6 +48,12 @@ struct Args {
     /// RDB save rules, `"<seconds> <changes> …"` (`""`: never save automatically).
     #[arg(long)]
     save: Option<String>,
+    /// Replicate from this master: `--replicaof <host> <port>`.
+    #[arg(long, num_args = 2, value_names = ["HOST", "PORT"])]
+    replicaof: Option<Vec<String>>,
+    /// Password to AUTH with at the master.
+    #[arg(long)]
+    masterauth: Option<String>,
     /// Log level filter (error, warn, info, debug, trace), or RUST_LOG.
     #[arg(long, default_value = "info")]
     loglevel: String,
@@ -98,6 +104,12 @@ fn main() {
     }
     if let Some(r) = args.save {
         set("save", r);
+    }
+    if let Some(m) = args.replicaof {
+        set("replicaof", m.join(" "));
+    }
+    if let Some(p) = args.masterauth {
+        set("masterauth", p);
     }
     if let Err(e) = server::runtime::run(cfg) {
         eprintln!("codis-server: {e}");

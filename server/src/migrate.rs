@@ -280,6 +280,11 @@ fn finish(
         };
         if same {
             sh.dbs[db].remove(&it.key);
+            if crate::repl::prop::active() {
+                let fx = sh.expired_effects();
+                sh.emit(fx);
+                sh.emit(vec![crate::repl::prop::del(db, &it.key)]);
+            }
             moved += 1;
         } else if sh.dbs[db].get(&it.key, now).is_some() {
             changed.push(it.key);

@@ -114,17 +114,25 @@ pub async fn run_atomic(
         let ws = watch_by_core.remove(&c).unwrap_or_default();
         let (got, ok): (Vec<(Bytes, usize, Option<Entry>)>, bool) = core
             .hold_on(c, tx, move |sh| {
-                let ok = ws.into_iter().all(|(d, k, v)| {
-                    sh.dbs.get_mut(d).and_then(|db| db.watch_version(&k, now)) == Some(v)
-                });
-                let got = ks
-                    .into_iter()
-                    .map(|(k, d)| {
-                        let e = sh.dbs.get_mut(d).and_then(|db| db.get(&k, now).cloned());
-                        (k, d, e)
-                    })
-                    .collect();
-                (got, ok)
+                let r = (|| {
+                    let ok = ws.into_iter().all(|(d, k, v)| {
+                        sh.dbs.get_mut(d).and_then(|db| db.watch_version(&k, now)) == Some(v)
+                    });
+                    let got = ks
+                        .into_iter()
+                        .map(|(k, d)| {
+                            let e = sh.dbs.get_mut(d).and_then(|db| db.get(&k, now).cloned());
+                            (k, d, e)
+                        })
+                        .collect();
+                    (got, ok)
+                })();
+                // Keys this read expired: propagated now, while the shard is held.
+                if crate::repl::prop::active() {
+                    let fx = sh.expired_effects();
+                    sh.emit(fx);
+                }
+                r
             })
             .await;
         clean &= ok;
@@ -136,9 +144,17 @@ pub async fn run_atomic(
         }
     }
     // Phase 2: the ordinary handlers, on the scratch shard.
+    let track = crate::repl::prop::active();
+    let mut fx: Vec<crate::repl::prop::Effect> = Vec::new();
     if clean {
         for c in cmds {
             let idx = c.idx as usize;
+            let dirty0: u64 = if track {
+                scratch.iter().map(|d| d.dirty()).sum()
+            } else {
+                0
+            };
+            let before = out.len();
             {
                 let mut ctx = Ctx {
                     dbs: &mut scratch,
@@ -147,16 +163,32 @@ pub async fn run_atomic(
                     out,
                     proto,
                     now,
+                    rewrite: None,
                 };
                 match cmd::handler(idx) {
                     Some(h) => h(&mut ctx),
-                    None => resp::encode::error(out, "ERR command not served"),
+                    None => resp::encode::error(ctx.out, "ERR command not served"),
+                }
+                if track {
+                    let rewrite = ctx.rewrite.take();
+                    let changed = ctx.dbs.iter().map(|d| d.dirty()).sum::<u64>() != dirty0;
+                    crate::repl::prop::effects(
+                        &COMMANDS[idx],
+                        c.db as usize,
+                        &c.args,
+                        rewrite,
+                        changed,
+                        &ctx.out[before..],
+                        &mut fx,
+                    );
                 }
             }
             ends.push(out.len() as u32);
             core.shard.borrow_mut().stats[idx].calls += 1;
         }
     }
+    // The effects enter the log while every involved shard is still held.
+    crate::repl::prop::log().append(&fx, cmds.len() > 1);
     // Phase 3: write back what changed, release each shard.
     let readonly = !clean || cmds.iter().all(|c| COMMANDS[c.idx as usize].has(READONLY));
     for (&c, ks) in &by_core {

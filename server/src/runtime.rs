@@ -184,6 +184,7 @@ pub fn run(config: Config) -> Result<(), String> {
                 let core = Core::start(i, shared.clone(), shard, links);
                 if i == 0 {
                     crate::persist::start_cron(&core);
+                    crate::repl::start(&core);
                 }
                 let expiry = core.clone();
                 glommio::spawn_local(async move {

@@ -226,6 +226,8 @@ struct CallState<'a> {
     readonly: bool,
     /// The last error `redis.call` raised, with the script line it was called from.
     raised: Option<(String, usize)>,
+    /// Effects of the writes run so far (propagated as MULTI … EXEC instead of the script).
+    effects: Vec<Vec<Bytes>>,
 }
 
 fn eval(ctx: &mut Ctx) {
@@ -266,6 +268,7 @@ fn eval(ctx: &mut Ctx) {
         declared: keys.clone(),
         readonly,
         raised: None,
+        effects: Vec::new(),
     });
     let result: Result<Vec<u8>, String> = LUA.with(|lua| {
         let f = lua
@@ -308,6 +311,13 @@ fn eval(ctx: &mut Ctx) {
         };
         run().map_err(|e| runtime_error(&e, &state.borrow().raised, &sha))
     });
+    let mut effects = std::mem::take(&mut state.borrow_mut().effects);
+    if !effects.is_empty() {
+        effects.insert(0, vec![Bytes::from_static(b"MULTI")]);
+        effects.push(vec![Bytes::from_static(b"EXEC")]);
+    }
+    // Even a script that failed half-way propagates what it wrote (Redis does the same).
+    ctx.propagate_as(effects);
     match result {
         Ok(b) => ctx.out.extend_from_slice(&b),
         Err(e) => ctx.err(&e),
@@ -417,6 +427,12 @@ fn call(
     let mut out = BytesMut::new();
     {
         let st = &mut *st;
+        let track = crate::repl::prop::active();
+        let dirty0: u64 = if track {
+            st.dbs.iter().map(|d| d.dirty()).sum()
+        } else {
+            0
+        };
         let mut ctx = Ctx {
             dbs: &mut *st.dbs,
             db: st.db,
@@ -424,8 +440,16 @@ fn call(
             out: &mut out,
             proto: Proto::Resp2,
             now: st.now,
+            rewrite: None,
         };
         handler(&mut ctx);
+        if track {
+            let rewrite = ctx.rewrite.take();
+            let changed = ctx.dbs.iter().map(|d| d.dirty()).sum::<u64>() != dirty0;
+            let mut fx = Vec::new();
+            crate::repl::prop::effects(spec, 0, &args, rewrite, changed, &out, &mut fx);
+            st.effects.extend(fx.into_iter().map(|(_, c)| c));
+        }
     }
     drop(st);
     if &out[..] == WOULD_BLOCK {

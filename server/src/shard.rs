@@ -30,6 +30,9 @@ pub struct Shard {
     pub blocked: crate::blocking::Registry,
     /// Keys being migrated right now (database, key): EXEC-WRAPPER refuses writes to them.
     pub in_flight: std::collections::HashSet<(usize, bytes::Bytes)>,
+    /// While `Some`, effects are collected here instead of appended to the propagation log (a
+    /// transaction gathers its commands' effects to append them as one MULTI/EXEC block).
+    pub capture: Option<Vec<crate::repl::prop::Effect>>,
 }
 
 /// A command ready to run on a shard: database, table index and arguments.
@@ -50,6 +53,7 @@ impl Shard {
             expired_keys: 0,
             blocked: Default::default(),
             in_flight: Default::default(),
+            capture: None,
         }
     }
 
@@ -58,6 +62,8 @@ impl Shard {
         let spec: &'static CommandSpec = &COMMANDS[cmd.idx as usize];
         let start = Instant::now();
         let before = out.len();
+        let track = crate::repl::prop::active();
+        let dirty0 = if track { self.dirty() } else { 0 };
         let mut ctx = Ctx {
             dbs: &mut self.dbs,
             db: cmd.db as usize,
@@ -65,13 +71,29 @@ impl Shard {
             out,
             proto,
             now,
+            rewrite: None,
         };
         match cmd::handler(cmd.idx as usize) {
             Some(h) => h(&mut ctx),
             None => resp::encode::error(
-                out,
+                ctx.out,
                 &format!("ERR command '{}' is not served by a shard", spec.name),
             ),
+        }
+        if track {
+            let rewrite = ctx.rewrite.take();
+            let mut fx = self.expired_effects();
+            let changed = self.dirty() != dirty0;
+            crate::repl::prop::effects(
+                spec,
+                cmd.db as usize,
+                &cmd.args,
+                rewrite,
+                changed,
+                &out[before..],
+                &mut fx,
+            );
+            self.emit(fx);
         }
         let st = &mut self.stats[cmd.idx as usize];
         st.calls += 1;
@@ -98,6 +120,43 @@ impl Shard {
             }
         }
         self.expired_keys += n as u64;
+        if n > 0 && crate::repl::prop::active() {
+            let fx = self.expired_effects();
+            self.emit(fx);
+        }
         n
+    }
+
+    /// Modifications of every database so far.
+    pub fn dirty(&self) -> u64 {
+        self.dbs.iter().map(|d| d.dirty()).sum()
+    }
+
+    /// Keys removed by expiry since the last call, as DEL effects.
+    pub fn expired_effects(&mut self) -> Vec<crate::repl::prop::Effect> {
+        let mut fx = Vec::new();
+        for (i, db) in self.dbs.iter_mut().enumerate() {
+            if db.has_expired() {
+                fx.extend(
+                    db.take_expired()
+                        .iter()
+                        .map(|k| crate::repl::prop::del(i, k)),
+                );
+            }
+        }
+        fx
+    }
+
+    /// Propagate effects produced on this shard (into the transaction being captured, if any).
+    pub fn emit(&mut self, fx: Vec<crate::repl::prop::Effect>) {
+        if fx.is_empty() {
+            return;
+        }
+        match &mut self.capture {
+            Some(c) => c.extend(fx),
+            None => {
+                crate::repl::prop::log().append(&fx, false);
+            }
+        }
     }
 }

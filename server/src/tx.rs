@@ -375,9 +375,18 @@ async fn atomic(
             }
             let mut out = BytesMut::new();
             let mut ends = Vec::with_capacity(cmds.len());
+            let track = crate::repl::prop::active();
+            if track {
+                sh.capture = Some(Vec::new());
+            }
             for c in &cmds {
                 sh.execute(c, proto, now, &mut out);
                 ends.push(out.len() as u32);
+            }
+            if track {
+                // The transaction's effects, as one MULTI/EXEC block, before the shard moves on.
+                let fx = sh.capture.take().unwrap_or_default();
+                crate::repl::prop::log().append(&fx, true);
             }
             (true, out.freeze(), ends)
         })

@@ -238,6 +238,8 @@ fn hincrbyfloat(ctx: &mut Ctx) {
     }
     let text = human_float(n);
     h.set(&ctx.args[2], text.as_bytes());
+    let field = ctx.args[2].clone();
+    ctx.propagate_as(vec![super::argv(&[b"HSET", &key, &field, text.as_bytes()])]);
     ctx.bulk(text.as_bytes())
 }
 

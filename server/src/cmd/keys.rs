@@ -107,8 +107,11 @@ fn expire_generic(ctx: &mut Ctx, unit: i64, absolute: bool, name: &str) {
     }
     if at <= now as i64 {
         db.remove(&key);
+        ctx.propagate_as(vec![super::argv(&[b"DEL", &key])]);
     } else {
         db.set_expire(&key, at as u64, now);
+        let at = at.to_string();
+        ctx.propagate_as(vec![super::argv(&[b"PEXPIREAT", &key, at.as_bytes()])]);
     }
     ctx.int_reply(1)
 }

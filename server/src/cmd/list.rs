@@ -542,6 +542,9 @@ fn bpop_generic(ctx: &mut Ctx, left: bool) {
                 encode::array(ctx.out, 2);
                 encode::bulk(ctx.out, k);
                 encode::bulk(ctx.out, &v[0]);
+                let name: &[u8] = if left { b"LPOP" } else { b"RPOP" };
+                let c = super::argv(&[name, k]);
+                ctx.propagate_as(vec![c]);
                 return;
             }
             _ => {}
@@ -565,7 +568,24 @@ fn bmove_generic(ctx: &mut Ctx, timeout_at: usize, from_left: bool, to_left: boo
     match list_mut(&mut ctx.dbs[ctx.db], &ctx.args[1], now) {
         Err(_) => ctx.wrongtype(),
         Ok(None) => ctx.out.extend_from_slice(WOULD_BLOCK),
-        Ok(Some(_)) => move_generic(ctx, from_left, to_left),
+        Ok(Some(_)) => {
+            let side = |l: bool| -> &'static [u8] {
+                if l {
+                    b"LEFT"
+                } else {
+                    b"RIGHT"
+                }
+            };
+            let c = super::argv(&[
+                b"LMOVE",
+                &ctx.args[1],
+                &ctx.args[2],
+                side(from_left),
+                side(to_left),
+            ]);
+            ctx.propagate_as(vec![c]);
+            move_generic(ctx, from_left, to_left)
+        }
     }
 }
 
@@ -589,5 +609,10 @@ fn blmpop(ctx: &mut Ctx) {
     };
     if !mpop_run(ctx, &m) {
         ctx.out.extend_from_slice(WOULD_BLOCK)
+    } else {
+        // Served: the same pop without the timeout.
+        let mut c = vec![bytes::Bytes::from_static(b"LMPOP")];
+        c.extend(ctx.args[2..].iter().cloned());
+        ctx.propagate_as(vec![c]);
     }
 }

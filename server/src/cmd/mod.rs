@@ -52,12 +52,29 @@ pub struct Ctx<'a> {
     pub proto: Proto,
     /// Unix ms, fixed for the whole command (Redis's `commandTimeSnapshot`).
     pub now: u64,
+    /// What to propagate instead of the command itself (`None`: the command, if it changed
+    /// something). Set through [`Ctx::propagate_as`]; see `repl::prop`.
+    pub rewrite: Option<Vec<Vec<Bytes>>>,
 }
 
 impl Ctx<'_> {
     /// The selected database.
     pub fn db(&mut self) -> &mut Db {
         &mut self.dbs[self.db]
+    }
+
+    /// Whether effects are recorded now (replicas or AOF attached): build rewrites only then.
+    pub fn propagating(&self) -> bool {
+        crate::repl::prop::active()
+    }
+
+    /// Propagate `cmds` (in the current database, in order) instead of this command: the effect
+    /// of a time-relative or random command (`PEXPIREAT` for `EXPIRE`, `SREM` for `SPOP`…).
+    /// An empty list propagates nothing.
+    pub fn propagate_as(&mut self, cmds: Vec<Vec<Bytes>>) {
+        if self.propagating() {
+            self.rewrite = Some(cmds);
+        }
     }
 
     /// Argument `i` (0 is the command name).
@@ -111,6 +128,11 @@ impl Ctx<'_> {
     pub fn double(&mut self, d: f64) {
         encode::double(self.out, d, self.proto);
     }
+}
+
+/// A command's arguments built from parts (for [`Ctx::propagate_as`]).
+pub fn argv(parts: &[&[u8]]) -> Vec<Bytes> {
+    parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
 }
 
 /// A shard command handler.

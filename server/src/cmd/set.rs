@@ -165,6 +165,16 @@ fn spop(ctx: &mut Ctx) {
         }
     }
     drop_if_empty(db, &key, now);
+    if crate::repl::prop::active() {
+        let fx = if popped.is_empty() {
+            Vec::new()
+        } else {
+            let mut c = vec![bytes::Bytes::from_static(b"SREM"), key.clone()];
+            c.extend(popped.iter().map(|m| bytes::Bytes::copy_from_slice(m)));
+            vec![c]
+        };
+        ctx.rewrite = Some(fx);
+    }
     match count {
         None => match popped.first() {
             Some(m) => encode::bulk(ctx.out, m),

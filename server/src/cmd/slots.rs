@@ -29,10 +29,15 @@ fn slotsrestore(ctx: &mut Ctx) {
         }
     }
     let now = ctx.now;
-    for (k, ttl, v) in parsed {
+    let mut fx = Vec::new();
+    for (i, (k, ttl, v)) in parsed.into_iter().enumerate() {
         let at = if ttl == 0 { 0 } else { now + ttl };
+        if ctx.propagating() {
+            fx.push(crate::dump::restore_abs(&k, at, &ctx.args[3 + 3 * i]));
+        }
         ctx.db().insert(&k, v, at);
     }
+    ctx.propagate_as(fx);
     ctx.ok()
 }
 
@@ -58,6 +63,7 @@ fn slotsrestore_async(ctx: &mut Ctx) {
         ("delete", 3) => {
             let k = ctx.arg(2).clone();
             ctx.db().remove(&k);
+            ctx.propagate_as(vec![super::argv(&[b"DEL", &k])]);
             ack(ctx.out, 0, "OK")
         }
         ("expire", 4) => {
@@ -65,7 +71,14 @@ fn slotsrestore_async(ctx: &mut Ctx) {
                 return ack(ctx.out, 1, "invalid ttl value");
             };
             let k = ctx.arg(2).clone();
-            ctx.db().set_expire(&k, at, now);
+            if ctx.db().set_expire(&k, at, now) {
+                let c = if at == 0 {
+                    super::argv(&[b"PERSIST", &k])
+                } else {
+                    super::argv(&[b"PEXPIREAT", &k, at.to_string().as_bytes()])
+                };
+                ctx.propagate_as(vec![c]);
+            }
             ack(ctx.out, 0, "OK")
         }
         ("object", 5) => {
@@ -76,6 +89,10 @@ fn slotsrestore_async(ctx: &mut Ctx) {
                 Ok(v) => {
                     let k = ctx.arg(2).clone();
                     ctx.db().insert(&k, v, at);
+                    if ctx.propagating() {
+                        let c = crate::dump::restore_abs(&k, at, &ctx.args[4]);
+                        ctx.propagate_as(vec![c]);
+                    }
                     ack(ctx.out, 0, "OK")
                 }
                 Err(e) => ack(ctx.out, 1, &e.to_string()),
@@ -88,6 +105,12 @@ fn slotsrestore_async(ctx: &mut Ctx) {
             let (k, v) = (ctx.arg(2).clone(), ctx.arg(4).clone());
             ctx.db()
                 .insert(&k, crate::value::Value::Str((&v[..]).into()), at);
+            let c = if at == 0 {
+                super::argv(&[b"SET", &k, &v])
+            } else {
+                super::argv(&[b"SET", &k, &v, b"PXAT", at.to_string().as_bytes()])
+            };
+            ctx.propagate_as(vec![c]);
             ack(ctx.out, 0, "OK")
         }
         _ => ack(

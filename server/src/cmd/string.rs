@@ -153,6 +153,15 @@ fn set(ctx: &mut Ctx) {
     }
     let value = str_value(ctx.arg(2));
     let now = ctx.now;
+    if ctx.propagating() {
+        let v = ctx.arg(2).clone();
+        let c = match ttl {
+            Ttl::Keep => super::argv(&[b"SET", &key, &v, b"KEEPTTL"]),
+            Ttl::At(at) => super::argv(&[b"SET", &key, &v, b"PXAT", at.to_string().as_bytes()]),
+            Ttl::None => super::argv(&[b"SET", &key, &v]),
+        };
+        ctx.propagate_as(vec![c]);
+    }
     match ttl {
         Ttl::Keep => ctx.db().insert_keep_ttl(&key, value, now),
         Ttl::At(at) => {
@@ -185,6 +194,10 @@ fn setex_with(ctx: &mut Ctx, unit: i64, name: &str) {
         return;
     };
     let key = ctx.arg(1).clone();
+    if ctx.propagating() {
+        let c = super::argv(&[b"SET", &key, ctx.arg(3), b"PXAT", at.to_string().as_bytes()]);
+        ctx.propagate_as(vec![c]);
+    }
     let v = str_value(ctx.arg(3));
     ctx.db().insert(&key, v, at);
     ctx.ok()
@@ -314,9 +327,16 @@ fn getex(ctx: &mut Ctx) {
     match ttl {
         Some(at) if at != 0 && at <= now => {
             ctx.db().remove(&key);
+            ctx.propagate_as(vec![super::argv(&[b"DEL", &key])]);
+        }
+        Some(0) => {
+            ctx.db().set_expire(&key, 0, now);
+            ctx.propagate_as(vec![super::argv(&[b"PERSIST", &key])]);
         }
         Some(at) => {
             ctx.db().set_expire(&key, at, now);
+            let at = at.to_string();
+            ctx.propagate_as(vec![super::argv(&[b"PEXPIREAT", &key, at.as_bytes()])]);
         }
         None => {}
     }
@@ -499,6 +519,12 @@ fn incrbyfloat(ctx: &mut Ctx) {
     }
     let text = human_float(n);
     let now = ctx.now;
+    ctx.propagate_as(vec![super::argv(&[
+        b"SET",
+        &key,
+        text.as_bytes(),
+        b"KEEPTTL",
+    ])]);
     ctx.db()
         .insert_keep_ttl(&key, Value::Str(text.as_bytes().into()), now);
     ctx.bulk(text.as_bytes())

@@ -709,6 +709,9 @@ fn bzpop_generic(ctx: &mut Ctx, min: bool) {
                 encode::bulk(ctx.out, k);
                 encode::bulk(ctx.out, &v[0].0);
                 encode::double(ctx.out, v[0].1, ctx.proto);
+                let name: &[u8] = if min { b"ZPOPMIN" } else { b"ZPOPMAX" };
+                let c = super::argv(&[name, k]);
+                ctx.propagate_as(vec![c]);
                 return;
             }
             _ => {}
@@ -761,8 +764,14 @@ fn bzmpop(ctx: &mut Ctx) {
     if timeout_arg(ctx, 1).is_none() {
         return;
     }
-    if zmpop_run(ctx, 2) == Some(false) {
-        ctx.out.extend_from_slice(WOULD_BLOCK)
+    match zmpop_run(ctx, 2) {
+        Some(false) => ctx.out.extend_from_slice(WOULD_BLOCK),
+        Some(true) => {
+            let mut c = vec![bytes::Bytes::from_static(b"ZMPOP")];
+            c.extend(ctx.args[2..].iter().cloned());
+            ctx.propagate_as(vec![c]);
+        }
+        None => {}
     }
 }
 

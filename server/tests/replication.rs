@@ -1,0 +1,436 @@
+//! Replication: a codis-server replica follows its master under a write load of every type (with
+//! time-relative, random and scripted commands propagated as their effects), is promoted with every
+//! acknowledged write, resynchronises partially after its link is cut, and interoperates with a
+//! real redis-server 7 in both directions. Datasets are compared by full scans.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use redis::{Connection, Value};
+
+/// One key as a comparable text: type, absolute expiry, canonical content.
+fn dump_key(c: &mut Connection, k: &str) -> Option<String> {
+    let t: String = redis::cmd("TYPE").arg(k).query(c).ok()?;
+    let exp: i64 = redis::cmd("PEXPIRETIME").arg(k).query(c).unwrap_or(-3);
+    let body = match t.as_str() {
+        "string" => {
+            let v: Vec<u8> = redis::cmd("GET").arg(k).query(c).ok()?;
+            if v.starts_with(b"HYLL") {
+                // HyperLogLogs: encodings (sparse/dense, cached count) may differ; the count may not.
+                let n: i64 = redis::cmd("PFCOUNT").arg(k).query(c).ok()?;
+                format!("hll {n}")
+            } else {
+                format!("{v:?}")
+            }
+        }
+        "list" => format!(
+            "{:?}",
+            redis::cmd("LRANGE")
+                .arg(k)
+                .arg(0)
+                .arg(-1)
+                .query::<Vec<Vec<u8>>>(c)
+                .ok()?
+        ),
+        "hash" => {
+            let m: BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL").arg(k).query(c).ok()?;
+            format!("{m:?}")
+        }
+        "set" => {
+            let mut m: Vec<Vec<u8>> = redis::cmd("SMEMBERS").arg(k).query(c).ok()?;
+            m.sort();
+            format!("{m:?}")
+        }
+        "zset" => {
+            let v: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
+                .arg(k)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(c)
+                .ok()?;
+            format!("{v:?}")
+        }
+        "none" => return None,
+        other => other.to_string(),
+    };
+    Some(format!("{t} exp={exp} {body}"))
+}
+
+/// Every key of databases 0..3 with its content.
+fn scan_all(c: &mut Connection) -> BTreeMap<(i64, String), String> {
+    let mut all = BTreeMap::new();
+    for db in 0..3 {
+        let _: () = redis::cmd("SELECT").arg(db).query(c).unwrap();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query(c)
+                .unwrap();
+            for k in keys {
+                if let Some(v) = dump_key(c, &k) {
+                    all.insert((db, k), v);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    let _: () = redis::cmd("SELECT").arg(0).query(c).unwrap();
+    all
+}
+
+fn info_field(c: &mut Connection, section: &str, field: &str) -> Option<String> {
+    let text: String = redis::cmd("INFO").arg(section).query(c).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(&format!("{field}:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_link_up(replica: &mut Connection) {
+    wait_until("master_link_status:up", Duration::from_secs(30), || {
+        info_field(replica, "replication", "master_link_status").as_deref() == Some("up")
+    });
+}
+
+/// WAIT until `n` replicas acknowledged everything; asserts they did.
+fn wait_acked(master: &mut Connection, n: i64) {
+    let got: i64 = redis::cmd("WAIT").arg(n).arg(20_000).query(master).unwrap();
+    assert_eq!(got, n, "WAIT {n} returned {got}");
+}
+
+/// Compare master and replica until equal (the replica may still be applying the last bytes).
+fn assert_same(master: &mut Connection, replica: &mut Connection) {
+    let want = scan_all(master);
+    let start = Instant::now();
+    loop {
+        let got = scan_all(replica);
+        if got == want {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(*v))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .iter()
+                .filter(|(k, _)| !want.contains_key(*k))
+                .take(5)
+                .collect();
+            panic!(
+                "replica differs: {} vs {} keys; differing on master side: {missing:?}; extra on replica: {extra:?}",
+                want.len(),
+                got.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A write load touching every type, with commands that must replicate as their effect.
+fn write_load(c: &mut Connection, seed: u64, n: usize, scripts: bool) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut p = redis::pipe();
+    for i in 0..n {
+        let k = rng.gen_range(0..200);
+        let s = format!("s{k}");
+        match i % 24 {
+            0 => p.cmd("SET").arg(&s).arg(i),
+            1 => p.cmd("SET").arg(&s).arg(i).arg("EX").arg(1000 + k),
+            2 => p.cmd("APPEND").arg(&s).arg("x"),
+            3 => p.cmd("INCRBYFLOAT").arg(format!("f{k}")).arg(1.25),
+            4 => p
+                .cmd("HSET")
+                .arg(format!("h{k}"))
+                .arg(format!("f{i}"))
+                .arg(i),
+            5 => p
+                .cmd("HINCRBYFLOAT")
+                .arg(format!("h{k}"))
+                .arg("fl")
+                .arg(0.5),
+            6 => p.cmd("RPUSH").arg(format!("l{k}")).arg(i).arg(i + 1),
+            7 => p.cmd("LPOP").arg(format!("l{k}")),
+            8 => p
+                .cmd("LMOVE")
+                .arg(format!("l{k}"))
+                .arg(format!("l{}", k + 1))
+                .arg("LEFT")
+                .arg("RIGHT"),
+            9 => p
+                .cmd("SADD")
+                .arg(format!("t{k}"))
+                .arg(i)
+                .arg(i % 7)
+                .arg(i % 11),
+            10 => p.cmd("SPOP").arg(format!("t{k}")),
+            11 => p.cmd("SPOP").arg(format!("t{k}")).arg(2),
+            12 => p
+                .cmd("ZADD")
+                .arg(format!("z{k}"))
+                .arg(i as f64 / 3.0)
+                .arg(format!("m{i}")),
+            13 => p.cmd("ZINCRBY").arg(format!("z{k}")).arg(1.5).arg("m1"),
+            14 => p.cmd("ZPOPMIN").arg(format!("z{k}")),
+            15 => p.cmd("EXPIRE").arg(format!("h{k}")).arg(5000),
+            16 => p.cmd("PEXPIRE").arg(format!("z{k}")).arg(900_000),
+            17 => p.cmd("SETEX").arg(format!("e{k}")).arg(3000).arg(i),
+            18 => p.cmd("GETEX").arg(&s).arg("PX").arg(700_000),
+            19 => p
+                .cmd("MSET")
+                .arg(format!("m{k}"))
+                .arg(i)
+                .arg(format!("n{k}"))
+                .arg(i),
+            20 => p.cmd("PFADD").arg(format!("p{k}")).arg(i).arg(i * 7),
+            21 => p.cmd("DEL").arg(format!("t{}", k + 3)),
+            22 => p
+                .cmd("SET")
+                .arg(format!("short{i}"))
+                .arg(1)
+                .arg("PX")
+                .arg(30),
+            _ => p.cmd("INCR").arg(format!("c{k}")),
+        };
+        p.ignore();
+    }
+    let _: () = p.query(c).unwrap();
+    // A transaction, a script (random numbers through redis.call are effects), other databases.
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("{tx}a")
+        .ignore()
+        .cmd("SPOP")
+        .arg("t1")
+        .ignore()
+        .cmd("SET")
+        .arg("{tx}b")
+        .arg(seed)
+        .arg("PX")
+        .arg(600_000)
+        .ignore()
+        .query(c)
+        .unwrap();
+    if scripts {
+        let _: Value = redis::cmd("EVAL")
+            .arg("redis.call('SET', KEYS[1], ARGV[1]); redis.call('INCRBYFLOAT', KEYS[1], '0.5'); return redis.call('SPOP', KEYS[2])")
+            .arg(2)
+            .arg("{sc}x")
+            .arg("{sc}set")
+            .arg(seed)
+            .query(c)
+            .unwrap();
+        let _: () = redis::cmd("SADD")
+            .arg("{sc}set")
+            .arg(1)
+            .arg(2)
+            .arg(3)
+            .query(c)
+            .unwrap();
+    }
+    for db in [1, 2] {
+        let _: () = redis::cmd("SELECT").arg(db).query(c).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("db{db}"))
+            .arg(seed)
+            .query(c)
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg("hh")
+            .arg("a")
+            .arg(seed)
+            .query(c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SELECT").arg(0).query(c).unwrap();
+}
+
+#[test]
+fn replica_follows_every_type_then_promotion_keeps_acknowledged_writes() {
+    let master = testkit::codis_server(&["--cores", "2"]);
+    let mut m = master.conn();
+    // Data present before the replica exists: full sync.
+    write_load(&mut m, 1, 3000, true);
+    let port = master.port.to_string();
+    let replica = testkit::codis_server(&["--cores", "2", "--replicaof", "127.0.0.1", &port]);
+    let mut r = replica.conn();
+    wait_link_up(&mut r);
+    // Then the command stream.
+    write_load(&mut m, 2, 5000, true);
+    wait_acked(&mut m, 1);
+    // Short-lived keys expire on the master (lazily and actively) and replicate as DEL.
+    std::thread::sleep(Duration::from_millis(300));
+    let _: Option<String> = redis::cmd("GET").arg("short22").query(&mut m).unwrap();
+    wait_until(
+        "active expiry of short keys",
+        Duration::from_secs(10),
+        || {
+            let k: Vec<String> = redis::cmd("KEYS").arg("short*").query(&mut m).unwrap();
+            k.is_empty()
+        },
+    );
+    wait_acked(&mut m, 1);
+    assert_same(&mut m, &mut r);
+    let rdb: i64 = redis::cmd("DBSIZE").query(&mut r).unwrap();
+    let mdb: i64 = redis::cmd("DBSIZE").query(&mut m).unwrap();
+    assert_eq!(rdb, mdb, "expired keys were deleted on the replica too");
+
+    // A read-only replica refuses writes from clients.
+    let e = redis::cmd("SET")
+        .arg("x")
+        .arg(1)
+        .query::<()>(&mut r)
+        .unwrap_err();
+    assert!(e.to_string().contains("read only replica"), "{e}");
+    let role: Vec<Value> = redis::cmd("ROLE").query(&mut r).unwrap();
+    assert_eq!(role[0], Value::BulkString(b"slave".to_vec()));
+
+    // Every write acknowledged by WAIT 1 survives the promotion.
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("ack{i}"))
+            .arg(i)
+            .query(&mut m)
+            .unwrap();
+        if i % 20 == 19 {
+            let n: i64 = redis::cmd("WAIT").arg(1).arg(20_000).query(&mut m).unwrap();
+            if n == 1 {
+                acked.extend((i - 19..=i).map(|j| format!("ack{j}")));
+            }
+        }
+    }
+    assert!(!acked.is_empty());
+    let old_id = info_field(&mut r, "replication", "master_replid").unwrap();
+    let _: () = redis::cmd("SLAVEOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(
+        info_field(&mut r, "replication", "role").as_deref(),
+        Some("master")
+    );
+    assert_eq!(
+        info_field(&mut r, "replication", "master_replid2").as_deref(),
+        Some(old_id.as_str()),
+        "the old history id is kept for PSYNC continuation"
+    );
+    for k in &acked {
+        let v: Option<String> = redis::cmd("GET").arg(k).query(&mut r).unwrap();
+        assert!(v.is_some(), "acknowledged {k} lost at promotion");
+    }
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("promotion")
+        .query(&mut r)
+        .unwrap();
+
+    // The old master, re-pointed at the new one, catches up.
+    let rport = replica.port.to_string();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(&rport)
+        .query(&mut m)
+        .unwrap();
+    wait_link_up(&mut m);
+    let _: () = redis::cmd("SET")
+        .arg("after2")
+        .arg("x")
+        .query(&mut r)
+        .unwrap();
+    wait_acked(&mut r, 1);
+    assert_same(&mut r, &mut m);
+}
+
+#[test]
+fn partial_resync_after_the_link_is_cut() {
+    let master = testkit::codis_server(&["--cores", "2"]);
+    let mut m = master.conn();
+    let port = master.port.to_string();
+    let replica = testkit::codis_server(&["--cores", "2", "--replicaof", "127.0.0.1", &port]);
+    let mut r = replica.conn();
+    wait_link_up(&mut r);
+    write_load(&mut m, 3, 2000, false);
+    wait_acked(&mut m, 1);
+    for round in 0..2 {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("replica")
+            .query(&mut m)
+            .unwrap();
+        assert_eq!(killed, 1);
+        // Writes while the link is down come from the backlog.
+        write_load(&mut m, 10 + round, 500, false);
+        wait_until("the replica to reconnect", Duration::from_secs(30), || {
+            info_field(&mut m, "replication", "connected_slaves").as_deref() == Some("1")
+        });
+        wait_acked(&mut m, 1);
+    }
+    let ok: i64 = info_field(&mut m, "stats", "sync_partial_ok")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let full: i64 = info_field(&mut m, "stats", "sync_full")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ok, 2, "both reconnections continued with +CONTINUE");
+    assert_eq!(full, 1, "only the first synchronisation was full");
+    assert_same(&mut m, &mut r);
+    let mo = info_field(&mut m, "replication", "master_repl_offset").unwrap();
+    wait_until("equal offsets", Duration::from_secs(10), || {
+        info_field(&mut r, "replication", "slave_repl_offset").as_deref() == Some(mo.as_str())
+    });
+}
+
+#[test]
+fn redis_server_replicates_from_codis_server() {
+    let master = testkit::codis_server(&["--cores", "2"]);
+    let mut m = master.conn();
+    write_load(&mut m, 4, 2000, true);
+    let port = master.port.to_string();
+    let Some((replica, _dir)) = testkit::redis_server(&["--replicaof", "127.0.0.1", &port]) else {
+        return;
+    };
+    let mut r = replica.conn();
+    wait_link_up(&mut r);
+    write_load(&mut m, 5, 3000, true);
+    wait_acked(&mut m, 1);
+    assert_same(&mut m, &mut r);
+}
+
+#[test]
+fn codis_server_replicates_from_redis_server() {
+    let Some((master, _dir)) = testkit::redis_server(&[]) else {
+        return;
+    };
+    let mut m = master.conn();
+    write_load(&mut m, 6, 2000, true);
+    let port = master.port.to_string();
+    let replica = testkit::codis_server(&["--cores", "2", "--replicaof", "127.0.0.1", &port]);
+    let mut r = replica.conn();
+    wait_link_up(&mut r);
+    write_load(&mut m, 7, 3000, true);
+    wait_acked(&mut m, 1);
+    assert_same(&mut m, &mut r);
+}
