@@ -689,6 +689,7 @@ pub async fn command(core: &Rc<Core>, name: &str, args: &resp::Args, out: &mut b
 /// SHUTDOWN's save step: save when SAVE is given, or when save rules are configured and NOSAVE
 /// is not. An error means "do not exit" (unless FORCE was given).
 pub async fn on_shutdown(core: &Rc<Core>, args: &resp::Args) -> Result<(), String> {
+    crate::aof::flush_on_exit();
     let has = |w: &str| {
         args[1..]
             .iter()
@@ -733,12 +734,13 @@ pub async fn info(core: &Rc<Core>) -> String {
     let last = STATUS.last_bgsave_secs.load(Ordering::Relaxed);
     let last = if last == u64::MAX { -1 } else { last as i64 };
     format!(
-        "# Persistence\r\nloading:{}\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\ncurrent_save_keys_processed:0\r\nrdb_changes_since_last_save:{dirty}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{last}\r\nrdb_current_bgsave_time_sec:{cur}\r\nrdb_saves:{}\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\naof_last_rewrite_time_sec:-1\r\naof_current_rewrite_time_sec:-1\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n\r\n",
+        "# Persistence\r\nloading:{}\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\ncurrent_save_keys_processed:0\r\nrdb_changes_since_last_save:{dirty}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{last}\r\nrdb_current_bgsave_time_sec:{cur}\r\nrdb_saves:{}\r\n{}\r\n",
         STATUS.loading.load(Ordering::Relaxed) as u8,
         inprog as u8,
         STATUS.lastsave.load(Ordering::Relaxed),
         if STATUS.last_bgsave_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
         STATUS.saves.load(Ordering::Relaxed),
+        crate::aof::info(),
     )
 }
 

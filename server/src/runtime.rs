@@ -135,7 +135,11 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut config = config;
     config.port = port;
     let ndb = config.databases;
-    let mut preload = crate::persist::startup_load(&config, ncores)?;
+    let mut preload = if config.appendonly {
+        crate::aof::startup(&config, ncores)?
+    } else {
+        crate::persist::startup_load(&config, ncores)?
+    };
     let shared = Arc::new(Shared::new(ncores, config));
     shared.tcp_port.store(port as usize, Ordering::Relaxed);
     // One SO_REUSEPORT socket per core and address, created before any executor starts.
