@@ -48,6 +48,12 @@ struct Args {
     /// RDB save rules, `"<seconds> <changes> …"` (`""`: never save automatically).
     #[arg(long)]
     save: Option<String>,
+    /// Append-only file: yes or no.
+    #[arg(long)]
+    appendonly: Option<String>,
+    /// AOF fsync policy: always, everysec or no.
+    #[arg(long)]
+    appendfsync: Option<String>,
     /// Replicate from this master: `--replicaof <host> <port>`.
     #[arg(long, num_args = 2, value_names = ["HOST", "PORT"])]
     replicaof: Option<Vec<String>>,
@@ -104,6 +110,12 @@ fn main() {
     }
     if let Some(r) = args.save {
         set("save", r);
+    }
+    if let Some(v) = args.appendonly {
+        set("appendonly", v);
+    }
+    if let Some(v) = args.appendfsync {
+        set("appendfsync", v);
     }
     if let Some(m) = args.replicaof {
         set("replicaof", m.join(" "));
