@@ -462,14 +462,25 @@ pub async fn bgrewrite_command(core: &Rc<Core>, out: &mut BytesMut) {
     if !enabled() {
         return encode::error(out, "ERR Background AOF rewrite needs appendonly yes");
     }
-    if REWRITING
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
-    {
+    if !start_rewrite(core) {
         return encode::error(
             out,
             "ERR Background append only file rewriting already in progress",
         );
+    }
+    encode::simple(out, "Background append only file rewriting started");
+}
+
+/// Start a background rewrite unless one runs (false then).
+pub fn start_rewrite(core: &Rc<Core>) -> bool {
+    if !enabled() {
+        return false;
+    }
+    if REWRITING
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
     }
     let core = core.clone();
     glommio::spawn_local(async move {
@@ -482,7 +493,7 @@ pub async fn bgrewrite_command(core: &Rc<Core>, out: &mut BytesMut) {
         REWRITING.store(false, Ordering::Release);
     })
     .detach();
-    encode::simple(out, "Background append only file rewriting started");
+    true
 }
 
 async fn rewrite(core: &Rc<Core>) -> Result<(), PersistError> {

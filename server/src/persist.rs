@@ -488,6 +488,10 @@ pub async fn load_rdb(core: &Rc<Core>, bytes: &[u8]) -> Result<LoadStats, Persis
     for (c, b) in queued {
         core.run_on(c, move |s| fill(s, b)).await;
     }
+    // The dataset was replaced behind the AOF's back (a replica's full sync): rewrite it.
+    if result.is_ok() && crate::aof::enabled() {
+        crate::aof::start_rewrite(core);
+    }
     result
 }
 
@@ -800,5 +804,99 @@ pub fn startup_load(
             "Fatal error loading the DB from {}: {e}. Exiting.",
             path.display()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.as_bytes().into())
+    }
+
+    fn keys_of(snap: &DbSnap) -> Vec<(String, String)> {
+        let mut f = Vec::new();
+        rdb::file::write_header(&mut f, 9);
+        f.extend_from_slice(&snap.out);
+        f.push(rdb::file::OP_EOF);
+        f.extend_from_slice(&[0; 8]);
+        let mut v: Vec<(String, String)> = rdb::file::read_all(&f)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let rdb::Value::String(val) = e.value else {
+                    panic!("not a string")
+                };
+                (
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    String::from_utf8_lossy(&val).into_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn start(db: &mut Db, now: u64) {
+        let slots: Vec<usize> = db
+            .owned_slots()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(s, _)| s)
+            .collect();
+        db.snap = Some(Box::new(DbSnap::new(0, now, slots.into_iter())));
+    }
+
+    fn finish(db: &mut Db) -> Box<DbSnap> {
+        let mut sh = Shard::new(0, 1, |_| true);
+        sh.dbs[0] = std::mem::replace(db, Db::new(|_| true));
+        while !step(&mut sh, Duration::from_millis(10)) {}
+        let snap = sh.dbs[0].snap.take().unwrap();
+        *db = std::mem::replace(&mut sh.dbs[0], Db::new(|_| true));
+        snap
+    }
+
+    #[test]
+    fn writes_after_the_instant_are_not_seen() {
+        let mut db = Db::new(|_| true);
+        for i in 0..100 {
+            db.insert(format!("k{i}").as_bytes(), s("old"), 0);
+        }
+        db.insert(b"gone", s("soon"), 50);
+        start(&mut db, 100);
+        db.insert(b"k1", s("new"), 0);
+        db.remove(b"k2");
+        db.insert(b"fresh", s("x"), 0);
+        if let Some(e) = db.get_mut(b"k3", 100) {
+            e.value = s("changed");
+        }
+        db.set_expire(b"k4", 10_000, 100);
+        db.clear_slot(resp::slot(b"k5") as usize);
+        let snap = finish(&mut db);
+        let got = keys_of(&snap);
+        let want: Vec<(String, String)> = {
+            let mut v: Vec<_> = (0..100)
+                .map(|i| (format!("k{i}"), "old".to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(got, want, "expired 'gone' left out, later writes invisible");
+        assert_eq!(snap.expires, 0);
+    }
+
+    #[test]
+    fn flush_during_snapshot_keeps_the_old_tables() {
+        let mut db = Db::new(|_| true);
+        for i in 0..50 {
+            db.insert(format!("k{i}").as_bytes(), s("v"), 0);
+        }
+        start(&mut db, 1);
+        db.clear();
+        db.insert(b"after", s("x"), 0);
+        let snap = finish(&mut db);
+        assert_eq!(keys_of(&snap).len(), 50);
+        assert!(snap.is_done());
     }
 }
