@@ -311,7 +311,7 @@ pub fn startup(cfg: &Config, ncores: usize) -> Result<Vec<Vec<LoadItem>>, String
         .open(&path)
         .map_err(|e| format!("Can't open the append-only file {}: {e}", path.display()))?;
     let reader = log().subscribe_now(0);
-    SYNCED.store(reader.offset(), Ordering::Release);
+    SYNCED.store(log().offset(), Ordering::Release);
     let (tx, rx) = std::sync::mpsc::channel();
     if let Ok(mut c) = CHANNEL.lock() {
         *c = Some(tx);
@@ -369,12 +369,14 @@ fn writer(mut file: File, mut reader: Reader, rx: Receiver<Msg>, dir: PathBuf, n
                     reader: mut new,
                     done,
                 } => {
+                    let o = log().offset();
                     let r = rewrite_file(&dir, &name, &rdb, &mut new);
                     match r {
                         Ok(f) => {
                             file = f;
                             reader = new;
-                            SYNCED.store(reader.offset(), Ordering::Release);
+                            unsynced = false;
+                            SYNCED.store(o, Ordering::Release);
                             let _ = done.send(Ok(()));
                         }
                         Err(e) => {
@@ -384,6 +386,10 @@ fn writer(mut file: File, mut reader: Reader, rx: Receiver<Msg>, dir: PathBuf, n
                 }
             }
         }
+        // Offsets of the log, read *before* taking the pending bytes: everything appended
+        // before `o` is in this read or an earlier one. (Comparing log offsets, not the reader's
+        // byte count, stays right when a replica's full sync resets the log's offset.)
+        let o = log().offset();
         buf.clear();
         let Some(n) = reader.read(&mut buf) else {
             tracing::warn!("AOF: the propagation log dropped the AOF reader; AOF disabled");
@@ -393,10 +399,14 @@ fn writer(mut file: File, mut reader: Reader, rx: Receiver<Msg>, dir: PathBuf, n
         };
         let policy = POLICY.load(Ordering::Relaxed);
         if n == 0 {
-            if unsynced && last_sync.elapsed() >= Duration::from_secs(1) {
+            if unsynced && (policy == FSYNC_ALWAYS || last_sync.elapsed() >= Duration::from_secs(1))
+            {
                 let _ = file.sync_data();
                 unsynced = false;
                 last_sync = Instant::now();
+            }
+            if !unsynced {
+                SYNCED.store(o, Ordering::Release);
             }
             let idle = if policy == FSYNC_ALWAYS { 50 } else { 500 };
             std::thread::sleep(Duration::from_micros(idle));
@@ -415,19 +425,15 @@ fn writer(mut file: File, mut reader: Reader, rx: Receiver<Msg>, dir: PathBuf, n
             }
         }
         LAST_WRITE_OK.store(true, Ordering::Relaxed);
-        match policy {
-            FSYNC_ALWAYS => {
-                let _ = file.sync_data();
-                last_sync = Instant::now();
-            }
-            FSYNC_EVERYSEC if last_sync.elapsed() >= Duration::from_secs(1) => {
-                let _ = file.sync_data();
-                last_sync = Instant::now();
-                unsynced = false;
-            }
-            _ => unsynced = true,
+        unsynced = true;
+        if policy == FSYNC_ALWAYS
+            || (policy == FSYNC_EVERYSEC && last_sync.elapsed() >= Duration::from_secs(1))
+        {
+            let _ = file.sync_data();
+            last_sync = Instant::now();
+            unsynced = false;
+            SYNCED.store(o, Ordering::Release);
         }
-        SYNCED.store(reader.offset(), Ordering::Release);
     }
 }
 
