@@ -54,7 +54,9 @@ pub enum PersistError {
 }
 
 /// How long one serialisation step may run before its core goes back to serving clients.
-const STEP_BUDGET: Duration = Duration::from_micros(300);
+const STEP_BUDGET: Duration = Duration::from_micros(1000);
+/// The pause between two steps on the coordinating core.
+const STEP_PAUSE: Duration = Duration::from_micros(100);
 /// Keys per cross-core batch when loading.
 const LOAD_BATCH: usize = 2048;
 
@@ -354,7 +356,9 @@ pub async fn snapshot(core: &Rc<Core>, at_start: impl FnOnce()) -> Result<Snapsh
                     break;
                 }
                 if c == core.id {
-                    futures_lite::future::yield_now().await;
+                    // A timer, not a bare yield: the executor must find its run queue empty now
+                    // and then, or it would not poll the network for its clients' requests.
+                    glommio::timer::sleep(STEP_PAUSE).await;
                 }
             }
             core.run_on(c, take_parts).await
