@@ -40,12 +40,66 @@ async fn promotion_waits_for_proxies_to_hold_the_slots() {
     else {
         return;
     };
+    check_promotion(a.port, b.port).await;
+}
+
+/// codisctl's promotion against codis-server: a replica made by `--replicaof` becomes the master
+/// with the data the old master acknowledged, and the old master follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_of_a_codis_server_replica() {
+    let a = testkit::codis_server(&["--cores", "2"]);
+    let b = testkit::codis_server(&[
+        "--cores",
+        "2",
+        "--replicaof",
+        "127.0.0.1",
+        &a.port.to_string(),
+    ]);
+    let (pa, pb) = (a.port, b.port);
+    tokio::task::spawn_blocking(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{pa}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        for i in 0..100 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("k{i}"))
+                .arg(i)
+                .query(&mut c)
+                .unwrap();
+        }
+        let n: i64 = redis::cmd("WAIT").arg(1).arg(30_000).query(&mut c).unwrap();
+        assert_eq!(n, 1, "the replica acknowledged the writes");
+    })
+    .await
+    .unwrap();
+    check_promotion(pa, pb).await;
+    // After the promotion back, a is the master again; b follows it and has the data.
+    tokio::task::spawn_blocking(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{pa}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let v: Option<i64> = redis::cmd("GET").arg("k99").query(&mut c).unwrap();
+        assert_eq!(v, Some(99));
+        let _: () = redis::cmd("SET").arg("after").arg(1).query(&mut c).unwrap();
+        let n: i64 = redis::cmd("WAIT").arg(1).arg(30_000).query(&mut c).unwrap();
+        assert_eq!(n, 1, "the old replica follows the master again");
+        let mut r = redis::Client::open(format!("redis://127.0.0.1:{pb}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let v: Option<i64> = redis::cmd("GET").arg("after").query(&mut r).unwrap();
+        assert_eq!(v, Some(1));
+    })
+    .await
+    .unwrap();
+}
+
+async fn check_promotion(pa: u16, pb: u16) {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path()).await;
-    let (aa, ba) = (
-        format!("127.0.0.1:{}", a.port),
-        format!("127.0.0.1:{}", b.port),
-    );
+    let (aa, ba) = (format!("127.0.0.1:{}", pa), format!("127.0.0.1:{}", pb));
     s.update_group(&Group {
         id: 1,
         servers: [&aa, &ba]
@@ -80,13 +134,7 @@ async fn promotion_waits_for_proxies_to_hold_the_slots() {
         .unwrap();
     let held_roles = Arc::new(std::sync::Mutex::new(None));
     let stop = Arc::new(AtomicBool::new(false));
-    let (p2, hr, st, pa, pb) = (
-        proxy.clone(),
-        held_roles.clone(),
-        stop.clone(),
-        a.port,
-        b.port,
-    );
+    let (p2, hr, st) = (proxy.clone(), held_roles.clone(), stop.clone());
     let fake = tokio::spawn(async move {
         while !st.load(Ordering::SeqCst) {
             let slots = p2.slot_mappings().await.unwrap();
@@ -126,8 +174,8 @@ async fn promotion_waits_for_proxies_to_hold_the_slots() {
         "slots were held before any role changed"
     );
     assert_eq!(v["master"], ba);
-    assert_eq!(role(b.port), "master");
-    assert_eq!(role(a.port), "slave");
+    assert_eq!(role(pb), "master");
+    assert_eq!(role(pa), "slave");
     let g = s.group(1).await.unwrap().unwrap();
     assert_eq!(
         g.servers.iter().map(|x| x.addr.clone()).collect::<Vec<_>>(),
@@ -140,7 +188,7 @@ async fn promotion_waits_for_proxies_to_hold_the_slots() {
         .all(|m| m.group_id == 1 && m.action.state.is_nothing()));
     // The group is no longer promoting, so a second promotion back works too.
     ctl::promote::promote(&ctx, 1, &aa).await.unwrap();
-    assert_eq!(role(a.port), "master");
+    assert_eq!(role(pa), "master");
     stop.store(true, Ordering::SeqCst);
     fake.await.unwrap();
 }

@@ -95,11 +95,7 @@ pub async fn run(
             encode::bulk(b, (us % 1_000_000).to_string().as_bytes());
         }
         "lastsave" => {
-            let started = std::time::SystemTime::now() - core.shared.started.elapsed();
-            let secs = started
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let secs = crate::persist::STATUS.lastsave.load(Ordering::Relaxed);
             encode::int(b, secs as i64);
         }
         "role" => crate::repl::role(b),
@@ -170,6 +166,13 @@ pub async fn run(
                 return plan.written(start);
             }
             tracing::warn!("User requested shutdown...");
+            if let Err(e) = crate::persist::on_shutdown(core, &args).await {
+                encode::error(b, &e);
+                let t = plan.target(out);
+                let start = t.len();
+                t.extend_from_slice(&buf);
+                return plan.written(start);
+            }
             core.shared.shutdown.store(true, Ordering::Relaxed);
             tracing::warn!("codis-server is now ready to exit, bye bye...");
             std::process::exit(0);
@@ -716,11 +719,16 @@ async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
                 None => encode::error(b, "ERR no such key"),
             }
         }
+        "reload" => match crate::persist::debug_reload(core).await {
+            Ok(_) => encode::ok(b),
+            Err(e) => encode::error(b, &format!("ERR Error trying to load the RDB dump: {e}")),
+        },
         "help" => {
             let lines = [
                 "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
                 "SLEEP <seconds>",
                 "OBJECT <key>",
+                "RELOAD",
                 "HELP",
             ];
             encode::array(b, lines.len());

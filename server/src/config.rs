@@ -20,6 +20,14 @@ pub struct Config {
     pub dbfilename: String,
     /// `save <seconds> <changes>` rules.
     pub save: Vec<(u64, u64)>,
+    /// `appendonly yes`.
+    pub appendonly: bool,
+    /// `appendfsync`: always, everysec or no.
+    pub appendfsync: String,
+    /// AOF file name inside `dir`.
+    pub appendfilename: String,
+    /// Load an AOF whose last command was cut short (and truncate it).
+    pub aof_load_truncated: bool,
     pub databases: usize,
     pub proto_max_bulk_len: usize,
     pub client_query_buffer_limit: usize,
@@ -146,6 +154,21 @@ const KEYS: &[Key] = &[
         mutable: false,
     },
     Key {
+        name: "appendfsync",
+        default: "everysec",
+        mutable: true,
+    },
+    Key {
+        name: "appendfilename",
+        default: "appendonly.aof",
+        mutable: false,
+    },
+    Key {
+        name: "aof-load-truncated",
+        default: "yes",
+        mutable: true,
+    },
+    Key {
         name: "dbfilename",
         default: "dump.rdb",
         mutable: true,
@@ -249,6 +272,10 @@ impl Default for Config {
             dir: ".".into(),
             dbfilename: "dump.rdb".into(),
             save: Vec::new(),
+            appendonly: false,
+            appendfsync: "everysec".into(),
+            appendfilename: "appendonly.aof".into(),
+            aof_load_truncated: true,
             databases: 16,
             proto_max_bulk_len: 512 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
@@ -400,12 +427,30 @@ impl Config {
                 }
                 self.dbfilename = value.to_string()
             }
-            "appendonly" => {
-                if value != "no" {
-                    return Err(bad(
-                        "AOF persistence is not supported yet (appendonly must be no)",
-                    ));
+            "appendonly" | "aof-load-truncated" => {
+                let yes = match value.to_ascii_lowercase().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(bad("argument must be 'yes' or 'no'")),
+                };
+                if spec.name == "appendonly" {
+                    self.appendonly = yes;
+                } else {
+                    self.aof_load_truncated = yes;
                 }
+            }
+            "appendfsync" => {
+                let p = crate::aof::parse_policy(value).ok_or_else(|| {
+                    bad("argument(s) must be one of the following: always, everysec, no")
+                })?;
+                crate::aof::set_policy(p);
+                self.appendfsync = value.to_ascii_lowercase();
+            }
+            "appendfilename" => {
+                if value.is_empty() || value.contains('/') {
+                    return Err(bad("appendfilename can't be a path, just a filename"));
+                }
+                self.appendfilename = value.to_string()
             }
             "daemonize" => {
                 if value != "no" {

@@ -237,6 +237,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
 
 /// Write `out`; while subscribed, give up (false) when the mailbox overflows meanwhile.
 async fn write_out(stream: &mut TcpStream, out: &[u8], mb: Option<&Rc<pubsub::Mailbox>>) -> bool {
+    crate::aof::before_reply().await;
     match mb {
         None => stream.write_all(out).await.is_ok(),
         Some(mb) => {

@@ -57,6 +57,8 @@ pub async fn run(
             encode::ok(out);
         }
         "swapdb" => swapdb(core, &args, out).await,
+        "save" | "bgsave" => crate::persist::command(core, spec.name, &args, out).await,
+        "bgrewriteaof" => crate::aof::bgrewrite_command(core, out).await,
         "keys" => {
             let pat = args[1].clone();
             let parts = core

@@ -90,7 +90,7 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
         );
     }
     if show("persistence") {
-        let _ = write!(o, "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n");
+        o.push_str(&crate::persist::info(core).await);
     }
     let total_calls: u64 = per_core
         .iter()

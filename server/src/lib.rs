@@ -13,6 +13,7 @@
 //! - [`script`]: Lua scripting (EVAL…, SCRIPT), one Lua state per core.
 //! - [`pubsub`]: (P)SUBSCRIBE, PUBLISH, PUBSUB: per-core registries, bounded subscriber mailboxes.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
+//! - [`aof`]: the append-only file (appendonly, appendfsync, replay at start, BGREWRITEAOF).
 //! - [`persist`]: RDB snapshots (forkless, copy-on-write per slot), loading, SAVE/BGSAVE.
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
 //! - [`migrate`]: Codis's SLOTSMGRT* migration commands, source side (target side in `cmd/slots.rs`).
@@ -22,6 +23,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod aof;
 pub mod blocking;
 pub mod cmd;
 pub mod config;

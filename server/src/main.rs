@@ -42,6 +42,18 @@ struct Args {
     /// Working directory for data files.
     #[arg(long)]
     dir: Option<String>,
+    /// RDB file name inside `--dir` (default dump.rdb).
+    #[arg(long)]
+    dbfilename: Option<String>,
+    /// RDB save rules, `"<seconds> <changes> …"` (`""`: never save automatically).
+    #[arg(long)]
+    save: Option<String>,
+    /// Append-only file: yes or no.
+    #[arg(long)]
+    appendonly: Option<String>,
+    /// AOF fsync policy: always, everysec or no.
+    #[arg(long)]
+    appendfsync: Option<String>,
     /// Replicate from this master: `--replicaof <host> <port>`.
     #[arg(long, num_args = 2, value_names = ["HOST", "PORT"])]
     replicaof: Option<Vec<String>>,
@@ -92,6 +104,18 @@ fn main() {
     }
     if let Some(d) = args.dir {
         set("dir", d);
+    }
+    if let Some(f) = args.dbfilename {
+        set("dbfilename", f);
+    }
+    if let Some(r) = args.save {
+        set("save", r);
+    }
+    if let Some(v) = args.appendonly {
+        set("appendonly", v);
+    }
+    if let Some(v) = args.appendfsync {
+        set("appendfsync", v);
     }
     if let Some(m) = args.replicaof {
         set("replicaof", m.join(" "));

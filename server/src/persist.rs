@@ -54,7 +54,9 @@ pub enum PersistError {
 }
 
 /// How long one serialisation step may run before its core goes back to serving clients.
-const STEP_BUDGET: Duration = Duration::from_micros(300);
+const STEP_BUDGET: Duration = Duration::from_micros(1000);
+/// The pause between two steps on the coordinating core.
+const STEP_PAUSE: Duration = Duration::from_micros(100);
 /// Keys per cross-core batch when loading.
 const LOAD_BATCH: usize = 2048;
 
@@ -354,7 +356,9 @@ pub async fn snapshot(core: &Rc<Core>, at_start: impl FnOnce()) -> Result<Snapsh
                     break;
                 }
                 if c == core.id {
-                    futures_lite::future::yield_now().await;
+                    // A timer, not a bare yield: the executor must find its run queue empty now
+                    // and then, or it would not poll the network for its clients' requests.
+                    glommio::timer::sleep(STEP_PAUSE).await;
                 }
             }
             core.run_on(c, take_parts).await
@@ -487,6 +491,10 @@ pub async fn load_rdb(core: &Rc<Core>, bytes: &[u8]) -> Result<LoadStats, Persis
     );
     for (c, b) in queued {
         core.run_on(c, move |s| fill(s, b)).await;
+    }
+    // The dataset was replaced behind the AOF's back (a replica's full sync): rewrite it.
+    if result.is_ok() && crate::aof::enabled() {
+        crate::aof::start_rewrite(core);
     }
     result
 }
@@ -649,4 +657,250 @@ pub fn bgsave(core: &Rc<Core>) -> bool {
     })
     .detach();
     true
+}
+
+/// SAVE and BGSAVE [SCHEDULE] (routed here from `global.rs`).
+pub async fn command(core: &Rc<Core>, name: &str, args: &resp::Args, out: &mut bytes::BytesMut) {
+    use resp::encode;
+    match name {
+        "save" => {
+            if STATUS.bgsave_in_progress.load(Ordering::Acquire) {
+                return encode::error(out, "ERR Background save already in progress");
+            }
+            match save(core).await {
+                Ok(_) => encode::ok(out),
+                Err(e) => {
+                    tracing::warn!("SAVE failed: {e}");
+                    encode::error(out, &format!("ERR {e}"))
+                }
+            }
+        }
+        "bgsave" => {
+            let schedule = match args.len() {
+                1 => false,
+                2 if args[1].eq_ignore_ascii_case(b"schedule") => true,
+                _ => return encode::error(out, crate::cmd::err::SYNTAX),
+            };
+            if bgsave(core) {
+                encode::simple(out, "Background saving started");
+            } else if schedule {
+                STATUS.scheduled.store(true, Ordering::Release);
+                encode::simple(out, "Background saving scheduled");
+            } else {
+                encode::error(out, "ERR Background save already in progress");
+            }
+        }
+        _ => encode::error(out, "ERR unknown persistence command"),
+    }
+}
+
+/// SHUTDOWN's save step: save when SAVE is given, or when save rules are configured and NOSAVE
+/// is not. An error means "do not exit" (unless FORCE was given).
+pub async fn on_shutdown(core: &Rc<Core>, args: &resp::Args) -> Result<(), String> {
+    crate::aof::flush_on_exit();
+    let has = |w: &str| {
+        args[1..]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(w.as_bytes()))
+    };
+    let rules = !core.shared.config().save.is_empty();
+    if has("nosave") || !(has("save") || rules) {
+        return Ok(());
+    }
+    tracing::info!("Saving the final RDB snapshot before exiting.");
+    match save(core).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!("Error trying to save the DB, can't exit: {e}");
+            if has("force") {
+                Ok(())
+            } else {
+                Err("ERR Errors trying to SHUTDOWN. Check logs.".into())
+            }
+        }
+    }
+}
+
+/// DEBUG RELOAD: save, empty, load the file back.
+pub async fn debug_reload(core: &Rc<Core>) -> Result<LoadStats, PersistError> {
+    save(core).await?;
+    let (dir, name) = rdb_path(core);
+    load_rdb_file(core, &dir.join(name)).await
+}
+
+/// The `# Persistence` section of INFO.
+pub async fn info(core: &Rc<Core>) -> String {
+    let dirty = dirty_total(core)
+        .await
+        .saturating_sub(STATUS.dirty_at_save.load(Ordering::Relaxed));
+    let inprog = STATUS.bgsave_in_progress.load(Ordering::Relaxed);
+    let cur = if inprog {
+        (now_ms().saturating_sub(STATUS.bgsave_started_ms.load(Ordering::Relaxed)) / 1000) as i64
+    } else {
+        -1
+    };
+    let last = STATUS.last_bgsave_secs.load(Ordering::Relaxed);
+    let last = if last == u64::MAX { -1 } else { last as i64 };
+    format!(
+        "# Persistence\r\nloading:{}\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\ncurrent_save_keys_processed:0\r\nrdb_changes_since_last_save:{dirty}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{last}\r\nrdb_current_bgsave_time_sec:{cur}\r\nrdb_saves:{}\r\n{}\r\n",
+        STATUS.loading.load(Ordering::Relaxed) as u8,
+        inprog as u8,
+        STATUS.lastsave.load(Ordering::Relaxed),
+        if STATUS.last_bgsave_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
+        STATUS.saves.load(Ordering::Relaxed),
+        crate::aof::info(),
+    )
+}
+
+/// Core 0's persistence cron: once a second, start a background save when a `save` rule
+/// (`<seconds> <changes>`) is met, as Redis's `serverCron` does.
+pub fn start_cron(core: &Rc<Core>) {
+    STATUS.lastsave.store(now_ms() / 1000, Ordering::Relaxed);
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            let rules = core.shared.config().save;
+            if rules.is_empty() || STATUS.bgsave_in_progress.load(Ordering::Acquire) {
+                continue;
+            }
+            let changes = dirty_total(&core)
+                .await
+                .saturating_sub(STATUS.dirty_at_save.load(Ordering::Relaxed));
+            let elapsed = (now_ms() / 1000).saturating_sub(STATUS.lastsave.load(Ordering::Relaxed));
+            // After a failed background save, retry no sooner than 5 seconds (as Redis).
+            let failed = !STATUS.last_bgsave_ok.load(Ordering::Relaxed);
+            let since_try =
+                (now_ms().saturating_sub(STATUS.bgsave_started_ms.load(Ordering::Relaxed))) / 1000;
+            if failed && since_try < 5 {
+                continue;
+            }
+            if let Some((s, c)) = rules.iter().find(|(s, c)| changes >= *c && elapsed >= *s) {
+                tracing::info!("{c} changes in {s} seconds. Saving...");
+                bgsave(&core);
+            }
+        }
+    })
+    .detach();
+}
+
+/// Start-up: load `dir/dbfilename` if it exists, split per core as the shards will be built
+/// (slot `s` on core `s % ncores`). A file that cannot be read stops the server, as in Redis.
+pub fn startup_load(
+    cfg: &crate::config::Config,
+    ncores: usize,
+) -> Result<Vec<Vec<LoadItem>>, String> {
+    let path = Path::new(&cfg.dir).join(&cfg.dbfilename);
+    let t = Instant::now();
+    match load_startup(&path, cfg.databases, ncores, |s| s as usize % ncores) {
+        Ok(Some((items, st))) => {
+            tracing::info!(
+                "DB loaded from disk: {} keys ({} expired keys skipped) in {:.3} seconds",
+                st.keys,
+                st.expired,
+                t.elapsed().as_secs_f64()
+            );
+            STATUS.loaded_keys.store(st.keys, Ordering::Relaxed);
+            Ok(items)
+        }
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(format!(
+            "Fatal error loading the DB from {}: {e}. Exiting.",
+            path.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.as_bytes().into())
+    }
+
+    fn keys_of(snap: &DbSnap) -> Vec<(String, String)> {
+        let mut f = Vec::new();
+        rdb::file::write_header(&mut f, 9);
+        f.extend_from_slice(&snap.out);
+        f.push(rdb::file::OP_EOF);
+        f.extend_from_slice(&[0; 8]);
+        let mut v: Vec<(String, String)> = rdb::file::read_all(&f)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let rdb::Value::String(val) = e.value else {
+                    panic!("not a string")
+                };
+                (
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    String::from_utf8_lossy(&val).into_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn start(db: &mut Db, now: u64) {
+        let slots: Vec<usize> = db
+            .owned_slots()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(s, _)| s)
+            .collect();
+        db.snap = Some(Box::new(DbSnap::new(0, now, slots.into_iter())));
+    }
+
+    fn finish(db: &mut Db) -> Box<DbSnap> {
+        let mut sh = Shard::new(0, 1, |_| true);
+        sh.dbs[0] = std::mem::replace(db, Db::new(|_| true));
+        while !step(&mut sh, Duration::from_millis(10)) {}
+        let snap = sh.dbs[0].snap.take().unwrap();
+        *db = std::mem::replace(&mut sh.dbs[0], Db::new(|_| true));
+        snap
+    }
+
+    #[test]
+    fn writes_after_the_instant_are_not_seen() {
+        let mut db = Db::new(|_| true);
+        for i in 0..100 {
+            db.insert(format!("k{i}").as_bytes(), s("old"), 0);
+        }
+        db.insert(b"gone", s("soon"), 50);
+        start(&mut db, 100);
+        db.insert(b"k1", s("new"), 0);
+        db.remove(b"k2");
+        db.insert(b"fresh", s("x"), 0);
+        if let Some(e) = db.get_mut(b"k3", 100) {
+            e.value = s("changed");
+        }
+        db.set_expire(b"k4", 10_000, 100);
+        db.clear_slot(resp::slot(b"k5") as usize);
+        let snap = finish(&mut db);
+        let got = keys_of(&snap);
+        let want: Vec<(String, String)> = {
+            let mut v: Vec<_> = (0..100)
+                .map(|i| (format!("k{i}"), "old".to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(got, want, "expired 'gone' left out, later writes invisible");
+        assert_eq!(snap.expires, 0);
+    }
+
+    #[test]
+    fn flush_during_snapshot_keeps_the_old_tables() {
+        let mut db = Db::new(|_| true);
+        for i in 0..50 {
+            db.insert(format!("k{i}").as_bytes(), s("v"), 0);
+        }
+        start(&mut db, 1);
+        db.clear();
+        db.insert(b"after", s("x"), 0);
+        let snap = finish(&mut db);
+        assert_eq!(keys_of(&snap).len(), 50);
+        assert!(snap.is_done());
+    }
 }

@@ -135,6 +135,11 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut config = config;
     config.port = port;
     let ndb = config.databases;
+    let mut preload = if config.appendonly {
+        crate::aof::startup(&config, ncores)?
+    } else {
+        crate::persist::startup_load(&config, ncores)?
+    };
     let shared = Arc::new(Shared::new(ncores, config));
     shared.tcp_port.store(port as usize, Ordering::Relaxed);
     // One SO_REUSEPORT socket per core and address, created before any executor starts.
@@ -157,6 +162,7 @@ pub fn run(config: Config) -> Result<(), String> {
         per_core_fds.into_iter().zip(reqs).zip(resps).enumerate()
     {
         let shared = shared.clone();
+        let items = preload.get_mut(i).map(std::mem::take).unwrap_or_default();
         let cpu = cpus[i % cpus.len().max(1)];
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("core-{i}"))
@@ -177,9 +183,11 @@ pub fn run(config: Config) -> Result<(), String> {
                     resp_in,
                 };
                 let n = shared.ncores;
-                let shard = Shard::new(i, ndb, |s| s % n == i);
+                let mut shard = Shard::new(i, ndb, |s| s % n == i);
+                crate::persist::fill(&mut shard, items);
                 let core = Core::start(i, shared.clone(), shard, links);
                 if i == 0 {
+                    crate::persist::start_cron(&core);
                     crate::repl::start(&core);
                 }
                 let expiry = core.clone();

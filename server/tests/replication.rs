@@ -434,3 +434,77 @@ fn codis_server_replicates_from_redis_server() {
     wait_acked(&mut m, 1);
     assert_same(&mut m, &mut r);
 }
+
+#[test]
+fn migration_keeps_replicas_of_both_ends_in_step() {
+    let src = testkit::codis_server(&["--cores", "2"]);
+    let dst = testkit::codis_server(&["--cores", "2"]);
+    let src_r = testkit::codis_server(&[
+        "--cores",
+        "2",
+        "--replicaof",
+        "127.0.0.1",
+        &src.port.to_string(),
+    ]);
+    let dst_r = testkit::codis_server(&[
+        "--cores",
+        "1",
+        "--replicaof",
+        "127.0.0.1",
+        &dst.port.to_string(),
+    ]);
+    let (mut s, mut d, mut sr, mut dr) = (src.conn(), dst.conn(), src_r.conn(), dst_r.conn());
+    wait_link_up(&mut sr);
+    wait_link_up(&mut dr);
+    let in_slot = |slot: u16, prefix: &str| -> Vec<String> {
+        (0..)
+            .map(|i| format!("{prefix}:{i}"))
+            .filter(|k| resp::slot(k.as_bytes()) == slot)
+            .take(300)
+            .collect()
+    };
+    let mut p = redis::pipe();
+    for (i, k) in in_slot(77, "a").iter().enumerate() {
+        match i % 4 {
+            0 => p.cmd("SET").arg(k).arg(i).arg("EX").arg(5000),
+            1 => p.cmd("RPUSH").arg(k).arg(i).arg(i + 1),
+            2 => p.cmd("HSET").arg(k).arg("f").arg(i),
+            _ => p.cmd("ZADD").arg(k).arg(i).arg("m"),
+        };
+        p.ignore();
+    }
+    for (i, k) in in_slot(78, "b").iter().enumerate() {
+        p.cmd("SET").arg(k).arg(i).ignore();
+    }
+    let _: () = p.query(&mut s).unwrap();
+    let dport = dst.port.to_string();
+    let r: Vec<i64> = redis::cmd("SLOTSMGRTSLOT-ASYNC")
+        .arg("127.0.0.1")
+        .arg(&dport)
+        .arg(3000)
+        .arg(50)
+        .arg(1 << 20)
+        .arg(77)
+        .arg(5000)
+        .query(&mut s)
+        .unwrap();
+    assert_eq!(r, vec![300, 0]);
+    loop {
+        let r: Vec<i64> = redis::cmd("SLOTSMGRTTAGSLOT")
+            .arg("127.0.0.1")
+            .arg(&dport)
+            .arg(3000)
+            .arg(78)
+            .query(&mut s)
+            .unwrap();
+        if r[1] == 0 {
+            break;
+        }
+    }
+    wait_acked(&mut s, 1);
+    wait_acked(&mut d, 1);
+    let dn: i64 = redis::cmd("DBSIZE").query(&mut d).unwrap();
+    assert_eq!(dn, 600);
+    assert_same(&mut s, &mut sr);
+    assert_same(&mut d, &mut dr);
+}

@@ -336,8 +336,14 @@ impl Log {
     }
 
     /// Adopt the master's history after a full sync: its id and offset, an emptied backlog.
+    /// Every reader is dropped (its next [`Reader::read`] is `None`): what it was given belongs
+    /// to the old history, so it must resynchronise (sub-replicas: a new full sync; AOF: a rewrite).
     pub fn reset_history(&self, replid: &str, offset: u64) {
         let mut g = self.lock();
+        for r in g.readers.iter_mut() {
+            r.dropped = true;
+            r.buf = Vec::new();
+        }
         g.replid = replid.to_string();
         g.replid2 = "0".repeat(40);
         g.second_offset = -1;

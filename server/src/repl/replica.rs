@@ -175,7 +175,39 @@ fn config_value(core: &Core, key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// How long the handshake (connect … PSYNC reply) and any silence of the master may last
+/// (`repl-timeout`): then the link is dropped and retried.
+const REPL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Run `f`, or fail with a timeout after `d`.
+async fn within<T>(
+    d: Duration,
+    f: impl std::future::Future<Output = Result<T, LinkError>>,
+) -> Result<T, LinkError> {
+    let f = std::pin::pin!(f);
+    let t = std::pin::pin!(glommio::timer::sleep(d));
+    match futures::future::select(f, t).await {
+        futures::future::Either::Left((r, _)) => r,
+        futures::future::Either::Right(_) => Err(LinkError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timeout talking to the master",
+        ))),
+    }
+}
+
 async fn session(core: &Rc<Core>, addr: &MasterAddr, gen: u64) -> Result<(), LinkError> {
+    let (mut c, r) = within(REPL_TIMEOUT, handshake(core, addr, gen)).await?;
+    sync(core, &mut c, r, gen).await?;
+    g().link_up.store(true, Ordering::Relaxed);
+    stream(core, c, gen).await
+}
+
+/// Connect, authenticate, announce ourselves and send PSYNC; returns the connection and the reply.
+async fn handshake(
+    core: &Rc<Core>,
+    addr: &MasterAddr,
+    gen: u64,
+) -> Result<(Conn, String), LinkError> {
     let s = TcpStream::connect((addr.host.as_str(), addr.port))
         .await
         .map_err(|e| LinkError::Io(std::io::Error::other(e.to_string())))?;
@@ -207,6 +239,11 @@ async fn session(core: &Rc<Core>, addr: &MasterAddr, gen: u64) -> Result<(), Lin
     let r = c
         .call(&[b"PSYNC", st.replid.as_bytes(), next.as_bytes()])
         .await?;
+    Ok((c, r))
+}
+
+/// Act on the PSYNC reply: load the full sync's RDB, or continue.
+async fn sync(core: &Rc<Core>, c: &mut Conn, r: String, gen: u64) -> Result<(), LinkError> {
     if let Some(rest) = r.strip_prefix("+FULLRESYNC") {
         let mut it = rest.split_whitespace();
         let (Some(id), Some(off)) = (it.next(), it.next().and_then(|o| o.parse::<u64>().ok()))
@@ -233,8 +270,7 @@ async fn session(core: &Rc<Core>, addr: &MasterAddr, gen: u64) -> Result<(), Lin
     } else {
         return Err(LinkError::Refused(r));
     }
-    g().link_up.store(true, Ordering::Relaxed);
-    stream(core, c, gen).await
+    Ok(())
 }
 
 fn ack_bytes() -> Vec<u8> {
@@ -353,9 +389,13 @@ async fn stream(core: &Rc<Core>, c: Conn, gen: u64) -> Result<(), LinkError> {
         )
         .await;
         raw.drain(..used);
-        match rd.read(&mut chunk).await {
+        let read = within(REPL_TIMEOUT, async {
+            rd.read(&mut chunk).await.map_err(LinkError::from)
+        })
+        .await;
+        match read {
             Ok(0) => break Err(LinkError::Closed),
-            Err(e) => break Err(e.into()),
+            Err(e) => break Err(e),
             Ok(n) => {
                 g().last_io_ms.store(now_ms(), Ordering::Relaxed);
                 g().read_offset.store(
