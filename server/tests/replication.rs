@@ -508,3 +508,59 @@ fn migration_keeps_replicas_of_both_ends_in_step() {
     assert_same(&mut s, &mut sr);
     assert_same(&mut d, &mut dr);
 }
+
+#[test]
+fn blocking_pops_served_later_replicate_as_their_effect() {
+    let master = testkit::codis_server(&["--cores", "2"]);
+    let port = master.port.to_string();
+    let replica = testkit::codis_server(&["--cores", "2", "--replicaof", "127.0.0.1", &port]);
+    let (mut m, mut r) = (master.conn(), replica.conn());
+    wait_link_up(&mut r);
+    let mut waiters = Vec::new();
+    for key in ["bl", "bz"] {
+        let mut c = master.conn();
+        waiters.push(std::thread::spawn(move || {
+            let v: Value = if key == "bl" {
+                redis::cmd("BLPOP").arg(key).arg(30).query(&mut c).unwrap()
+            } else {
+                redis::cmd("BZPOPMIN")
+                    .arg(key)
+                    .arg(30)
+                    .query(&mut c)
+                    .unwrap()
+            };
+            v
+        }));
+    }
+    wait_until("two blocked clients", Duration::from_secs(20), || {
+        info_field(&mut m, "clients", "blocked_clients").as_deref() == Some("2")
+    });
+    let _: () = redis::cmd("RPUSH")
+        .arg("bl")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .query(&mut m)
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("bz")
+        .arg(1)
+        .arg("x")
+        .arg(2)
+        .arg("y")
+        .query(&mut m)
+        .unwrap();
+    for w in waiters {
+        let v = w.join().unwrap();
+        assert!(matches!(v, Value::Array(_)), "served: {v:?}");
+    }
+    wait_acked(&mut m, 1);
+    assert_same(&mut m, &mut r);
+    let left: Vec<String> = redis::cmd("LRANGE")
+        .arg("bl")
+        .arg(0)
+        .arg(-1)
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(left, vec!["b", "c"]);
+}
