@@ -340,7 +340,11 @@ fn ip(args: &[&str]) -> Result<(), String> {
 impl NetNs {
     fn create() -> Result<NetNs, String> {
         let id = std::process::id() % 100_000;
-        let nonce = (Instant::now().elapsed().subsec_nanos() ^ std::process::id()) % 250 + 1;
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let nonce = (clock ^ std::process::id()) % 250 + 1;
         let ns = NetNs {
             name: format!("codis-e2e-{id}"),
             host_if: format!("ce{id}a"),
