@@ -632,8 +632,17 @@ fn dashboard_killed_mid_migration() {
     );
     // Clients keep going without a dashboard for a moment (a prepared slot holds its requests).
     std::thread::sleep(Duration::from_millis(500));
+    let restarted = Instant::now();
     c.start_dashboard();
     wait_migrated(&c, Duration::from_secs(240));
+    let finished = restarted.elapsed();
     let seen = stop_load(load);
     check_all(&c, &big, &seen);
+    eprintln!(
+        "RESULT dashboard-kill: killed with {} of {total} slots moved, the restarted dashboard finished in {:.1}s, client errors {}, keys checked {} (+ every key SCANned on both groups), lost 0",
+        moved_count(&at_kill),
+        finished.as_secs_f64(),
+        seen.errors.len(),
+        fixed_strings().len() + seen.acked.len()
+    );
 }

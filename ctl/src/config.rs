@@ -78,8 +78,9 @@ pub fn parse_bytes(v: &str) -> Result<u64> {
     };
     num.trim()
         .parse::<u64>()
-        .map(|n| n * mul)
-        .map_err(|_| CtlError::invalid(format!("bad size {v:?} (want e.g. 32mb, 512kb, 1024)")))
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| CtlError::invalid(format!("bad size {v:?} (want e.g. 32mb, 512kb, 1024)")))
 }
 
 /// Parses a duration such as `30s`, `500ms`, `2m`, or plain milliseconds.
@@ -96,7 +97,9 @@ pub fn parse_duration(v: &str) -> Result<Duration> {
         (s.as_str(), 1)
     };
     let n: u64 = num.trim().parse().map_err(|_| bad())?;
-    Ok(Duration::from_millis(n * unit_ms))
+    Ok(Duration::from_millis(
+        n.checked_mul(unit_ms).ok_or_else(bad)?,
+    ))
 }
 
 impl CtlConfig {
@@ -238,5 +241,16 @@ mod tests {
             .apply_flags(Some("zk"), None, None, None, None)
             .is_err());
         assert!(CtlConfig::from_ini("migration_method=fast").is_err());
+    }
+
+    /// Found by `scripts/fuzz` (ctl/config): a huge number times its unit overflowed.
+    #[test]
+    fn huge_sizes_and_durations_are_errors() {
+        assert!(parse_duration("99999999999999999m").is_err());
+        assert!(parse_duration("18446744073709552s").is_err());
+        assert!(parse_bytes("99999999999999999gb").is_err());
+        assert!(CtlConfig::from_ini("migration_timeout=99999999999999999m").is_err());
+        assert_eq!(parse_bytes("16gb").ok(), Some(16 << 30));
+        assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
     }
 }

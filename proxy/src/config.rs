@@ -135,7 +135,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    // A huge number (or one that overflows to infinity) is an error, not a panic.
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Parses Codis sizes: `"128kb"`, `"1024mb"`, `"1gb"`, `"4096"`.
@@ -327,6 +328,19 @@ mod tests {
         assert_eq!(parse_size("128kb"), Some(128 * 1024));
         assert_eq!(parse_size("1024mb"), Some(1 << 30));
         assert_eq!(parse_size("12q"), None);
+    }
+
+    /// Found by `scripts/fuzz` (proxy/config): a huge duration panicked in `from_secs_f64`.
+    #[test]
+    fn huge_durations_are_errors() {
+        let huge = "8".repeat(400);
+        assert_eq!(parse_duration(&huge), None);
+        assert_eq!(parse_duration("99999999999999999999999h"), None);
+        assert!(Config::default().set("backend_ping_period", &huge).is_err());
+        assert!(Config::default()
+            .apply_toml("x", &format!("session_recv_timeout = {huge}.0"))
+            .is_err());
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
     }
 
     #[test]

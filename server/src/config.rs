@@ -303,7 +303,7 @@ pub fn parse_memory(v: &str) -> Option<usize> {
     .iter()
     .find_map(|(suf, mul)| v.strip_suffix(suf).map(|n| (n.to_string(), *mul)))
     .unwrap_or((v.clone(), 1));
-    num.parse::<usize>().ok().map(|n| n * mul)
+    num.parse::<usize>().ok().and_then(|n| n.checked_mul(mul))
 }
 
 /// `save` rules: `""` (none) or pairs `<seconds> <changes>`.
@@ -530,5 +530,18 @@ mod tests {
         assert_eq!(c.proto_max_bulk_len, 2 << 20);
         assert_eq!(c.get(b"max*").len(), 3);
         assert_eq!(c.get(b"port"), vec![("port", "6379".to_string())]);
+    }
+
+    /// A memory value that overflows is refused (it panicked in debug builds, wrapped in release).
+    #[test]
+    fn huge_memory_values_are_errors() {
+        let mut c = Config::default();
+        assert!(c
+            .set("proto-max-bulk-len", "99999999999999999999gb", false)
+            .is_err());
+        assert!(c
+            .set("client-query-buffer-limit", "18446744073709551gb", false)
+            .is_err());
+        assert_eq!(c.proto_max_bulk_len, 512 * 1024 * 1024);
     }
 }

@@ -31,15 +31,73 @@ pub struct Slot {
     pub target_id: u32,
 }
 
+/// Where the cluster keeps its topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Coordinator {
+    /// A directory inside the cluster's temp dir.
+    Filesystem,
+    /// A running ZooKeeper (connect string `host:port[,host:port]`).
+    ZooKeeper(String),
+}
+
+/// What [`Cluster::start_spec`] starts.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub groups: u32,
+    pub server_cores: u32,
+    /// `(from, to, gid)` slot ranges, assigned online.
+    pub ranges: Vec<(u32, u32, u32)>,
+    /// How many proxies (each `--cpu 1`).
+    pub proxies: usize,
+    pub coordinator: Coordinator,
+    /// Extra `key=value` lines of `config.ini` (read by codisctl and every proxy).
+    pub ini_extra: String,
+    /// Extra arguments of every codis-server.
+    pub server_args: Vec<String>,
+    /// Extra arguments of group `gid`'s codis-server (`(gid, args)`), e.g. `--bind`.
+    pub group_args: Vec<(u32, Vec<String>)>,
+    /// Group `gid`'s master listens on this host instead of 127.0.0.1 (`(gid, host)`).
+    pub group_host: Vec<(u32, String)>,
+    /// Wraps group `gid`'s codis-server command line (`(gid, prefix)`), e.g.
+    /// `["ip", "netns", "exec", "ns1"]`.
+    pub group_prefix: Vec<(u32, Vec<String>)>,
+    /// The proxies' `session_auth` (clients of [`Cluster::proxy_conn`] send AUTH).
+    pub session_auth: Option<String>,
+}
+
+impl Spec {
+    /// `groups` masters with `--cores 1`, the given ranges, one proxy, the filesystem
+    /// coordinator.
+    pub fn new(groups: u32, ranges: &[(u32, u32, u32)]) -> Spec {
+        Spec {
+            groups,
+            server_cores: 1,
+            ranges: ranges.to_vec(),
+            proxies: 1,
+            coordinator: Coordinator::Filesystem,
+            ini_extra: String::new(),
+            server_args: Vec::new(),
+            group_args: Vec::new(),
+            group_host: Vec::new(),
+            group_prefix: Vec::new(),
+            session_auth: None,
+        }
+    }
+}
+
 /// A running cluster.
 /// Fields drop in order: the processes die before their directory goes.
 pub struct Cluster {
     pub dashboard: Option<Proc>,
-    pub proxy: Proc,
+    /// The proxies (`None` once killed with [`Cluster::kill_proxy`]).
+    pub proxies: Vec<Option<Proc>>,
     /// Group masters; group `i + 1` is `masters[i]`.
     pub masters: Vec<Proc>,
+    /// The host each master listens on (`127.0.0.1` unless [`Spec::group_host`] says).
+    pub hosts: Vec<String>,
     pub config: PathBuf,
     dashboard_port: u16,
+    pub spec: Spec,
     pub dir: tempfile::TempDir,
 }
 
@@ -71,61 +129,138 @@ impl Cluster {
     /// `ranges` (`(from, to, gid)`, assigned online without moving data) and starts one
     /// codis-proxy with `--cpu 1`. The dashboard is not started.
     pub fn start(groups: u32, server_cores: u32, ranges: &[(u32, u32, u32)]) -> Cluster {
+        let mut spec = Spec::new(groups, ranges);
+        spec.server_cores = server_cores;
+        Cluster::start_spec(spec)
+    }
+
+    /// Starts what `spec` describes: the masters, the topology, then the proxies.
+    pub fn start_spec(spec: Spec) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let coord = dir.path().join("coordinator");
-        std::fs::create_dir_all(&coord).expect("coordinator dir");
         let dashboard_port = free_port();
         let config = dir.path().join("config.ini");
+        let coord_line = match &spec.coordinator {
+            Coordinator::Filesystem => {
+                let coord = dir.path().join("coordinator");
+                std::fs::create_dir_all(&coord).expect("coordinator dir");
+                format!("coordinator=filesystem\nzk={}\n", coord.display())
+            }
+            Coordinator::ZooKeeper(addr) => {
+                format!("coordinator=zookeeper\nzk={addr}\nsession_timeout_ms=4000\n")
+            }
+        };
         let ini = format!(
-            "coordinator=filesystem\nzk={}\nproduct=e2e\nproduct_auth=\ndashboard_addr=127.0.0.1:{dashboard_port}\nmigration_method=semi-async\n",
-            coord.display()
+            "{coord_line}product=e2e\nproduct_auth=\ndashboard_addr=127.0.0.1:{dashboard_port}\nmigration_method=semi-async\n{}\n",
+            spec.ini_extra
         );
         std::fs::write(&config, ini).expect("write config.ini");
         let mut masters = Vec::new();
-        for g in 1..=groups {
-            masters.push(start_server(dir.path(), g, server_cores));
+        let mut hosts = Vec::new();
+        for g in 1..=spec.groups {
+            let host = spec
+                .group_host
+                .iter()
+                .find(|(id, _)| *id == g)
+                .map_or("127.0.0.1".to_string(), |(_, h)| h.clone());
+            masters.push(start_server(dir.path(), g, &spec, &host));
+            hosts.push(host);
         }
         let ctl_ok = |args: &[&str]| ctl_ok(dir.path(), &config, args);
         ctl_ok(&["slot", "init", "-f"]);
-        for g in 1..=groups {
+        for g in 1..=spec.groups {
             let gs = g.to_string();
             ctl_ok(&["group", "create", &gs]);
-            let addr = format!("127.0.0.1:{}", masters[g as usize - 1].port);
+            let i = g as usize - 1;
+            let addr = format!("{}:{}", hosts[i], masters[i].port);
             ctl_ok(&["server", "add", &gs, &addr, "master"]);
         }
-        for &(from, to, gid) in ranges {
+        for &(from, to, gid) in &spec.ranges {
             let (from, to, gid) = (from.to_string(), to.to_string(), gid.to_string());
             ctl_ok(&["slot", "range-set", &from, &to, &gid, "online"]);
         }
-        let proxy = start_proxy(dir.path(), &config);
+        let mut proxies = Vec::new();
+        for i in 0..spec.proxies {
+            let name = if i == 0 {
+                "proxy".to_string()
+            } else {
+                format!("proxy-{}", i + 1)
+            };
+            proxies.push(Some(start_proxy(
+                dir.path(),
+                &config,
+                &name,
+                spec.session_auth.as_deref(),
+            )));
+        }
         Cluster {
             dir,
             config,
             masters,
-            proxy,
+            hosts,
+            proxies,
             dashboard: None,
             dashboard_port,
+            spec,
         }
     }
 
-    /// `127.0.0.1:port` of group `gid`'s master.
+    /// Proxy `i` (panics if it was killed).
+    pub fn proxy(&self, i: usize) -> &Proc {
+        self.proxies[i].as_ref().expect("that proxy was killed")
+    }
+
+    /// Kills proxy `i` with SIGKILL.
+    pub fn kill_proxy(&mut self, i: usize) {
+        if let Some(mut p) = self.proxies[i].take() {
+            p.kill();
+        }
+    }
+
+    /// The `redis://` URL of proxy `i` (with the session password when there is one).
+    pub fn proxy_url_of(&self, i: usize) -> String {
+        proxy_url(self.proxy(i).port, self.spec.session_auth.as_deref())
+    }
+
+    /// Process ids: every live proxy, every master, the dashboard (name, pid).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut v = Vec::new();
+        for (i, p) in self.proxies.iter().enumerate() {
+            if let Some(p) = p {
+                v.push((format!("proxy-{}", i + 1), p.child.id()));
+            }
+        }
+        for (i, m) in self.masters.iter().enumerate() {
+            v.push((format!("server-{}", i + 1), m.child.id()));
+        }
+        if let Some(d) = &self.dashboard {
+            v.push(("dashboard".to_string(), d.child.id()));
+        }
+        v
+    }
+
+    /// `host:port` of group `gid`'s master.
     pub fn server_addr(&self, gid: u32) -> String {
-        format!("127.0.0.1:{}", self.masters[gid as usize - 1].port)
+        let i = gid as usize - 1;
+        format!("{}:{}", self.hosts[i], self.masters[i].port)
     }
 
     /// A connection straight to group `gid`'s master.
     pub fn server_conn(&self, gid: u32) -> redis::Connection {
-        self.masters[gid as usize - 1].conn()
+        redis::Client::open(format!("redis://{}/", self.server_addr(gid)))
+            .and_then(|c| c.get_connection())
+            .expect("connect to a codis-server")
     }
 
-    /// A connection through the proxy.
+    /// A connection through the first proxy.
     pub fn proxy_conn(&self) -> redis::Connection {
-        self.proxy.conn()
+        redis::Client::open(self.proxy_url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the proxy")
     }
 
-    /// The proxy's `redis://` URL.
+    /// The first proxy's `redis://` URL.
     pub fn proxy_url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.proxy.port)
+        self.proxy_url_of(0)
     }
 
     /// Runs `codisctl -c config.ini args…`.
@@ -270,10 +405,18 @@ fn ctl_ok(dir: &Path, config: &Path, args: &[&str]) -> Value {
     o.json
 }
 
-fn start_proxy(dir: &Path, config: &Path) -> Proc {
+/// `redis://[:password@]127.0.0.1:port/`.
+pub fn proxy_url(port: u16, password: Option<&str>) -> String {
+    match password {
+        Some(pw) => format!("redis://:{pw}@127.0.0.1:{port}/"),
+        None => format!("redis://127.0.0.1:{port}/"),
+    }
+}
+
+fn start_proxy(dir: &Path, config: &Path, name: &str, auth: Option<&str>) -> Proc {
     let port = free_port();
     let admin = free_port();
-    let (out, err) = log_file(dir, "proxy");
+    let (out, err) = log_file(dir, name);
     let child = Command::new(bin_path("codis-proxy"))
         .arg("-c")
         .arg(config)
@@ -293,10 +436,11 @@ fn start_proxy(dir: &Path, config: &Path) -> Proc {
     );
     // Online means it has the topology: a key of every group answers.
     let start = Instant::now();
+    let url = proxy_url(port, auth);
     loop {
-        let mut conn = p.conn();
-        let r: redis::RedisResult<Option<String>> =
-            redis::cmd("GET").arg("e2e:probe").query(&mut conn);
+        let r: redis::RedisResult<Option<String>> = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut conn| redis::cmd("GET").arg("e2e:probe").query(&mut conn));
         if r.is_ok() {
             break;
         }
@@ -310,24 +454,57 @@ fn start_proxy(dir: &Path, config: &Path) -> Proc {
     p
 }
 
-fn start_server(dir: &Path, gid: u32, cores: u32) -> Proc {
+fn start_server(dir: &Path, gid: u32, spec: &Spec, host: &str) -> Proc {
     let port = free_port();
     let data = dir.join(format!("server-{gid}"));
     std::fs::create_dir_all(&data).expect("server dir");
     let (out, err) = log_file(dir, &format!("server-{gid}"));
-    let child = Command::new(bin_path("codis-server"))
-        .args(["--port", &port.to_string(), "--cores", &cores.to_string()])
+    let prefix: Vec<String> = spec
+        .group_prefix
+        .iter()
+        .find(|(id, _)| *id == gid)
+        .map(|(_, p)| p.clone())
+        .unwrap_or_default();
+    let server = bin_path("codis-server");
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&server);
+            c
+        }
+        None => Command::new(&server),
+    };
+    cmd.args(["--port", &port.to_string()])
+        .args(["--cores", &spec.server_cores.to_string()])
         .args(["--loglevel", "warn", "--dir"])
         .arg(&data)
+        .args(&spec.server_args);
+    if host != "127.0.0.1" {
+        cmd.args(["--bind", host]);
+    }
+    if let Some((_, extra)) = spec.group_args.iter().find(|(id, _)| *id == gid) {
+        cmd.args(extra);
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
         .expect("spawn codis-server");
     let p = Proc { child, port };
+    let start = Instant::now();
+    let up = loop {
+        if std::net::TcpStream::connect((host, port)).is_ok() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
-        wait_port(port, Duration::from_secs(20)),
-        "codis-server of group {gid} did not start on {port}:\n{}",
+        up,
+        "codis-server of group {gid} did not start on {host}:{port}:\n{}",
         tail(&dir.join(format!("server-{gid}.log")), 30)
     );
     p
@@ -364,3 +541,23 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Sends signal `sig` (e.g. `libc::SIGSTOP`) to process `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child process this harness started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// The resident set size of a process in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+}
+
+pub mod load;
