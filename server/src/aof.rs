@@ -408,7 +408,7 @@ fn writer(mut file: File, mut reader: Reader, rx: Receiver<Msg>, dir: PathBuf, n
             if !unsynced {
                 SYNCED.store(o, Ordering::Release);
             }
-            let idle = if policy == FSYNC_ALWAYS { 50 } else { 500 };
+            let idle = if policy == FSYNC_ALWAYS { 50 } else { 1000 };
             std::thread::sleep(Duration::from_micros(idle));
             continue;
         }
@@ -433,6 +433,11 @@ fn writer(mut file: File, mut reader: Reader, rx: Receiver<Msg>, dir: PathBuf, n
             last_sync = Instant::now();
             unsynced = false;
             SYNCED.store(o, Ordering::Release);
+        }
+        if policy != FSYNC_ALWAYS {
+            // Let writes gather: one write(2) per millisecond is plenty when nobody waits for
+            // the disk, and this thread shares the CPU with the executors.
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

@@ -466,6 +466,14 @@ pub fn fill(sh: &mut Shard, items: Vec<LoadItem>) {
     }
 }
 
+/// [`fill`] at start-up: the loaded keys are not changes since the last save.
+pub fn fill_at_start(sh: &mut Shard, items: Vec<LoadItem>) {
+    fill(sh, items);
+    for d in &mut sh.dbs {
+        d.dirty = 0;
+    }
+}
+
 /// Empty every database, then load an RDB file's keys into the shards owning their slots.
 /// Already-expired keys are skipped. On an error the databases hold what was loaded so far.
 pub async fn load_rdb(core: &Rc<Core>, bytes: &[u8]) -> Result<LoadStats, PersistError> {

@@ -184,7 +184,7 @@ pub fn run(config: Config) -> Result<(), String> {
                 };
                 let n = shared.ncores;
                 let mut shard = Shard::new(i, ndb, |s| s % n == i);
-                crate::persist::fill(&mut shard, items);
+                crate::persist::fill_at_start(&mut shard, items);
                 let core = Core::start(i, shared.clone(), shard, links);
                 if i == 0 {
                     crate::persist::start_cron(&core);
