@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use e2e::{scan_all, wait_for, Cluster, Slot};
+use e2e::{scan_all, wait_for, Cluster, Coordinator, Slot, Spec};
 
 /// The last slot that moves (group 1 owns 0–511 before the migration).
 const MOVE_TO: u32 = 511;
@@ -574,6 +574,40 @@ fn migrate_slots_under_load() {
     );
     eprintln!(
         "migrated {} slots in {:?}",
+        MOVE_TO - move_from() + 1,
+        started.elapsed()
+    );
+    let seen = stop_load(load);
+    check_all(&c, &big, &seen);
+}
+
+/// The same migration under load with ZooKeeper (Debian's package) as the coordinator: the
+/// proxy and the dashboard follow the slot states through real watches and ephemeral nodes.
+#[test]
+fn migrate_slots_under_load_on_zookeeper() {
+    let zk = coord::testutil::ZkEnsemble::start()
+        .unwrap_or_else(|e| panic!("ZooKeeper (Debian package zookeeper): {e}"));
+    let mut spec = Spec::new(2, &[(0, 511, 1), (512, 1023, 2)]);
+    spec.server_cores = 2;
+    spec.coordinator = Coordinator::ZooKeeper(zk.connect_string());
+    let mut c = Cluster::start_spec(spec);
+    let big = BigKeys::new();
+    fill(&c, &big);
+    c.start_dashboard();
+    let load = start_load(&c, &big);
+    let started = Instant::now();
+    let from = move_from().to_string();
+    let (to, gid) = (MOVE_TO.to_string(), TARGET.to_string());
+    let mut cli = c.spawn_ctl("slot-migrate", &["slot", "migrate", &from, &to, &gid]);
+    wait_migrated(&c, Duration::from_secs(240));
+    let status = cli.child.wait().expect("wait for codisctl slot migrate");
+    assert!(
+        status.success(),
+        "codisctl slot migrate: {status}\n{}",
+        c.logs()
+    );
+    eprintln!(
+        "migrated {} slots on ZooKeeper in {:?}",
         MOVE_TO - move_from() + 1,
         started.elapsed()
     );
