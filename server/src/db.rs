@@ -20,8 +20,17 @@ type Hasher = ahash::RandomState;
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub value: Value,
+    /// The expiry, plus [`RAW_BIT`] for a string modified in place (OBJECT ENCODING `raw`).
     expire_at: u64,
 }
+
+/// Top bit of `Entry::expire_at`: the string was modified in place (APPEND, SETRANGE, SETBIT…), so
+/// Redis would report it `raw` whatever its length. Costs no memory; unix ms never reach it.
+const RAW_BIT: u64 = 1 << 63;
+/// Next bit: a string Redis built as text although it may look like an integer (INCRBYFLOAT's
+/// result): `embstr` up to 44 bytes, else `raw`, never `int`.
+const TEXT_BIT: u64 = 1 << 62;
+const MARKS: u64 = RAW_BIT | TEXT_BIT;
 
 impl Entry {
     /// A value without expiry.
@@ -34,11 +43,27 @@ impl Entry {
 
     /// Absolute expiry in unix ms, 0 when the key is persistent.
     pub fn expire_at(&self) -> u64 {
-        self.expire_at
+        self.expire_at & !MARKS
+    }
+
+    /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
+    pub fn encoding(&self) -> &'static str {
+        match &self.value {
+            Value::Str(_) if self.expire_at & RAW_BIT != 0 => "raw",
+            Value::Str(s) if self.expire_at & TEXT_BIT != 0 => {
+                if s.len() <= 44 {
+                    "embstr"
+                } else {
+                    "raw"
+                }
+            }
+            v => v.encoding(),
+        }
     }
 
     fn expired(&self, now: u64) -> bool {
-        self.expire_at != 0 && self.expire_at <= now
+        let at = self.expire_at();
+        at != 0 && at <= now
     }
 }
 
@@ -229,12 +254,13 @@ impl Db {
         let Some(t) = self.table_mut(key) else {
             return false;
         };
+        let expire_at = expire_at & !MARKS;
         let new = Entry { value, expire_at };
         let vol = (expire_at != 0) as usize;
         match t.map.entry_ref(key) {
             hashbrown::hash_map::EntryRef::Occupied(mut o) => {
                 let old = o.get_mut();
-                t.volatile = t.volatile - (old.expire_at != 0) as usize + vol;
+                t.volatile = t.volatile - (old.expire_at() != 0) as usize + vol;
                 *old = new;
             }
             hashbrown::hash_map::EntryRef::Vacant(v) => {
@@ -248,8 +274,23 @@ impl Db {
 
     /// Store a value keeping the key's current expiry (SET KEEPTTL, APPEND-style updates).
     pub fn insert_keep_ttl(&mut self, key: &[u8], value: Value, now: u64) {
-        let ttl = self.get(key, now).map_or(0, |e| e.expire_at);
+        let ttl = self.get(key, now).map_or(0, |e| e.expire_at());
         self.insert(key, value, ttl);
+    }
+
+    /// Mark a string as modified in place (OBJECT ENCODING `raw`, as after Redis's
+    /// `dbUnshareStringValue`); the mark goes when the key is next overwritten.
+    pub fn mark_raw(&mut self, key: &[u8]) {
+        if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
+            e.expire_at |= RAW_BIT;
+        }
+    }
+
+    /// Mark a string as built from text, never `int`-encoded (INCRBYFLOAT's result).
+    pub fn mark_text(&mut self, key: &[u8]) {
+        if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
+            e.expire_at |= TEXT_BIT;
+        }
     }
 
     /// Remove a key, returning its entry (expired or not).
@@ -257,7 +298,7 @@ impl Db {
         self.touch(key);
         let t = self.table_mut(key)?;
         let e = t.map.remove(key)?;
-        t.volatile -= (e.expire_at != 0) as usize;
+        t.volatile -= (e.expire_at() != 0) as usize;
         self.keys -= 1;
         Some(e)
     }
@@ -274,8 +315,9 @@ impl Db {
         let Some(e) = t.map.get_mut(key) else {
             return false;
         };
-        t.volatile = t.volatile - (e.expire_at != 0) as usize + (expire_at != 0) as usize;
-        e.expire_at = expire_at;
+        let expire_at = expire_at & !MARKS;
+        t.volatile = t.volatile - (e.expire_at() != 0) as usize + (expire_at != 0) as usize;
+        e.expire_at = expire_at | (e.expire_at & MARKS);
         true
     }
 

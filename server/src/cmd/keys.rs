@@ -298,7 +298,7 @@ fn object(ctx: &mut Ctx) {
     };
     match sub.as_str() {
         "encoding" => {
-            let enc = e.value.encoding();
+            let enc = e.encoding();
             ctx.bulk(enc.as_bytes())
         }
         // Values are never shared between keys here.

@@ -1,0 +1,235 @@
+//! Small Redis-exact semantics checked differentially against a real redis-server 7: encoding
+//! thresholds set with CONFIG SET, OBJECT ENCODING of strings modified in place, and INCRBYFLOAT /
+//! HINCRBYFLOAT results (Redis computes in long double).
+
+use redis::Value;
+
+/// A reply as comparable text: values as they came, errors as their message.
+fn run(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query::<Value>(c) {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("ERR {:?} {}", e.code(), e.detail().unwrap_or("")),
+    }
+}
+
+struct Pair {
+    ours: redis::Connection,
+    theirs: redis::Connection,
+    _srv: testkit::Proc,
+    _redis: Box<dyn std::any::Any>,
+}
+
+impl Pair {
+    fn start() -> Option<Pair> {
+        let Some(redis) = testkit::redis_server(&[]) else {
+            eprintln!("SKIPPED: redis-server is not installed; differential semantics not checked");
+            return None;
+        };
+        let srv = testkit::codis_server(&["--cores", "2"]);
+        Some(Pair {
+            ours: srv.conn(),
+            theirs: redis.0.conn(),
+            _srv: srv,
+            _redis: Box::new(redis),
+        })
+    }
+
+    /// Run on both and assert identical replies; returns the reply.
+    fn same(&mut self, args: &[&str]) -> String {
+        let a = run(&mut self.ours, args);
+        let b = run(&mut self.theirs, args);
+        assert_eq!(a, b, "reply to {args:?}: codis-server vs redis-server");
+        a
+    }
+}
+
+#[test]
+fn encoding_thresholds_follow_config_set() {
+    let Some(mut p) = Pair::start() else { return };
+    for (k, v) in [
+        ("hash-max-listpack-entries", "4"),
+        ("hash-max-ziplist-value", "8"),
+        ("set-max-intset-entries", "5"),
+        ("zset-max-ziplist-entries", "3"),
+        ("zset-max-listpack-value", "6"),
+        ("list-max-listpack-size", "4"),
+    ] {
+        p.same(&["CONFIG", "SET", k, v]);
+    }
+    for k in [
+        "hash-max-listpack-entries",
+        "hash-max-ziplist-entries",
+        "hash-max-listpack-value",
+        "hash-max-ziplist-value",
+        "set-max-intset-entries",
+        "zset-max-listpack-entries",
+        "zset-max-ziplist-entries",
+        "zset-max-listpack-value",
+        "zset-max-ziplist-value",
+        "list-max-listpack-size",
+        "list-max-ziplist-size",
+    ] {
+        p.same(&["CONFIG", "GET", k]);
+    }
+    p.same(&["CONFIG", "SET", "hash-max-listpack-value", "1kb"]);
+    p.same(&["CONFIG", "GET", "hash-max-ziplist-value"]);
+    p.same(&["CONFIG", "SET", "hash-max-listpack-value", "8"]);
+    p.same(&["CONFIG", "SET", "hash-max-listpack-entries", "-1"]);
+    p.same(&["CONFIG", "SET", "set-max-intset-entries", "x"]);
+    p.same(&["CONFIG", "SET", "list-max-listpack-size", "x"]);
+    p.same(&["CONFIG", "SET", "zset-max-listpack-value", "nope"]);
+
+    // Hashes: by count, then by value length.
+    for i in 0..6 {
+        p.same(&["HSET", "h1", &format!("f{i}"), "v"]);
+        p.same(&["OBJECT", "ENCODING", "h1"]);
+    }
+    p.same(&["HSET", "h2", "f", "123456789"]);
+    p.same(&["OBJECT", "ENCODING", "h2"]);
+    p.same(&["HSET", "h3", "f", "12345678"]);
+    p.same(&["OBJECT", "ENCODING", "h3"]);
+    // Sets: integers past the count, then a non-integer.
+    for i in 0..7 {
+        p.same(&["SADD", "s1", &i.to_string()]);
+        p.same(&["OBJECT", "ENCODING", "s1"]);
+    }
+    p.same(&["SADD", "s2", "1", "2"]);
+    p.same(&["OBJECT", "ENCODING", "s2"]);
+    p.same(&["SADD", "s2", "x"]);
+    p.same(&["OBJECT", "ENCODING", "s2"]);
+    // Sorted sets: by count and by member length.
+    for i in 0..5 {
+        p.same(&["ZADD", "z1", &i.to_string(), &format!("m{i}")]);
+        p.same(&["OBJECT", "ENCODING", "z1"]);
+    }
+    p.same(&["ZADD", "z2", "1", "abcdefg"]);
+    p.same(&["OBJECT", "ENCODING", "z2"]);
+    p.same(&["ZADD", "z3", "1", "abcdef"]);
+    p.same(&["OBJECT", "ENCODING", "z3"]);
+    // Converted values stay converted when they shrink.
+    p.same(&["HDEL", "h1", "f0", "f1", "f2", "f3"]);
+    p.same(&["OBJECT", "ENCODING", "h1"]);
+    p.same(&["ZREM", "z1", "m0", "m1", "m2"]);
+    p.same(&["OBJECT", "ENCODING", "z1"]);
+    // Lists report quicklist whatever their size.
+    for i in 0..10 {
+        p.same(&["RPUSH", "l1", &format!("element-{i}")]);
+        p.same(&["OBJECT", "ENCODING", "l1"]);
+    }
+    // Raising the thresholds again lets new values stay compact.
+    p.same(&["CONFIG", "SET", "hash-max-listpack-entries", "128"]);
+    p.same(&["CONFIG", "SET", "zset-max-listpack-entries", "128"]);
+    p.same(&["CONFIG", "SET", "set-max-intset-entries", "512"]);
+    for i in 0..6 {
+        p.same(&["HSET", "h4", &format!("f{i}"), "v"]);
+        p.same(&["SADD", "s4", &i.to_string()]);
+        p.same(&["ZADD", "z4", &i.to_string(), &format!("m{i}")]);
+    }
+    for k in ["h4", "s4", "z4", "h1", "z1", "s1"] {
+        p.same(&["OBJECT", "ENCODING", k]);
+    }
+    // Zero: nothing stays compact.
+    p.same(&["CONFIG", "SET", "hash-max-listpack-entries", "0"]);
+    p.same(&["CONFIG", "SET", "set-max-intset-entries", "0"]);
+    p.same(&["CONFIG", "SET", "zset-max-listpack-entries", "0"]);
+    p.same(&["HSET", "h5", "a", "b"]);
+    p.same(&["SADD", "s5", "1"]);
+    p.same(&["ZADD", "z5", "1", "a"]);
+    for k in ["h5", "s5", "z5"] {
+        p.same(&["OBJECT", "ENCODING", k]);
+    }
+}
+
+#[test]
+fn encoding_thresholds_from_command_line_and_file() {
+    let conf = std::env::temp_dir().join(format!("semantics-{}.conf", std::process::id()));
+    std::fs::write(
+        &conf,
+        "zset-max-listpack-value 3\nset-max-intset-entries 100\n",
+    )
+    .unwrap();
+    let conf_s = conf.to_string_lossy().to_string();
+    let srv = testkit::codis_server(&[
+        &conf_s,
+        "--cores",
+        "1",
+        "--hash-max-ziplist-entries",
+        "2",
+        "--set-max-intset-entries",
+        "1",
+    ]);
+    let _ = std::fs::remove_file(&conf);
+    let mut c = srv.conn();
+    assert!(run(&mut c, &["CONFIG", "GET", "hash-max-listpack-entries"]).contains("\"2\""));
+    run(&mut c, &["HSET", "h", "a", "1", "b", "2"]);
+    assert!(run(&mut c, &["OBJECT", "ENCODING", "h"]).contains("listpack"));
+    run(&mut c, &["HSET", "h", "c", "3"]);
+    assert!(run(&mut c, &["OBJECT", "ENCODING", "h"]).contains("hashtable"));
+    run(&mut c, &["SADD", "s", "1", "2"]);
+    assert!(run(&mut c, &["OBJECT", "ENCODING", "s"]).contains("hashtable"));
+    assert!(run(&mut c, &["CONFIG", "GET", "zset-max-ziplist-value"]).contains("\"3\""));
+    run(&mut c, &["ZADD", "z", "1", "abcd"]);
+    assert!(run(&mut c, &["OBJECT", "ENCODING", "z"]).contains("skiplist"));
+}
+
+#[test]
+fn string_encodings_match_redis() {
+    let Some(mut p) = Pair::start() else { return };
+    let long = "x".repeat(45);
+    let script: Vec<Vec<&str>> = vec![
+        vec!["SET", "a", "hello"],
+        vec!["SET", "b", "12345"],
+        vec!["SET", "c", &long],
+        vec!["SET", "d", "-0"],
+        vec!["SET", "e", "007"],
+        vec!["SET", "f", "+1"],
+        vec!["SET", "g", "12345678901234567890"],
+        vec!["APPEND", "a", "!"],
+        vec!["APPEND", "b", "6"],
+        vec!["APPEND", "new1", "7"],
+        vec!["APPEND", "new2", "abc"],
+        vec!["SETRANGE", "sr1", "0", "ab"],
+        vec!["SET", "sr2", "hello"],
+        vec!["SETRANGE", "sr2", "1", "E"],
+        vec!["SET", "sr3", "hello"],
+        vec!["SETRANGE", "sr3", "1", ""],
+        vec!["SETBIT", "sb1", "3", "1"],
+        vec!["SET", "sb2", "abc"],
+        vec!["SETBIT", "sb2", "0", "0"],
+        vec!["SET", "i1", "10"],
+        vec!["APPEND", "i1", "0"],
+        vec!["INCR", "i1"],
+        vec!["SET", "f1", "1.5"],
+        vec!["INCRBYFLOAT", "f1", "1.5"],
+        vec!["INCRBYFLOAT", "f2", "2"],
+        vec!["INCRBYFLOAT", "f3", "5.0e3"],
+        vec!["SET", "gs", "x"],
+        vec!["APPEND", "gs", "y"],
+        vec!["GETSET", "gs", "z"],
+        vec!["SET", "sa", "x"],
+        vec!["APPEND", "sa", "y"],
+        vec!["EXPIRE", "sa", "1000"],
+        vec!["SET", "sb", "x"],
+        vec!["APPEND", "sb", "y"],
+        vec!["SET", "sb", "xy"],
+        vec!["INCRBY", "n1", "5"],
+        vec!["DECR", "n2"],
+        vec!["MSET", "m1", "99", "m2", "text"],
+        vec!["SETEX", "se", "100", "42"],
+    ];
+    for cmd in &script {
+        p.same(cmd);
+    }
+    for k in [
+        "a", "b", "c", "d", "e", "f", "g", "new1", "new2", "sr1", "sr2", "sr3", "sb1", "sb2", "i1",
+        "f1", "f2", "f3", "gs", "sa", "sb", "n1", "n2", "m1", "m2", "se",
+    ] {
+        p.same(&["OBJECT", "ENCODING", k]);
+        p.same(&["GET", k]);
+    }
+    p.same(&["TTL", "sa"]);
+}
