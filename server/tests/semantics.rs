@@ -207,6 +207,7 @@ fn string_encodings_match_redis() {
         vec!["INCRBYFLOAT", "f1", "1.5"],
         vec!["INCRBYFLOAT", "f2", "2"],
         vec!["INCRBYFLOAT", "f3", "5.0e3"],
+        vec!["INCRBYFLOAT", "f4", "1e50"],
         vec!["SET", "gs", "x"],
         vec!["APPEND", "gs", "y"],
         vec!["GETSET", "gs", "z"],
@@ -232,4 +233,115 @@ fn string_encodings_match_redis() {
         p.same(&["GET", k]);
     }
     p.same(&["TTL", "sa"]);
+}
+
+/// A small deterministic generator (no dependency needed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// `min` to `min + spread - 1` random decimal digits.
+    fn digits(&mut self, min: u64, spread: u64) -> String {
+        let n = min + self.below(spread.max(1));
+        (0..n)
+            .map(|_| char::from(b'0' + self.below(10) as u8))
+            .collect()
+    }
+
+    /// A float text of the kinds users send: plain decimals of many magnitudes, exponents,
+    /// signs, long digit strings, now and then something Redis refuses.
+    fn float_text(&mut self) -> String {
+        let sign = match self.below(4) {
+            0 => "-",
+            1 if self.below(4) == 0 => "+",
+            _ => "",
+        };
+        let body = match self.below(12) {
+            0 => format!("{}", self.below(100)),
+            1 => format!("{}.{}", self.below(1000), self.digits(1, 3)),
+            2 => format!("0.{}", self.digits(1, 20)),
+            3 => format!("{}.{}", self.digits(1, 12), self.digits(0, 8)),
+            4 => format!("{}e{}", self.below(10), self.below(25)),
+            5 => format!(
+                "{}.{}e{}",
+                self.below(10),
+                self.digits(1, 4),
+                self.below(12)
+            ),
+            6 => format!(
+                "{}.{}E-{}",
+                self.below(10),
+                self.digits(1, 4),
+                self.below(20)
+            ),
+            7 => self.digits(1, 40),
+            8 => format!("{}.{}", self.digits(1, 25), self.digits(1, 25)),
+            9 => format!(".{}", self.digits(1, 5)),
+            10 => format!("{}.", self.below(1000)),
+            _ => match self.below(10) {
+                0 => "inf".into(),
+                1 => "abc".into(),
+                2 => " 1".into(),
+                3 => "1 ".into(),
+                4 => "1e5000".into(),
+                5 => "1e-5000".into(),
+                6 => "0x1p3".into(),
+                7 => "nan".into(),
+                8 => "1e308".into(),
+                _ => "".into(),
+            },
+        };
+        format!("{sign}{body}")
+    }
+}
+
+#[test]
+fn incrbyfloat_matches_redis_long_double() {
+    let Some(mut p) = Pair::start() else { return };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in 0..2500 {
+        let a = rng.float_text();
+        let b = rng.float_text();
+        let key = format!("k{i}");
+        p.same(&["SET", &key, &a]);
+        p.same(&["INCRBYFLOAT", &key, &b]);
+        p.same(&["GET", &key]);
+        p.same(&["HSET", "h", &key, &a]);
+        p.same(&["HINCRBYFLOAT", "h", &key, &b]);
+        // A running sum that accumulates rounding.
+        if !b.is_empty() {
+            p.same(&["INCRBYFLOAT", "acc", &b]);
+            p.same(&["HINCRBYFLOAT", "hacc", "f", &b]);
+        }
+    }
+    for (a, b) in [
+        ("0.1", "0.2"),
+        ("10.5", "0.1"),
+        ("1", "-1"),
+        ("-0.1", "0.1"),
+        ("3.0e3", "2.0e2"),
+        ("1e4900", "1e4900"),
+        ("1.7976931348623157e308", "1e308"),
+        ("1e-4940", "0"),
+    ] {
+        p.same(&["SET", "x", a]);
+        p.same(&["INCRBYFLOAT", "x", b]);
+        p.same(&["OBJECT", "ENCODING", "x"]);
+        p.same(&["DEL", "hx"]);
+        p.same(&["HINCRBYFLOAT", "hx", "f", a]);
+        p.same(&["HINCRBYFLOAT", "hx", "f", b]);
+    }
+    p.same(&["SET", "big", &"9".repeat(5200)]);
+    p.same(&["INCRBYFLOAT", "big", "1"]);
+    p.same(&["INCRBYFLOAT", "nokey", &"1".repeat(5200)]);
+    p.same(&["LPUSH", "list", "1"]);
+    p.same(&["INCRBYFLOAT", "list", "x"]);
 }

@@ -506,23 +506,24 @@ pub fn human_float(v: f64) -> String {
 }
 
 fn incrbyfloat(ctx: &mut Ctx) {
-    let Some(by) = parse_float(ctx.arg(2)) else {
-        return ctx.err(err::NOT_FLOAT);
-    };
+    use crate::longdouble;
     let key = ctx.arg(1).clone();
+    // Redis's order: type, then the stored value, then the increment.
     let cur = match read_str(ctx, &key) {
-        Ok(Some(v)) => match parse_float(v) {
+        Ok(Some(v)) => match longdouble::parse(v) {
             Some(n) => n,
             None => return ctx.err(err::NOT_FLOAT),
         },
-        Ok(None) => 0.0,
+        Ok(None) => longdouble::LongDouble::ZERO,
         Err(()) => return ctx.wrongtype(),
     };
-    let n = cur + by;
-    if !n.is_finite() {
+    let Some(by) = longdouble::parse(ctx.arg(2)) else {
+        return ctx.err(err::NOT_FLOAT);
+    };
+    // Redis adds in long double (x87 extended) and prints with `%.17Lf`, trimmed.
+    let Some(text) = longdouble::incr(&cur, &by) else {
         return ctx.err("ERR increment would produce NaN or Infinity");
-    }
-    let text = human_float(n);
+    };
     let now = ctx.now;
     ctx.propagate_as(vec![super::argv(&[
         b"SET",
