@@ -278,6 +278,19 @@ impl Db {
         self.insert(key, value, ttl);
     }
 
+    /// Store a whole entry (value, expiry and encoding marks) under `key`, as RENAME, COPY, MOVE
+    /// and multi-core write-backs do. Same result as [`Db::insert`].
+    pub fn insert_entry(&mut self, key: &[u8], e: Entry) -> bool {
+        let marks = e.expire_at & MARKS;
+        let r = self.insert(key, e.value, e.expire_at & !MARKS);
+        if marks != 0 {
+            if let Some(x) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
+                x.expire_at |= marks;
+            }
+        }
+        r
+    }
+
     /// Mark a string as modified in place (OBJECT ENCODING `raw`, as after Redis's
     /// `dbUnshareStringValue`); the mark goes when the key is next overwritten.
     pub fn mark_raw(&mut self, key: &[u8]) {

@@ -233,6 +233,32 @@ fn string_encodings_match_redis() {
         p.same(&["GET", k]);
     }
     p.same(&["TTL", "sa"]);
+    // The mark travels with the value.
+    for cmd in [
+        vec!["SET", "r1", "ab"],
+        vec!["APPEND", "r1", "c"],
+        vec!["RENAME", "r1", "r2"],
+        vec!["OBJECT", "ENCODING", "r2"],
+        vec!["COPY", "r2", "r3"],
+        vec!["OBJECT", "ENCODING", "r3"],
+        vec!["SET", "{t}a", "ab"],
+        vec!["SETRANGE", "{t}a", "0", "x"],
+        vec!["RENAME", "{t}a", "{t}b"],
+        vec!["OBJECT", "ENCODING", "{t}b"],
+        vec!["PFADD", "hll", "a", "b"],
+        vec!["OBJECT", "ENCODING", "hll"],
+    ] {
+        p.same(&cmd);
+    }
+}
+
+#[test]
+fn entries_do_not_grow() {
+    assert!(
+        std::mem::size_of::<server::db::Entry>() <= 32,
+        "{}",
+        std::mem::size_of::<server::db::Entry>()
+    );
 }
 
 /// A small deterministic generator (no dependency needed).
