@@ -20,17 +20,46 @@ type Hasher = ahash::RandomState;
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub value: Value,
-    /// The expiry, plus [`RAW_BIT`] for a string modified in place (OBJECT ENCODING `raw`).
+    /// The expiry, plus a string's encoding [`Mark`] (see [`join`]).
     expire_at: u64,
 }
 
-/// Top bit of `Entry::expire_at`: the string was modified in place (APPEND, SETRANGE, SETBIT…), so
-/// Redis would report it `raw` whatever its length. Costs no memory; unix ms never reach it.
-const RAW_BIT: u64 = 1 << 63;
-/// Next bit: a string Redis built as text although it may look like an integer (INCRBYFLOAT's
-/// result): `embstr` up to 44 bytes, else `raw`, never `int`.
-const TEXT_BIT: u64 = 1 << 62;
-const MARKS: u64 = RAW_BIT | TEXT_BIT;
+/// A string's encoding mark, kept in `Entry::expire_at` so it costs no memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mark {
+    /// Encoding follows from the bytes (`int`, `embstr`, `raw` by length), as after SET.
+    None,
+    /// Modified in place (APPEND, SETRANGE, SETBIT): Redis reports `raw` whatever the length.
+    Raw,
+    /// Built as text (INCRBYFLOAT's result): `embstr` up to 44 bytes, else `raw`, never `int`.
+    Text,
+}
+
+/// Layout of a marked word: bit 63 set, bit 62 = Text (else Raw), bits 0..62 the expiry. Redis
+/// expiries fit in 63 bits; a mark is kept only while the expiry is below 2^62 ms (year ~146
+/// million) — past that the key just reports the encoding its bytes imply.
+const MARKED: u64 = 1 << 63;
+const TEXT: u64 = 1 << 62;
+const MARK_EXPIRE: u64 = TEXT - 1;
+
+fn split(word: u64) -> (u64, Mark) {
+    if word & MARKED == 0 {
+        (word, Mark::None)
+    } else if word & TEXT != 0 {
+        (word & MARK_EXPIRE, Mark::Text)
+    } else {
+        (word & MARK_EXPIRE, Mark::Raw)
+    }
+}
+
+fn join(expire: u64, mark: Mark) -> u64 {
+    match mark {
+        _ if expire > MARK_EXPIRE => expire.min(i64::MAX as u64),
+        Mark::None => expire,
+        Mark::Raw => MARKED | expire,
+        Mark::Text => MARKED | TEXT | expire,
+    }
+}
 
 impl Entry {
     /// A value without expiry.
@@ -43,14 +72,14 @@ impl Entry {
 
     /// Absolute expiry in unix ms, 0 when the key is persistent.
     pub fn expire_at(&self) -> u64 {
-        self.expire_at & !MARKS
+        split(self.expire_at).0
     }
 
     /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
     pub fn encoding(&self) -> &'static str {
         match &self.value {
-            Value::Str(_) if self.expire_at & RAW_BIT != 0 => "raw",
-            Value::Str(s) if self.expire_at & TEXT_BIT != 0 => {
+            Value::Str(_) if split(self.expire_at).1 == Mark::Raw => "raw",
+            Value::Str(s) if split(self.expire_at).1 == Mark::Text => {
                 if s.len() <= 44 {
                     "embstr"
                 } else {
@@ -254,7 +283,7 @@ impl Db {
         let Some(t) = self.table_mut(key) else {
             return false;
         };
-        let expire_at = expire_at & !MARKS;
+        let expire_at = join(expire_at, Mark::None);
         let new = Entry { value, expire_at };
         let vol = (expire_at != 0) as usize;
         match t.map.entry_ref(key) {
@@ -281,12 +310,10 @@ impl Db {
     /// Store a whole entry (value, expiry and encoding marks) under `key`, as RENAME, COPY, MOVE
     /// and multi-core write-backs do. Same result as [`Db::insert`].
     pub fn insert_entry(&mut self, key: &[u8], e: Entry) -> bool {
-        let marks = e.expire_at & MARKS;
-        let r = self.insert(key, e.value, e.expire_at & !MARKS);
-        if marks != 0 {
-            if let Some(x) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
-                x.expire_at |= marks;
-            }
+        let (at, mark) = split(e.expire_at);
+        let r = self.insert(key, e.value, at);
+        if mark != Mark::None {
+            self.mark(key, mark);
         }
         r
     }
@@ -294,15 +321,17 @@ impl Db {
     /// Mark a string as modified in place (OBJECT ENCODING `raw`, as after Redis's
     /// `dbUnshareStringValue`); the mark goes when the key is next overwritten.
     pub fn mark_raw(&mut self, key: &[u8]) {
-        if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
-            e.expire_at |= RAW_BIT;
-        }
+        self.mark(key, Mark::Raw);
     }
 
     /// Mark a string as built from text, never `int`-encoded (INCRBYFLOAT's result).
     pub fn mark_text(&mut self, key: &[u8]) {
+        self.mark(key, Mark::Text);
+    }
+
+    fn mark(&mut self, key: &[u8], mark: Mark) {
         if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
-            e.expire_at |= TEXT_BIT;
+            e.expire_at = join(e.expire_at(), mark);
         }
     }
 
@@ -328,9 +357,9 @@ impl Db {
         let Some(e) = t.map.get_mut(key) else {
             return false;
         };
-        let expire_at = expire_at & !MARKS;
+        let expire_at = join(expire_at, Mark::None);
         t.volatile = t.volatile - (e.expire_at() != 0) as usize + (expire_at != 0) as usize;
-        e.expire_at = expire_at | (e.expire_at & MARKS);
+        e.expire_at = join(expire_at, split(e.expire_at).1);
         true
     }
 
