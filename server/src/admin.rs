@@ -711,7 +711,7 @@ async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
                 .run_on(owner, move |s| {
                     s.dbs[db]
                         .get(&key, now)
-                        .map(|e| (e.value.encoding(), crate::value::approx_size(&e.value)))
+                        .map(|e| (e.encoding(), crate::value::approx_size(&e.value)))
                 })
                 .await;
             match found {

@@ -202,57 +202,57 @@ const KEYS: &[Key] = &[
     Key {
         name: "hash-max-listpack-entries",
         default: "128",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "hash-max-listpack-value",
         default: "64",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "hash-max-ziplist-entries",
         default: "128",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "hash-max-ziplist-value",
         default: "64",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "set-max-intset-entries",
         default: "512",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "zset-max-listpack-entries",
         default: "128",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "zset-max-listpack-value",
         default: "64",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "zset-max-ziplist-entries",
         default: "128",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "zset-max-ziplist-value",
         default: "64",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "list-max-listpack-size",
         default: "-2",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "list-max-ziplist-size",
         default: "-2",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "list-compress-depth",
@@ -326,6 +326,20 @@ impl Config {
             "slaveof" => "replicaof".into(),
             "slave-read-only" => "replica-read-only".into(),
             _ => lkey,
+        };
+        // Encoding thresholds and their old (ziplist) names: one setting shown under both.
+        let alias: Option<&'static str> = match lkey.as_str() {
+            "hash-max-listpack-entries" => Some("hash-max-ziplist-entries"),
+            "hash-max-ziplist-entries" => Some("hash-max-listpack-entries"),
+            "hash-max-listpack-value" => Some("hash-max-ziplist-value"),
+            "hash-max-ziplist-value" => Some("hash-max-listpack-value"),
+            "zset-max-listpack-entries" => Some("zset-max-ziplist-entries"),
+            "zset-max-ziplist-entries" => Some("zset-max-listpack-entries"),
+            "zset-max-listpack-value" => Some("zset-max-ziplist-value"),
+            "zset-max-ziplist-value" => Some("zset-max-listpack-value"),
+            "list-max-listpack-size" => Some("list-max-ziplist-size"),
+            "list-max-ziplist-size" => Some("list-max-listpack-size"),
+            _ => None,
         };
         let value = &*crate::repl::config_value(&lkey, value, !startup)
             .map_err(|why| ConfigError::Invalid(key.to_string(), why))?;
@@ -401,6 +415,68 @@ impl Config {
                     .parse()
                     .map_err(|_| bad("argument couldn't be parsed into an integer"))?;
                 crate::script::LUA_TIME_LIMIT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+            }
+            "hash-max-listpack-entries"
+            | "hash-max-ziplist-entries"
+            | "set-max-intset-entries"
+            | "zset-max-listpack-entries"
+            | "zset-max-ziplist-entries"
+            | "hash-max-listpack-value"
+            | "hash-max-ziplist-value"
+            | "zset-max-listpack-value"
+            | "zset-max-ziplist-value" => {
+                use crate::value::limits;
+                let memory = spec.name.ends_with("-value");
+                let n: i128 = if memory {
+                    match value.parse::<i128>() {
+                        Ok(n) => n,
+                        Err(_) => parse_memory(value)
+                            .ok_or_else(|| bad("argument must be a memory value"))?
+                            as i128,
+                    }
+                } else {
+                    value
+                        .parse()
+                        .map_err(|_| bad("argument couldn't be parsed into an integer"))?
+                };
+                if !(0..=i64::MAX as i128).contains(&n) {
+                    return Err(bad(
+                        "argument must be between 0 and 9223372036854775807 inclusive",
+                    ));
+                }
+                let target = match spec.name {
+                    "hash-max-listpack-entries" | "hash-max-ziplist-entries" => {
+                        &limits::HASH_MAX_LISTPACK_ENTRIES
+                    }
+                    "hash-max-listpack-value" | "hash-max-ziplist-value" => {
+                        &limits::HASH_MAX_LISTPACK_VALUE
+                    }
+                    "set-max-intset-entries" => &limits::SET_MAX_INTSET_ENTRIES,
+                    "zset-max-listpack-entries" | "zset-max-ziplist-entries" => {
+                        &limits::ZSET_MAX_LISTPACK_ENTRIES
+                    }
+                    _ => &limits::ZSET_MAX_LISTPACK_VALUE,
+                };
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                target.store(n, std::sync::atomic::Ordering::Relaxed);
+                let shown = n.to_string();
+                if let Some(a) = alias {
+                    self.values.insert(a, shown.clone());
+                }
+                self.values.insert(spec.name, shown);
+                return Ok(());
+            }
+            "list-max-listpack-size" | "list-max-ziplist-size" => {
+                // Lists are always reported as `quicklist` (as Redis 7.0 does); the node size only
+                // tunes Redis's internal layout, so it is validated and shown, not applied.
+                let n: i32 = value
+                    .parse()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))?;
+                if let Some(a) = alias {
+                    self.values.insert(a, n.to_string());
+                }
+                self.values.insert(spec.name, n.to_string());
+                return Ok(());
             }
             "hz" | "tcp-keepalive" => {
                 value

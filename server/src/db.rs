@@ -20,7 +20,45 @@ type Hasher = ahash::RandomState;
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub value: Value,
+    /// The expiry, plus a string's encoding [`Mark`] (see [`join`]).
     expire_at: u64,
+}
+
+/// A string's encoding mark, kept in `Entry::expire_at` so it costs no memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mark {
+    /// Encoding follows from the bytes (`int`, `embstr`, `raw` by length), as after SET.
+    None,
+    /// Modified in place (APPEND, SETRANGE, SETBIT): Redis reports `raw` whatever the length.
+    Raw,
+    /// Built as text (INCRBYFLOAT's result): `embstr` up to 44 bytes, else `raw`, never `int`.
+    Text,
+}
+
+/// Layout of a marked word: bit 63 set, bit 62 = Text (else Raw), bits 0..62 the expiry. Redis
+/// expiries fit in 63 bits; a mark is kept only while the expiry is below 2^62 ms (year ~146
+/// million) — past that the key just reports the encoding its bytes imply.
+const MARKED: u64 = 1 << 63;
+const TEXT: u64 = 1 << 62;
+const MARK_EXPIRE: u64 = TEXT - 1;
+
+fn split(word: u64) -> (u64, Mark) {
+    if word & MARKED == 0 {
+        (word, Mark::None)
+    } else if word & TEXT != 0 {
+        (word & MARK_EXPIRE, Mark::Text)
+    } else {
+        (word & MARK_EXPIRE, Mark::Raw)
+    }
+}
+
+fn join(expire: u64, mark: Mark) -> u64 {
+    match mark {
+        _ if expire > MARK_EXPIRE => expire.min(i64::MAX as u64),
+        Mark::None => expire,
+        Mark::Raw => MARKED | expire,
+        Mark::Text => MARKED | TEXT | expire,
+    }
 }
 
 impl Entry {
@@ -34,11 +72,27 @@ impl Entry {
 
     /// Absolute expiry in unix ms, 0 when the key is persistent.
     pub fn expire_at(&self) -> u64 {
-        self.expire_at
+        split(self.expire_at).0
+    }
+
+    /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
+    pub fn encoding(&self) -> &'static str {
+        match &self.value {
+            Value::Str(_) if split(self.expire_at).1 == Mark::Raw => "raw",
+            Value::Str(s) if split(self.expire_at).1 == Mark::Text => {
+                if s.len() <= 44 {
+                    "embstr"
+                } else {
+                    "raw"
+                }
+            }
+            v => v.encoding(),
+        }
     }
 
     fn expired(&self, now: u64) -> bool {
-        self.expire_at != 0 && self.expire_at <= now
+        let at = self.expire_at();
+        at != 0 && at <= now
     }
 }
 
@@ -229,12 +283,13 @@ impl Db {
         let Some(t) = self.table_mut(key) else {
             return false;
         };
+        let expire_at = join(expire_at, Mark::None);
         let new = Entry { value, expire_at };
         let vol = (expire_at != 0) as usize;
         match t.map.entry_ref(key) {
             hashbrown::hash_map::EntryRef::Occupied(mut o) => {
                 let old = o.get_mut();
-                t.volatile = t.volatile - (old.expire_at != 0) as usize + vol;
+                t.volatile = t.volatile - (old.expire_at() != 0) as usize + vol;
                 *old = new;
             }
             hashbrown::hash_map::EntryRef::Vacant(v) => {
@@ -248,8 +303,36 @@ impl Db {
 
     /// Store a value keeping the key's current expiry (SET KEEPTTL, APPEND-style updates).
     pub fn insert_keep_ttl(&mut self, key: &[u8], value: Value, now: u64) {
-        let ttl = self.get(key, now).map_or(0, |e| e.expire_at);
+        let ttl = self.get(key, now).map_or(0, |e| e.expire_at());
         self.insert(key, value, ttl);
+    }
+
+    /// Store a whole entry (value, expiry and encoding marks) under `key`, as RENAME, COPY, MOVE
+    /// and multi-core write-backs do. Same result as [`Db::insert`].
+    pub fn insert_entry(&mut self, key: &[u8], e: Entry) -> bool {
+        let (at, mark) = split(e.expire_at);
+        let r = self.insert(key, e.value, at);
+        if mark != Mark::None {
+            self.mark(key, mark);
+        }
+        r
+    }
+
+    /// Mark a string as modified in place (OBJECT ENCODING `raw`, as after Redis's
+    /// `dbUnshareStringValue`); the mark goes when the key is next overwritten.
+    pub fn mark_raw(&mut self, key: &[u8]) {
+        self.mark(key, Mark::Raw);
+    }
+
+    /// Mark a string as built from text, never `int`-encoded (INCRBYFLOAT's result).
+    pub fn mark_text(&mut self, key: &[u8]) {
+        self.mark(key, Mark::Text);
+    }
+
+    fn mark(&mut self, key: &[u8], mark: Mark) {
+        if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
+            e.expire_at = join(e.expire_at(), mark);
+        }
     }
 
     /// Remove a key, returning its entry (expired or not).
@@ -257,7 +340,7 @@ impl Db {
         self.touch(key);
         let t = self.table_mut(key)?;
         let e = t.map.remove(key)?;
-        t.volatile -= (e.expire_at != 0) as usize;
+        t.volatile -= (e.expire_at() != 0) as usize;
         self.keys -= 1;
         Some(e)
     }
@@ -274,8 +357,9 @@ impl Db {
         let Some(e) = t.map.get_mut(key) else {
             return false;
         };
-        t.volatile = t.volatile - (e.expire_at != 0) as usize + (expire_at != 0) as usize;
-        e.expire_at = expire_at;
+        let expire_at = join(expire_at, Mark::None);
+        t.volatile = t.volatile - (e.expire_at() != 0) as usize + (expire_at != 0) as usize;
+        e.expire_at = join(expire_at, split(e.expire_at).1);
         true
     }
 

@@ -34,6 +34,7 @@ pub mod dump;
 pub mod glob;
 pub mod global;
 pub mod info;
+pub mod longdouble;
 pub mod migrate;
 pub mod multi;
 pub mod persist;

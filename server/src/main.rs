@@ -65,8 +65,39 @@ struct Args {
     loglevel: String,
 }
 
+/// Config keys also accepted as `--key value` flags (as redis-server accepts any config key).
+const CONFIG_FLAGS: &[&str] = &[
+    "hash-max-listpack-entries",
+    "hash-max-listpack-value",
+    "hash-max-ziplist-entries",
+    "hash-max-ziplist-value",
+    "set-max-intset-entries",
+    "zset-max-listpack-entries",
+    "zset-max-listpack-value",
+    "zset-max-ziplist-entries",
+    "zset-max-ziplist-value",
+    "list-max-listpack-size",
+    "list-max-ziplist-size",
+];
+
 fn main() {
-    let args = Args::parse();
+    // Pull the plain config flags out before clap sees the rest.
+    let mut config_flags: Vec<(String, String)> = Vec::new();
+    let mut argv: Vec<String> = Vec::new();
+    let mut raw = std::env::args();
+    while let Some(a) = raw.next() {
+        match a.strip_prefix("--") {
+            Some(k) if CONFIG_FLAGS.contains(&k.to_ascii_lowercase().as_str()) => {
+                let Some(v) = raw.next() else {
+                    eprintln!("*** FATAL CONFIG ERROR *** --{k} needs a value");
+                    std::process::exit(1);
+                };
+                config_flags.push((k.to_string(), v));
+            }
+            _ => argv.push(a),
+        }
+    }
+    let args = Args::parse_from(argv);
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.loglevel.clone());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -87,6 +118,9 @@ fn main() {
             std::process::exit(1);
         }
     };
+    for (k, v) in config_flags {
+        set(&k, v);
+    }
     if let Some(p) = args.port {
         set("port", p.to_string());
     }

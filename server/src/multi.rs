@@ -138,7 +138,7 @@ pub async fn run_atomic(
         clean &= ok;
         for (k, d, e) in got {
             if let Some(e) = &e {
-                scratch[d].insert(&k, e.value.clone(), e.expire_at());
+                scratch[d].insert_entry(&k, e.clone());
             }
             before.push((k, d, e));
         }
@@ -219,8 +219,7 @@ pub async fn run_atomic(
                 };
                 match e {
                     Some(e) => {
-                        let at = e.expire_at();
-                        db.insert(&k, e.value, at);
+                        db.insert_entry(&k, e);
                     }
                     None => {
                         db.remove(&k);

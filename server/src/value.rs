@@ -10,16 +10,40 @@ use std::collections::{BTreeSet, VecDeque};
 
 use hashbrown::{HashMap, HashSet};
 
-/// `hash-max-listpack-entries`.
-pub const HASH_MAX_LISTPACK_ENTRIES: usize = 128;
-/// `hash-max-listpack-value`.
-pub const HASH_MAX_LISTPACK_VALUE: usize = 64;
-/// `set-max-intset-entries`.
-pub const SET_MAX_INTSET_ENTRIES: usize = 512;
-/// `zset-max-listpack-entries`.
-pub const ZSET_MAX_LISTPACK_ENTRIES: usize = 128;
-/// `zset-max-listpack-value`.
-pub const ZSET_MAX_LISTPACK_VALUE: usize = 64;
+/// Encoding thresholds (`hash-max-listpack-entries` and friends). Process-wide and changed by
+/// `CONFIG SET` on any core; read with relaxed loads where a value grows (a value already converted
+/// stays converted, as in Redis).
+pub mod limits {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    /// `hash-max-listpack-entries` (alias `hash-max-ziplist-entries`).
+    pub static HASH_MAX_LISTPACK_ENTRIES: AtomicUsize = AtomicUsize::new(128);
+    /// `hash-max-listpack-value` (alias `hash-max-ziplist-value`).
+    pub static HASH_MAX_LISTPACK_VALUE: AtomicUsize = AtomicUsize::new(64);
+    /// `set-max-intset-entries`.
+    pub static SET_MAX_INTSET_ENTRIES: AtomicUsize = AtomicUsize::new(512);
+    /// `zset-max-listpack-entries` (alias `zset-max-ziplist-entries`).
+    pub static ZSET_MAX_LISTPACK_ENTRIES: AtomicUsize = AtomicUsize::new(128);
+    /// `zset-max-listpack-value` (alias `zset-max-ziplist-value`).
+    pub static ZSET_MAX_LISTPACK_VALUE: AtomicUsize = AtomicUsize::new(64);
+
+    pub(crate) fn hash_entries() -> usize {
+        HASH_MAX_LISTPACK_ENTRIES.load(Relaxed)
+    }
+    pub(crate) fn hash_value() -> usize {
+        HASH_MAX_LISTPACK_VALUE.load(Relaxed)
+    }
+    pub(crate) fn set_entries() -> usize {
+        SET_MAX_INTSET_ENTRIES.load(Relaxed)
+    }
+    pub(crate) fn zset_entries() -> usize {
+        ZSET_MAX_LISTPACK_ENTRIES.load(Relaxed)
+    }
+    pub(crate) fn zset_value() -> usize {
+        ZSET_MAX_LISTPACK_VALUE.load(Relaxed)
+    }
+}
+
 /// A list stays packed while it has at most this many entries, each at most
 /// [`LIST_MAX_PACK_VALUE`] bytes (Redis 7.0 always reports `quicklist` for lists).
 pub const LIST_MAX_PACK_ENTRIES: usize = 128;
@@ -62,7 +86,7 @@ impl Value {
     pub fn encoding(&self) -> &'static str {
         match self {
             Value::Str(s) => {
-                if s.len() <= 20 && resp::parse_i64(s).is_some() {
+                if s.len() <= 20 && canonical_i64(s).is_some() {
                     "int"
                 } else if s.len() <= 44 {
                     "embstr"
@@ -281,7 +305,8 @@ impl Hash {
     /// Set a field; true when it is new.
     pub fn set(&mut self, field: &[u8], value: &[u8]) -> bool {
         if let Hash::Pack(p) = self {
-            if field.len() > HASH_MAX_LISTPACK_VALUE || value.len() > HASH_MAX_LISTPACK_VALUE {
+            let max_value = limits::hash_value();
+            if field.len() > max_value || value.len() > max_value {
                 self.convert();
             } else {
                 let mut spans = p.spans();
@@ -291,7 +316,7 @@ impl Hash {
                         return false;
                     }
                 }
-                if p.len() / 2 >= HASH_MAX_LISTPACK_ENTRIES {
+                if p.len() / 2 >= limits::hash_entries() {
                     self.convert();
                 } else {
                     let end = p.bytes();
@@ -521,7 +546,7 @@ impl Set {
             match canonical_i64(m) {
                 Some(i) => match v.binary_search(&i) {
                     Ok(_) => return false,
-                    Err(pos) if v.len() < SET_MAX_INTSET_ENTRIES => {
+                    Err(pos) if v.len() < limits::set_entries() => {
                         let mut n = Vec::with_capacity(v.len() + 1);
                         n.extend_from_slice(&v[..pos]);
                         n.push(i);
@@ -711,7 +736,7 @@ impl ZSet {
         let score = score + 0.0;
         let existed = self.remove(m);
         if let ZSet::Pack(p) = self {
-            if m.len() <= ZSET_MAX_LISTPACK_VALUE && p.len() / 2 < ZSET_MAX_LISTPACK_ENTRIES {
+            if m.len() <= limits::zset_value() && p.len() / 2 < limits::zset_entries() {
                 let mut at = p.bytes();
                 let mut spans = p.spans();
                 while let (Some((ms, _, k)), Some((_, _, s))) = (spans.next(), spans.next()) {

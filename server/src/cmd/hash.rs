@@ -4,10 +4,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use resp::{encode, Proto};
 
-use super::string::human_float;
-use super::types::{
-    drop_if_empty, float_arg, hash_create, hash_mut, scan_opts, scan_page, scan_reply,
-};
+use super::types::{drop_if_empty, hash_create, hash_mut, scan_opts, scan_page, scan_reply};
 use super::{err, Ctx, Handler};
 use crate::value::Hash;
 
@@ -209,10 +206,11 @@ fn hincrby(ctx: &mut Ctx) {
 }
 
 fn hincrbyfloat(ctx: &mut Ctx) {
-    let Some(by) = float_arg(ctx.arg(3)) else {
+    use crate::longdouble;
+    let Some(by) = longdouble::parse(ctx.arg(3)) else {
         return ctx.err(err::NOT_FLOAT);
     };
-    if !by.is_finite() {
+    if by.is_inf() {
         return ctx.err("ERR value is NaN or Infinity");
     }
     let now = ctx.now;
@@ -222,8 +220,8 @@ fn hincrbyfloat(ctx: &mut Ctx) {
         Err(_) => return ctx.wrongtype(),
     };
     let cur = match h.get(&ctx.args[2]) {
-        None => 0.0,
-        Some(v) => match float_arg(v) {
+        None => longdouble::LongDouble::ZERO,
+        Some(v) => match longdouble::parse(v) {
             Some(n) => n,
             None => {
                 drop_if_empty(&mut ctx.dbs[ctx.db], &key, now);
@@ -231,12 +229,11 @@ fn hincrbyfloat(ctx: &mut Ctx) {
             }
         },
     };
-    let n = cur + by;
-    if !n.is_finite() {
+    // Redis adds in long double (x87 extended) and prints with `%.17Lf`, trimmed.
+    let Some(text) = longdouble::incr(&cur, &by) else {
         drop_if_empty(&mut ctx.dbs[ctx.db], &key, now);
         return ctx.err("ERR increment would produce NaN or Infinity");
-    }
-    let text = human_float(n);
+    };
     h.set(&ctx.args[2], text.as_bytes());
     let field = ctx.args[2].clone();
     ctx.propagate_as(vec![super::argv(&[b"HSET", &key, &field, text.as_bytes()])]);

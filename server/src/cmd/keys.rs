@@ -178,8 +178,7 @@ fn rename_generic(ctx: &mut Ctx, nx: bool) {
         return ctx.int_reply(0);
     }
     if let Some(e) = db.remove(&src) {
-        let at = e.expire_at();
-        db.insert(&dst, e.value, at);
+        db.insert_entry(&dst, e);
     }
     if nx {
         ctx.int_reply(1)
@@ -235,8 +234,7 @@ fn copy(ctx: &mut Ctx) {
     if tdb.contains(&dst, now) && !replace {
         return ctx.int_reply(0);
     }
-    let at = e.expire_at();
-    tdb.insert(&dst, e.value, at);
+    tdb.insert_entry(&dst, e);
     ctx.int_reply(1)
 }
 
@@ -253,8 +251,7 @@ fn move_(ctx: &mut Ctx) {
         return ctx.int_reply(0);
     }
     if let Some(e) = ctx.dbs[ctx.db].remove(&key) {
-        let at = e.expire_at();
-        ctx.dbs[target].insert(&key, e.value, at);
+        ctx.dbs[target].insert_entry(&key, e);
     }
     ctx.int_reply(1)
 }
@@ -298,7 +295,7 @@ fn object(ctx: &mut Ctx) {
     };
     match sub.as_str() {
         "encoding" => {
-            let enc = e.value.encoding();
+            let enc = e.encoding();
             ctx.bulk(enc.as_bytes())
         }
         // Values are never shared between keys here.

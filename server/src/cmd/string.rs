@@ -345,9 +345,9 @@ fn getex(ctx: &mut Ctx) {
 
 fn append(ctx: &mut Ctx) {
     let key = ctx.arg(1).clone();
-    let mut v = match read_str(ctx, &key) {
-        Ok(Some(v)) => v.to_vec(),
-        Ok(None) => Vec::new(),
+    let (mut v, existed) = match read_str(ctx, &key) {
+        Ok(Some(v)) => (v.to_vec(), true),
+        Ok(None) => (Vec::new(), false),
         Err(()) => return ctx.wrongtype(),
     };
     if v.len() + ctx.arg(2).len() > MAX_STRING {
@@ -357,6 +357,10 @@ fn append(ctx: &mut Ctx) {
     let n = v.len();
     let now = ctx.now;
     ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
+    if existed {
+        // Redis appends to an unshared copy: `raw` from now on (a new key is stored as SET would).
+        ctx.db().mark_raw(&key);
+    }
     ctx.int_reply(n as i64)
 }
 
@@ -431,6 +435,7 @@ fn setrange(ctx: &mut Ctx) {
     let n = v.len();
     let now = ctx.now;
     ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
+    ctx.db().mark_raw(&key);
     ctx.int_reply(n as i64)
 }
 
@@ -501,23 +506,24 @@ pub fn human_float(v: f64) -> String {
 }
 
 fn incrbyfloat(ctx: &mut Ctx) {
-    let Some(by) = parse_float(ctx.arg(2)) else {
-        return ctx.err(err::NOT_FLOAT);
-    };
+    use crate::longdouble;
     let key = ctx.arg(1).clone();
+    // Redis's order: type, then the stored value, then the increment.
     let cur = match read_str(ctx, &key) {
-        Ok(Some(v)) => match parse_float(v) {
+        Ok(Some(v)) => match longdouble::parse(v) {
             Some(n) => n,
             None => return ctx.err(err::NOT_FLOAT),
         },
-        Ok(None) => 0.0,
+        Ok(None) => longdouble::LongDouble::ZERO,
         Err(()) => return ctx.wrongtype(),
     };
-    let n = cur + by;
-    if !n.is_finite() {
+    let Some(by) = longdouble::parse(ctx.arg(2)) else {
+        return ctx.err(err::NOT_FLOAT);
+    };
+    // Redis adds in long double (x87 extended) and prints with `%.17Lf`, trimmed.
+    let Some(text) = longdouble::incr(&cur, &by) else {
         return ctx.err("ERR increment would produce NaN or Infinity");
-    }
-    let text = human_float(n);
+    };
     let now = ctx.now;
     ctx.propagate_as(vec![super::argv(&[
         b"SET",
@@ -527,6 +533,8 @@ fn incrbyfloat(ctx: &mut Ctx) {
     ])]);
     ctx.db()
         .insert_keep_ttl(&key, Value::Str(text.as_bytes().into()), now);
+    // Redis builds the result as text: `embstr`/`raw`, never `int`, even for "3".
+    ctx.db().mark_text(&key);
     ctx.bulk(text.as_bytes())
 }
 
@@ -567,6 +575,7 @@ fn setbit(ctx: &mut Ctx) {
     }
     let now = ctx.now;
     ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
+    ctx.db().mark_raw(&key);
     ctx.int_reply(old as i64)
 }
 
