@@ -11,6 +11,7 @@
 //! - [`multi`]: keyed commands spanning cores, made atomic by holding the shards involved.
 //! - [`tx`]: MULTI/EXEC/DISCARD/WATCH/UNWATCH.
 //! - [`script`]: Lua scripting (EVAL…, SCRIPT), one Lua state per core.
+//! - [`notify`]: keyspace notifications (`notify-keyspace-events`), delivered through pub/sub.
 //! - [`pubsub`]: (P)SUBSCRIBE, PUBLISH, PUBSUB: per-core registries, bounded subscriber mailboxes.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
 //! - [`persist`]: RDB snapshots (forkless, copy-on-write per slot), loading, SAVE/BGSAVE.
@@ -34,6 +35,7 @@ pub mod global;
 pub mod info;
 pub mod migrate;
 pub mod multi;
+pub mod notify;
 pub mod persist;
 pub mod pubsub;
 pub mod repl;

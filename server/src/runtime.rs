@@ -182,6 +182,7 @@ pub fn run(config: Config) -> Result<(), String> {
                 if i == 0 {
                     crate::repl::start(&core);
                 }
+                crate::notify::start(core.clone());
                 let expiry = core.clone();
                 glommio::spawn_local(async move {
                     loop {
