@@ -159,7 +159,8 @@ fn script() -> Vec<Vec<String>> {
          SADD set1 a
          SREM set1 zz
          SREM set1 a
-         SPOP set1
+         SADD one x
+         SPOP one
          SMOVE set1 {s2} b
          SMOVE set1 {s2} nothing
          SADD set3 b c
@@ -189,7 +190,7 @@ fn script() -> Vec<Vec<String>> {
          SET gx v
          GETEX gx EX 100
          GETEX gx PERSIST
-         RESTORE dumped 0 DUMPOF h
+         RESTORE dumped 0 DUMPOF hll
          "
     );
     text.lines()
