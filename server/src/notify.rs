@@ -386,19 +386,11 @@ fn plan(
         }
         "mset" => (0..keys.len()).for_each(|i| ev.push((i, STRING, "set"))),
         "append" => first(ev, STRING, "append"),
-        "setrange" => {
-            if !args[3].is_empty() {
-                first(ev, STRING, "setrange")
-            }
-        }
+        "setrange" if !args[3].is_empty() => first(ev, STRING, "setrange"),
         "incr" | "decr" | "incrby" | "decrby" => first(ev, STRING, "incrby"),
         "incrbyfloat" => first(ev, STRING, "incrbyfloat"),
         "setbit" => first(ev, STRING, "setbit"),
-        "getdel" => {
-            if !is_null(reply) {
-                ev.push((0, GENERIC, "del"));
-            }
-        }
+        "getdel" if !is_null(reply) => ev.push((0, GENERIC, "del")),
         "getex" => {
             if !is_null(reply) && keys[0].modified {
                 if opt("persist") {
@@ -408,35 +400,21 @@ fn plan(
                 }
             }
         }
-        "pfadd" => {
-            if positive {
-                ev.push((0, STRING, "pfadd"))
-            }
-        }
+        "pfadd" if positive => ev.push((0, STRING, "pfadd")),
         "pfmerge" => ev.push((0, STRING, "pfadd")),
         // Keys.
         "del" | "unlink" => {}
-        "expire" | "pexpire" | "expireat" | "pexpireat" => {
-            if positive && keys[0].exists {
-                ev.push((0, GENERIC, "expire"));
-            }
+        "expire" | "pexpire" | "expireat" | "pexpireat" if positive && keys[0].exists => {
+            ev.push((0, GENERIC, "expire"))
         }
-        "persist" => {
-            if positive {
-                ev.push((0, GENERIC, "persist"))
-            }
-        }
+        "persist" if positive => ev.push((0, GENERIC, "persist")),
         "rename" | "renamenx" => {
             if keys.len() == 2 && keys[0].key != keys[1].key && (name == "rename" || positive) {
                 ev.push((0, GENERIC, "rename_from"));
                 ev.push((1, GENERIC, "rename_to"));
             }
         }
-        "copy" => {
-            if positive {
-                ev.push((1, GENERIC, "copy_to"))
-            }
-        }
+        "copy" if positive => ev.push((1, GENERIC, "copy_to")),
         "move" => {
             if positive && keys.len() == 2 {
                 ev.push((0, GENERIC, "move_from"));
@@ -451,16 +429,8 @@ fn plan(
             }
         }
         // Lists.
-        "lpush" | "lpushx" => {
-            if positive {
-                ev.push((0, LIST, "lpush"))
-            }
-        }
-        "rpush" | "rpushx" => {
-            if positive {
-                ev.push((0, LIST, "rpush"))
-            }
-        }
+        "lpush" | "lpushx" if positive => ev.push((0, LIST, "lpush")),
+        "rpush" | "rpushx" if positive => ev.push((0, LIST, "rpush")),
         "lpop" | "rpop" | "blpop" | "brpop" | "lmpop" | "blmpop" => {
             let left = match name {
                 "lpop" | "blpop" => true,
@@ -487,52 +457,20 @@ fn plan(
                 ev.push((0, LIST, if from { "lpop" } else { "rpop" }));
             }
         }
-        "linsert" => {
-            if positive {
-                ev.push((0, LIST, "linsert"))
-            }
-        }
+        "linsert" if positive => ev.push((0, LIST, "linsert")),
         "lset" => ev.push((0, LIST, "lset")),
-        "lrem" => {
-            if positive {
-                ev.push((0, LIST, "lrem"))
-            }
-        }
-        "ltrim" => {
-            if keys[0].existed {
-                ev.push((0, LIST, "ltrim"))
-            }
-        }
+        "lrem" if positive => ev.push((0, LIST, "lrem")),
+        "ltrim" if keys[0].existed => ev.push((0, LIST, "ltrim")),
         // Hashes.
         "hset" | "hmset" => ev.push((0, HASH, "hset")),
-        "hsetnx" => {
-            if positive {
-                ev.push((0, HASH, "hset"))
-            }
-        }
-        "hdel" => {
-            if positive {
-                ev.push((0, HASH, "hdel"))
-            }
-        }
+        "hsetnx" if positive => ev.push((0, HASH, "hset")),
+        "hdel" if positive => ev.push((0, HASH, "hdel")),
         "hincrby" => ev.push((0, HASH, "hincrby")),
         "hincrbyfloat" => ev.push((0, HASH, "hincrbyfloat")),
         // Sets.
-        "sadd" => {
-            if positive {
-                ev.push((0, SET, "sadd"))
-            }
-        }
-        "srem" => {
-            if positive {
-                ev.push((0, SET, "srem"))
-            }
-        }
-        "spop" => {
-            if !is_null(reply) {
-                ev.push((0, SET, "spop"))
-            }
-        }
+        "sadd" if positive => ev.push((0, SET, "sadd")),
+        "srem" if positive => ev.push((0, SET, "srem")),
+        "spop" if !is_null(reply) => ev.push((0, SET, "spop")),
         "smove" => {
             if positive && keys.len() == 2 {
                 ev.push((0, SET, "srem"));
@@ -546,21 +484,13 @@ fn plan(
         }
         "sinterstore" | "sunionstore" | "sdiffstore" => store(name, SET, keys, ev),
         // Sorted sets.
-        "zadd" => {
-            if keys[0].modified {
-                ev.push((0, ZSET, if opt("incr") { "zincr" } else { "zadd" }))
-            }
+        "zadd" if keys[0].modified => {
+            ev.push((0, ZSET, if opt("incr") { "zincr" } else { "zadd" }))
         }
         "zincrby" => ev.push((0, ZSET, "zincr")),
-        "zrem" => {
-            if positive {
-                ev.push((0, ZSET, "zrem"))
-            }
-        }
-        "zremrangebyscore" | "zremrangebyrank" | "zremrangebylex" => {
-            if positive {
-                ev.push((0, ZSET, static_name(name)))
-            }
+        "zrem" if positive => ev.push((0, ZSET, "zrem")),
+        "zremrangebyscore" | "zremrangebyrank" | "zremrangebylex" if positive => {
+            ev.push((0, ZSET, static_name(name)))
         }
         "zpopmin" | "zpopmax" | "bzpopmin" | "bzpopmax" | "zmpop" | "bzmpop" => {
             let min = match name {
