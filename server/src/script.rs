@@ -487,6 +487,9 @@ fn call(
     let mut out = BytesMut::new();
     {
         let st = &mut *st;
+        // EVAL runs as a non-WRITE command (its database is "quiet"); the script's writes must
+        // count as modifications (WATCH, dirty, keyspace events) all the same.
+        let was_quiet = std::mem::replace(&mut st.dbs[st.db].quiet, !spec.has(WRITE));
         let probe = if crate::notify::enabled() {
             crate::notify::Probe::before(spec, &args, st.db, st.dbs, st.now)
         } else {
@@ -519,6 +522,7 @@ fn call(
             crate::repl::prop::effects(spec, 0, &args, rewrite, changed, &out, &mut fx);
             st.effects.extend(fx.into_iter().map(|(_, c)| c));
         }
+        st.dbs[st.db].quiet = was_quiet;
     }
     drop(st);
     if &out[..] == WOULD_BLOCK {

@@ -191,6 +191,9 @@ fn script() -> Vec<Vec<String>> {
          GETEX gx EX 100
          GETEX gx PERSIST
          RESTORE dumped 0 DUMPOF hll
+         EVALWRITES {{ev}}a {{ev}}b
+         BLPOPLATER blist
+         RPUSH blist x y
          "
     );
     text.lines()
@@ -204,9 +207,48 @@ fn script() -> Vec<Vec<String>> {
         .collect()
 }
 
-fn run(con: &mut redis::Connection, cmds: &[Vec<String>]) {
+fn run(client: &redis::Client, cmds: &[Vec<String>]) {
+    let con = &mut client.get_connection().expect("connect");
+    let mut waiters = Vec::new();
     for c in cmds {
         match c[0].as_str() {
+            // A script's writes emit the same events as the commands themselves.
+            "EVALWRITES" => {
+                let _: redis::Value = redis::cmd("EVAL")
+                    .arg(
+                        "redis.call('set', KEYS[1], '1') redis.call('expire', KEYS[1], 100) \
+                         redis.call('rpush', KEYS[2], 'a') return redis.call('del', KEYS[1])",
+                    )
+                    .arg(2)
+                    .arg(&c[1])
+                    .arg(&c[2])
+                    .query(con)
+                    .expect("eval");
+            }
+            // A client blocked in BLPOP, served by a later push: the pop's events come then.
+            "BLPOPLATER" => {
+                let mut other = client.get_connection().expect("connect");
+                let key = c[1].clone();
+                waiters.push(thread::spawn(move || {
+                    let _: redis::Value = redis::cmd("BLPOP")
+                        .arg(&key)
+                        .arg(30)
+                        .query(&mut other)
+                        .expect("blpop");
+                }));
+                // Wait until it is blocked.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < deadline {
+                    let info: String = redis::cmd("INFO")
+                        .arg("clients")
+                        .query(con)
+                        .unwrap_or_default();
+                    if info.contains("blocked_clients:1") {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
             "SLEEP" => thread::sleep(Duration::from_millis(c[1].parse().unwrap_or(100))),
             "WAITEXPIRE" => {
                 let deadline = Instant::now() + Duration::from_secs(20);
@@ -235,6 +277,9 @@ fn run(con: &mut redis::Connection, cmds: &[Vec<String>]) {
                 let _: redis::Value = cmd.query(con).unwrap_or(redis::Value::Nil);
             }
         }
+    }
+    for w in waiters {
+        w.join().expect("blocked client");
     }
 }
 
@@ -266,7 +311,7 @@ fn events_match_redis_per_key() {
     let cmds = script();
 
     let l = listen(redis.client());
-    run(&mut redis.conn(), &cmds);
+    run(&redis.client(), &cmds);
     // Redis delivers synchronously: once the script ran, everything is sent.
     thread::sleep(Duration::from_millis(300));
     let n = l.count();
@@ -274,7 +319,7 @@ fn events_match_redis_per_key() {
     assert!(n > 100, "redis emitted {n} messages only");
 
     let l = listen(codis.client());
-    run(&mut codis.conn(), &cmds);
+    run(&codis.client(), &cmds);
     let got = l.finish(n);
 
     let mut diffs = Vec::new();
@@ -301,7 +346,7 @@ fn collect(srv: &testkit::Proc, cmds: &[&str], expect: usize) -> PerKey {
         .iter()
         .map(|l| l.split_whitespace().map(String::from).collect())
         .collect();
-    run(&mut srv.conn(), &script);
+    run(&srv.client(), &script);
     l.finish(expect)
 }
 
