@@ -409,7 +409,7 @@ fn flags_filter_and_config() {
             "SLEEP 200",
             "GET a",
         ],
-        2,
+        1,
     );
     assert_eq!(lines(&got), vec!["0/a/space:expired"]);
 
