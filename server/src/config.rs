@@ -139,6 +139,16 @@ const KEYS: &[Key] = &[
         mutable: true,
     },
     Key {
+        name: "notify-keyspace-events",
+        default: "",
+        mutable: true,
+    },
+    Key {
+        name: "client-output-buffer-limit",
+        default: "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
+        mutable: true,
+    },
+    Key {
         name: "lua-time-limit",
         default: "5000",
         mutable: true,
@@ -478,6 +488,16 @@ impl Config {
                 self.values.insert(spec.name, n.to_string());
                 return Ok(());
             }
+            "notify-keyspace-events" => {
+                let f = crate::notify::parse(value)
+                    .ok_or_else(|| bad("Invalid event class character. Use 'Ag$lshzxeKEtmd'."))?;
+                crate::notify::set_flags(f);
+            }
+            "client-output-buffer-limit" => {
+                let limits =
+                    crate::pubsub::parse_output_limits(value).ok_or_else(|| bad("Wrong format"))?;
+                crate::pubsub::set_output_limits(&limits);
+            }
             "hz" | "tcp-keepalive" => {
                 value
                     .parse::<u64>()
@@ -541,6 +561,10 @@ impl Config {
             "proto-max-bulk-len" => self.proto_max_bulk_len.to_string(),
             "client-query-buffer-limit" => self.client_query_buffer_limit.to_string(),
             "maxmemory" => "0".into(),
+            "notify-keyspace-events" => {
+                crate::notify::to_string(crate::notify::parse(value).unwrap_or(0))
+            }
+            "client-output-buffer-limit" => crate::pubsub::show_output_limits(),
             "save" => self
                 .save
                 .iter()

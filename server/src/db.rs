@@ -143,8 +143,8 @@ pub struct Db {
     pub snap: Option<Box<crate::persist::DbSnap>>,
     /// Modifications so far (the `save` rules' change counter).
     pub dirty: u64,
-    /// Keys removed by expiry not yet propagated as DEL (recorded only while `repl::prop` is
-    /// active; never in a scratch database).
+    /// Keys removed by expiry not yet propagated as DEL / notified as `expired` (recorded only
+    /// while `repl::prop` or `notify` is active; never in a scratch database).
     expired: Vec<Key>,
 }
 
@@ -259,7 +259,7 @@ impl Db {
     fn live(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
         let s = resp::slot(key) as usize;
         if self.slots[s].as_deref()?.map.get(key)?.expired(now) {
-            if !self.scratch && crate::repl::prop::active() {
+            if !self.scratch && (crate::repl::prop::active() || crate::notify::enabled()) {
                 self.expired.push(key.into());
             }
             // An expiry is a modification even when a reader finds it.
@@ -529,7 +529,7 @@ impl Db {
                 }
             }
             examined += t.map.len();
-            if !self.scratch && crate::repl::prop::active() {
+            if !self.scratch && (crate::repl::prop::active() || crate::notify::enabled()) {
                 for (k, e) in &t.map {
                     if e.expired(now) {
                         self.expired.push(k.clone());

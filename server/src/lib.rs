@@ -11,6 +11,7 @@
 //! - [`multi`]: keyed commands spanning cores, made atomic by holding the shards involved.
 //! - [`tx`]: MULTI/EXEC/DISCARD/WATCH/UNWATCH.
 //! - [`script`]: Lua scripting (EVAL…, SCRIPT), one Lua state per core.
+//! - [`notify`]: keyspace notifications (`notify-keyspace-events`), delivered through pub/sub.
 //! - [`pubsub`]: (P)SUBSCRIBE, PUBLISH, PUBSUB: per-core registries, bounded subscriber mailboxes.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
 //! - [`aof`]: the append-only file (appendonly, appendfsync, replay at start, BGREWRITEAOF).
@@ -37,6 +38,7 @@ pub mod info;
 pub mod longdouble;
 pub mod migrate;
 pub mod multi;
+pub mod notify;
 pub mod persist;
 pub mod pubsub;
 pub mod repl;

@@ -128,7 +128,7 @@ pub async fn run_atomic(
                     (got, ok)
                 })();
                 // Keys this read expired: propagated now, while the shard is held.
-                if crate::repl::prop::active() {
+                if crate::repl::prop::active() || crate::notify::enabled() {
                     let fx = sh.expired_effects();
                     sh.emit(fx);
                 }
@@ -146,9 +146,17 @@ pub async fn run_atomic(
     // Phase 2: the ordinary handlers, on the scratch shard.
     let track = crate::repl::prop::active();
     let mut fx: Vec<crate::repl::prop::Effect> = Vec::new();
+    // Keyspace events, emitted by each key's owning core when it is released (keeps per-key order).
+    let mut events: Vec<crate::notify::Event> = Vec::new();
     if clean {
         for c in cmds {
             let idx = c.idx as usize;
+            let probe = if crate::notify::enabled() {
+                let spec = &COMMANDS[idx];
+                crate::notify::Probe::before(spec, &c.args, c.db as usize, &mut scratch, now)
+            } else {
+                None
+            };
             let dirty0: u64 = if track {
                 scratch.iter().map(|d| d.dirty()).sum()
             } else {
@@ -183,6 +191,10 @@ pub async fn run_atomic(
                     );
                 }
             }
+            if let Some(p) = probe {
+                let reply = &out[before..];
+                events.extend(p.after(COMMANDS[idx].name, &c.args, &mut scratch, now, reply));
+            }
             ends.push(out.len() as u32);
             core.shard.borrow_mut().stats[idx].calls += 1;
         }
@@ -210,7 +222,17 @@ pub async fn run_atomic(
                 }
             }
         }
+        let mine: Vec<crate::notify::Event> = if events.is_empty() {
+            Vec::new()
+        } else {
+            let (m, rest) = std::mem::take(&mut events)
+                .into_iter()
+                .partition(|e| core.shared.owner(resp::slot(&e.2)) == c);
+            events = rest;
+            m
+        };
         core.release_on(c, tx, move |sh| {
+            crate::notify::emit_all(mine);
             let touched: Vec<(usize, Bytes)> =
                 writes.iter().map(|(k, d, _)| (*d, k.clone())).collect();
             for (k, d, e) in writes {

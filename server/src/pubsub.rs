@@ -12,7 +12,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use hashbrown::{HashMap, HashSet};
@@ -23,6 +25,73 @@ use crate::glob;
 
 /// Redis's default hard `client-output-buffer-limit pubsub`.
 pub const OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
+
+/// `client-output-buffer-limit` classes in Redis's order: normal, slave, pubsub.
+const CLASSES: [&str; 3] = ["normal", "slave", "pubsub"];
+
+/// Per class: hard limit, soft limit (bytes, 0: none) and soft seconds. Only the pubsub class is
+/// enforced here (subscriber mailboxes); the others are kept for CONFIG GET (see docs/).
+static LIMITS: [[AtomicU64; 3]; 3] = [
+    [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+    [
+        AtomicU64::new(256 << 20),
+        AtomicU64::new(64 << 20),
+        AtomicU64::new(60),
+    ],
+    [
+        AtomicU64::new(OUTPUT_LIMIT as u64),
+        AtomicU64::new(8 << 20),
+        AtomicU64::new(60),
+    ],
+];
+
+/// Parse a `client-output-buffer-limit` value: `<class> <hard> <soft> <seconds>` repeated
+/// (`replica` is an alias of `slave`; sizes take Redis's memory units).
+pub fn parse_output_limits(v: &str) -> Option<Vec<(usize, [u64; 3])>> {
+    let w: Vec<&str> = v.split_whitespace().collect();
+    if w.len() % 4 != 0 {
+        return None;
+    }
+    w.chunks(4)
+        .map(|c| {
+            let class = match c[0].to_ascii_lowercase().as_str() {
+                "normal" => 0,
+                "slave" | "replica" => 1,
+                "pubsub" => 2,
+                _ => return None,
+            };
+            let hard = crate::config::parse_memory(c[1])? as u64;
+            let soft = crate::config::parse_memory(c[2])? as u64;
+            let secs = c[3].parse::<u64>().ok()?;
+            Some((class, [hard, soft, secs]))
+        })
+        .collect()
+}
+
+/// Apply parsed limits (classes not named keep their values).
+pub fn set_output_limits(l: &[(usize, [u64; 3])]) {
+    for (class, vals) in l {
+        for (a, v) in LIMITS[*class].iter().zip(vals) {
+            a.store(*v, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The value CONFIG GET shows, every class in Redis's order and format.
+pub fn show_output_limits() -> String {
+    CLASSES
+        .iter()
+        .zip(&LIMITS)
+        .map(|(n, l)| {
+            let v: Vec<String> = l
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed).to_string())
+                .collect();
+            format!("{n} {}", v.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// One message waiting for a subscriber.
 enum Msg {
@@ -37,7 +106,8 @@ pub struct Mailbox {
     bytes: Cell<usize>,
     closed: Cell<bool>,
     waker: RefCell<Option<Waker>>,
-    limit: usize,
+    /// Since when the queue has been over the soft limit.
+    soft_since: Cell<Option<Instant>>,
 }
 
 impl Mailbox {
@@ -46,7 +116,16 @@ impl Mailbox {
             return;
         }
         let b = self.bytes.get() + size;
-        if b > self.limit {
+        let [hard, soft, secs] = [0, 1, 2].map(|i| LIMITS[2][i].load(Ordering::Relaxed));
+        let over_soft = soft > 0 && b as u64 > soft && {
+            let since = self.soft_since.get().unwrap_or_else(Instant::now);
+            self.soft_since.set(Some(since));
+            since.elapsed().as_secs() >= secs
+        };
+        if !(soft > 0 && b as u64 > soft) {
+            self.soft_since.set(None);
+        }
+        if (hard > 0 && b as u64 > hard) || over_soft {
             tracing::warn!(
                 client = self.id,
                 "closing subscriber over the pubsub output buffer limit"
@@ -54,6 +133,7 @@ impl Mailbox {
             self.closed.set(true);
             self.queue.borrow_mut().clear();
             self.bytes.set(0);
+            self.soft_since.set(None);
         } else {
             self.bytes.set(b);
             self.queue.borrow_mut().push_back(m);
@@ -129,7 +209,7 @@ thread_local! {
 }
 
 /// Deliver a message to this core's subscribers; returns how many received it.
-fn deliver(channel: &Bytes, payload: &Bytes) -> usize {
+pub fn deliver(channel: &Bytes, payload: &Bytes) -> usize {
     REGISTRY.with(|r| {
         let r = r.borrow();
         let mut n = 0;
@@ -186,7 +266,7 @@ impl PubSubState {
                     bytes: Cell::new(0),
                     closed: Cell::new(false),
                     waker: RefCell::new(None),
-                    limit: OUTPUT_LIMIT,
+                    soft_since: Cell::new(None),
                 })
             })
             .clone()

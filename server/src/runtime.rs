@@ -190,6 +190,7 @@ pub fn run(config: Config) -> Result<(), String> {
                     crate::persist::start_cron(&core);
                     crate::repl::start(&core);
                 }
+                crate::notify::start(core.clone());
                 let expiry = core.clone();
                 glommio::spawn_local(async move {
                     loop {

@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -26,9 +27,57 @@ static SCRIPTS: LazyLock<Mutex<HashMap<String, Bytes>>> = LazyLock::new(Default:
 
 /// `lua-time-limit` in ms. A script still running after it is stopped with an error: a core runs
 /// one script at a time, so an endless script must not hold the core (and every client of it)
-/// forever. Redis instead keeps running and answers BUSY until SCRIPT KILL; see the README.
+/// forever. Redis instead keeps running and answers BUSY until SCRIPT KILL; see
+/// docs/scripting.md.
 pub static LUA_TIME_LIMIT_MS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(5000);
+
+/// Most cores whose running scripts SCRIPT KILL can see.
+const MAX_CORES: usize = 256;
+
+/// Per core (Lua state): a script runs (bit 0), it called a write command (bit 1), SCRIPT KILL
+/// asked it to stop (bit 2). Set by the core running the script, read/set by SCRIPT KILL on any.
+static RUNNING: [AtomicU8; MAX_CORES] = [const { AtomicU8::new(0) }; MAX_CORES];
+const RUN: u8 = 1;
+const WROTE: u8 = 2;
+const KILL: u8 = 4;
+
+thread_local! {
+    /// This thread's entry in [`RUNNING`].
+    static RUN_SLOT: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % MAX_CORES
+    };
+}
+
+fn run_slot() -> &'static AtomicU8 {
+    &RUNNING[RUN_SLOT.with(|s| *s)]
+}
+
+/// SCRIPT KILL: stop a running read-only script (on whichever core runs it).
+fn kill_running(out: &mut BytesMut) {
+    let mut wrote = false;
+    for r in &RUNNING {
+        let s = r.load(Ordering::Acquire);
+        if s & RUN == 0 {
+            continue;
+        }
+        if s & WROTE != 0 {
+            wrote = true;
+            continue;
+        }
+        if r.compare_exchange(s, s | KILL, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return encode::ok(out);
+        }
+    }
+    if wrote {
+        encode::error(out, "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.")
+    } else {
+        encode::error(out, "NOTBUSY No scripts in execution right now.")
+    }
+}
 
 /// Shard handlers.
 pub static HANDLERS: &[(&str, Handler)] = &[
@@ -187,7 +236,7 @@ pub fn script_cmd(args: &[Bytes], out: &mut BytesMut) {
             flush();
             encode::ok(out);
         }
-        (b"kill", 2) => encode::error(out, "NOTBUSY No scripts in execution right now."),
+        (b"kill", 2) => kill_running(out),
         _ => encode::error(
             out,
             &format!(
@@ -290,9 +339,16 @@ fn eval(ctx: &mut Ctx) {
                 redis.set("pcall", pcall)?;
                 let started = std::time::Instant::now();
                 let limit = LUA_TIME_LIMIT_MS.load(std::sync::atomic::Ordering::Relaxed);
+                let slot = run_slot();
+                slot.store(RUN, Ordering::Release);
                 lua.set_hook(
                     mlua::HookTriggers::new().every_nth_instruction(10_000),
                     move |_, _| {
+                        if slot.load(Ordering::Acquire) & KILL != 0 {
+                            return Err(mlua::Error::RuntimeError(
+                                "Script killed by user with SCRIPT KILL...".into(),
+                            ));
+                        }
                         if limit > 0 && started.elapsed().as_millis() as u64 > limit {
                             return Err(mlua::Error::RuntimeError(format!(
                                 "Script killed: it ran longer than lua-time-limit ({limit} ms)"
@@ -303,6 +359,7 @@ fn eval(ctx: &mut Ctx) {
                 );
                 let v = f.call::<LuaValue>(());
                 lua.remove_hook();
+                slot.store(0, Ordering::Release);
                 let v = v?;
                 let mut out = BytesMut::new();
                 lua_to_resp(&v, proto, &mut out);
@@ -424,9 +481,20 @@ fn call(
             );
         }
     }
+    if spec.has(WRITE) {
+        run_slot().fetch_or(WROTE, Ordering::AcqRel);
+    }
     let mut out = BytesMut::new();
     {
         let st = &mut *st;
+        // EVAL runs as a non-WRITE command (its database is "quiet"); the script's writes must
+        // count as modifications (WATCH, dirty, keyspace events) all the same.
+        let was_quiet = std::mem::replace(&mut st.dbs[st.db].quiet, !spec.has(WRITE));
+        let probe = if crate::notify::enabled() {
+            crate::notify::Probe::before(spec, &args, st.db, st.dbs, st.now)
+        } else {
+            None
+        };
         let track = crate::repl::prop::active();
         let dirty0: u64 = if track {
             st.dbs.iter().map(|d| d.dirty()).sum()
@@ -443,6 +511,10 @@ fn call(
             rewrite: None,
         };
         handler(&mut ctx);
+        if let Some(p) = probe {
+            let ev = p.after(spec.name, &args, ctx.dbs, ctx.now, &ctx.out[..]);
+            crate::notify::emit_all(ev);
+        }
         if track {
             let rewrite = ctx.rewrite.take();
             let changed = ctx.dbs.iter().map(|d| d.dirty()).sum::<u64>() != dirty0;
@@ -450,6 +522,7 @@ fn call(
             crate::repl::prop::effects(spec, 0, &args, rewrite, changed, &out, &mut fx);
             st.effects.extend(fx.into_iter().map(|(_, c)| c));
         }
+        st.dbs[st.db].quiet = was_quiet;
     }
     drop(st);
     if &out[..] == WOULD_BLOCK {

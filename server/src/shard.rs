@@ -68,6 +68,12 @@ impl Shard {
                 d.quiet = true;
             }
         }
+        let notify = crate::notify::enabled();
+        let probe = if notify {
+            crate::notify::Probe::before(spec, &cmd.args, cmd.db as usize, &mut self.dbs, now)
+        } else {
+            None
+        };
         let track = crate::repl::prop::active();
         let dirty0 = if track { self.dirty() } else { 0 };
         let mut ctx = Ctx {
@@ -90,6 +96,14 @@ impl Shard {
         if quiet {
             if let Some(d) = self.dbs.get_mut(cmd.db as usize) {
                 d.quiet = false;
+            }
+        }
+        if notify {
+            let fx = self.expired_effects();
+            self.emit(fx);
+            if let Some(p) = probe {
+                let ev = p.after(spec.name, &cmd.args, &mut self.dbs, now, &out[before..]);
+                crate::notify::emit_all(ev);
             }
         }
         if track {
@@ -131,7 +145,7 @@ impl Shard {
             }
         }
         self.expired_keys += n as u64;
-        if n > 0 && crate::repl::prop::active() {
+        if n > 0 && (crate::repl::prop::active() || crate::notify::enabled()) {
             let fx = self.expired_effects();
             self.emit(fx);
         }
@@ -143,16 +157,17 @@ impl Shard {
         self.dbs.iter().map(|d| d.dirty()).sum()
     }
 
-    /// Keys removed by expiry since the last call, as DEL effects.
+    /// Keys removed by expiry since the last call, as DEL effects (and `expired` notifications).
     pub fn expired_effects(&mut self) -> Vec<crate::repl::prop::Effect> {
         let mut fx = Vec::new();
+        let track = crate::repl::prop::active();
         for (i, db) in self.dbs.iter_mut().enumerate() {
             if db.has_expired() {
-                fx.extend(
-                    db.take_expired()
-                        .iter()
-                        .map(|k| crate::repl::prop::del(i, k)),
-                );
+                let keys = db.take_expired();
+                crate::notify::expired(i, &keys);
+                if track {
+                    fx.extend(keys.iter().map(|k| crate::repl::prop::del(i, k)));
+                }
             }
         }
         fx

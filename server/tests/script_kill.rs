@@ -1,0 +1,114 @@
+//! SCRIPT KILL on a two-core server: a script blocks the core running it (no client of that core
+//! is even read meanwhile), so SCRIPT KILL is sent from connections until one served by the other
+//! core answers. A read-only script is killed with Redis's error; one that wrote is UNKILLABLE and
+//! stops at `lua-time-limit` (codis-server's deviation, see docs/scripting.md).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn cmd(parts: &[&str]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", parts.len()).into_bytes();
+    for p in parts {
+        v.extend_from_slice(format!("${}\r\n{p}\r\n", p.len()).as_bytes());
+    }
+    v
+}
+
+/// One line reply (status, error or integer), or None on timeout.
+fn line(r: &mut BufReader<TcpStream>, timeout: Duration) -> Option<String> {
+    r.get_ref().set_read_timeout(Some(timeout)).ok()?;
+    let mut s = String::new();
+    match r.read_line(&mut s) {
+        Ok(n) if n > 0 => Some(s.trim_end().to_string()),
+        _ => None,
+    }
+}
+
+fn connect(port: u16) -> BufReader<TcpStream> {
+    BufReader::new(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+}
+
+/// Send SCRIPT KILL from fresh connections until one not blocked by the script answers something
+/// other than NOTBUSY (the script may not have started yet). Connections on the script's core do
+/// not answer (their core is busy) and are left alone.
+fn kill_from_other_core(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conns: Vec<BufReader<TcpStream>> = (0..8).map(|_| connect(port)).collect();
+    let mut blocked = vec![false; conns.len()];
+    while Instant::now() < deadline {
+        for (i, c) in conns.iter_mut().enumerate() {
+            if blocked[i] {
+                continue;
+            }
+            c.get_mut()
+                .write_all(&cmd(&["SCRIPT", "KILL"]))
+                .expect("send");
+            match line(c, Duration::from_millis(500)) {
+                None => blocked[i] = true,
+                Some(r) if r.starts_with("-NOTBUSY") => {}
+                Some(r) => return r,
+            }
+        }
+        if blocked.iter().all(|b| *b) {
+            conns = (0..8).map(|_| connect(port)).collect();
+            blocked = vec![false; conns.len()];
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no connection on the other core answered SCRIPT KILL");
+}
+
+#[test]
+fn script_kill_from_another_core() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    let mut c = srv.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lua-time-limit")
+        .arg("60000")
+        .query(&mut c)
+        .expect("config set");
+    let nothing: redis::RedisResult<()> = redis::cmd("SCRIPT").arg("KILL").query(&mut c);
+    assert!(format!("{:?}", nothing.unwrap_err()).contains("No scripts in execution right now"));
+
+    // A read-only endless script is killed.
+    let mut runner = connect(srv.port);
+    runner
+        .get_mut()
+        .write_all(&cmd(&["EVAL", "while true do end", "0"]))
+        .expect("send");
+    assert_eq!(kill_from_other_core(srv.port), "+OK");
+    let r = line(&mut runner, Duration::from_secs(30)).expect("script reply");
+    assert!(
+        r.starts_with("-ERR Script killed by user with SCRIPT KILL..."),
+        "{r}"
+    );
+    // The core serves again.
+    runner.get_mut().write_all(&cmd(&["PING"])).expect("send");
+    assert_eq!(
+        line(&mut runner, Duration::from_secs(10)).as_deref(),
+        Some("+PONG")
+    );
+
+    // A script that wrote cannot be killed; it stops at lua-time-limit.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lua-time-limit")
+        .arg("3000")
+        .query(&mut c)
+        .expect("config set");
+    runner
+        .get_mut()
+        .write_all(&cmd(&[
+            "EVAL",
+            "redis.call('set', KEYS[1], '1') while true do end",
+            "1",
+            "wk",
+        ]))
+        .expect("send");
+    let r = kill_from_other_core(srv.port);
+    assert_eq!(r, "-UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.");
+    let r = line(&mut runner, Duration::from_secs(60)).expect("script reply");
+    assert!(r.starts_with("-"), "{r}");
+}
