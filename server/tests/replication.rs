@@ -115,10 +115,12 @@ fn wait_acked(master: &mut Connection, n: i64) {
 }
 
 /// Compare master and replica until equal (the replica may still be applying the last bytes).
+/// The master is scanned again each round: keys with millisecond TTLs expire on the master (and
+/// their DEL reaches the replica) while the comparison runs.
 fn assert_same(master: &mut Connection, replica: &mut Connection) {
-    let want = scan_all(master);
     let start = Instant::now();
     loop {
+        let want = scan_all(master);
         let got = scan_all(replica);
         if got == want {
             return;
