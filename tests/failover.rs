@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use e2e::load::{Load, LoadSpec};
 use e2e::{wait_for, Cluster};
 use redis::Commands;
-use testkit::{bin_path, free_port, wait_port, Proc};
+use testkit::{bin_path, free_port, wait_ping, Proc};
 
 fn replication(c: &mut redis::Connection) -> String {
     redis::cmd("INFO")
@@ -41,11 +41,12 @@ fn start_replica(c: &Cluster, port: u16) -> Proc {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn replica");
+    let mut p = Proc { child, port };
     assert!(
-        wait_port(port, Duration::from_secs(20)),
+        wait_ping(&mut p, Duration::from_secs(20)),
         "replica did not start"
     );
-    Proc { child, port }
+    p
 }
 
 fn wait_link_up(r: &mut redis::Connection) {

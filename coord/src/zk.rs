@@ -137,7 +137,9 @@ impl ZkInner {
         *guard = None;
         let mut connector = zk::Client::connector()
             .with_session_timeout(self.session_timeout)
-            .with_connection_timeout(Duration::from_secs(2))
+            // A connection silent for this long is dropped (and the session resumed on another
+            // server). A loaded JVM can pause for seconds: scale with the session timeout.
+            .with_connection_timeout((self.session_timeout / 3).max(Duration::from_secs(2)))
             .with_fail_eagerly();
         if let Some(auth) = &self.auth {
             connector = connector.with_auth("digest", auth);

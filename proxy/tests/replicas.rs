@@ -51,7 +51,10 @@ fn reads_go_to_a_live_replica_and_fall_back_to_the_master() {
         .spawn()
         .expect("spawn replica");
     let mut replica_proc = testkit::Proc { child, port: rport };
-    assert!(testkit::wait_port(rport, Duration::from_secs(20)));
+    assert!(testkit::wait_ping(
+        &mut replica_proc,
+        Duration::from_secs(20)
+    ));
     let mut replica = replica_proc.conn();
     wait_until("replica link up", || {
         let info: String = redis::cmd("INFO")
