@@ -9,56 +9,15 @@
 //! - `replica_kill`: the replica is killed under load and started again on the same port: it
 //!   resynchronises (link up, `WAIT 1` answers 1) and holds exactly the master's data.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::load::{Load, LoadSpec};
-use e2e::{wait_for, Cluster};
+use e2e::{replication_info, start_extra_server, wait_for, wait_link_up, Cluster};
 use redis::Commands;
-use testkit::{bin_path, free_port, wait_ping, Proc};
-
-fn replication(c: &mut redis::Connection) -> String {
-    redis::cmd("INFO")
-        .arg("replication")
-        .query(c)
-        .unwrap_or_default()
-}
+use testkit::{free_port, Proc};
 
 fn start_replica(c: &Cluster, port: u16) -> Proc {
-    let dir = c.dir.path().join(format!("replica-{port}"));
-    std::fs::create_dir_all(&dir).expect("replica dir");
-    let child = Command::new(bin_path("codis-server"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--cores",
-            "1",
-            "--loglevel",
-            "warn",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn replica");
-    let mut p = Proc { child, port };
-    assert!(
-        wait_ping(&mut p, Duration::from_secs(20)),
-        "replica did not start"
-    );
-    p
-}
-
-fn wait_link_up(r: &mut redis::Connection) {
-    let up = wait_for(Duration::from_secs(60), || {
-        let info = replication(r);
-        (info.contains("role:slave") && info.contains("master_link_status:up")).then_some(())
-    });
-    assert!(
-        up.is_some(),
-        "replica link never came up: {}",
-        replication(r)
-    );
+    start_extra_server(c.dir.path(), port)
 }
 
 /// A cluster of two groups (slots 0–511 → 1, 512–1023 → 2) where group 1 also has a replica.
@@ -140,7 +99,7 @@ fn master_kill() {
         );
     }
     let mut r_conn = replica.conn();
-    assert!(replication(&mut r_conn).contains("role:master"));
+    assert!(replication_info(&mut r_conn).contains("role:master"));
     eprintln!(
         "RESULT master-kill: {} errors seen by clients ({}), promoted {:.1}s after the kill, load recovered {:.1}s after the kill, {} WAIT-confirmed keys present, {} load keys checked, lost 0, hangs 0",
         r.failures(),

@@ -6,19 +6,14 @@
 //! writes to it, and the old master follows it as a replica. Topology and data are checked after
 //! each step.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use e2e::{wait_for, Cluster, Coordinator, Spec};
+use e2e::{
+    replication_info, start_extra_server, wait_for, wait_link_up, Cluster, Coordinator, Spec,
+};
 use redis::Commands;
-use testkit::{bin_path, free_port, wait_ping, Proc};
-
-fn replication(c: &mut redis::Connection) -> String {
-    redis::cmd("INFO")
-        .arg("replication")
-        .query(c)
-        .unwrap_or_default()
-}
+use testkit::free_port;
 
 fn walk(coordinator: Coordinator) {
     walk_with(coordinator, "")
@@ -34,34 +29,11 @@ fn walk_with(coordinator: Coordinator, ini_extra: &str) {
 
     // server add 1 <addr> slave
     let port = free_port();
-    let child = Command::new(bin_path("codis-server"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--cores",
-            "1",
-            "--loglevel",
-            "warn",
-        ])
-        .arg("--dir")
-        .arg(c.dir.path())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn codis-server");
-    let mut slave_proc = Proc { child, port };
-    assert!(wait_ping(&mut slave_proc, Duration::from_secs(20)));
+    let slave_proc = start_extra_server(c.dir.path(), port);
     let slave_addr = format!("127.0.0.1:{port}");
     c.ctl_ok(&["server", "add", "1", &slave_addr, "slave"]);
     let mut slave = slave_proc.conn();
-    let up = wait_for(Duration::from_secs(30), || {
-        let info = replication(&mut slave);
-        (info.contains("role:slave") && info.contains("master_link_status:up")).then_some(())
-    });
-    assert!(
-        up.is_some(),
-        "slave never synced: {}",
-        replication(&mut slave)
-    );
+    wait_link_up(&mut slave);
     let list = c.ctl_ok(&["server", "list"]).to_string();
     assert!(list.contains(&slave_addr), "server list: {list}");
 
@@ -121,7 +93,7 @@ fn walk_with(coordinator: Coordinator, ini_extra: &str) {
         .unwrap();
     assert_eq!(acked, 1, "the slave acknowledged the writes");
     c.ctl_ok(&["server", "promote", "1", &slave_addr]);
-    let info = replication(&mut slave);
+    let info = replication_info(&mut slave);
     assert!(info.contains("role:master"), "{info}");
     for k in &keys {
         let v: String = p.get(k).unwrap();
@@ -142,13 +114,13 @@ fn walk_with(coordinator: Coordinator, ini_extra: &str) {
         "group 1's writes land on the promoted server"
     );
     let follows = wait_for(Duration::from_secs(30), || {
-        let info = replication(&mut old_master);
+        let info = replication_info(&mut old_master);
         (info.contains("role:slave") && info.contains(&format!("master_port:{port}"))).then_some(())
     });
     assert!(
         follows.is_some(),
         "old master: {}",
-        replication(&mut old_master)
+        replication_info(&mut old_master)
     );
     let caught_up = wait_for(Duration::from_secs(30), || {
         let v: Option<String> = old_master.get(k1).ok();

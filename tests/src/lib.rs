@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::{bin_path, free_port, wait_port, Proc};
+use testkit::{bin_path, free_port, wait_ping, wait_port, Proc};
 
 /// One slot as stored in the coordinator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -526,6 +526,54 @@ pub fn scan_all(conn: &mut redis::Connection) -> redis::RedisResult<Vec<Vec<u8>>
         }
         cursor = next;
     }
+}
+
+/// A codis-server outside the topology (`--cores 1`, its own directory in `dir`) on `port`,
+/// answering PING: a replica to add with `codisctl server add … slave` or `REPLICAOF`.
+pub fn start_extra_server(dir: &Path, port: u16) -> Proc {
+    let data = dir.join(format!("extra-{port}"));
+    std::fs::create_dir_all(&data).expect("server dir");
+    let child = Command::new(bin_path("codis-server"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--cores",
+            "1",
+            "--loglevel",
+            "warn",
+        ])
+        .arg("--dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn codis-server");
+    let mut p = Proc { child, port };
+    assert!(
+        wait_ping(&mut p, Duration::from_secs(20)),
+        "codis-server on {port} did not start"
+    );
+    p
+}
+
+/// `INFO replication` of a server ("" when it does not answer).
+pub fn replication_info(c: &mut redis::Connection) -> String {
+    redis::cmd("INFO")
+        .arg("replication")
+        .query(c)
+        .unwrap_or_default()
+}
+
+/// Waits until a server is a replica with its master link up; panics after 60 s.
+pub fn wait_link_up(c: &mut redis::Connection) {
+    let up = wait_for(Duration::from_secs(60), || {
+        let info = replication_info(c);
+        (info.contains("role:slave") && info.contains("master_link_status:up")).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "replica link never came up: {}",
+        replication_info(c)
+    );
 }
 
 /// Polls `f` every 100 ms until it returns `Some` or `timeout` passes.
