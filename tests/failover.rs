@@ -8,12 +8,18 @@
 //!   none of its acknowledged writes is lost.
 //! - `replica_kill`: the replica is killed under load and started again on the same port: it
 //!   resynchronises (link up, `WAIT 1` answers 1) and holds exactly the master's data.
+//! - `ctl_killed_mid_promotion`: `codisctl server promote` is SIGKILLed while the group's slots
+//!   are locked (`promoting = prepared`: a second, paused proxy has not acknowledged yet), under
+//!   a pipelined load through the first proxy. Running the same command again completes the
+//!   promotion; the clients' held requests complete, no call times out and no acknowledged write
+//!   is lost (the replica is promoted only once it holds the master's whole stream).
 
 use std::time::{Duration, Instant};
 
 use e2e::load::{Load, LoadSpec};
-use e2e::{replication_info, start_extra_server, wait_for, wait_link_up, Cluster};
+use e2e::{replication_info, signal, start_extra_server, wait_for, wait_link_up, Cluster, Spec};
 use redis::Commands;
+use serde_json::Value;
 use testkit::{free_port, Proc};
 
 fn start_replica(c: &Cluster, port: u16) -> Proc {
@@ -22,7 +28,11 @@ fn start_replica(c: &Cluster, port: u16) -> Proc {
 
 /// A cluster of two groups (slots 0–511 → 1, 512–1023 → 2) where group 1 also has a replica.
 fn cluster_with_replica() -> (Cluster, Proc, String) {
-    let c = Cluster::start(2, 1, &[(0, 511, 1), (512, 1023, 2)]);
+    with_replica(Cluster::start(2, 1, &[(0, 511, 1), (512, 1023, 2)]))
+}
+
+/// Adds a replica to group 1 of `c` and waits until it is in sync.
+fn with_replica(c: Cluster) -> (Cluster, Proc, String) {
     let port = free_port();
     let replica = start_replica(&c, port);
     let addr = format!("127.0.0.1:{port}");
@@ -177,6 +187,133 @@ fn replica_kill() {
         "RESULT replica-kill: load errors 0, hangs 0, replica resynchronised {:.1}s after restart, {} keys identical on master and replica, {} load keys checked, lost 0",
         resynced_in.as_secs_f64(),
         want.len(),
+        check.keys_checked
+    );
+}
+
+/// Group `gid` as `codisctl config dump` shows it.
+fn group(c: &Cluster, gid: u32) -> Value {
+    let v = c.ctl_ok(&["config", "dump"]);
+    let d = if v.get("group").is_some() {
+        &v
+    } else {
+        v.get("dump").unwrap_or(&v)
+    };
+    d["group"]
+        .as_array()
+        .and_then(|a| a.iter().find(|g| g["id"].as_u64() == Some(u64::from(gid))))
+        .cloned()
+        .unwrap_or_else(|| panic!("no group {gid} in the config dump: {v}"))
+}
+
+fn promoting(g: &Value) -> String {
+    g["promoting"]["state"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn ctl_killed_mid_promotion() {
+    let mut spec = Spec::new(2, &[(0, 511, 1), (512, 1023, 2)]);
+    spec.proxies = 2;
+    let (c, replica, replica_addr) = with_replica(Cluster::start_spec(spec));
+    let old_master = c.server_addr(1);
+    let mut lspec = LoadSpec::new("promote-kill", &c.proxy_url_of(0), 2).slots(|s| s < 512);
+    lspec.pipeline = 10;
+    // Requests of the locked slots wait through the kill and the restart.
+    lspec.timeout = Duration::from_secs(60);
+    let load = Load::start(lspec);
+    assert!(load.wait_progress(300, Duration::from_secs(30)), "no load");
+
+    // The second proxy, paused, holds the promotion at `prepared` (it cannot acknowledge).
+    let paused = c.proxy(1).child.id();
+    signal(paused, libc::SIGSTOP);
+    let mut ctl = c.spawn_ctl("promote-1", &["server", "promote", "1", &replica_addr]);
+    let prepared = wait_for(Duration::from_secs(60), || {
+        (promoting(&group(&c, 1)) == "prepared").then_some(())
+    });
+    let locked_at = load.now();
+    let t0 = Instant::now();
+    let _ = ctl.child.kill();
+    let _ = ctl.child.wait();
+    signal(paused, libc::SIGCONT);
+    assert!(
+        prepared.is_some(),
+        "the promotion never reached `prepared`\n{}",
+        c.logs()
+    );
+    let locked = c
+        .slots()
+        .iter()
+        .filter(|s| s.group_id == 1 && s.state == "prepared")
+        .count();
+    let left = promoting(&group(&c, 1));
+    assert_eq!(left, "prepared", "state after the kill");
+    assert_eq!(locked, 512, "group 1's slots stay locked after the kill");
+
+    // The recovery: the same command again.
+    let out = wait_for(Duration::from_secs(60), || {
+        let o = c.ctl(&["server", "promote", "1", &replica_addr]);
+        o.ok.then_some(o)
+    });
+    assert!(
+        out.is_some(),
+        "the restarted promotion kept failing: {:?}\n{}",
+        c.ctl(&["server", "promote", "1", &replica_addr]),
+        c.logs()
+    );
+    let resumed_in = t0.elapsed();
+    let g = group(&c, 1);
+    assert_eq!(promoting(&g), "", "promotion state cleared: {g}");
+    assert_eq!(
+        g["servers"][0]["server"].as_str(),
+        Some(replica_addr.as_str()),
+        "the replica is group 1's master: {g}"
+    );
+    assert!(
+        c.slots().iter().all(|s| s.state.is_empty()),
+        "slot actions cleared"
+    );
+    let mut rc = replica.conn();
+    assert!(replication_info(&mut rc).contains("role:master"));
+    let mut om = c.server_conn(1);
+    let old_role = wait_for(Duration::from_secs(30), || {
+        replication_info(&mut om)
+            .contains("role:slave")
+            .then_some(())
+    });
+    assert!(
+        old_role.is_some(),
+        "the old master {old_master} was re-pointed to the new one"
+    );
+    let done0 = load.done();
+    let recovered = wait_for(Duration::from_secs(60), || {
+        (load.done() > done0 + 300).then(|| load.now() - locked_at)
+    });
+    assert!(
+        recovered.is_some(),
+        "the load did not recover\n{}",
+        c.logs()
+    );
+    let r = load.stop();
+    eprintln!("{}", r.summary());
+    assert!(
+        r.failures() == 0 && r.hangs == 0,
+        "{} failed round trips, {} hangs, e.g. {:?}\n{}",
+        r.failures(),
+        r.hangs,
+        r.first_errors(10),
+        c.logs()
+    );
+    let check = r.check(&c.proxy_url_of(0));
+    assert!(
+        check.lost.is_empty(),
+        "{} keys lost an acknowledged write: {:?}",
+        check.lost.len(),
+        &check.lost[..check.lost.len().min(10)]
+    );
+    eprintln!(
+        "RESULT promote-kill: codisctl killed with promoting=prepared and {locked} slots locked; `codisctl server promote` run again completed {:.1}s after the kill, load recovered {:.1}s after the lock; client errors 0, hangs 0, {} load keys checked, lost 0",
+        resumed_in.as_secs_f64(),
+        recovered.unwrap_or_default().as_secs_f64(),
         check.keys_checked
     );
 }
