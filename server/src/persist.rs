@@ -266,7 +266,8 @@ pub fn step(sh: &mut Shard, budget: Duration) -> bool {
     for db in &mut sh.dbs {
         let (snap, slots) = db.snap_and_slots();
         let Some(sn) = snap else { continue };
-        while Instant::now() < deadline {
+        // At least one piece of work per step (a step always makes progress).
+        loop {
             if let Some((slot, t, from)) = sn.frozen.pop() {
                 if let Some(n) = sn.write_keys(&t, from, Some(deadline)) {
                     sn.frozen.push((slot, t, n));
@@ -290,6 +291,9 @@ pub fn step(sh: &mut Shard, budget: Duration) -> bool {
                 None => {
                     sn.unmark(s);
                 }
+            }
+            if Instant::now() >= deadline {
+                break;
             }
         }
         done &= sn.is_done();
@@ -587,7 +591,7 @@ pub type LoadItem = (usize, Box<[u8]>, Value, u64);
 /// Parse an RDB file into per-owner batches, calling `flush(owner, batch)` whenever one fills up
 /// and once at the end for each non-empty batch.
 fn parse_into(
-    bytes: &[u8],
+    mut r: FileReader<'_>,
     databases: usize,
     owner: impl Fn(u16) -> usize,
     ncores: usize,
@@ -596,7 +600,6 @@ fn parse_into(
 ) -> Result<LoadStats, PersistError> {
     let now = now_ms();
     let mut stats = LoadStats::default();
-    let mut r = FileReader::new(bytes)?;
     let mut batches: Vec<Vec<LoadItem>> = (0..ncores).map(|_| Vec::new()).collect();
     while let Some(item) = r.next_item()? {
         let e = match item {
@@ -649,30 +652,57 @@ pub fn fill_at_start(sh: &mut Shard, items: Vec<LoadItem>) {
 
 /// Empty every database, then load an RDB file's keys into the shards owning their slots.
 /// Already-expired keys are skipped. On an error the databases hold what was loaded so far.
-pub async fn load_rdb(core: &Rc<Core>, bytes: &[u8]) -> Result<LoadStats, PersistError> {
+///
+/// The checksum and the parsing (decompression, building values) run on another thread that
+/// hands batches of keys to the owning cores as it goes, so parsing and inserting overlap.
+pub async fn load_rdb(core: &Rc<Core>, bytes: Vec<u8>) -> Result<LoadStats, PersistError> {
+    use futures::{SinkExt, StreamExt};
     let databases = core.shard.borrow().dbs.len();
+    let shared = core.shared.clone();
+    let ncores = core.ncores();
+    // `None` first (the file's header and checksum are good), then the batches.
+    let (tx, mut rx) = futures::channel::mpsc::channel::<Option<(usize, Vec<LoadItem>)>>(16);
+    let parsed = spawn_thread(move || {
+        let mut tx = tx;
+        let reader = FileReader::new(&bytes)?;
+        if futures::executor::block_on(tx.send(None)).is_err() {
+            return Err(PersistError::Interrupted);
+        }
+        let mut gone = false;
+        let r = parse_into(
+            reader,
+            databases,
+            |s| shared.owner(s),
+            ncores,
+            LOAD_BATCH,
+            |c, b| {
+                if !gone {
+                    gone = futures::executor::block_on(tx.send(Some((c, b)))).is_err();
+                }
+            },
+        );
+        // Free the file here, not on an executor.
+        drop(bytes);
+        r
+    });
     // Refuse a file we cannot read before touching the data.
-    FileReader::new(bytes)?;
+    if !matches!(rx.next().await, Some(None)) {
+        return Err(parsed
+            .await
+            .unwrap_or(Err(PersistError::Interrupted))
+            .err()
+            .unwrap_or(PersistError::Interrupted));
+    }
     core.broadcast(|s| {
         for d in &mut s.dbs {
             d.clear();
         }
     })
     .await;
-    let shared = core.shared.clone();
-    // The parser is synchronous: it queues per-core batches, which are then sent in order.
-    let mut queued: Vec<(usize, Vec<LoadItem>)> = Vec::new();
-    let result = parse_into(
-        bytes,
-        databases,
-        |s| shared.owner(s),
-        core.ncores(),
-        LOAD_BATCH,
-        |c, b| queued.push((c, b)),
-    );
-    for (c, b) in queued {
+    while let Some(Some((c, b))) = rx.next().await {
         core.run_on(c, move |s| fill(s, b)).await;
     }
+    let result = parsed.await.unwrap_or(Err(PersistError::Interrupted));
     // The dataset was replaced behind the AOF's back (a replica's full sync): rewrite it.
     if result.is_ok() && crate::aof::enabled() {
         crate::aof::start_rewrite(core);
@@ -683,7 +713,7 @@ pub async fn load_rdb(core: &Rc<Core>, bytes: &[u8]) -> Result<LoadStats, Persis
 /// Read `path` and load it with [`load_rdb`].
 pub async fn load_rdb_file(core: &Rc<Core>, path: &Path) -> Result<LoadStats, PersistError> {
     let bytes = std::fs::read(path)?;
-    load_rdb(core, &bytes).await
+    load_rdb(core, bytes).await
 }
 
 /// At start-up, before the cores run: parse `dir/dbfilename` (if it exists) into one batch per
@@ -700,9 +730,14 @@ pub fn load_startup(
         Err(e) => return Err(e.into()),
     };
     let mut per_core: Vec<Vec<LoadItem>> = (0..ncores).map(|_| Vec::new()).collect();
-    let stats = parse_into(&bytes, databases, owner, ncores, usize::MAX, |c, b| {
-        per_core[c].extend(b)
-    })?;
+    let stats = parse_into(
+        FileReader::new(&bytes)?,
+        databases,
+        owner,
+        ncores,
+        usize::MAX,
+        |c, b| per_core[c].extend(b),
+    )?;
     Ok(Some((per_core, stats)))
 }
 
@@ -1085,6 +1120,38 @@ mod tests {
         };
         assert_eq!(got, want, "expired 'gone' left out, later writes invisible");
         assert_eq!(snap.expires, 0);
+    }
+
+    #[test]
+    fn a_slot_written_in_several_steps_is_finished_by_copy_on_write() {
+        let mut db = Db::new(|_| true);
+        // One slot (hash tag) with many keys: a 1 µs step stops inside it.
+        for i in 0..2000 {
+            db.insert(format!("{{t}}k{i}").as_bytes(), s("old"), 0);
+        }
+        start(&mut db, 1);
+        let mut sh = Shard::new(0, 1, |_| true);
+        sh.dbs[0] = std::mem::replace(&mut db, Db::new(|_| true));
+        assert!(!step(&mut sh, Duration::from_micros(1)));
+        {
+            let sn = sh.dbs[0].snap.as_deref().unwrap();
+            assert!(
+                sn.cur.is_some_and(|(_, n)| n > 0 && n < 2000),
+                "stopped inside the slot"
+            );
+        }
+        // Writes to the half-written slot: the rest of it is serialised first, as it was.
+        sh.dbs[0].insert(b"{t}k7", s("new"), 0);
+        sh.dbs[0].insert(b"{t}fresh", s("x"), 0);
+        sh.dbs[0].remove(b"{t}k1999");
+        db = std::mem::replace(&mut sh.dbs[0], Db::new(|_| true));
+        let snap = finish(&mut db);
+        let got = keys_of(&snap);
+        let mut want: Vec<(String, String)> = (0..2000)
+            .map(|i| (format!("{{t}}k{i}"), "old".to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 
     #[test]
