@@ -601,9 +601,12 @@ async fn rewrite(core: &Rc<Core>) -> Result<(), PersistError> {
     };
     // One buffer for the AOF thread, built (copied and checksummed) off the executors.
     let rdb = snap.rdb;
-    let bytes = crate::persist::off_thread(move || rdb.into_vec())
-        .await
-        .ok_or(PersistError::Interrupted)?;
+    let bytes = crate::persist::off_thread(move || {
+        crate::persist::background_priority();
+        rdb.into_vec()
+    })
+    .await
+    .ok_or(PersistError::Interrupted)?;
     let (tx, rx) = futures::channel::oneshot::channel();
     let sent = CHANNEL
         .lock()

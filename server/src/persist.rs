@@ -772,6 +772,15 @@ pub async fn off_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'stati
     spawn_thread(f).await.ok()
 }
 
+/// Lower the calling thread's scheduling priority (nice 10): a background save's writer should
+/// not take the CPU from an executor serving clients on the same core.
+pub fn background_priority() {
+    // SAFETY: setpriority with `who == 0` changes only the calling thread's nice value on Linux.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 /// Start a blocking closure on a fresh thread now; its result arrives through the receiver.
 pub fn spawn_thread<R: Send + 'static>(
     f: impl FnOnce() -> R + Send + 'static,
@@ -835,9 +844,12 @@ pub async fn save(core: &Rc<Core>) -> Result<u64, PersistError> {
     let (dir, name) = rdb_path(core);
     let rdb = snap.rdb;
     // Checksum, write, fsync and freeing the buffers all happen on another thread.
-    let res = off_thread(move || write_file_atomic(&dir, &name, |f| rdb.write_to(f)))
-        .await
-        .ok_or(PersistError::Interrupted)?;
+    let res = off_thread(move || {
+        background_priority();
+        write_file_atomic(&dir, &name, |f| rdb.write_to(f))
+    })
+    .await
+    .ok_or(PersistError::Interrupted)?;
     res?;
     STATUS.lastsave.store(now_ms() / 1000, Ordering::Relaxed);
     STATUS.dirty_at_save.store(snap.dirty, Ordering::Relaxed);
