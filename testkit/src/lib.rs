@@ -33,7 +33,8 @@ pub fn free_port() -> u16 {
             .unwrap_or(0);
     for _ in 0..u64::from(span) {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let candidate = base + ((seed.wrapping_add(n.wrapping_mul(7_919))) % u64::from(span)) as u32;
+        let candidate =
+            base + ((seed.wrapping_add(n.wrapping_mul(7_919))) % u64::from(span)) as u32;
         if let Ok(port) = u16::try_from(candidate) {
             if TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 return port;
