@@ -327,7 +327,10 @@ pub fn startup(cfg: &Config, ncores: usize) -> Result<Vec<Vec<LoadItem>>, String
     let name = cfg.appendfilename.clone();
     std::thread::Builder::new()
         .name("aof-writer".into())
-        .spawn(move || writer(file, reader, rx, dir, name))
+        .spawn(move || {
+            crate::runtime::unpin_background_thread();
+            writer(file, reader, rx, dir, name)
+        })
         .map_err(|e| e.to_string())?;
     ENABLED.store(true, Ordering::Relaxed);
     Ok(items)
@@ -548,7 +551,10 @@ async fn start_with_rewrite(core: &Rc<Core>) -> Result<(), PersistError> {
     }
     std::thread::Builder::new()
         .name("aof-writer".into())
-        .spawn(move || writer(file, reader, rx, dir, name))?;
+        .spawn(move || {
+            crate::runtime::unpin_background_thread();
+            writer(file, reader, rx, dir, name)
+        })?;
     ENABLED.store(true, Ordering::Relaxed);
     Ok(())
 }

@@ -57,8 +57,10 @@ pub enum PersistError {
 /// can stop inside a slot (see [`DbSnap`]'s cursor), so this bounds what a client waits behind it.
 const STEP_BUDGET: Duration = Duration::from_micros(200);
 /// When clients kept the core busy since the previous step, the next step waits this long after
-/// it: the snapshot then takes about half the core and client work the other half.
-const BUSY_PAUSE: Duration = Duration::from_micros(200);
+/// it: the snapshot then takes about a third of a busy core and client work the rest (on an
+/// idle core it runs back to back). Checksumming, writing and fsync happen on a writer thread
+/// that is not pinned to the executor's CPU.
+const BUSY_PAUSE: Duration = Duration::from_micros(400);
 /// Tasks run on a core since its previous step above which it counts as busy (the snapshot's own
 /// message and timer tasks stay under it).
 const BUSY_TASKS: u64 = 8;
@@ -781,12 +783,14 @@ pub fn background_priority() {
     }
 }
 
-/// Start a blocking closure on a fresh thread now; its result arrives through the receiver.
+/// Start a blocking closure on a fresh thread now (free to run on any of the process's CPUs, not
+/// pinned to the caller's executor CPU); its result arrives through the receiver.
 pub fn spawn_thread<R: Send + 'static>(
     f: impl FnOnce() -> R + Send + 'static,
 ) -> futures::channel::oneshot::Receiver<R> {
     let (tx, rx) = futures::channel::oneshot::channel();
     std::thread::spawn(move || {
+        crate::runtime::unpin_background_thread();
         let _ = tx.send(f());
     });
     rx
