@@ -36,6 +36,7 @@ pub mod dump;
 pub mod glob;
 pub mod global;
 pub mod info;
+pub mod intset;
 pub mod keytable;
 pub mod longdouble;
 pub mod migrate;

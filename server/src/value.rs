@@ -10,6 +10,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 use hashbrown::{HashMap, HashSet};
 
+pub use crate::intset::IntSet;
+
 /// Encoding thresholds (`hash-max-listpack-entries` and friends). Process-wide and changed by
 /// `CONFIG SET` on any core; read with relaxed loads where a value grows (a value already converted
 /// stays converted, as in Redis).
@@ -114,7 +116,7 @@ pub fn approx_size(v: &Value) -> usize {
         }
         Value::Hash(Hash::Map(m)) => m.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
         Value::List(List::Deque(d)) => d.iter().map(|e| e.len() + 24).sum(),
-        Value::Set(Set::Ints(v)) => v.len() * 8,
+        Value::Set(Set::Ints(v)) => v.encoded_len(),
         Value::Set(Set::Map(m)) => m.iter().map(|k| k.len() + 24).sum(),
         Value::ZSet(ZSet::Tree(t)) => t.dict.iter().map(|(k, _)| 2 * k.len() + 80).sum(),
     }
@@ -496,13 +498,13 @@ impl List {
 /// A set: sorted integers (intset) or a table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Set {
-    Ints(Box<[i64]>),
+    Ints(IntSet),
     Map(Box<HashSet<Box<[u8]>, Hasher>>),
 }
 
 impl Default for Set {
     fn default() -> Self {
-        Set::Ints(Box::default())
+        Set::Ints(IntSet::default())
     }
 }
 
@@ -523,7 +525,7 @@ impl Set {
     /// Membership.
     pub fn contains(&self, m: &[u8]) -> bool {
         match self {
-            Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.binary_search(&i).is_ok()),
+            Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.contains(i)),
             Set::Map(s) => s.contains(m),
         }
     }
@@ -534,7 +536,7 @@ impl Set {
             s.reserve(v.len() + 1);
             let mut b = itoa::Buffer::new();
             for i in v.iter() {
-                s.insert(b.format(*i).as_bytes().into());
+                s.insert(b.format(i).as_bytes().into());
             }
             *self = Set::Map(Box::new(s));
         }
@@ -544,16 +546,9 @@ impl Set {
     pub fn insert(&mut self, m: &[u8]) -> bool {
         if let Set::Ints(v) = self {
             match canonical_i64(m) {
-                Some(i) => match v.binary_search(&i) {
+                Some(i) => match v.binary_search(i) {
                     Ok(_) => return false,
-                    Err(pos) if v.len() < limits::set_entries() => {
-                        let mut n = Vec::with_capacity(v.len() + 1);
-                        n.extend_from_slice(&v[..pos]);
-                        n.push(i);
-                        n.extend_from_slice(&v[pos..]);
-                        *v = n.into_boxed_slice();
-                        return true;
-                    }
+                    Err(_) if v.len() < limits::set_entries() => return v.insert(i),
                     Err(_) => self.convert(),
                 },
                 None => self.convert(),
@@ -568,15 +563,7 @@ impl Set {
     /// Remove a member; true when it existed.
     pub fn remove(&mut self, m: &[u8]) -> bool {
         match self {
-            Set::Ints(v) => match canonical_i64(m).map(|i| v.binary_search(&i)) {
-                Some(Ok(pos)) => {
-                    let mut n = v.to_vec();
-                    n.remove(pos);
-                    *v = n.into_boxed_slice();
-                    true
-                }
-                _ => false,
-            },
+            Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.remove(i)),
             Set::Map(s) => s.remove(m),
         }
     }
@@ -586,7 +573,7 @@ impl Set {
         match self {
             Set::Ints(v) => {
                 let mut b = itoa::Buffer::new();
-                v.iter().map(|i| b.format(*i).as_bytes().into()).collect()
+                v.iter().map(|i| b.format(i).as_bytes().into()).collect()
             }
             Set::Map(s) => s.iter().cloned().collect(),
         }
