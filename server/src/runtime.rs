@@ -84,14 +84,17 @@ fn listen_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
             .map_err(|e| format!("bad bind address {host}: {e}"))?
             .next()
             .ok_or_else(|| format!("bad bind address {host}"))?;
-        // Bind without SO_REUSEPORT and without listening: it fails if anyone holds the port, and
-        // it never accepts a connection a client could mistake for the server being up.
+        // Bind without SO_REUSEPORT and without listening: it fails if anyone listens on the
+        // port, and it never accepts a connection a client could mistake for the server being up.
+        // SO_REUSEADDR (as redis-server sets it) lets a restarted server bind while connections
+        // of its previous run linger in TIME_WAIT; it still fails against a live listener.
         let domain = if addr.is_ipv6() {
             Domain::IPV6
         } else {
             Domain::IPV4
         };
         let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+            .and_then(|s| s.set_reuse_address(true).map(|_| s))
             .and_then(|s| s.bind(&addr.into()).map(|_| s))
             .map_err(|e| format!("Could not create server TCP listening socket {addr}: {e}"))?;
         let local = probe
