@@ -6,6 +6,8 @@
 //! - `proxy_kill`: two proxies on ZooKeeper, pipelined load through both, kill -9 one.
 //! - `zk_outage`: ZooKeeper stopped for `E2E_ZK_OUTAGE_SECS` (default 8) under load; then a
 //!   slot migration through the dashboard, which the proxy follows.
+//! - `zk_quorum_loss`: a 3-member ensemble loses two members (the third runs without a
+//!   quorum) for `E2E_ZK_OUTAGE_SECS` under load; then the same migration.
 //! - `etcd_outage`: the same with the etcd coordinator (`E2E_ETCD_OUTAGE_SECS`, default 8).
 //! - `slow_backend`: one group's codis-server paused (SIGSTOP) for `E2E_PAUSE_SECS` (default 5).
 //! - `netcut`: one group's codis-server in its own network namespace; its veth link cut for
@@ -173,6 +175,37 @@ impl Outage for ZkEnsemble {
     }
 }
 
+/// Two of three ensemble members killed: the survivor runs without a quorum.
+struct QuorumLoss(ZkEnsemble);
+
+impl Outage for QuorumLoss {
+    fn label(&self) -> &'static str {
+        "ZooKeeper's quorum"
+    }
+    fn stop(&mut self) {
+        for n in &mut self.0.nodes[1..] {
+            n.kill();
+        }
+        // The survivor stops serving once it notices it lost the majority.
+        let lost = wait_for(Duration::from_secs(30), || {
+            (!self.0.nodes[0].is_serving()).then_some(())
+        });
+        assert!(
+            lost.is_some(),
+            "the last ZooKeeper member still serves alone"
+        );
+    }
+    fn start(&mut self) {
+        for n in &mut self.0.nodes[1..] {
+            n.restart().expect("restart ZooKeeper");
+        }
+        assert!(
+            (0..self.0.nodes.len()).all(|i| self.0.wait_serving(i, Duration::from_secs(60))),
+            "ZooKeeper's quorum did not come back"
+        );
+    }
+}
+
 impl Outage for EtcdServer {
     fn label(&self) -> &'static str {
         "etcd"
@@ -192,6 +225,18 @@ fn zk_outage() {
     let zk = zookeeper();
     let coordinator = Coordinator::ZooKeeper(zk.connect_string());
     coordinator_outage("zk-outage", zk, coordinator, outage);
+}
+
+/// A 3-member ZooKeeper ensemble loses its quorum: two members are killed, the third keeps
+/// running but cannot serve (no majority). Proxy and dashboard see their sessions fail and
+/// reconnect attempts refused, unlike a clean "everything down". Then the two come back.
+#[test]
+fn zk_quorum_loss() {
+    let outage = env_secs("E2E_ZK_OUTAGE_SECS", 8);
+    let zk = ZkEnsemble::start_nodes(3)
+        .unwrap_or_else(|e| panic!("ZooKeeper ensemble (Debian package zookeeper): {e}"));
+    let coordinator = Coordinator::ZooKeeper(zk.connect_string());
+    coordinator_outage("zk-quorum-loss", QuorumLoss(zk), coordinator, outage);
 }
 
 #[test]
