@@ -8,6 +8,8 @@
 //!   none of its acknowledged writes is lost.
 //! - `replica_kill`: the replica is killed under load and started again on the same port: it
 //!   resynchronises (link up, `WAIT 1` answers 1) and holds exactly the master's data.
+//! - `promote_waits_for_a_lagging_replica`: the replica lags behind a live master (its stream
+//!   held back by a relay): the promotion rolls back after the catch-up limit, or waits.
 //! - `ctl_killed_mid_promotion`: `codisctl server promote` is SIGKILLed while the group's slots
 //!   are locked (`promoting = prepared`: a second, paused proxy has not acknowledged yet), under
 //!   a pipelined load through the first proxy. Running the same command again completes the
@@ -315,5 +317,182 @@ fn ctl_killed_mid_promotion() {
         resumed_in.as_secs_f64(),
         recovered.unwrap_or_default().as_secs_f64(),
         check.keys_checked
+    );
+}
+
+/// A TCP relay on a free loopback port to `target`, whose target→client direction can be paused:
+/// a replica replicating through it falls behind its master while both stay up and answer.
+struct Relay {
+    port: u16,
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let port = free_port();
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("relay bind");
+        let paused = Arc::new(AtomicBool::new(false));
+        let p = paused.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let pipe =
+                    |mut from: TcpStream, mut to: TcpStream, pause: Option<Arc<AtomicBool>>| {
+                        std::thread::spawn(move || {
+                            let mut buf = vec![0u8; 64 * 1024];
+                            loop {
+                                while pause.as_ref().is_some_and(|p| p.load(Ordering::Relaxed)) {
+                                    std::thread::sleep(Duration::from_millis(5));
+                                }
+                                match from.read(&mut buf) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => {
+                                        if to.write_all(&buf[..n]).is_err() {
+                                            break;
+                                        }
+                                    }
+                                }
+                            }
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    };
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                pipe(client, server, None);
+                pipe(s2, c2, Some(p.clone()));
+            }
+        });
+        Relay { port, paused }
+    }
+
+    fn pause(&self, on: bool) {
+        self.paused.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn info_field(info: &str, field: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The replica of group 1 lags (its replication stream is held back while it keeps answering):
+/// `codisctl server promote` with the old master alive must not promote it as is. Held back for
+/// longer than the catch-up limit, the promotion is rolled back and the master keeps serving
+/// every acknowledged write; held back for a moment, the promotion waits for the replica and
+/// no acknowledged write is lost.
+#[test]
+fn promote_waits_for_a_lagging_replica() {
+    let (c, replica, replica_addr) = cluster_with_replica();
+    let master_port = c.masters[0].port;
+    let relay = Relay::start(master_port);
+    let mut rc = replica.conn();
+    // The replica now replicates through the relay (same replication id: a partial resync).
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(relay.port)
+        .query(&mut rc)
+        .unwrap();
+    wait_link_up(&mut rc);
+    let mut p = c.proxy_conn();
+    let keys = |tag: &str| -> Vec<String> {
+        (0..2000)
+            .map(|i| format!("{tag}:{i}"))
+            .filter(|k| resp::slot(k.as_bytes()) < 512)
+            .collect()
+    };
+
+    // 1. Held back for good: rolled back after the catch-up limit, the master keeps serving.
+    relay.pause(true);
+    let lagged = keys("lagged");
+    for k in &lagged {
+        let _: () = p.set(k, format!("v-{k}")).unwrap();
+    }
+    let mut master = c.server_conn(1);
+    let want = info_field(&replication_info(&mut master), "master_repl_offset").unwrap();
+    let behind = info_field(&replication_info(&mut rc), "slave_repl_offset").unwrap_or(0);
+    assert!(
+        behind < want,
+        "the replica is not behind ({behind} of {want})"
+    );
+    let t0 = Instant::now();
+    let out = c.ctl(&["server", "promote", "1", &replica_addr]);
+    let rolled_back_in = t0.elapsed();
+    assert!(!out.ok, "promoted a lagging replica: {:?}", out.json);
+    let why = format!("{} {}", out.stderr, out.json);
+    assert!(
+        why.contains("did not catch up") && why.contains("rolled back"),
+        "{why}"
+    );
+    let g = group(&c, 1);
+    assert_eq!(promoting(&g), "", "promotion state cleared: {g}");
+    assert_eq!(
+        g["servers"][0]["server"].as_str(),
+        Some(c.server_addr(1).as_str()),
+        "the old master stays master: {g}"
+    );
+    assert!(
+        c.slots().iter().all(|s| s.state.is_empty()),
+        "slots unlocked"
+    );
+    assert!(replication_info(&mut rc).contains("role:slave"));
+    for k in &lagged {
+        let v: Option<String> = p.get(k).unwrap();
+        assert_eq!(v.as_deref(), Some(format!("v-{k}").as_str()));
+    }
+    let _: () = p.set("after-rollback", "1").unwrap();
+
+    // 2. Held back for a moment: the promotion waits until the replica has everything.
+    let waited = keys("waited");
+    for k in &waited {
+        let _: () = p.set(k, format!("v-{k}")).unwrap();
+    }
+    let mut ctl = c.spawn_ctl("promote-lag", &["server", "promote", "1", &replica_addr]);
+    let prepared = wait_for(Duration::from_secs(60), || {
+        (promoting(&group(&c, 1)) == "prepared").then_some(())
+    });
+    assert!(prepared.is_some(), "the promotion never locked the slots");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        ctl.child.try_wait().unwrap().is_none(),
+        "the promotion did not wait for the lagging replica"
+    );
+    relay.pause(false);
+    let t1 = Instant::now();
+    let status = wait_for(Duration::from_secs(60), || ctl.child.try_wait().unwrap());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the promotion failed after the replica caught up: {status:?}\n{}",
+        c.logs()
+    );
+    let finished_in = t1.elapsed();
+    let g = group(&c, 1);
+    assert_eq!(
+        g["servers"][0]["server"].as_str(),
+        Some(replica_addr.as_str()),
+        "the replica is group 1's master: {g}"
+    );
+    assert!(replication_info(&mut rc).contains("role:master"));
+    let mut p = c.proxy_conn();
+    for k in lagged.iter().chain(&waited) {
+        let v: Option<String> = p.get(k).unwrap();
+        assert_eq!(
+            v.as_deref(),
+            Some(format!("v-{k}").as_str()),
+            "acknowledged write lost by the promotion"
+        );
+    }
+    eprintln!(
+        "RESULT promote-lag: lagging replica (stream held back): promotion rolled back after {:.1}s, master kept serving; held back 1.5s: promotion waited and finished {:.1}s after the stream resumed; {} acknowledged keys checked on the new master, lost 0",
+        rolled_back_in.as_secs_f64(),
+        finished_in.as_secs_f64(),
+        lagged.len() + waited.len()
     );
 }
