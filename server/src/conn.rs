@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use hashbrown::HashMap;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use hashbrown::HashMap;
 use resp::command::{self, CommandSpec, ALLKEYS, BLOCKING, CONN, NOAUTH, PUBSUB, TX};
 use resp::{encode, Args, Proto, RequestParser};
 
@@ -159,7 +159,10 @@ impl Plan {
                     }
                 }
             }
-            fixed = redispatch(core, proto, now, redo).await.into_iter().collect();
+            fixed = redispatch(core, proto, now, redo)
+                .await
+                .into_iter()
+                .collect();
         }
         for (oi, p) in self.order.drain(..).enumerate() {
             match p {
@@ -226,7 +229,12 @@ pub async fn redispatch(
             if seq0 % 2 == 0 && core.shared.move_seq() == seq0 {
                 break (groups, spanning, rest);
             }
-            todo = groups.into_iter().flatten().chain(spanning).chain(rest).collect();
+            todo = groups
+                .into_iter()
+                .flatten()
+                .chain(spanning)
+                .chain(rest)
+                .collect();
             todo.sort_by_key(|(tag, _)| *tag);
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         };

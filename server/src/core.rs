@@ -371,7 +371,10 @@ impl Core {
         loop {
             let owner = self.shared.owner(slot);
             let r = self
-                .run_on(owner, move |sh| if sh.owns(slot) { Ok(f(sh)) } else { Err(f) })
+                .run_on(
+                    owner,
+                    move |sh| if sh.owns(slot) { Ok(f(sh)) } else { Err(f) },
+                )
                 .await;
             match r {
                 Ok(r) => return r,

@@ -208,7 +208,12 @@ async fn layout(core: &Rc<Core>) -> (Vec<usize>, Vec<usize>) {
 
 /// The moves that even out keys per core: repeatedly the biggest slot of the most loaded core
 /// that fits in half the gap to the least loaded one (at most `max` moves).
-pub fn plan_rebalance(keys: &[usize], owner: &[usize], ncores: usize, max: usize) -> Vec<(u16, usize)> {
+pub fn plan_rebalance(
+    keys: &[usize],
+    owner: &[usize],
+    ncores: usize,
+    max: usize,
+) -> Vec<(u16, usize)> {
     let mut load = vec![0usize; ncores];
     let mut owner = owner.to_vec();
     for (s, &k) in keys.iter().enumerate() {
@@ -284,7 +289,10 @@ pub async fn command(core: &Rc<Core>, args: &Args, out: &mut BytesMut) {
         _ => usize::MAX,
     };
     if to >= core.ncores() {
-        let e = MoveError::BadCore(String::from_utf8_lossy(&args[2]).into_owned(), core.ncores());
+        let e = MoveError::BadCore(
+            String::from_utf8_lossy(&args[2]).into_owned(),
+            core.ncores(),
+        );
         return encode::error(out, &e.to_string());
     }
     match move_slot(core, slot, to).await {
