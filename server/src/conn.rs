@@ -151,6 +151,8 @@ impl Plan {
         }
         let mut fixed: HashMap<usize, bytes::Bytes> = HashMap::new();
         if !moved.is_empty() {
+            crate::slotmove::REROUTED
+                .fetch_add(moved.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let mut redo = Vec::with_capacity(moved.len());
             for (oi, p) in self.order.iter().enumerate() {
                 if let Piece::Remote(c, i) = p {
@@ -270,6 +272,7 @@ pub async fn redispatch(
                 if shard.execute(&c, proto, now, &mut b) {
                     done.push((tag, b.freeze()));
                 } else {
+                    crate::slotmove::REROUTED.fetch_add(1, Ordering::Relaxed);
                     todo.push((tag, c));
                 }
             }
@@ -283,6 +286,7 @@ pub async fn redispatch(
                         s = e as usize;
                     }
                     for (i, c) in m {
+                        crate::slotmove::REROUTED.fetch_add(1, Ordering::Relaxed);
                         let tag = t[i as usize];
                         done.retain(|(d, _)| *d != tag);
                         todo.push((tag, c));
@@ -578,6 +582,7 @@ async fn route(
             if core.shard.borrow_mut().execute(&cmd, proto, now, target) {
                 return plan.written(start);
             }
+            crate::slotmove::REROUTED.fetch_add(1, Ordering::Relaxed);
         } else {
             return plan.push_remote(owner, cmd, seq0);
         }

@@ -602,7 +602,7 @@ async fn migrate(
         return Ok((0, 0));
     };
     // No core-to-core slot move while this runs (it pins `owner`).
-    let _no_moves = crate::slotmove::migrating().await;
+    let _no_moves = crate::slotmove::pin_layout().await;
     let owner = core.shared.owner(resp::slot(first));
     let addr = format!("{host}:{port}");
     let pass = core.shared.config().requirepass;

@@ -478,6 +478,8 @@ pub fn fill_at_start(sh: &mut Shard, items: Vec<LoadItem>) {
 /// Already-expired keys are skipped. On an error the databases hold what was loaded so far.
 pub async fn load_rdb(core: &Rc<Core>, bytes: &[u8]) -> Result<LoadStats, PersistError> {
     let databases = core.shard.borrow().dbs.len();
+    // Keys go to the slots' owners as they are now: no core-to-core slot move meanwhile.
+    let _no_moves = crate::slotmove::pin_layout().await;
     // Refuse a file we cannot read before touching the data.
     FileReader::new(bytes)?;
     core.broadcast(|s| {

@@ -19,11 +19,15 @@
 //!   change, and a replica keeps its own layout;
 //! - the layout lives in memory only: a restart starts again from `slot % cores`.
 //!
-//! A move is refused while a SLOTSMGRT* migration runs on this server (the migration pins the
-//! shard it reads from); a migration waits for the moves in progress to finish.
+//! A move is refused while a SLOTSMGRT* migration or an RDB load runs on this server (both route
+//! by the layout they started with: they pin it with [`pin_layout`]); they in turn wait for the
+//! moves in progress to finish.
+//!
+//! INFO stats shows `slot_moves` (moves done) and `rerouted_commands` (commands that reached a
+//! core after their slot had left it and were routed again).
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -40,28 +44,40 @@ pub enum MoveError {
     BadSlot(String),
     #[error("ERR invalid core index {0} (this server has {1} cores: 0..{1})")]
     BadCore(String, usize),
-    #[error("ERR slot migration (SLOTSMGRT*) in progress, retry the move later")]
+    #[error("ERR slot migration (SLOTSMGRT*) or data load in progress, retry the move later")]
     Migrating,
 }
 
 static MOVING: AtomicUsize = AtomicUsize::new(0);
 static MIGRATING: AtomicUsize = AtomicUsize::new(0);
+static MOVES: AtomicU64 = AtomicU64::new(0);
+/// Commands routed again because their slot had moved (INFO `rerouted_commands`).
+pub static REROUTED: AtomicU64 = AtomicU64::new(0);
 
-/// Held by a SLOTSMGRT* migration for its duration: no slot moves meanwhile.
-pub struct MigrationGuard;
+/// The INFO stats lines of slot moves.
+pub fn stats_lines(o: &mut String) {
+    o.push_str(&format!(
+        "slot_moves:{}\r\nrerouted_commands:{}\r\n",
+        MOVES.load(Ordering::Relaxed),
+        REROUTED.load(Ordering::Relaxed)
+    ));
+}
 
-impl Drop for MigrationGuard {
+/// Held by a SLOTSMGRT* migration or an RDB load for its duration: no slot moves meanwhile.
+pub struct LayoutPin;
+
+impl Drop for LayoutPin {
     fn drop(&mut self) {
         MIGRATING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// Wait until no slot move is in progress and keep new ones out until the guard drops.
-pub async fn migrating() -> MigrationGuard {
+/// Wait until no slot move is in progress and keep new ones out until the pin drops.
+pub async fn pin_layout() -> LayoutPin {
     loop {
         MIGRATING.fetch_add(1, Ordering::SeqCst);
         if MOVING.load(Ordering::SeqCst) == 0 {
-            return MigrationGuard;
+            return LayoutPin;
         }
         MIGRATING.fetch_sub(1, Ordering::SeqCst);
         glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -170,6 +186,7 @@ pub async fn move_slot(core: &Rc<Core>, slot: u16, to: usize) -> Result<usize, M
         core.release_on(from, tx, |_| ()).await;
         match r {
             Ok(keys) => {
+                MOVES.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("slot {slot} moved from core {from} to core {to} ({keys} keys)");
                 return Ok(keys);
             }
