@@ -323,3 +323,114 @@ fn rebalance_evens_out_keys_per_core() {
     let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(dbsize, n);
 }
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every key of the test with its value: strings by GET, lists by LRANGE.
+fn contents(c: &mut redis::Connection, tags: &[&str]) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for t in tags {
+        for k in ["c", "m1", "m2"] {
+            let key = format!("{{{t}}}:{k}");
+            let val: Option<String> = redis::cmd("GET").arg(&key).query(c).unwrap();
+            v.push((key, format!("{val:?}")));
+        }
+        let key = format!("{{{t}}}:l");
+        let l: Vec<String> = redis::cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query(c)
+            .unwrap();
+        v.push((key, l.join(",")));
+    }
+    v
+}
+
+#[test]
+fn replica_data_stays_identical_while_slots_move_on_both_sides() {
+    let master = testkit::codis_server(&["--cores", "2"]);
+    let port = master.port.to_string();
+    let replica = testkit::codis_server(&["--cores", "2", "--replicaof", "127.0.0.1", &port]);
+    let mut m = master.conn();
+    let mut r = replica.conn();
+    wait_until("the replica's link", || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
+        info.contains("master_link_status:up")
+    });
+    let tags = ["a", "b", "c", "d"];
+    let slots: Vec<i64> = tags
+        .iter()
+        .map(|t| slot_of(&mut m, &format!("{{{t}}}")))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mport, stop2) = (master.port, stop.clone());
+    let writer = thread::spawn(move || {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{mport}/")).unwrap();
+        let mut c = client.get_connection().unwrap();
+        let mut i = 0;
+        while !stop2.load(Ordering::Relaxed) || i < 100 {
+            i += 1;
+            let t = ["a", "b", "c", "d"][i % 4];
+            let u = ["a", "b", "c", "d"][(i + 1) % 4];
+            // Single-slot writes, a pipeline, and MSET spanning two moving slots.
+            let _: () = redis::pipe()
+                .cmd("INCR")
+                .arg(format!("{{{t}}}:c"))
+                .ignore()
+                .cmd("RPUSH")
+                .arg(format!("{{{t}}}:l"))
+                .arg(i)
+                .ignore()
+                .cmd("MSET")
+                .arg(format!("{{{t}}}:m1"))
+                .arg(i)
+                .arg(format!("{{{u}}}:m2"))
+                .arg(i)
+                .ignore()
+                .query(&mut c)
+                .unwrap();
+        }
+        i
+    });
+    let mut rc = replica.conn();
+    for round in 0..40 {
+        for &s in &slots {
+            let to = (round + s) % 2;
+            slotsmove(&mut m, s, to).unwrap();
+            slotsmove(&mut rc, s, 1 - to).unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes >= 100);
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(20_000).query(&mut m).unwrap();
+    assert_eq!(acked, 1);
+    let want = contents(&mut m, &tags);
+    wait_until("the replica to match the master", || {
+        contents(&mut r, &tags) == want
+    });
+    let total: i64 = tags
+        .iter()
+        .map(|t| {
+            redis::cmd("GET")
+                .arg(format!("{{{t}}}:c"))
+                .query::<i64>(&mut m)
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, writes as i64);
+    for c in [&mut m, &mut r] {
+        let ok: String = redis::cmd("SLOTSCHECK").query(c).unwrap();
+        assert_eq!(ok, "OK");
+    }
+}
