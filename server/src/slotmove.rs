@@ -19,6 +19,12 @@
 //!   change, and a replica keeps its own layout;
 //! - the layout lives in memory only: a restart starts again from `slot % cores`.
 //!
+//! - a forkless snapshot in progress (BGSAVE, replica full sync, AOF rewrite) is not disturbed:
+//!   taking the slot out of the source serialises it into the source's snapshot first if it is
+//!   still pending (the same copy-on-write as a write to the slot), and the target's snapshot
+//!   never had it pending (a slot has one owner at the snapshot instant, which holds every
+//!   shard), so the file holds the slot exactly once, as it was at that instant;
+//!
 //! A move is refused while a SLOTSMGRT* migration or an RDB load runs on this server (both route
 //! by the layout they started with: they pin it with [`pin_layout`]); they in turn wait for the
 //! moves in progress to finish.
