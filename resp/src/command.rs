@@ -300,7 +300,7 @@ table! {
     "slotsrestore-async-auth" 2 [SLOTS|CONN] 0 0 0;
     "slotsrestore-async-select" 2 [SLOTS|CONN] 0 0 0;
     "slotsrestore-async-ack" 3 [SLOTS|CONN] 0 0 0;
-    "slotsmove" 3 [SLOTS|ADMIN|ALLKEYS] 0 0 0;
+    "slotsmove" -2 [SLOTS|ADMIN|ALLKEYS] 0 0 0;
 }
 
 static INDEX: LazyLock<HashMap<&'static [u8], &'static CommandSpec, ahash::RandomState>> =

@@ -709,9 +709,8 @@ async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
             let key = args[2].clone();
             let db = sess.db;
             let now = crate::shared::now_ms();
-            let owner = core.shared.owner(resp::slot(&key));
             let found: Option<(&'static str, usize)> = core
-                .run_on(owner, move |s| {
+                .run_on_slot(resp::slot(&key), move |s| {
                     s.dbs[db]
                         .get(&key, now)
                         .map(|e| (e.encoding(), crate::value::approx_size(&e.value)))
@@ -752,9 +751,8 @@ async fn memory(core: &Rc<Core>, sess: &mut Session, args: &Args, now: u64, b: &
         "usage" if args.len() >= 3 => {
             let key = args[2].clone();
             let db = sess.db;
-            let owner = core.shared.owner(resp::slot(&key));
             let n: Option<usize> = core
-                .run_on(owner, move |s| {
+                .run_on_slot(resp::slot(&key), move |s| {
                     s.dbs[db]
                         .get(&key, now)
                         .map(|e| key.len() + crate::value::approx_size(&e.value) + 48)

@@ -119,6 +119,26 @@ impl Registry {
         self.take(id).is_some()
     }
 
+    /// Let go of every waiter with a key in `slot` (the slot is moving to another core): each is
+    /// sent an empty message, which makes its connection route the command again.
+    pub fn evict_slot(&mut self, slot: u16) {
+        let ids: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.keys.iter().any(|k| resp::slot(k) == slot))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(w) = self.take(id) {
+                match w.action {
+                    Action::Serve { tx, .. } | Action::Wake { tx } => {
+                        let _ = tx.send(Bytes::new());
+                    }
+                }
+            }
+        }
+    }
+
     fn front(&self, db: usize, key: &Bytes) -> Option<u64> {
         self.by_key.get(&(db, key.clone()))?.front().copied()
     }
@@ -163,7 +183,11 @@ pub fn after_writes(sh: &mut Shard, keys: &[(usize, Bytes)], now: u64) {
                         continue;
                     }
                     let mut out = BytesMut::new();
-                    sh.execute(&cmd, proto, now, &mut out);
+                    if !sh.execute(&cmd, proto, now, &mut out) {
+                        // Its slot moved away (not expected: moves evict waiters): retry.
+                        let _ = tx.send(Bytes::new());
+                        continue;
+                    }
                     if &out[..] == WOULD_BLOCK {
                         let w = Waiter {
                             action: Action::Serve { cmd, proto, tx },
@@ -270,6 +294,9 @@ async fn wait(
 }
 
 /// Run a blocking command for a connection and append its reply to `out`.
+///
+/// An empty message from a shard means "route again": the waiter's slot moved to another core
+/// (`Registry::evict_slot`), so the command starts over at the new owner, same deadline.
 pub async fn run(core: &Rc<Core>, sess: &mut Session, idx: usize, args: Args, out: &mut BytesMut) {
     let spec = &COMMANDS[idx];
     let zset = spec.name.starts_with("bz");
@@ -277,79 +304,140 @@ pub async fn run(core: &Rc<Core>, sess: &mut Session, idx: usize, args: Args, ou
         Some(0) | None => None,
         Some(ms) => Some(Instant::now() + Duration::from_millis(ms)),
     };
-    let mut by_core: BTreeMap<usize, Vec<Bytes>> = BTreeMap::new();
-    for p in spec.key_positions(&args) {
-        let k = args[p].clone();
-        let c = core.shared.owner(resp::slot(&k));
-        let ks = by_core.entry(c).or_default();
-        if !ks.contains(&k) {
-            ks.push(k);
-        }
-    }
-    let (db, proto) = (sess.db, sess.proto);
-    if by_core.len() <= 1 {
-        let (owner, keys) = by_core.into_iter().next().unwrap_or((core.id, Vec::new()));
-        let id = core.new_tx();
-        let (tx, rx) = oneshot::channel::<Bytes>();
-        let cmd = Cmd {
-            db: db as u8,
-            idx: idx as u16,
-            args,
-        };
-        let now = now_ms();
-        let first: Option<Bytes> = core
-            .run_on(owner, move |sh| {
-                let mut o = BytesMut::new();
-                sh.execute(&cmd, proto, now, &mut o);
-                if &o[..] != WOULD_BLOCK {
-                    return Some(o.freeze());
-                }
-                let w = Waiter {
-                    db,
-                    keys,
-                    zset,
-                    action: Action::Serve { cmd, proto, tx },
-                };
-                sh.blocked.add(id, w);
-                None
-            })
-            .await;
-        if let Some(r) = first {
-            out.extend_from_slice(&r);
-            return;
-        }
-        let mut rxs = [rx];
-        let end = wait(sess, &mut rxs, deadline).await;
-        let [mut rx] = rxs;
-        match end {
-            End::Got(b) => out.extend_from_slice(&b),
-            End::TimedOut | End::Closed => {
-                let removed = core.run_on(owner, move |sh| sh.blocked.remove(id)).await;
-                let closed = matches!(end, End::Closed);
-                if closed {
-                    sess.quit = true;
-                }
-                if removed {
-                    if !closed {
-                        encode::null_array(out, proto);
-                    }
-                } else if let Ok(Some(b)) = rx.try_recv() {
-                    out.extend_from_slice(&b);
-                } else if let Ok(b) = (&mut rx).await {
-                    out.extend_from_slice(&b);
-                }
+    loop {
+        let mut by_core: BTreeMap<usize, Vec<Bytes>> = BTreeMap::new();
+        for p in spec.key_positions(&args) {
+            let k = args[p].clone();
+            let c = core.shared.owner(resp::slot(&k));
+            let ks = by_core.entry(c).or_default();
+            if !ks.contains(&k) {
+                ks.push(k);
             }
         }
-        return;
+        let done = if by_core.len() <= 1 {
+            one_core(core, sess, idx, &args, by_core, deadline, zset, out).await
+        } else {
+            several_cores(core, sess, idx, &args, by_core, deadline, zset, out).await
+        };
+        if done {
+            return;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            encode::null_array(out, sess.proto);
+            return;
+        }
     }
-    // Keys on several cores: wake-up waiters everywhere, retry through multi.rs.
-    loop {
-        let id = core.new_tx();
-        let mut rxs = Vec::new();
-        for (&c, keys) in &by_core {
-            let (tx, rx) = oneshot::channel::<Bytes>();
-            let keys = keys.clone();
-            core.run_on(c, move |sh| {
+}
+
+/// Keys on one core: run there, else wait as a serve waiter. False: route again (slot moved).
+#[allow(clippy::too_many_arguments)]
+async fn one_core(
+    core: &Rc<Core>,
+    sess: &mut Session,
+    idx: usize,
+    args: &Args,
+    by_core: BTreeMap<usize, Vec<Bytes>>,
+    deadline: Option<Instant>,
+    zset: bool,
+    out: &mut BytesMut,
+) -> bool {
+    let (db, proto) = (sess.db, sess.proto);
+    let (owner, keys) = by_core.into_iter().next().unwrap_or((core.id, Vec::new()));
+    let id = core.new_tx();
+    let (tx, rx) = oneshot::channel::<Bytes>();
+    let cmd = Cmd {
+        db: db as u8,
+        idx: idx as u16,
+        args: args.clone(),
+    };
+    let now = now_ms();
+    // None: the slot moved on the way; Some(None): registered; Some(Some(reply)): served.
+    let first: Option<Option<Bytes>> = core
+        .run_on(owner, move |sh| {
+            let mut o = BytesMut::new();
+            if !sh.execute(&cmd, proto, now, &mut o) {
+                return None;
+            }
+            if &o[..] != WOULD_BLOCK {
+                return Some(Some(o.freeze()));
+            }
+            let w = Waiter {
+                db,
+                keys,
+                zset,
+                action: Action::Serve { cmd, proto, tx },
+            };
+            sh.blocked.add(id, w);
+            Some(None)
+        })
+        .await;
+    let first = match first {
+        None => return false,
+        Some(f) => f,
+    };
+    if let Some(r) = first {
+        out.extend_from_slice(&r);
+        return true;
+    }
+    let mut rxs = [rx];
+    let end = wait(sess, &mut rxs, deadline).await;
+    let [mut rx] = rxs;
+    match end {
+        End::Got(b) if b.is_empty() => false,
+        End::Got(b) => {
+            out.extend_from_slice(&b);
+            true
+        }
+        End::TimedOut | End::Closed => {
+            let removed = core.run_on(owner, move |sh| sh.blocked.remove(id)).await;
+            let closed = matches!(end, End::Closed);
+            if closed {
+                sess.quit = true;
+            }
+            let late = if removed {
+                None
+            } else if let Ok(Some(b)) = rx.try_recv() {
+                Some(b)
+            } else {
+                (&mut rx).await.ok()
+            };
+            match late {
+                // Served just before the timeout: the element was popped, deliver it.
+                Some(b) if !b.is_empty() => out.extend_from_slice(&b),
+                // Timed out (or evicted by a slot move at the same moment: nothing popped).
+                _ if !closed => encode::null_array(out, proto),
+                _ => {}
+            }
+            true
+        }
+    }
+}
+
+/// Keys on several cores: wake-up waiters everywhere, try through `multi.rs`. False: route
+/// again (woken, or a slot moved).
+#[allow(clippy::too_many_arguments)]
+async fn several_cores(
+    core: &Rc<Core>,
+    sess: &mut Session,
+    idx: usize,
+    args: &Args,
+    by_core: BTreeMap<usize, Vec<Bytes>>,
+    deadline: Option<Instant>,
+    zset: bool,
+    out: &mut BytesMut,
+) -> bool {
+    let (db, proto) = (sess.db, sess.proto);
+    let id = core.new_tx();
+    let mut rxs = Vec::new();
+    let mut stale = false;
+    for (&c, keys) in &by_core {
+        let (tx, rx) = oneshot::channel::<Bytes>();
+        let keys = keys.clone();
+        stale |= !core
+            .run_on(c, move |sh| {
+                if !keys.iter().all(|k| sh.owns(resp::slot(k))) {
+                    return false;
+                }
                 let w = Waiter {
                     db,
                     keys,
@@ -357,37 +445,44 @@ pub async fn run(core: &Rc<Core>, sess: &mut Session, idx: usize, args: Args, ou
                     action: Action::Wake { tx },
                 };
                 sh.blocked.add(id, w);
+                true
             })
             .await;
-            rxs.push(rx);
-        }
-        let mut tmp = BytesMut::new();
-        crate::multi::run(core, db, idx, args.clone(), proto, now_ms(), &mut tmp).await;
-        let end = if &tmp[..] != WOULD_BLOCK {
-            End::Got(tmp.freeze())
-        } else {
-            match wait(sess, &mut rxs, deadline).await {
-                End::Got(_) => End::Got(Bytes::new()),
-                e => e,
-            }
-        };
+        rxs.push(rx);
+    }
+    if stale {
+        // A slot moved while registering: undo, route again.
         for &c in by_core.keys() {
             core.run_on(c, move |sh| sh.blocked.remove(id)).await;
         }
-        match end {
-            End::Got(b) if !b.is_empty() => {
-                out.extend_from_slice(&b);
-                return;
-            }
-            End::Got(_) => continue,
-            End::TimedOut => {
-                encode::null_array(out, proto);
-                return;
-            }
-            End::Closed => {
-                sess.quit = true;
-                return;
-            }
+        return false;
+    }
+    let mut tmp = BytesMut::new();
+    crate::multi::run(core, db, idx, args.clone(), proto, now_ms(), &mut tmp).await;
+    let end = if &tmp[..] != WOULD_BLOCK {
+        End::Got(tmp.freeze())
+    } else {
+        match wait(sess, &mut rxs, deadline).await {
+            End::Got(_) => End::Got(Bytes::new()),
+            e => e,
+        }
+    };
+    for &c in by_core.keys() {
+        core.run_on(c, move |sh| sh.blocked.remove(id)).await;
+    }
+    match end {
+        End::Got(b) if !b.is_empty() => {
+            out.extend_from_slice(&b);
+            true
+        }
+        End::Got(_) => false,
+        End::TimedOut => {
+            encode::null_array(out, proto);
+            true
+        }
+        End::Closed => {
+            sess.quit = true;
+            true
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use hashbrown::HashMap;
 use resp::command::{self, CommandSpec, ALLKEYS, BLOCKING, CONN, NOAUTH, PUBSUB, TX};
 use resp::{encode, Args, Proto, RequestParser};
 
@@ -59,11 +60,20 @@ impl Session {
 }
 
 /// Where the replies of a batch go while some are still being computed on other cores.
+///
+/// Ordering across slot moves: every command queued here was routed while no slot changed owner
+/// (`seq`, see [`crate::shared::Shared::move_seq`]), so two commands for one slot never go to two
+/// cores in one flush. A command that finds its slot gone when it runs comes back and is routed
+/// again ([`redispatch`]), after the rest of its core's part, before its own reply is written.
 #[derive(Default)]
 pub struct Plan {
     per_core: Vec<Vec<Cmd>>,
     order: Vec<Piece>,
     scratch: BytesMut,
+    /// Commands queued for other cores.
+    remote: usize,
+    /// The owner-change sequence under which the queued commands were routed (None: unstable).
+    seq: Option<u64>,
 }
 
 enum Piece {
@@ -78,6 +88,8 @@ impl Plan {
             per_core: (0..ncores).map(|_| Vec::new()).collect(),
             order: Vec::new(),
             scratch: BytesMut::new(),
+            remote: 0,
+            seq: None,
         }
     }
 
@@ -97,17 +109,29 @@ impl Plan {
         }
     }
 
-    fn push_remote(&mut self, core: usize, cmd: Cmd) {
+    /// Whether commands routed now (after `seq0` was read, before `seq1`) may join the queued
+    /// ones: no slot changed owner since the first of them was routed.
+    fn routable(&self, seq1: u64) -> bool {
+        self.remote == 0 || self.seq == Some(seq1)
+    }
+
+    fn push_remote(&mut self, core: usize, cmd: Cmd, seq0: u64) {
+        if self.remote == 0 {
+            self.seq = (seq0 % 2 == 0).then_some(seq0);
+        }
+        self.remote += 1;
         self.order
             .push(Piece::Remote(core, self.per_core[core].len()));
         self.per_core[core].push(cmd);
     }
 
     /// Send what is pending to other cores, wait, and write every reply so far to `out` in order.
-    pub async fn flush(&mut self, core: &Core, proto: Proto, now: u64, out: &mut BytesMut) {
+    pub async fn flush(&mut self, core: &Rc<Core>, proto: Proto, now: u64, out: &mut BytesMut) {
         if self.order.is_empty() {
             return;
         }
+        self.remote = 0;
+        self.seq = None;
         let mut calls = Vec::new();
         for (c, cmds) in self.per_core.iter_mut().enumerate() {
             if !cmds.is_empty() {
@@ -118,16 +142,36 @@ impl Plan {
         let bodies = futures::future::join_all(futs).await;
         let mut replies: Vec<Option<(bytes::Bytes, Vec<u32>)>> =
             (0..self.per_core.len()).map(|_| None).collect();
+        let mut moved: HashMap<(usize, u32), Cmd> = HashMap::new();
         for (c, b) in ids.into_iter().zip(bodies) {
-            if let Body::Replies(bytes, ends) = b {
+            if let Body::Replies(bytes, ends, m) = b {
                 replies[c] = Some((bytes, ends));
+                moved.extend(m.into_iter().map(|(i, cmd)| ((c, i), cmd)));
             }
         }
-        for p in self.order.drain(..) {
+        let mut fixed: HashMap<usize, bytes::Bytes> = HashMap::new();
+        if !moved.is_empty() {
+            crate::slotmove::REROUTED
+                .fetch_add(moved.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let mut redo = Vec::with_capacity(moved.len());
+            for (oi, p) in self.order.iter().enumerate() {
+                if let Piece::Remote(c, i) = p {
+                    if let Some(cmd) = moved.remove(&(*c, *i as u32)) {
+                        redo.push((oi, cmd));
+                    }
+                }
+            }
+            fixed = redispatch(core, proto, now, redo)
+                .await
+                .into_iter()
+                .collect();
+        }
+        for (oi, p) in self.order.drain(..).enumerate() {
             match p {
                 Piece::Local(s, e) => out.extend_from_slice(&self.scratch[s..e]),
-                Piece::Remote(c, i) => match &replies[c] {
-                    Some((bytes, ends)) if i < ends.len() => {
+                Piece::Remote(c, i) => match (&replies[c], fixed.get(&oi)) {
+                    (_, Some(r)) => out.extend_from_slice(r),
+                    (Some((bytes, ends)), None) if i < ends.len() => {
                         let s = if i == 0 { 0 } else { ends[i - 1] as usize };
                         out.extend_from_slice(&bytes[s..ends[i] as usize]);
                     }
@@ -137,6 +181,129 @@ impl Plan {
         }
         self.scratch.clear();
     }
+}
+
+/// The core owning every key of a single-core command now (None: its keys span cores now).
+fn owner_of(core: &Core, cmd: &Cmd) -> Option<usize> {
+    let spec = &command::COMMANDS[cmd.idx as usize];
+    let mut owner = None;
+    for p in spec.key_positions(&cmd.args) {
+        let o = core.shared.owner(resp::slot(&cmd.args[p]));
+        match owner {
+            None => owner = Some(o),
+            Some(x) if x != o => return None,
+            _ => {}
+        }
+    }
+    Some(owner.unwrap_or(core.id))
+}
+
+/// Run commands whose slot moved while they were on their way, at their slots' owners now, in
+/// order per slot; returns each one's reply with its tag. Rounds repeat while slots keep moving.
+pub async fn redispatch(
+    core: &Rc<Core>,
+    proto: Proto,
+    now: u64,
+    cmds: Vec<(usize, Cmd)>,
+) -> Vec<(usize, bytes::Bytes)> {
+    let mut todo = cmds;
+    let mut done = Vec::with_capacity(todo.len());
+    while !todo.is_empty() {
+        // Route every command under one owner layout. A command whose keys now span cores runs
+        // alone through `multi.rs`, after the ones before it and before the ones after it.
+        let (groups, spanning, rest) = loop {
+            let seq0 = core.shared.move_seq();
+            let mut groups: Vec<Vec<(usize, Cmd)>> =
+                (0..core.ncores()).map(|_| Vec::new()).collect();
+            let mut spanning = None;
+            let mut rest = Vec::new();
+            for (tag, c) in todo.drain(..) {
+                if spanning.is_some() || !rest.is_empty() {
+                    rest.push((tag, c));
+                    continue;
+                }
+                match owner_of(core, &c) {
+                    Some(o) => groups[o].push((tag, c)),
+                    None if groups.iter().all(|g| g.is_empty()) => spanning = Some((tag, c)),
+                    None => rest.push((tag, c)),
+                }
+            }
+            if seq0 % 2 == 0 && core.shared.move_seq() == seq0 {
+                break (groups, spanning, rest);
+            }
+            todo = groups
+                .into_iter()
+                .flatten()
+                .chain(spanning)
+                .chain(rest)
+                .collect();
+            todo.sort_by_key(|(tag, _)| *tag);
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        };
+        todo = rest;
+        if let Some((tag, c)) = spanning {
+            let mut b = BytesMut::new();
+            let (db, idx) = (c.db as usize, c.idx as usize);
+            multi::run(core, db, idx, c.args, proto, now, &mut b).await;
+            done.push((tag, b.freeze()));
+            continue;
+        }
+        let mut calls = Vec::new();
+        let mut tags = Vec::new();
+        let mut local = Vec::new();
+        for (c, g) in groups.into_iter().enumerate() {
+            if g.is_empty() {
+                continue;
+            }
+            if c == core.id {
+                local = g;
+                continue;
+            }
+            let (t, cmds): (Vec<usize>, Vec<Cmd>) = g.into_iter().unzip();
+            tags.push(t);
+            calls.push(core.exec_remote(c, proto, now, cmds));
+        }
+        let bodies = futures::future::join_all(calls).await;
+        if !local.is_empty() {
+            core.wait_unheld().await;
+            let mut shard = core.shard.borrow_mut();
+            for (tag, c) in local {
+                let mut b = BytesMut::new();
+                if shard.execute(&c, proto, now, &mut b) {
+                    done.push((tag, b.freeze()));
+                } else {
+                    crate::slotmove::REROUTED.fetch_add(1, Ordering::Relaxed);
+                    todo.push((tag, c));
+                }
+            }
+        }
+        for (t, b) in tags.into_iter().zip(bodies) {
+            match b {
+                Body::Replies(bytes, ends, m) => {
+                    let mut s = 0;
+                    for (tag, e) in t.iter().zip(ends) {
+                        done.push((*tag, bytes.slice(s..e as usize)));
+                        s = e as usize;
+                    }
+                    for (i, c) in m {
+                        crate::slotmove::REROUTED.fetch_add(1, Ordering::Relaxed);
+                        let tag = t[i as usize];
+                        done.retain(|(d, _)| *d != tag);
+                        todo.push((tag, c));
+                    }
+                }
+                Body::Any(_) => {
+                    for tag in t {
+                        let mut e = BytesMut::new();
+                        encode::error(&mut e, "ERR internal error: a core did not answer");
+                        done.push((tag, e.freeze()));
+                    }
+                }
+            }
+        }
+        todo.sort_by_key(|(tag, _)| *tag);
+    }
+    done
 }
 
 /// Serve one client until it quits, breaks the protocol or disconnects.
@@ -359,6 +526,7 @@ async fn dispatch(
         return crate::blocking::run(core, sess, idx, args, out).await;
     }
     // The common case, one key at a fixed position, needs no key list.
+    let seq0 = core.shared.move_seq();
     let (owner, single) =
         if !spec.has(command::MOVABLE) && spec.first > 0 && spec.first == spec.last {
             (
@@ -387,16 +555,48 @@ async fn dispatch(
         idx: idx as u16,
         args,
     };
-    if owner == core.id {
-        core.wait_unheld().await;
-        let target = plan.target(out);
-        let start = target.len();
-        core.shard
-            .borrow_mut()
-            .execute(&cmd, sess.proto, now, target);
-        plan.written(start);
-    } else {
-        plan.push_remote(owner, cmd);
+    route(core, sess.proto, now, plan, out, owner, seq0, cmd).await;
+}
+
+/// Run a single-core command inline or queue it for its core, keeping the plan's routing
+/// consistent (flush first if a slot changed owner since the queued commands were routed).
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    core: &Rc<Core>,
+    proto: Proto,
+    now: u64,
+    plan: &mut Plan,
+    out: &mut BytesMut,
+    owner: usize,
+    seq0: u64,
+    cmd: Cmd,
+) {
+    let (mut owner, mut seq0) = (owner, seq0);
+    loop {
+        if !plan.routable(core.shared.move_seq()) {
+            plan.flush(core, proto, now, out).await;
+        } else if owner == core.id {
+            core.wait_unheld().await;
+            let target = plan.target(out);
+            let start = target.len();
+            if core.shard.borrow_mut().execute(&cmd, proto, now, target) {
+                return plan.written(start);
+            }
+            crate::slotmove::REROUTED.fetch_add(1, Ordering::Relaxed);
+        } else {
+            return plan.push_remote(owner, cmd, seq0);
+        }
+        // The slot moved, or the plan had to be flushed: route again.
+        seq0 = core.shared.move_seq();
+        match owner_of(core, &cmd) {
+            Some(o) => owner = o,
+            None => {
+                // Its keys span cores now (one of their slots moved): the multi-core path.
+                plan.flush(core, proto, now, out).await;
+                let (db, idx) = (cmd.db as usize, cmd.idx as usize);
+                return multi::run(core, db, idx, cmd.args, proto, now, out).await;
+            }
+        }
     }
 }
 

@@ -74,8 +74,10 @@ pub struct Resp {
 
 /// What a request produced.
 pub enum Body {
-    /// Replies of an `Exec`, concatenated, with the end offset of each.
-    Replies(Bytes, Vec<u32>),
+    /// Replies of an `Exec`, concatenated, with the end offset of each; then the commands that
+    /// did not run because their slot moved away (index in the request, command), to re-route.
+    /// A moved command's reply is empty.
+    Replies(Bytes, Vec<u32>, Vec<(u32, Cmd)>),
     /// A closure's result.
     Any(Box<dyn Any + Send>),
 }
@@ -262,14 +264,17 @@ impl Core {
             } => {
                 let mut out = BytesMut::with_capacity(64 * cmds.len());
                 let mut ends = Vec::with_capacity(cmds.len());
+                let mut moved = Vec::new();
                 {
                     let mut shard = self.shard.borrow_mut();
-                    for c in &cmds {
-                        shard.execute(c, proto, now, &mut out);
+                    for (i, c) in cmds.into_iter().enumerate() {
+                        if !shard.execute(&c, proto, now, &mut out) {
+                            moved.push((i as u32, c));
+                        }
                         ends.push(out.len() as u32);
                     }
                 }
-                self.respond(from, id, Body::Replies(out.freeze(), ends))
+                self.respond(from, id, Body::Replies(out.freeze(), ends, moved))
                     .await;
             }
             Req::Run { from, id, f } => {
@@ -353,6 +358,45 @@ impl Core {
         let from = self.id;
         let f: RunFn = Box::new(move |s| Box::new(f(s)));
         downcast(self.call(to, move |id| Req::Run { from, id, f }).await)
+    }
+
+    /// Run `f` on the shard owning `slot` now: if the slot moves away while the request is on its
+    /// way, `f` comes back unrun and goes to the new owner.
+    pub async fn run_on_slot<R: Send + 'static, F: FnOnce(&mut Shard) -> R + Send + 'static>(
+        &self,
+        slot: u16,
+        f: F,
+    ) -> R {
+        let mut f = f;
+        loop {
+            let owner = self.shared.owner(slot);
+            let r = self
+                .run_on(
+                    owner,
+                    move |sh| if sh.owns(slot) { Ok(f(sh)) } else { Err(f) },
+                )
+                .await;
+            match r {
+                Ok(r) => return r,
+                Err(back) => f = back,
+            }
+        }
+    }
+
+    /// [`Core::broadcast`] whose results all describe one slot layout: repeated if a slot moved
+    /// meanwhile (so a whole-keyspace read neither misses nor doubles a moving slot's keys).
+    pub async fn broadcast_stable<R: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Shard) -> R + Send + Sync + Clone + 'static,
+    ) -> Vec<R> {
+        loop {
+            let before = self.shared.move_seq();
+            let r = self.broadcast(f.clone()).await;
+            if before % 2 == 0 && self.shared.move_seq() == before {
+                return r;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Run `f` on every core (concurrently) and collect the results in core order.

@@ -34,7 +34,7 @@ pub async fn run(
     match spec.name {
         "dbsize" => {
             let n: usize = core
-                .broadcast(move |s| s.dbs[db].len())
+                .broadcast_stable(move |s| s.dbs[db].len())
                 .await
                 .into_iter()
                 .sum();
@@ -62,7 +62,7 @@ pub async fn run(
         "keys" => {
             let pat = args[1].clone();
             let parts = core
-                .broadcast(move |s| {
+                .broadcast_stable(move |s| {
                     let d = &s.dbs[db];
                     let mut v = Vec::new();
                     for (slot, _) in d.owned_slots() {
@@ -86,9 +86,10 @@ pub async fn run(
         "slotsinfo" => slotsinfo(core, db, &args, out).await,
         "slotsscan" => slotsscan(core, db, &args, now, out).await,
         "slotsdel" => slotsdel(core, db, &args, out).await,
+        "slotsmove" => crate::slotmove::command(core, &args, out).await,
         "slotscheck" => {
             let errs: Vec<String> = core
-                .broadcast(check_slots)
+                .broadcast_stable(check_slots)
                 .await
                 .into_iter()
                 .flatten()
@@ -215,7 +216,7 @@ async fn scan(core: &Rc<Core>, db: usize, args: &Args, now: u64, out: &mut Bytes
     }
     let start = cursor.min(MAX_SLOTS as u64) as usize;
     let parts: Vec<ScanPart> = core
-        .broadcast(move |s| {
+        .broadcast_stable(move |s| {
             let d = &mut s.dbs[db];
             let mut found = Vec::new();
             let mut examined = 0;
@@ -353,7 +354,7 @@ async fn slotsinfo(core: &Rc<Core>, db: usize, args: &Args, out: &mut BytesMut) 
     }
     let end = (start as i64 + count).min(MAX_SLOTS as i64) as usize;
     let parts: Vec<Vec<(usize, usize)>> = core
-        .broadcast(move |s| {
+        .broadcast_stable(move |s| {
             s.dbs[db]
                 .owned_slots()
                 .filter(|(i, t)| *i >= start && *i < end && !t.is_empty())
@@ -390,9 +391,8 @@ async fn slotsscan(core: &Rc<Core>, db: usize, args: &Args, now: u64, out: &mut 
             None => return encode::error(out, err::NOT_INT),
         }
     }
-    let owner = core.shared.owner(slot as u16);
     let (keys, next): (Vec<Bytes>, usize) = core
-        .run_on(owner, move |s| {
+        .run_on_slot(slot as u16, move |s| {
             let keys = s.dbs[db].slot_keys(slot, now);
             let page: Vec<Bytes> = keys.iter().skip(cursor).take(count).cloned().collect();
             let next = if cursor + count >= keys.len() {
@@ -421,9 +421,8 @@ async fn slotsdel(core: &Rc<Core>, db: usize, args: &Args, out: &mut BytesMut) {
     }
     encode::array(out, slots.len());
     for s in slots {
-        let owner = core.shared.owner(s as u16);
         let left: usize = core
-            .run_on(owner, move |sh| {
+            .run_on_slot(s as u16, move |sh| {
                 if crate::repl::prop::active() {
                     // Replicas (which may be plain Redis) delete the slot's keys one by one.
                     let now = crate::shared::now_ms();
@@ -447,6 +446,12 @@ async fn slotsdel(core: &Rc<Core>, db: usize, args: &Args, out: &mut BytesMut) {
 fn check_slots(s: &mut Shard) -> Vec<String> {
     let mut errs = Vec::new();
     for (dbi, d) in s.dbs.iter().enumerate() {
+        // The shard's ownership flags and its tables agree (slot moves change both at once).
+        for slot in 0..MAX_SLOTS {
+            if s.owns(slot as u16) != d.slot(slot).is_some() {
+                errs.push(format!("db{dbi} slot {slot}: table and ownership disagree"));
+            }
+        }
         for (slot, t) in d.owned_slots() {
             for k in t.map.keys() {
                 let want = resp::slot(k) as usize;

@@ -106,6 +106,7 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
             sh.rejected_connections.load(Ordering::Relaxed),
         );
         crate::repl::stats_lines(&mut o);
+        crate::slotmove::stats_lines(&mut o);
         o.push_str("\r\n");
     }
     if show("replication") {

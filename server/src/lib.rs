@@ -19,6 +19,7 @@
 //! - [`persist`]: RDB snapshots (forkless, copy-on-write per slot), loading, SAVE/BGSAVE.
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
 //! - [`migrate`]: Codis's SLOTSMGRT* migration commands, source side (target side in `cmd/slots.rs`).
+//! - [`slotmove`]: SLOTSMOVE, moving a slot's tables between the cores of this server.
 //! - [`cmd`]: shard command handlers by type family (`string`, `keys`, …).
 //! - [`config`], [`shared`], [`info`], [`glob`], [`alloc`]: configuration, process-wide state,
 //!   INFO, glob patterns, the counting allocator.
@@ -49,5 +50,6 @@ pub mod runtime;
 pub mod script;
 pub mod shard;
 pub mod shared;
+pub mod slotmove;
 pub mod tx;
 pub mod value;

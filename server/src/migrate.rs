@@ -601,6 +601,8 @@ async fn migrate(
     let Some(first) = seeds.first() else {
         return Ok((0, 0));
     };
+    // No core-to-core slot move while this runs (it pins `owner`).
+    let _no_moves = crate::slotmove::pin_layout().await;
     let owner = core.shared.owner(resp::slot(first));
     let addr = format!("{host}:{port}");
     let pass = core.shared.config().requirepass;
@@ -936,10 +938,9 @@ pub async fn run(
             } else {
                 1
             };
-            let owner = core.shared.owner(slot as u16);
             let now = crate::shared::now_ms();
             let seeds = core
-                .run_on(owner, move |sh| pick(sh, db, slot, numkeys, now))
+                .run_on_slot(slot as u16, move |sh| pick(sh, db, slot, numkeys, now))
                 .await;
             if seeds.is_empty() {
                 reply_pair(out, 0, 0);
@@ -980,9 +981,8 @@ async fn exec_wrapper(core: &Rc<Core>, sess: &mut Session, args: Args, out: &mut
     let proto = sess.proto;
     let now = crate::shared::now_ms();
     let write = spec.has(WRITE);
-    let owner = core.shared.owner(resp::slot(&hashkey));
     let (code, body): (i64, Vec<u8>) = core
-        .run_on(owner, move |sh| {
+        .run_on_slot(resp::slot(&hashkey), move |sh| {
             if sh.in_flight.contains(&(db, hashkey.clone())) {
                 if write {
                     return (
@@ -994,16 +994,15 @@ async fn exec_wrapper(core: &Rc<Core>, sess: &mut Session, args: Args, out: &mut
                 return (0, b"-ERR the key is not on this node\r\n".to_vec());
             }
             let mut b = BytesMut::new();
-            sh.execute(
-                &Cmd {
-                    db: db as u8,
-                    idx: cidx as u16,
-                    args: inner,
-                },
-                proto,
-                now,
-                &mut b,
-            );
+            let cmd = Cmd {
+                db: db as u8,
+                idx: cidx as u16,
+                args: inner,
+            };
+            if !sh.execute(&cmd, proto, now, &mut b) {
+                // Its keys are not all in the hash key's slot, which lives here.
+                return (0, b"-ERR the key is not on this node\r\n".to_vec());
+            }
             (2, b.to_vec())
         })
         .await;

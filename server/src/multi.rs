@@ -75,6 +75,9 @@ pub type WatchedKey = (usize, Bytes, usize, u64);
 /// gathered from the shards owning them, then write back what changed. When a `watched` key's
 /// modification count differs from the recorded one (or its slot moved to another core), nothing
 /// runs and false is returned. Replies are appended to `out`, the end offset of each to `ends`.
+///
+/// Routing is re-checked under the holds: if a key's slot moved to another core before its shard
+/// was held, every shard is released untouched and the whole command is routed again.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_atomic(
     core: &Rc<Core>,
@@ -86,6 +89,35 @@ pub async fn run_atomic(
     out: &mut BytesMut,
     ends: &mut Vec<u32>,
 ) -> bool {
+    loop {
+        let attempt = try_atomic(
+            core,
+            keys.clone(),
+            watched.clone(),
+            cmds,
+            proto,
+            now,
+            out,
+            ends,
+        );
+        if let Some(clean) = attempt.await {
+            return clean;
+        }
+    }
+}
+
+/// One attempt of [`run_atomic`]; None when a slot moved before its shard was held.
+#[allow(clippy::too_many_arguments)]
+async fn try_atomic(
+    core: &Rc<Core>,
+    keys: Vec<(Bytes, usize)>,
+    watched: Vec<WatchedKey>,
+    cmds: &[Cmd],
+    proto: Proto,
+    now: u64,
+    out: &mut BytesMut,
+    ends: &mut Vec<u32>,
+) -> Option<bool> {
     let mut by_core: BTreeMap<usize, Vec<(Bytes, usize)>> = BTreeMap::new();
     for (k, d) in keys {
         let v = by_core
@@ -109,11 +141,17 @@ pub async fn run_atomic(
     let mut clean = !moved;
     let tx = core.new_tx();
     // Phase 1: hold each shard in core order and copy the keys' live entries.
+    let mut held = Vec::new();
     for (&c, ks) in &by_core {
         let ks = ks.clone();
         let ws = watch_by_core.remove(&c).unwrap_or_default();
-        let (got, ok): (Vec<(Bytes, usize, Option<Entry>)>, bool) = core
+        held.push(c);
+        let r: Option<(Vec<(Bytes, usize, Option<Entry>)>, bool)> = core
             .hold_on(c, tx, move |sh| {
+                let here = |k: &Bytes| sh.owns(resp::slot(k));
+                if !ks.iter().all(|(k, _)| here(k)) || !ws.iter().all(|(_, k, _)| here(k)) {
+                    return None;
+                }
                 let r = (|| {
                     let ok = ws.into_iter().all(|(d, k, v)| {
                         sh.dbs.get_mut(d).and_then(|db| db.watch_version(&k, now)) == Some(v)
@@ -132,9 +170,16 @@ pub async fn run_atomic(
                     let fx = sh.expired_effects();
                     sh.emit(fx);
                 }
-                r
+                Some(r)
             })
             .await;
+        let Some((got, ok)) = r else {
+            // A slot moved before this shard was held: let go of everything, route again.
+            for c in held {
+                core.release_on(c, tx, |_| ()).await;
+            }
+            return None;
+        };
         clean &= ok;
         for (k, d, e) in got {
             if let Some(e) = &e {
@@ -252,5 +297,5 @@ pub async fn run_atomic(
         })
         .await;
     }
-    clean
+    Some(clean)
 }

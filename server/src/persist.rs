@@ -660,6 +660,9 @@ pub fn fill_at_start(sh: &mut Shard, items: Vec<LoadItem>) {
 pub async fn load_rdb(core: &Rc<Core>, bytes: Vec<u8>) -> Result<LoadStats, PersistError> {
     use futures::{SinkExt, StreamExt};
     let databases = core.shard.borrow().dbs.len();
+    // Keys go to the slots' owners as they are now (the parser thread reads `owner`):
+    // no core-to-core slot move meanwhile.
+    let _no_moves = crate::slotmove::pin_layout().await;
     let shared = core.shared.clone();
     let ncores = core.ncores();
     // `None` first (the file's header and checksum are good), then the batches.

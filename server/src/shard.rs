@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use resp::command::{CommandSpec, COMMANDS, WRITE};
+use resp::command::{CommandSpec, COMMANDS, MOVABLE, WRITE};
 use resp::Proto;
 
 use crate::cmd::{self, Ctx};
@@ -33,6 +33,10 @@ pub struct Shard {
     /// While `Some`, effects are collected here instead of appended to the propagation log (a
     /// transaction gathers its commands' effects to append them as one MULTI/EXEC block).
     pub capture: Option<Vec<crate::repl::prop::Effect>>,
+    /// `owned[slot]`: this shard holds the slot's tables (changes only by a slot move, while the
+    /// shard is held). Checked before every keyed command: the authority, unlike the routing hint
+    /// `Shared::owner`.
+    owned: Vec<bool>,
 }
 
 /// A command ready to run on a shard: database, table index and arguments.
@@ -49,6 +53,7 @@ impl Shard {
         Shard {
             id,
             dbs: (0..ndb).map(|_| Db::new(&owned)).collect(),
+            owned: (0..resp::MAX_SLOTS).map(&owned).collect(),
             stats: vec![CmdStat::default(); COMMANDS.len()],
             expired_keys: 0,
             blocked: Default::default(),
@@ -57,9 +62,41 @@ impl Shard {
         }
     }
 
-    /// Run one command, appending its reply to `out`.
-    pub fn execute(&mut self, cmd: &Cmd, proto: Proto, now: u64, out: &mut BytesMut) {
+    /// Whether this shard owns `slot` (holds its tables in every database).
+    #[inline]
+    pub fn owns(&self, slot: u16) -> bool {
+        self.owned.get(slot as usize).copied().unwrap_or(false)
+    }
+
+    /// Record that this shard gained or lost `slot` (only `slotmove.rs`, with the tables).
+    pub fn set_owned(&mut self, slot: u16, owned: bool) {
+        if let Some(o) = self.owned.get_mut(slot as usize) {
+            *o = owned;
+        }
+    }
+
+    /// Whether every key of `cmd` lies in a slot this shard owns (keyless commands: true).
+    #[inline]
+    pub fn owns_keys(&self, spec: &CommandSpec, args: &[Bytes]) -> bool {
+        if !spec.has(MOVABLE) && spec.first > 0 && spec.first == spec.last {
+            return match args.get(spec.first as usize) {
+                Some(k) => self.owns(resp::slot(k)),
+                None => true,
+            };
+        }
+        spec.key_positions(args)
+            .into_iter()
+            .all(|p| self.owns(resp::slot(&args[p])))
+    }
+
+    /// Run one command, appending its reply to `out`. Returns false, writing nothing, when a key
+    /// of the command lies in a slot this shard does not own (it moved: the caller re-routes).
+    #[must_use]
+    pub fn execute(&mut self, cmd: &Cmd, proto: Proto, now: u64, out: &mut BytesMut) -> bool {
         let spec: &'static CommandSpec = &COMMANDS[cmd.idx as usize];
+        if !self.owns_keys(spec, &cmd.args) {
+            return false;
+        }
         let start = Instant::now();
         let before = out.len();
         let quiet = !spec.has(WRITE);
@@ -134,6 +171,7 @@ impl Shard {
                 .collect();
             crate::blocking::after_writes(self, &keys, now);
         }
+        true
     }
 
     /// One step of active expiry over every database.

@@ -78,6 +78,8 @@ pub struct Shared {
     pub tcp_port: AtomicUsize,
     /// Which core owns each slot (starts as `slot % ncores`; changes only by an atomic slot move).
     slot_owner: Vec<AtomicU16>,
+    /// Owner changes, seqlock style: odd while one is being recorded (see [`Shared::move_seq`]).
+    move_seq: AtomicU64,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Shared {
             slot_owner: (0..resp::MAX_SLOTS)
                 .map(|s| AtomicU16::new((s % ncores) as u16))
                 .collect(),
+            move_seq: AtomicU64::new(0),
         }
     }
 
@@ -112,14 +115,25 @@ impl Shared {
         self.config.read().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// The core that owns `slot`.
+    /// The core that owns `slot`. A routing hint only: the shard re-checks ownership when it runs
+    /// the command (`Shard::owns`), so a stale answer costs a re-dispatch, never a wrong result.
     #[inline]
     pub fn owner(&self, slot: u16) -> usize {
-        self.slot_owner[slot as usize].load(Ordering::Relaxed) as usize
+        self.slot_owner[slot as usize].load(Ordering::SeqCst) as usize
     }
 
-    /// Record a slot's new owner (after its table moved there).
+    /// Record a slot's new owner (after its table moved there; `slotmove.rs`).
     pub fn set_owner(&self, slot: u16, core: usize) {
-        self.slot_owner[slot as usize].store(core as u16, Ordering::Relaxed);
+        self.move_seq.fetch_add(1, Ordering::SeqCst);
+        self.slot_owner[slot as usize].store(core as u16, Ordering::SeqCst);
+        self.move_seq.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The owner-change sequence: even when no change is being recorded. Two equal even readings
+    /// around a series of [`Shared::owner`] calls prove no owner changed in between, so commands
+    /// routed by them for the same slot went to the same core (the connection's ordering rule).
+    #[inline]
+    pub fn move_seq(&self) -> u64 {
+        self.move_seq.load(Ordering::SeqCst)
     }
 }

@@ -174,17 +174,26 @@ async fn watch(core: &Rc<Core>, sess: &mut Session, keys: &[Bytes], now: u64) {
                 .push(k.clone());
         }
     }
-    for (c, ks) in by_core {
+    // Each key registers with the core owning its slot when the registration runs (a slot that
+    // moved meanwhile sends the key on to its new owner).
+    let mut todo: Vec<(usize, Vec<Bytes>)> = by_core.into_iter().collect();
+    while let Some((c, ks)) = todo.pop() {
         let ks2 = ks.clone();
-        let versions: Vec<u64> = core
+        let versions: Vec<Option<u64>> = core
             .run_on(c, move |sh| {
                 ks2.iter()
-                    .map(|k| sh.dbs.get_mut(db).map_or(0, |d| d.watch(k, now)))
+                    .map(|k| {
+                        let owned = sh.owns(resp::slot(k));
+                        owned.then(|| sh.dbs.get_mut(db).map_or(0, |d| d.watch(k, now)))
+                    })
                     .collect()
             })
             .await;
         for (k, v) in ks.into_iter().zip(versions) {
-            sess.tx.watched.push((db, k, c, v));
+            match v {
+                Some(v) => sess.tx.watched.push((db, k, c, v)),
+                None => todo.push((core.shared.owner(resp::slot(&k)), vec![k])),
+            }
         }
     }
 }
@@ -337,6 +346,8 @@ fn unblocked(name: &str, reply: Bytes, proto: Proto) -> Bytes {
 }
 
 /// Run `cmds` atomically after checking `watched`; false (nothing ran) when a watched key changed.
+/// A watched key whose slot moved to another core since WATCH counts as changed (its
+/// modification count stayed behind on the old core).
 async fn atomic(
     core: &Rc<Core>,
     cmds: Vec<Cmd>,
@@ -350,51 +361,74 @@ async fn atomic(
     for c in &cmds {
         keys.extend(multi::touched_keys(c.idx as usize, &c.args, c.db as usize));
     }
-    let owner = |k: &Bytes| core.shared.owner(resp::slot(k));
-    let mut owners: Vec<usize> = keys
-        .iter()
-        .map(|(k, _)| owner(k))
-        .chain(watched.iter().map(|(_, k, _, _)| owner(k)))
-        .collect();
-    owners.sort_unstable();
-    owners.dedup();
-    if owners.len() > 1 {
-        return multi::run_atomic(core, keys, watched, &cmds, proto, now, out, ends).await;
+    let mut cmds = cmds;
+    let mut watched = watched;
+    loop {
+        let owner = |k: &Bytes| core.shared.owner(resp::slot(k));
+        let mut owners: Vec<usize> = keys
+            .iter()
+            .map(|(k, _)| owner(k))
+            .chain(watched.iter().map(|(_, k, _, _)| owner(k)))
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        if owners.len() > 1 {
+            return multi::run_atomic(core, keys, watched, &cmds, proto, now, out, ends).await;
+        }
+        let target = owners.first().copied().unwrap_or(core.id);
+        if watched.iter().any(|(_, _, c, _)| *c != target) {
+            return false; // a watched key's slot moved to another core since WATCH
+        }
+        let slots: Vec<u16> = keys
+            .iter()
+            .map(|(k, _)| k)
+            .chain(watched.iter().map(|(_, k, _, _)| k))
+            .map(|k| resp::slot(k))
+            .collect();
+        let r = core
+            .run_on(target, move |sh| {
+                if !slots.iter().all(|&s| sh.owns(s)) {
+                    // A slot moved on the way here: route again.
+                    return Err((cmds, watched));
+                }
+                let clean = watched.iter().all(|(d, k, _, v)| {
+                    sh.dbs.get_mut(*d).and_then(|db| db.watch_version(k, now)) == Some(*v)
+                });
+                if !clean {
+                    return Ok((false, Bytes::new(), Vec::new()));
+                }
+                let mut out = BytesMut::new();
+                let mut ends = Vec::with_capacity(cmds.len());
+                let track = crate::repl::prop::active();
+                if track {
+                    sh.capture = Some(Vec::new());
+                }
+                for c in &cmds {
+                    // Every key's slot is owned here (checked above): this always runs.
+                    let _ran = sh.execute(c, proto, now, &mut out);
+                    ends.push(out.len() as u32);
+                }
+                if track {
+                    // The transaction's effects, as one MULTI/EXEC block, before the shard moves on.
+                    let fx = sh.capture.take().unwrap_or_default();
+                    crate::repl::prop::log().append(&fx, true);
+                }
+                Ok((true, out.freeze(), ends))
+            })
+            .await;
+        let (ok, bytes, e) = match r {
+            Ok(r) => r,
+            Err((c, w)) => {
+                cmds = c;
+                watched = w;
+                continue;
+            }
+        };
+        if ok {
+            let base = out.len() as u32;
+            out.extend_from_slice(&bytes);
+            ends.extend(e.into_iter().map(|x| x + base));
+        }
+        return ok;
     }
-    let target = owners.first().copied().unwrap_or(core.id);
-    if watched.iter().any(|(_, _, c, _)| *c != target) {
-        return false; // a watched key's slot moved to another core since WATCH
-    }
-    let (ok, bytes, e) = core
-        .run_on(target, move |sh| {
-            let clean = watched.iter().all(|(d, k, _, v)| {
-                sh.dbs.get_mut(*d).and_then(|db| db.watch_version(k, now)) == Some(*v)
-            });
-            if !clean {
-                return (false, Bytes::new(), Vec::new());
-            }
-            let mut out = BytesMut::new();
-            let mut ends = Vec::with_capacity(cmds.len());
-            let track = crate::repl::prop::active();
-            if track {
-                sh.capture = Some(Vec::new());
-            }
-            for c in &cmds {
-                sh.execute(c, proto, now, &mut out);
-                ends.push(out.len() as u32);
-            }
-            if track {
-                // The transaction's effects, as one MULTI/EXEC block, before the shard moves on.
-                let fx = sh.capture.take().unwrap_or_default();
-                crate::repl::prop::log().append(&fx, true);
-            }
-            (true, out.freeze(), ends)
-        })
-        .await;
-    if ok {
-        let base = out.len() as u32;
-        out.extend_from_slice(&bytes);
-        ends.extend(e.into_iter().map(|x| x + base));
-    }
-    ok
 }
