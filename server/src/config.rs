@@ -183,7 +183,8 @@ const KEYS: &[Key] = &[
         default: "dump.rdb",
         mutable: true,
     },
-    // No eviction yet: maxmemory 0 (unlimited) is the only value honoured.
+    // No eviction yet: maxmemory 0 (unlimited) is the only value honoured; the policy selects
+    // LRU or LFU access tracking (OBJECT IDLETIME / OBJECT FREQ).
     Key {
         name: "maxmemory",
         default: "0",
@@ -192,7 +193,17 @@ const KEYS: &[Key] = &[
     Key {
         name: "maxmemory-policy",
         default: "noeviction",
-        mutable: false,
+        mutable: true,
+    },
+    Key {
+        name: "lfu-log-factor",
+        default: "10",
+        mutable: true,
+    },
+    Key {
+        name: "lfu-decay-time",
+        default: "1",
+        mutable: true,
     },
     Key {
         name: "daemonize",
@@ -298,6 +309,18 @@ impl Default for Config {
         c
     }
 }
+
+/// `maxmemory-policy` values (Redis 7.0's).
+const MAXMEMORY_POLICIES: [&str; 8] = [
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "noeviction",
+];
 
 pub fn parse_memory(v: &str) -> Option<usize> {
     let v = v.to_ascii_lowercase();
@@ -507,6 +530,32 @@ impl Config {
                 if parse_memory(value) != Some(0) {
                     return Err(bad("maxmemory is not supported yet (only 0, unlimited)"));
                 }
+            }
+            "maxmemory-policy" => {
+                let v = value.to_ascii_lowercase();
+                if !MAXMEMORY_POLICIES.contains(&v.as_str()) {
+                    return Err(bad("argument(s) must be one of the following: volatile-lru, volatile-lfu, volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction"));
+                }
+                crate::db::clock::set_lfu(v.ends_with("-lfu"));
+                self.values.insert(spec.name, v);
+                return Ok(());
+            }
+            "lfu-log-factor" | "lfu-decay-time" => {
+                let n: u32 = value
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad("argument must be between 0 and 2147483647 inclusive"))?;
+                if n > i32::MAX as u32 {
+                    return Err(bad("argument must be between 0 and 2147483647 inclusive"));
+                }
+                if spec.name == "lfu-log-factor" {
+                    crate::db::clock::set_lfu_params(Some(n), None);
+                } else {
+                    crate::db::clock::set_lfu_params(None, Some(n));
+                }
+                self.values.insert(spec.name, n.to_string());
+                return Ok(());
             }
             "save" => {
                 let rules = parse_save(value).ok_or_else(|| bad("Invalid save parameters"))?;

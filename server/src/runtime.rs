@@ -135,6 +135,8 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut config = config;
     config.port = port;
     let ndb = config.databases;
+    // Before anything creates a key (the expiry window of the entry word starts here).
+    crate::db::clock::init(now_ms());
     let mut preload = if config.appendonly {
         crate::aof::startup(&config, ncores)?
     } else {
@@ -196,6 +198,7 @@ pub fn run(config: Config) -> Result<(), String> {
                     loop {
                         glommio::timer::sleep(Duration::from_millis(100)).await;
                         let now = now_ms();
+                        crate::db::clock::tick(now);
                         expiry.wait_unheld().await;
                         let start = Instant::now();
                         loop {
