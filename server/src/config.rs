@@ -183,12 +183,16 @@ const KEYS: &[Key] = &[
         default: "dump.rdb",
         mutable: true,
     },
-    // No eviction yet: maxmemory 0 (unlimited) is the only value honoured; the policy selects
-    // LRU or LFU access tracking (OBJECT IDLETIME / OBJECT FREQ).
+    // Eviction (evict.rs); the policy also selects LRU or LFU access tracking.
     Key {
         name: "maxmemory",
         default: "0",
-        mutable: false,
+        mutable: true,
+    },
+    Key {
+        name: "maxmemory-samples",
+        default: "5",
+        mutable: true,
     },
     Key {
         name: "maxmemory-policy",
@@ -527,16 +531,31 @@ impl Config {
                     .map_err(|_| bad("argument couldn't be parsed into an integer"))?;
             }
             "maxmemory" => {
-                if parse_memory(value) != Some(0) {
-                    return Err(bad("maxmemory is not supported yet (only 0, unlimited)"));
-                }
+                let n =
+                    parse_memory(value).ok_or_else(|| bad("argument must be a memory value"))?;
+                crate::evict::set_maxmemory(n as u64);
+                self.values.insert(spec.name, n.to_string());
+                return Ok(());
+            }
+            "maxmemory-samples" => {
+                let n: u64 = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=i32::MAX as i64).contains(n))
+                    .map(|n| n as u64)
+                    .ok_or_else(|| bad("argument must be between 1 and 2147483647 inclusive"))?;
+                crate::evict::set_samples(n);
+                self.values.insert(spec.name, n.to_string());
+                return Ok(());
             }
             "maxmemory-policy" => {
                 let v = value.to_ascii_lowercase();
                 if !MAXMEMORY_POLICIES.contains(&v.as_str()) {
                     return Err(bad("argument(s) must be one of the following: volatile-lru, volatile-lfu, volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction"));
                 }
-                crate::db::clock::set_lfu(v.ends_with("-lfu"));
+                if let Some(p) = crate::evict::Policy::parse(&v) {
+                    crate::evict::set_policy(p);
+                }
                 self.values.insert(spec.name, v);
                 return Ok(());
             }

@@ -33,6 +33,7 @@ pub mod conn;
 pub mod core;
 pub mod db;
 pub mod dump;
+pub mod evict;
 pub mod glob;
 pub mod global;
 pub mod info;

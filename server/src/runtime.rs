@@ -208,6 +208,11 @@ pub fn run(config: Config) -> Result<(), String> {
                                 break;
                             }
                         }
+                        // Over maxmemory: this shard frees what it can too (a write landing on
+                        // a shard with nothing left to evict is refused until then).
+                        if crate::evict::over_limit() {
+                            expiry.shard.borrow_mut().evict(0);
+                        }
                     }
                 })
                 .detach();
