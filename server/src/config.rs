@@ -696,7 +696,7 @@ mod tests {
         ));
         c.set("proto-max-bulk-len", "2mb", false).unwrap();
         assert_eq!(c.proto_max_bulk_len, 2 << 20);
-        assert_eq!(c.get(b"max*").len(), 3);
+        assert_eq!(c.get(b"max*").len(), 4);
         assert_eq!(c.get(b"port"), vec![("port", "6379".to_string())]);
     }
 

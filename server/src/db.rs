@@ -38,20 +38,26 @@ enum Mark {
     Text,
 }
 
-/// Layout of the entry word. Two forms, told apart by bit 63:
+/// Layout of the entry word. Three forms, told apart by bits 62..64:
 ///
-/// * narrow (bit 63 clear): bits 61..63 the [`Mark`] (0 none, 1 raw, 2 text), bits 37..61 the
-///   24-bit access clock (Redis's `robj.lru`: LRU seconds or LFU minutes+counter), bits 0..37
-///   the expiry as milliseconds after [`clock::base_ms`] (0: no expiry). The base is a little
-///   before the server started, so the window covers expiries up to ~4 years ahead; an expiry
-///   at or before the base is stored as base + 1 ms (already past, so the key is just as
-///   expired and is never reported).
-/// * wide (bit 63 set): bits 0..63 the exact expiry (Redis allows up to `i64::MAX` ms). Such a
-///   key keeps no mark and no access clock: it reads as accessed "now" (idle 0, LFU counter as
-///   new) — a documented approximation for keys expiring years ahead.
-const WIDE: u64 = 1 << 63;
-const MARK_SHIFT: u32 = 61;
-const CLOCK_SHIFT: u32 = 37;
+/// * narrow (bits 62, 63 clear): bits 60..62 the [`Mark`] (0 none, 1 raw, 2 text), bits 36..60
+///   the 24-bit access clock (Redis's `robj.lru`: LRU seconds or LFU minutes+counter), bits
+///   0..36 the expiry as milliseconds after [`clock::base_ms`] (0: no expiry). The base is the
+///   server's start, so the window covers expiries up to ~2.2 years after it; an expiry at or
+///   before the base is stored as base + 1 ms (already past, so the key is just as expired and
+///   is never reported).
+/// * wide (bit 62 set, bit 63 clear): bits 60..62 the mark, bits 0..60 the exact expiry (below
+///   2^60 ms, 36 million years).
+/// * huge (bit 63 set): bits 0..63 the exact expiry (Redis allows up to `i64::MAX` ms), no mark
+///   (the key reports the encoding its bytes imply).
+///
+/// Wide and huge keys keep no access clock: they read as accessed "now" (idle 0, LFU counter as
+/// new) — a documented approximation for keys expiring years ahead.
+const WIDE: u64 = 1 << 62;
+const HUGE: u64 = 1 << 63;
+const WIDE_EXP: u64 = (1 << MARK_SHIFT) - 1;
+const MARK_SHIFT: u32 = 60;
+const CLOCK_SHIFT: u32 = 36;
 const CLOCK_MASK: u64 = (1 << 24) - 1;
 const EXP_MASK: u64 = (1 << CLOCK_SHIFT) - 1;
 
@@ -62,19 +68,38 @@ struct Word {
     clock: Option<u32>,
 }
 
+fn mark_of(code: u64) -> Mark {
+    match code & 3 {
+        1 => Mark::Raw,
+        2 => Mark::Text,
+        _ => Mark::None,
+    }
+}
+
+fn mark_code(mark: Mark) -> u64 {
+    match mark {
+        Mark::None => 0,
+        Mark::Raw => 1,
+        Mark::Text => 2,
+    }
+}
+
 fn split(word: u64) -> Word {
-    if word & WIDE != 0 {
+    if word & HUGE != 0 {
         return Word {
-            expire: word & !WIDE,
+            expire: word & !HUGE,
             mark: Mark::None,
             clock: None,
         };
     }
-    let mark = match (word >> MARK_SHIFT) & 3 {
-        1 => Mark::Raw,
-        2 => Mark::Text,
-        _ => Mark::None,
-    };
+    let mark = mark_of(word >> MARK_SHIFT);
+    if word & WIDE != 0 {
+        return Word {
+            expire: word & WIDE_EXP,
+            mark,
+            clock: None,
+        };
+    }
     let f = word & EXP_MASK;
     Word {
         expire: if f == 0 { 0 } else { clock::base_ms() + f },
@@ -91,17 +116,15 @@ fn join(expire: u64, mark: Mark, clock: u32) -> u64 {
         if expire <= base {
             1
         } else if expire - base > EXP_MASK {
-            return WIDE | expire.min(i64::MAX as u64);
+            if expire <= WIDE_EXP {
+                return WIDE | (mark_code(mark) << MARK_SHIFT) | expire;
+            }
+            return HUGE | expire.min(i64::MAX as u64);
         } else {
             expire - base
         }
     };
-    let m = match mark {
-        Mark::None => 0,
-        Mark::Raw => 1,
-        Mark::Text => 2,
-    };
-    (m << MARK_SHIFT) | ((clock as u64 & CLOCK_MASK) << CLOCK_SHIFT) | f
+    (mark_code(mark) << MARK_SHIFT) | ((clock as u64 & CLOCK_MASK) << CLOCK_SHIFT) | f
 }
 
 /// The per-key access clock (Redis's `LRU_CLOCK()` / LFU fields), fed by a coarse process-wide
@@ -124,10 +147,10 @@ pub mod clock {
     /// Redis's `LFU_INIT_VAL`.
     pub const LFU_INIT: u32 = 5;
 
-    /// Once at start-up, before any key exists: fix the expiry window's base (~97 days ago) and
-    /// start the clock.
+    /// Once at start-up, before any key exists: fix the expiry window's base (now) and start the
+    /// clock.
     pub fn init(now_ms: u64) {
-        BASE_MS.store(now_ms.saturating_sub(1 << 33), Relaxed);
+        BASE_MS.store(now_ms, Relaxed);
         tick(now_ms);
     }
 
@@ -301,7 +324,7 @@ impl Entry {
     #[inline]
     fn access(&mut self) {
         let w = self.expire_at;
-        if w & WIDE == 0 {
+        if w & (WIDE | HUGE) == 0 {
             let old = ((w >> CLOCK_SHIFT) & CLOCK_MASK) as u32;
             let c = clock::accessed(old) as u64;
             self.expire_at = (w & !(CLOCK_MASK << CLOCK_SHIFT)) | (c << CLOCK_SHIFT);
@@ -862,20 +885,25 @@ mod tests {
             0,
             1,
             5,
+            (1 << 36) - 1,
             1 << 36,
-            (1 << 37) - 1,
-            1 << 37,
+            99_999_999_999_999,
+            (1 << 60) - 1,
+            1 << 60,
             1 << 62,
             i64::MAX as u64,
         ] {
             for mark in [Mark::None, Mark::Raw, Mark::Text] {
                 let w = split(join(at, mark, 0xABCDEF));
                 assert_eq!(w.expire, at, "{at}");
-                if at < 1 << 37 {
+                if at < 1 << 36 {
                     assert_eq!(w.mark, mark);
                     assert_eq!(w.clock, Some(0xABCDEF));
                 } else {
                     assert_eq!(w.clock, None, "wide form keeps no clock");
+                    if at < 1 << 60 {
+                        assert_eq!(w.mark, mark, "{at}");
+                    }
                 }
             }
         }

@@ -208,3 +208,61 @@ fn volatile_policies_evict_only_keys_with_ttl() {
         assert!(key.starts_with("vol:"), "{policy}: evicted {key}");
     }
 }
+
+#[test]
+fn evictions_reach_replicas_as_del() {
+    let master = testkit::codis_server(&["--cores", "2"]);
+    let replica = testkit::codis_server(&["--cores", "2"]);
+    let mut m = master.conn();
+    let mut r = replica.conn();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(master.port.to_string())
+        .query(&mut r)
+        .expect("REPLICAOF");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut r)
+            .expect("INFO");
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica link never came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    config_set(&mut m, "maxmemory-policy", "allkeys-random");
+    let v = "w".repeat(VAL);
+    let mut p = redis::pipe();
+    for i in 0..2000 {
+        p.cmd("SET").arg(format!("a:{i}")).arg(&v).ignore();
+    }
+    let _: () = p.query(&mut m).expect("fill");
+    let used = info_field(&mut m, "memory", "used_memory");
+    config_set(&mut m, "maxmemory", &(used + 128 * 1024).to_string());
+    let mut p = redis::pipe();
+    for i in 0..1000 {
+        p.cmd("SET").arg(format!("b:{i}")).arg(&v).ignore();
+    }
+    let _: () = p.query(&mut m).expect("writes");
+    assert!(info_field(&mut m, "stats", "evicted_keys") >= 500);
+    // The replica ends up with exactly the master's keys (evictions arrived as DEL).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut mk: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut m).expect("KEYS");
+        let mut rk: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut r).expect("KEYS");
+        mk.sort();
+        rk.sort();
+        if mk == rk {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica has {} keys, master {}",
+            rk.len(),
+            mk.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
