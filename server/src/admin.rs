@@ -709,15 +709,18 @@ async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
             let key = args[2].clone();
             let db = sess.db;
             let now = crate::shared::now_ms();
-            let found: Option<(&'static str, usize)> = core
+            let found: Option<(&'static str, usize, u32)> = core
                 .run_on_slot(resp::slot(&key), move |s| {
                     s.dbs[db]
-                        .get(&key, now)
-                        .map(|e| (e.encoding(), crate::value::approx_size(&e.value)))
+                        .peek(&key, now)
+                        .map(|e| (e.encoding(), crate::value::approx_size(&e.value), e.clock()))
                 })
                 .await;
             match found {
-                Some((enc, size)) => encode::simple(b, &format!("Value at:0x0 refcount:1 encoding:{enc} serializedlength:{size} lru:0 lru_seconds_idle:0")),
+                Some((enc, size, lru)) => {
+                    let idle = crate::db::clock::idle_secs(lru);
+                    encode::simple(b, &format!("Value at:0x0 refcount:1 encoding:{enc} serializedlength:{size} lru:{lru} lru_seconds_idle:{idle}"))
+                }
                 None => encode::error(b, "ERR no such key"),
             }
         }

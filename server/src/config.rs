@@ -183,16 +183,31 @@ const KEYS: &[Key] = &[
         default: "dump.rdb",
         mutable: true,
     },
-    // No eviction yet: maxmemory 0 (unlimited) is the only value honoured.
+    // Eviction (evict.rs); the policy also selects LRU or LFU access tracking.
     Key {
         name: "maxmemory",
         default: "0",
-        mutable: false,
+        mutable: true,
+    },
+    Key {
+        name: "maxmemory-samples",
+        default: "5",
+        mutable: true,
     },
     Key {
         name: "maxmemory-policy",
         default: "noeviction",
-        mutable: false,
+        mutable: true,
+    },
+    Key {
+        name: "lfu-log-factor",
+        default: "10",
+        mutable: true,
+    },
+    Key {
+        name: "lfu-decay-time",
+        default: "1",
+        mutable: true,
     },
     Key {
         name: "daemonize",
@@ -298,6 +313,18 @@ impl Default for Config {
         c
     }
 }
+
+/// `maxmemory-policy` values (Redis 7.0's).
+const MAXMEMORY_POLICIES: [&str; 8] = [
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "noeviction",
+];
 
 pub fn parse_memory(v: &str) -> Option<usize> {
     let v = v.to_ascii_lowercase();
@@ -504,9 +531,50 @@ impl Config {
                     .map_err(|_| bad("argument couldn't be parsed into an integer"))?;
             }
             "maxmemory" => {
-                if parse_memory(value) != Some(0) {
-                    return Err(bad("maxmemory is not supported yet (only 0, unlimited)"));
+                let n =
+                    parse_memory(value).ok_or_else(|| bad("argument must be a memory value"))?;
+                crate::evict::set_maxmemory(n as u64);
+                self.values.insert(spec.name, n.to_string());
+                return Ok(());
+            }
+            "maxmemory-samples" => {
+                let n: u64 = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=i32::MAX as i64).contains(n))
+                    .map(|n| n as u64)
+                    .ok_or_else(|| bad("argument must be between 1 and 2147483647 inclusive"))?;
+                crate::evict::set_samples(n);
+                self.values.insert(spec.name, n.to_string());
+                return Ok(());
+            }
+            "maxmemory-policy" => {
+                let v = value.to_ascii_lowercase();
+                if !MAXMEMORY_POLICIES.contains(&v.as_str()) {
+                    return Err(bad("argument(s) must be one of the following: volatile-lru, volatile-lfu, volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction"));
                 }
+                if let Some(p) = crate::evict::Policy::parse(&v) {
+                    crate::evict::set_policy(p);
+                }
+                self.values.insert(spec.name, v);
+                return Ok(());
+            }
+            "lfu-log-factor" | "lfu-decay-time" => {
+                let n: u32 = value
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad("argument must be between 0 and 2147483647 inclusive"))?;
+                if n > i32::MAX as u32 {
+                    return Err(bad("argument must be between 0 and 2147483647 inclusive"));
+                }
+                if spec.name == "lfu-log-factor" {
+                    crate::db::clock::set_lfu_params(Some(n), None);
+                } else {
+                    crate::db::clock::set_lfu_params(None, Some(n));
+                }
+                self.values.insert(spec.name, n.to_string());
+                return Ok(());
             }
             "save" => {
                 let rules = parse_save(value).ok_or_else(|| bad("Invalid save parameters"))?;
@@ -628,7 +696,7 @@ mod tests {
         ));
         c.set("proto-max-bulk-len", "2mb", false).unwrap();
         assert_eq!(c.proto_max_bulk_len, 2 << 20);
-        assert_eq!(c.get(b"max*").len(), 3);
+        assert_eq!(c.get(b"max*").len(), 4);
         assert_eq!(c.get(b"port"), vec![("port", "6379".to_string())]);
     }
 

@@ -18,11 +18,12 @@ pub type Key = Box<[u8]>;
 
 type Hasher = ahash::RandomState;
 
-/// One key's value and its absolute expiry in unix milliseconds (0: none).
+/// One key's value, its absolute expiry in unix milliseconds (0: none) and its access clock.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub value: Value,
-    /// The expiry, plus a string's encoding [`Mark`] (see [`join`]).
+    /// Expiry, a string's encoding [`Mark`] and the access clock packed in one word (see
+    /// [`Word`]), so access tracking costs no memory.
     expire_at: u64,
 }
 
@@ -37,51 +38,304 @@ enum Mark {
     Text,
 }
 
-/// Layout of a marked word: bit 63 set, bit 62 = Text (else Raw), bits 0..62 the expiry. Redis
-/// expiries fit in 63 bits; a mark is kept only while the expiry is below 2^62 ms (year ~146
-/// million) — past that the key just reports the encoding its bytes imply.
-const MARKED: u64 = 1 << 63;
-const TEXT: u64 = 1 << 62;
-const MARK_EXPIRE: u64 = TEXT - 1;
+/// Layout of the entry word. Three forms, told apart by bits 62..64:
+///
+/// * narrow (bits 62, 63 clear): bits 60..62 the [`Mark`] (0 none, 1 raw, 2 text), bits 36..60
+///   the 24-bit access clock (Redis's `robj.lru`: LRU seconds or LFU minutes+counter), bits
+///   0..36 the expiry as milliseconds after [`clock::base_ms`] (0: no expiry). The base is the
+///   server's start, so the window covers expiries up to ~2.2 years after it; an expiry at or
+///   before the base is stored as base + 1 ms (already past, so the key is just as expired and
+///   is never reported).
+/// * wide (bit 62 set, bit 63 clear): bits 60..62 the mark, bits 0..60 the exact expiry (below
+///   2^60 ms, 36 million years).
+/// * huge (bit 63 set): bits 0..63 the exact expiry (Redis allows up to `i64::MAX` ms), no mark
+///   (the key reports the encoding its bytes imply).
+///
+/// Wide and huge keys keep no access clock: they read as accessed "now" (idle 0, LFU counter as
+/// new) — a documented approximation for keys expiring years ahead.
+const WIDE: u64 = 1 << 62;
+const HUGE: u64 = 1 << 63;
+const WIDE_EXP: u64 = (1 << MARK_SHIFT) - 1;
+const MARK_SHIFT: u32 = 60;
+const CLOCK_SHIFT: u32 = 36;
+const CLOCK_MASK: u64 = (1 << 24) - 1;
+const EXP_MASK: u64 = (1 << CLOCK_SHIFT) - 1;
 
-fn split(word: u64) -> (u64, Mark) {
-    if word & MARKED == 0 {
-        (word, Mark::None)
-    } else if word & TEXT != 0 {
-        (word & MARK_EXPIRE, Mark::Text)
-    } else {
-        (word & MARK_EXPIRE, Mark::Raw)
+struct Word {
+    expire: u64,
+    mark: Mark,
+    /// `None` for the wide form (no clock kept).
+    clock: Option<u32>,
+}
+
+fn mark_of(code: u64) -> Mark {
+    match code & 3 {
+        1 => Mark::Raw,
+        2 => Mark::Text,
+        _ => Mark::None,
     }
 }
 
-fn join(expire: u64, mark: Mark) -> u64 {
+fn mark_code(mark: Mark) -> u64 {
     match mark {
-        _ if expire > MARK_EXPIRE => expire.min(i64::MAX as u64),
-        Mark::None => expire,
-        Mark::Raw => MARKED | expire,
-        Mark::Text => MARKED | TEXT | expire,
+        Mark::None => 0,
+        Mark::Raw => 1,
+        Mark::Text => 2,
+    }
+}
+
+fn split(word: u64) -> Word {
+    if word & HUGE != 0 {
+        return Word {
+            expire: word & !HUGE,
+            mark: Mark::None,
+            clock: None,
+        };
+    }
+    let mark = mark_of(word >> MARK_SHIFT);
+    if word & WIDE != 0 {
+        return Word {
+            expire: word & WIDE_EXP,
+            mark,
+            clock: None,
+        };
+    }
+    let f = word & EXP_MASK;
+    Word {
+        expire: if f == 0 { 0 } else { clock::base_ms() + f },
+        mark,
+        clock: Some(((word >> CLOCK_SHIFT) & CLOCK_MASK) as u32),
+    }
+}
+
+fn join(expire: u64, mark: Mark, clock: u32) -> u64 {
+    let f = if expire == 0 {
+        0
+    } else {
+        let base = clock::base_ms();
+        if expire <= base {
+            1
+        } else if expire - base > EXP_MASK {
+            if expire <= WIDE_EXP {
+                return WIDE | (mark_code(mark) << MARK_SHIFT) | expire;
+            }
+            return HUGE | expire.min(i64::MAX as u64);
+        } else {
+            expire - base
+        }
+    };
+    (mark_code(mark) << MARK_SHIFT) | ((clock as u64 & CLOCK_MASK) << CLOCK_SHIFT) | f
+}
+
+/// The per-key access clock (Redis's `LRU_CLOCK()` / LFU fields), fed by a coarse process-wide
+/// time that the shards' timers refresh (like Redis's `server.lruclock`): an access costs one
+/// relaxed load and one store into the entry word, no syscall.
+pub mod clock {
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+    /// Unix seconds, refreshed by [`tick`].
+    static NOW_S: AtomicU32 = AtomicU32::new(0);
+    /// Whether the maxmemory policy is an LFU one (`robj.lru` holds minutes << 8 | counter).
+    static LFU: AtomicBool = AtomicBool::new(false);
+    static LOG_FACTOR: AtomicU32 = AtomicU32::new(10);
+    static DECAY_TIME: AtomicU32 = AtomicU32::new(1);
+    /// See [`super::Entry`]'s word layout; 0 until [`init`] (unit tests use small times).
+    static BASE_MS: AtomicU64 = AtomicU64::new(0);
+
+    /// Redis's `LRU_CLOCK_MAX`.
+    pub const LRU_MAX: u32 = (1 << 24) - 1;
+    /// Redis's `LFU_INIT_VAL`.
+    pub const LFU_INIT: u32 = 5;
+
+    /// Once at start-up, before any key exists: fix the expiry window's base (now) and start the
+    /// clock.
+    pub fn init(now_ms: u64) {
+        BASE_MS.store(now_ms, Relaxed);
+        tick(now_ms);
+    }
+
+    /// Refresh the coarse clock (every shard's 100 ms timer).
+    pub fn tick(now_ms: u64) {
+        NOW_S.store((now_ms / 1000) as u32, Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn base_ms() -> u64 {
+        BASE_MS.load(Relaxed)
+    }
+
+    /// Select LFU (true) or LRU (false) tracking (`maxmemory-policy`).
+    pub fn set_lfu(on: bool) {
+        LFU.store(on, Relaxed);
+    }
+
+    /// Whether an LFU policy is selected.
+    #[inline]
+    pub fn lfu() -> bool {
+        LFU.load(Relaxed)
+    }
+
+    /// `lfu-log-factor` and `lfu-decay-time`.
+    pub fn set_lfu_params(log_factor: Option<u32>, decay_time: Option<u32>) {
+        if let Some(f) = log_factor {
+            LOG_FACTOR.store(f, Relaxed);
+        }
+        if let Some(d) = decay_time {
+            DECAY_TIME.store(d, Relaxed);
+        }
+    }
+
+    /// Redis's `LRU_CLOCK()` (seconds resolution, 24 bits).
+    #[inline]
+    pub fn lru_now() -> u32 {
+        NOW_S.load(Relaxed) & LRU_MAX
+    }
+
+    /// Redis's `LFUGetTimeInMinutes()`.
+    #[inline]
+    fn minutes() -> u32 {
+        (NOW_S.load(Relaxed) / 60) & 0xFFFF
+    }
+
+    /// The clock of a key created now (Redis's `createObject`).
+    #[inline]
+    pub fn fresh() -> u32 {
+        if lfu() {
+            (minutes() << 8) | LFU_INIT
+        } else {
+            lru_now()
+        }
+    }
+
+    /// The clock after an access (Redis's `lookupKey`: `updateLFU` or `LRU_CLOCK()`).
+    #[inline]
+    pub fn accessed(old: u32) -> u32 {
+        if lfu() {
+            let c = log_incr(decayed(old));
+            (minutes() << 8) | c
+        } else {
+            lru_now()
+        }
+    }
+
+    /// Seconds since the last access (Redis's `estimateObjectIdleTime` / 1000).
+    pub fn idle_secs(lru: u32) -> u64 {
+        let now = lru_now();
+        if now >= lru {
+            (now - lru) as u64
+        } else {
+            (now + (LRU_MAX - lru)) as u64
+        }
+    }
+
+    /// The LFU counter after decay (Redis's `LFUDecrAndReturn`).
+    pub fn decayed(lru: u32) -> u32 {
+        let ldt = lru >> 8;
+        let counter = lru & 255;
+        let now = minutes();
+        let elapsed = if now >= ldt {
+            now - ldt
+        } else {
+            65535 - ldt + now
+        };
+        let decay = DECAY_TIME.load(Relaxed);
+        let periods = if decay == 0 { 0 } else { elapsed / decay };
+        counter.saturating_sub(periods)
+    }
+
+    /// Redis's `LFULogIncr`: logarithmic, probabilistic increment.
+    fn log_incr(counter: u32) -> u32 {
+        if counter >= 255 {
+            return 255;
+        }
+        let r = (rand() >> 11) as f64 / (1u64 << 53) as f64;
+        let base = counter.saturating_sub(LFU_INIT) as f64;
+        let p = 1.0 / (base * LOG_FACTOR.load(Relaxed) as f64 + 1.0);
+        if r < p {
+            counter + 1
+        } else {
+            counter
+        }
+    }
+
+    /// A cheap per-thread xorshift generator (LFU increments, eviction sampling).
+    pub fn rand() -> u64 {
+        use std::cell::Cell;
+        thread_local!(static S: Cell<u64> = const { Cell::new(0) });
+        S.with(|s| {
+            let mut x = s.get();
+            if x == 0 {
+                x = ahash::RandomState::new().hash_one(0u8) | 1;
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s.set(x);
+            x
+        })
+    }
+
+    /// The clock RESTORE / RDB loading give a key (Redis's `objectSetLRUOrLFU` with the
+    /// seconds resolution): `freq` under an LFU policy, `idle` seconds under LRU; `None` when
+    /// the hint does not apply to the current policy.
+    pub fn from_hints(freq: Option<u8>, idle_secs: Option<u64>) -> Option<u32> {
+        if lfu() {
+            freq.map(|f| (minutes() << 8) | f as u32)
+        } else {
+            let idle = idle_secs?;
+            let now = lru_now() as i64;
+            let abs = now - idle.min(i64::MAX as u64 / 2) as i64;
+            Some(if abs >= 0 {
+                abs as u32
+            } else {
+                (1 + LRU_MAX as i64 + abs).max(0) as u32 & LRU_MAX
+            })
+        }
     }
 }
 
 impl Entry {
-    /// A value without expiry.
+    /// A value without expiry, accessed now.
     pub fn new(value: Value) -> Entry {
         Entry {
             value,
-            expire_at: 0,
+            expire_at: join(0, Mark::None, clock::fresh()),
         }
     }
 
     /// Absolute expiry in unix ms, 0 when the key is persistent.
     pub fn expire_at(&self) -> u64 {
-        split(self.expire_at).0
+        split(self.expire_at).expire
+    }
+
+    /// The access clock (Redis's `robj.lru`); a wide-form key (expiry years ahead) reads as
+    /// accessed now.
+    pub fn clock(&self) -> u32 {
+        split(self.expire_at).clock.unwrap_or_else(clock::fresh)
+    }
+
+    /// Set the access clock (RESTORE IDLETIME/FREQ, RDB hints).
+    pub fn set_clock(&mut self, c: u32) {
+        let w = split(self.expire_at);
+        self.expire_at = join(w.expire, w.mark, c);
+    }
+
+    /// Record an access (Redis's `lookupKey` without `LOOKUP_NOTOUCH`).
+    #[inline]
+    fn access(&mut self) {
+        let w = self.expire_at;
+        if w & (WIDE | HUGE) == 0 {
+            let old = ((w >> CLOCK_SHIFT) & CLOCK_MASK) as u32;
+            let c = clock::accessed(old) as u64;
+            self.expire_at = (w & !(CLOCK_MASK << CLOCK_SHIFT)) | (c << CLOCK_SHIFT);
+        }
     }
 
     /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
     pub fn encoding(&self) -> &'static str {
         match &self.value {
-            Value::Str(_) if split(self.expire_at).1 == Mark::Raw => "raw",
-            Value::Str(s) if split(self.expire_at).1 == Mark::Text => {
+            Value::Str(_) if split(self.expire_at).mark == Mark::Raw => "raw",
+            Value::Str(s) if split(self.expire_at).mark == Mark::Text => {
                 if s.len() <= 44 {
                     "embstr"
                 } else {
@@ -92,10 +346,10 @@ impl Entry {
         }
     }
 
-    /// Set the expiry word directly (tests of the key table).
+    /// Set the expiry directly (tests of the key table).
     #[cfg(test)]
     pub(crate) fn set_expire_raw(&mut self, at: u64) {
-        self.expire_at = join(at, Mark::None);
+        self.expire_at = join(at, Mark::None, 0);
     }
 
     fn expired(&self, now: u64) -> bool {
@@ -250,7 +504,13 @@ impl Db {
 
     /// Read a live key (an expired one is removed on the way).
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
-        self.live(key, now).map(|e| &*e)
+        self.live(key, now, true).map(|e| &*e)
+    }
+
+    /// Read a live key without counting an access (Redis's `LOOKUP_NOTOUCH`: OBJECT, TYPE,
+    /// EXISTS, TTL…).
+    pub fn peek(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
+        self.live(key, now, false).map(|e| &*e)
     }
 
     /// Mutable access to a live key's entry (counts as a modification for WATCH). Changing
@@ -260,12 +520,12 @@ impl Db {
         if self.snap.is_some() {
             self.cow(resp::slot(key) as usize);
         }
-        self.live(key, now)
+        self.live(key, now, true)
     }
 
     /// A live entry, read without triggering a snapshot's copy-on-write (only removing an
     /// expired key counts as a change).
-    fn live(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+    fn live(&mut self, key: &[u8], now: u64, access: bool) -> Option<&mut Entry> {
         let s = resp::slot(key) as usize;
         if self.slots[s].as_deref()?.map.get(key)?.expired(now) {
             if !self.scratch && (crate::repl::prop::active() || crate::notify::enabled()) {
@@ -277,12 +537,16 @@ impl Db {
             self.quiet = quiet;
             return None;
         }
-        self.slots[s].as_deref_mut()?.map.get_mut(key)
+        let e = self.slots[s].as_deref_mut()?.map.get_mut(key)?;
+        if access {
+            e.access();
+        }
+        Some(e)
     }
 
-    /// Whether a live key exists.
+    /// Whether a live key exists (not counted as an access, as Redis's EXISTS).
     pub fn contains(&mut self, key: &[u8], now: u64) -> bool {
-        self.get(key, now).is_some()
+        self.peek(key, now).is_some()
     }
 
     /// Store a value with an expiry (0: none), replacing any previous entry. Returns false when this
@@ -292,12 +556,18 @@ impl Db {
         let Some(t) = self.table_mut(key) else {
             return false;
         };
-        let expire_at = join(expire_at, Mark::None);
-        let new = Entry { value, expire_at };
         let vol = (expire_at != 0) as usize;
+        let expire_at = join(expire_at, Mark::None, clock::fresh());
+        let new = Entry { value, expire_at };
         match t.map.insert(key, new) {
             Some(old) => {
                 t.volatile = t.volatile - (old.expire_at() != 0) as usize + vol;
+                // An overwrite keeps the LFU counter (Redis's `dbOverwrite`).
+                if clock::lfu() {
+                    if let Some(e) = t.map.get_mut(key) {
+                        e.set_clock(old.clock());
+                    }
+                }
             }
             None => {
                 t.volatile += vol;
@@ -316,12 +586,19 @@ impl Db {
     /// Store a whole entry (value, expiry and encoding marks) under `key`, as RENAME, COPY, MOVE
     /// and multi-core write-backs do. Same result as [`Db::insert`].
     pub fn insert_entry(&mut self, key: &[u8], e: Entry) -> bool {
-        let (at, mark) = split(e.expire_at);
-        let r = self.insert(key, e.value, at);
-        if mark != Mark::None {
-            self.mark(key, mark);
+        let w = split(e.expire_at);
+        let r = self.insert(key, e.value, w.expire);
+        if let Some(x) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
+            x.expire_at = join(w.expire, w.mark, w.clock.unwrap_or_else(clock::fresh));
         }
         r
+    }
+
+    /// Set a key's access clock (RESTORE IDLETIME/FREQ, RDB loading hints).
+    pub fn set_clock(&mut self, key: &[u8], c: u32) {
+        if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
+            e.set_clock(c);
+        }
     }
 
     /// Mark a string as modified in place (OBJECT ENCODING `raw`, as after Redis's
@@ -337,7 +614,8 @@ impl Db {
 
     fn mark(&mut self, key: &[u8], mark: Mark) {
         if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
-            e.expire_at = join(e.expire_at(), mark);
+            let w = split(e.expire_at);
+            e.expire_at = join(w.expire, mark, w.clock.unwrap_or_else(clock::fresh));
         }
     }
 
@@ -363,9 +641,9 @@ impl Db {
         let Some(e) = t.map.get_mut(key) else {
             return false;
         };
-        let expire_at = join(expire_at, Mark::None);
         t.volatile = t.volatile - (e.expire_at() != 0) as usize + (expire_at != 0) as usize;
-        e.expire_at = join(expire_at, split(e.expire_at).1);
+        let w = split(e.expire_at);
+        e.expire_at = join(expire_at, w.mark, w.clock.unwrap_or_else(clock::fresh));
         true
     }
 
@@ -467,7 +745,7 @@ impl Db {
     /// Start watching `key` (one more watcher); returns its modification count. An expired key is
     /// dropped first, so its expiry does not count as a later change.
     pub fn watch(&mut self, key: &[u8], now: u64) -> u64 {
-        self.live(key, now);
+        self.live(key, now, false);
         let w = self.watch.entry(key.into()).or_insert((0, 0));
         w.1 += 1;
         w.0
@@ -485,7 +763,7 @@ impl Db {
 
     /// A watched key's modification count now (a key expiring since counts as a modification).
     pub fn watch_version(&mut self, key: &[u8], now: u64) -> Option<u64> {
-        self.live(key, now);
+        self.live(key, now, false);
         self.watch.get(key).map(|w| w.0)
     }
 
@@ -593,6 +871,52 @@ mod tests {
         assert_eq!(db.len(), 2);
         assert_eq!(db.active_expire(200, 10_000), 1);
         assert_eq!(db.len(), 1);
+        assert_eq!(db.volatile(), 0);
+    }
+
+    #[test]
+    fn entry_word_keeps_expiry_exact_and_clock_without_growing() {
+        // The access clock shares the expiry word: an entry is still a value and one word.
+        assert_eq!(
+            std::mem::size_of::<Entry>(),
+            std::mem::size_of::<Value>() + 8
+        );
+        for at in [
+            0,
+            1,
+            5,
+            (1 << 36) - 1,
+            1 << 36,
+            99_999_999_999_999,
+            (1 << 60) - 1,
+            1 << 60,
+            1 << 62,
+            i64::MAX as u64,
+        ] {
+            for mark in [Mark::None, Mark::Raw, Mark::Text] {
+                let w = split(join(at, mark, 0xABCDEF));
+                assert_eq!(w.expire, at, "{at}");
+                if at < 1 << 36 {
+                    assert_eq!(w.mark, mark);
+                    assert_eq!(w.clock, Some(0xABCDEF));
+                } else {
+                    assert_eq!(w.clock, None, "wide form keeps no clock");
+                    if at < 1 << 60 {
+                        assert_eq!(w.mark, mark, "{at}");
+                    }
+                }
+            }
+        }
+        let mut db = Db::new(|_| true);
+        db.insert(b"k", s("v"), 1000);
+        db.mark_raw(b"k");
+        db.set_clock(b"k", 77);
+        assert_eq!(db.peek(b"k", 0).map(|e| e.clock()), Some(77));
+        assert!(db.set_expire(b"k", 2000, 0));
+        let e = db.peek(b"k", 0).expect("k");
+        assert_eq!((e.expire_at(), e.encoding()), (2000, "raw"));
+        assert_eq!(db.volatile(), 1);
+        assert!(db.set_expire(b"k", 0, 0));
         assert_eq!(db.volatile(), 0);
     }
 

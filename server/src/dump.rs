@@ -73,6 +73,7 @@ fn dump(ctx: &mut Ctx) {
 /// `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]`, checks in Redis's order.
 fn restore(ctx: &mut Ctx) {
     let (mut replace, mut absttl, mut idle, mut freq) = (false, false, false, false);
+    let (mut idle_v, mut freq_v) = (None, None);
     let mut j = 4;
     while j < ctx.args.len() {
         let more = j + 1 < ctx.args.len();
@@ -86,6 +87,7 @@ fn restore(ctx: &mut Ctx) {
                 return ctx.err("ERR Invalid IDLETIME value, must be >= 0");
             }
             idle = true;
+            idle_v = Some(v as u64);
             j += 1;
         } else if ctx.is(j, "freq") && more && !idle {
             let Some(v) = ctx.int(j + 1) else { return };
@@ -93,6 +95,7 @@ fn restore(ctx: &mut Ctx) {
                 return ctx.err("ERR Invalid FREQ value, must be >= 0 and <= 255");
             }
             freq = true;
+            freq_v = Some(v as u8);
             j += 1;
         } else {
             return ctx.err(err::SYNTAX);
@@ -128,6 +131,9 @@ fn restore(ctx: &mut Ctx) {
         return ctx.ok();
     }
     db.insert(&key, v, at);
+    if let Some(c) = crate::db::clock::from_hints(freq_v, idle_v) {
+        db.set_clock(&key, c);
+    }
     if ctx.propagating() {
         ctx.propagate_as(vec![restore_abs(&key, at, &ctx.args[3])]);
     }

@@ -18,6 +18,7 @@ struct CoreStats {
     keys: Vec<(usize, usize)>,
     stats: Vec<CmdStat>,
     expired: u64,
+    evicted: u64,
 }
 
 fn human(n: usize) -> String {
@@ -48,6 +49,7 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
             keys: s.dbs.iter().map(|d| (d.len(), d.volatile())).collect(),
             stats: s.stats.clone(),
             expired: s.expired_keys,
+            evicted: s.evicted_keys,
         })
         .await;
     let sh = &core.shared;
@@ -81,11 +83,14 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
     if show("memory") {
         let used = alloc::used_memory();
         let rss = alloc::rss_bytes();
+        let max = crate::evict::maxmemory();
         let _ = write!(
             o,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:mimalloc\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:mimalloc\r\n\r\n",
             human(used),
             human(rss),
+            human(max as usize),
+            crate::evict::policy().name(),
             if used > 0 { rss as f64 / used as f64 } else { 0.0 },
         );
     }
@@ -99,9 +104,10 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
         .sum();
     if show("stats") {
         let expired: u64 = per_core.iter().map(|c| c.expired).sum();
+        let evicted: u64 = per_core.iter().map(|c| c.evicted).sum();
         let _ = write!(
             o,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{total_calls}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:0\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{total_calls}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\n",
             sh.total_connections.load(Ordering::Relaxed),
             sh.rejected_connections.load(Ordering::Relaxed),
         );

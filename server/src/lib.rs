@@ -34,6 +34,7 @@ pub mod conn;
 pub mod core;
 pub mod db;
 pub mod dump;
+pub mod evict;
 pub mod glob;
 pub mod global;
 pub mod info;

@@ -201,6 +201,11 @@ pub fn expired(db: usize, keys: &[Box<[u8]>]) {
     }
 }
 
+/// `evicted` events for keys removed by maxmemory eviction.
+pub fn evicted(db: usize, key: &[u8]) {
+    emit(EVICTED, "evicted", key, db);
+}
+
 /// What a key looked like around one command.
 #[derive(Debug)]
 struct KeyState {

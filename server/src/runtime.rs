@@ -173,6 +173,8 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut config = config;
     config.port = port;
     let ndb = config.databases;
+    // Before anything creates a key (the expiry window of the entry word starts here).
+    crate::db::clock::init(now_ms());
     let mut preload = if config.appendonly {
         crate::aof::startup(&config, ncores)?
     } else {
@@ -234,6 +236,7 @@ pub fn run(config: Config) -> Result<(), String> {
                     loop {
                         glommio::timer::sleep(Duration::from_millis(100)).await;
                         let now = now_ms();
+                        crate::db::clock::tick(now);
                         expiry.wait_unheld().await;
                         let start = Instant::now();
                         loop {
@@ -242,6 +245,11 @@ pub fn run(config: Config) -> Result<(), String> {
                             if removed < 5_000 || start.elapsed() > Duration::from_millis(25) {
                                 break;
                             }
+                        }
+                        // Over maxmemory: this shard frees what it can too (a write landing on
+                        // a shard with nothing left to evict is refused until then).
+                        if crate::evict::over_limit() {
+                            expiry.shard.borrow_mut().evict(0);
                         }
                     }
                 })

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use resp::command::{CommandSpec, COMMANDS, MOVABLE, WRITE};
+use resp::command::{CommandSpec, COMMANDS, DENYOOM, MOVABLE, WRITE};
 use resp::Proto;
 
 use crate::cmd::{self, Ctx};
@@ -26,6 +26,8 @@ pub struct Shard {
     pub stats: Vec<CmdStat>,
     /// Keys removed by expiry (INFO stats `expired_keys`).
     pub expired_keys: u64,
+    /// Keys removed by maxmemory eviction (INFO stats `evicted_keys`).
+    pub evicted_keys: u64,
     /// Clients blocked on keys of this shard (BLPOP…).
     pub blocked: crate::blocking::Registry,
     /// Keys being migrated right now (database, key): EXEC-WRAPPER refuses writes to them.
@@ -56,6 +58,7 @@ impl Shard {
             owned: (0..resp::MAX_SLOTS).map(&owned).collect(),
             stats: vec![CmdStat::default(); COMMANDS.len()],
             expired_keys: 0,
+            evicted_keys: 0,
             blocked: Default::default(),
             in_flight: Default::default(),
             capture: None,
@@ -104,6 +107,16 @@ impl Shard {
             if let Some(d) = self.dbs.get_mut(cmd.db as usize) {
                 d.quiet = true;
             }
+        }
+        if spec.has(DENYOOM) && crate::evict::over_limit() && !self.evict(cmd.db as usize) {
+            resp::encode::error(out, crate::evict::OOM);
+            if let Some(d) = self.dbs.get_mut(cmd.db as usize) {
+                d.quiet = false;
+            }
+            let st = &mut self.stats[cmd.idx as usize];
+            st.calls += 1;
+            st.failed += 1;
+            return true;
         }
         let notify = crate::notify::enabled();
         let probe = if notify {
@@ -172,6 +185,42 @@ impl Shard {
             crate::blocking::after_writes(self, &keys, now);
         }
         true
+    }
+
+    /// Evict keys of this shard (the command's database first, then the others) until
+    /// `used_memory` is under `maxmemory`; false when still over with nothing left to evict.
+    pub fn evict(&mut self, first_db: usize) -> bool {
+        let track = crate::repl::prop::active();
+        let mut fx = Vec::new();
+        let mut ok = false;
+        // Bounded work per command; the next write continues.
+        for _ in 0..10_000 {
+            if !crate::evict::over_limit() {
+                ok = true;
+                break;
+            }
+            let order =
+                std::iter::once(first_db).chain((0..self.dbs.len()).filter(|&i| i != first_db));
+            let mut victim = None;
+            for i in order {
+                if let Some(k) = self.dbs.get(i).and_then(crate::evict::pick) {
+                    victim = Some((i, k));
+                    break;
+                }
+            }
+            let Some((i, k)) = victim else { break };
+            let quiet = std::mem::replace(&mut self.dbs[i].quiet, false);
+            self.dbs[i].remove(&k);
+            self.dbs[i].quiet = quiet;
+            self.evicted_keys += 1;
+            crate::notify::evicted(i, &k);
+            if track {
+                fx.push(crate::repl::prop::del(i, &k));
+            }
+            ok = true;
+        }
+        self.emit(fx);
+        ok || !crate::evict::over_limit()
     }
 
     /// One step of active expiry over every database.

@@ -236,8 +236,7 @@ fn object_subcommands_ours() {
         "{}",
         rawwire::show(&freq)
     );
-    // IDLETIME is not tracked: an explicit error, never a made-up number.
-    let idle = r.line("OBJECT IDLETIME s");
-    assert!(idle.starts_with(b"-ERR "), "{}", rawwire::show(&idle));
+    // IDLETIME is tracked (server/tests/object_idle.rs checks it over time).
+    assert_eq!(r.line("OBJECT IDLETIME s"), b":0\r\n");
     assert_eq!(r.line("OBJECT FREQ nokey"), b"$-1\r\n");
 }

@@ -8,7 +8,7 @@ pub static HANDLERS: &[(&str, Handler)] = &[
     ("del", del),
     ("unlink", del),
     ("exists", exists),
-    ("touch", exists),
+    ("touch", touch),
     ("type", type_),
     ("expire", expire),
     ("pexpire", pexpire),
@@ -46,10 +46,21 @@ fn exists(ctx: &mut Ctx) {
     ctx.int_reply(n as i64)
 }
 
+/// TOUCH: like EXISTS, but each present key counts as accessed.
+fn touch(ctx: &mut Ctx) {
+    let now = ctx.now;
+    let db = &mut ctx.dbs[ctx.db];
+    let n = ctx.args[1..]
+        .iter()
+        .filter(|k| db.get(k, now).is_some())
+        .count();
+    ctx.int_reply(n as i64)
+}
+
 fn type_(ctx: &mut Ctx) {
     let now = ctx.now;
     let t = ctx.dbs[ctx.db]
-        .get(&ctx.args[1], now)
+        .peek(&ctx.args[1], now)
         .map_or("none", |e| e.value.type_name());
     ctx.simple(t)
 }
@@ -132,7 +143,7 @@ fn pexpireat(ctx: &mut Ctx) {
 /// Reply -2 (missing), -1 (no expiry) or `f(expire_at, now)`.
 fn ttl_generic(ctx: &mut Ctx, f: fn(u64, u64) -> i64) {
     let now = ctx.now;
-    let r = match ctx.dbs[ctx.db].get(&ctx.args[1], now) {
+    let r = match ctx.dbs[ctx.db].peek(&ctx.args[1], now) {
         None => -2,
         Some(e) if e.expire_at() == 0 => -1,
         Some(e) => f(e.expire_at(), now),
@@ -290,9 +301,12 @@ fn object(ctx: &mut Ctx) {
         ));
     }
     let now = ctx.now;
-    let Some(e) = ctx.dbs[ctx.db].get(&ctx.args[2], now) else {
+    // Not an access (Redis's LOOKUP_NOTOUCH).
+    let Some(e) = ctx.dbs[ctx.db].peek(&ctx.args[2], now) else {
         return ctx.null();
     };
+    let lfu = crate::db::clock::lfu();
+    let c = e.clock();
     match sub.as_str() {
         "encoding" => {
             let enc = e.encoding();
@@ -300,9 +314,13 @@ fn object(ctx: &mut Ctx) {
         }
         // Values are never shared between keys here.
         "refcount" => ctx.int_reply(1),
+        "freq" if lfu => ctx.int_reply(crate::db::clock::decayed(c) as i64),
         "freq" => ctx.err(
             "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
         ),
-        _ => ctx.err("ERR OBJECT IDLETIME is not tracked by codis-server (no LRU clock per key)"),
+        _ if lfu => ctx.err(
+            "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+        ),
+        _ => ctx.int_reply(crate::db::clock::idle_secs(c) as i64),
     }
 }
