@@ -141,6 +141,11 @@ impl Store {
 
     /// Writes mappings and then bumps the topology version once.
     pub async fn update_slot_mappings(&self, ms: &[SlotMapping]) -> Result<()> {
+        self.update_slot_mappings_versioned(ms).await.map(|_| ())
+    }
+
+    /// [`Store::update_slot_mappings`], returning the topology version that includes them.
+    pub async fn update_slot_mappings_versioned(&self, ms: &[SlotMapping]) -> Result<u64> {
         for m in ms {
             if m.id >= MAX_SLOT_NUM {
                 return Err(Error::BadPath {
@@ -150,7 +155,7 @@ impl Store {
             }
             self.write_json(&self.paths.slot(m.id), m).await?;
         }
-        self.bump_version().await.map(|_| ())
+        self.bump_version().await
     }
 
     // ---- groups ---------------------------------------------------------------------------
