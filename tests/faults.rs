@@ -6,6 +6,9 @@
 //! - `proxy_kill`: two proxies on ZooKeeper, pipelined load through both, kill -9 one.
 //! - `zk_outage`: ZooKeeper stopped for `E2E_ZK_OUTAGE_SECS` (default 8) under load; then a
 //!   slot migration through the dashboard, which the proxy follows.
+//! - `zk_quorum_loss`: a 3-member ensemble loses two members (the third runs without a
+//!   quorum) for `E2E_ZK_OUTAGE_SECS` under load; then the same migration.
+//! - `etcd_outage`: the same with the etcd coordinator (`E2E_ETCD_OUTAGE_SECS`, default 8).
 //! - `slow_backend`: one group's codis-server paused (SIGSTOP) for `E2E_PAUSE_SECS` (default 5).
 //! - `netcut`: one group's codis-server in its own network namespace; its veth link cut for
 //!   `E2E_CUT_SECS` (default 6), then restored.
@@ -17,7 +20,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use coord::testutil::ZkEnsemble;
+use coord::testutil::{EtcdServer, ZkEnsemble};
 use e2e::load::{Load, LoadSpec, Report};
 use e2e::{signal, wait_for, Cluster, Coordinator, Spec};
 use serde_json::Value;
@@ -145,32 +148,129 @@ fn proxy_kill() {
     );
 }
 
+/// A coordinator that a scenario can stop and bring back (same ports, same data).
+trait Outage {
+    fn label(&self) -> &'static str;
+    fn stop(&mut self);
+    fn start(&mut self);
+}
+
+impl Outage for ZkEnsemble {
+    fn label(&self) -> &'static str {
+        "ZooKeeper"
+    }
+    fn stop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+    }
+    fn start(&mut self) {
+        for n in &mut self.nodes {
+            n.restart().expect("restart ZooKeeper");
+        }
+        assert!(
+            (0..self.nodes.len()).all(|i| self.wait_serving(i, Duration::from_secs(60))),
+            "ZooKeeper did not come back"
+        );
+    }
+}
+
+/// Two of three ensemble members killed: the survivor runs without a quorum.
+struct QuorumLoss(ZkEnsemble);
+
+impl Outage for QuorumLoss {
+    fn label(&self) -> &'static str {
+        "ZooKeeper's quorum"
+    }
+    fn stop(&mut self) {
+        for n in &mut self.0.nodes[1..] {
+            n.kill();
+        }
+        // The survivor stops serving once it notices it lost the majority.
+        let lost = wait_for(Duration::from_secs(30), || {
+            (!self.0.nodes[0].is_serving()).then_some(())
+        });
+        assert!(
+            lost.is_some(),
+            "the last ZooKeeper member still serves alone"
+        );
+    }
+    fn start(&mut self) {
+        for n in &mut self.0.nodes[1..] {
+            n.restart().expect("restart ZooKeeper");
+        }
+        assert!(
+            (0..self.0.nodes.len()).all(|i| self.0.wait_serving(i, Duration::from_secs(60))),
+            "ZooKeeper's quorum did not come back"
+        );
+    }
+}
+
+impl Outage for EtcdServer {
+    fn label(&self) -> &'static str {
+        "etcd"
+    }
+    fn stop(&mut self) {
+        self.kill();
+    }
+    fn start(&mut self) {
+        // `restart` waits until etcd answers /health.
+        self.restart().expect("restart etcd");
+    }
+}
+
 #[test]
 fn zk_outage() {
     let outage = env_secs("E2E_ZK_OUTAGE_SECS", 8);
-    let mut zk = zookeeper();
+    let zk = zookeeper();
+    let coordinator = Coordinator::ZooKeeper(zk.connect_string());
+    coordinator_outage("zk-outage", zk, coordinator, outage);
+}
+
+/// A 3-member ZooKeeper ensemble loses its quorum: two members are killed, the third keeps
+/// running but cannot serve (no majority). Proxy and dashboard see their sessions fail and
+/// reconnect attempts refused, unlike a clean "everything down". Then the two come back.
+#[test]
+fn zk_quorum_loss() {
+    let outage = env_secs("E2E_ZK_OUTAGE_SECS", 8);
+    let zk = ZkEnsemble::start_nodes(3)
+        .unwrap_or_else(|e| panic!("ZooKeeper ensemble (Debian package zookeeper): {e}"));
+    let coordinator = Coordinator::ZooKeeper(zk.connect_string());
+    coordinator_outage("zk-quorum-loss", QuorumLoss(zk), coordinator, outage);
+}
+
+#[test]
+fn etcd_outage() {
+    let outage = env_secs("E2E_ETCD_OUTAGE_SECS", 8);
+    let etcd =
+        EtcdServer::start().unwrap_or_else(|e| panic!("etcd (Debian package etcd-server): {e}"));
+    let coordinator = Coordinator::Etcd(etcd.addr());
+    coordinator_outage("etcd-outage", etcd, coordinator, outage);
+}
+
+/// The whole coordinator stopped for `outage` under load: the proxy keeps serving from its last
+/// table; after the coordinator returns, a slot migration completes and the proxy follows it.
+fn coordinator_outage(
+    name: &str,
+    mut coord: impl Outage,
+    coordinator: Coordinator,
+    outage: Duration,
+) {
+    let label = coord.label();
     let mut spec = Spec::new(2, &two_groups());
-    spec.coordinator = Coordinator::ZooKeeper(zk.connect_string());
+    spec.coordinator = coordinator;
     let mut c = Cluster::start_spec(spec);
     c.start_dashboard();
-    let l = Load::start(LoadSpec::new("zk", &c.proxy_url(), 2));
+    let l = Load::start(LoadSpec::new(name, &c.proxy_url(), 2));
     assert!(l.wait_progress(200, Duration::from_secs(30)), "no load");
 
     let down_at = l.now();
-    for n in &mut zk.nodes {
-        n.kill();
-    }
-    eprintln!("ZooKeeper stopped for {outage:?}");
+    coord.stop();
+    eprintln!("{label} stopped for {outage:?}");
     std::thread::sleep(outage);
     let up_at = l.now();
     let served_during = l.done();
-    for n in &mut zk.nodes {
-        n.restart().expect("restart ZooKeeper");
-    }
-    assert!(
-        (0..zk.nodes.len()).all(|i| zk.wait_serving(i, Duration::from_secs(60))),
-        "ZooKeeper did not come back"
-    );
+    coord.start();
     let back = Instant::now();
     // A topology change after the outage: slot 0 moves from group 1 to group 2.
     let dashboard_alive = c
@@ -178,7 +278,7 @@ fn zk_outage() {
         .as_mut()
         .is_some_and(|d| d.child.try_wait().ok().flatten().is_none());
     if !dashboard_alive {
-        eprintln!("the dashboard exited during the outage; restarting it");
+        eprintln!("the dashboard exited during the {label} outage; restarting it");
         c.start_dashboard();
     }
     let out = wait_for(Duration::from_secs(60), || {
@@ -240,9 +340,9 @@ fn zk_outage() {
     assert_clean(&r, &c);
     let checked = assert_no_loss(&r, &c.proxy_url());
     let during = r.ok_within(down_at, up_at).len();
-    assert!(during > 0, "nothing served while ZooKeeper was down");
+    assert!(during > 0, "nothing served while {label} was down");
     eprintln!(
-        "RESULT zk-outage: outage {outage:?}, round trips served during it {during} (of {served_during} so far), client errors 0, hangs 0, slot 0 migrated {} after ZooKeeper returned, proxy followed, keys checked {checked}, lost 0",
+        "RESULT {name}: outage {outage:?}, round trips served during it {during} (of {served_during} so far), client errors 0, hangs 0, slot 0 migrated {} after {label} returned, proxy followed, keys checked {checked}, lost 0",
         ms(moved.unwrap_or_default())
     );
 }

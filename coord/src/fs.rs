@@ -561,6 +561,31 @@ impl Coordinator for FsCoordinator {
         self.blocking(path, move |i| i.list_live(&p)).await
     }
 
+    /// The whole directory in one blocking call. (The default reads 64 children concurrently,
+    /// one blocking call each: every topology read of 1,024 slots kept ~64 tokio blocking
+    /// threads alive in each process, each with its own allocator heap, and the RSS of the
+    /// proxy and of the dashboard grew for minutes — issue 11's soak.)
+    async fn read_children(&self, path: &str) -> Result<Vec<(String, Node)>> {
+        let p = path.to_string();
+        self.blocking(path, move |i| {
+            let mut out = Vec::new();
+            for name in i.list_live(&p)? {
+                let child = crate::paths::join(&p, &name);
+                if let Some(raw) = i.read_live(&child)? {
+                    out.push((
+                        name,
+                        Node {
+                            data: raw.data,
+                            version: raw.version,
+                        },
+                    ));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn watch(&self, path: &str, kind: WatchKind) -> Result<Watch> {
         let p = path.to_string();
         let initial = self

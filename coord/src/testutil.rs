@@ -3,19 +3,16 @@
 //! ports with its data in a temp dir, killed when dropped.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// A free TCP port on 127.0.0.1 (bind to port 0, read it back, release it).
+/// A free TCP port on 127.0.0.1 below the ephemeral range (see [`testkit::free_port`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    testkit::free_port()
 }
 
 fn wait_until(deadline: Duration, mut ok: impl FnMut() -> bool) -> bool {

@@ -49,3 +49,49 @@ async fn filesystem_unreachable_root_then_back() {
         "{err}"
     );
 }
+
+/// Threads of this process whose name is `name` (`/proc/self/task/*/comm`).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == name)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Reading a directory of 1,024 nodes (the slots) takes one blocking thread, not one per child:
+/// the default `read_children` read 64 at a time, which kept ~64 tokio blocking threads alive in
+/// every proxy and dashboard (each with its own allocator heap: their RSS grew for minutes).
+#[test]
+fn read_children_uses_one_blocking_thread() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("fs-rc-test")
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_string_lossy().into_owned();
+    rt.block_on(async {
+        let c = coord::connect(&CoordConfig::new(Kind::Filesystem, &root, "demo"))
+            .await
+            .unwrap();
+        let base = "/codis3/demo/slots";
+        for i in 0..1024 {
+            c.create(&format!("{base}/slot-{i:04}"), format!("{i}").as_bytes())
+                .await
+                .unwrap();
+        }
+        let kids = c.read_children(base).await.unwrap();
+        assert_eq!(kids.len(), 1024);
+        assert_eq!(kids[7].0, "slot-0007");
+        assert_eq!(kids[7].1.data, b"7");
+        // Idle blocking threads live on for 10 s: every one ever started is still there.
+        let n = threads_named("fs-rc-test");
+        assert!(n <= 2, "{n} blocking threads for one directory read");
+    });
+}

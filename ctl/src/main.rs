@@ -1,4 +1,8 @@
 //! `codisctl`: thin binary over the `ctl` library.
+//!
+//! Unlike codis-server, codis-proxy and codis-bench, codisctl keeps the system allocator: it is
+//! off the data path, and in a 4-minute `scripts/soak` with two 128-slot migrations the dashboard
+//! held 22-58 MB RSS under mimalloc against 10-15 MB under glibc (2026-11-26, RELIABILITY.md).
 
 use clap::Parser;
 

@@ -4,7 +4,12 @@
 //! 1. `promoting.state = preparing` on the group (refused while its slots migrate).
 //! 2. Every slot of the group gets the action `prepared` with itself as target: proxies lock
 //!    (hold) those slots exactly as for a migration and acknowledge; `promoting = prepared`.
-//! 3. Once every live proxy acknowledged: `SLAVEOF NO ONE` on the replica, the other replicas
+//! 3. Once every live proxy acknowledged (no write can reach the old master any more): if the
+//!    old master still answers, wait until the replica has received its whole replication stream
+//!    (`slave_repl_offset` ≥ the master's `master_repl_offset`, at most [`CATCH_UP_TIMEOUT`];
+//!    otherwise roll back: promoting a lagging replica while the master is healthy would drop
+//!    acknowledged writes). A dead master cannot be waited for: its replica is promoted as is.
+//!    Then `SLAVEOF NO ONE` on the replica, the other replicas
 //!    and the old master (when reachable) `SLAVEOF` the new master; servers become
 //!    `[new, other replicas…, old master]`; `promoting = finished`.
 //! 4. The slots' actions are cleared (proxies route to the new master) and `promoting` too.
@@ -25,6 +30,61 @@ use crate::topom::{ok_with, Ctx};
 
 /// How long proxies get to acknowledge the locked slots.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a replica gets to catch up with a live old master before the promotion is rolled back.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn info_u64(info: &std::collections::BTreeMap<String, String>, field: &str) -> Option<u64> {
+    info.get(field).and_then(|v| v.trim().parse().ok())
+}
+
+/// With the group's slots locked, waits until `replica` holds everything `master` acknowledged.
+/// `Ok(None)`: caught up, or the master does not answer (nothing to wait for). `Ok(Some(why))`:
+/// the master answers but the replica is still behind after [`CATCH_UP_TIMEOUT`].
+async fn wait_caught_up(ctx: &Ctx, master: &str, replica: &str) -> Result<Option<String>> {
+    let auth = &ctx.cfg.product_auth;
+    let target = async {
+        let mut m = RedisConn::connect(master, auth, ctx.redis_timeout).await?;
+        let info = m.info(Some("replication")).await?;
+        Ok::<_, CtlError>(info_u64(&info, "master_repl_offset"))
+    }
+    .await;
+    let want = match target {
+        Ok(Some(off)) => off,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::warn!("promote: old master {master} does not answer ({e}); promoting {replica} without waiting for it to catch up");
+            return Ok(None);
+        }
+    };
+    let start = Instant::now();
+    let mut seen = None;
+    loop {
+        let got = async {
+            let mut r = RedisConn::connect(replica, auth, ctx.redis_timeout).await?;
+            let info = r.info(Some("replication")).await?;
+            if info.get("role").map(String::as_str) == Some("master") {
+                // Already promoted by an interrupted run of this promotion.
+                return Ok::<_, CtlError>(Some(u64::MAX));
+            }
+            Ok(info_u64(&info, "slave_repl_offset"))
+        }
+        .await;
+        match got {
+            Ok(Some(off)) if off >= want => return Ok(None),
+            Ok(off) => seen = off,
+            Err(e) => tracing::debug!("promote: replication offset of {replica}: {e}"),
+        }
+        if start.elapsed() > CATCH_UP_TIMEOUT {
+            return Ok(Some(format!(
+                "replica {replica} did not catch up with the live master {master} in {}s (replication offset {} of {want})",
+                CATCH_UP_TIMEOUT.as_secs(),
+                seen.map_or("unknown".to_string(), |o| o.to_string())
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 fn locked_slots(slots: &[SlotMapping], g: &Group) -> Vec<SlotMapping> {
     slots
@@ -149,6 +209,12 @@ pub async fn promote(ctx: &Arc<Ctx>, gid: u32, addr: &str) -> Result<Value> {
             .position(|s| s.addr == addr)
             .ok_or_else(|| CtlError::invalid(format!("server {addr} left group {gid}")))?;
         if pos != 0 {
+            if let Some(why) = wait_caught_up(ctx, &g.servers[0].addr, addr).await? {
+                unlock(ctx, &mut g).await?;
+                return Err(CtlError::conflict(format!(
+                    "{why}; promotion rolled back (the master keeps serving)"
+                )));
+            }
             let promoted = async {
                 let mut c = RedisConn::connect(addr, &auth, ctx.redis_timeout).await?;
                 c.slaveof(None, &auth).await

@@ -74,6 +74,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let ctl = control::Control::new(shared.clone(), model, xauth, cores);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        // Coordinator file I/O only: a few threads suffice (each thread's allocator heap costs
+        // resident memory; tokio's default allows 512).
+        .max_blocking_threads(4)
         .thread_name("proxy-control")
         .enable_all()
         .build()

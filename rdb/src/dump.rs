@@ -1,7 +1,7 @@
 //! The DUMP payload: `[type][value][RDB version u16 LE][CRC-64/Redis LE]`, as `createDumpPayload`
 //! writes and `verifyDumpPayload` + `rdbLoadObject` read it (`cluster.c`, `rdb.c`).
 
-use crc::{Crc, CRC_64_REDIS};
+use crc::{Crc, Table, CRC_64_REDIS};
 
 use crate::error::DumpError;
 use crate::object::{read_value, value_type, write_value};
@@ -13,7 +13,7 @@ pub const WRITE_RDB_VERSION: u16 = 7;
 /// The newest RDB version we read: 10 (Redis 7.0); newer payloads are refused as Redis 7.0 does.
 pub const MAX_RDB_VERSION: u16 = 10;
 
-const CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_REDIS);
+static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 /// CRC-64/Redis ("Jones", reflected, init 0) of `data`.
 pub fn crc64(data: &[u8]) -> u64 {

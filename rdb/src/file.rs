@@ -17,7 +17,7 @@
 use std::io::{self, Write};
 
 use bytes::Bytes;
-use crc::{Crc, Digest, CRC_64_REDIS};
+use crc::{Crc, Digest, Table, CRC_64_REDIS};
 use thiserror::Error;
 
 use crate::error::DecodeError;
@@ -56,7 +56,30 @@ pub const OP_SELECTDB: u8 = 0xFE;
 /// Opcode: end of file (followed by the checksum when version ≥ 5).
 pub const OP_EOF: u8 = 0xFF;
 
-static CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_REDIS);
+/// Slice-by-16 tables: several times faster than the byte table on large files (a 1 GB
+/// snapshot's checksum is written by the saver and verified by the loader).
+static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
+
+/// An incremental CRC-64/Redis, for callers that write a file's bytes in pieces themselves.
+pub struct Crc64(Digest<'static, u64, Table<16>>);
+
+impl Crc64 {
+    pub fn new() -> Self {
+        Crc64(CRC64.digest())
+    }
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes)
+    }
+    pub fn finalize(self) -> u64 {
+        self.0.finalize()
+    }
+}
+
+impl Default for Crc64 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Append the magic and version: `REDIS0009`.
 pub fn write_header(out: &mut Vec<u8>, version: u16) {
@@ -103,7 +126,7 @@ pub fn write_entry(out: &mut Vec<u8>, key: &[u8], expire_ms: Option<u64>, value:
 /// An RDB file written incrementally to `W`, with the checksum computed on the way.
 pub struct RdbWriter<W: Write> {
     inner: W,
-    digest: Digest<'static, u64>,
+    digest: Digest<'static, u64, Table<16>>,
     buf: Vec<u8>,
 }
 

@@ -29,10 +29,35 @@ pub fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
     if in_end == 0 || max_out == 0 || u32::try_from(in_end).is_err() {
         return None;
     }
+    HTAB.with(|h| {
+        let mut h = h.borrow_mut();
+        let (tab, next) = &mut *h;
+        if tab.is_empty() {
+            *tab = vec![0; HSIZE];
+        }
+        // This call stores `base + position`; older entries are below `base`, so read as empty.
+        if u64::from(*next) + in_end as u64 + 1 > u64::from(u32::MAX) {
+            tab.fill(0);
+            *next = 1;
+        }
+        let base = *next;
+        *next += in_end as u32 + 1;
+        compress_in(tab, base, input, max_out)
+    })
+}
+
+std::thread_local! {
+    /// The hash table of positions, kept between calls: zeroing 256 KB for every compressed
+    /// string (liblzf's table size) cost far more than compressing a short one. Entries of earlier
+    /// calls are told apart by a per-call base instead.
+    static HTAB: std::cell::RefCell<(Vec<u32>, u32)> = const { std::cell::RefCell::new((Vec::new(), 1)) };
+}
+
+fn compress_in(htab: &mut [u32], base: u32, input: &[u8], max_out: usize) -> Option<Vec<u8>> {
+    let in_end = input.len();
     let out_end = max_out;
     // Four bytes of slack: the checks below mirror liblzf and keep `op <= out_end`.
     let mut out = vec![0u8; max_out + 4];
-    let mut htab = vec![0u32; HSIZE];
     let (mut ip, mut op, mut lit) = (0usize, 1usize, 0usize);
     let mut hval: u32 = if in_end >= 2 {
         (u32::from(input[0]) << 8) | u32::from(input[1])
@@ -42,8 +67,9 @@ pub fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
     while ip + 2 < in_end {
         hval = (hval << 8) | u32::from(input[ip + 2]);
         let slot = idx(hval);
-        let r = htab[slot] as usize;
-        htab[slot] = ip as u32;
+        let v = htab[slot];
+        let r = if v >= base { (v - base) as usize } else { 0 };
+        htab[slot] = base + ip as u32;
         // Slot value 0 means "empty" (liblzf's `ref > in_data` test excludes position 0 too).
         if r > 0
             && r < ip
@@ -99,10 +125,10 @@ pub fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
             ip -= 2;
             hval = (u32::from(input[ip]) << 8) | u32::from(input[ip + 1]);
             hval = (hval << 8) | u32::from(input[ip + 2]);
-            htab[idx(hval)] = ip as u32;
+            htab[idx(hval)] = base + ip as u32;
             ip += 1;
             hval = (hval << 8) | u32::from(input[ip + 2]);
-            htab[idx(hval)] = ip as u32;
+            htab[idx(hval)] = base + ip as u32;
             ip += 1;
         } else {
             if op >= out_end {
@@ -191,6 +217,34 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, DecodeError> 
 
 #[cfg(test)]
 mod tests {
+    /// The hash table kept between calls does not change what a call produces.
+    #[test]
+    fn output_does_not_depend_on_earlier_calls() {
+        let inputs: Vec<Vec<u8>> = (0..50u32)
+            .map(|n| {
+                (0..(n * 97 % 3000 + 30))
+                    .map(|i| (i * n % 7) as u8 + b'a')
+                    .collect()
+            })
+            .collect();
+        let first: Vec<_> = inputs.iter().map(|x| super::compress(x, x.len())).collect();
+        let again: Vec<_> = inputs
+            .iter()
+            .rev()
+            .map(|x| super::compress(x, x.len()))
+            .collect();
+        let fresh = std::thread::spawn(move || {
+            inputs
+                .iter()
+                .map(|x| super::compress(x, x.len()))
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(first, fresh);
+        assert_eq!(first, again.into_iter().rev().collect::<Vec<_>>());
+    }
+
     use super::*;
 
     fn round_trip(data: &[u8]) {

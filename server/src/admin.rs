@@ -671,6 +671,9 @@ fn config(core: &Rc<Core>, args: &Args, b: &mut BytesMut) {
                 }
             }
             *cfg = next;
+            drop(cfg);
+            // `appendonly` switches the AOF on (with a rewrite) or off.
+            crate::aof::apply_config(core);
             encode::ok(b)
         }
         "set" => encode::error(b, err::SYNTAX),

@@ -1,5 +1,6 @@
-//! The global allocator: mimalloc, counted, so `INFO memory` reports `used_memory` honestly (bytes
-//! requested by live allocations, as Redis's zmalloc counts them).
+//! The global allocator: mimalloc, counted, so `INFO memory` reports `used_memory` honestly: the
+//! bytes of the allocator's blocks held by live allocations (each request rounded up to its
+//! mimalloc size class with `mi_good_size`), as Redis's zmalloc counts `malloc_usable_size`.
 //!
 //! Counting is per thread and folded into one atomic every 64 KiB, so the hot path pays a
 //! thread-local add, not a contended atomic.
@@ -18,6 +19,13 @@ const FLUSH: isize = 64 * 1024;
 
 thread_local! {
     static DELTA: Cell<isize> = const { Cell::new(0) };
+}
+
+/// The block size mimalloc hands out for a request of `size` bytes.
+#[inline]
+fn block(size: usize) -> isize {
+    // SAFETY: a pure computation on the size class tables; no pointer involved.
+    (unsafe { libmimalloc_sys::mi_good_size(size) }) as isize
 }
 
 #[inline]
@@ -42,7 +50,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = MiMalloc.alloc(layout);
         if !p.is_null() {
-            account(layout.size() as isize);
+            account(block(layout.size()));
         }
         p
     }
@@ -50,14 +58,14 @@ unsafe impl GlobalAlloc for Counting {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         MiMalloc.dealloc(ptr, layout);
-        account(-(layout.size() as isize));
+        account(-block(layout.size()));
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = MiMalloc.alloc_zeroed(layout);
         if !p.is_null() {
-            account(layout.size() as isize);
+            account(block(layout.size()));
         }
         p
     }
@@ -66,13 +74,13 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = MiMalloc.realloc(ptr, layout, new_size);
         if !p.is_null() {
-            account(new_size as isize - layout.size() as isize);
+            account(block(new_size) - block(layout.size()));
         }
         p
     }
 }
 
-/// Bytes held by live allocations (within 64 KiB per thread).
+/// Bytes of allocator blocks held by live allocations (within 64 KiB per thread).
 pub fn used_memory() -> usize {
     USED.load(Ordering::Relaxed).max(0) as usize
 }

@@ -58,7 +58,12 @@ enum Msg {
     },
     /// Write and fsync what is pending, then answer.
     Flush(std::sync::mpsc::Sender<()>),
+    /// `CONFIG SET appendonly no`: write and fsync what is pending, then stop.
+    Stop,
 }
+
+/// A switch on at run time (`CONFIG SET appendonly yes`) is under way.
+static STARTING: AtomicBool = AtomicBool::new(false);
 
 /// Whether `appendonly yes` is in effect.
 pub fn enabled() -> bool {
@@ -300,8 +305,10 @@ pub fn startup(cfg: &Config, ncores: usize) -> Result<Vec<Vec<LoadItem>>, String
             let items = crate::persist::startup_load(cfg, ncores)?;
             // Start the AOF with the loaded data as its RDB preamble.
             let bytes = preamble(cfg.databases, &items).map_err(|e| e.to_string())?;
-            crate::persist::write_file_atomic(Path::new(&cfg.dir), &cfg.appendfilename, &bytes)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::persist::write_file_atomic(Path::new(&cfg.dir), &cfg.appendfilename, |f| {
+                std::io::Write::write_all(f, &bytes)
+            })
+            .map_err(|e| format!("{}: {e}", path.display()))?;
             items
         }
         Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -320,7 +327,10 @@ pub fn startup(cfg: &Config, ncores: usize) -> Result<Vec<Vec<LoadItem>>, String
     let name = cfg.appendfilename.clone();
     std::thread::Builder::new()
         .name("aof-writer".into())
-        .spawn(move || writer(file, reader, rx, dir, name))
+        .spawn(move || {
+            crate::runtime::unpin_background_thread();
+            writer(file, reader, rx, dir, name)
+        })
         .map_err(|e| e.to_string())?;
     ENABLED.store(true, Ordering::Relaxed);
     Ok(items)
@@ -363,6 +373,15 @@ fn writer(mut file: File, mut reader: Reader, rx: Receiver<Msg>, dir: PathBuf, n
                     }
                     let _ = file.sync_data();
                     let _ = ack.send(());
+                }
+                Msg::Stop => {
+                    buf.clear();
+                    if reader.read(&mut buf).is_some() && !buf.is_empty() {
+                        let _ = file.write_all(&buf);
+                    }
+                    let _ = file.sync_data();
+                    tracing::info!("AOF stopped (appendonly no)");
+                    return;
                 }
                 Msg::Rewrite {
                     rdb,
@@ -467,6 +486,79 @@ fn rewrite_file(dir: &Path, name: &str, rdb: &[u8], reader: &mut Reader) -> std:
     res
 }
 
+/// After CONFIG SET: start or stop the AOF to match `appendonly`, as Redis does. Switching on
+/// writes a new AOF from a forkless snapshot (a rewrite) and appends from the snapshot's instant
+/// on; switching off writes and fsyncs what is pending and stops appending.
+pub fn apply_config(core: &Rc<Core>) {
+    let want = core.shared.config().appendonly;
+    if want && !enabled() {
+        start_at_runtime(core);
+    } else if !want && enabled() {
+        stop();
+    }
+}
+
+fn stop() {
+    ENABLED.store(false, Ordering::Relaxed);
+    let tx = CHANNEL.lock().ok().and_then(|mut c| c.take());
+    if let Some(tx) = tx {
+        let _ = tx.send(Msg::Stop);
+    }
+}
+
+fn start_at_runtime(core: &Rc<Core>) {
+    if STARTING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        REWRITING.store(true, Ordering::Release);
+        let r = start_with_rewrite(&core).await;
+        match &r {
+            Ok(()) => tracing::info!("AOF enabled: background append only file rewriting finished"),
+            Err(e) => tracing::warn!("Could not enable the AOF: {e}"),
+        }
+        LAST_REWRITE_OK.store(r.is_ok(), Ordering::Relaxed);
+        REWRITING.store(false, Ordering::Release);
+        STARTING.store(false, Ordering::Release);
+        // The configuration may have changed while the file was written.
+        apply_config(&core);
+    })
+    .detach();
+}
+
+async fn start_with_rewrite(core: &Rc<Core>) -> Result<(), PersistError> {
+    let mut reader = None;
+    let snap = crate::persist::snapshot(core, || reader = Some(log().subscribe_now(0))).await?;
+    let Some(mut reader) = reader else {
+        return Err(PersistError::Interrupted);
+    };
+    let cfg = core.shared.config();
+    let (dir, name) = (PathBuf::from(&cfg.dir), cfg.appendfilename.clone());
+    let rdb = snap.rdb;
+    let opened = crate::persist::off_thread(move || {
+        let bytes = rdb.into_vec();
+        let o = log().offset();
+        rewrite_file(&dir, &name, &bytes, &mut reader).map(|f| (f, reader, o, dir, name))
+    })
+    .await
+    .ok_or(PersistError::Interrupted)?;
+    let (file, reader, o, dir, name) = opened?;
+    SYNCED.store(o, Ordering::Release);
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Ok(mut c) = CHANNEL.lock() {
+        *c = Some(tx);
+    }
+    std::thread::Builder::new()
+        .name("aof-writer".into())
+        .spawn(move || {
+            crate::runtime::unpin_background_thread();
+            writer(file, reader, rx, dir, name)
+        })?;
+    ENABLED.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
 /// BGREWRITEAOF.
 pub async fn bgrewrite_command(core: &Rc<Core>, out: &mut BytesMut) {
     use resp::encode;
@@ -513,9 +605,14 @@ async fn rewrite(core: &Rc<Core>) -> Result<(), PersistError> {
     let Some(reader) = reader else {
         return Err(PersistError::Interrupted);
     };
-    let mut bytes = snap.bytes;
-    // Mark the preamble as such (Redis writes `aof-preamble 1`): harmless for loaders.
-    bytes.shrink_to_fit();
+    // One buffer for the AOF thread, built (copied and checksummed) off the executors.
+    let rdb = snap.rdb;
+    let bytes = crate::persist::off_thread(move || {
+        crate::persist::background_priority();
+        rdb.into_vec()
+    })
+    .await
+    .ok_or(PersistError::Interrupted)?;
     let (tx, rx) = futures::channel::oneshot::channel();
     let sent = CHANNEL
         .lock()

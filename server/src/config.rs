@@ -161,7 +161,7 @@ const KEYS: &[Key] = &[
     Key {
         name: "appendonly",
         default: "no",
-        mutable: false,
+        mutable: true,
     },
     Key {
         name: "appendfsync",

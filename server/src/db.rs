@@ -7,6 +7,8 @@
 
 use bytes::Bytes;
 use hashbrown::HashMap;
+
+pub use crate::keytable::KeyTable;
 use resp::MAX_SLOTS;
 
 use crate::value::Value;
@@ -90,6 +92,12 @@ impl Entry {
         }
     }
 
+    /// Set the expiry word directly (tests of the key table).
+    #[cfg(test)]
+    pub(crate) fn set_expire_raw(&mut self, at: u64) {
+        self.expire_at = join(at, Mark::None);
+    }
+
     fn expired(&self, now: u64) -> bool {
         let at = self.expire_at();
         at != 0 && at <= now
@@ -99,7 +107,8 @@ impl Entry {
 /// The keys of one slot of one database.
 #[derive(Debug, Default, Clone)]
 pub struct SlotTable {
-    pub map: HashMap<Key, Entry, Hasher>,
+    /// Keys and entries: thin pointers to one allocation per key (see [`KeyTable`]).
+    pub map: KeyTable,
     /// How many entries carry an expiry (the active cycle skips slots with none).
     volatile: usize,
 }
@@ -286,14 +295,11 @@ impl Db {
         let expire_at = join(expire_at, Mark::None);
         let new = Entry { value, expire_at };
         let vol = (expire_at != 0) as usize;
-        match t.map.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
-                let old = o.get_mut();
+        match t.map.insert(key, new) {
+            Some(old) => {
                 t.volatile = t.volatile - (old.expire_at() != 0) as usize + vol;
-                *old = new;
             }
-            hashbrown::hash_map::EntryRef::Vacant(v) => {
-                v.insert(new);
+            None => {
                 t.volatile += vol;
                 self.keys += 1;
             }
@@ -532,7 +538,7 @@ impl Db {
             if !self.scratch && (crate::repl::prop::active() || crate::notify::enabled()) {
                 for (k, e) in &t.map {
                     if e.expired(now) {
-                        self.expired.push(k.clone());
+                        self.expired.push(k.into());
                     }
                 }
             }

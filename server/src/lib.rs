@@ -13,7 +13,8 @@
 //! - [`script`]: Lua scripting (EVAL…, SCRIPT), one Lua state per core.
 //! - [`notify`]: keyspace notifications (`notify-keyspace-events`), delivered through pub/sub.
 //! - [`pubsub`]: (P)SUBSCRIBE, PUBLISH, PUBSUB: per-core registries, bounded subscriber mailboxes.
-//! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot.
+//! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot
+//!   ([`keytable`]: the slot table, one allocation per key behind thin pointers).
 //! - [`aof`]: the append-only file (appendonly, appendfsync, replay at start, BGREWRITEAOF).
 //! - [`persist`]: RDB snapshots (forkless, copy-on-write per slot), loading, SAVE/BGSAVE.
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
@@ -35,6 +36,8 @@ pub mod dump;
 pub mod glob;
 pub mod global;
 pub mod info;
+pub mod intset;
+pub mod keytable;
 pub mod longdouble;
 pub mod migrate;
 pub mod multi;

@@ -237,7 +237,7 @@ fn window(
         }
         (Value::Set(Set::Ints(v)), Kind::Set) => {
             for i in v.iter().skip(pos) {
-                if c.add(&[num.format(*i).as_bytes()]) {
+                if c.add(&[num.format(i).as_bytes()]) {
                     break;
                 }
             }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdb::file::{write_key_header, FileError, FileReader, Item, RdbWriter};
+use rdb::file::{write_key_header, FileError, FileReader, Item};
 use rdb::length::write_len;
 use rdb::object::{TYPE_HASH, TYPE_LIST, TYPE_SET, TYPE_STRING, TYPE_ZSET_2};
 use rdb::string::write_string;
@@ -53,10 +53,23 @@ pub enum PersistError {
     Interrupted,
 }
 
-/// How long one serialisation step may run before its core goes back to serving clients.
-const STEP_BUDGET: Duration = Duration::from_micros(1000);
-/// The pause between two steps on the coordinating core.
-const STEP_PAUSE: Duration = Duration::from_micros(100);
+/// How long one serialisation step may run before its core goes back to serving clients. A step
+/// can stop inside a slot (see [`DbSnap`]'s cursor), so this bounds what a client waits behind it.
+const STEP_BUDGET: Duration = Duration::from_micros(200);
+/// When clients kept the core busy since the previous step, the next step waits this long after
+/// it: the snapshot then takes about a third of a busy core and client work the rest (on an
+/// idle core it runs back to back). Checksumming, writing and fsync happen on a writer thread
+/// that is not pinned to the executor's CPU.
+const BUSY_PAUSE: Duration = Duration::from_micros(400);
+/// Tasks run on a core since its previous step above which it counts as busy (the snapshot's own
+/// message and timer tasks stay under it).
+const BUSY_TASKS: u64 = 8;
+/// Keys serialised between two looks at the clock within a step.
+const CLOCK_EVERY: usize = 16;
+/// Serialised keys are kept in chunks of about this size: the buffer never grows by copying
+/// (a reallocation of a large buffer would stall the core), and the chunks go to the file or
+/// the replica's socket as they are.
+const CHUNK: usize = 1 << 20;
 /// Keys per cross-core batch when loading.
 const LOAD_BATCH: usize = 2048;
 
@@ -68,10 +81,16 @@ pub struct DbSnap {
     start_ms: u64,
     pending: Vec<u64>,
     npending: usize,
-    /// Tables emptied (FLUSH*) before they were serialised.
-    frozen: Vec<(usize, SlotTable)>,
-    /// Serialised keys: `[FC ms] type key value` each.
-    pub out: Vec<u8>,
+    /// The pending slot being serialised across steps and how many of its keys (in the table's
+    /// iteration order) are written. The table cannot change in between without the
+    /// copy-on-write hook finishing the slot first, so the order is stable.
+    cur: Option<(usize, usize)>,
+    /// Tables emptied (FLUSH*) before they were serialised, with how many keys are written.
+    frozen: Vec<(usize, SlotTable, usize)>,
+    /// Full chunks of serialised keys (`[FC ms] type key value` each).
+    chunks: Vec<Vec<u8>>,
+    /// The chunk being filled.
+    out: Vec<u8>,
     pub keys: u64,
     pub expires: u64,
 }
@@ -90,7 +109,9 @@ impl DbSnap {
             start_ms,
             pending,
             npending,
+            cur: None,
             frozen: Vec::new(),
+            chunks: Vec::new(),
             out: Vec::new(),
             keys: 0,
             expires: 0,
@@ -105,13 +126,20 @@ impl DbSnap {
             .is_some_and(|w| w & (1 << (slot % 64)) != 0)
     }
 
-    fn unmark(&mut self, slot: usize) -> bool {
+    /// Unmark `slot`; returns how many of its keys were already written (`None`: not pending).
+    fn unmark(&mut self, slot: usize) -> Option<usize> {
         if !self.is_pending(slot) {
-            return false;
+            return None;
         }
         self.pending[slot / 64] &= !(1 << (slot % 64));
         self.npending -= 1;
-        true
+        match self.cur {
+            Some((s, done)) if s == slot => {
+                self.cur = None;
+                Some(done)
+            }
+            _ => Some(0),
+        }
     }
 
     fn next_pending(&self) -> Option<usize> {
@@ -127,17 +155,19 @@ impl DbSnap {
 
     /// Serialise `slot` now (it is about to change, or it is its turn) if it is pending.
     pub fn save_slot(&mut self, slot: usize, table: Option<&SlotTable>) {
-        if self.unmark(slot) {
+        if let Some(from) = self.unmark(slot) {
             if let Some(t) = table {
-                self.write_table(t);
+                self.write_keys(t, from, None);
             }
         }
     }
 
     /// Keep a table that is being emptied until it is serialised (if its slot is pending).
     pub fn freeze(&mut self, slot: usize, table: SlotTable) {
-        if self.unmark(slot) && !table.is_empty() {
-            self.frozen.push((slot, table));
+        if let Some(from) = self.unmark(slot) {
+            if !table.is_empty() {
+                self.frozen.push((slot, table, from));
+            }
         }
     }
 
@@ -146,17 +176,46 @@ impl DbSnap {
         self.npending == 0 && self.frozen.is_empty()
     }
 
-    fn write_table(&mut self, t: &SlotTable) {
-        for (k, e) in &t.map {
+    /// Serialise the keys of `t` from the `from`-th on, stopping once `deadline` has passed.
+    /// Returns how many keys of `t` are written when it stopped early, `None` when it finished.
+    fn write_keys(
+        &mut self,
+        t: &SlotTable,
+        from: usize,
+        deadline: Option<Instant>,
+    ) -> Option<usize> {
+        let mut n = from;
+        for (k, e) in t.map.iter().skip(from) {
+            if let Some(d) = deadline {
+                if (n - from) % CLOCK_EVERY == CLOCK_EVERY - 1 && Instant::now() >= d {
+                    return Some(n);
+                }
+            }
+            n += 1;
             let at = e.expire_at();
             if at != 0 && at <= self.start_ms {
                 continue;
             }
             let exp = (at != 0).then_some(at);
+            if self.out.capacity() == 0 {
+                self.out.reserve_exact(CHUNK + CHUNK / 8);
+            }
             write_entry(&mut self.out, k, exp, &e.value);
             self.keys += 1;
             self.expires += exp.is_some() as u64;
+            if self.out.len() >= CHUNK {
+                self.chunks.push(std::mem::take(&mut self.out));
+            }
         }
+        None
+    }
+
+    /// Every chunk written, in order (consumes the snapshot state).
+    fn into_chunks(mut self) -> Vec<Vec<u8>> {
+        if !self.out.is_empty() {
+            self.chunks.push(std::mem::take(&mut self.out));
+        }
+        self.chunks
     }
 }
 
@@ -204,19 +263,39 @@ pub fn write_entry(out: &mut Vec<u8>, key: &[u8], expire_ms: Option<u64>, v: &Va
 /// One step of the snapshot on this shard: serialise pending slots for about `budget`.
 /// Returns true when nothing is left to serialise.
 pub fn step(sh: &mut Shard, budget: Duration) -> bool {
-    let start = Instant::now();
+    let deadline = Instant::now() + budget;
     let mut done = true;
     for db in &mut sh.dbs {
         let (snap, slots) = db.snap_and_slots();
         let Some(sn) = snap else { continue };
-        while start.elapsed() < budget {
-            if let Some((_, t)) = sn.frozen.pop() {
-                sn.write_table(&t);
+        // At least one piece of work per step (a step always makes progress).
+        loop {
+            if let Some((slot, t, from)) = sn.frozen.pop() {
+                if let Some(n) = sn.write_keys(&t, from, Some(deadline)) {
+                    sn.frozen.push((slot, t, n));
+                }
                 continue;
             }
-            match sn.next_pending() {
-                Some(s) => sn.save_slot(s, slots.get(s).and_then(|t| t.as_deref())),
-                None => break,
+            let (s, from) = match sn.cur {
+                Some(c) => c,
+                None => match sn.next_pending() {
+                    Some(s) => (s, 0),
+                    None => break,
+                },
+            };
+            match slots.get(s).and_then(|t| t.as_deref()) {
+                Some(t) => match sn.write_keys(t, from, Some(deadline)) {
+                    Some(n) => sn.cur = Some((s, n)),
+                    None => {
+                        sn.unmark(s);
+                    }
+                },
+                None => {
+                    sn.unmark(s);
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
             }
         }
         done &= sn.is_done();
@@ -224,10 +303,26 @@ pub fn step(sh: &mut Shard, budget: Duration) -> bool {
     done
 }
 
+thread_local! {
+    /// This core's executed-task count at the end of its previous snapshot step.
+    static TASKS_AT_STEP: Cell<u64> = const { Cell::new(0) };
+}
+
+/// [`step`] on the core that runs it, telling also whether client work ran on this core since
+/// its previous step (then the caller pauses before the next one).
+fn step_here(sh: &mut Shard) -> (bool, bool) {
+    let tasks = || glommio::executor().executor_stats().tasks_executed();
+    let before = tasks();
+    let busy = before.saturating_sub(TASKS_AT_STEP.with(|c| c.get())) > BUSY_TASKS;
+    let done = step(sh, STEP_BUDGET);
+    TASKS_AT_STEP.with(|c| c.set(tasks()));
+    (done, busy)
+}
+
 /// A finished shard part of one database.
 struct Part {
     db: usize,
-    bytes: Vec<u8>,
+    chunks: Vec<Vec<u8>>,
     keys: u64,
     expires: u64,
 }
@@ -236,11 +331,12 @@ fn take_parts(sh: &mut Shard) -> Vec<Part> {
     let mut parts = Vec::new();
     for db in &mut sh.dbs {
         if let Some(sn) = db.snap.take() {
+            let (db, keys, expires) = (sn.db_index, sn.keys, sn.expires);
             parts.push(Part {
-                db: sn.db_index,
-                bytes: sn.out,
-                keys: sn.keys,
-                expires: sn.expires,
+                db,
+                chunks: sn.into_chunks(),
+                keys,
+                expires,
             });
         }
     }
@@ -297,9 +393,71 @@ impl Drop for AbortGuard {
 
 /// What a snapshot produced: the file and the modification count at its instant.
 pub struct Snapshot {
-    pub bytes: Vec<u8>,
+    pub rdb: Rdb,
     pub dirty: u64,
     pub keys: u64,
+}
+
+/// A complete RDB file held as pieces (header, per-database headers, the shards' chunks of
+/// serialised keys) followed by EOF and the checksum. Nothing is copied into one buffer: the
+/// pieces are written out as they are, and the checksum (over a whole file) is computed off
+/// the executors ([`Rdb::crc`] is blocking).
+pub struct Rdb {
+    pieces: Vec<Vec<u8>>,
+    /// Bytes of `pieces` (the file without its 9-byte trailer).
+    body: usize,
+}
+
+impl Rdb {
+    /// The file's length in bytes.
+    pub fn len(&self) -> usize {
+        self.body + 9
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The file's bytes before EOF and the checksum, in order.
+    pub fn pieces(&self) -> &[Vec<u8>] {
+        &self.pieces
+    }
+
+    /// The checksum over the pieces and EOF (blocking: about 1 ms per 5 MB).
+    pub fn crc(&self) -> u64 {
+        let mut d = rdb::file::Crc64::new();
+        for p in &self.pieces {
+            d.update(p);
+        }
+        d.update(&[rdb::file::OP_EOF]);
+        d.finalize()
+    }
+
+    /// EOF and the checksum `crc`: the last 9 bytes of the file.
+    pub fn trailer(crc: u64) -> [u8; 9] {
+        let mut t = [rdb::file::OP_EOF; 9];
+        t[1..].copy_from_slice(&crc.to_le_bytes());
+        t
+    }
+
+    /// Write the whole file to `w` (blocking).
+    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let mut d = rdb::file::Crc64::new();
+        for p in &self.pieces {
+            d.update(p);
+            w.write_all(p)?;
+        }
+        d.update(&[rdb::file::OP_EOF]);
+        w.write_all(&Self::trailer(d.finalize()))
+    }
+
+    /// The whole file in one buffer (blocking: copies everything; run it off the executors).
+    pub fn into_vec(self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        // Writing to a Vec cannot fail.
+        let _ = self.write_to(&mut v);
+        v
+    }
 }
 
 /// A forkless point-in-time snapshot of every database as a complete RDB file.
@@ -307,11 +465,8 @@ pub struct Snapshot {
 /// `at_start` runs exactly once while every shard is held (no command runs anywhere), so the
 /// caller can read state consistent with the snapshot (a replication offset). If another
 /// snapshot is in progress this one waits for it to finish first.
-pub async fn snapshot_rdb(
-    core: &Rc<Core>,
-    at_start: impl FnOnce(),
-) -> Result<Vec<u8>, PersistError> {
-    Ok(snapshot(core, at_start).await?.bytes)
+pub async fn snapshot_rdb(core: &Rc<Core>, at_start: impl FnOnce()) -> Result<Rdb, PersistError> {
+    Ok(snapshot(core, at_start).await?.rdb)
 }
 
 /// [`snapshot_rdb`] with the modification count at the snapshot instant.
@@ -351,15 +506,20 @@ pub async fn snapshot(core: &Rc<Core>, at_start: impl FnOnce()) -> Result<Snapsh
         let core = core.clone();
         async move {
             loop {
-                let done = core.run_on(c, |s| step(s, STEP_BUDGET)).await;
+                let (done, busy) = core.run_on(c, step_here).await;
                 if done {
                     break;
                 }
-                if c == core.id {
-                    // A timer, not a bare yield: the executor must find its run queue empty now
-                    // and then, or it would not poll the network for its clients' requests.
-                    glommio::timer::sleep(STEP_PAUSE).await;
-                }
+                // A timer, not a bare yield: the executor must find its run queue empty now
+                // and then, or it would not poll the network for its clients' requests. A
+                // 1 µs timer fires at the executor's next poll: once per loop iteration when the
+                // core is otherwise idle; after client work, a longer pause leaves them the core.
+                let pause = if busy {
+                    BUSY_PAUSE
+                } else {
+                    Duration::from_micros(1)
+                };
+                glommio::timer::sleep(pause).await;
             }
             core.run_on(c, take_parts).await
         }
@@ -371,33 +531,52 @@ pub async fn snapshot(core: &Rc<Core>, at_start: impl FnOnce()) -> Result<Snapsh
         .collect();
     guard.armed = false;
     let ndb = core.shard.borrow().dbs.len();
-    let (bytes, keys) = assemble(ndb, parts)?;
-    Ok(Snapshot { bytes, dirty, keys })
+    let (rdb, keys) = assemble(ndb, parts);
+    Ok(Snapshot { rdb, dirty, keys })
 }
 
-fn assemble(ndb: usize, parts: Vec<Part>) -> Result<(Vec<u8>, u64), PersistError> {
-    let size: usize = parts.iter().map(|p| p.bytes.len()).sum();
-    let mut w = RdbWriter::new(Vec::with_capacity(size + 256))?;
-    w.aux("redis-ver", "7.0.15")?;
-    w.aux("redis-bits", &(usize::BITS).to_string())?;
-    w.aux("ctime", &(now_ms() / 1000).to_string())?;
-    w.aux("used-mem", &crate::alloc::used_memory().to_string())?;
-    w.aux("aof-preamble", "0")?;
+/// Order the parts into a file: header and AUX fields, then per database SELECTDB/RESIZEDB and
+/// every shard's chunks (moved, not copied).
+fn assemble(ndb: usize, parts: Vec<Part>) -> (Rdb, u64) {
+    let mut head = Vec::new();
+    rdb::file::write_header(&mut head, rdb::file::FILE_RDB_VERSION);
+    let bits = usize::BITS.to_string();
+    let ctime = (now_ms() / 1000).to_string();
+    let mem = crate::alloc::used_memory().to_string();
+    for (k, v) in [
+        ("redis-ver", "7.0.15"),
+        ("redis-bits", bits.as_str()),
+        ("ctime", ctime.as_str()),
+        ("used-mem", mem.as_str()),
+        ("aof-preamble", "0"),
+    ] {
+        rdb::file::write_aux(&mut head, k.as_bytes(), v.as_bytes());
+    }
+    let mut pieces = vec![head];
+    let mut per_db: Vec<Vec<Part>> = (0..ndb).map(|_| Vec::new()).collect();
+    for p in parts {
+        if let Some(d) = per_db.get_mut(p.db) {
+            d.push(p);
+        }
+    }
     let mut total = 0;
-    for db in 0..ndb {
-        let mine: Vec<&Part> = parts.iter().filter(|p| p.db == db).collect();
+    for (db, mine) in per_db.into_iter().enumerate() {
         let keys: u64 = mine.iter().map(|p| p.keys).sum();
         if keys == 0 {
             continue;
         }
         let expires: u64 = mine.iter().map(|p| p.expires).sum();
-        w.select_db(db as u64, keys, expires)?;
+        let mut sel = Vec::new();
+        rdb::file::write_select_db(&mut sel, db as u64);
+        rdb::file::write_resize_db(&mut sel, keys, expires);
+        pieces.push(sel);
         for p in mine {
-            w.raw(&p.bytes)?;
+            pieces.extend(p.chunks.into_iter().filter(|c| !c.is_empty()));
         }
         total += keys;
     }
-    Ok((w.finish()?, total))
+    let body = pieces.iter().map(|p| p.len()).sum();
+    (Rdb { pieces, body }, total)
 }
 
 /// What a load did.
@@ -414,7 +593,7 @@ pub type LoadItem = (usize, Box<[u8]>, Value, u64);
 /// Parse an RDB file into per-owner batches, calling `flush(owner, batch)` whenever one fills up
 /// and once at the end for each non-empty batch.
 fn parse_into(
-    bytes: &[u8],
+    mut r: FileReader<'_>,
     databases: usize,
     owner: impl Fn(u16) -> usize,
     ncores: usize,
@@ -423,7 +602,6 @@ fn parse_into(
 ) -> Result<LoadStats, PersistError> {
     let now = now_ms();
     let mut stats = LoadStats::default();
-    let mut r = FileReader::new(bytes)?;
     let mut batches: Vec<Vec<LoadItem>> = (0..ncores).map(|_| Vec::new()).collect();
     while let Some(item) = r.next_item()? {
         let e = match item {
@@ -476,30 +654,57 @@ pub fn fill_at_start(sh: &mut Shard, items: Vec<LoadItem>) {
 
 /// Empty every database, then load an RDB file's keys into the shards owning their slots.
 /// Already-expired keys are skipped. On an error the databases hold what was loaded so far.
-pub async fn load_rdb(core: &Rc<Core>, bytes: &[u8]) -> Result<LoadStats, PersistError> {
+///
+/// The checksum and the parsing (decompression, building values) run on another thread that
+/// hands batches of keys to the owning cores as it goes, so parsing and inserting overlap.
+pub async fn load_rdb(core: &Rc<Core>, bytes: Vec<u8>) -> Result<LoadStats, PersistError> {
+    use futures::{SinkExt, StreamExt};
     let databases = core.shard.borrow().dbs.len();
+    let shared = core.shared.clone();
+    let ncores = core.ncores();
+    // `None` first (the file's header and checksum are good), then the batches.
+    let (tx, mut rx) = futures::channel::mpsc::channel::<Option<(usize, Vec<LoadItem>)>>(16);
+    let parsed = spawn_thread(move || {
+        let mut tx = tx;
+        let reader = FileReader::new(&bytes)?;
+        if futures::executor::block_on(tx.send(None)).is_err() {
+            return Err(PersistError::Interrupted);
+        }
+        let mut gone = false;
+        let r = parse_into(
+            reader,
+            databases,
+            |s| shared.owner(s),
+            ncores,
+            LOAD_BATCH,
+            |c, b| {
+                if !gone {
+                    gone = futures::executor::block_on(tx.send(Some((c, b)))).is_err();
+                }
+            },
+        );
+        // Free the file here, not on an executor.
+        drop(bytes);
+        r
+    });
     // Refuse a file we cannot read before touching the data.
-    FileReader::new(bytes)?;
+    if !matches!(rx.next().await, Some(None)) {
+        return Err(parsed
+            .await
+            .unwrap_or(Err(PersistError::Interrupted))
+            .err()
+            .unwrap_or(PersistError::Interrupted));
+    }
     core.broadcast(|s| {
         for d in &mut s.dbs {
             d.clear();
         }
     })
     .await;
-    let shared = core.shared.clone();
-    // The parser is synchronous: it queues per-core batches, which are then sent in order.
-    let mut queued: Vec<(usize, Vec<LoadItem>)> = Vec::new();
-    let result = parse_into(
-        bytes,
-        databases,
-        |s| shared.owner(s),
-        core.ncores(),
-        LOAD_BATCH,
-        |c, b| queued.push((c, b)),
-    );
-    for (c, b) in queued {
+    while let Some(Some((c, b))) = rx.next().await {
         core.run_on(c, move |s| fill(s, b)).await;
     }
+    let result = parsed.await.unwrap_or(Err(PersistError::Interrupted));
     // The dataset was replaced behind the AOF's back (a replica's full sync): rewrite it.
     if result.is_ok() && crate::aof::enabled() {
         crate::aof::start_rewrite(core);
@@ -510,7 +715,7 @@ pub async fn load_rdb(core: &Rc<Core>, bytes: &[u8]) -> Result<LoadStats, Persis
 /// Read `path` and load it with [`load_rdb`].
 pub async fn load_rdb_file(core: &Rc<Core>, path: &Path) -> Result<LoadStats, PersistError> {
     let bytes = std::fs::read(path)?;
-    load_rdb(core, &bytes).await
+    load_rdb(core, bytes).await
 }
 
 /// At start-up, before the cores run: parse `dir/dbfilename` (if it exists) into one batch per
@@ -527,19 +732,29 @@ pub fn load_startup(
         Err(e) => return Err(e.into()),
     };
     let mut per_core: Vec<Vec<LoadItem>> = (0..ncores).map(|_| Vec::new()).collect();
-    let stats = parse_into(&bytes, databases, owner, ncores, usize::MAX, |c, b| {
-        per_core[c].extend(b)
-    })?;
+    let stats = parse_into(
+        FileReader::new(&bytes)?,
+        databases,
+        owner,
+        ncores,
+        usize::MAX,
+        |c, b| per_core[c].extend(b),
+    )?;
     Ok(Some((per_core, stats)))
 }
 
-/// Write `bytes` to `dir/name` like Redis: a temporary file, fsync, rename, fsync of the
-/// directory. Blocking: run it off the executors.
-pub fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Write a file to `dir/name` like Redis (`write` fills it): a temporary file, fsync, rename,
+/// fsync of the directory. Blocking: run it off the executors.
+pub fn write_file_atomic(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = dir.join(format!("temp-{}-{}.rdb", std::process::id(), now_ms()));
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        write(&mut f)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, dir.join(name))?;
@@ -556,11 +771,29 @@ pub fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Resul
 
 /// Run a blocking closure on a fresh thread and await its result from an executor.
 pub async fn off_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    spawn_thread(f).await.ok()
+}
+
+/// Lower the calling thread's scheduling priority (nice 10): a background save's writer should
+/// not take the CPU from an executor serving clients on the same core.
+pub fn background_priority() {
+    // SAFETY: setpriority with `who == 0` changes only the calling thread's nice value on Linux.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+/// Start a blocking closure on a fresh thread now (free to run on any of the process's CPUs, not
+/// pinned to the caller's executor CPU); its result arrives through the receiver.
+pub fn spawn_thread<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> futures::channel::oneshot::Receiver<R> {
     let (tx, rx) = futures::channel::oneshot::channel();
     std::thread::spawn(move || {
+        crate::runtime::unpin_background_thread();
         let _ = tx.send(f());
     });
-    rx.await.ok()
+    rx
 }
 
 /// Process-wide persistence status (one server per process).
@@ -613,10 +846,14 @@ pub fn rdb_path(core: &Core) -> (PathBuf, String) {
 pub async fn save(core: &Rc<Core>) -> Result<u64, PersistError> {
     let snap = snapshot(core, || ()).await?;
     let (dir, name) = rdb_path(core);
-    let bytes = snap.bytes;
-    let res = off_thread(move || write_file_atomic(&dir, &name, &bytes))
-        .await
-        .ok_or(PersistError::Interrupted)?;
+    let rdb = snap.rdb;
+    // Checksum, write, fsync and freeing the buffers all happen on another thread.
+    let res = off_thread(move || {
+        background_priority();
+        write_file_atomic(&dir, &name, |f| rdb.write_to(f))
+    })
+    .await
+    .ok_or(PersistError::Interrupted)?;
     res?;
     STATUS.lastsave.store(now_ms() / 1000, Ordering::Relaxed);
     STATUS.dirty_at_save.store(snap.dirty, Ordering::Relaxed);
@@ -831,6 +1068,9 @@ mod tests {
     fn keys_of(snap: &DbSnap) -> Vec<(String, String)> {
         let mut f = Vec::new();
         rdb::file::write_header(&mut f, 9);
+        for c in &snap.chunks {
+            f.extend_from_slice(c);
+        }
         f.extend_from_slice(&snap.out);
         f.push(rdb::file::OP_EOF);
         f.extend_from_slice(&[0; 8]);
@@ -896,6 +1136,38 @@ mod tests {
         };
         assert_eq!(got, want, "expired 'gone' left out, later writes invisible");
         assert_eq!(snap.expires, 0);
+    }
+
+    #[test]
+    fn a_slot_written_in_several_steps_is_finished_by_copy_on_write() {
+        let mut db = Db::new(|_| true);
+        // One slot (hash tag) with many keys: a 1 µs step stops inside it.
+        for i in 0..2000 {
+            db.insert(format!("{{t}}k{i}").as_bytes(), s("old"), 0);
+        }
+        start(&mut db, 1);
+        let mut sh = Shard::new(0, 1, |_| true);
+        sh.dbs[0] = std::mem::replace(&mut db, Db::new(|_| true));
+        assert!(!step(&mut sh, Duration::from_micros(1)));
+        {
+            let sn = sh.dbs[0].snap.as_deref().unwrap();
+            assert!(
+                sn.cur.is_some_and(|(_, n)| n > 0 && n < 2000),
+                "stopped inside the slot"
+            );
+        }
+        // Writes to the half-written slot: the rest of it is serialised first, as it was.
+        sh.dbs[0].insert(b"{t}k7", s("new"), 0);
+        sh.dbs[0].insert(b"{t}fresh", s("x"), 0);
+        sh.dbs[0].remove(b"{t}k1999");
+        db = std::mem::replace(&mut sh.dbs[0], Db::new(|_| true));
+        let snap = finish(&mut db);
+        let got = keys_of(&snap);
+        let mut want: Vec<(String, String)> = (0..2000)
+            .map(|i| (format!("{{t}}k{i}"), "old".to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -39,6 +39,40 @@ pub fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+/// The CPUs the process was allowed at start, before executors pinned their threads.
+static PROCESS_CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+
+/// Let the calling thread run on every CPU the process was started with.
+///
+/// A thread spawned from an executor inherits that executor's one-CPU affinity, so background
+/// work (a snapshot's writer, the AOF writer, file loading, fsync) would compete with the
+/// executor for its CPU even when other CPUs are idle. Background threads call this first, as
+/// redis-server's fork child and bio threads are free to run anywhere. Under `taskset` the set is
+/// the one taskset gave; before [`run`] (or when unknown) this does nothing.
+pub fn unpin_background_thread() {
+    let Some(cpus) = PROCESS_CPUS.get() else {
+        return;
+    };
+    if cpus.len() < 2 {
+        return;
+    }
+    // SAFETY: we fill a zeroed cpu_set_t we own and apply it to the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            if c < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c, &mut set);
+            }
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!(
+                "sched_setaffinity for a background thread failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Resolve the listen addresses and make sure nobody else holds the port: glommio-style
 /// SO_REUSEPORT listeners would otherwise silently share it with a leftover process.
 fn listen_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
@@ -50,14 +84,17 @@ fn listen_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
             .map_err(|e| format!("bad bind address {host}: {e}"))?
             .next()
             .ok_or_else(|| format!("bad bind address {host}"))?;
-        // Bind without SO_REUSEPORT and without listening: it fails if anyone holds the port, and
-        // it never accepts a connection a client could mistake for the server being up.
+        // Bind without SO_REUSEPORT and without listening: it fails if anyone listens on the
+        // port, and it never accepts a connection a client could mistake for the server being up.
+        // SO_REUSEADDR (as redis-server sets it) lets a restarted server bind while connections
+        // of its previous run linger in TIME_WAIT; it still fails against a live listener.
         let domain = if addr.is_ipv6() {
             Domain::IPV6
         } else {
             Domain::IPV4
         };
         let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+            .and_then(|s| s.set_reuse_address(true).map(|_| s))
             .and_then(|s| s.bind(&addr.into()).map(|_| s))
             .map_err(|e| format!("Could not create server TCP listening socket {addr}: {e}"))?;
         let local = probe
@@ -122,6 +159,7 @@ fn mesh<T: Send + 'static>(n: usize) -> Vec<Pair<T>> {
 /// Run the server until SHUTDOWN. Returns an error if it cannot start.
 pub fn run(config: Config) -> Result<(), String> {
     let cpus = allowed_cpus();
+    let _ = PROCESS_CPUS.set(cpus.clone());
     let ncores = if config.cores == 0 {
         cpus.len().max(1)
     } else {

@@ -10,6 +10,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 use hashbrown::{HashMap, HashSet};
 
+pub use crate::intset::IntSet;
+
 /// Encoding thresholds (`hash-max-listpack-entries` and friends). Process-wide and changed by
 /// `CONFIG SET` on any core; read with relaxed loads where a value grows (a value already converted
 /// stays converted, as in Redis).
@@ -114,7 +116,7 @@ pub fn approx_size(v: &Value) -> usize {
         }
         Value::Hash(Hash::Map(m)) => m.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
         Value::List(List::Deque(d)) => d.iter().map(|e| e.len() + 24).sum(),
-        Value::Set(Set::Ints(v)) => v.len() * 8,
+        Value::Set(Set::Ints(v)) => v.encoded_len(),
         Value::Set(Set::Map(m)) => m.iter().map(|k| k.len() + 24).sum(),
         Value::ZSet(ZSet::Tree(t)) => t.dict.iter().map(|(k, _)| 2 * k.len() + 80).sum(),
     }
@@ -496,13 +498,13 @@ impl List {
 /// A set: sorted integers (intset) or a table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Set {
-    Ints(Box<[i64]>),
+    Ints(IntSet),
     Map(Box<HashSet<Box<[u8]>, Hasher>>),
 }
 
 impl Default for Set {
     fn default() -> Self {
-        Set::Ints(Box::default())
+        Set::Ints(IntSet::default())
     }
 }
 
@@ -523,7 +525,7 @@ impl Set {
     /// Membership.
     pub fn contains(&self, m: &[u8]) -> bool {
         match self {
-            Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.binary_search(&i).is_ok()),
+            Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.contains(i)),
             Set::Map(s) => s.contains(m),
         }
     }
@@ -534,7 +536,7 @@ impl Set {
             s.reserve(v.len() + 1);
             let mut b = itoa::Buffer::new();
             for i in v.iter() {
-                s.insert(b.format(*i).as_bytes().into());
+                s.insert(b.format(i).as_bytes().into());
             }
             *self = Set::Map(Box::new(s));
         }
@@ -544,16 +546,9 @@ impl Set {
     pub fn insert(&mut self, m: &[u8]) -> bool {
         if let Set::Ints(v) = self {
             match canonical_i64(m) {
-                Some(i) => match v.binary_search(&i) {
+                Some(i) => match v.binary_search(i) {
                     Ok(_) => return false,
-                    Err(pos) if v.len() < limits::set_entries() => {
-                        let mut n = Vec::with_capacity(v.len() + 1);
-                        n.extend_from_slice(&v[..pos]);
-                        n.push(i);
-                        n.extend_from_slice(&v[pos..]);
-                        *v = n.into_boxed_slice();
-                        return true;
-                    }
+                    Err(_) if v.len() < limits::set_entries() => return v.insert(i),
                     Err(_) => self.convert(),
                 },
                 None => self.convert(),
@@ -568,15 +563,7 @@ impl Set {
     /// Remove a member; true when it existed.
     pub fn remove(&mut self, m: &[u8]) -> bool {
         match self {
-            Set::Ints(v) => match canonical_i64(m).map(|i| v.binary_search(&i)) {
-                Some(Ok(pos)) => {
-                    let mut n = v.to_vec();
-                    n.remove(pos);
-                    *v = n.into_boxed_slice();
-                    true
-                }
-                _ => false,
-            },
+            Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.remove(i)),
             Set::Map(s) => s.remove(m),
         }
     }
@@ -586,7 +573,7 @@ impl Set {
         match self {
             Set::Ints(v) => {
                 let mut b = itoa::Buffer::new();
-                v.iter().map(|i| b.format(*i).as_bytes().into()).collect()
+                v.iter().map(|i| b.format(i).as_bytes().into()).collect()
             }
             Set::Map(s) => s.iter().cloned().collect(),
         }
@@ -634,7 +621,8 @@ impl PartialEq for ZTree {
     }
 }
 
-/// A sorted set: a pack of member, score (8 bytes LE) … in (score, member) order, or a tree.
+/// A sorted set: a pack of member, score … in (score, member) order (scores as [`score_bytes`]
+/// encodes them), or a tree.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ZSet {
     Pack(Pack),
@@ -647,12 +635,46 @@ impl Default for ZSet {
     }
 }
 
-fn score_of(b: &[u8]) -> f64 {
-    let mut a = [0u8; 8];
-    if b.len() == 8 {
-        a.copy_from_slice(b);
+/// A score as a pack entry: an integral score of magnitude below 2^53 (exactly an i64) is stored
+/// as its shortest two's-complement little-endian bytes (0 to 7 of them; 0 stands for 0), any
+/// other score as the 8 bytes of the f64 (listpacks likewise store integral scores as integers).
+/// Returns the buffer and how many of its bytes are used.
+fn score_bytes(score: f64) -> ([u8; 8], usize) {
+    const EXACT: f64 = (1u64 << 53) as f64;
+    if score.fract() == 0.0 && score.abs() < EXACT {
+        let i = score as i64;
+        let b = i.to_le_bytes();
+        // Shortest length whose sign extension gives back `i`.
+        let fits = |n: usize| {
+            if n == 0 {
+                i == 0
+            } else {
+                let sh = 64 - 8 * n as u32;
+                (i << sh) >> sh == i
+            }
+        };
+        if let Some(n) = (0..8).find(|&n| fits(n)) {
+            return (b, n);
+        }
     }
-    f64::from_le_bytes(a)
+    (score.to_le_bytes(), 8)
+}
+
+fn score_of(b: &[u8]) -> f64 {
+    match b.len() {
+        8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            f64::from_le_bytes(a)
+        }
+        0 => 0.0,
+        n => {
+            let mut a = [0u8; 8];
+            a[..n].copy_from_slice(b);
+            let shift = 64 - 8 * n as u32;
+            ((i64::from_le_bytes(a) << shift) >> shift) as f64
+        }
+    }
 }
 
 fn zorder(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
@@ -745,7 +767,8 @@ impl ZSet {
                         break;
                     }
                 }
-                p.splice(at, at, &[m, &score.to_le_bytes()]);
+                let (sb, sn) = score_bytes(score);
+                p.splice(at, at, &[m, &sb[..sn]]);
                 return !existed;
             }
             self.convert();
@@ -860,6 +883,52 @@ mod tests {
         assert_eq!(z.rank(b"c"), Some(1));
         assert!(!z.insert(b"c", 5.0));
         assert_eq!(z.score(b"c"), Some(5.0));
+    }
+
+    #[test]
+    fn zset_scores_round_trip_compactly() {
+        for s in [
+            0.0,
+            1.0,
+            -1.0,
+            127.0,
+            128.0,
+            -128.0,
+            -129.0,
+            255.0,
+            65535.0,
+            1e15,
+            -1e15,
+            9007199254740991.0,
+            9007199254740992.0,
+            -9007199254740993.0,
+            0.5,
+            -2.25,
+            1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            i64::MAX as f64,
+        ] {
+            let (b, n) = score_bytes(s);
+            assert_eq!(score_of(&b[..n]).to_bits(), s.to_bits(), "{s}");
+        }
+        assert_eq!(score_bytes(0.0).1, 0);
+        assert_eq!(score_bytes(5.0).1, 1);
+        assert_eq!(score_bytes(-128.0).1, 1);
+        assert_eq!(score_bytes(128.0).1, 2);
+        assert_eq!(score_bytes(0.5).1, 8);
+        let z = ZSet::from_pairs([("a", 3.0), ("b", -1e9), ("c", 2.5), ("d", 0.0)]);
+        let got: Vec<_> = z.iter().map(|(m, s)| (m.to_vec(), s)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (b"b".to_vec(), -1e9),
+                (b"d".to_vec(), 0.0),
+                (b"c".to_vec(), 2.5),
+                (b"a".to_vec(), 3.0)
+            ]
+        );
     }
 
     #[test]

@@ -695,3 +695,107 @@ fn aof_rewrite_restart_and_truncated_tail() {
         assert!(text.contains("is valid"), "redis-check-aof: {text}");
     }
 }
+
+fn config_set(c: &mut Connection, k: &str, v: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(k)
+        .arg(v)
+        .query(c)
+        .unwrap_or_else(|e| panic!("CONFIG SET {k} {v}: {e}"));
+}
+
+/// `CONFIG SET appendonly yes|no`, `appendfsync` and `save` at run time, as in Redis: switching
+/// the AOF on writes a new AOF from a snapshot (under a write load) and appends from then on;
+/// switching it off stops appending.
+#[test]
+fn config_set_appendonly_appendfsync_and_save_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let srv = testkit::codis_server(&["--cores", "2", "--dir", d]);
+    let mut c = srv.conn();
+    populate(&mut c);
+    assert_eq!(info_field(&mut c, "aof_enabled"), "0");
+    // Switch on while a client writes: the snapshot and the appended stream meet exactly.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut w = srv.conn();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("w:{}", i % 300))
+                    .arg(i)
+                    .query(&mut w)
+                    .unwrap();
+                let _: i64 = redis::cmd("INCR").arg("w:ctr").query(&mut w).unwrap();
+                i += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    config_set(&mut c, "appendonly", "yes");
+    let start = Instant::now();
+    while info_field(&mut c, "aof_enabled") != "1"
+        || info_field(&mut c, "aof_rewrite_in_progress") != "0"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the AOF was never switched on"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(info_field(&mut c, "aof_last_bgrewrite_status"), "ok");
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, ["appendonly", "yes"]);
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    // appendfsync always at run time: from now on a reply means the write is on disk.
+    config_set(&mut c, "appendfsync", "always");
+    let _: () = redis::cmd("SET")
+        .arg("acked")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let want = dump(&mut c, &DBS);
+    // Switched off: later writes are not appended.
+    config_set(&mut c, "appendonly", "no");
+    assert_eq!(info_field(&mut c, "aof_enabled"), "0");
+    let _: () = redis::cmd("SET")
+        .arg("after-off")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    // `save` rules at run time: a rule met starts a background save within a few seconds.
+    let saves: u64 = info_field(&mut c, "rdb_saves").parse().unwrap();
+    config_set(&mut c, "save", "1 1");
+    let start = Instant::now();
+    while info_field(&mut c, "rdb_saves").parse::<u64>().unwrap() <= saves {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the save rule never fired"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    config_set(&mut c, "save", "");
+    drop(c);
+    drop(srv);
+    let aof = dir.path().join("appendonly.aof");
+    assert!(
+        std::fs::read(&aof).unwrap().starts_with(b"REDIS"),
+        "switching on wrote no RDB preamble"
+    );
+    std::fs::remove_file(dir.path().join("dump.rdb")).unwrap();
+    // The AOF alone holds exactly the data at the switch-off.
+    let srv = testkit::codis_server(&["--cores", "3", "--dir", d, "--appendonly", "yes"]);
+    let mut c = srv.conn();
+    assert_same(&want, &dump(&mut c, &DBS));
+    let off: Option<String> = redis::cmd("GET").arg("after-off").query(&mut c).unwrap();
+    assert_eq!(off, None, "a write after appendonly no reached the AOF");
+}

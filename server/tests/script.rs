@@ -79,6 +79,16 @@ fn eval_replies_and_errors_match_redis() {
         SCRIPT FLUSH
         SCRIPT EXISTS 5b9ff1c1c6e1ef77f7ba3ccd1ae1ac5ef1c02b8f
         EVALSHA 5b9ff1c1c6e1ef77f7ba3ccd1ae1ac5ef1c02b8f 0
+        EVAL "return 'loaded'" 0
+        EVALSHA 5b9ff1c1c6e1ef77f7ba3ccd1ae1ac5ef1c02b8f 0
+        SCRIPT FLUSH
+        EVALSHA 5b9ff1c1c6e1ef77f7ba3ccd1ae1ac5ef1c02b8f 0
+        EVAL "return 'loaded'" 0
+        EVALSHA 5b9ff1c1c6e1ef77f7ba3ccd1ae1ac5ef1c02b8f 0
+        SCRIPT EXISTS 9ed904a35754a476fa7bfd85a9d2eab35c29bcd0
+        EVAL "return {KEYS[1], ARGV[1]}" 1 first one
+        EVAL "return {KEYS[1], ARGV[1]}" 1 second two
+        EVALSHA d006f1a90249474274c76f5be725b8f5804a346b 1 third three
         SCRIPT KILL
         SCRIPT LOAD "syntax error"
         SCRIPT FOO

@@ -1,6 +1,6 @@
 //! Test support for integration tests across the workspace.
 //!
-//! - [`free_port`]: a loopback port nobody listens on (bind port 0, read it, release it).
+//! - [`free_port`]: a loopback port nobody listens on, below the ephemeral range.
 //! - [`bin_path`]: where cargo put one of our binaries (`codis-server`, `codis-proxy`, …) for the
 //!   profile the test runs under; builds it if missing.
 //! - [`CodisServer`]: a `codis-server` child process on a free port, killed on drop.
@@ -12,10 +12,46 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, chosen **below the kernel's ephemeral range**.
+///
+/// Port 0 would hand out an ephemeral port, and ephemeral ports are also what every outgoing
+/// connection uses as its local port: once a test kills a server and restarts it on the same
+/// port, any `connect()` in the meantime (a proxy reconnecting, a client probing) may take that
+/// port as its local end — or connect to itself on loopback — and the restart fails to bind.
+/// Ports below the ephemeral range are never picked for outgoing connections. Each call probes
+/// from a per-process pseudo-random point so parallel test processes rarely collide.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let low = ephemeral_low().max(20_000);
+    let base = 15_000u32;
+    let span = low - base;
+    let seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    for _ in 0..u64::from(span) {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let candidate =
+            base + ((seed.wrapping_add(n.wrapping_mul(7_919))) % u64::from(span)) as u32;
+        if let Ok(port) = u16::try_from(candidate) {
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
+}
+
+/// The first port of the kernel's ephemeral (outgoing connection) range; 32768 if unknown.
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .filter(|&v: &u32| v > 1024 && v <= 65_535)
+        .unwrap_or(32_768)
 }
 
 /// Wait until 127.0.0.1:`port` accepts a connection (up to `timeout`).
@@ -181,5 +217,8 @@ mod tests {
     fn free_ports_are_free() {
         let p = super::free_port();
         assert!(std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        // Never a port an outgoing connection could take as its local end.
+        assert!(u32::from(p) < super::ephemeral_low().max(20_000), "{p}");
+        assert_ne!(super::free_port(), super::free_port());
     }
 }

@@ -38,6 +38,8 @@ pub enum Coordinator {
     Filesystem,
     /// A running ZooKeeper (connect string `host:port[,host:port]`).
     ZooKeeper(String),
+    /// A running etcd v3 (endpoints `host:port[,host:port]`).
+    Etcd(String),
 }
 
 /// What [`Cluster::start_spec`] starts.
@@ -147,6 +149,9 @@ impl Cluster {
             }
             Coordinator::ZooKeeper(addr) => {
                 format!("coordinator=zookeeper\nzk={addr}\nsession_timeout_ms=4000\n")
+            }
+            Coordinator::Etcd(addr) => {
+                format!("coordinator=etcd\nzk={addr}\nsession_timeout_ms=4000\n")
             }
         };
         let ini = format!(

@@ -103,15 +103,30 @@ async fn stream_to(
                 *cell.borrow_mut() = Some((log.subscribe_now(REPLICA_LIMIT), st.replid));
             })
             .await;
-            let bytes = snap.map_err(|e| std::io::Error::other(e.to_string()))?;
+            let rdb = snap.map_err(|e| std::io::Error::other(e.to_string()))?;
             let Some((r, id)) = cell.into_inner() else {
                 return Err(std::io::Error::other("snapshot did not start"));
             };
-            tracing::info!(replica = %info.addr, "full resynchronisation at offset {} ({} bytes)", r.offset(), bytes.len());
+            tracing::info!(replica = %info.addr, "full resynchronisation at offset {} ({} bytes)", r.offset(), rdb.len());
             let mut head = format!("+FULLRESYNC {id} {}\r\n", r.offset()).into_bytes();
-            head.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
+            head.extend_from_slice(format!("${}\r\n", rdb.len()).as_bytes());
             futures_lite::AsyncWriteExt::write_all(&mut stream, &head).await?;
-            futures_lite::AsyncWriteExt::write_all(&mut stream, &bytes).await?;
+            // The checksum is computed on another thread while the pieces are sent; the
+            // buffers are freed there too.
+            let rdb = std::sync::Arc::new(rdb);
+            let crc = {
+                let rdb = rdb.clone();
+                crate::persist::spawn_thread(move || rdb.crc())
+            };
+            for p in rdb.pieces() {
+                futures_lite::AsyncWriteExt::write_all(&mut stream, p).await?;
+            }
+            let crc = crc
+                .await
+                .map_err(|_| std::io::Error::other("checksum thread failed"))?;
+            futures_lite::AsyncWriteExt::write_all(&mut stream, &crate::persist::Rdb::trailer(crc))
+                .await?;
+            let _ = crate::persist::spawn_thread(move || drop(rdb));
             r
         }
     };

@@ -133,11 +133,25 @@ impl Conn {
         self.line().await
     }
 
+    /// The next `n` bytes. Large payloads (a full sync's RDB) are read straight into their
+    /// final buffer, in large reads, without growing and copying an intermediate one.
     async fn exact(&mut self, n: usize) -> Result<Vec<u8>, LinkError> {
-        while self.buf.len() < n {
-            self.fill().await?;
+        const READ: usize = 4 << 20;
+        let have = self.buf.len().min(n);
+        let mut v = Vec::with_capacity(n);
+        v.extend_from_slice(&self.buf.split_to(have));
+        while v.len() < n {
+            let at = v.len();
+            let end = (at + READ).min(n);
+            v.resize(end, 0);
+            let got = self.s.read(&mut v[at..end]).await?;
+            if got == 0 {
+                return Err(LinkError::Closed);
+            }
+            g().last_io_ms.store(now_ms(), Ordering::Relaxed);
+            v.truncate(at + got);
         }
-        Ok(self.buf.split_to(n).to_vec())
+        Ok(v)
     }
 
     /// The RDB payload after `+FULLRESYNC`: `$len` bulk, or `$EOF:<40 byte mark>` … mark.
@@ -256,7 +270,7 @@ async fn sync(core: &Rc<Core>, c: &mut Conn, r: String, gen: u64) -> Result<(), 
         if !current(gen) {
             return Err(LinkError::Stale);
         }
-        crate::persist::load_rdb(core, &rdb)
+        crate::persist::load_rdb(core, rdb)
             .await
             .map_err(|e| LinkError::Load(e.to_string()))?;
         prop::log().reset_history(id, off);

@@ -1,0 +1,72 @@
+//! Background threads are not pinned to an executor's CPU: the AOF writer (and a snapshot's
+//! writer, file loading, fsync) may run on any CPU the process was started with, so they do not
+//! take the CPU of the core serving clients while another CPU is idle.
+
+use std::time::{Duration, Instant};
+
+/// `Cpus_allowed_list` of every thread of `pid`, by thread name.
+fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        out.push((comm.trim().to_string(), cpus));
+    }
+    out
+}
+
+#[test]
+fn aof_writer_runs_on_any_cpu_while_the_executor_is_pinned() {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if ncpu < 2 {
+        eprintln!("SKIPPED: one CPU, nothing to unpin");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = testkit::codis_server(&["--cores", "1", "--dir", &d]);
+    let mut c = p.conn();
+    // Turned on at runtime: the writer thread is spawned from the executor's thread.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("yes")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    let pid = p.child.id();
+    let start = Instant::now();
+    let (core, writer) = loop {
+        let threads = thread_cpus(pid);
+        // glommio names executor threads `<name>-<id>`.
+        let find = |name: &str| {
+            threads
+                .iter()
+                .find(|(n, _)| n.starts_with(name))
+                .map(|(_, c)| c.clone())
+        };
+        if let (Some(core), Some(writer)) = (find("core-0-"), find("aof-writer")) {
+            break (core, writer);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "threads core-0 and aof-writer not found: {threads:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !core.contains(['-', ',']),
+        "executor pinned to one CPU: {core}"
+    );
+    assert_ne!(writer, core, "the AOF writer inherited the executor's CPU");
+    p.kill();
+}
