@@ -85,6 +85,19 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn create_ephemeral(&self, path: &str, data: &[u8]) -> Result<u64>;
     /// Sets a node's data. `None`: set or create; `Some(v)`: only if the version is `v`.
     async fn update(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64>;
+    /// Sets (or creates) several nodes, no version checks; not atomic as a whole, but a
+    /// backend may write them in one go (the filesystem flushes them to disk together).
+    async fn update_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
+        for chunk in items.chunks(32) {
+            futures::future::try_join_all(
+                chunk
+                    .iter()
+                    .map(|(p, d)| async move { self.update(p, d, None).await }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
     /// Deletes a node (which must have no children), optionally only at version `expected`.
     async fn delete(&self, path: &str, expected: Option<u64>) -> Result<()>;
     /// Reads a node; `None` if it does not exist.

@@ -362,6 +362,76 @@ impl FsInner {
         })
     }
 
+    /// Several set-or-create writes under one lock: every node is staged in R/tmp, the staged
+    /// files are fsynced in parallel (the journal commits them together instead of once per
+    /// node), then each is renamed into place.
+    fn update_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
+        let Some((first, _)) = items.first() else {
+            return Ok(());
+        };
+        self.locked(first, || {
+            let mut staged: Vec<(PathBuf, PathBuf, &str)> = Vec::with_capacity(items.len());
+            let res = (|| {
+                for (path, data) in items {
+                    let (version, owner) = match self.read_live(path)? {
+                        Some(cur) => (cur.version + 1, cur.owner),
+                        None => {
+                            self.make_parents(path)?;
+                            (1, None)
+                        }
+                    };
+                    let dir = self.dir_of(path);
+                    fs::create_dir_all(&dir).map_err(|e| Error::io(path, e))?;
+                    let tmp = self.root.join("tmp").join(format!(
+                        "{}-{}",
+                        std::process::id(),
+                        COUNTER.fetch_add(1, Ordering::Relaxed)
+                    ));
+                    staged.push((tmp.clone(), dir, path));
+                    let mut f = File::create(&tmp).map_err(|e| Error::io(path, e))?;
+                    writeln!(
+                        f,
+                        "{HEADER} version={version} owner={}",
+                        owner.as_deref().unwrap_or("-")
+                    )
+                    .and_then(|_| f.write_all(data))
+                    .map_err(|e| Error::io(path, e))?;
+                }
+                std::thread::scope(|sc| {
+                    let syncs: Vec<_> = staged
+                        .chunks(8)
+                        .map(|chunk| {
+                            sc.spawn(move || -> Result<()> {
+                                for (tmp, _, path) in chunk {
+                                    File::open(tmp)
+                                        .and_then(|f| f.sync_all())
+                                        .map_err(|e| Error::io(path, e))?;
+                                }
+                                Ok(())
+                            })
+                        })
+                        .collect();
+                    for s in syncs {
+                        s.join().map_err(|_| {
+                            Error::io(first, io::Error::other("fsync thread panicked"))
+                        })??;
+                    }
+                    Ok::<(), Error>(())
+                })?;
+                for (tmp, dir, path) in &staged {
+                    fs::rename(tmp, dir.join(NODE_FILE)).map_err(|e| Error::io(path, e))?;
+                }
+                Ok(())
+            })();
+            if res.is_err() {
+                for (tmp, _, _) in &staged {
+                    let _ = fs::remove_file(tmp);
+                }
+            }
+            res
+        })
+    }
+
     fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {
         self.locked(path, || {
             let cur = self
@@ -457,6 +527,17 @@ impl Coordinator for FsCoordinator {
         let (p, d) = (path.to_string(), data.to_vec());
         self.blocking(path, move |i| i.update(&p, &d, expected))
             .await
+    }
+
+    async fn update_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
+        let Some((first, _)) = items.first() else {
+            return Ok(());
+        };
+        for (p, _) in items {
+            validate_path(p)?;
+        }
+        let items = items.to_vec();
+        self.blocking(first, move |i| i.update_many(&items)).await
     }
 
     async fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {

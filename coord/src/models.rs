@@ -209,6 +209,19 @@ impl ProxyAck {
     }
 }
 
+/// The body of a proxy's `PUT /api/proxy/fillslots/{xauth}` (this project's form of Codis'
+/// fillslots push): slot mappings and the groups they name, exactly as stored in the coordinator
+/// at topology `version`. The proxy merges them into its snapshot, applies the result on every
+/// core (a `prepared` slot is drained, then locked) and answers only then.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FillSlots {
+    /// The topology version these records were written at (or any later one).
+    pub version: u64,
+    pub slots: Vec<SlotMapping>,
+    pub groups: Vec<Group>,
+}
+
 /// `/codis3/{p}/alive/proxy-{token}`: ephemeral, exists while the proxy process runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

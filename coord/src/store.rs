@@ -141,16 +141,24 @@ impl Store {
 
     /// Writes mappings and then bumps the topology version once.
     pub async fn update_slot_mappings(&self, ms: &[SlotMapping]) -> Result<()> {
-        for m in ms {
-            if m.id >= MAX_SLOT_NUM {
-                return Err(Error::BadPath {
-                    path: self.paths.slot(m.id),
-                    reason: "slot id out of range",
-                });
-            }
-            self.write_json(&self.paths.slot(m.id), m).await?;
+        self.update_slot_mappings_versioned(ms).await.map(|_| ())
+    }
+
+    /// [`Store::update_slot_mappings`], returning the topology version that includes them.
+    pub async fn update_slot_mappings_versioned(&self, ms: &[SlotMapping]) -> Result<u64> {
+        if let Some(m) = ms.iter().find(|m| m.id >= MAX_SLOT_NUM) {
+            return Err(Error::BadPath {
+                path: self.paths.slot(m.id),
+                reason: "slot id out of range",
+            });
         }
-        self.bump_version().await.map(|_| ())
+        // One batch: pipelined on ZooKeeper/etcd, flushed to disk together by the filesystem.
+        let items: Vec<(String, Vec<u8>)> = ms
+            .iter()
+            .map(|m| (self.paths.slot(m.id), encode(m)))
+            .collect();
+        self.coord.update_many(&items).await?;
+        self.bump_version().await
     }
 
     // ---- groups ---------------------------------------------------------------------------

@@ -32,6 +32,22 @@ pub struct MigrationSettings {
     pub timeout_ms: u64,
     /// Maximum slots migrating at once (each group with one partner group at a time).
     pub parallel_slots: usize,
+    /// Slots of a batch locked (`prepared`) together: a batch advances in waves of this many
+    /// slots, so only a wave's requests are ever held (`migration_wave_slots`).
+    #[serde(default = "default_wave_slots")]
+    pub wave_slots: usize,
+    /// Slots of a wave drained at once, each over its own connection to the source master
+    /// (`migration_drain_parallel`).
+    #[serde(default = "default_drain_parallel")]
+    pub drain_parallel: usize,
+}
+
+fn default_wave_slots() -> usize {
+    16
+}
+
+fn default_drain_parallel() -> usize {
+    4
 }
 
 impl Default for MigrationSettings {
@@ -43,6 +59,8 @@ impl Default for MigrationSettings {
             async_numkeys: 500,
             timeout_ms: 30_000,
             parallel_slots: 100,
+            wave_slots: default_wave_slots(),
+            drain_parallel: default_drain_parallel(),
         }
     }
 }
@@ -151,6 +169,8 @@ impl CtlConfig {
                 "migration_async_numkeys" => m.async_numkeys = parse_bytes(&v)?,
                 "migration_timeout" => m.timeout_ms = parse_duration(&v)?.as_millis() as u64,
                 "migration_parallel_slots" => m.parallel_slots = parse_bytes(&v)?.max(1) as usize,
+                "migration_wave_slots" => m.wave_slots = parse_bytes(&v)?.max(1) as usize,
+                "migration_drain_parallel" => m.drain_parallel = parse_bytes(&v)?.max(1) as usize,
                 _ => {}
             }
         }

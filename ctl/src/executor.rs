@@ -1,24 +1,31 @@
 //! The migration executor: drives each slot's action through
 //! `pending → preparing → prepared → migrating → finished → ""` in the coordinator.
 //!
-//! Every transition re-reads the slot and acts on what is stored, so the executor can be killed
+//! Every transition re-reads the slots and acts on what is stored, so the executor can be killed
 //! at any point and a new one (in the same or another process) resumes where it stopped:
-//! - `pending → preparing → prepared`: written; proxies that see `prepared` lock the slot and
-//!   acknowledge it in their `ProxyAck`;
+//! - `pending → preparing → prepared`: written; then pushed to every live proxy's admin API
+//!   (`PUT /api/proxy/fillslots/{xauth}`, as Codis' topom does), which answers once all its
+//!   cores drained and locked the slots. A proxy that cannot be reached that way acknowledges
+//!   through the coordinator instead (its `ProxyAck`, written after its topology watch fired);
 //! - `prepared → migrating`: only once every *live* proxy (ephemeral liveness node present)
-//!   acknowledged `prepared`; a proxy whose liveness vanished is not waited for;
+//!   applied `prepared`; a proxy whose liveness vanished is not waited for;
 //! - `migrating`: the [`Drain`] moves keys from the source master to the target master until
 //!   the source reports 0 keys left (the real one is [`RedisDrain`], SLOTSMGRTTAGSLOT[-ASYNC]);
-//! - `migrating → finished → ""` with the slot now in the target group.
+//! - `migrating → finished → ""` with the slot now in the target group, each pushed as well.
+//!
+//! The coordinator stays the source of truth: every state is written before it is pushed, and
+//! a proxy ignores a snapshot older than what it was pushed.
 //!
 //! Scheduling follows Codis' `ProcessSlotAction` (started actions first, then by index, at most
 //! `migration_parallel_slots` at once; groups that are promoting are skipped; pausing stops new
 //! actions and drains between calls) with one change: where Codis lets a group take part in only
-//! one running action, here a group takes part in only one *pair* of groups at a time, and every
-//! action between that same source and target runs together. A batch of slots then shares each
-//! coordinator round trip and proxy acknowledgement instead of paying them slot after slot,
-//! which is what made Codis move a few slots per second; each source server still drains over
-//! one connection, so the load on a group does not grow with the batch.
+//! one running action, here a group takes part in only one *pair* of groups at a time, and the
+//! actions between that same source and target form a batch. A batch advances in *waves* of
+//! `migration_wave_slots` slots: the slots of a wave share each coordinator write and proxy push
+//! (one version bump, one HTTP call per proxy per state), and only one wave is ever locked, for
+//! the time of one push round trip, so proxies hold few requests and briefly. The slots of a
+//! wave drain concurrently, `migration_drain_parallel` at a time, each over its own connection
+//! to the source master. No fixed sleeps: a round that advanced is followed at once by the next.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -324,8 +331,8 @@ impl Executor {
         }
     }
 
-    /// One scheduling round; returns how many slots still have actions.
-    pub async fn run_round(&self) -> Result<usize> {
+    /// One scheduling round: (slots with actions when it started, whether any advanced).
+    async fn round(&self) -> Result<(usize, bool)> {
         let slots = self.ctx.store.slot_mappings().await?;
         let groups = self.ctx.store.groups().await?;
         let promoting: HashSet<u32> = groups
@@ -341,10 +348,11 @@ impl Executor {
         let remaining = acts.len();
         // group → the (source, target) pair it is busy with this round
         let mut busy: HashMap<u32, (u32, u32)> = HashMap::new();
-        let mut chosen = Vec::new();
+        let mut batches: BTreeMap<(u32, u32), Vec<&SlotMapping>> = BTreeMap::new();
+        let mut chosen = 0;
         let paused = self.ctx.control.paused();
         for m in acts {
-            if chosen.len() >= self.ctx.cfg.migration.parallel_slots {
+            if chosen >= self.ctx.cfg.migration.parallel_slots {
                 break;
             }
             let (src, dst) = (m.group_id, m.action.target_id);
@@ -363,31 +371,48 @@ impl Executor {
                 busy.insert(src, pair);
             }
             busy.insert(dst, pair);
-            chosen.push(m.id);
+            chosen += 1;
+            batches.entry(pair).or_default().push(m);
         }
-        let results =
-            futures::future::join_all(chosen.iter().map(|&sid| self.drive_slot(sid))).await;
+        let results = futures::future::join_all(
+            batches
+                .values()
+                .map(|ms| self.drive_batch(ms.iter().map(|m| (*m).clone()).collect())),
+        )
+        .await;
         let mut first_err = None;
-        for (sid, r) in chosen.iter().zip(results) {
-            if let Err(e) = r {
-                tracing::warn!("slot {sid}: {e}");
-                first_err.get_or_insert(e);
+        let mut advanced = false;
+        for r in results {
+            match r {
+                Ok(a) => advanced |= a,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    first_err.get_or_insert(e);
+                }
             }
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(remaining),
+            None => Ok((remaining, advanced)),
         }
     }
 
-    /// Runs rounds until no slot has an action, or `stop` turns true.
+    /// One scheduling round; returns how many slots still had actions when it started.
+    pub async fn run_round(&self) -> Result<usize> {
+        self.round().await.map(|(n, _)| n)
+    }
+
+    /// Runs rounds until no slot has an action, or `stop` turns true. A round that moved
+    /// something is followed at once by the next; otherwise it waits to be woken (or 200 ms).
     pub async fn run_until_idle(&self, stop: &AtomicBool) -> Result<()> {
         while !stop.load(Ordering::SeqCst) {
-            let n = self.run_round().await?;
+            let (n, advanced) = self.round().await?;
             if n == 0 {
                 return Ok(());
             }
-            self.ctx.control.sleep(Duration::from_millis(200)).await;
+            if !advanced {
+                self.ctx.control.sleep(Duration::from_millis(200)).await;
+            }
         }
         Ok(())
     }
@@ -395,16 +420,323 @@ impl Executor {
     /// The dashboard's loop: a round every second (or when woken), forever.
     pub async fn run_forever(&self) {
         loop {
-            let wait = match self.run_round().await {
-                Ok(0) => Duration::from_secs(1),
+            let wait = match self.round().await {
+                Ok((0, _)) => Duration::from_secs(1),
+                Ok((_, true)) => Duration::ZERO,
                 Ok(_) => Duration::from_millis(100),
                 Err(e) => {
                     self.ctx.control.set_status(format!("[ERROR] {e}"));
                     Duration::from_secs(1)
                 }
             };
-            self.ctx.control.sleep(wait).await;
+            if !wait.is_zero() {
+                self.ctx.control.sleep(wait).await;
+            }
         }
+    }
+
+    /// Drives a batch (slots between one pair of groups) in waves of `wave_slots` slots, the
+    /// slots furthest along first (a resumed `prepared` slot is unlocked before anything new
+    /// is locked). True if any slot advanced.
+    async fn drive_batch(&self, mut ms: Vec<SlotMapping>) -> Result<bool> {
+        ms.sort_by_key(|m| (std::cmp::Reverse(m.action.state), m.action.index, m.id));
+        let wave = self.ctx.cfg.migration.wave_slots.max(1);
+        let mut advanced = false;
+        for chunk in ms.chunks(wave) {
+            let sids: Vec<u32> = chunk.iter().map(|m| m.id).collect();
+            let (a, done) = self.drive_wave(&sids).await?;
+            advanced |= a;
+            if !done {
+                break; // paused, or proxies still to acknowledge: the next round resumes
+            }
+        }
+        Ok(advanced)
+    }
+
+    async fn read_slots(&self, sids: &[u32]) -> Result<Vec<SlotMapping>> {
+        let all =
+            futures::future::join_all(sids.iter().map(|&sid| self.ctx.store.slot_mapping(sid)))
+                .await;
+        let mut out = Vec::with_capacity(all.len());
+        for m in all {
+            let m = m?;
+            if !m.action.state.is_nothing() {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `ms` (one version bump) and records their states; returns the version.
+    async fn write_all(&self, ms: &[SlotMapping]) -> Result<u64> {
+        let v = self.ctx.store.update_slot_mappings_versioned(ms).await?;
+        for m in ms {
+            self.ctx
+                .control
+                .update(m.id, |p| p.state = m.action.state.as_str().to_string());
+        }
+        Ok(v)
+    }
+
+    /// Pushes `ms` (as stored at topology `version`) with the groups they name to every live
+    /// proxy's `fillslots` API, in parallel; each answers once all its cores applied them.
+    /// Returns the tokens of live proxies that did not confirm (no admin address, not
+    /// reachable, an error): for those the caller falls back to their coordinator ack.
+    pub async fn push(&self, version: u64, ms: &[SlotMapping]) -> Result<Vec<String>> {
+        let alive = self.ctx.store.alive().await?;
+        if alive.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut gids: Vec<u32> = ms
+            .iter()
+            .flat_map(|m| [m.group_id, m.action.target_id])
+            .filter(|&g| g != 0)
+            .collect();
+        gids.sort_unstable();
+        gids.dedup();
+        let mut groups = Vec::new();
+        for g in gids {
+            if let Some(g) = self.ctx.store.group(g).await? {
+                groups.push(g);
+            }
+        }
+        let body = serde_json::to_vec(&coord::FillSlots {
+            version,
+            slots: ms.to_vec(),
+            groups,
+        })
+        .map_err(|e| CtlError::invalid(format!("fillslots body: {e}")))?;
+        let cfg = &self.ctx.cfg;
+        let timeout = Duration::from_millis(self.ctx.cfg.migration.timeout_ms.clamp(1000, 10_000));
+        let pushes = alive.values().map(|a| {
+            let body = &body;
+            async move {
+                if a.admin_addr.is_empty() {
+                    return Some(a.token.clone());
+                }
+                let path = format!(
+                    "/api/proxy/fillslots/{}",
+                    crate::topom::proxy_xauth(&cfg.product, &cfg.product_auth, &a.token)
+                );
+                match crate::http::request(&a.admin_addr, "PUT", &path, Some(body), timeout).await {
+                    Ok(r) if r.status == 200 => None,
+                    Ok(r) => {
+                        tracing::debug!("fillslots to {}: HTTP {}", a.admin_addr, r.status);
+                        Some(a.token.clone())
+                    }
+                    Err(e) => {
+                        tracing::debug!("fillslots to {}: {e}", a.admin_addr);
+                        Some(a.token.clone())
+                    }
+                }
+            }
+        });
+        Ok(futures::future::join_all(pushes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Waits until every live proxy has applied `ms` (pushed at `version`): through the push
+    /// reply, else through its coordinator ack; a proxy whose liveness vanished is not waited
+    /// for. False if some are still missing after a while (the next round tries again).
+    async fn await_applied(&self, version: u64, ms: &[SlotMapping]) -> Result<bool> {
+        let mut missing = self.push(version, ms).await?;
+        let started = std::time::Instant::now();
+        loop {
+            if missing.is_empty() {
+                for m in ms {
+                    self.ctx.control.update(m.id, |p| p.waiting_for.clear());
+                }
+                return Ok(true);
+            }
+            let alive = self.ctx.store.alive().await?;
+            let acks = self.ctx.store.acks().await?;
+            missing.retain(|t| {
+                alive.contains_key(t)
+                    && !acks
+                        .get(t)
+                        .is_some_and(|a| ms.iter().all(|m| a.has_applied(m)))
+            });
+            if missing.is_empty() {
+                continue;
+            }
+            for m in ms {
+                let w = missing.clone();
+                self.ctx.control.update(m.id, |p| p.waiting_for = w);
+            }
+            self.ctx.control.set_status(format!(
+                "[WAIT] {} slot(s): waiting for {} proxy(ies) to acknowledge {}",
+                ms.len(),
+                missing.len(),
+                ms[0].action.state.as_str()
+            ));
+            if started.elapsed() > Duration::from_secs(2) {
+                return Ok(false);
+            }
+            self.ctx.control.sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn pause_between_steps(&self) {
+        let d = self.ctx.control.delay();
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    /// Advances the slots `sids` together until they are done; the lowest state moves first,
+    /// so slots resumed at different states join up. Returns (advanced any, all done).
+    async fn drive_wave(&self, sids: &[u32]) -> Result<(bool, bool)> {
+        let control = self.ctx.control.clone();
+        let mut advanced = false;
+        loop {
+            let mut guard = Some(self.ctx.write.lock().await);
+            let ms = self.read_slots(sids).await?;
+            let Some(low) = ms.iter().map(|m| m.action.state).min() else {
+                return Ok((advanced, true));
+            };
+            let mut ms: Vec<SlotMapping> =
+                ms.into_iter().filter(|m| m.action.state == low).collect();
+            match low {
+                SlotState::Nothing => return Ok((advanced, true)),
+                SlotState::Pending => {
+                    if control.paused() {
+                        return Ok((advanced, false));
+                    }
+                    let mut pairs: Vec<(u32, u32)> = ms
+                        .iter()
+                        .map(|m| (m.group_id, m.action.target_id))
+                        .collect();
+                    pairs.dedup();
+                    for (src, dst) in pairs {
+                        self.master(src).await?;
+                        if self.master(dst).await?.is_none() {
+                            return Err(CtlError::invalid(format!(
+                                "target group {dst} has no master"
+                            )));
+                        }
+                    }
+                    for m in &mut ms {
+                        m.action.state = SlotState::Preparing;
+                        control.update(m.id, |p| p.target_id = m.action.target_id);
+                    }
+                    self.write_all(&ms).await?;
+                }
+                SlotState::Preparing => {
+                    for m in &mut ms {
+                        m.action.state = SlotState::Prepared;
+                    }
+                    let v = self.write_all(&ms).await?;
+                    drop(guard.take());
+                    // Lock the slots on every proxy now.
+                    if !self.await_applied(v, &ms).await? {
+                        return Ok((true, false));
+                    }
+                    advanced = true;
+                    self.open_wave(&mut ms).await?;
+                    continue;
+                }
+                SlotState::Prepared => {
+                    let v = self.ctx.store.version().await?;
+                    drop(guard.take());
+                    if !self.await_applied(v, &ms).await? {
+                        return Ok((advanced, false));
+                    }
+                    advanced = true;
+                    self.open_wave(&mut ms).await?;
+                    continue;
+                }
+                SlotState::Migrating => {
+                    drop(guard.take());
+                    if !self.drain_wave(&ms).await? {
+                        return Ok((advanced, false));
+                    }
+                    let _guard = self.ctx.write.lock().await;
+                    let mut done = Vec::new();
+                    for m in ms {
+                        // A slot forced meanwhile (slot set) is left as it was set.
+                        if self.ctx.store.slot_mapping(m.id).await? == m {
+                            let mut m = m;
+                            m.action.state = SlotState::Finished;
+                            done.push(m);
+                        }
+                    }
+                    if !done.is_empty() {
+                        let v = self.write_all(&done).await?;
+                        self.push(v, &done).await?;
+                    }
+                }
+                SlotState::Finished => {
+                    let done: Vec<SlotMapping> = ms
+                        .iter()
+                        .map(|m| SlotMapping {
+                            id: m.id,
+                            group_id: m.action.target_id,
+                            action: SlotAction::default(),
+                        })
+                        .collect();
+                    let v = self.ctx.store.update_slot_mappings_versioned(&done).await?;
+                    self.push(v, &done).await?;
+                    for m in &done {
+                        control.forget(m.id);
+                    }
+                    control.set_status(format!(
+                        "[OK] {} slot(s) now in group {} (last {:04})",
+                        done.len(),
+                        done[0].group_id,
+                        done[done.len() - 1].id
+                    ));
+                }
+            }
+            advanced = true;
+            drop(guard.take());
+            self.pause_between_steps().await;
+        }
+    }
+
+    /// `prepared → migrating` for a wave every live proxy has locked: written, then pushed
+    /// (a proxy that misses the push still gets it from the coordinator watch).
+    /// Slots changed meanwhile by someone else (a forced `slot set`) are left alone.
+    async fn open_wave(&self, ms: &mut [SlotMapping]) -> Result<()> {
+        let _guard = self.ctx.write.lock().await;
+        let mut open = Vec::with_capacity(ms.len());
+        for m in ms.iter() {
+            if self.ctx.store.slot_mapping(m.id).await? == *m {
+                let mut m = m.clone();
+                m.action.state = SlotState::Migrating;
+                open.push(m);
+            }
+        }
+        if !open.is_empty() {
+            let v = self.write_all(&open).await?;
+            self.push(v, &open).await?;
+        }
+        Ok(())
+    }
+
+    /// Drains the slots of a wave, `drain_parallel` at a time; false if paused before the end.
+    async fn drain_wave(&self, ms: &[SlotMapping]) -> Result<bool> {
+        let n = self.ctx.cfg.migration.drain_parallel.max(1);
+        let permits = tokio::sync::Semaphore::new(n);
+        let mut futs = Vec::with_capacity(ms.len());
+        for m in ms {
+            let permits = &permits;
+            futs.push(async move {
+                let _p = permits
+                    .acquire()
+                    .await
+                    .map_err(|_| CtlError::invalid("drain semaphore closed"))?;
+                self.drain_slot(m).await
+            });
+        }
+        let results = futures::future::join_all(futs).await;
+        let mut all = true;
+        for r in results {
+            all &= r?;
+        }
+        Ok(all)
     }
 }
 
@@ -413,7 +745,8 @@ impl Executor {
 pub struct RedisDrain {
     settings: MigrationSettings,
     auth: String,
-    conns: tokio::sync::Mutex<HashMap<String, RedisConn>>,
+    /// Idle connections per source master (one per drain running at once).
+    conns: tokio::sync::Mutex<HashMap<String, Vec<RedisConn>>>,
 }
 
 impl RedisDrain {
@@ -495,18 +828,28 @@ impl RedisDrain {
 #[async_trait]
 impl Drain for RedisDrain {
     async fn step(&self, slot: u32, source: &str, target: &str) -> Result<DrainStep> {
-        let mut conns = self.conns.lock().await;
-        if !conns.contains_key(source) {
-            let t = Duration::from_millis(self.settings.timeout_ms + 1000);
-            let c = RedisConn::connect(source, &self.auth, t).await?;
-            conns.insert(source.to_string(), c);
-        }
-        let Some(c) = conns.get_mut(source) else {
-            return Err(CtlError::redis(source, "connection lost"));
+        let idle = self
+            .conns
+            .lock()
+            .await
+            .get_mut(source)
+            .and_then(|v| v.pop());
+        let mut c = match idle {
+            Some(c) => c,
+            None => {
+                let t = Duration::from_millis(self.settings.timeout_ms + 1000);
+                RedisConn::connect(source, &self.auth, t).await?
+            }
         };
-        let r = self.step_on(c, slot, target).await;
-        if r.is_err() {
-            conns.remove(source);
+        let r = self.step_on(&mut c, slot, target).await;
+        if r.is_ok() {
+            // A failed connection is dropped; the next step opens a fresh one.
+            self.conns
+                .lock()
+                .await
+                .entry(source.to_string())
+                .or_default()
+                .push(c);
         }
         r
     }

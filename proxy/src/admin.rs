@@ -5,7 +5,11 @@
 //! `GET /api/proxy/model`, `/api/proxy/xping/:xauth`, `/api/proxy/stats/:xauth[/:flags]`,
 //! `/api/proxy/slots/:xauth`; `PUT /api/proxy/start/:xauth`, `/api/proxy/stats/reset/:xauth`,
 //! `/api/proxy/shutdown/:xauth`. A wrong xauth answers 403 with `{"Cause": …}` (Codis used
-//! status 800). `fillslots` is not offered: this proxy takes its slots from the coordinator.
+//! status 800). `PUT /api/proxy/fillslots/:xauth` takes a [`coord::FillSlots`] (slot mappings
+//! and groups as stored at a topology version; not Codis' body format): the migration executor
+//! pushes each slot state with it and the reply comes once every core has applied it (a
+//! `prepared` slot drained and locked), so it need not wait for the coordinator watch. The
+//! coordinator stays the source of truth: its snapshots replace pushed state once they are as new.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -38,6 +42,7 @@ pub fn router(ctl: Arc<Control>) -> Router {
         .route("/api/proxy/stats/:xauth/:flags", get(api_stats_flags))
         .route("/api/proxy/slots/:xauth", get(api_slots))
         .route("/api/proxy/start/:xauth", put(api_start))
+        .route("/api/proxy/fillslots/:xauth", put(api_fillslots))
         .route("/api/proxy/stats/reset/:xauth", put(api_reset))
         .route("/api/proxy/shutdown/:xauth", put(api_shutdown))
         .with_state(ctl)
@@ -183,6 +188,29 @@ async fn api_start(State(ctl): Ctl, Path(xauth): Path<String>) -> Response {
         Ok(()) => Json(json!("OK")).into_response(),
         Err(r) => *r,
     }
+}
+
+async fn api_fillslots(
+    State(ctl): Ctl,
+    Path(xauth): Path<String>,
+    Json(fill): Json<coord::FillSlots>,
+) -> Response {
+    if let Err(r) = check(&ctl, &xauth) {
+        return *r;
+    }
+    let start = std::time::Instant::now();
+    let Some(version) = ctl.fill(&fill) else {
+        let cause = json!({"Cause": "proxy is not online yet (no topology)"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(cause)).into_response();
+    };
+    ctl.wait_applied(version).await;
+    tracing::debug!(
+        version,
+        slots = fill.slots.len(),
+        micros = start.elapsed().as_micros() as u64,
+        "fillslots applied"
+    );
+    Json(json!({"version": version})).into_response()
 }
 
 async fn api_reset(State(ctl): Ctl, Path(xauth): Path<String>) -> Response {

@@ -25,6 +25,10 @@ pub struct Control {
     pub xauth: String,
     /// The newest table pushed to the cores.
     pub table: Mutex<Option<Arc<SlotTable>>>,
+    /// The topology snapshot behind `table` (fillslots pushes merge into it).
+    topo: Mutex<Option<Topology>>,
+    /// The lowest table version every core has applied (fillslots answers when it is reached).
+    applied_min: tokio::sync::watch::Sender<u64>,
     cores: Vec<UnboundedSender<Arc<SlotTable>>>,
     /// Per core: the version it has applied.
     applied: Mutex<Vec<u64>>,
@@ -49,6 +53,8 @@ impl Control {
             model,
             xauth,
             table: Mutex::new(None),
+            topo: Mutex::new(None),
+            applied_min: tokio::sync::watch::channel(0).0,
             cores,
             applied: Mutex::new(vec![0; n]),
             store: Mutex::new(None),
@@ -82,9 +88,40 @@ impl Control {
         if let Ok(mut cur) = self.table.lock() {
             *cur = Some(t.clone());
         }
+        if let Ok(mut cur) = self.topo.lock() {
+            *cur = Some(topo.clone());
+        }
         for c in &self.cores {
             let _ = c.unbounded_send(t.clone());
         }
+    }
+
+    /// A fillslots push: merges `fill`'s slots and groups into the current snapshot as topology
+    /// `fill.version` and pushes it to the cores (unless the proxy already runs that version or a
+    /// newer one, which holds these records or later ones). Returns the version to wait for, or
+    /// `None` while the proxy has no topology to merge into (not online yet).
+    pub fn fill(&self, fill: &coord::FillSlots) -> Option<u64> {
+        let cur = self.topo.lock().ok().and_then(|t| t.clone())?;
+        if fill.version > cur.version() {
+            let mut data = cur.data().clone();
+            data.version = fill.version;
+            for g in &fill.groups {
+                data.groups.insert(g.id, g.clone());
+            }
+            for m in &fill.slots {
+                if let Some(s) = data.slots.get_mut(m.id as usize) {
+                    *s = m.clone();
+                }
+            }
+            self.push(&Topology::new(data));
+        }
+        Some(fill.version)
+    }
+
+    /// Waits until every core has applied table `version` or a newer one.
+    pub async fn wait_applied(&self, version: u64) {
+        let mut rx = self.applied_min.subscribe();
+        let _ = rx.wait_for(|v| *v >= version).await;
     }
 
     /// A core applied `version`; when every core has applied the newest table, acknowledge it.
@@ -98,6 +135,13 @@ impl Control {
             }
             Err(_) => return,
         };
+        self.applied_min.send_if_modified(|v| {
+            let newer = all > *v;
+            if newer {
+                *v = all;
+            }
+            newer
+        });
         if let Some(t) = self.current() {
             if all >= t.version {
                 self.shared.topology_version.store(t.version, Relaxed);

@@ -154,12 +154,19 @@ impl Session {
 
     /// The table once none of `slots` is locked (`prepared` slots hold requests).
     async fn unlocked_table(&self, slots: impl Fn(&CoreTable) -> bool) -> Option<Rc<CoreTable>> {
+        let mut held: Option<std::time::Instant> = None;
         loop {
             let wait = self.core.table_changed.wait();
             let t = self.core.table()?;
             if !slots(&t) {
+                if let Some(since) = held {
+                    let us = since.elapsed().as_micros() as u64;
+                    self.core.stats.record_hold(us);
+                    tracing::trace!(micros = us, "request held by a locked slot");
+                }
                 return Some(t);
             }
+            held.get_or_insert_with(std::time::Instant::now);
             wait.await;
         }
     }

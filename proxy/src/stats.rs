@@ -32,6 +32,10 @@ pub struct CoreStats {
     pub cmds: Vec<CmdStat>,
     /// Request latencies in µs, merged from the core every second.
     pub latency: Mutex<Histogram<u64>>,
+    /// Requests held because their slot was locked (`prepared`), their total and longest hold.
+    pub held: AtomicU64,
+    pub held_usecs: AtomicU64,
+    pub held_usecs_max: AtomicU64,
 }
 
 /// A new latency histogram: 1 µs to 1 hour, 3 significant digits.
@@ -47,7 +51,17 @@ impl CoreStats {
             redis_errors: AtomicU64::new(0),
             cmds: (0..=UNKNOWN_CMD).map(|_| CmdStat::default()).collect(),
             latency: Mutex::new(new_histogram()),
+            held: AtomicU64::new(0),
+            held_usecs: AtomicU64::new(0),
+            held_usecs_max: AtomicU64::new(0),
         }
+    }
+
+    /// Records a request that waited `usecs` for its slot to unlock.
+    pub fn record_hold(&self, usecs: u64) {
+        self.held.fetch_add(1, Relaxed);
+        self.held_usecs.fetch_add(usecs, Relaxed);
+        self.held_usecs_max.fetch_max(usecs, Relaxed);
     }
 
     /// Records one finished request of command-table row `cmd`.
@@ -76,6 +90,9 @@ impl CoreStats {
         self.ops.store(0, Relaxed);
         self.fails.store(0, Relaxed);
         self.redis_errors.store(0, Relaxed);
+        self.held.store(0, Relaxed);
+        self.held_usecs.store(0, Relaxed);
+        self.held_usecs_max.store(0, Relaxed);
         for c in &self.cmds {
             c.calls.store(0, Relaxed);
             c.usecs.store(0, Relaxed);
@@ -258,6 +275,14 @@ impl Shared {
                 .map(|c| c.redis_errors.load(Relaxed))
                 .sum(),
             ops_qps: self.qps.load(Relaxed),
+            slot_lock_holds: self.cores.iter().map(|c| c.held.load(Relaxed)).sum(),
+            slot_lock_hold_usecs: self.cores.iter().map(|c| c.held_usecs.load(Relaxed)).sum(),
+            slot_lock_hold_usecs_max: self
+                .cores
+                .iter()
+                .map(|c| c.held_usecs_max.load(Relaxed))
+                .max()
+                .unwrap_or(0),
             sessions_total: self.sessions_total.load(Relaxed),
             sessions_alive: self.sessions_alive.load(Relaxed) as u64,
             latency_usecs: Latency {
@@ -309,6 +334,10 @@ pub struct StatsSnapshot {
     pub ops_fails: u64,
     pub ops_redis_errors: u64,
     pub ops_qps: u64,
+    /// Requests held by a locked (`prepared`) slot, total and longest hold in µs.
+    pub slot_lock_holds: u64,
+    pub slot_lock_hold_usecs: u64,
+    pub slot_lock_hold_usecs_max: u64,
     pub sessions_total: u64,
     pub sessions_alive: u64,
     pub latency_usecs: Latency,

@@ -67,6 +67,23 @@ pub fn xauth(product: &str, product_auth: &str) -> String {
         .collect()
 }
 
+/// A proxy's admin API credential, as Codis' `rpc.NewXAuth(product, product_auth, token)`:
+/// hex of the first 16 bytes of SHA-256(`Codis-XAuth-[product]-[auth]-[token]`).
+pub fn proxy_xauth(product: &str, product_auth: &str, token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"Codis-XAuth");
+    for s in [product, product_auth, token] {
+        h.update(b"-[");
+        h.update(s.as_bytes());
+        h.update(b"]");
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A lock record for this process (`admin_addr` empty for a CLI acting directly).
 pub fn topom_record(product: &str, admin_addr: &str) -> Topom {
     let token: u128 = rand::random();
