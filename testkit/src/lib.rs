@@ -26,15 +26,20 @@ pub fn free_port() -> u16 {
     let low = ephemeral_low().max(20_000);
     let base = 15_000u32;
     let span = low - base;
-    let seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+    // One starting point per process: successive calls then walk a fixed permutation of the
+    // range, so two tests of one process never get the same port (a time-based seed per call
+    // could repeat a port another test's server is about to bind).
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+    });
     for _ in 0..u64::from(span) {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let candidate =
-            base + ((seed.wrapping_add(n.wrapping_mul(7_919))) % u64::from(span)) as u32;
+        let candidate = base + (seed.wrapping_add(n) % u64::from(span)) as u32;
         if let Ok(port) = u16::try_from(candidate) {
             if TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 return port;

@@ -74,7 +74,8 @@ impl Redis {
                 return None; // exited: most likely the port was taken
             }
             if let Ok(mut c) = r.try_client() {
-                if let Frame::Bulk(info) = c.cmd(&["INFO", "server"]) {
+                // A connection reset here (a server on this port going away) means: not ours yet.
+                if let Ok(Frame::Bulk(info)) = c.try_cmd(&["INFO", "server"]) {
                     let ours = String::from_utf8_lossy(&info)
                         .lines()
                         .any(|l| l.trim_end() == pid);
@@ -94,7 +95,7 @@ impl Redis {
             buf: BytesMut::new(),
         };
         if let Some(p) = &self.password {
-            c.cmd(&["AUTH", p]);
+            c.try_cmd(&["AUTH", p])?;
         }
         Ok(c)
     }
@@ -146,16 +147,23 @@ pub struct Client {
 impl Client {
     /// Send a command, return its reply.
     pub fn cmd(&mut self, args: &[&str]) -> Frame {
+        self.try_cmd(args).expect("reply")
+    }
+
+    /// Send a command, return its reply or the I/O error (a closed connection is one).
+    pub fn try_cmd(&mut self, args: &[&str]) -> std::io::Result<Frame> {
         let mut out = BytesMut::new();
         Frame::command(args.iter().map(|a| a.as_bytes().to_vec())).encode(&mut out);
-        self.s.write_all(&out).expect("write");
+        self.s.write_all(&out)?;
         loop {
             if let Some(f) = Frame::parse(&mut self.buf).expect("valid reply") {
-                return f;
+                return Ok(f);
             }
             let mut chunk = [0u8; 16384];
-            let n = self.s.read(&mut chunk).expect("read");
-            assert!(n > 0, "server closed");
+            let n = self.s.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
