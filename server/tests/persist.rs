@@ -14,6 +14,24 @@ use redis::Connection;
 
 const DBS: [i64; 3] = [0, 1, 5];
 
+/// A writer thread on its own connection: `step(conn, round)` for rounds 0, 1, … until `stop`
+/// is set; joins to the number of rounds done.
+fn spawn_writer(
+    mut w: Connection,
+    stop: &Arc<AtomicBool>,
+    mut step: impl FnMut(&mut Connection, u64) + Send + 'static,
+) -> std::thread::JoinHandle<u64> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        let mut round = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            step(&mut w, round);
+            round += 1;
+        }
+        round
+    })
+}
+
 /// What a key holds, comparable across servers: type, canonical value, PTTL.
 type Dump = BTreeMap<(i64, Vec<u8>), (String, Vec<Vec<u8>>, i64)>;
 
@@ -283,28 +301,20 @@ fn bgsave_under_writes_is_valid_and_loads_into_redis() {
     let mut c = srv.conn();
     populate(&mut c);
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut w = srv.conn();
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let mut p = redis::pipe();
-                for j in 0..50 {
-                    let n = (i * 50 + j) % 3000;
-                    p.cmd("SET").arg(format!("w:{n}")).arg(i).ignore();
-                    p.cmd("HSET")
-                        .arg("w:h")
-                        .arg(format!("f{n}"))
-                        .arg(i)
-                        .ignore();
-                    p.cmd("DEL").arg(format!("k:{}", n % 2000)).ignore();
-                }
-                let _: () = p.query(&mut w).unwrap();
-                i += 1;
-            }
-        })
-    };
+    let writer = spawn_writer(srv.conn(), &stop, |w, i| {
+        let mut p = redis::pipe();
+        for j in 0..50 {
+            let n = (i * 50 + j) % 3000;
+            p.cmd("SET").arg(format!("w:{n}")).arg(i).ignore();
+            p.cmd("HSET")
+                .arg("w:h")
+                .arg(format!("f{n}"))
+                .arg(i)
+                .ignore();
+            p.cmd("DEL").arg(format!("k:{}", n % 2000)).ignore();
+        }
+        let _: () = p.query(w).unwrap();
+    });
     std::thread::sleep(Duration::from_millis(100));
     bgsave_and_wait(&mut c);
     // A second BGSAVE right after the first one is accepted too.
@@ -463,28 +473,16 @@ fn bgsave_is_point_in_time() {
     }
     const N: usize = 64;
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut w = srv.conn();
-        std::thread::spawn(move || {
-            let mut r = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for i in 0..N {
-                    let _: i64 = redis::cmd("INCR")
-                        .arg(format!("ctr:{i}"))
-                        .query(&mut w)
-                        .unwrap();
-                }
-                let _: () = redis::cmd("SET")
-                    .arg(format!("n:{r}"))
-                    .arg(1)
-                    .query(&mut w)
-                    .unwrap();
-                r += 1;
-            }
-            r
-        })
-    };
+    let writer = spawn_writer(srv.conn(), &stop, |w, r| {
+        for i in 0..N {
+            let _: i64 = redis::cmd("INCR").arg(format!("ctr:{i}")).query(w).unwrap();
+        }
+        let _: () = redis::cmd("SET")
+            .arg(format!("n:{r}"))
+            .arg(1)
+            .query(w)
+            .unwrap();
+    });
     // Let a few rounds happen, snapshot twice under the load.
     std::thread::sleep(Duration::from_millis(300));
     let mut checked = 0;
@@ -629,27 +627,19 @@ fn aof_rewrite_restart_and_truncated_tail() {
     let mut c = srv.conn();
     populate(&mut c);
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut w = srv.conn();
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let _: () = redis::cmd("SET")
-                    .arg(format!("w:{}", i % 500))
-                    .arg(i)
-                    .query(&mut w)
-                    .unwrap();
-                let _: () = redis::cmd("HSET")
-                    .arg("w:h")
-                    .arg(i % 50)
-                    .arg(i)
-                    .query(&mut w)
-                    .unwrap();
-                i += 1;
-            }
-        })
-    };
+    let writer = spawn_writer(srv.conn(), &stop, |w, i| {
+        let _: () = redis::cmd("SET")
+            .arg(format!("w:{}", i % 500))
+            .arg(i)
+            .query(w)
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg("w:h")
+            .arg(i % 50)
+            .arg(i)
+            .query(w)
+            .unwrap();
+    });
     std::thread::sleep(Duration::from_millis(200));
     let r: String = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
     assert_eq!(r, "Background append only file rewriting started");
@@ -718,22 +708,14 @@ fn config_set_appendonly_appendfsync_and_save_at_run_time() {
     assert_eq!(info_field(&mut c, "aof_enabled"), "0");
     // Switch on while a client writes: the snapshot and the appended stream meet exactly.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut w = srv.conn();
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let _: () = redis::cmd("SET")
-                    .arg(format!("w:{}", i % 300))
-                    .arg(i)
-                    .query(&mut w)
-                    .unwrap();
-                let _: i64 = redis::cmd("INCR").arg("w:ctr").query(&mut w).unwrap();
-                i += 1;
-            }
-        })
-    };
+    let writer = spawn_writer(srv.conn(), &stop, |w, i| {
+        let _: () = redis::cmd("SET")
+            .arg(format!("w:{}", i % 300))
+            .arg(i)
+            .query(w)
+            .unwrap();
+        let _: i64 = redis::cmd("INCR").arg("w:ctr").query(w).unwrap();
+    });
     std::thread::sleep(Duration::from_millis(100));
     config_set(&mut c, "appendonly", "yes");
     let start = Instant::now();
