@@ -56,6 +56,13 @@ fn map_err(path: &str, e: zk::Error) -> Error {
     }
 }
 
+/// Whether `e` is a dropped connection with the session still alive (what [`map_err`] makes
+/// of `ConnectionLoss`).
+fn connection_lost(e: &Error) -> bool {
+    matches!(e, Error::Unavailable { cause, .. }
+        if cause.strip_prefix("zookeeper: ") == Some(&zk::Error::ConnectionLoss.to_string()))
+}
+
 fn parent(path: &str) -> Option<&str> {
     match path.rfind('/') {
         Some(0) | None => None,
@@ -109,6 +116,28 @@ impl ZkCoordinator {
                 path: path.to_string(),
                 cause: "zookeeper: request timed out".into(),
             }),
+        }
+    }
+
+    /// [`Self::op`] for a request that may safely run twice (a read, or a write whose second
+    /// run either does the same again or reports a version conflict): when the connection to
+    /// the ensemble member drops under it (a member died or restarted), the session moves to
+    /// another member and the request runs again there, for up to one session timeout, instead
+    /// of failing the caller on a blip the ensemble exists to hide.
+    async fn op_retry<T, F, Fut>(&self, path: &str, f: F) -> Result<T>
+    where
+        F: Fn(zk::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.session_timeout;
+        loop {
+            match self.op(path, &f).await {
+                Err(e) if connection_lost(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(path, "zookeeper connection lost mid-request; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                r => return r,
+            }
         }
     }
 }
@@ -403,7 +432,7 @@ impl Coordinator for ZkCoordinator {
             None => None,
         };
         let v = self
-            .op(path, |c| async move {
+            .op_retry(path, |c| async move {
                 for _ in 0..5 {
                     match c.set_data(path, data, version).await {
                         Ok(stat) => return Ok(stat.version as u64 + 1),
@@ -461,7 +490,7 @@ impl Coordinator for ZkCoordinator {
     }
 
     async fn read(&self, path: &str) -> Result<Option<Node>> {
-        self.op(path, |c| async move {
+        self.op_retry(path, |c| async move {
             match c.get_data(path).await {
                 Ok((data, stat)) => Ok(Some(Node {
                     data,
@@ -475,7 +504,7 @@ impl Coordinator for ZkCoordinator {
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>> {
-        self.op(path, |c| async move {
+        self.op_retry(path, |c| async move {
             match c.list_children(path).await {
                 Ok(mut names) => {
                     names.sort();
@@ -490,7 +519,7 @@ impl Coordinator for ZkCoordinator {
 
     async fn watch(&self, path: &str, kind: WatchKind) -> Result<Watch> {
         let first = self
-            .op(path, |c| async move { arm(&c, path, kind).await })
+            .op_retry(path, |c| async move { arm(&c, path, kind).await })
             .await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(watch_loop(
