@@ -428,6 +428,9 @@ pub async fn run_batch(
     out: &mut BytesMut,
 ) {
     let now = now_ms();
+    if batch.len() > 1 {
+        prefetch(core, sess.db, batch);
+    }
     for args in batch.drain(..) {
         if sess.quit {
             continue;
@@ -435,6 +438,17 @@ pub async fn run_batch(
         dispatch(core, sess, args, now, plan, out).await;
     }
     plan.flush(core, sess.proto, now, out).await;
+}
+
+/// Warm the caches for this core's keys of a pipelined batch (see [`Shard::prefetch`]).
+fn prefetch(core: &Core, db: usize, batch: &[Args]) {
+    if let Ok(shard) = core.shard.try_borrow() {
+        shard.prefetch(
+            batch
+                .iter()
+                .filter_map(|a| Some((db, crate::shard::Shard::first_key(a)?))),
+        );
+    }
 }
 
 /// Redis's unknown-command error: name and the first arguments quoted, 128 characters at most.

@@ -267,6 +267,12 @@ impl Core {
                 let mut moved = Vec::new();
                 {
                     let mut shard = self.shard.borrow_mut();
+                    if cmds.len() > 1 {
+                        shard.prefetch(
+                            cmds.iter()
+                                .filter_map(|c| Some((c.db as usize, Shard::first_key(&c.args)?))),
+                        );
+                    }
                     for (i, c) in cmds.into_iter().enumerate() {
                         if !shard.execute(&c, proto, now, &mut out) {
                             moved.push((i as u32, c));

@@ -544,6 +544,14 @@ impl Db {
         Some(e)
     }
 
+    /// Prefetch what looking `key` up will touch (see [`KeyTable::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, key: &[u8], warm: bool) {
+        if let Some(t) = self.slots[resp::slot(key) as usize].as_deref() {
+            t.map.prefetch(key, warm);
+        }
+    }
+
     /// Whether a live key exists (not counted as an access, as Redis's EXISTS).
     pub fn contains(&mut self, key: &[u8], now: u64) -> bool {
         self.peek(key, now).is_some()

@@ -73,6 +73,21 @@ pub enum Value {
 }
 
 impl Value {
+    /// Where a read of the value goes first, for a prefetch hint: a string's bytes or a compact
+    /// container's buffer (None for empty ones and for tables, whose first touch depends on
+    /// the field looked up).
+    #[inline]
+    pub fn heap_ptr(&self) -> Option<*const u8> {
+        let b: &[u8] = match self {
+            Value::Str(b) => b,
+            Value::Hash(Hash::Pack(p))
+            | Value::List(List::Pack(p))
+            | Value::ZSet(ZSet::Pack(p)) => &p.0,
+            _ => return None,
+        };
+        (!b.is_empty()).then_some(b.as_ptr())
+    }
+
     /// The name `TYPE` reports.
     pub fn type_name(&self) -> &'static str {
         match self {
