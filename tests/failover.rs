@@ -226,6 +226,10 @@ fn ctl_killed_mid_promotion() {
     assert!(load.wait_progress(300, Duration::from_secs(30)), "no load");
 
     // The second proxy, paused, holds the promotion at `prepared` (it cannot acknowledge).
+    assert!(
+        c.wait_proxies_settled(),
+        "proxies never acknowledged the topology"
+    );
     let paused = c.proxy(1).child.id();
     signal(paused, libc::SIGSTOP);
     let mut ctl = c.spawn_ctl("promote-1", &["server", "promote", "1", &replica_addr]);

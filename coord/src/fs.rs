@@ -72,6 +72,37 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// How long a writer waits for another process's write to finish before giving up.
+const WRITE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes the exclusive write lock, waiting at most [`WRITE_LOCK_WAIT`]. A holder that is killed
+/// loses the lock at once; one that is stopped (SIGSTOP, a debugger, a frozen VM) would
+/// otherwise block every writer for as long as it stays stopped: they get a clear error instead.
+fn lock_write(lock: &File, path: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + WRITE_LOCK_WAIT;
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        match flock(lock, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Unavailable {
+                        path: path.into(),
+                        cause: format!(
+                            "filesystem coordinator: another process held the write lock for {} s",
+                            WRITE_LOCK_WAIT.as_secs()
+                        ),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+}
+
 impl FsCoordinator {
     /// A coordinator rooted at `root` (created on first use).
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
@@ -296,7 +327,7 @@ impl FsInner {
             .write(true)
             .open(self.root.join("data.lck"))
             .map_err(|e| self.unavailable(path, e))?;
-        flock(&lock, libc::LOCK_EX).map_err(|e| Error::io(path, e))?;
+        lock_write(&lock, path)?;
         let out = f();
         if out.is_ok() {
             let seq = self.seq().wrapping_add(1);

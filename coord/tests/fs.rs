@@ -108,3 +108,50 @@ fn read_children_uses_one_blocking_thread() {
         assert!(n <= 4, "{n} blocking threads for one directory read");
     });
 }
+
+/// Holds the coordinator's write lock from outside (as a process stopped inside a write would).
+fn hold_write_lock(root: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("data.lck"))
+        .unwrap();
+    // SAFETY: flock on a descriptor this function owns.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    f
+}
+
+/// A writer waits for a write lock held elsewhere, then goes on when it is released; one held
+/// for good (a paused holder) fails the write with a clear error after 30 s instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_lock_held_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let c = coord::connect(&CoordConfig::new(
+        Kind::Filesystem,
+        &root.to_string_lossy(),
+        "demo",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.create("/codis3/demo/a", b"1").await.unwrap(), 1);
+
+    let held = hold_write_lock(&root);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+    });
+    assert_eq!(c.update("/codis3/demo/a", b"2", None).await.unwrap(), 2);
+    release.join().unwrap();
+
+    let _held = hold_write_lock(&root);
+    let err = c.update("/codis3/demo/a", b"3", None).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Unavailable { path, .. } if path == "/codis3/demo/a"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("held the write lock"), "{err}");
+    assert_eq!(c.read("/codis3/demo/a").await.unwrap().unwrap().data, b"2");
+}

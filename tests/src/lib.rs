@@ -289,6 +289,28 @@ impl Cluster {
         Proc { child, port: 0 }
     }
 
+    /// Waits (up to 30 s) until every live proxy acknowledged the same topology version, so
+    /// none is in the middle of writing its acknowledgement (with the filesystem coordinator
+    /// that write holds the coordinator's write lock: a proxy paused with SIGSTOP inside it
+    /// would block every writer until it resumes).
+    pub fn wait_proxies_settled(&self) -> bool {
+        wait_for(Duration::from_secs(30), || {
+            let v = self.ctl_ok(&["proxy", "list"]);
+            let list = v.get("proxies").unwrap_or(&v).as_array()?.clone();
+            let acked: Vec<u64> = list
+                .iter()
+                .filter(|p| p["alive"].as_bool() == Some(true))
+                .map(|p| p["acked_version"].as_u64().unwrap_or(0))
+                .collect();
+            let first = *acked.first()?;
+            (acked.len() == self.proxies.iter().flatten().count()
+                && first > 0
+                && acked.iter().all(|&a| a == first))
+            .then_some(())
+        })
+        .is_some()
+    }
+
     /// Runs codisctl and asserts it succeeded.
     pub fn ctl_ok(&self, args: &[&str]) -> Value {
         ctl_ok(self.dir.path(), &self.config, args)
