@@ -3,9 +3,12 @@
 //! Layout under the root directory `R`:
 //! ```text
 //! R/data/<path>/.node   one file per node: a header line `#codis-rs-node version=N owner=ID|-`
-//!                       then the node's bytes; written to R/tmp, fsynced, renamed into place
+//!                       then the node's bytes; written to R/tmp, fsynced, renamed into place,
+//!                       then its directory is fsynced (the rename is durable when a write
+//!                       returns)
 //! R/data.lck            flock'ed exclusively around every write (compare-and-set is atomic)
-//! R/data.seq            a counter bumped by every write, polled by watches
+//! R/data.seq            a counter bumped by every write; watches wake on it through inotify
+//!                       (IN_CLOSE_WRITE on R) and also poll it every 100 ms as a fallback
 //! R/owners/ID.lck       one per open coordinator that owns ephemerals, flock'ed for its life;
 //!                       an ephemeral whose owner file is missing or unlocked is gone
 //! ```
@@ -54,6 +57,20 @@ struct FsInner {
     owner: Mutex<Option<Owner>>,
     closed: AtomicBool,
     poll: Duration,
+    /// fsyncs of node files and of directories by this process (see [`FsCoordinator::syncs`]).
+    file_syncs: AtomicU64,
+    dir_syncs: AtomicU64,
+    /// Bumped by the inotify thread at every write under R (started with the first watch).
+    wake: Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
+}
+
+/// fsync counts of one [`FsCoordinator`] (for tests and diagnostics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Node files (staged in R/tmp) fsynced before their rename.
+    pub files: u64,
+    /// Directories fsynced after renames into them.
+    pub dirs: u64,
 }
 
 struct Raw {
@@ -87,8 +104,28 @@ impl FsCoordinator {
                 owner: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 poll: Duration::from_millis(100),
+                file_syncs: AtomicU64::new(0),
+                dir_syncs: AtomicU64::new(0),
+                wake: Mutex::new(None),
             }),
         })
+    }
+
+    /// The same coordinator with watches polling every `poll` (default 100 ms) on top of their
+    /// inotify wake-ups (tests use a long one to see that inotify alone delivers changes).
+    pub fn with_poll_interval(mut self, poll: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.poll = poll;
+        }
+        self
+    }
+
+    /// How many files and directories this coordinator fsynced so far.
+    pub fn syncs(&self) -> SyncCounts {
+        SyncCounts {
+            files: self.inner.file_syncs.load(Ordering::Relaxed),
+            dirs: self.inner.dir_syncs.load(Ordering::Relaxed),
+        }
     }
 
     /// The root directory.
@@ -279,11 +316,41 @@ impl FsInner {
             )?;
             f.write_all(data)?;
             f.sync_all()?;
+            self.file_syncs.fetch_add(1, Ordering::Relaxed);
             fs::rename(&tmp, dir.join(NODE_FILE))
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
             Error::io(path, e)
+        })?;
+        self.sync_dirs(&[(dir, path)])
+    }
+
+    /// fsyncs each of `dirs` (distinct directories that renames went into), in parallel: on a
+    /// journaling filesystem the first one commits the renames of all, the others find little
+    /// left to do.
+    fn sync_dirs(&self, dirs: &[(PathBuf, &str)]) -> Result<()> {
+        let one = |(dir, path): &(PathBuf, &str)| -> Result<()> {
+            File::open(dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(path, e))?;
+            self.dir_syncs.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        if dirs.len() <= 1 {
+            return dirs.iter().try_for_each(one);
+        }
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = dirs
+                .chunks(dirs.len().div_ceil(8))
+                .map(|chunk| sc.spawn(move || chunk.iter().try_for_each(one)))
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| {
+                    Error::io(dirs[0].1, io::Error::other("fsync thread panicked"))
+                })??;
+            }
+            Ok(())
         })
     }
 
@@ -406,6 +473,7 @@ impl FsInner {
                                     File::open(tmp)
                                         .and_then(|f| f.sync_all())
                                         .map_err(|e| Error::io(path, e))?;
+                                    self.file_syncs.fetch_add(1, Ordering::Relaxed);
                                 }
                                 Ok(())
                             })
@@ -421,7 +489,14 @@ impl FsInner {
                 for (tmp, dir, path) in &staged {
                     fs::rename(tmp, dir.join(NODE_FILE)).map_err(|e| Error::io(path, e))?;
                 }
-                Ok(())
+                // Then the renames themselves: each directory once, all in parallel.
+                let mut dirs: Vec<(PathBuf, &str)> = staged
+                    .iter()
+                    .map(|(_, dir, path)| (dir.clone(), *path))
+                    .collect();
+                dirs.sort_by(|a, b| a.0.cmp(&b.0));
+                dirs.dedup_by(|a, b| a.0 == b.0);
+                self.sync_dirs(&dirs)
             })();
             if res.is_err() {
                 for (tmp, _, _) in &staged {
@@ -493,6 +568,109 @@ impl FsInner {
             }
         }
         sig
+    }
+}
+
+impl FsInner {
+    /// A receiver bumped at every write under the root, from one inotify thread per
+    /// coordinator (started on first use); `None` if inotify is not available here.
+    fn wake_receiver(this: &Arc<FsInner>) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let mut guard = this.wake.lock().ok()?;
+        if let Some(rx) = guard.as_ref() {
+            return Some(rx.clone());
+        }
+        let _ = this.ensure_root("/");
+        let fd = inotify_root(&this.root)?;
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let weak = Arc::downgrade(this);
+        let spawned = std::thread::Builder::new()
+            .name("coord-fs-inotify".into())
+            .spawn(move || inotify_loop(fd, weak, tx));
+        if spawned.is_err() {
+            return None;
+        }
+        *guard = Some(rx.clone());
+        Some(rx)
+    }
+}
+
+/// An inotify descriptor watching the root directory for completed writes (`data.seq`).
+fn inotify_root(root: &Path) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+    // SAFETY: plain syscalls; the descriptor is owned by the OwnedFd from here on.
+    unsafe {
+        let fd = libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK);
+        if fd < 0 {
+            return None;
+        }
+        let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO;
+        if libc::inotify_add_watch(fd.as_raw_fd(), cpath.as_ptr(), mask) < 0 {
+            return None;
+        }
+        Some(fd)
+    }
+}
+
+/// Reads inotify events until the coordinator is closed or dropped; bumps `tx` whenever
+/// `data.seq` was rewritten (other files of the root, such as the lock, are ignored).
+fn inotify_loop(
+    fd: std::os::fd::OwnedFd,
+    inner: std::sync::Weak<FsInner>,
+    tx: tokio::sync::watch::Sender<u64>,
+) {
+    const SEQ: &[u8] = b"data.seq";
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match inner.upgrade() {
+            Some(i) if !i.closed.load(Ordering::Acquire) => {}
+            _ => return,
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a timeout so that a dropped coordinator ends the thread.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 500) };
+        if rc < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if rc == 0 {
+            continue;
+        }
+        let mut hit = false;
+        loop {
+            // SAFETY: reads into our own buffer of the given length.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let n = n as usize;
+            let mut off = 0;
+            // struct inotify_event { int wd; u32 mask; u32 cookie; u32 len; char name[len]; }
+            while off + 16 <= n {
+                let word = |at: usize| {
+                    u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+                };
+                let mask = word(off + 4);
+                let len = word(off + 12) as usize;
+                let name = buf.get(off + 16..(off + 16 + len).min(n)).unwrap_or(&[]);
+                let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
+                if name == SEQ || mask & libc::IN_Q_OVERFLOW != 0 {
+                    hit = true;
+                }
+                off += 16 + len;
+            }
+        }
+        if hit {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
     }
 }
 
@@ -594,16 +772,27 @@ impl Coordinator for FsCoordinator {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = self.inner.clone();
         let path = path.to_string();
+        let mut wake = FsInner::wake_receiver(&inner);
         let task = tokio::spawn(async move {
             let (mut seq, mut sig) = initial;
             let mut last_full = Instant::now();
             loop {
-                tokio::time::sleep(inner.poll).await;
+                // Woken by inotify at once after a write; the poll catches anything it missed
+                // (no inotify, an overflowed queue) and vanished ephemerals (no write at all).
+                let mut woken = false;
+                match wake.as_mut() {
+                    Some(w) => match tokio::time::timeout(inner.poll, w.changed()).await {
+                        Ok(Ok(())) => woken = true,
+                        Ok(Err(_)) => wake = None,
+                        Err(_) => {}
+                    },
+                    None => tokio::time::sleep(inner.poll).await,
+                }
                 if inner.closed.load(Ordering::Acquire) {
                     return;
                 }
                 let (i2, p2) = (inner.clone(), path.clone());
-                let full = last_full.elapsed() >= Duration::from_secs(1);
+                let full = !woken && last_full.elapsed() >= Duration::from_secs(1);
                 let res = tokio::task::spawn_blocking(move || {
                     let s = i2.seq();
                     (s != seq || full).then(|| (s, i2.signature(&p2, kind)))

@@ -108,3 +108,68 @@ fn read_children_uses_one_blocking_thread() {
         assert!(n <= 4, "{n} blocking threads for one directory read");
     });
 }
+
+/// A watch learns of a write through inotify, not through its poll: with the poll set to an
+/// hour, a write by another coordinator on the same root still reaches the watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_watch_wakes_on_inotify_without_polling() {
+    use coord::coordinator::{Coordinator, WatchEvent, WatchKind};
+    let dir = tempfile::tempdir().unwrap();
+    let watcher = coord::fs::FsCoordinator::open(dir.path())
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_secs(3600));
+    let writer = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    writer.create("/codis3/demo/slots", b"").await.unwrap();
+    let mut w = watcher
+        .watch("/codis3/demo/slots", WatchKind::Tree)
+        .await
+        .unwrap();
+    for round in 0..3u32 {
+        let path = format!("/codis3/demo/slots/slot-000{round}");
+        writer.update(&path, b"x", None).await.unwrap();
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), w.next())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no event within 30 s (poll is 1 h)"));
+        match ev {
+            Some(WatchEvent::Changed { path: p }) => assert_eq!(p, path),
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+}
+
+/// A batch write of N nodes costs N file fsyncs and one fsync per directory renamed into, and a
+/// single write one of each: counted, so every reported write is durable (data, then rename).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_batch_write_fsync_counts() {
+    use coord::coordinator::Coordinator;
+    let dir = tempfile::tempdir().unwrap();
+    let c = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    c.create("/codis3/demo/slots", b"").await.unwrap();
+    let before = c.syncs();
+    let items: Vec<(String, Vec<u8>)> = (0..16)
+        .map(|i| (format!("/codis3/demo/slots/slot-{i:04}"), b"v1".to_vec()))
+        .collect();
+    c.update_many(&items).await.unwrap();
+    let after = c.syncs();
+    assert_eq!(after.files - before.files, 16, "{after:?}");
+    assert_eq!(after.dirs - before.dirs, 16, "{after:?}");
+    // Rewriting the same nodes: the same again, no more.
+    c.update_many(&items).await.unwrap();
+    let again = c.syncs();
+    assert_eq!(again.files - after.files, 16, "{again:?}");
+    assert_eq!(again.dirs - after.dirs, 16, "{again:?}");
+    // One node: one file fsync, one directory fsync.
+    c.update("/codis3/demo/slots/slot-0000", b"v2", None)
+        .await
+        .unwrap();
+    let one = c.syncs();
+    assert_eq!((one.files - again.files, one.dirs - again.dirs), (1, 1));
+    assert_eq!(
+        c.read("/codis3/demo/slots/slot-0000")
+            .await
+            .unwrap()
+            .unwrap()
+            .data,
+        b"v2"
+    );
+}
