@@ -432,14 +432,37 @@ impl FsInner {
     /// Several set-or-create writes under one lock: every node is staged in R/tmp, the staged
     /// files are fsynced in parallel (the journal commits them together instead of once per
     /// node), then each is renamed into place.
-    fn update_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
+    /// With `counter`, the decimal counter node there is incremented in the same batch (its new
+    /// value is returned).
+    fn update_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+        counter: Option<&str>,
+    ) -> Result<Option<u64>> {
         let Some((first, _)) = items.first() else {
-            return Ok(());
+            return Ok(None);
         };
         self.locked(first, || {
-            let mut staged: Vec<(PathBuf, PathBuf, &str)> = Vec::with_capacity(items.len());
+            let mut bumped = None;
+            let mut all: Vec<(&str, std::borrow::Cow<'_, [u8]>)> = items
+                .iter()
+                .map(|(p, d)| (p.as_str(), std::borrow::Cow::Borrowed(d.as_slice())))
+                .collect();
+            if let Some(c) = counter {
+                let v = match self.read_live(c)? {
+                    Some(raw) => std::str::from_utf8(&raw.data)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                        .ok_or_else(|| Error::corrupt(c, "counter is not a number"))?,
+                    None => 0,
+                };
+                bumped = Some(v + 1);
+                all.push((c, std::borrow::Cow::Owned((v + 1).to_string().into_bytes())));
+            }
+            let mut staged: Vec<(PathBuf, PathBuf, &str)> = Vec::with_capacity(all.len());
             let res = (|| {
-                for (path, data) in items {
+                for (path, data) in &all {
+                    let (path, data) = (*path, data.as_ref());
                     let (version, owner) = match self.read_live(path)? {
                         Some(cur) => (cur.version + 1, cur.owner),
                         None => {
@@ -503,7 +526,7 @@ impl FsInner {
                     let _ = fs::remove_file(tmp);
                 }
             }
-            res
+            res.map(|()| bumped)
         })
     }
 
@@ -715,7 +738,26 @@ impl Coordinator for FsCoordinator {
             validate_path(p)?;
         }
         let items = items.to_vec();
-        self.blocking(first, move |i| i.update_many(&items)).await
+        self.blocking(first, move |i| i.update_many(&items, None).map(|_| ()))
+            .await
+    }
+
+    async fn update_many_bump(
+        &self,
+        items: &[(String, Vec<u8>)],
+        counter: &str,
+    ) -> Result<Option<u64>> {
+        let Some((first, _)) = items.first() else {
+            return Ok(None);
+        };
+        for (p, _) in items {
+            validate_path(p)?;
+        }
+        validate_path(counter)?;
+        let items = items.to_vec();
+        let c = counter.to_string();
+        self.blocking(first, move |i| i.update_many(&items, Some(&c)))
+            .await
     }
 
     async fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {

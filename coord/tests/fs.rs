@@ -172,4 +172,13 @@ async fn filesystem_batch_write_fsync_counts() {
             .data,
         b"v2"
     );
+    // A batch with the topology version bumped in it: one more node in the same round.
+    let counter = "/codis3/demo/version";
+    let v1 = c.update_many_bump(&items, counter).await.unwrap();
+    let v2 = c.update_many_bump(&items, counter).await.unwrap();
+    assert_eq!((v1, v2), (Some(1), Some(2)));
+    let bumped = c.syncs();
+    assert_eq!(bumped.files - one.files, 2 * 17, "{bumped:?}");
+    assert_eq!(bumped.dirs - one.dirs, 2 * 17, "{bumped:?}");
+    assert_eq!(c.read(counter).await.unwrap().unwrap().data, b"2");
 }
