@@ -654,10 +654,14 @@ impl Executor {
                         return Ok((advanced, false));
                     }
                     let _guard = self.ctx.write.lock().await;
+                    let now = futures::future::join_all(
+                        ms.iter().map(|m| self.ctx.store.slot_mapping(m.id)),
+                    )
+                    .await;
                     let mut done = Vec::new();
-                    for m in ms {
+                    for (m, cur) in ms.into_iter().zip(now) {
                         // A slot forced meanwhile (slot set) is left as it was set.
-                        if self.ctx.store.slot_mapping(m.id).await? == m {
+                        if cur? == m {
                             let mut m = m;
                             m.action.state = SlotState::Finished;
                             done.push(m);
@@ -701,9 +705,12 @@ impl Executor {
     /// Slots changed meanwhile by someone else (a forced `slot set`) are left alone.
     async fn open_wave(&self, ms: &mut [SlotMapping]) -> Result<()> {
         let _guard = self.ctx.write.lock().await;
+        // The slots are locked on every proxy now: read them back concurrently, not one by one.
+        let now =
+            futures::future::join_all(ms.iter().map(|m| self.ctx.store.slot_mapping(m.id))).await;
         let mut open = Vec::with_capacity(ms.len());
-        for m in ms.iter() {
-            if self.ctx.store.slot_mapping(m.id).await? == *m {
+        for (m, cur) in ms.iter().zip(now) {
+            if cur? == *m {
                 let mut m = m.clone();
                 m.action.state = SlotState::Migrating;
                 open.push(m);
