@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::paths::{join, validate_path};
 
 const NODE_FILE: &str = ".node";
+const LOG_FILE: &str = "data.log";
 const HEADER: &str = "#codis-rs-node";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -354,8 +355,9 @@ impl FsInner {
         })
     }
 
-    /// Runs `f` holding the exclusive write lock, then bumps the change counter.
-    fn locked<T>(&self, path: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Runs `f` holding the exclusive write lock; if it succeeds, appends `changed` to the
+    /// change log and bumps the change counter.
+    fn locked<T>(&self, path: &str, changed: &[&str], f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.ensure_root(path)?;
         let lock = OpenOptions::new()
             .create(true)
@@ -366,10 +368,127 @@ impl FsInner {
         flock(&lock, libc::LOCK_EX).map_err(|e| Error::io(path, e))?;
         let out = f();
         if out.is_ok() {
+            self.append_log(changed);
             let seq = self.seq().wrapping_add(1);
             let _ = fs::write(self.root.join("data.seq"), seq.to_string());
         }
         out
+    }
+
+    /// Appends the written paths to R/data.log, one a line, so watchers re-read only those
+    /// (not the whole tree). A log over 1 MiB is replaced by a new file (a new inode: watchers
+    /// notice and rescan once). Best effort: a watcher that cannot follow the log rescans.
+    fn append_log(&self, changed: &[&str]) {
+        let log = self.root.join(LOG_FILE);
+        let mut lines = String::new();
+        for p in changed {
+            lines.push_str(p);
+            lines.push('\n');
+        }
+        let big = fs::metadata(&log)
+            .map(|m| m.len() > (1 << 20))
+            .unwrap_or(false);
+        if big {
+            let tmp = self
+                .root
+                .join("tmp")
+                .join(format!("{}-log", std::process::id()));
+            if fs::write(&tmp, &lines)
+                .and_then(|_| fs::rename(&tmp, &log))
+                .is_ok()
+            {
+                return;
+            }
+        }
+        let _ = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(lines.as_bytes()));
+    }
+
+    /// Paths logged since `pos` (inode, offset), advancing it; `None` when the log cannot be
+    /// followed (first call, replaced, truncated, unreadable): then `pos` is set to its current
+    /// end and the caller rescans everything.
+    fn log_delta(&self, pos: &mut Option<(u64, u64)>) -> Option<Vec<String>> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let mut f = match File::open(self.root.join(LOG_FILE)) {
+            Ok(f) => f,
+            Err(_) => {
+                *pos = None;
+                return None;
+            }
+        };
+        let meta = f.metadata().ok()?;
+        let (ino, len) = (meta.ino(), meta.len());
+        match *pos {
+            Some((i, off)) if i == ino && off <= len => {
+                let mut buf = Vec::with_capacity((len - off) as usize);
+                f.seek(SeekFrom::Start(off)).ok()?;
+                f.take(len - off).read_to_end(&mut buf).ok()?;
+                let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                *pos = Some((ino, off + complete as u64));
+                Some(
+                    String::from_utf8_lossy(&buf[..complete])
+                        .lines()
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            _ => {
+                *pos = Some((ino, len));
+                None
+            }
+        }
+    }
+
+    /// `sig` (a signature of `path` for `kind`) brought up to date for writes to `changed`,
+    /// reading only what they can have touched.
+    fn patch_signature(
+        &self,
+        path: &str,
+        kind: WatchKind,
+        sig: &BTreeMap<String, u64>,
+        changed: &[String],
+    ) -> BTreeMap<String, u64> {
+        let touches = |p: &str| under(p, path);
+        match kind {
+            WatchKind::Data | WatchKind::Children => {
+                if changed.iter().any(|p| touches(p)) {
+                    self.signature(path, kind)
+                } else {
+                    sig.clone()
+                }
+            }
+            WatchKind::Tree => {
+                let mut out = sig.clone();
+                for p in changed.iter().filter(|p| touches(p)) {
+                    // The node and the ancestors it may have created, down from `path`.
+                    let mut at = p.len();
+                    loop {
+                        let node = &p[..at];
+                        match self.read_live(node) {
+                            Ok(Some(raw)) => {
+                                out.insert(node.to_string(), raw.version);
+                            }
+                            Ok(None) => {
+                                out.remove(node);
+                            }
+                            Err(_) => {}
+                        }
+                        if node.len() <= path.len() {
+                            break;
+                        }
+                        match node.rfind('/') {
+                            Some(i) if i >= path.len() && i > 0 => at = i,
+                            _ => break,
+                        }
+                    }
+                }
+                out
+            }
+        }
     }
 
     fn seq(&self) -> u64 {
@@ -383,7 +502,7 @@ impl FsInner {
         if path == "/" {
             return Err(Error::Exists { path: path.into() });
         }
-        self.locked(path, || {
+        self.locked(path, &[path], || {
             if self.read_live(path)?.is_some() {
                 return Err(Error::Exists { path: path.into() });
             }
@@ -411,7 +530,7 @@ impl FsInner {
     }
 
     fn update(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64> {
-        self.locked(path, || match (self.read_live(path)?, expected) {
+        self.locked(path, &[path], || match (self.read_live(path)?, expected) {
             (None, None) => {
                 self.make_parents(path)?;
                 self.write_node(path, 1, None, data)?;
@@ -442,7 +561,9 @@ impl FsInner {
         let Some((first, _)) = items.first() else {
             return Ok(None);
         };
-        self.locked(first, || {
+        let mut changed: Vec<&str> = items.iter().map(|(p, _)| p.as_str()).collect();
+        changed.extend(counter);
+        self.locked(first, &changed, || {
             let mut bumped = None;
             let mut all: Vec<(&str, std::borrow::Cow<'_, [u8]>)> = items
                 .iter()
@@ -531,7 +652,7 @@ impl FsInner {
     }
 
     fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {
-        self.locked(path, || {
+        self.locked(path, &[path], || {
             let cur = self
                 .read_live(path)?
                 .ok_or_else(|| Error::NotFound { path: path.into() })?;
@@ -697,6 +818,13 @@ fn inotify_loop(
     }
 }
 
+/// Whether `p` is `root` or below it.
+fn under(p: &str, root: &str) -> bool {
+    root == "/"
+        || p == root
+        || (p.len() > root.len() && p.starts_with(root) && p.as_bytes()[root.len()] == b'/')
+}
+
 /// Paths whose entry differs between two signatures.
 fn diff(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<String> {
     let mut out: Vec<String> = old
@@ -809,14 +937,20 @@ impl Coordinator for FsCoordinator {
     async fn watch(&self, path: &str, kind: WatchKind) -> Result<Watch> {
         let p = path.to_string();
         let initial = self
-            .blocking(path, move |i| Ok((i.seq(), i.signature(&p, kind))))
+            .blocking(path, move |i| {
+                // Log position first: writes after it are read as deltas, those before it are
+                // in the signature taken next.
+                let mut pos = None;
+                let _ = i.log_delta(&mut pos);
+                Ok((i.seq(), i.signature(&p, kind), pos))
+            })
             .await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = self.inner.clone();
         let path = path.to_string();
         let mut wake = FsInner::wake_receiver(&inner);
         let task = tokio::spawn(async move {
-            let (mut seq, mut sig) = initial;
+            let (mut seq, mut sig, mut log_pos) = initial;
             let mut last_full = Instant::now();
             loop {
                 // Woken by inotify at once after a write; the poll catches anything it missed
@@ -835,14 +969,32 @@ impl Coordinator for FsCoordinator {
                 }
                 let (i2, p2) = (inner.clone(), path.clone());
                 let full = !woken && last_full.elapsed() >= Duration::from_secs(1);
+                let old = sig.clone();
+                let mut pos = log_pos;
                 let res = tokio::task::spawn_blocking(move || {
                     let s = i2.seq();
-                    (s != seq || full).then(|| (s, i2.signature(&p2, kind)))
+                    if s == seq && !full {
+                        return None;
+                    }
+                    // Only the paths written since the last look, when the log can tell them
+                    // (a full rescan each second still catches vanished ephemerals).
+                    let delta = i2.log_delta(&mut pos);
+                    let rescan = full || delta.is_none();
+                    let new = match delta {
+                        Some(paths) if !full => i2.patch_signature(&p2, kind, &old, &paths),
+                        _ => i2.signature(&p2, kind),
+                    };
+                    Some((s, new, pos, rescan))
                 })
                 .await;
-                let Ok(Some((s, new))) = res else { continue };
+                let Ok(Some((s, new, pos, rescanned))) = res else {
+                    continue;
+                };
                 seq = s;
-                last_full = Instant::now();
+                log_pos = pos;
+                if rescanned {
+                    last_full = Instant::now();
+                }
                 let changed = diff(&sig, &new);
                 sig = new;
                 if changed.is_empty() {
