@@ -61,6 +61,7 @@ struct FsInner {
     /// fsyncs of node files and of directories by this process (see [`FsCoordinator::syncs`]).
     file_syncs: AtomicU64,
     dir_syncs: AtomicU64,
+    node_reads: AtomicU64,
     /// Bumped by the inotify thread at every write under R (started with the first watch).
     wake: Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
 }
@@ -72,6 +73,8 @@ pub struct SyncCounts {
     pub files: u64,
     /// Directories fsynced after renames into them.
     pub dirs: u64,
+    /// Node files read (by calls and by watches).
+    pub node_reads: u64,
 }
 
 struct Raw {
@@ -107,6 +110,7 @@ impl FsCoordinator {
                 poll: Duration::from_millis(100),
                 file_syncs: AtomicU64::new(0),
                 dir_syncs: AtomicU64::new(0),
+                node_reads: AtomicU64::new(0),
                 wake: Mutex::new(None),
             }),
         })
@@ -126,6 +130,7 @@ impl FsCoordinator {
         SyncCounts {
             files: self.inner.file_syncs.load(Ordering::Relaxed),
             dirs: self.inner.dir_syncs.load(Ordering::Relaxed),
+            node_reads: self.inner.node_reads.load(Ordering::Relaxed),
         }
     }
 
@@ -180,6 +185,7 @@ impl FsInner {
 
     fn read_raw(&self, path: &str) -> Result<Option<Raw>> {
         let file = self.dir_of(path).join(NODE_FILE);
+        self.node_reads.fetch_add(1, Ordering::Relaxed);
         let bytes = match fs::read(&file) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -182,3 +182,56 @@ async fn filesystem_batch_write_fsync_counts() {
     assert_eq!(bumped.dirs - one.dirs, 2 * 17, "{bumped:?}");
     assert_eq!(c.read(counter).await.unwrap().unwrap().data, b"2");
 }
+
+/// A tree watch over many nodes re-reads only what was written (from the change log), not
+/// the whole tree, at each write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_tree_watch_reads_only_written_nodes() {
+    use coord::coordinator::{Coordinator, WatchEvent, WatchKind};
+    let dir = tempfile::tempdir().unwrap();
+    let writer = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    let items: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("/codis3/demo/slots/slot-{i:04}"), b"0".to_vec()))
+        .collect();
+    writer.update_many(&items).await.unwrap();
+    let watcher = coord::fs::FsCoordinator::open(dir.path())
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_secs(3600));
+    let mut w = watcher
+        .watch("/codis3/demo", WatchKind::Tree)
+        .await
+        .unwrap();
+    let start = watcher.syncs().node_reads;
+    assert!(
+        start >= 300,
+        "the first signature reads every node: {start}"
+    );
+    for round in 0..5u32 {
+        let before = watcher.syncs().node_reads;
+        let path = format!("/codis3/demo/slots/slot-{:04}", round * 7);
+        writer.update(&path, b"1", None).await.unwrap();
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), w.next())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no event within 30 s"));
+        assert_eq!(ev, Some(WatchEvent::Changed { path: path.clone() }));
+        let reads = watcher.syncs().node_reads - before;
+        assert!(
+            reads < 10,
+            "round {round}: {reads} node reads for one write"
+        );
+    }
+    // A new node deep below the watch root is seen too (with the parent it created).
+    writer
+        .create("/codis3/demo/ack/proxy-1", b"a")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), w.next()).await {
+            Ok(Some(WatchEvent::Changed { path })) => seen.push(path),
+            other => panic!("{other:?} after {seen:?}"),
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["/codis3/demo/ack", "/codis3/demo/ack/proxy-1"]);
+}
