@@ -9,6 +9,9 @@
 //! R/data.lck            flock'ed exclusively around every write (compare-and-set is atomic)
 //! R/data.seq            a counter bumped by every write; watches wake on it through inotify
 //!                       (IN_CLOSE_WRITE on R) and also poll it every 100 ms as a fallback
+//! R/data.log            the paths each write touched, one a line (replaced past 1 MiB): a
+//!                       watch re-reads only those nodes, and rescans its whole subtree once a
+//!                       second (vanished ephemerals) or when it cannot follow the log
 //! R/owners/ID.lck       one per open coordinator that owns ephemerals, flock'ed for its life;
 //!                       an ephemeral whose owner file is missing or unlocked is gone
 //! ```
