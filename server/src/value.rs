@@ -406,8 +406,7 @@ impl Hash {
                 self.convert();
             } else {
                 let mut n = 0;
-                let mut spans = p.spans();
-                for (ps, pe, f, _) in spans.by_ref() {
+                for (ps, pe, f, _) in p.spans() {
                     if f == field {
                         p.splice(ps, pe, &[(field, value)]);
                         return false;
