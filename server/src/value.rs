@@ -1,7 +1,8 @@
 //! Values stored under keys. Each data type family (`cmd/*.rs`) works on its own variant.
 //!
-//! Small containers live in a [`Pack`]: one contiguous heap buffer of length-prefixed entries (the
-//! listpack idea), so a small hash costs one allocation, not one per field. Past the thresholds
+//! Small containers live in a [`Pack`] (lists) or a [`PairPack`] (hashes, sorted sets): one
+//! contiguous heap buffer of length-prefixed entries (the listpack idea), so a small hash costs one
+//! allocation, not one per field. Past the thresholds
 //! below (Redis 7.0's defaults, reported by `CONFIG GET`) a container converts to a hash table,
 //! a deque or a B-tree, and never converts back (as in Redis).
 
@@ -126,9 +127,8 @@ impl Value {
 pub fn approx_size(v: &Value) -> usize {
     match v {
         Value::Str(s) => s.len(),
-        Value::Hash(Hash::Pack(p)) | Value::List(List::Pack(p)) | Value::ZSet(ZSet::Pack(p)) => {
-            p.bytes()
-        }
+        Value::Hash(Hash::Pack(p)) | Value::ZSet(ZSet::Pack(p)) => p.bytes(),
+        Value::List(List::Pack(p)) => p.bytes(),
         Value::Hash(Hash::Map(m)) => m.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
         Value::List(List::Deque(d)) => d.iter().map(|e| e.len() + 24).sum(),
         Value::Set(Set::Ints(v)) => v.encoded_len(),
@@ -248,18 +248,124 @@ impl Pack {
 }
 
 // ---------------------------------------------------------------------------------------------
+// PairPack
+
+/// Pairs of byte strings (a hash's field and value, a sorted set's member and score) in one
+/// contiguous buffer. Each pair starts with one header byte whose high nibble is the first
+/// string's length and low nibble the second's when that length is below 15; a nibble of 15 says
+/// the length follows as LEB128 (first string's, then second's). Then the two strings' bytes. So
+/// a pair of short strings (<= 14 bytes each, the common case of small hashes and sorted sets)
+/// pays one byte of framing instead of one per string.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PairPack(Box<[u8]>);
+
+/// Iterator over a pair pack's pairs with their byte spans.
+pub struct PairIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+fn get_len(buf: &[u8], pos: &mut usize) -> Option<usize> {
+    let mut n = 0usize;
+    let mut shift = 0;
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        n |= ((b & 0x7f) as usize) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+}
+
+impl<'a> Iterator for PairIter<'a> {
+    /// `(start, end, first, second)`: the pair with its header spans `start..end` of the buffer.
+    type Item = (usize, usize, &'a [u8], &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = self.pos;
+        let h = *self.buf.get(start)?;
+        self.pos += 1;
+        let na = match (h >> 4) as usize {
+            15 => get_len(self.buf, &mut self.pos)?,
+            n => n,
+        };
+        let nb = match (h & 15) as usize {
+            15 => get_len(self.buf, &mut self.pos)?,
+            n => n,
+        };
+        let a = self.buf.get(self.pos..self.pos + na)?;
+        self.pos += na;
+        let b = self.buf.get(self.pos..self.pos + nb)?;
+        self.pos += nb;
+        Some((start, self.pos, a, b))
+    }
+}
+
+impl PairPack {
+    /// Pairs with their spans.
+    pub fn spans(&self) -> PairIter<'_> {
+        PairIter {
+            buf: &self.0,
+            pos: 0,
+        }
+    }
+
+    /// Pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans().map(|(_, _, a, b)| (a, b))
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.spans().count()
+    }
+
+    /// Whether there is no pair.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Bytes of the buffer.
+    pub fn bytes(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Replace bytes `start..end` (pair boundaries) with `pairs`.
+    pub fn splice(&mut self, start: usize, end: usize, pairs: &[(&[u8], &[u8])]) {
+        let add: usize = pairs.iter().map(|(a, b)| a.len() + b.len() + 1).sum();
+        let mut v = Vec::with_capacity(self.0.len() - (end - start) + add + 8);
+        v.extend_from_slice(&self.0[..start]);
+        for (a, b) in pairs {
+            let nib = |n: usize| if n < 15 { n as u8 } else { 15 };
+            v.push(nib(a.len()) << 4 | nib(b.len()));
+            if a.len() >= 15 {
+                put_len(&mut v, a.len());
+            }
+            if b.len() >= 15 {
+                put_len(&mut v, b.len());
+            }
+            v.extend_from_slice(a);
+            v.extend_from_slice(b);
+        }
+        v.extend_from_slice(&self.0[end..]);
+        self.0 = v.into_boxed_slice();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Hash
 
-/// A hash: a pack of field, value, field, value… (insertion order, as a listpack) or a table.
+/// A hash: a pair pack of (field, value) (insertion order, as a listpack) or a table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Hash {
-    Pack(Pack),
+    Pack(PairPack),
     Map(Box<FieldMap>),
 }
 
 impl Default for Hash {
     fn default() -> Self {
-        Hash::Pack(Pack::default())
+        Hash::Pack(PairPack::default())
     }
 }
 
@@ -267,7 +373,7 @@ impl Hash {
     /// Number of fields.
     pub fn len(&self) -> usize {
         match self {
-            Hash::Pack(p) => p.len() / 2,
+            Hash::Pack(p) => p.len(),
             Hash::Map(m) => m.len(),
         }
     }
@@ -280,15 +386,7 @@ impl Hash {
     /// A field's value.
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
         match self {
-            Hash::Pack(p) => {
-                let mut it = p.iter();
-                while let (Some(f), Some(v)) = (it.next(), it.next()) {
-                    if f == field {
-                        return Some(v);
-                    }
-                }
-                None
-            }
+            Hash::Pack(p) => p.iter().find(|(f, _)| *f == field).map(|(_, v)| v),
             Hash::Map(m) => m.get(field).map(|v| &**v),
         }
     }
@@ -296,10 +394,7 @@ impl Hash {
     /// Fields and values (pack order, or the table's order).
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
         match self {
-            Hash::Pack(p) => {
-                let mut it = p.iter();
-                Box::new(std::iter::from_fn(move || Some((it.next()?, it.next()?))))
-            }
+            Hash::Pack(p) => Box::new(p.iter()),
             Hash::Map(m) => Box::new(m.iter().map(|(k, v)| (&**k, &**v))),
         }
     }
@@ -308,8 +403,7 @@ impl Hash {
         let m = match self {
             Hash::Pack(p) => {
                 let mut m: HashMap<Box<[u8]>, Box<[u8]>, Hasher> = HashMap::default();
-                let mut it = p.iter();
-                while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                for (f, v) in p.iter() {
                     m.insert(f.into(), v.into());
                 }
                 m
@@ -326,18 +420,19 @@ impl Hash {
             if field.len() > max_value || value.len() > max_value {
                 self.convert();
             } else {
-                let mut spans = p.spans();
-                while let (Some((_, _, f)), Some((vs, ve, _))) = (spans.next(), spans.next()) {
+                let mut n = 0;
+                for (ps, pe, f, _) in p.spans() {
                     if f == field {
-                        p.splice(vs, ve, &[value]);
+                        p.splice(ps, pe, &[(field, value)]);
                         return false;
                     }
+                    n += 1;
                 }
-                if p.len() / 2 >= limits::hash_entries() {
+                if n >= limits::hash_entries() {
                     self.convert();
                 } else {
                     let end = p.bytes();
-                    p.splice(end, end, &[field, value]);
+                    p.splice(end, end, &[(field, value)]);
                     return true;
                 }
             }
@@ -351,16 +446,13 @@ impl Hash {
     /// Remove a field; true when it existed.
     pub fn remove(&mut self, field: &[u8]) -> bool {
         match self {
-            Hash::Pack(p) => {
-                let mut spans = p.spans();
-                while let (Some((fs, _, f)), Some((_, ve, _))) = (spans.next(), spans.next()) {
-                    if f == field {
-                        p.splice(fs, ve, &[]);
-                        return true;
-                    }
+            Hash::Pack(p) => match p.spans().find(|(_, _, f, _)| *f == field) {
+                Some((ps, pe, _, _)) => {
+                    p.splice(ps, pe, &[]);
+                    true
                 }
-                false
-            }
+                None => false,
+            },
             Hash::Map(m) => m.remove(field).is_some(),
         }
     }
@@ -636,17 +728,17 @@ impl PartialEq for ZTree {
     }
 }
 
-/// A sorted set: a pack of member, score … in (score, member) order (scores as [`score_bytes`]
+/// A sorted set: a pair pack of (member, score) in (score, member) order (scores as [`score_bytes`]
 /// encodes them), or a tree.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ZSet {
-    Pack(Pack),
+    Pack(PairPack),
     Tree(Box<ZTree>),
 }
 
 impl Default for ZSet {
     fn default() -> Self {
-        ZSet::Pack(Pack::default())
+        ZSet::Pack(PairPack::default())
     }
 }
 
@@ -700,7 +792,7 @@ impl ZSet {
     /// Number of members.
     pub fn len(&self) -> usize {
         match self {
-            ZSet::Pack(p) => p.len() / 2,
+            ZSet::Pack(p) => p.len(),
             ZSet::Tree(t) => t.dict.len(),
         }
     }
@@ -713,15 +805,7 @@ impl ZSet {
     /// A member's score.
     pub fn score(&self, m: &[u8]) -> Option<f64> {
         match self {
-            ZSet::Pack(p) => {
-                let mut it = p.iter();
-                while let (Some(k), Some(s)) = (it.next(), it.next()) {
-                    if k == m {
-                        return Some(score_of(s));
-                    }
-                }
-                None
-            }
+            ZSet::Pack(p) => p.iter().find(|(k, _)| *k == m).map(|(_, s)| score_of(s)),
             ZSet::Tree(t) => t.dict.get(m).copied(),
         }
     }
@@ -730,9 +814,7 @@ impl ZSet {
     pub fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = (&[u8], f64)> + '_> {
         match self {
             ZSet::Pack(p) => {
-                let mut it = p.iter();
-                let v: Vec<(&[u8], f64)> =
-                    std::iter::from_fn(|| Some((it.next()?, score_of(it.next()?)))).collect();
+                let v: Vec<(&[u8], f64)> = p.iter().map(|(m, s)| (m, score_of(s))).collect();
                 Box::new(v.into_iter())
             }
             ZSet::Tree(t) => Box::new(t.tree.iter().map(|(s, m)| (&**m, s.0))),
@@ -754,8 +836,7 @@ impl ZSet {
         let t = match self {
             ZSet::Pack(p) => {
                 let mut t = ZTree::default();
-                let mut it = p.iter();
-                while let (Some(m), Some(s)) = (it.next(), it.next()) {
+                for (m, s) in p.iter() {
                     let s = score_of(s);
                     t.dict.insert(m.into(), s);
                     t.tree.insert((Score(s), m.into()));
@@ -773,17 +854,13 @@ impl ZSet {
         let score = score + 0.0;
         let existed = self.remove(m);
         if let ZSet::Pack(p) = self {
-            if m.len() <= limits::zset_value() && p.len() / 2 < limits::zset_entries() {
-                let mut at = p.bytes();
-                let mut spans = p.spans();
-                while let (Some((ms, _, k)), Some((_, _, s))) = (spans.next(), spans.next()) {
-                    if zorder(score, m, score_of(s), k) == Ordering::Less {
-                        at = ms;
-                        break;
-                    }
-                }
+            if m.len() <= limits::zset_value() && p.len() < limits::zset_entries() {
+                let at = p
+                    .spans()
+                    .find(|(_, _, k, s)| zorder(score, m, score_of(s), k) == Ordering::Less)
+                    .map_or(p.bytes(), |(ps, _, _, _)| ps);
                 let (sb, sn) = score_bytes(score);
-                p.splice(at, at, &[m, &sb[..sn]]);
+                p.splice(at, at, &[(m, &sb[..sn])]);
                 return !existed;
             }
             self.convert();
@@ -798,16 +875,13 @@ impl ZSet {
     /// Remove a member; true when it existed.
     pub fn remove(&mut self, m: &[u8]) -> bool {
         match self {
-            ZSet::Pack(p) => {
-                let mut spans = p.spans();
-                while let (Some((ms, _, k)), Some((_, se, _))) = (spans.next(), spans.next()) {
-                    if k == m {
-                        p.splice(ms, se, &[]);
-                        return true;
-                    }
+            ZSet::Pack(p) => match p.spans().find(|(_, _, k, _)| *k == m) {
+                Some((ps, pe, _, _)) => {
+                    p.splice(ps, pe, &[]);
+                    true
                 }
-                false
-            }
+                None => false,
+            },
             ZSet::Tree(t) => match t.dict.remove(m) {
                 Some(s) => {
                     t.tree.remove(&(Score(s), Box::<[u8]>::from(m)));
@@ -944,6 +1018,46 @@ mod tests {
                 (b"a".to_vec(), 3.0)
             ]
         );
+    }
+
+    #[test]
+    fn pair_pack_lengths_round_trip() {
+        let lens = [0usize, 1, 14, 15, 16, 127, 128, 300];
+        let strs: Vec<Vec<u8>> = lens.iter().map(|&n| vec![b'x'; n]).collect();
+        let mut pairs = Vec::new();
+        for a in &strs {
+            for b in &strs {
+                pairs.push((&a[..], &b[..]));
+            }
+        }
+        let mut p = PairPack::default();
+        p.splice(0, 0, &pairs);
+        assert_eq!(p.iter().collect::<Vec<_>>(), pairs);
+        assert_eq!(p.len(), pairs.len());
+        // Short pairs pay one header byte; a long string adds its LEB128 length.
+        let mut q = PairPack::default();
+        q.splice(0, 0, &[(b"field:0", b"value:00000001")]);
+        assert_eq!(q.bytes(), 1 + 7 + 14);
+        q.splice(0, 0, &[(&[b'f'; 15][..], b"v")]);
+        assert_eq!(q.bytes(), 22 + 2 + 15 + 1);
+        // Replace the second pair, then remove the first.
+        let (s2, e2) = q
+            .spans()
+            .nth(1)
+            .map(|(s, e, _, _)| (s, e))
+            .unwrap_or_default();
+        q.splice(s2, e2, &[(b"a", &[b'v'; 200][..])]);
+        let (s1, e1) = q
+            .spans()
+            .next()
+            .map(|(s, e, _, _)| (s, e))
+            .unwrap_or_default();
+        q.splice(s1, e1, &[]);
+        assert_eq!(
+            q.iter().collect::<Vec<_>>(),
+            vec![(&b"a"[..], &[b'v'; 200][..])]
+        );
+        assert_eq!(q.bytes(), 1 + 2 + 1 + 200);
     }
 
     #[test]
