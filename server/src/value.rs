@@ -81,9 +81,8 @@ impl Value {
     pub fn heap_ptr(&self) -> Option<*const u8> {
         let b: &[u8] = match self {
             Value::Str(b) => b,
-            Value::Hash(Hash::Pack(p))
-            | Value::List(List::Pack(p))
-            | Value::ZSet(ZSet::Pack(p)) => &p.0,
+            Value::Hash(Hash::Pack(p)) | Value::ZSet(ZSet::Pack(p)) => &p.0,
+            Value::List(List::Pack(p)) => &p.0,
             _ => return None,
         };
         (!b.is_empty()).then_some(b.as_ptr())
