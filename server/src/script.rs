@@ -96,8 +96,10 @@ thread_local! {
     /// The running script's [`CallState`] (null when no script runs on this thread); set by
     /// [`eval`] for the script's run only (see [`StateGuard`]).
     static CURRENT: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
-    /// When the running script started and its time limit in ms (`None`: no script runs).
-    static STARTED: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
+    /// When the running script's time-limit clock started (`None`: not yet). The clock starts at
+    /// the first hook check (at most 10 000 instructions into the script), so a short script
+    /// never reads the time.
+    static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 fn new_lua() -> Lua {
@@ -108,14 +110,24 @@ fn new_lua() -> Lua {
     lua.set_hook(
         mlua::HookTriggers::new().every_nth_instruction(10_000),
         |_, _| {
-            let Some((started, limit)) = STARTED.with(Cell::get) else {
+            let slot = run_slot().load(Ordering::Acquire);
+            if slot & RUN == 0 {
                 return Ok(mlua::VmState::Continue);
-            };
-            if run_slot().load(Ordering::Acquire) & KILL != 0 {
+            }
+            if slot & KILL != 0 {
                 return Err(mlua::Error::RuntimeError(
                     "Script killed by user with SCRIPT KILL...".into(),
                 ));
             }
+            let started = match STARTED.with(Cell::get) {
+                Some(t) => t,
+                None => {
+                    let t = Instant::now();
+                    STARTED.with(|s| s.set(Some(t)));
+                    t
+                }
+            };
+            let limit = LUA_TIME_LIMIT_MS.load(Ordering::Relaxed);
             if limit > 0 && started.elapsed().as_millis() as u64 > limit {
                 return Err(mlua::Error::RuntimeError(format!(
                     "Script killed: it ran longer than lua-time-limit ({limit} ms)"
@@ -154,9 +166,9 @@ fn with_state<R>(f: impl FnOnce(&RefCell<CallState<'_>>) -> mlua::Result<R>) -> 
 struct StateGuard;
 
 impl StateGuard {
-    fn new(state: &RefCell<CallState<'_>>, limit: u64) -> StateGuard {
+    fn new(state: &RefCell<CallState<'_>>) -> StateGuard {
         CURRENT.with(|c| c.set(state as *const RefCell<CallState<'_>> as *const ()));
-        STARTED.with(|s| s.set(Some((Instant::now(), limit))));
+        STARTED.with(|s| s.set(None));
         run_slot().store(RUN, Ordering::Release);
         StateGuard
     }
@@ -497,9 +509,8 @@ fn eval(ctx: &mut Ctx) {
                 redis.raw_set("call", callf)?;
                 redis.raw_set("pcall", pcall)
             })?;
-            let limit = LUA_TIME_LIMIT_MS.load(Ordering::Relaxed);
             let v = {
-                let _guard = StateGuard::new(&state, limit);
+                let _guard = StateGuard::new(&state);
                 f.call::<LuaValue>(())
             }?;
             lua_to_resp(&v, proto, out);
@@ -547,6 +558,14 @@ fn runtime_error(e: &mlua::Error, raised: &Option<(String, usize)>, sha: &str) -
 }
 
 fn to_lua_list(lua: &Lua, items: &[Bytes]) -> mlua::Result<mlua::Table> {
+    // Text items are pushed straight onto the Lua stack (mlua makes no handle for a `&str`).
+    if items.iter().all(|b| std::str::from_utf8(b).is_ok()) {
+        return lua.create_sequence_from(
+            items
+                .iter()
+                .map(|b| std::str::from_utf8(b).unwrap_or_default()),
+        );
+    }
     let t = lua.create_table_with_capacity(items.len(), 0)?;
     for (i, b) in items.iter().enumerate() {
         t.raw_set(i + 1, lua.create_string(&b[..])?)?;
