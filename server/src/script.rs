@@ -8,10 +8,12 @@
 //! A script may touch only its declared keys or keys of the core it runs on (never a key of another
 //! core, which this shard does not hold).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use mlua::{Lua, MultiValue, Value as LuaValue};
@@ -89,12 +91,95 @@ pub static HANDLERS: &[(&str, Handler)] = &[
 
 thread_local! {
     static LUA: Lua = new_lua();
+    /// `redis.call` and `redis.pcall`, made once per Lua state (not per EVAL).
+    static CALL_FNS: Option<(mlua::Function, mlua::Function)> = LUA.with(|lua| call_fns(lua).ok());
+    /// The running script's [`CallState`] (null when no script runs on this thread); set by
+    /// [`eval`] for the script's run only (see [`StateGuard`]).
+    static CURRENT: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
+    /// When the running script's time-limit clock started (`None`: not yet). The clock starts at
+    /// the first hook check (at most 10 000 instructions into the script), so a short script
+    /// never reads the time.
+    static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 fn new_lua() -> Lua {
     let lua = Lua::new();
     let _ = setup(&lua);
+    // The time-limit / SCRIPT KILL check runs every 10 000 instructions; installed once (as Redis
+    // checks every N instructions) rather than on every EVAL.
+    lua.set_hook(
+        mlua::HookTriggers::new().every_nth_instruction(10_000),
+        |_, _| {
+            let slot = run_slot().load(Ordering::Acquire);
+            if slot & RUN == 0 {
+                return Ok(mlua::VmState::Continue);
+            }
+            if slot & KILL != 0 {
+                return Err(mlua::Error::RuntimeError(
+                    "Script killed by user with SCRIPT KILL...".into(),
+                ));
+            }
+            let started = match STARTED.with(Cell::get) {
+                Some(t) => t,
+                None => {
+                    let t = Instant::now();
+                    STARTED.with(|s| s.set(Some(t)));
+                    t
+                }
+            };
+            let limit = LUA_TIME_LIMIT_MS.load(Ordering::Relaxed);
+            if limit > 0 && started.elapsed().as_millis() as u64 > limit {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "Script killed: it ran longer than lua-time-limit ({limit} ms)"
+                )));
+            }
+            Ok(mlua::VmState::Continue)
+        },
+    );
     lua
+}
+
+fn call_fns(lua: &Lua) -> mlua::Result<(mlua::Function, mlua::Function)> {
+    let callf =
+        lua.create_function(|lua, a: MultiValue| with_state(|st| call(lua, st, a, true)))?;
+    let pcall =
+        lua.create_function(|lua, a: MultiValue| with_state(|st| call(lua, st, a, false)))?;
+    Ok((callf, pcall))
+}
+
+/// Run `f` on the running script's [`CallState`].
+fn with_state<R>(f: impl FnOnce(&RefCell<CallState<'_>>) -> mlua::Result<R>) -> mlua::Result<R> {
+    let p = CURRENT.with(Cell::get);
+    if p.is_null() {
+        return Err(mlua::Error::RuntimeError(
+            "ERR redis.call can only be used from a running script".into(),
+        ));
+    }
+    // SAFETY: `eval` stores a pointer to a `RefCell<CallState>` on its stack that lives for the
+    // whole script run, and its `StateGuard` clears the pointer before that state goes away; the
+    // pointer is thread-local and only used on this thread, while the script runs.
+    let st = unsafe { &*(p as *const RefCell<CallState<'static>>) };
+    f(st)
+}
+
+/// Publishes a script's [`CallState`] and start time for its run; clears both when dropped.
+struct StateGuard;
+
+impl StateGuard {
+    fn new(state: &RefCell<CallState<'_>>) -> StateGuard {
+        CURRENT.with(|c| c.set(state as *const RefCell<CallState<'_>> as *const ()));
+        STARTED.with(|s| s.set(None));
+        run_slot().store(RUN, Ordering::Release);
+        StateGuard
+    }
+}
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        run_slot().store(0, Ordering::Release);
+        STARTED.with(|s| s.set(None));
+        CURRENT.with(|c| c.set(std::ptr::null()));
+    }
 }
 
 fn setup(lua: &Lua) -> mlua::Result<()> {
@@ -213,8 +298,9 @@ const MAX_REMEMBERED_BODIES: usize = 4096;
 #[derive(Default)]
 struct Compiled {
     generation: u64,
-    /// SHA1 of recently seen EVAL bodies, so a repeated EVAL skips hashing.
-    sha_of_body: HashMap<Bytes, String>,
+    /// SHA1 and function of recently seen EVAL bodies, so a repeated EVAL skips hashing and
+    /// finds its function in one lookup.
+    by_body: HashMap<Bytes, (Rc<str>, mlua::Function)>,
     functions: HashMap<String, mlua::Function>,
 }
 
@@ -228,7 +314,7 @@ impl Compiled {
         let g = FLUSH_GENERATION.load(Ordering::Acquire);
         if g != self.generation {
             self.generation = g;
-            self.sha_of_body.clear();
+            self.by_body.clear();
             self.functions.clear();
         }
     }
@@ -250,12 +336,12 @@ impl Compiled {
 }
 
 /// EVALSHA: the script stored under `sha`, compiled.
-fn compiled_by_sha(sha: String) -> Result<(String, mlua::Function), String> {
+fn compiled_by_sha(sha: String) -> Result<(Rc<str>, mlua::Function), String> {
     COMPILED.with(|c| {
         let mut c = c.borrow_mut();
         c.refresh();
         if let Some(f) = c.functions.get(&sha) {
-            return Ok((sha, f.clone()));
+            return Ok((sha.into(), f.clone()));
         }
         let body = SCRIPTS
             .lock()
@@ -263,18 +349,17 @@ fn compiled_by_sha(sha: String) -> Result<(String, mlua::Function), String> {
             .and_then(|m| m.get(&sha).cloned())
             .ok_or_else(|| "NOSCRIPT No matching script. Please use EVAL.".to_string())?;
         let f = c.function(&sha, &body)?;
-        Ok((sha, f))
+        Ok((sha.into(), f))
     })
 }
 
 /// EVAL: remember `body` (as SCRIPT LOAD does) and return its SHA1 and compiled function.
-fn compiled_body(body: &Bytes) -> Result<(String, mlua::Function), String> {
+fn compiled_body(body: &Bytes) -> Result<(Rc<str>, mlua::Function), String> {
     COMPILED.with(|c| {
         let mut c = c.borrow_mut();
         c.refresh();
-        if let Some(sha) = c.sha_of_body.get(body).cloned() {
-            let f = c.function(&sha, body)?;
-            return Ok((sha, f));
+        if let Some((sha, f)) = c.by_body.get(body) {
+            return Ok((sha.clone(), f.clone()));
         }
         // Only a script that compiles is remembered (Redis does not store a broken one).
         let sha = sha1_hex(body);
@@ -282,10 +367,11 @@ fn compiled_body(body: &Bytes) -> Result<(String, mlua::Function), String> {
         if let Ok(mut m) = SCRIPTS.lock() {
             m.insert(sha.clone(), body.clone());
         }
-        if c.sha_of_body.len() >= MAX_REMEMBERED_BODIES {
-            c.sha_of_body.clear();
+        if c.by_body.len() >= MAX_REMEMBERED_BODIES {
+            c.by_body.clear();
         }
-        c.sha_of_body.insert(body.clone(), sha.clone());
+        let sha: Rc<str> = sha.into();
+        c.by_body.insert(body.clone(), (sha.clone(), f.clone()));
         Ok((sha, f))
     })
 }
@@ -360,12 +446,14 @@ struct CallState<'a> {
     dbs: &'a mut [Db],
     db: usize,
     now: u64,
-    declared: Vec<Bytes>,
+    declared: &'a [Bytes],
     readonly: bool,
     /// The last error `redis.call` raised, with the script line it was called from.
     raised: Option<(String, usize)>,
     /// Effects of the writes run so far (propagated as MULTI … EXEC instead of the script).
     effects: Vec<Vec<Bytes>>,
+    /// Reply buffer `redis.call` reuses for every command the script runs.
+    buf: BytesMut,
 }
 
 fn eval(ctx: &mut Ctx) {
@@ -392,61 +480,46 @@ fn eval(ctx: &mut Ctx) {
         Ok(c) => c,
         Err(e) => return ctx.err(&e),
     };
-    let keys: Vec<Bytes> = ctx.args[3..3 + nk].to_vec();
-    let argv: Vec<Bytes> = ctx.args[3 + nk..].to_vec();
+    let args = ctx.args;
+    let keys = &args[3..3 + nk];
+    let argv = &args[3 + nk..];
     let proto = ctx.proto;
     let state = RefCell::new(CallState {
         dbs: &mut *ctx.dbs,
         db: ctx.db,
         now: ctx.now,
-        declared: keys.clone(),
+        declared: keys,
         readonly,
         raised: None,
         effects: Vec::new(),
+        buf: BytesMut::new(),
     });
-    let result: Result<Vec<u8>, String> = LUA.with(|lua| {
-        let run = || -> mlua::Result<Vec<u8>> {
+    let out = &mut *ctx.out;
+    let out_len = out.len();
+    let result: Result<(), String> = LUA.with(|lua| {
+        let mut run = || -> mlua::Result<()> {
             let g = lua.globals();
-            g.set("KEYS", to_lua_list(lua, &keys)?)?;
-            g.set("ARGV", to_lua_list(lua, &argv)?)?;
+            g.raw_set("KEYS", to_lua_list(lua, keys)?)?;
+            g.raw_set("ARGV", to_lua_list(lua, argv)?)?;
             let redis: mlua::Table = g.get("redis")?;
-            lua.scope(|scope| {
-                let callf =
-                    scope.create_function(|lua, a: MultiValue| call(lua, &state, a, true))?;
-                let pcall =
-                    scope.create_function(|lua, a: MultiValue| call(lua, &state, a, false))?;
-                redis.set("call", callf)?;
-                redis.set("pcall", pcall)?;
-                let started = std::time::Instant::now();
-                let limit = LUA_TIME_LIMIT_MS.load(std::sync::atomic::Ordering::Relaxed);
-                let slot = run_slot();
-                slot.store(RUN, Ordering::Release);
-                lua.set_hook(
-                    mlua::HookTriggers::new().every_nth_instruction(10_000),
-                    move |_, _| {
-                        if slot.load(Ordering::Acquire) & KILL != 0 {
-                            return Err(mlua::Error::RuntimeError(
-                                "Script killed by user with SCRIPT KILL...".into(),
-                            ));
-                        }
-                        if limit > 0 && started.elapsed().as_millis() as u64 > limit {
-                            return Err(mlua::Error::RuntimeError(format!(
-                                "Script killed: it ran longer than lua-time-limit ({limit} ms)"
-                            )));
-                        }
-                        Ok(mlua::VmState::Continue)
-                    },
-                );
-                let v = f.call::<LuaValue>(());
-                lua.remove_hook();
-                slot.store(0, Ordering::Release);
-                let v = v?;
-                let mut out = BytesMut::new();
-                lua_to_resp(&v, proto, &mut out);
-                Ok(out.to_vec())
-            })
+            CALL_FNS.with(|c| -> mlua::Result<()> {
+                let (callf, pcall) = c.as_ref().ok_or_else(|| {
+                    mlua::Error::RuntimeError("ERR Lua redis.call is unavailable".into())
+                })?;
+                redis.raw_set("call", callf)?;
+                redis.raw_set("pcall", pcall)
+            })?;
+            let v = {
+                let _guard = StateGuard::new(&state);
+                f.call::<LuaValue>(())
+            }?;
+            lua_to_resp(&v, proto, out);
+            Ok(())
         };
-        run().map_err(|e| runtime_error(&e, &state.borrow().raised, &sha))
+        run().map_err(|e| {
+            out.truncate(out_len);
+            runtime_error(&e, &state.borrow().raised, &sha)
+        })
     });
     let mut effects = std::mem::take(&mut state.borrow_mut().effects);
     if !effects.is_empty() {
@@ -455,9 +528,8 @@ fn eval(ctx: &mut Ctx) {
     }
     // Even a script that failed half-way propagates what it wrote (Redis does the same).
     ctx.propagate_as(effects);
-    match result {
-        Ok(b) => ctx.out.extend_from_slice(&b),
-        Err(e) => ctx.err(&e),
+    if let Err(e) = result {
+        ctx.err(&e);
     }
 }
 
@@ -486,9 +558,17 @@ fn runtime_error(e: &mlua::Error, raised: &Option<(String, usize)>, sha: &str) -
 }
 
 fn to_lua_list(lua: &Lua, items: &[Bytes]) -> mlua::Result<mlua::Table> {
-    let t = lua.create_table()?;
+    // Text items are pushed straight onto the Lua stack (mlua makes no handle for a `&str`).
+    if items.iter().all(|b| std::str::from_utf8(b).is_ok()) {
+        return lua.create_sequence_from(
+            items
+                .iter()
+                .map(|b| std::str::from_utf8(b).unwrap_or_default()),
+        );
+    }
+    let t = lua.create_table_with_capacity(items.len(), 0)?;
     for (i, b) in items.iter().enumerate() {
-        t.set(i + 1, lua.create_string(&b[..])?)?;
+        t.raw_set(i + 1, lua.create_string(&b[..])?)?;
     }
     Ok(t)
 }
@@ -564,7 +644,8 @@ fn call(
     if spec.has(WRITE) {
         run_slot().fetch_or(WROTE, Ordering::AcqRel);
     }
-    let mut out = BytesMut::new();
+    let mut out = std::mem::take(&mut st.buf);
+    out.clear();
     {
         let st = &mut *st;
         // EVAL runs as a non-WRITE command (its database is "quiet"); the script's writes must
@@ -606,10 +687,13 @@ fn call(
     }
     drop(st);
     if &out[..] == WOULD_BLOCK {
+        state.borrow_mut().buf = out;
         return Ok(LuaValue::Boolean(false));
     }
     let mut pos = 0;
-    let v = resp_to_lua(lua, &out, &mut pos)?;
+    let v = resp_to_lua(lua, &out, &mut pos);
+    state.borrow_mut().buf = out;
+    let v = v?;
     if let LuaValue::Table(t) = &v {
         if let Ok(Some(e)) = t.get::<Option<String>>("err") {
             if raise {
@@ -650,7 +734,6 @@ fn resp_to_lua(lua: &Lua, b: &[u8], pos: &mut usize) -> mlua::Result<LuaValue> {
     let t = b[*pos];
     *pos += 1;
     let line = read_line(b, pos);
-    let text = String::from_utf8_lossy(line).to_string();
     Ok(match t {
         b'+' => {
             let tb = lua.create_table()?;
@@ -662,9 +745,9 @@ fn resp_to_lua(lua: &Lua, b: &[u8], pos: &mut usize) -> mlua::Result<LuaValue> {
             tb.set("err", lua.create_string(line)?)?;
             LuaValue::Table(tb)
         }
-        b':' => LuaValue::Integer(text.parse().unwrap_or(0)),
+        b':' => LuaValue::Integer(resp::parse_i64(line).unwrap_or(0)),
         b'$' => {
-            let n: i64 = text.parse().unwrap_or(-1);
+            let n: i64 = resp::parse_i64(line).unwrap_or(-1);
             if n < 0 {
                 LuaValue::Boolean(false)
             } else {
@@ -676,7 +759,7 @@ fn resp_to_lua(lua: &Lua, b: &[u8], pos: &mut usize) -> mlua::Result<LuaValue> {
             }
         }
         b'*' => {
-            let n: i64 = text.parse().unwrap_or(-1);
+            let n: i64 = resp::parse_i64(line).unwrap_or(-1);
             if n < 0 {
                 LuaValue::Boolean(false)
             } else {
