@@ -30,7 +30,7 @@ static SCRIPTS: LazyLock<Mutex<HashMap<String, Bytes>>> = LazyLock::new(Default:
 /// `lua-time-limit` in ms. A script still running after it is stopped with an error: a core runs
 /// one script at a time, so an endless script must not hold the core (and every client of it)
 /// forever. Redis instead keeps running and answers BUSY until SCRIPT KILL; see
-/// docs/scripting.md.
+/// docs/scripting-and-notifications.md.
 pub static LUA_TIME_LIMIT_MS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(5000);
 

@@ -1,7 +1,7 @@
 //! SCRIPT KILL on a two-core server: a script blocks the core running it (no client of that core
 //! is even read meanwhile), so SCRIPT KILL is sent from connections until one served by the other
 //! core answers. A read-only script is killed with Redis's error; one that wrote is UNKILLABLE and
-//! stops at `lua-time-limit` (codis-server's deviation, see docs/scripting.md).
+//! stops at `lua-time-limit` (codis-server's deviation, see docs/scripting-and-notifications.md).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
