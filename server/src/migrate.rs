@@ -243,7 +243,7 @@ fn window(
             }
         }
         (Value::Set(Set::Map(m)), Kind::Set) => {
-            for x in m.iter().skip(pos) {
+            for x in m.keys().skip(pos) {
                 if c.add(&[x]) {
                     break;
                 }

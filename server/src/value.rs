@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, VecDeque};
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 
 pub use crate::intset::IntSet;
 
@@ -131,7 +131,7 @@ pub fn approx_size(v: &Value) -> usize {
         Value::Hash(Hash::Map(m)) => m.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
         Value::List(List::Deque(d)) => d.iter().map(|e| e.len() + 24).sum(),
         Value::Set(Set::Ints(v)) => v.encoded_len(),
-        Value::Set(Set::Map(m)) => m.iter().map(|k| k.len() + 24).sum(),
+        Value::Set(Set::Map(m)) => m.keys().map(|k| k.len() + 24).sum(),
         Value::ZSet(ZSet::Tree(t)) => t.dict.iter().map(|(k, _)| 2 * k.len() + 80).sum(),
     }
 }
@@ -605,7 +605,9 @@ impl List {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Set {
     Ints(IntSet),
-    Map(Box<HashSet<Box<[u8]>, Hasher>>),
+    /// Members as the keys of a map of `()` (what a HashSet is inside), so that a random member
+    /// can be drawn through the raw entry API ([`Set::random`]).
+    Map(Box<HashMap<Box<[u8]>, (), Hasher>>),
 }
 
 impl Default for Set {
@@ -632,17 +634,17 @@ impl Set {
     pub fn contains(&self, m: &[u8]) -> bool {
         match self {
             Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.contains(i)),
-            Set::Map(s) => s.contains(m),
+            Set::Map(s) => s.contains_key(m),
         }
     }
 
     fn convert(&mut self) {
         if let Set::Ints(v) = self {
-            let mut s: HashSet<Box<[u8]>, Hasher> = HashSet::default();
+            let mut s: HashMap<Box<[u8]>, (), Hasher> = HashMap::default();
             s.reserve(v.len() + 1);
             let mut b = itoa::Buffer::new();
             for i in v.iter() {
-                s.insert(b.format(i).as_bytes().into());
+                s.insert(b.format(i).as_bytes().into(), ());
             }
             *self = Set::Map(Box::new(s));
         }
@@ -661,7 +663,7 @@ impl Set {
             }
         }
         match self {
-            Set::Map(s) => s.insert(m.into()),
+            Set::Map(s) => s.insert(m.into(), ()).is_none(),
             Set::Ints(_) => false,
         }
     }
@@ -670,7 +672,41 @@ impl Set {
     pub fn remove(&mut self, m: &[u8]) -> bool {
         match self {
             Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.remove(i)),
-            Set::Map(s) => s.remove(m),
+            Set::Map(s) => {
+                let had = s.remove(m).is_some();
+                // Keep the table at least 1/8 full so that [`Set::random`] finds a member in a
+                // few probes (Redis shrinks its dicts below 10% for the same reason).
+                if had && s.len() >= 16 && s.len() * 8 < s.capacity() {
+                    s.shrink_to(s.len() * 2);
+                }
+                had
+            }
+        }
+    }
+
+    /// A member drawn at random, in O(1) expected time (SPOP, SRANDMEMBER). An intset picks by
+    /// index; a table probes at a random hash and takes the first member whose tag matches
+    /// there, which every member is equally likely to be (up to probe-chain effects, as in
+    /// Redis's `dictGetFairRandomKey`).
+    pub fn random(&self, rng: &mut impl rand::Rng) -> Option<Box<[u8]>> {
+        match self {
+            Set::Ints(v) => {
+                let n = v.len();
+                let i = v.get(rng.gen_range(0..n.max(1)))?;
+                Some(itoa::Buffer::new().format(i).as_bytes().into())
+            }
+            Set::Map(s) => {
+                if s.is_empty() {
+                    return None;
+                }
+                for _ in 0..4096 {
+                    if let Some((k, _)) = s.raw_entry().from_hash(rng.gen(), |_| true) {
+                        return Some(k.clone());
+                    }
+                }
+                // Unreachable in practice (the table is kept 1/8 full); stay correct anyway.
+                s.keys().nth(rng.gen_range(0..s.len())).cloned()
+            }
         }
     }
 
@@ -681,7 +717,7 @@ impl Set {
                 let mut b = itoa::Buffer::new();
                 v.iter().map(|i| b.format(i).as_bytes().into()).collect()
             }
-            Set::Map(s) => s.iter().cloned().collect(),
+            Set::Map(s) => s.keys().cloned().collect(),
         }
     }
 

@@ -147,3 +147,78 @@ fn sets_match_redis() {
         type y",
     );
 }
+
+/// SPOP and SRANDMEMBER draw from big table-encoded sets without listing them: popping a
+/// 20,000-member set one by one yields every member exactly once, draws keep landing on many
+/// different members (not the same few), and they still work once the set is nearly empty (the
+/// table shrinks as it empties, so a random probe keeps finding members).
+#[test]
+fn random_members_of_a_big_set() {
+    use std::collections::HashSet;
+    let srv = codis2();
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", srv.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let n = 20_000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let members: Vec<String> = chunk.iter().map(|i| format!("m{i}")).collect();
+        let _: i64 = redis::cmd("SADD")
+            .arg("big")
+            .arg(&members)
+            .query(&mut c)
+            .unwrap();
+    }
+    let enc: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("big")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(enc, "hashtable");
+
+    let mut seen = HashSet::new();
+    for _ in 0..2000 {
+        let m: String = redis::cmd("SRANDMEMBER").arg("big").query(&mut c).unwrap();
+        seen.insert(m);
+    }
+    assert!(
+        seen.len() > 1500,
+        "2,000 draws hit only {} members",
+        seen.len()
+    );
+    let distinct: Vec<String> = redis::cmd("SRANDMEMBER")
+        .arg("big")
+        .arg(500)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(distinct.iter().collect::<HashSet<_>>().len(), 500);
+    let repeats: Vec<String> = redis::cmd("SRANDMEMBER")
+        .arg("big")
+        .arg(-300)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(repeats.len(), 300);
+
+    let mut popped = HashSet::new();
+    for left in (1..=n).rev() {
+        if left == 10 {
+            // Nearly empty: draws still find the last members.
+            let m: String = redis::cmd("SRANDMEMBER").arg("big").query(&mut c).unwrap();
+            assert!(!popped.contains(&m));
+            let rest: Vec<String> = redis::cmd("SPOP")
+                .arg("big")
+                .arg(100)
+                .query(&mut c)
+                .unwrap();
+            assert_eq!(rest.len(), 10);
+            popped.extend(rest);
+            break;
+        }
+        let m: String = redis::cmd("SPOP").arg("big").query(&mut c).unwrap();
+        assert!(popped.insert(m), "a member popped twice");
+    }
+    assert_eq!(popped.len(), n);
+    assert!(popped.iter().all(|m| m.starts_with('m')));
+    let exists: i64 = redis::cmd("EXISTS").arg("big").query(&mut c).unwrap();
+    assert_eq!(exists, 0);
+}

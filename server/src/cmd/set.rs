@@ -1,7 +1,6 @@
 //! Set commands (Redis's `t_set.c`).
 
 use rand::seq::SliceRandom;
-use rand::Rng;
 use resp::encode;
 
 use super::types::{
@@ -111,27 +110,42 @@ fn srandmember(ctx: &mut Ctx) {
         None
     };
     let Ok(s) = read(ctx, 1) else { return };
-    let members = s.map(|s| s.members()).unwrap_or_default();
     let mut rng = rand::thread_rng();
-    match count {
-        None => match members.choose(&mut rng) {
-            Some(m) => encode::bulk(ctx.out, m),
-            None => encode::null(ctx.out, ctx.proto),
-        },
-        Some(c) if c >= 0 => {
-            let picked: Vec<_> = members.choose_multiple(&mut rng, c as usize).collect();
-            bulk_array(ctx.out, &picked)
+    // Ok: one member (or none); Err: an array of members.
+    let reply: Result<Option<Box<[u8]>>, Vec<Box<[u8]>>> = match (s, count) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(Vec::new()),
+        (Some(s), None) => Ok(s.random(&mut rng)),
+        // Distinct members: all of them, a shuffled sample of all when most are wanted, else
+        // random draws until enough distinct ones (each draw O(1)).
+        (Some(s), Some(c)) if c >= 0 && c as u64 >= s.len() as u64 => Err(s.members()),
+        (Some(s), Some(c)) if c >= 0 && (c as usize) * 2 > s.len() => {
+            let members = s.members();
+            Err(members
+                .choose_multiple(&mut rng, c as usize)
+                .cloned()
+                .collect())
         }
-        Some(c) => {
-            let picked: Vec<&Box<[u8]>> = if members.is_empty() {
-                Vec::new()
-            } else {
-                (0..c.unsigned_abs())
-                    .map(|_| &members[rng.gen_range(0..members.len())])
-                    .collect()
-            };
-            bulk_array(ctx.out, &picked)
+        (Some(s), Some(c)) if c >= 0 => {
+            let mut seen = hashbrown::HashSet::with_capacity(c as usize);
+            let mut picked = Vec::with_capacity(c as usize);
+            while picked.len() < c as usize {
+                let Some(m) = s.random(&mut rng) else { break };
+                if seen.insert(m.clone()) {
+                    picked.push(m);
+                }
+            }
+            Err(picked)
         }
+        // Negative: that many draws, repeats allowed.
+        (Some(s), Some(c)) => Err((0..c.unsigned_abs())
+            .map_while(|_| s.random(&mut rng))
+            .collect()),
+    };
+    match reply {
+        Ok(Some(m)) => encode::bulk(ctx.out, &m),
+        Ok(None) => encode::null(ctx.out, ctx.proto),
+        Err(picked) => bulk_array(ctx.out, &picked),
     }
 }
 
@@ -155,15 +169,29 @@ fn spop(ctx: &mut Ctx) {
         Ok(s) => s,
     };
     let mut rng = rand::thread_rng();
-    let mut members = s.as_ref().map(|s| s.members()).unwrap_or_default();
-    members.shuffle(&mut rng);
-    let n = count.unwrap_or(1).min(members.len());
-    let popped = &members[..n];
-    if let Some(s) = s {
-        for m in popped {
-            s.remove(m);
+    let want = count.unwrap_or(1);
+    let popped: Vec<Box<[u8]>> = match s {
+        None => Vec::new(),
+        // All of it: the members in one go (the key is deleted below).
+        Some(s) if want >= s.len() => {
+            let all = s.members();
+            for m in &all {
+                s.remove(m);
+            }
+            all
         }
-    }
+        // A random draw per member popped, each O(1) expected.
+        Some(s) => {
+            let mut out = Vec::with_capacity(want);
+            while out.len() < want {
+                let Some(m) = s.random(&mut rng) else { break };
+                s.remove(&m);
+                out.push(m);
+            }
+            out
+        }
+    };
+    let popped = &popped[..];
     drop_if_empty(db, &key, now);
     if crate::repl::prop::active() {
         let fx = if popped.is_empty() {
