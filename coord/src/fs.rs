@@ -119,7 +119,7 @@ fn lock_write(lock: &File, path: &str) -> Result<()> {
                     });
                 }
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                pause = (pause * 2).min(std::time::Duration::from_millis(1));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io(path, e)),
