@@ -54,9 +54,16 @@ impl Shard {
     /// probe first, then every key's node and value, so their cache misses overlap (one lookup
     /// alone waits for three or four misses one after another). Keys of slots this shard does
     /// not own are skipped.
+    /// A key equal to the one before it is skipped (a pipeline of LPUSH to one list would
+    /// otherwise pay two extra lookups per command for lines already in the cache).
     pub fn prefetch<'a>(&self, keys: impl Iterator<Item = (usize, &'a [u8])> + Clone) {
         for warm in [false, true] {
+            let mut prev: Option<(usize, &[u8])> = None;
             for (db, key) in keys.clone() {
+                if prev == Some((db, key)) {
+                    continue;
+                }
+                prev = Some((db, key));
                 if let Some(d) = self.dbs.get(db) {
                     d.prefetch(key, warm);
                 }
