@@ -612,7 +612,10 @@ fn migrate_slots_under_load_on_zookeeper() {
 
 #[test]
 fn dashboard_killed_mid_migration() {
-    // Small batches, so the migration is still running when the dashboard is killed.
+    // Small batches and a pause between steps, so the migration is still running when the
+    // dashboard is killed: without the pause a fast machine moves the 64 slots between two
+    // polls of `c.slots()` and the kill never lands mid-migration (the restarted dashboard
+    // does not keep the pause and finishes at full speed).
     let (mut c, big) = cluster_with("migration_parallel_slots=4\n");
     c.start_dashboard();
     let load = start_load(&c, &big);
@@ -622,6 +625,8 @@ fn dashboard_killed_mid_migration() {
         &move_from().to_string(),
         &MOVE_TO.to_string(),
         &TARGET.to_string(),
+        "--delay",
+        "100",
         "--no-wait",
     ]);
     assert!(

@@ -98,6 +98,18 @@ pub trait Coordinator: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// [`Coordinator::update_many`] plus an increment of the decimal counter node `counter`
+    /// (created at 1), in one go; returns the new counter, or `None` if this backend has no
+    /// such combined write (the caller then writes and bumps separately). The filesystem
+    /// flushes the counter with the nodes, so a topology change costs one round of fsyncs.
+    async fn update_many_bump(
+        &self,
+        items: &[(String, Vec<u8>)],
+        counter: &str,
+    ) -> Result<Option<u64>> {
+        let _ = (items, counter);
+        Ok(None)
+    }
     /// Deletes a node (which must have no children), optionally only at version `expected`.
     async fn delete(&self, path: &str, expected: Option<u64>) -> Result<()>;
     /// Reads a node; `None` if it does not exist.

@@ -3,9 +3,15 @@
 //! Layout under the root directory `R`:
 //! ```text
 //! R/data/<path>/.node   one file per node: a header line `#codis-rs-node version=N owner=ID|-`
-//!                       then the node's bytes; written to R/tmp, fsynced, renamed into place
+//!                       then the node's bytes; written to R/tmp, fsynced, renamed into place,
+//!                       then its directory is fsynced (the rename is durable when a write
+//!                       returns)
 //! R/data.lck            flock'ed exclusively around every write (compare-and-set is atomic)
-//! R/data.seq            a counter bumped by every write, polled by watches
+//! R/data.seq            a counter bumped by every write; watches wake on it through inotify
+//!                       (IN_CLOSE_WRITE on R) and also poll it every 100 ms as a fallback
+//! R/data.log            the paths each write touched, one a line (replaced past 1 MiB): a
+//!                       watch re-reads only those nodes, and rescans its whole subtree once a
+//!                       second (vanished ephemerals) or when it cannot follow the log
 //! R/owners/ID.lck       one per open coordinator that owns ephemerals, flock'ed for its life;
 //!                       an ephemeral whose owner file is missing or unlocked is gone
 //! ```
@@ -28,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::paths::{join, validate_path};
 
 const NODE_FILE: &str = ".node";
+const LOG_FILE: &str = "data.log";
 const HEADER: &str = "#codis-rs-node";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -54,6 +61,23 @@ struct FsInner {
     owner: Mutex<Option<Owner>>,
     closed: AtomicBool,
     poll: Duration,
+    /// fsyncs of node files and of directories by this process (see [`FsCoordinator::syncs`]).
+    file_syncs: AtomicU64,
+    dir_syncs: AtomicU64,
+    node_reads: AtomicU64,
+    /// Bumped by the inotify thread at every write under R (started with the first watch).
+    wake: Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
+}
+
+/// fsync counts of one [`FsCoordinator`] (for tests and diagnostics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Node files (staged in R/tmp) fsynced before their rename.
+    pub files: u64,
+    /// Directories fsynced after renames into them.
+    pub dirs: u64,
+    /// Node files read (by calls and by watches).
+    pub node_reads: u64,
 }
 
 struct Raw {
@@ -118,8 +142,30 @@ impl FsCoordinator {
                 owner: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 poll: Duration::from_millis(100),
+                file_syncs: AtomicU64::new(0),
+                dir_syncs: AtomicU64::new(0),
+                node_reads: AtomicU64::new(0),
+                wake: Mutex::new(None),
             }),
         })
+    }
+
+    /// The same coordinator with watches polling every `poll` (default 100 ms) on top of their
+    /// inotify wake-ups (tests use a long one to see that inotify alone delivers changes).
+    pub fn with_poll_interval(mut self, poll: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.poll = poll;
+        }
+        self
+    }
+
+    /// How many files and directories this coordinator fsynced so far.
+    pub fn syncs(&self) -> SyncCounts {
+        SyncCounts {
+            files: self.inner.file_syncs.load(Ordering::Relaxed),
+            dirs: self.inner.dir_syncs.load(Ordering::Relaxed),
+            node_reads: self.inner.node_reads.load(Ordering::Relaxed),
+        }
     }
 
     /// The root directory.
@@ -173,6 +219,7 @@ impl FsInner {
 
     fn read_raw(&self, path: &str) -> Result<Option<Raw>> {
         let file = self.dir_of(path).join(NODE_FILE);
+        self.node_reads.fetch_add(1, Ordering::Relaxed);
         let bytes = match fs::read(&file) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -310,16 +357,47 @@ impl FsInner {
             )?;
             f.write_all(data)?;
             f.sync_all()?;
+            self.file_syncs.fetch_add(1, Ordering::Relaxed);
             fs::rename(&tmp, dir.join(NODE_FILE))
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
             Error::io(path, e)
+        })?;
+        self.sync_dirs(&[(dir, path)])
+    }
+
+    /// fsyncs each of `dirs` (distinct directories that renames went into), in parallel: on a
+    /// journaling filesystem the first one commits the renames of all, the others find little
+    /// left to do.
+    fn sync_dirs(&self, dirs: &[(PathBuf, &str)]) -> Result<()> {
+        let one = |(dir, path): &(PathBuf, &str)| -> Result<()> {
+            File::open(dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(path, e))?;
+            self.dir_syncs.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        if dirs.len() <= 1 {
+            return dirs.iter().try_for_each(one);
+        }
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = dirs
+                .chunks(dirs.len().div_ceil(8))
+                .map(|chunk| sc.spawn(move || chunk.iter().try_for_each(one)))
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| {
+                    Error::io(dirs[0].1, io::Error::other("fsync thread panicked"))
+                })??;
+            }
+            Ok(())
         })
     }
 
-    /// Runs `f` holding the exclusive write lock, then bumps the change counter.
-    fn locked<T>(&self, path: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Runs `f` holding the exclusive write lock; if it succeeds, appends `changed` to the
+    /// change log and bumps the change counter.
+    fn locked<T>(&self, path: &str, changed: &[&str], f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.ensure_root(path)?;
         let lock = OpenOptions::new()
             .create(true)
@@ -330,10 +408,127 @@ impl FsInner {
         lock_write(&lock, path)?;
         let out = f();
         if out.is_ok() {
+            self.append_log(changed);
             let seq = self.seq().wrapping_add(1);
             let _ = fs::write(self.root.join("data.seq"), seq.to_string());
         }
         out
+    }
+
+    /// Appends the written paths to R/data.log, one a line, so watchers re-read only those
+    /// (not the whole tree). A log over 1 MiB is replaced by a new file (a new inode: watchers
+    /// notice and rescan once). Best effort: a watcher that cannot follow the log rescans.
+    fn append_log(&self, changed: &[&str]) {
+        let log = self.root.join(LOG_FILE);
+        let mut lines = String::new();
+        for p in changed {
+            lines.push_str(p);
+            lines.push('\n');
+        }
+        let big = fs::metadata(&log)
+            .map(|m| m.len() > (1 << 20))
+            .unwrap_or(false);
+        if big {
+            let tmp = self
+                .root
+                .join("tmp")
+                .join(format!("{}-log", std::process::id()));
+            if fs::write(&tmp, &lines)
+                .and_then(|_| fs::rename(&tmp, &log))
+                .is_ok()
+            {
+                return;
+            }
+        }
+        let _ = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(lines.as_bytes()));
+    }
+
+    /// Paths logged since `pos` (inode, offset), advancing it; `None` when the log cannot be
+    /// followed (first call, replaced, truncated, unreadable): then `pos` is set to its current
+    /// end and the caller rescans everything.
+    fn log_delta(&self, pos: &mut Option<(u64, u64)>) -> Option<Vec<String>> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let mut f = match File::open(self.root.join(LOG_FILE)) {
+            Ok(f) => f,
+            Err(_) => {
+                *pos = None;
+                return None;
+            }
+        };
+        let meta = f.metadata().ok()?;
+        let (ino, len) = (meta.ino(), meta.len());
+        match *pos {
+            Some((i, off)) if i == ino && off <= len => {
+                let mut buf = Vec::with_capacity((len - off) as usize);
+                f.seek(SeekFrom::Start(off)).ok()?;
+                f.take(len - off).read_to_end(&mut buf).ok()?;
+                let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                *pos = Some((ino, off + complete as u64));
+                Some(
+                    String::from_utf8_lossy(&buf[..complete])
+                        .lines()
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            _ => {
+                *pos = Some((ino, len));
+                None
+            }
+        }
+    }
+
+    /// `sig` (a signature of `path` for `kind`) brought up to date for writes to `changed`,
+    /// reading only what they can have touched.
+    fn patch_signature(
+        &self,
+        path: &str,
+        kind: WatchKind,
+        sig: &BTreeMap<String, u64>,
+        changed: &[String],
+    ) -> BTreeMap<String, u64> {
+        let touches = |p: &str| under(p, path);
+        match kind {
+            WatchKind::Data | WatchKind::Children => {
+                if changed.iter().any(|p| touches(p)) {
+                    self.signature(path, kind)
+                } else {
+                    sig.clone()
+                }
+            }
+            WatchKind::Tree => {
+                let mut out = sig.clone();
+                for p in changed.iter().filter(|p| touches(p)) {
+                    // The node and the ancestors it may have created, down from `path`.
+                    let mut at = p.len();
+                    loop {
+                        let node = &p[..at];
+                        match self.read_live(node) {
+                            Ok(Some(raw)) => {
+                                out.insert(node.to_string(), raw.version);
+                            }
+                            Ok(None) => {
+                                out.remove(node);
+                            }
+                            Err(_) => {}
+                        }
+                        if node.len() <= path.len() {
+                            break;
+                        }
+                        match node.rfind('/') {
+                            Some(i) if i >= path.len() && i > 0 => at = i,
+                            _ => break,
+                        }
+                    }
+                }
+                out
+            }
+        }
     }
 
     fn seq(&self) -> u64 {
@@ -347,7 +542,7 @@ impl FsInner {
         if path == "/" {
             return Err(Error::Exists { path: path.into() });
         }
-        self.locked(path, || {
+        self.locked(path, &[path], || {
             if self.read_live(path)?.is_some() {
                 return Err(Error::Exists { path: path.into() });
             }
@@ -375,7 +570,7 @@ impl FsInner {
     }
 
     fn update(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64> {
-        self.locked(path, || match (self.read_live(path)?, expected) {
+        self.locked(path, &[path], || match (self.read_live(path)?, expected) {
             (None, None) => {
                 self.make_parents(path)?;
                 self.write_node(path, 1, None, data)?;
@@ -396,14 +591,39 @@ impl FsInner {
     /// Several set-or-create writes under one lock: every node is staged in R/tmp, the staged
     /// files are fsynced in parallel (the journal commits them together instead of once per
     /// node), then each is renamed into place.
-    fn update_many(&self, items: &[(String, Vec<u8>)]) -> Result<()> {
+    /// With `counter`, the decimal counter node there is incremented in the same batch (its new
+    /// value is returned).
+    fn update_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+        counter: Option<&str>,
+    ) -> Result<Option<u64>> {
         let Some((first, _)) = items.first() else {
-            return Ok(());
+            return Ok(None);
         };
-        self.locked(first, || {
-            let mut staged: Vec<(PathBuf, PathBuf, &str)> = Vec::with_capacity(items.len());
+        let mut changed: Vec<&str> = items.iter().map(|(p, _)| p.as_str()).collect();
+        changed.extend(counter);
+        self.locked(first, &changed, || {
+            let mut bumped = None;
+            let mut all: Vec<(&str, std::borrow::Cow<'_, [u8]>)> = items
+                .iter()
+                .map(|(p, d)| (p.as_str(), std::borrow::Cow::Borrowed(d.as_slice())))
+                .collect();
+            if let Some(c) = counter {
+                let v = match self.read_live(c)? {
+                    Some(raw) => std::str::from_utf8(&raw.data)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                        .ok_or_else(|| Error::corrupt(c, "counter is not a number"))?,
+                    None => 0,
+                };
+                bumped = Some(v + 1);
+                all.push((c, std::borrow::Cow::Owned((v + 1).to_string().into_bytes())));
+            }
+            let mut staged: Vec<(PathBuf, PathBuf, &str)> = Vec::with_capacity(all.len());
             let res = (|| {
-                for (path, data) in items {
+                for (path, data) in &all {
+                    let (path, data) = (*path, data.as_ref());
                     let (version, owner) = match self.read_live(path)? {
                         Some(cur) => (cur.version + 1, cur.owner),
                         None => {
@@ -437,6 +657,7 @@ impl FsInner {
                                     File::open(tmp)
                                         .and_then(|f| f.sync_all())
                                         .map_err(|e| Error::io(path, e))?;
+                                    self.file_syncs.fetch_add(1, Ordering::Relaxed);
                                 }
                                 Ok(())
                             })
@@ -452,19 +673,26 @@ impl FsInner {
                 for (tmp, dir, path) in &staged {
                     fs::rename(tmp, dir.join(NODE_FILE)).map_err(|e| Error::io(path, e))?;
                 }
-                Ok(())
+                // Then the renames themselves: each directory once, all in parallel.
+                let mut dirs: Vec<(PathBuf, &str)> = staged
+                    .iter()
+                    .map(|(_, dir, path)| (dir.clone(), *path))
+                    .collect();
+                dirs.sort_by(|a, b| a.0.cmp(&b.0));
+                dirs.dedup_by(|a, b| a.0 == b.0);
+                self.sync_dirs(&dirs)
             })();
             if res.is_err() {
                 for (tmp, _, _) in &staged {
                     let _ = fs::remove_file(tmp);
                 }
             }
-            res
+            res.map(|()| bumped)
         })
     }
 
     fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {
-        self.locked(path, || {
+        self.locked(path, &[path], || {
             let cur = self
                 .read_live(path)?
                 .ok_or_else(|| Error::NotFound { path: path.into() })?;
@@ -527,6 +755,116 @@ impl FsInner {
     }
 }
 
+impl FsInner {
+    /// A receiver bumped at every write under the root, from one inotify thread per
+    /// coordinator (started on first use); `None` if inotify is not available here.
+    fn wake_receiver(this: &Arc<FsInner>) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let mut guard = this.wake.lock().ok()?;
+        if let Some(rx) = guard.as_ref() {
+            return Some(rx.clone());
+        }
+        let _ = this.ensure_root("/");
+        let fd = inotify_root(&this.root)?;
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let weak = Arc::downgrade(this);
+        let spawned = std::thread::Builder::new()
+            .name("coord-fs-inotify".into())
+            .spawn(move || inotify_loop(fd, weak, tx));
+        if spawned.is_err() {
+            return None;
+        }
+        *guard = Some(rx.clone());
+        Some(rx)
+    }
+}
+
+/// An inotify descriptor watching the root directory for completed writes (`data.seq`).
+fn inotify_root(root: &Path) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+    // SAFETY: plain syscalls; the descriptor is owned by the OwnedFd from here on.
+    unsafe {
+        let fd = libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK);
+        if fd < 0 {
+            return None;
+        }
+        let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO;
+        if libc::inotify_add_watch(fd.as_raw_fd(), cpath.as_ptr(), mask) < 0 {
+            return None;
+        }
+        Some(fd)
+    }
+}
+
+/// Reads inotify events until the coordinator is closed or dropped; bumps `tx` whenever
+/// `data.seq` was rewritten (other files of the root, such as the lock, are ignored).
+fn inotify_loop(
+    fd: std::os::fd::OwnedFd,
+    inner: std::sync::Weak<FsInner>,
+    tx: tokio::sync::watch::Sender<u64>,
+) {
+    const SEQ: &[u8] = b"data.seq";
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match inner.upgrade() {
+            Some(i) if !i.closed.load(Ordering::Acquire) => {}
+            _ => return,
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a timeout so that a dropped coordinator ends the thread.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 500) };
+        if rc < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if rc == 0 {
+            continue;
+        }
+        let mut hit = false;
+        loop {
+            // SAFETY: reads into our own buffer of the given length.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let n = n as usize;
+            let mut off = 0;
+            // struct inotify_event { int wd; u32 mask; u32 cookie; u32 len; char name[len]; }
+            while off + 16 <= n {
+                let word = |at: usize| {
+                    u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+                };
+                let mask = word(off + 4);
+                let len = word(off + 12) as usize;
+                let name = buf.get(off + 16..(off + 16 + len).min(n)).unwrap_or(&[]);
+                let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
+                if name == SEQ || mask & libc::IN_Q_OVERFLOW != 0 {
+                    hit = true;
+                }
+                off += 16 + len;
+            }
+        }
+        if hit {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+}
+
+/// Whether `p` is `root` or below it.
+fn under(p: &str, root: &str) -> bool {
+    root == "/"
+        || p == root
+        || (p.len() > root.len() && p.starts_with(root) && p.as_bytes()[root.len()] == b'/')
+}
+
 /// Paths whose entry differs between two signatures.
 fn diff(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> Vec<String> {
     let mut out: Vec<String> = old
@@ -568,7 +906,26 @@ impl Coordinator for FsCoordinator {
             validate_path(p)?;
         }
         let items = items.to_vec();
-        self.blocking(first, move |i| i.update_many(&items)).await
+        self.blocking(first, move |i| i.update_many(&items, None).map(|_| ()))
+            .await
+    }
+
+    async fn update_many_bump(
+        &self,
+        items: &[(String, Vec<u8>)],
+        counter: &str,
+    ) -> Result<Option<u64>> {
+        let Some((first, _)) = items.first() else {
+            return Ok(None);
+        };
+        for (p, _) in items {
+            validate_path(p)?;
+        }
+        validate_path(counter)?;
+        let items = items.to_vec();
+        let c = counter.to_string();
+        self.blocking(first, move |i| i.update_many(&items, Some(&c)))
+            .await
     }
 
     async fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {
@@ -620,29 +977,64 @@ impl Coordinator for FsCoordinator {
     async fn watch(&self, path: &str, kind: WatchKind) -> Result<Watch> {
         let p = path.to_string();
         let initial = self
-            .blocking(path, move |i| Ok((i.seq(), i.signature(&p, kind))))
+            .blocking(path, move |i| {
+                // Log position first: writes after it are read as deltas, those before it are
+                // in the signature taken next.
+                let mut pos = None;
+                let _ = i.log_delta(&mut pos);
+                Ok((i.seq(), i.signature(&p, kind), pos))
+            })
             .await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = self.inner.clone();
         let path = path.to_string();
+        let mut wake = FsInner::wake_receiver(&inner);
         let task = tokio::spawn(async move {
-            let (mut seq, mut sig) = initial;
+            let (mut seq, mut sig, mut log_pos) = initial;
             let mut last_full = Instant::now();
             loop {
-                tokio::time::sleep(inner.poll).await;
+                // Woken by inotify at once after a write; the poll catches anything it missed
+                // (no inotify, an overflowed queue) and vanished ephemerals (no write at all).
+                let mut woken = false;
+                match wake.as_mut() {
+                    Some(w) => match tokio::time::timeout(inner.poll, w.changed()).await {
+                        Ok(Ok(())) => woken = true,
+                        Ok(Err(_)) => wake = None,
+                        Err(_) => {}
+                    },
+                    None => tokio::time::sleep(inner.poll).await,
+                }
                 if inner.closed.load(Ordering::Acquire) {
                     return;
                 }
                 let (i2, p2) = (inner.clone(), path.clone());
-                let full = last_full.elapsed() >= Duration::from_secs(1);
+                let full = !woken && last_full.elapsed() >= Duration::from_secs(1);
+                let old = sig.clone();
+                let mut pos = log_pos;
                 let res = tokio::task::spawn_blocking(move || {
                     let s = i2.seq();
-                    (s != seq || full).then(|| (s, i2.signature(&p2, kind)))
+                    if s == seq && !full {
+                        return None;
+                    }
+                    // Only the paths written since the last look, when the log can tell them
+                    // (a full rescan each second still catches vanished ephemerals).
+                    let delta = i2.log_delta(&mut pos);
+                    let rescan = full || delta.is_none();
+                    let new = match delta {
+                        Some(paths) if !full => i2.patch_signature(&p2, kind, &old, &paths),
+                        _ => i2.signature(&p2, kind),
+                    };
+                    Some((s, new, pos, rescan))
                 })
                 .await;
-                let Ok(Some((s, new))) = res else { continue };
+                let Ok(Some((s, new, pos, rescanned))) = res else {
+                    continue;
+                };
                 seq = s;
-                last_full = Instant::now();
+                log_pos = pos;
+                if rescanned {
+                    last_full = Instant::now();
+                }
                 let changed = diff(&sig, &new);
                 sig = new;
                 if changed.is_empty() {

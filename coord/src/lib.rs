@@ -10,7 +10,8 @@
 //!   lock), [`CoordConfig`] and [`connect`].
 //! - [`zk`]: ZooKeeper backend (sessions, reconnection, ephemerals restored after expiry).
 //! - [`etcd`]: etcd v3 backend (lease-bound ephemerals, prefix watches).
-//! - [`fs`]: filesystem backend, the embedded default (atomic writes, flock, owner files).
+//! - [`fs`]: filesystem backend, the embedded default (atomic writes, durable once they return:
+//!   file and directory fsyncs; flock, owner files; watches woken by inotify, polled as fallback).
 //! - [`store`]: one product's typed view: models, lock, acks, liveness, version, watch.
 //! - [`topology`]: the immutable `Topology` snapshot and per-slot routes.
 //! - [`error`]: the one error type; every node error names its path.

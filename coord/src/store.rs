@@ -157,6 +157,13 @@ impl Store {
             .iter()
             .map(|m| (self.paths.slot(m.id), encode(m)))
             .collect();
+        if let Some(v) = self
+            .coord
+            .update_many_bump(&items, &self.paths.version())
+            .await?
+        {
+            return Ok(v);
+        }
         self.coord.update_many(&items).await?;
         self.bump_version().await
     }

@@ -155,3 +155,130 @@ async fn write_lock_held_elsewhere() {
     assert!(err.to_string().contains("held the write lock"), "{err}");
     assert_eq!(c.read("/codis3/demo/a").await.unwrap().unwrap().data, b"2");
 }
+
+/// A watch learns of a write through inotify, not through its poll: with the poll set to an
+/// hour, a write by another coordinator on the same root still reaches the watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_watch_wakes_on_inotify_without_polling() {
+    use coord::coordinator::{Coordinator, WatchEvent, WatchKind};
+    let dir = tempfile::tempdir().unwrap();
+    let watcher = coord::fs::FsCoordinator::open(dir.path())
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_secs(3600));
+    let writer = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    writer.create("/codis3/demo/slots", b"").await.unwrap();
+    let mut w = watcher
+        .watch("/codis3/demo/slots", WatchKind::Tree)
+        .await
+        .unwrap();
+    for round in 0..3u32 {
+        let path = format!("/codis3/demo/slots/slot-000{round}");
+        writer.update(&path, b"x", None).await.unwrap();
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), w.next())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no event within 30 s (poll is 1 h)"));
+        match ev {
+            Some(WatchEvent::Changed { path: p }) => assert_eq!(p, path),
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+}
+
+/// A batch write of N nodes costs N file fsyncs and one fsync per directory renamed into, and a
+/// single write one of each: counted, so every reported write is durable (data, then rename).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_batch_write_fsync_counts() {
+    use coord::coordinator::Coordinator;
+    let dir = tempfile::tempdir().unwrap();
+    let c = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    c.create("/codis3/demo/slots", b"").await.unwrap();
+    let before = c.syncs();
+    let items: Vec<(String, Vec<u8>)> = (0..16)
+        .map(|i| (format!("/codis3/demo/slots/slot-{i:04}"), b"v1".to_vec()))
+        .collect();
+    c.update_many(&items).await.unwrap();
+    let after = c.syncs();
+    assert_eq!(after.files - before.files, 16, "{after:?}");
+    assert_eq!(after.dirs - before.dirs, 16, "{after:?}");
+    // Rewriting the same nodes: the same again, no more.
+    c.update_many(&items).await.unwrap();
+    let again = c.syncs();
+    assert_eq!(again.files - after.files, 16, "{again:?}");
+    assert_eq!(again.dirs - after.dirs, 16, "{again:?}");
+    // One node: one file fsync, one directory fsync.
+    c.update("/codis3/demo/slots/slot-0000", b"v2", None)
+        .await
+        .unwrap();
+    let one = c.syncs();
+    assert_eq!((one.files - again.files, one.dirs - again.dirs), (1, 1));
+    assert_eq!(
+        c.read("/codis3/demo/slots/slot-0000")
+            .await
+            .unwrap()
+            .unwrap()
+            .data,
+        b"v2"
+    );
+    // A batch with the topology version bumped in it: one more node in the same round.
+    let counter = "/codis3/demo/version";
+    let v1 = c.update_many_bump(&items, counter).await.unwrap();
+    let v2 = c.update_many_bump(&items, counter).await.unwrap();
+    assert_eq!((v1, v2), (Some(1), Some(2)));
+    let bumped = c.syncs();
+    assert_eq!(bumped.files - one.files, 2 * 17, "{bumped:?}");
+    assert_eq!(bumped.dirs - one.dirs, 2 * 17, "{bumped:?}");
+    assert_eq!(c.read(counter).await.unwrap().unwrap().data, b"2");
+}
+
+/// A tree watch over many nodes re-reads only what was written (from the change log), not
+/// the whole tree, at each write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_tree_watch_reads_only_written_nodes() {
+    use coord::coordinator::{Coordinator, WatchEvent, WatchKind};
+    let dir = tempfile::tempdir().unwrap();
+    let writer = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    let items: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("/codis3/demo/slots/slot-{i:04}"), b"0".to_vec()))
+        .collect();
+    writer.update_many(&items).await.unwrap();
+    let watcher = coord::fs::FsCoordinator::open(dir.path())
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_secs(3600));
+    let mut w = watcher
+        .watch("/codis3/demo", WatchKind::Tree)
+        .await
+        .unwrap();
+    let start = watcher.syncs().node_reads;
+    assert!(
+        start >= 300,
+        "the first signature reads every node: {start}"
+    );
+    for round in 0..5u32 {
+        let before = watcher.syncs().node_reads;
+        let path = format!("/codis3/demo/slots/slot-{:04}", round * 7);
+        writer.update(&path, b"1", None).await.unwrap();
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), w.next())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no event within 30 s"));
+        assert_eq!(ev, Some(WatchEvent::Changed { path: path.clone() }));
+        let reads = watcher.syncs().node_reads - before;
+        assert!(
+            reads < 10,
+            "round {round}: {reads} node reads for one write"
+        );
+    }
+    // A new node deep below the watch root is seen too (with the parent it created).
+    writer
+        .create("/codis3/demo/ack/proxy-1", b"a")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), w.next()).await {
+            Ok(Some(WatchEvent::Changed { path })) => seen.push(path),
+            other => panic!("{other:?} after {seen:?}"),
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["/codis3/demo/ack", "/codis3/demo/ack/proxy-1"]);
+}

@@ -654,10 +654,14 @@ impl Executor {
                         return Ok((advanced, false));
                     }
                     let _guard = self.ctx.write.lock().await;
+                    let now = futures::future::join_all(
+                        ms.iter().map(|m| self.ctx.store.slot_mapping(m.id)),
+                    )
+                    .await;
                     let mut done = Vec::new();
-                    for m in ms {
+                    for (m, cur) in ms.into_iter().zip(now) {
                         // A slot forced meanwhile (slot set) is left as it was set.
-                        if self.ctx.store.slot_mapping(m.id).await? == m {
+                        if cur? == m {
                             let mut m = m;
                             m.action.state = SlotState::Finished;
                             done.push(m);
@@ -701,9 +705,12 @@ impl Executor {
     /// Slots changed meanwhile by someone else (a forced `slot set`) are left alone.
     async fn open_wave(&self, ms: &mut [SlotMapping]) -> Result<()> {
         let _guard = self.ctx.write.lock().await;
+        // The slots are locked on every proxy now: read them back concurrently, not one by one.
+        let now =
+            futures::future::join_all(ms.iter().map(|m| self.ctx.store.slot_mapping(m.id))).await;
         let mut open = Vec::with_capacity(ms.len());
-        for m in ms.iter() {
-            if self.ctx.store.slot_mapping(m.id).await? == *m {
+        for (m, cur) in ms.iter().zip(now) {
+            if cur? == *m {
                 let mut m = m.clone();
                 m.action.state = SlotState::Migrating;
                 open.push(m);
@@ -784,37 +791,46 @@ impl RedisDrain {
         })
     }
 
+    /// One migration call in the connection's current database: (moved, left).
+    async fn call_once(&self, c: &mut RedisConn, cmd: &[String]) -> Result<(u64, u64)> {
+        let reply = c.call(cmd).await?;
+        let (moved, left) = match &reply {
+            resp::Frame::Array(v) if v.len() == 2 => (frame_int(&v[0]), frame_int(&v[1])),
+            _ => (None, None),
+        };
+        let (Some(moved), Some(left)) = (moved, left) else {
+            return Err(CtlError::redis(
+                c.addr(),
+                format!("{}: unexpected reply {reply:?}", cmd[0]),
+            ));
+        };
+        Ok((moved.max(0) as u64, left.max(0) as u64))
+    }
+
+    /// Database 0 first, with no other round trip: while it still has keys of the slot left,
+    /// that is the whole step. Only once it is empty does `INFO keyspace` tell which other
+    /// databases to drain (one round trip per slot instead of one per call).
     async fn step_on(&self, c: &mut RedisConn, slot: u32, target: &str) -> Result<DrainStep> {
         let cmd = self.command(slot, target)?;
+        let (moved, left) = self.call_once(c, &cmd).await?;
+        let mut total = DrainStep { moved, left };
+        if left > 0 {
+            return Ok(total);
+        }
         let mut dbs: Vec<u32> = keyspace_dbs(&c.info(Some("keyspace")).await?)
             .into_iter()
             .map(|(db, _)| db)
+            .filter(|&db| db != 0)
             .collect();
-        if !dbs.contains(&0) {
-            dbs.insert(0, 0);
-        }
         dbs.sort_unstable();
-        let mut total = DrainStep::default();
         let mut current = 0;
         for db in dbs {
-            if db != current {
-                c.call(&["SELECT", &db.to_string()]).await?;
-                current = db;
-            }
-            let reply = c.call(&cmd).await?;
-            let (moved, left) = match &reply {
-                resp::Frame::Array(v) if v.len() == 2 => (frame_int(&v[0]), frame_int(&v[1])),
-                _ => (None, None),
-            };
-            let (Some(moved), Some(left)) = (moved, left) else {
-                return Err(CtlError::redis(
-                    c.addr(),
-                    format!("{}: unexpected reply {reply:?}", cmd[0]),
-                ));
-            };
-            total.moved += moved.max(0) as u64;
+            c.call(&["SELECT", &db.to_string()]).await?;
+            current = db;
+            let (moved, left) = self.call_once(c, &cmd).await?;
+            total.moved += moved;
             if left > 0 {
-                total.left = left as u64;
+                total.left = left;
                 break;
             }
         }
