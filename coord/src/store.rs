@@ -331,6 +331,18 @@ impl Store {
     /// Watches the product: yields a new snapshot after every topology change (debounced).
     /// Fails only if the first snapshot cannot be read; later outages are retried quietly.
     pub async fn watch_topology(&self) -> Result<TopologyWatch> {
+        self.watch_topology_with(None).await
+    }
+
+    /// [`Store::watch_topology`] for a reader that also learns changes some other way (the
+    /// proxy's fillslots pushes): `known` is the newest version whose whole topology the reader
+    /// already holds. A change whose version is not above it is not re-read (reading every node
+    /// of 1,024 slots after each migration step cost the proxy most of a core); one above it
+    /// waits up to 100 ms for `known` to catch up before the whole topology is read.
+    pub async fn watch_topology_with(
+        &self,
+        known: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Result<TopologyWatch> {
         let base = self.paths.base().to_string();
         let mut watch = self.coord.watch(&base, WatchKind::Tree).await?;
         let first = self.topology().await?;
@@ -361,6 +373,11 @@ impl Store {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 while watch.try_next().is_some() {}
+                if let Some(known) = &known {
+                    if store.already_known(known).await {
+                        continue;
+                    }
+                }
                 let mut backoff = Duration::from_millis(100);
                 let snap = loop {
                     match store.topology().await {
@@ -378,6 +395,23 @@ impl Store {
             }
         });
         Ok(TopologyWatch { rx, task })
+    }
+}
+
+impl Store {
+    /// Whether the reader's `known` version covers the stored one (waiting up to 100 ms for it
+    /// to catch up, as a push usually lands right after the write that caused the event).
+    async fn already_known(&self, known: &std::sync::atomic::AtomicU64) -> bool {
+        let Ok(v) = self.version().await else {
+            return false;
+        };
+        for _ in 0..20 {
+            if v <= known.load(std::sync::atomic::Ordering::Acquire) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
     }
 }
 

@@ -437,18 +437,49 @@ impl Executor {
 
     /// Drives a batch (slots between one pair of groups) in waves of `wave_slots` slots, the
     /// slots furthest along first (a resumed `prepared` slot is unlocked before anything new
-    /// is locked). True if any slot advanced.
+    /// is locked). Two waves overlap: wave k+1 is locked and opened (`pending` → `migrating`,
+    /// coordinator writes and proxy round trips) while wave k drains and closes (data moving
+    /// between the servers), so neither waits for the other. True if any slot advanced.
     async fn drive_batch(&self, mut ms: Vec<SlotMapping>) -> Result<bool> {
         ms.sort_by_key(|m| (std::cmp::Reverse(m.action.state), m.action.index, m.id));
         let wave = self.ctx.cfg.migration.wave_slots.max(1);
+        let waves: Vec<Vec<u32>> = ms
+            .chunks(wave)
+            .map(|c| c.iter().map(|m| m.id).collect())
+            .collect();
         let mut advanced = false;
-        for chunk in ms.chunks(wave) {
-            let sids: Vec<u32> = chunk.iter().map(|m| m.id).collect();
-            let (a, done) = self.drive_wave(&sids).await?;
-            advanced |= a;
-            if !done {
-                break; // paused, or proxies still to acknowledge: the next round resumes
+        let mut closing: Option<&[u32]> = None;
+        let mut first_err: Option<CtlError> = None;
+        for sids in &waves {
+            let open = self.drive_wave(sids, Phase::Open);
+            // Both run to their end (an error in one does not cut the other short).
+            let (opened, closed) = match closing.take() {
+                Some(prev) => futures::join!(open, self.drive_wave(prev, Phase::Close)),
+                None => (open.await, Ok((false, true))),
+            };
+            let mut go_on = true;
+            for r in [closed, opened] {
+                match r {
+                    Ok((a, done)) => {
+                        advanced |= a;
+                        go_on &= done;
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        go_on = false;
+                    }
+                }
             }
+            if !go_on {
+                // Paused, proxies still to acknowledge, or an error: the next round resumes
+                // (a wave left `migrating` is drained first then).
+                return first_err.map_or(Ok(advanced), Err);
+            }
+            closing = Some(sids);
+        }
+        if let Some(prev) = closing {
+            let (a, _) = self.drive_wave(prev, Phase::Close).await?;
+            advanced |= a;
         }
         Ok(advanced)
     }
@@ -588,15 +619,31 @@ impl Executor {
 
     /// Advances the slots `sids` together until they are done; the lowest state moves first,
     /// so slots resumed at different states join up. Returns (advanced any, all done).
-    async fn drive_wave(&self, sids: &[u32]) -> Result<(bool, bool)> {
+    async fn drive_wave(&self, sids: &[u32], phase: Phase) -> Result<(bool, bool)> {
         let control = self.ctx.control.clone();
         let mut advanced = false;
+        let mut step_started = std::time::Instant::now();
+        let mut last: Option<SlotState> = None;
         loop {
             let mut guard = Some(self.ctx.write.lock().await);
             let ms = self.read_slots(sids).await?;
             let Some(low) = ms.iter().map(|m| m.action.state).min() else {
                 return Ok((advanced, true));
             };
+            if phase == Phase::Open && low >= SlotState::Migrating {
+                return Ok((advanced, true));
+            }
+            if let Some(prev) = last.replace(low) {
+                tracing::debug!(
+                    slots = sids.len(),
+                    first = sids[0],
+                    "wave: {} -> {} in {} us",
+                    prev.as_str(),
+                    low.as_str(),
+                    step_started.elapsed().as_micros()
+                );
+            }
+            step_started = std::time::Instant::now();
             let mut ms: Vec<SlotMapping> =
                 ms.into_iter().filter(|m| m.action.state == low).collect();
             match low {
@@ -622,7 +669,11 @@ impl Executor {
                         m.action.state = SlotState::Preparing;
                         control.update(m.id, |p| p.target_id = m.action.target_id);
                     }
-                    self.write_all(&ms).await?;
+                    // Pushed too (proxies ignore `preparing`), so that every version of the
+                    // migration reaches them by push and none has to be read back from the
+                    // coordinator (see `Store::watch_topology_with`).
+                    let v = self.write_all(&ms).await?;
+                    self.push(v, &ms).await?;
                 }
                 SlotState::Preparing => {
                     for m in &mut ms {
@@ -745,6 +796,15 @@ impl Executor {
         }
         Ok(all)
     }
+}
+
+/// How far [`Executor::drive_wave`] takes a wave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Up to `migrating` (every slot locked on the proxies, then opened towards the target).
+    Open,
+    /// To the end (drained, finished, back to no action).
+    Close,
 }
 
 /// The real drain: `SLOTSMGRTTAGSLOT` (sync) or `SLOTSMGRTTAGSLOT-ASYNC` (semi-async) on the

@@ -255,6 +255,13 @@ async fn metrics(State(ctl): Ctl) -> Response {
     );
     gauge(
         &mut o,
+        "topology_reads_total",
+        "counter",
+        "Whole topology snapshots read from the coordinator (changes no push announced).",
+        s.topology_reads.to_string(),
+    );
+    gauge(
+        &mut o,
         "ops_total",
         "counter",
         "Requests answered.",

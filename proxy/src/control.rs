@@ -6,7 +6,7 @@
 //! If the coordinator goes away the cores keep the last table. A snapshot whose version is lower
 //! than the applied one (a wiped or replaced store) is ignored with a warning.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,12 @@ pub struct Control {
     store: Mutex<Option<Store>>,
     /// Set when an acknowledgement still has to be written.
     ack_dirty: std::sync::atomic::AtomicBool,
+    /// The newest topology version the proxy holds whole: a snapshot read from the coordinator,
+    /// or a fillslots push that followed it with no version in between. The coordinator watch
+    /// does not re-read a change this covers.
+    complete: Arc<std::sync::atomic::AtomicU64>,
+    /// Held across a whole push or fill, so a merge never lands on top of a newer snapshot.
+    updating: Mutex<()>,
     /// Notified to stop the process (admin `shutdown`, signals).
     pub shutdown: tokio::sync::Notify,
 }
@@ -59,6 +65,8 @@ impl Control {
             applied: Mutex::new(vec![0; n]),
             store: Mutex::new(None),
             ack_dirty: false.into(),
+            complete: Arc::new(0.into()),
+            updating: Mutex::new(()),
             shutdown: tokio::sync::Notify::new(),
         })
     }
@@ -71,8 +79,10 @@ impl Control {
         self.store.lock().ok().and_then(|s| s.clone())
     }
 
-    /// Pushes the routing of `topo` to every core (unless it is older than what runs).
+    /// Pushes the routing of `topo`, a whole snapshot read from the coordinator, to every core
+    /// (unless it is older than what runs, or the very topology running).
     pub fn push(&self, topo: &Topology) {
+        let _serial = self.updating.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cur) = self.current() {
             if topo.version() < cur.version {
                 tracing::warn!(
@@ -82,7 +92,16 @@ impl Control {
                 );
                 return;
             }
+            if topo.version() == cur.version && self.complete.load(Acquire) == cur.version {
+                return; // already running exactly this (pushed, then read back)
+            }
         }
+        self.apply(topo);
+        self.complete.fetch_max(topo.version(), Release);
+    }
+
+    /// Builds the slot table of `topo` and hands it to every core.
+    fn apply(&self, topo: &Topology) {
         let t = Arc::new(SlotTable::build(topo, &self.shared.cfg.proxy_datacenter));
         tracing::info!(version = t.version, "applying topology");
         if let Ok(mut cur) = self.table.lock() {
@@ -101,8 +120,13 @@ impl Control {
     /// newer one, which holds these records or later ones). Returns the version to wait for, or
     /// `None` while the proxy has no topology to merge into (not online yet).
     pub fn fill(&self, fill: &coord::FillSlots) -> Option<u64> {
+        let _serial = self.updating.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.topo.lock().ok().and_then(|t| t.clone())?;
         if fill.version > cur.version() {
+            // The push holds the one write between the held version and its own: the merged
+            // topology is whole (the coordinator watch need not read it back).
+            let whole =
+                self.complete.load(Acquire) == cur.version() && fill.version == cur.version() + 1;
             let mut data = cur.data().clone();
             data.version = fill.version;
             for g in &fill.groups {
@@ -113,7 +137,10 @@ impl Control {
                     *s = m.clone();
                 }
             }
-            self.push(&Topology::new(data));
+            self.apply(&Topology::new(data));
+            if whole {
+                self.complete.fetch_max(fill.version, Release);
+            }
         }
         Some(fill.version)
     }
@@ -289,7 +316,7 @@ pub async fn run(ctl: Arc<Control>, acks: UnboundedReceiver<CoreAck>) {
         }
     });
     let mut watch = loop {
-        match store.watch_topology().await {
+        match store.watch_topology_with(Some(ctl.complete.clone())).await {
             Ok(w) => break w,
             Err(e) => {
                 tracing::warn!("watch topology of {}: {e}", cc.product);
@@ -299,6 +326,7 @@ pub async fn run(ctl: Arc<Control>, acks: UnboundedReceiver<CoreAck>) {
     };
     ctl.push(&watch.current());
     while let Some(t) = watch.changed().await {
+        ctl.shared.topology_reads.fetch_add(1, Relaxed);
         ctl.push(&t);
     }
     tracing::warn!("topology watch ended; serving the last topology");

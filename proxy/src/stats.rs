@@ -154,6 +154,8 @@ pub struct Shared {
     pub online: AtomicBool,
     /// The topology version every core has applied.
     pub topology_version: AtomicU64,
+    /// Whole topology snapshots read back from the coordinator (changes not known from a push).
+    pub topology_reads: AtomicU64,
     /// Requests per second over the last second.
     pub qps: AtomicU64,
     /// Set when the proxy is shutting down.
@@ -184,6 +186,7 @@ impl Shared {
             slowlog: Mutex::new(SlowLog::default()),
             online: AtomicBool::new(false),
             topology_version: AtomicU64::new(0),
+            topology_reads: AtomicU64::new(0),
             qps: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             token,
@@ -267,6 +270,7 @@ impl Shared {
             online: self.online.load(Relaxed),
             closed: self.closed.load(Relaxed),
             topology_version: self.topology_version.load(Relaxed),
+            topology_reads: self.topology_reads.load(Relaxed),
             ops_total: self.ops_total(),
             ops_fails: self.cores.iter().map(|c| c.fails.load(Relaxed)).sum(),
             ops_redis_errors: self
@@ -330,6 +334,7 @@ pub struct StatsSnapshot {
     pub online: bool,
     pub closed: bool,
     pub topology_version: u64,
+    pub topology_reads: u64,
     pub ops_total: u64,
     pub ops_fails: u64,
     pub ops_redis_errors: u64,

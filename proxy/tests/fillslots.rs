@@ -200,3 +200,85 @@ fn pushed_states_apply_before_the_reply_and_hold_requests_only_while_locked() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A push that holds the one write after the proxy's topology makes it whole: the coordinator
+/// watch does not read the topology back for that write (it used to re-read every slot node after
+/// each migration step). A write no push announced is still read back and applied.
+#[test]
+fn a_pushed_version_is_not_read_back_but_an_unannounced_write_is() {
+    let c = Cluster::start("");
+    let (_, body) = c.http("GET", "/api/proxy/model");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let xauth = proxy::identity::codis_xauth(&[PRODUCT, "", &token]);
+    let path = format!("/api/proxy/fillslots/{xauth}");
+    // Settled: the proxy runs the coordinator's current version (its registration included).
+    let start = Instant::now();
+    let version = loop {
+        let v = c.rt.block_on(c.store.version()).unwrap();
+        if c.stats()["topology_version"].as_u64() == Some(v) {
+            std::thread::sleep(Duration::from_millis(300));
+            if c.rt.block_on(c.store.version()).unwrap() == v {
+                break v;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the proxy did not settle on the coordinator's version: {}",
+            c.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let reads = c.stats()["topology_reads"].as_u64().unwrap();
+    let slot = 77u32;
+    let m = |state| SlotMapping {
+        id: slot,
+        group_id: 1,
+        action: SlotAction {
+            index: 3,
+            state,
+            target_id: 2,
+        },
+    };
+
+    // The push of version+1 first, then the very write it announced.
+    let body = serde_json::to_vec(&FillSlots {
+        version: version + 1,
+        slots: vec![m(SlotState::Preparing)],
+        groups: groups(&c),
+    })
+    .unwrap();
+    let (st, body) = put(&c, &path, &body);
+    assert_eq!(st, 200, "{body}");
+    let written =
+        c.rt.block_on(
+            c.store
+                .update_slot_mappings_versioned(&[m(SlotState::Preparing)]),
+        )
+        .unwrap();
+    assert_eq!(written, version + 1);
+    // Long enough for the watch to see the write (it reads the version node, then stops).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        c.stats()["topology_reads"].as_u64().unwrap(),
+        reads,
+        "a pushed version was read back from the coordinator"
+    );
+    assert_eq!(slot_json(&c, slot)["state"], "preparing");
+
+    // A write nobody pushed: read back and applied.
+    c.rt.block_on(c.store.update_slot_mapping(&m(SlotState::Pending)))
+        .unwrap();
+    let start = Instant::now();
+    while slot_json(&c, slot)["state"] != "pending" {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "an unannounced coordinator write was not applied: {}",
+            slot_json(&c, slot)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(c.stats()["topology_reads"].as_u64().unwrap() > reads);
+}

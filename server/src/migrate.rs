@@ -419,25 +419,35 @@ fn collect(
     lim: Limits,
     now: u64,
 ) -> Vec<Item> {
-    let mut keys: Vec<Bytes> = Vec::new();
+    // Each key once (a set, not a scan of the list: a call carries hundreds of seeds), in the
+    // order first seen; each tag's group expanded once.
+    let mut keys: Vec<Bytes> = Vec::with_capacity(seeds.len());
+    let mut seen: std::collections::HashSet<Bytes, ahash::RandomState> =
+        std::collections::HashSet::with_capacity_and_hasher(seeds.len(), Default::default());
+    let mut tags_done: std::collections::HashSet<Vec<u8>, ahash::RandomState> = Default::default();
     for k in seeds {
-        if keys.contains(&k) {
+        if seen.contains(&k) {
             continue;
         }
         if tags && resp::slot::has_tag(&k) {
             let tag = resp::slot::hash_tag(&k).to_vec();
+            if tags_done.contains(&tag) {
+                continue;
+            }
             let slot = resp::slot(&k) as usize;
             if let Some(t) = sh.dbs[db].slot(slot) {
                 for other in t.map.keys() {
                     if resp::slot::has_tag(other) && resp::slot::hash_tag(other) == tag.as_slice() {
                         let o = Bytes::copy_from_slice(other);
-                        if !keys.contains(&o) {
+                        if seen.insert(o.clone()) {
                             keys.push(o);
                         }
                     }
                 }
             }
+            tags_done.insert(tag);
         } else {
+            seen.insert(k.clone());
             keys.push(k);
         }
     }
