@@ -3,7 +3,7 @@
 use resp::encode;
 
 use super::{err, Ctx, Handler, MAX_STRING};
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 
 /// The string commands served by shards.
 pub static HANDLERS: &[(&str, Handler)] = &[
@@ -39,8 +39,8 @@ pub fn read_str<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d [u8]>, ()
     let now = ctx.now;
     match ctx.db().get(key, now) {
         None => Ok(None),
-        Some(e) => match &e.value {
-            Value::Str(s) => Ok(Some(s)),
+        Some(e) => match e.value {
+            ValueRef::Str(s) => Ok(Some(s)),
             #[allow(unreachable_patterns)]
             _ => Err(()),
         },
@@ -53,8 +53,8 @@ fn str_value(b: &[u8]) -> Value {
 
 fn get(ctx: &mut Ctx) {
     let now = ctx.now;
-    match ctx.dbs[ctx.db].get(&ctx.args[1], now).map(|e| &e.value) {
-        Some(Value::Str(v)) => encode::bulk(ctx.out, v),
+    match ctx.dbs[ctx.db].get(&ctx.args[1], now).map(|e| e.value) {
+        Some(ValueRef::Str(v)) => encode::bulk(ctx.out, v),
         #[allow(unreachable_patterns)]
         Some(_) => encode::error(ctx.out, err::WRONGTYPE),
         None => encode::null(ctx.out, ctx.proto),
@@ -99,7 +99,7 @@ pub fn expire_arg(ctx: &mut Ctx, i: usize, unit_ms: i64, absolute: bool, cmd: &s
 fn set(ctx: &mut Ctx) {
     if ctx.args.len() == 3 {
         // Plain `SET key value`: one table operation.
-        ctx.dbs[ctx.db].insert(&ctx.args[1], Value::Str((&ctx.args[2][..]).into()), 0);
+        ctx.dbs[ctx.db].insert_str(&ctx.args[1], &ctx.args[2], 0);
         return ctx.ok();
     }
     let (mut nx, mut xx, mut get_old) = (false, false, false);
@@ -216,8 +216,8 @@ fn mget(ctx: &mut Ctx) {
     ctx.array(n);
     let now = ctx.now;
     for key in &ctx.args[1..] {
-        match ctx.dbs[ctx.db].get(key, now).map(|e| &e.value) {
-            Some(Value::Str(v)) => encode::bulk(ctx.out, v),
+        match ctx.dbs[ctx.db].get(key, now).map(|e| e.value) {
+            Some(ValueRef::Str(v)) => encode::bulk(ctx.out, v),
             _ => encode::null(ctx.out, ctx.proto),
         }
     }
