@@ -724,6 +724,13 @@ impl Db {
         true
     }
 
+    /// [`Db::insert_keep_ttl`] of a string given as bytes (INCR and friends: a same-length
+    /// result is copied over the old bytes, no allocation).
+    pub fn insert_str_keep_ttl(&mut self, key: &[u8], value: &[u8], now: u64) {
+        let ttl = self.get(key, now).map_or(0, |e| e.expire_at());
+        self.insert_str(key, value, ttl);
+    }
+
     /// Store a value keeping the key's current expiry (SET KEEPTTL, APPEND-style updates).
     pub fn insert_keep_ttl(&mut self, key: &[u8], value: Value, now: u64) {
         let ttl = self.get(key, now).map_or(0, |e| e.expire_at());

@@ -110,10 +110,25 @@ impl Node {
             .unwrap_or_else(|_| handle_alloc_error(Layout::new::<Entry>()))
     }
 
+    /// Whether a string of `vlen` bytes under a key of `klen` bytes goes into a string node:
+    /// when that one allocation's size class is no larger than the two of a value node and a
+    /// boxed string. Size classes grow by a quarter past 64 bytes, so one block for everything
+    /// can cost more than two well-fitting ones (a 512-byte value: 640 against 48 + 512).
+    #[inline]
+    fn embeds(klen: usize, vlen: usize) -> bool {
+        let one = SKEY_AT + len_bytes(klen) + klen + vlen;
+        // Up to 64 bytes the classes are at most 16 bytes apart, and the value node alone
+        // is 20 bytes larger than a string node's header: embedding never loses there.
+        one <= 64 || {
+            let good = crate::alloc::good_size;
+            good(one) <= good(LEN_AT + len_bytes(klen) + klen) + good(vlen)
+        }
+    }
+
     fn new(key: &[u8], new: New<'_>) -> Node {
         let klen = key.len();
         assert!(klen <= u32::MAX as usize, "key of {klen} bytes");
-        if let Some(v) = new.str_bytes() {
+        if let Some(v) = new.str_bytes().filter(|v| Self::embeds(klen, v.len())) {
             let layout = Self::str_layout(klen, v.len());
             // SAFETY: the layout is at least 13 bytes, 8-aligned; the writes stay inside it: the
             // word at 0, the u32 at 8, the key length at 12, the key and the value after it.
@@ -133,8 +148,9 @@ impl Node {
                 return Node(NonNull::new_unchecked(p.wrapping_add(STR_TAG)));
             }
         }
-        let New::Entry(entry) = new else {
-            unreachable!("a New::Str is always short enough for a string node")
+        let entry = match new {
+            New::Entry(e) => e,
+            New::Str(v, w) => Entry::from_word(Value::Str(v.into()), w),
         };
         let layout = Self::value_layout(klen);
         // SAFETY: the layout has a non-zero size (it holds an Entry); the writes below stay
@@ -599,6 +615,27 @@ mod tests {
         // 56-byte class), where a value node and a boxed string took 48 + 32.
         assert_eq!(Node::str_layout(10, 32).size(), 55);
         assert_eq!(Node::str_layout(300, 0).size(), SKEY_AT + 5 + 300);
+        // Embedded when one block is no larger than two: always for short strings, not for a
+        // 512-byte value (mimalloc: one 640-byte block against 48 + 512).
+        assert!(Node::embeds(10, 32));
+        assert!(Node::embeds(10, 0));
+        assert!(!Node::embeds(10, 512));
+        let mut t = KeyTable::default();
+        t.insert_str(b"big", &[b'v'; 512], 0);
+        t.insert_str(b"small", &[b'v'; 32], 0);
+        assert!(!t
+            .table
+            .find(hash(b"big"), |n| n.key() == b"big")
+            .unwrap()
+            .is_str());
+        assert!(t
+            .table
+            .find(hash(b"small"), |n| n.key() == b"small")
+            .unwrap()
+            .is_str());
+        assert_eq!(t.get(b"big").unwrap().value, ValueRef::Str(&[b'v'; 512]));
+        t.insert_str(b"big", &[b'w'; 512], 0);
+        assert_eq!(t.get(b"big").unwrap().value, ValueRef::Str(&[b'w'; 512]));
     }
 
     /// Both node kinds through every accessor: strings of all lengths (empty, same-length
