@@ -10,8 +10,10 @@
 //!   of 4 GiB or more (whose length does not fit the u32).
 //!
 //! Per key this costs one 8-byte bucket (plus hashbrown's control byte) and the node. With 1M
-//! `key:N` keys of 32-byte strings a node is 12 + 1 + 10 + 32 = 55 bytes (mimalloc's 56-byte
-//! class), where `[Entry][key]` plus a boxed string took 48 + 32. A lookup dereferences one
+//! `key:N` keys of 32-byte strings a node is 12 + 1 + 10 + 32 = 55 bytes (a 64-byte mimalloc
+//! block), where `[Entry][key]` plus a boxed string took 48 + 32. A string goes into a value
+//! node with a boxed string instead when that takes fewer bytes of blocks (see
+//! [`Node::embeds`]: past 64 bytes the size classes are a quarter apart). A lookup dereferences one
 //! pointer, to compare the key, and finds the entry and a string's bytes next to it. Entries are
 //! lent out as [`EntryRef`] / [`EntryMut`]: a string is read in place and replaced as a whole
 //! (same length: copied over the old bytes; otherwise a new node).
@@ -611,8 +613,8 @@ mod tests {
         );
         assert_eq!(Node::value_layout(10).size(), LEN_AT + 1 + 10);
         assert_eq!(Node::value_layout(300).size(), LEN_AT + 5 + 300);
-        // `SET key:N <32 bytes>`: 12 + 1 + 10 + 32 = 55 bytes, one allocation (mimalloc's
-        // 56-byte class), where a value node and a boxed string took 48 + 32.
+        // `SET key:N <32 bytes>`: 12 + 1 + 10 + 32 = 55 bytes, one allocation (a 64-byte
+        // mimalloc block), where a value node and a boxed string took 48 + 32.
         assert_eq!(Node::str_layout(10, 32).size(), 55);
         assert_eq!(Node::str_layout(300, 0).size(), SKEY_AT + 5 + 300);
         // Embedded when one block is no larger than two: always for short strings, not for a
