@@ -713,7 +713,7 @@ async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
                 .run_on_slot(resp::slot(&key), move |s| {
                     s.dbs[db]
                         .peek(&key, now)
-                        .map(|e| (e.encoding(), crate::value::approx_size(&e.value), e.clock()))
+                        .map(|e| (e.encoding(), crate::value::approx_size(e.value), e.clock()))
                 })
                 .await;
             match found {
@@ -758,7 +758,7 @@ async fn memory(core: &Rc<Core>, sess: &mut Session, args: &Args, now: u64, b: &
                 .run_on_slot(resp::slot(&key), move |s| {
                     s.dbs[db]
                         .get(&key, now)
-                        .map(|e| key.len() + crate::value::approx_size(&e.value) + 48)
+                        .map(|e| key.len() + crate::value::approx_size(e.value) + 48)
                 })
                 .await;
             match n {

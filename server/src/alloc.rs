@@ -21,6 +21,12 @@ thread_local! {
     static DELTA: Cell<isize> = const { Cell::new(0) };
 }
 
+/// The block size mimalloc hands out for a request of `size` bytes (its size class).
+#[inline]
+pub fn good_size(size: usize) -> usize {
+    block(size) as usize
+}
+
 /// The block size mimalloc hands out for a request of `size` bytes.
 #[inline]
 fn block(size: usize) -> isize {

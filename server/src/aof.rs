@@ -347,7 +347,7 @@ fn preamble(ndb: usize, items: &[Vec<LoadItem>]) -> std::io::Result<Vec<u8>> {
         for (d, k, v, at) in items.iter().flatten() {
             if *d == db {
                 let exp = (*at != 0).then_some(*at);
-                crate::persist::write_entry(&mut buf, k, exp, v);
+                crate::persist::write_entry(&mut buf, k, exp, v.view());
                 keys += 1;
                 expires += exp.is_some() as u64;
             }

@@ -34,7 +34,7 @@ use crate::conn::Session;
 use crate::core::Core;
 use crate::shard::{Cmd, Shard};
 use crate::shared::now_ms;
-use crate::value::Value;
+use crate::value::ValueRef;
 
 /// What the shard does for a waiter whose key became ready.
 pub enum Action {
@@ -165,8 +165,8 @@ pub fn after_writes(sh: &mut Shard, keys: &[(usize, Bytes)], now: u64) {
             };
             let ready = match sh.dbs.get_mut(db).and_then(|d| d.get(&key, now)) {
                 Some(e) => matches!(
-                    (&e.value, zset),
-                    (Value::List(_), false) | (Value::ZSet(_), true)
+                    (e.value, zset),
+                    (ValueRef::List(_), false) | (ValueRef::ZSet(_), true)
                 ),
                 None => false,
             };

@@ -11,7 +11,7 @@ use hashbrown::HashMap;
 pub use crate::keytable::KeyTable;
 use resp::MAX_SLOTS;
 
-use crate::value::Value;
+use crate::value::{Value, ValueMut, ValueRef};
 
 /// Keys are owned, compact copies (never slices of a request buffer, which would pin it in memory).
 pub type Key = Box<[u8]>;
@@ -19,12 +19,32 @@ pub type Key = Box<[u8]>;
 type Hasher = ahash::RandomState;
 
 /// One key's value, its absolute expiry in unix milliseconds (0: none) and its access clock.
+///
+/// This is the owned form (what [`Db::remove`] hands back and [`Db::insert_entry`] takes); a
+/// key table stores a string's bytes in its own node and lends entries out as [`EntryRef`] and
+/// [`EntryMut`] (see `keytable.rs`). `repr(C)`: the word comes first, as in a string node.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct Entry {
-    pub value: Value,
     /// Expiry, a string's encoding [`Mark`] and the access clock packed in one word (see
     /// [`Word`]), so access tracking costs no memory.
-    expire_at: u64,
+    pub(crate) expire_at: u64,
+    pub value: Value,
+}
+
+/// A stored key's entry, borrowed: the value's view and a copy of the entry word.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    pub value: ValueRef<'a>,
+    pub(crate) word: u64,
+}
+
+/// A stored key's entry, mutably borrowed: containers change in place, strings are replaced
+/// through [`Db::insert`]; the word changes through `Db` (expiry, marks, clock).
+#[derive(Debug)]
+pub struct EntryMut<'a> {
+    pub value: ValueMut<'a>,
+    pub(crate) word: &'a mut u64,
 }
 
 /// A string's encoding mark, kept in `Entry::expire_at` so it costs no memory.
@@ -294,6 +314,48 @@ pub mod clock {
     }
 }
 
+/// Absolute expiry in unix ms (0: none) of an entry word.
+fn word_expire(w: u64) -> u64 {
+    split(w).expire
+}
+
+/// The access clock of an entry word; a wide-form key reads as accessed now.
+fn word_clock(w: u64) -> u32 {
+    split(w).clock.unwrap_or_else(clock::fresh)
+}
+
+fn word_expired(w: u64, now: u64) -> bool {
+    let at = word_expire(w);
+    at != 0 && at <= now
+}
+
+/// The word after an access (Redis's `lookupKey` without `LOOKUP_NOTOUCH`).
+#[inline]
+fn word_accessed(w: u64) -> u64 {
+    if w & (WIDE | HUGE) == 0 {
+        let old = ((w >> CLOCK_SHIFT) & CLOCK_MASK) as u32;
+        let c = clock::accessed(old) as u64;
+        (w & !(CLOCK_MASK << CLOCK_SHIFT)) | (c << CLOCK_SHIFT)
+    } else {
+        w
+    }
+}
+
+/// The encoding `OBJECT ENCODING` reports for a value with an entry word.
+fn word_encoding(w: u64, v: ValueRef<'_>) -> &'static str {
+    match v {
+        ValueRef::Str(_) if split(w).mark == Mark::Raw => "raw",
+        ValueRef::Str(s) if split(w).mark == Mark::Text => {
+            if s.len() <= 44 {
+                "embstr"
+            } else {
+                "raw"
+            }
+        }
+        v => v.encoding(),
+    }
+}
+
 impl Entry {
     /// A value without expiry, accessed now.
     pub fn new(value: Value) -> Entry {
@@ -303,15 +365,31 @@ impl Entry {
         }
     }
 
+    /// An entry from its value and packed word (a key table's string node taken apart).
+    pub(crate) fn from_word(value: Value, word: u64) -> Entry {
+        Entry {
+            value,
+            expire_at: word,
+        }
+    }
+
+    /// The borrowed view.
+    pub fn view(&self) -> EntryRef<'_> {
+        EntryRef {
+            value: self.value.view(),
+            word: self.expire_at,
+        }
+    }
+
     /// Absolute expiry in unix ms, 0 when the key is persistent.
     pub fn expire_at(&self) -> u64 {
-        split(self.expire_at).expire
+        word_expire(self.expire_at)
     }
 
     /// The access clock (Redis's `robj.lru`); a wide-form key (expiry years ahead) reads as
     /// accessed now.
     pub fn clock(&self) -> u32 {
-        split(self.expire_at).clock.unwrap_or_else(clock::fresh)
+        word_clock(self.expire_at)
     }
 
     /// Set the access clock (RESTORE IDLETIME/FREQ, RDB hints).
@@ -320,30 +398,9 @@ impl Entry {
         self.expire_at = join(w.expire, w.mark, c);
     }
 
-    /// Record an access (Redis's `lookupKey` without `LOOKUP_NOTOUCH`).
-    #[inline]
-    fn access(&mut self) {
-        let w = self.expire_at;
-        if w & (WIDE | HUGE) == 0 {
-            let old = ((w >> CLOCK_SHIFT) & CLOCK_MASK) as u32;
-            let c = clock::accessed(old) as u64;
-            self.expire_at = (w & !(CLOCK_MASK << CLOCK_SHIFT)) | (c << CLOCK_SHIFT);
-        }
-    }
-
     /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
     pub fn encoding(&self) -> &'static str {
-        match &self.value {
-            Value::Str(_) if split(self.expire_at).mark == Mark::Raw => "raw",
-            Value::Str(s) if split(self.expire_at).mark == Mark::Text => {
-                if s.len() <= 44 {
-                    "embstr"
-                } else {
-                    "raw"
-                }
-            }
-            v => v.encoding(),
-        }
+        word_encoding(self.expire_at, self.value.view())
     }
 
     /// Set the expiry directly (tests of the key table).
@@ -351,10 +408,75 @@ impl Entry {
     pub(crate) fn set_expire_raw(&mut self, at: u64) {
         self.expire_at = join(at, Mark::None, 0);
     }
+}
+
+impl<'a> EntryRef<'a> {
+    /// Absolute expiry in unix ms, 0 when the key is persistent.
+    pub fn expire_at(&self) -> u64 {
+        word_expire(self.word)
+    }
+
+    /// The access clock (see [`Entry::clock`]).
+    pub fn clock(&self) -> u32 {
+        word_clock(self.word)
+    }
+
+    /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
+    pub fn encoding(&self) -> &'static str {
+        word_encoding(self.word, self.value)
+    }
+
+    /// An owned copy (value cloned, word as stored).
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            value: self.value.to_value(),
+            expire_at: self.word,
+        }
+    }
 
     fn expired(&self, now: u64) -> bool {
-        let at = self.expire_at();
-        at != 0 && at <= now
+        word_expired(self.word, now)
+    }
+}
+
+impl<'a> EntryMut<'a> {
+    /// Absolute expiry in unix ms, 0 when the key is persistent.
+    pub fn expire_at(&self) -> u64 {
+        word_expire(*self.word)
+    }
+
+    /// The access clock (see [`Entry::clock`]).
+    pub fn clock(&self) -> u32 {
+        word_clock(*self.word)
+    }
+
+    /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
+    pub fn encoding(&self) -> &'static str {
+        word_encoding(*self.word, self.value.view())
+    }
+
+    fn set_clock(&mut self, c: u32) {
+        let w = split(*self.word);
+        *self.word = join(w.expire, w.mark, c);
+    }
+
+    #[inline]
+    fn access(&mut self) {
+        *self.word = word_accessed(*self.word);
+    }
+}
+
+fn into_ref(e: EntryMut<'_>) -> EntryRef<'_> {
+    let value = match e.value {
+        ValueMut::Str(s) => ValueRef::Str(s),
+        ValueMut::Hash(h) => ValueRef::Hash(h),
+        ValueMut::List(l) => ValueRef::List(l),
+        ValueMut::Set(s) => ValueRef::Set(s),
+        ValueMut::ZSet(z) => ValueRef::ZSet(z),
+    };
+    EntryRef {
+        value,
+        word: *e.word,
     }
 }
 
@@ -503,19 +625,20 @@ impl Db {
     }
 
     /// Read a live key (an expired one is removed on the way).
-    pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
-        self.live(key, now, true).map(|e| &*e)
+    pub fn get(&mut self, key: &[u8], now: u64) -> Option<EntryRef<'_>> {
+        self.live(key, now, true).map(into_ref)
     }
 
     /// Read a live key without counting an access (Redis's `LOOKUP_NOTOUCH`: OBJECT, TYPE,
     /// EXISTS, TTL…).
-    pub fn peek(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
-        self.live(key, now, false).map(|e| &*e)
+    pub fn peek(&mut self, key: &[u8], now: u64) -> Option<EntryRef<'_>> {
+        self.live(key, now, false).map(into_ref)
     }
 
-    /// Mutable access to a live key's entry (counts as a modification for WATCH). Changing
-    /// `value` is fine; expiry changes go through [`Db::set_expire`].
-    pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+    /// Mutable access to a live key's entry (counts as a modification for WATCH). Changing a
+    /// container in place is fine; a string is replaced with [`Db::insert`], expiry changes go
+    /// through [`Db::set_expire`].
+    pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<EntryMut<'_>> {
         self.touch(key);
         if self.snap.is_some() {
             self.cow(resp::slot(key) as usize);
@@ -525,7 +648,7 @@ impl Db {
 
     /// A live entry, read without triggering a snapshot's copy-on-write (only removing an
     /// expired key counts as a change).
-    fn live(&mut self, key: &[u8], now: u64, access: bool) -> Option<&mut Entry> {
+    fn live(&mut self, key: &[u8], now: u64, access: bool) -> Option<EntryMut<'_>> {
         let s = resp::slot(key) as usize;
         if self.slots[s].as_deref()?.map.get(key)?.expired(now) {
             if !self.scratch && (crate::repl::prop::active() || crate::notify::enabled()) {
@@ -537,7 +660,7 @@ impl Db {
             self.quiet = quiet;
             return None;
         }
-        let e = self.slots[s].as_deref_mut()?.map.get_mut(key)?;
+        let mut e = self.slots[s].as_deref_mut()?.map.get_mut(key)?;
         if access {
             e.access();
         }
@@ -560,20 +683,36 @@ impl Db {
     /// Store a value with an expiry (0: none), replacing any previous entry. Returns false when this
     /// shard does not own the key's slot (the caller routed it wrongly).
     pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) -> bool {
+        self.put(key, expire_at, |t, w| {
+            t.insert(key, Entry::from_word(value, w))
+        })
+    }
+
+    /// [`Db::insert`] of a string given as bytes (SET's path: the bytes go straight into the
+    /// key's node, no intermediate boxed string).
+    pub fn insert_str(&mut self, key: &[u8], value: &[u8], expire_at: u64) -> bool {
+        self.put(key, expire_at, |t, w| t.insert_str(key, value, w))
+    }
+
+    fn put(
+        &mut self,
+        key: &[u8],
+        expire_at: u64,
+        store: impl FnOnce(&mut KeyTable, u64) -> Option<u64>,
+    ) -> bool {
         self.touch(key);
         let Some(t) = self.table_mut(key) else {
             return false;
         };
         let vol = (expire_at != 0) as usize;
-        let expire_at = join(expire_at, Mark::None, clock::fresh());
-        let new = Entry { value, expire_at };
-        match t.map.insert(key, new) {
+        let word = join(expire_at, Mark::None, clock::fresh());
+        match store(&mut t.map, word) {
             Some(old) => {
-                t.volatile = t.volatile - (old.expire_at() != 0) as usize + vol;
+                t.volatile = t.volatile - (word_expire(old) != 0) as usize + vol;
                 // An overwrite keeps the LFU counter (Redis's `dbOverwrite`).
                 if clock::lfu() {
-                    if let Some(e) = t.map.get_mut(key) {
-                        e.set_clock(old.clock());
+                    if let Some(mut e) = t.map.get_mut(key) {
+                        e.set_clock(word_clock(old));
                     }
                 }
             }
@@ -583,6 +722,13 @@ impl Db {
             }
         }
         true
+    }
+
+    /// [`Db::insert_keep_ttl`] of a string given as bytes (INCR and friends: a same-length
+    /// result is copied over the old bytes, no allocation).
+    pub fn insert_str_keep_ttl(&mut self, key: &[u8], value: &[u8], now: u64) {
+        let ttl = self.get(key, now).map_or(0, |e| e.expire_at());
+        self.insert_str(key, value, ttl);
     }
 
     /// Store a value keeping the key's current expiry (SET KEEPTTL, APPEND-style updates).
@@ -597,14 +743,14 @@ impl Db {
         let w = split(e.expire_at);
         let r = self.insert(key, e.value, w.expire);
         if let Some(x) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
-            x.expire_at = join(w.expire, w.mark, w.clock.unwrap_or_else(clock::fresh));
+            *x.word = join(w.expire, w.mark, w.clock.unwrap_or_else(clock::fresh));
         }
         r
     }
 
     /// Set a key's access clock (RESTORE IDLETIME/FREQ, RDB loading hints).
     pub fn set_clock(&mut self, key: &[u8], c: u32) {
-        if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
+        if let Some(mut e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
             e.set_clock(c);
         }
     }
@@ -622,8 +768,8 @@ impl Db {
 
     fn mark(&mut self, key: &[u8], mark: Mark) {
         if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
-            let w = split(e.expire_at);
-            e.expire_at = join(w.expire, mark, w.clock.unwrap_or_else(clock::fresh));
+            let w = split(*e.word);
+            *e.word = join(w.expire, mark, w.clock.unwrap_or_else(clock::fresh));
         }
     }
 
@@ -650,8 +796,8 @@ impl Db {
             return false;
         };
         t.volatile = t.volatile - (e.expire_at() != 0) as usize + (expire_at != 0) as usize;
-        let w = split(e.expire_at);
-        e.expire_at = join(expire_at, w.mark, w.clock.unwrap_or_else(clock::fresh));
+        let w = split(*e.word);
+        *e.word = join(expire_at, w.mark, w.clock.unwrap_or_else(clock::fresh));
         true
     }
 

@@ -6,20 +6,20 @@
 use bytes::Bytes;
 
 use crate::cmd::{err, Ctx, Handler};
-use crate::value::{Hash, List, Set, Value, ZSet};
+use crate::value::{Hash, List, Set, Value, ValueRef, ZSet};
 
 /// DUMP and RESTORE.
 pub static HANDLERS: &[(&str, Handler)] = &[("dump", dump), ("restore", restore)];
 
 /// The engine value as the neutral RDB value.
-pub fn to_rdb(v: &Value) -> rdb::Value {
+pub fn to_rdb(v: ValueRef<'_>) -> rdb::Value {
     let b = |x: &[u8]| Bytes::copy_from_slice(x);
     match v {
-        Value::Str(s) => rdb::Value::String(b(s)),
-        Value::Hash(h) => rdb::Value::Hash(h.iter().map(|(f, v)| (b(f), b(v))).collect()),
-        Value::List(l) => rdb::Value::List(l.iter().map(b).collect()),
-        Value::Set(s) => rdb::Value::Set(s.members().iter().map(|m| b(m)).collect()),
-        Value::ZSet(z) => rdb::Value::ZSet(z.iter().map(|(m, s)| (b(m), s)).collect()),
+        ValueRef::Str(s) => rdb::Value::String(b(s)),
+        ValueRef::Hash(h) => rdb::Value::Hash(h.iter().map(|(f, v)| (b(f), b(v))).collect()),
+        ValueRef::List(l) => rdb::Value::List(l.iter().map(b).collect()),
+        ValueRef::Set(s) => rdb::Value::Set(s.members().iter().map(|m| b(m)).collect()),
+        ValueRef::ZSet(z) => rdb::Value::ZSet(z.iter().map(|(m, s)| (b(m), s)).collect()),
     }
 }
 
@@ -50,7 +50,7 @@ pub fn from_rdb(v: rdb::Value) -> Result<Value, rdb::DumpError> {
 }
 
 /// A DUMP payload of a value.
-pub fn dump_value(v: &Value) -> Vec<u8> {
+pub fn dump_value(v: ValueRef<'_>) -> Vec<u8> {
     rdb::dump(&to_rdb(v))
 }
 
@@ -63,7 +63,7 @@ fn dump(ctx: &mut Ctx) {
     let now = ctx.now;
     let p = ctx.dbs[ctx.db]
         .get(&ctx.args[1], now)
-        .map(|e| dump_value(&e.value));
+        .map(|e| dump_value(e.value));
     match p {
         Some(p) => ctx.bulk(&p),
         None => ctx.null(),
@@ -166,7 +166,7 @@ mod tests {
             Value::ZSet(ZSet::from_pairs([("a", 1.5), ("b", -2.0)])),
         ];
         for v in vals {
-            let back = load_value(&dump_value(&v)).unwrap();
+            let back = load_value(&dump_value(v.view())).unwrap();
             assert_eq!(back, v);
         }
         assert_eq!(

@@ -127,7 +127,7 @@ pub fn over_limit() -> bool {
 }
 
 /// A candidate's badness score: the highest is evicted first.
-fn score(p: Policy, e: &crate::db::Entry) -> u64 {
+fn score(p: Policy, e: crate::db::EntryRef<'_>) -> u64 {
     use crate::db::clock;
     match p {
         Policy::AllKeysLru | Policy::VolatileLru => clock::idle_secs(e.clock()),

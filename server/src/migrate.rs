@@ -31,7 +31,7 @@ use crate::conn::Session;
 use crate::core::Core;
 use crate::db::Entry;
 use crate::shard::{Cmd, Shard};
-use crate::value::{Hash, List, Set, Value, ZSet};
+use crate::value::{Hash, List, Set, ValueRef, ZSet};
 
 /// Whether the connection layer must hand this command to [`run`].
 pub fn handles(name: &str) -> bool {
@@ -113,10 +113,10 @@ impl Limits {
 }
 
 /// Whether `v` travels in chunks, and as what.
-fn chunk_kind(v: &Value, lim: Limits) -> Option<(Kind, usize)> {
+fn chunk_kind(v: ValueRef<'_>, lim: Limits) -> Option<(Kind, usize)> {
     let (kind, len, packed) = match v {
-        Value::Str(_) => return None,
-        Value::List(l) => (
+        ValueRef::Str(_) => return None,
+        ValueRef::List(l) => (
             Kind::List,
             l.len(),
             match l {
@@ -124,7 +124,7 @@ fn chunk_kind(v: &Value, lim: Limits) -> Option<(Kind, usize)> {
                 List::Deque(_) => 0,
             },
         ),
-        Value::Hash(h) => (
+        ValueRef::Hash(h) => (
             Kind::Hash,
             h.len(),
             match h {
@@ -132,8 +132,8 @@ fn chunk_kind(v: &Value, lim: Limits) -> Option<(Kind, usize)> {
                 Hash::Map(_) => 0,
             },
         ),
-        Value::Set(st) => (Kind::Set, st.len(), 0),
-        Value::ZSet(z) => (
+        ValueRef::Set(st) => (Kind::Set, st.len(), 0),
+        ValueRef::ZSet(z) => (
             Kind::ZSet,
             z.len(),
             match z {
@@ -220,36 +220,36 @@ fn window(
         taken: 0,
     };
     let mut num = itoa::Buffer::new();
-    match (&e.value, kind) {
-        (Value::List(l), Kind::List) => {
+    match (e.value, kind) {
+        (ValueRef::List(l), Kind::List) => {
             for x in l.iter().skip(pos) {
                 if c.add(&[x]) {
                     break;
                 }
             }
         }
-        (Value::Hash(h), Kind::Hash) => {
+        (ValueRef::Hash(h), Kind::Hash) => {
             for (f, v) in h.iter().skip(pos) {
                 if c.add(&[f, v]) {
                     break;
                 }
             }
         }
-        (Value::Set(Set::Ints(v)), Kind::Set) => {
+        (ValueRef::Set(Set::Ints(v)), Kind::Set) => {
             for i in v.iter().skip(pos) {
                 if c.add(&[num.format(i).as_bytes()]) {
                     break;
                 }
             }
         }
-        (Value::Set(Set::Map(m)), Kind::Set) => {
+        (ValueRef::Set(Set::Map(m)), Kind::Set) => {
             for x in m.keys().skip(pos) {
                 if c.add(&[x]) {
                     break;
                 }
             }
         }
-        (Value::ZSet(z), Kind::ZSet) => {
+        (ValueRef::ZSet(z), Kind::ZSet) => {
             for (m, score) in z.iter().skip(pos) {
                 if c.add(&[m, &score.to_bits().to_le_bytes()]) {
                     break;
@@ -461,16 +461,16 @@ fn collect(
         } else {
             e.expire_at().saturating_sub(now).max(1)
         };
-        let body = match chunk_kind(&e.value, lim) {
+        let body = match chunk_kind(e.value, lim) {
             Some((kind, len)) => Body::Chunked {
                 kind,
                 len,
                 version: sh.dbs[db].watch(&key, now),
             },
             None => {
-                let snapshot = e.clone();
+                let snapshot = e.to_entry();
                 Body::Object {
-                    payload: crate::dump::dump_value(&snapshot.value),
+                    payload: crate::dump::dump_value(snapshot.value.view()),
                     snapshot,
                 }
             }

@@ -159,7 +159,10 @@ async fn try_atomic(
                     let got = ks
                         .into_iter()
                         .map(|(k, d)| {
-                            let e = sh.dbs.get_mut(d).and_then(|db| db.get(&k, now).cloned());
+                            let e = sh
+                                .dbs
+                                .get_mut(d)
+                                .and_then(|db| db.get(&k, now).map(|e| e.to_entry()));
                             (k, d, e)
                         })
                         .collect();
@@ -256,7 +259,7 @@ async fn try_atomic(
                     .iter()
                     .find(|(bk, bd, _)| bk == k && bd == d)
                     .and_then(|(_, _, e)| e.as_ref());
-                let new = scratch[*d].get(k, now).cloned();
+                let new = scratch[*d].get(k, now).map(|e| e.to_entry());
                 let changed = match (old, &new) {
                     (None, None) => false,
                     (Some(a), Some(b)) => a.value != b.value || a.expire_at() != b.expire_at(),

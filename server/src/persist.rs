@@ -32,7 +32,7 @@ use crate::core::Core;
 use crate::db::SlotTable;
 use crate::shard::Shard;
 use crate::shared::now_ms;
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 
 /// Why a snapshot, a save or a load failed.
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +200,7 @@ impl DbSnap {
             if self.out.capacity() == 0 {
                 self.out.reserve_exact(CHUNK + CHUNK / 8);
             }
-            write_entry(&mut self.out, k, exp, &e.value);
+            write_entry(&mut self.out, k, exp, e.value);
             self.keys += 1;
             self.expires += exp.is_some() as u64;
             if self.out.len() >= CHUNK {
@@ -221,27 +221,27 @@ impl DbSnap {
 
 /// Append one engine value as an RDB key: strings (type 0), lists (1), sets (2), hashes (4) and
 /// zsets with binary scores (5), strings over 20 bytes LZF-compressed.
-pub fn write_entry(out: &mut Vec<u8>, key: &[u8], expire_ms: Option<u64>, v: &Value) {
+pub fn write_entry(out: &mut Vec<u8>, key: &[u8], expire_ms: Option<u64>, v: ValueRef<'_>) {
     match v {
-        Value::Str(s) => {
+        ValueRef::Str(s) => {
             write_key_header(out, expire_ms, TYPE_STRING, key);
             write_string(out, s, true);
         }
-        Value::List(l) => {
+        ValueRef::List(l) => {
             write_key_header(out, expire_ms, TYPE_LIST, key);
             write_len(out, l.len() as u64);
             for e in l.iter() {
                 write_string(out, e, true);
             }
         }
-        Value::Set(s) => {
+        ValueRef::Set(s) => {
             write_key_header(out, expire_ms, TYPE_SET, key);
             write_len(out, s.len() as u64);
             for m in s.members() {
                 write_string(out, &m, true);
             }
         }
-        Value::Hash(h) => {
+        ValueRef::Hash(h) => {
             write_key_header(out, expire_ms, TYPE_HASH, key);
             write_len(out, h.len() as u64);
             for (f, val) in h.iter() {
@@ -249,7 +249,7 @@ pub fn write_entry(out: &mut Vec<u8>, key: &[u8], expire_ms: Option<u64>, v: &Va
                 write_string(out, val, true);
             }
         }
-        Value::ZSet(z) => {
+        ValueRef::ZSet(z) => {
             write_key_header(out, expire_ms, TYPE_ZSET_2, key);
             write_len(out, z.len() as u64);
             for (m, score) in z.iter() {
@@ -1123,8 +1123,10 @@ mod tests {
         db.insert(b"k1", s("new"), 0);
         db.remove(b"k2");
         db.insert(b"fresh", s("x"), 0);
-        if let Some(e) = db.get_mut(b"k3", 100) {
-            e.value = s("changed");
+        // A string changes by being stored anew (after a `get_mut`, as APPEND-style updates
+        // read it first).
+        if db.get_mut(b"k3", 100).is_some() {
+            db.insert_keep_ttl(b"k3", s("changed"), 100);
         }
         db.set_expire(b"k4", 10_000, 100);
         db.clear_slot(resp::slot(b"k5") as usize);

@@ -73,36 +73,133 @@ pub enum Value {
     ZSet(ZSet),
 }
 
+/// A borrowed view of a stored value: what a key table hands out (a string's bytes may live in
+/// the table's own node rather than in a [`Value`], see `keytable.rs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    /// A string's bytes.
+    Str(&'a [u8]),
+    /// A hash.
+    Hash(&'a Hash),
+    /// A list.
+    List(&'a List),
+    /// A set.
+    Set(&'a Set),
+    /// A sorted set.
+    ZSet(&'a ZSet),
+}
+
+/// A mutable view of a stored value. A string is read-only in place (its bytes may sit in the
+/// table's node, sized for them): a changed string is stored anew with `Db::insert`.
+#[derive(Debug)]
+pub enum ValueMut<'a> {
+    /// A string's bytes.
+    Str(&'a [u8]),
+    /// A hash.
+    Hash(&'a mut Hash),
+    /// A list.
+    List(&'a mut List),
+    /// A set.
+    Set(&'a mut Set),
+    /// A sorted set.
+    ZSet(&'a mut ZSet),
+}
+
 impl Value {
-    /// Where a read of the value goes first, for a prefetch hint: a string's bytes or a compact
-    /// container's buffer (None for empty ones and for tables, whose first touch depends on
-    /// the field looked up).
+    /// The borrowed view.
     #[inline]
-    pub fn heap_ptr(&self) -> Option<*const u8> {
+    pub fn view(&self) -> ValueRef<'_> {
+        match self {
+            Value::Str(s) => ValueRef::Str(s),
+            Value::Hash(h) => ValueRef::Hash(h),
+            Value::List(l) => ValueRef::List(l),
+            Value::Set(s) => ValueRef::Set(s),
+            Value::ZSet(z) => ValueRef::ZSet(z),
+        }
+    }
+
+    /// The mutable view.
+    #[inline]
+    pub fn view_mut(&mut self) -> ValueMut<'_> {
+        match self {
+            Value::Str(s) => ValueMut::Str(s),
+            Value::Hash(h) => ValueMut::Hash(h),
+            Value::List(l) => ValueMut::List(l),
+            Value::Set(s) => ValueMut::Set(s),
+            Value::ZSet(z) => ValueMut::ZSet(z),
+        }
+    }
+
+    /// The name `TYPE` reports.
+    pub fn type_name(&self) -> &'static str {
+        self.view().type_name()
+    }
+
+    /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
+    pub fn encoding(&self) -> &'static str {
+        self.view().encoding()
+    }
+}
+
+impl PartialEq<Value> for ValueRef<'_> {
+    fn eq(&self, other: &Value) -> bool {
+        *self == other.view()
+    }
+}
+
+impl<'a> ValueMut<'a> {
+    /// The read-only view of the same value.
+    pub fn view(&self) -> ValueRef<'_> {
+        match self {
+            ValueMut::Str(s) => ValueRef::Str(s),
+            ValueMut::Hash(h) => ValueRef::Hash(h),
+            ValueMut::List(l) => ValueRef::List(l),
+            ValueMut::Set(s) => ValueRef::Set(s),
+            ValueMut::ZSet(z) => ValueRef::ZSet(z),
+        }
+    }
+}
+
+impl<'a> ValueRef<'a> {
+    /// An owned copy.
+    pub fn to_value(self) -> Value {
+        match self {
+            ValueRef::Str(s) => Value::Str(s.into()),
+            ValueRef::Hash(h) => Value::Hash(h.clone()),
+            ValueRef::List(l) => Value::List(l.clone()),
+            ValueRef::Set(s) => Value::Set(s.clone()),
+            ValueRef::ZSet(z) => Value::ZSet(z.clone()),
+        }
+    }
+
+    /// Where a read of the value goes first, for a prefetch hint: a compact container's buffer
+    /// (None for strings, empty containers and tables, whose first touch depends on the field
+    /// looked up).
+    #[inline]
+    pub fn heap_ptr(self) -> Option<*const u8> {
         let b: &[u8] = match self {
-            Value::Str(b) => b,
-            Value::Hash(Hash::Pack(p)) | Value::ZSet(ZSet::Pack(p)) => &p.0,
-            Value::List(List::Pack(p)) => &p.0,
+            ValueRef::Hash(Hash::Pack(p)) | ValueRef::ZSet(ZSet::Pack(p)) => &p.0,
+            ValueRef::List(List::Pack(p)) => &p.0,
             _ => return None,
         };
         (!b.is_empty()).then_some(b.as_ptr())
     }
 
     /// The name `TYPE` reports.
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(self) -> &'static str {
         match self {
-            Value::Str(_) => "string",
-            Value::Hash(_) => "hash",
-            Value::List(_) => "list",
-            Value::Set(_) => "set",
-            Value::ZSet(_) => "zset",
+            ValueRef::Str(_) => "string",
+            ValueRef::Hash(_) => "hash",
+            ValueRef::List(_) => "list",
+            ValueRef::Set(_) => "set",
+            ValueRef::ZSet(_) => "zset",
         }
     }
 
     /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
-    pub fn encoding(&self) -> &'static str {
+    pub fn encoding(self) -> &'static str {
         match self {
-            Value::Str(s) => {
+            ValueRef::Str(s) => {
                 if s.len() <= 20 && canonical_i64(s).is_some() {
                     "int"
                 } else if s.len() <= 44 {
@@ -111,28 +208,28 @@ impl Value {
                     "raw"
                 }
             }
-            Value::Hash(Hash::Pack(_)) => "listpack",
-            Value::Hash(Hash::Map(_)) => "hashtable",
-            Value::List(_) => "quicklist",
-            Value::Set(Set::Ints(_)) => "intset",
-            Value::Set(Set::Map(_)) => "hashtable",
-            Value::ZSet(ZSet::Pack(_)) => "listpack",
-            Value::ZSet(ZSet::Tree(_)) => "skiplist",
+            ValueRef::Hash(Hash::Pack(_)) => "listpack",
+            ValueRef::Hash(Hash::Map(_)) => "hashtable",
+            ValueRef::List(_) => "quicklist",
+            ValueRef::Set(Set::Ints(_)) => "intset",
+            ValueRef::Set(Set::Map(_)) => "hashtable",
+            ValueRef::ZSet(ZSet::Pack(_)) => "listpack",
+            ValueRef::ZSet(ZSet::Tree(_)) => "skiplist",
         }
     }
 }
 
 /// Approximate bytes a value holds (MEMORY USAGE, DEBUG OBJECT).
-pub fn approx_size(v: &Value) -> usize {
+pub fn approx_size(v: ValueRef<'_>) -> usize {
     match v {
-        Value::Str(s) => s.len(),
-        Value::Hash(Hash::Pack(p)) | Value::ZSet(ZSet::Pack(p)) => p.bytes(),
-        Value::List(List::Pack(p)) => p.bytes(),
-        Value::Hash(Hash::Map(m)) => m.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
-        Value::List(List::Deque(d)) => d.iter().map(|e| e.len() + 24).sum(),
-        Value::Set(Set::Ints(v)) => v.encoded_len(),
-        Value::Set(Set::Map(m)) => m.keys().map(|k| k.len() + 24).sum(),
-        Value::ZSet(ZSet::Tree(t)) => t.dict.iter().map(|(k, _)| 2 * k.len() + 80).sum(),
+        ValueRef::Str(s) => s.len(),
+        ValueRef::Hash(Hash::Pack(p)) | ValueRef::ZSet(ZSet::Pack(p)) => p.bytes(),
+        ValueRef::List(List::Pack(p)) => p.bytes(),
+        ValueRef::Hash(Hash::Map(m)) => m.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
+        ValueRef::List(List::Deque(d)) => d.iter().map(|e| e.len() + 24).sum(),
+        ValueRef::Set(Set::Ints(v)) => v.encoded_len(),
+        ValueRef::Set(Set::Map(m)) => m.keys().map(|k| k.len() + 24).sum(),
+        ValueRef::ZSet(ZSet::Tree(t)) => t.dict.iter().map(|(k, _)| 2 * k.len() + 80).sum(),
     }
 }
 

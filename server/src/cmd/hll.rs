@@ -7,7 +7,7 @@
 
 use super::{err, Ctx, Handler};
 use crate::db::Db;
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 
 /// The HyperLogLog commands served by shards.
 pub static HANDLERS: &[(&str, Handler)] =
@@ -190,9 +190,9 @@ fn count(regs: &[u8]) -> u64 {
 
 /// The registers at `key` (`None` when missing), or the error to reply.
 fn load(db: &mut Db, key: &[u8], now: u64) -> Result<Option<Vec<u8>>, &'static str> {
-    match db.get(key, now).map(|e| &e.value) {
+    match db.get(key, now).map(|e| e.value) {
         None => Ok(None),
-        Some(Value::Str(s)) => match registers(s) {
+        Some(ValueRef::Str(s)) => match registers(s) {
             Ok(r) => Ok(Some(r)),
             Err(Bad::NotHll) => Err(NOT_HLL),
             Err(Bad::Corrupt) => Err(CORRUPT),
@@ -239,7 +239,7 @@ fn pfcount(ctx: &mut Ctx) {
     let db = &mut ctx.dbs[ctx.db];
     // One key with a valid cached cardinality: answer from the cache, as Redis does.
     if ctx.args.len() == 2 {
-        if let Some(Value::Str(s)) = db.get(&ctx.args[1], now).map(|e| &e.value) {
+        if let Some(ValueRef::Str(s)) = db.get(&ctx.args[1], now).map(|e| e.value) {
             if s.len() >= HDR && &s[..4] == b"HYLL" && s[15] & 0x80 == 0 && registers(s).is_ok() {
                 let mut c = [0u8; 8];
                 c.copy_from_slice(&s[8..16]);

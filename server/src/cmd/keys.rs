@@ -238,7 +238,7 @@ fn copy(ctx: &mut Ctx) {
         return ctx.err(err::SAME_OBJECT);
     }
     let now = ctx.now;
-    let Some(e) = ctx.dbs[ctx.db].get(&src, now).cloned() else {
+    let Some(e) = ctx.dbs[ctx.db].get(&src, now).map(|e| e.to_entry()) else {
         return ctx.int_reply(0);
     };
     let tdb = &mut ctx.dbs[target];

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use resp::encode;
 
 use super::{Ctx, Handler};
-use crate::value::Value;
+use crate::value::{Value, ValueMut};
 
 /// The slot commands served by shards.
 pub static HANDLERS: &[(&str, Handler)] = &[
@@ -207,33 +207,36 @@ fn restore_chunk(ctx: &mut Ctx, sub: &str) {
     let Some(e) = db.get_mut(&key, now) else {
         return ack(ctx.out, 1, "the key vanished");
     };
-    let len = match &mut e.value {
-        Value::List(l) if expected == "list" => {
+    let len = match e.value {
+        ValueMut::List(l) if expected == "list" => {
             for x in elems {
                 l.push(x, false);
             }
             l.len()
         }
-        Value::Hash(h) if expected == "hash" => {
+        ValueMut::Hash(h) if expected == "hash" => {
             for fv in elems.chunks(2) {
                 h.set(&fv[0], &fv[1]);
             }
             h.len()
         }
-        Value::Set(st) if expected == "set" => {
+        ValueMut::Set(st) if expected == "set" => {
             for x in elems {
                 st.insert(x);
             }
             st.len()
         }
-        Value::ZSet(z) if expected == "zset" => {
+        ValueMut::ZSet(z) if expected == "zset" => {
             for (m, score) in elems.iter().step_by(2).zip(scores) {
                 z.insert(m, score);
             }
             z.len()
         }
         other => {
-            let msg = format!("wrong type (expect={expected},got={})", other.type_name());
+            let msg = format!(
+                "wrong type (expect={expected},got={})",
+                other.view().type_name()
+            );
             return ack(ctx.out, 1, &msg);
         }
     };

@@ -3,7 +3,7 @@
 use resp::encode;
 
 use super::{err, Ctx, Handler, MAX_STRING};
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 
 /// The string commands served by shards.
 pub static HANDLERS: &[(&str, Handler)] = &[
@@ -39,22 +39,18 @@ pub fn read_str<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d [u8]>, ()
     let now = ctx.now;
     match ctx.db().get(key, now) {
         None => Ok(None),
-        Some(e) => match &e.value {
-            Value::Str(s) => Ok(Some(s)),
+        Some(e) => match e.value {
+            ValueRef::Str(s) => Ok(Some(s)),
             #[allow(unreachable_patterns)]
             _ => Err(()),
         },
     }
 }
 
-fn str_value(b: &[u8]) -> Value {
-    Value::Str(b.into())
-}
-
 fn get(ctx: &mut Ctx) {
     let now = ctx.now;
-    match ctx.dbs[ctx.db].get(&ctx.args[1], now).map(|e| &e.value) {
-        Some(Value::Str(v)) => encode::bulk(ctx.out, v),
+    match ctx.dbs[ctx.db].get(&ctx.args[1], now).map(|e| e.value) {
+        Some(ValueRef::Str(v)) => encode::bulk(ctx.out, v),
         #[allow(unreachable_patterns)]
         Some(_) => encode::error(ctx.out, err::WRONGTYPE),
         None => encode::null(ctx.out, ctx.proto),
@@ -99,7 +95,7 @@ pub fn expire_arg(ctx: &mut Ctx, i: usize, unit_ms: i64, absolute: bool, cmd: &s
 fn set(ctx: &mut Ctx) {
     if ctx.args.len() == 3 {
         // Plain `SET key value`: one table operation.
-        ctx.dbs[ctx.db].insert(&ctx.args[1], Value::Str((&ctx.args[2][..]).into()), 0);
+        ctx.dbs[ctx.db].insert_str(&ctx.args[1], &ctx.args[2], 0);
         return ctx.ok();
     }
     let (mut nx, mut xx, mut get_old) = (false, false, false);
@@ -151,7 +147,7 @@ fn set(ctx: &mut Ctx) {
             _ => ctx.null(),
         };
     }
-    let value = str_value(ctx.arg(2));
+    let value = ctx.arg(2).clone();
     let now = ctx.now;
     if ctx.propagating() {
         let v = ctx.arg(2).clone();
@@ -163,12 +159,12 @@ fn set(ctx: &mut Ctx) {
         ctx.propagate_as(vec![c]);
     }
     match ttl {
-        Ttl::Keep => ctx.db().insert_keep_ttl(&key, value, now),
+        Ttl::Keep => ctx.db().insert_str_keep_ttl(&key, &value, now),
         Ttl::At(at) => {
-            ctx.db().insert(&key, value, at);
+            ctx.db().insert_str(&key, &value, at);
         }
         Ttl::None => {
-            ctx.db().insert(&key, value, 0);
+            ctx.db().insert_str(&key, &value, 0);
         }
     }
     match (get_old, old) {
@@ -184,8 +180,8 @@ fn setnx(ctx: &mut Ctx) {
     if ctx.db().contains(&key, now) {
         return ctx.int_reply(0);
     }
-    let v = str_value(ctx.arg(2));
-    ctx.db().insert(&key, v, 0);
+    let v = ctx.arg(2).clone();
+    ctx.db().insert_str(&key, &v, 0);
     ctx.int_reply(1)
 }
 
@@ -198,8 +194,8 @@ fn setex_with(ctx: &mut Ctx, unit: i64, name: &str) {
         let c = super::argv(&[b"SET", &key, ctx.arg(3), b"PXAT", at.to_string().as_bytes()]);
         ctx.propagate_as(vec![c]);
     }
-    let v = str_value(ctx.arg(3));
-    ctx.db().insert(&key, v, at);
+    let v = ctx.arg(3).clone();
+    ctx.db().insert_str(&key, &v, at);
     ctx.ok()
 }
 
@@ -216,8 +212,8 @@ fn mget(ctx: &mut Ctx) {
     ctx.array(n);
     let now = ctx.now;
     for key in &ctx.args[1..] {
-        match ctx.dbs[ctx.db].get(key, now).map(|e| &e.value) {
-            Some(Value::Str(v)) => encode::bulk(ctx.out, v),
+        match ctx.dbs[ctx.db].get(key, now).map(|e| e.value) {
+            Some(ValueRef::Str(v)) => encode::bulk(ctx.out, v),
             _ => encode::null(ctx.out, ctx.proto),
         }
     }
@@ -239,8 +235,8 @@ fn mset(ctx: &mut Ctx) {
         return;
     }
     for i in (1..ctx.args.len()).step_by(2) {
-        let (k, v) = (ctx.arg(i).clone(), str_value(ctx.arg(i + 1)));
-        ctx.db().insert(&k, v, 0);
+        let (k, v) = (ctx.arg(i).clone(), ctx.arg(i + 1).clone());
+        ctx.db().insert_str(&k, &v, 0);
     }
     ctx.ok()
 }
@@ -257,8 +253,8 @@ fn msetnx(ctx: &mut Ctx) {
         }
     }
     for i in (1..ctx.args.len()).step_by(2) {
-        let (k, v) = (ctx.arg(i).clone(), str_value(ctx.arg(i + 1)));
-        ctx.db().insert(&k, v, 0);
+        let (k, v) = (ctx.arg(i).clone(), ctx.arg(i + 1).clone());
+        ctx.db().insert_str(&k, &v, 0);
     }
     ctx.int_reply(1)
 }
@@ -269,8 +265,8 @@ fn getset(ctx: &mut Ctx) {
         Ok(o) => o.map(|v| v.to_vec()),
         Err(()) => return ctx.wrongtype(),
     };
-    let v = str_value(ctx.arg(2));
-    ctx.db().insert(&key, v, 0);
+    let v = ctx.arg(2).clone();
+    ctx.db().insert_str(&key, &v, 0);
     match old {
         Some(v) => ctx.bulk(&v),
         None => ctx.null(),
@@ -455,7 +451,7 @@ fn incr_by(ctx: &mut Ctx, by: i64) {
     let mut buf = itoa::Buffer::new();
     let now = ctx.now;
     ctx.db()
-        .insert_keep_ttl(&key, Value::Str(buf.format(n).as_bytes().into()), now);
+        .insert_str_keep_ttl(&key, buf.format(n).as_bytes(), now);
     ctx.int_reply(n)
 }
 
@@ -531,8 +527,7 @@ fn incrbyfloat(ctx: &mut Ctx) {
         text.as_bytes(),
         b"KEEPTTL",
     ])]);
-    ctx.db()
-        .insert_keep_ttl(&key, Value::Str(text.as_bytes().into()), now);
+    ctx.db().insert_str_keep_ttl(&key, text.as_bytes(), now);
     // Redis builds the result as text: `embstr`/`raw`, never `int`, even for "3".
     ctx.db().mark_text(&key);
     ctx.bulk(text.as_bytes())

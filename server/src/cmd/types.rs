@@ -7,7 +7,7 @@ use resp::{encode, Proto};
 
 use super::{err, Ctx};
 use crate::db::Db;
-use crate::value::{Hash, List, Set, Value, ZSet};
+use crate::value::{Hash, List, Set, Value, ValueMut, ValueRef, ZSet};
 
 /// The key holds another type (the caller replies WRONGTYPE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +23,8 @@ macro_rules! typed {
         ) -> Result<Option<&'a mut $ty>, WrongType> {
             match db.get_mut(key, now) {
                 None => Ok(None),
-                Some(e) => match &mut e.value {
-                    Value::$variant(v) => Ok(Some(v)),
+                Some(e) => match e.value {
+                    ValueMut::$variant(v) => Ok(Some(v)),
                     _ => Err(WrongType),
                 },
             }
@@ -50,11 +50,11 @@ typed!(zset_mut, zset_create, ZSet, ZSet);
 
 /// Delete `key` when it holds an empty container (Redis never keeps empty aggregates).
 pub fn drop_if_empty(db: &mut Db, key: &[u8], now: u64) {
-    let empty = match db.get(key, now).map(|e| &e.value) {
-        Some(Value::Hash(h)) => h.is_empty(),
-        Some(Value::List(l)) => l.is_empty(),
-        Some(Value::Set(s)) => s.is_empty(),
-        Some(Value::ZSet(z)) => z.is_empty(),
+    let empty = match db.get(key, now).map(|e| e.value) {
+        Some(ValueRef::Hash(h)) => h.is_empty(),
+        Some(ValueRef::List(l)) => l.is_empty(),
+        Some(ValueRef::Set(s)) => s.is_empty(),
+        Some(ValueRef::ZSet(z)) => z.is_empty(),
         _ => false,
     };
     if empty {

@@ -13,7 +13,7 @@ use super::types::{
 };
 use super::{err, Ctx, Handler};
 use crate::db::Db;
-use crate::value::{Set, Value, ZSet};
+use crate::value::{Set, Value, ValueRef, ZSet};
 
 /// The sorted-set commands served by shards.
 pub static HANDLERS: &[(&str, Handler)] = &[
@@ -842,10 +842,10 @@ fn aggregate(agg: Agg, acc: &mut f64, v: f64) {
 
 /// An input of ZUNION & co: a sorted set, or a plain set (every score 1).
 fn load_input(db: &mut Db, key: &[u8], now: u64) -> Result<Pairs, WrongType> {
-    match db.get(key, now).map(|e| &e.value) {
+    match db.get(key, now).map(|e| e.value) {
         None => Ok(Vec::new()),
-        Some(Value::ZSet(z)) => Ok(z.iter().map(|(m, s)| (m.into(), s)).collect()),
-        Some(Value::Set(s)) => Ok(Set::members(s).into_iter().map(|m| (m, 1.0)).collect()),
+        Some(ValueRef::ZSet(z)) => Ok(z.iter().map(|(m, s)| (m.into(), s)).collect()),
+        Some(ValueRef::Set(s)) => Ok(Set::members(s).into_iter().map(|m| (m, 1.0)).collect()),
         Some(_) => Err(WrongType),
     }
 }
