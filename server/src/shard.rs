@@ -1,8 +1,6 @@
 //! A shard: the data one core owns (its slots of every database) and the code that runs a command
 //! against it. Only its own core ever touches a shard; other cores send it messages.
 
-use std::time::Instant;
-
 use bytes::{Bytes, BytesMut};
 use resp::command::{CommandSpec, COMMANDS, DENYOOM, MOVABLE, WRITE};
 use resp::Proto;
@@ -14,7 +12,8 @@ use crate::db::Db;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CmdStat {
     pub calls: u64,
-    pub usec: u64,
+    /// Time spent, in [`crate::ticks`] (converted to usec when reported).
+    pub ticks: u64,
     pub failed: u64,
 }
 
@@ -72,8 +71,7 @@ impl Shard {
     }
 
     /// The first key of a command, if its position is fixed (for [`Shard::prefetch`]).
-    pub fn first_key(args: &[Bytes]) -> Option<&[u8]> {
-        let spec = resp::command::lookup(args.first()?)?;
+    pub fn first_key<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Option<&'a [u8]> {
         let i = usize::try_from(spec.first).ok()?;
         if i == 0 || spec.has(resp::command::MOVABLE) {
             return None;
@@ -83,6 +81,7 @@ impl Shard {
 
     /// A shard owning the slots `owned(slot)` says, in `ndb` databases.
     pub fn new(id: usize, ndb: usize, owned: impl Fn(usize) -> bool) -> Shard {
+        crate::ticks::init();
         Shard {
             id,
             dbs: (0..ndb).map(|_| Db::new(&owned)).collect(),
@@ -131,7 +130,7 @@ impl Shard {
         if !self.owns_keys(spec, &cmd.args) {
             return false;
         }
-        let start = Instant::now();
+        let start = crate::ticks::now();
         let before = out.len();
         let quiet = !spec.has(WRITE);
         if quiet {
@@ -203,7 +202,7 @@ impl Shard {
         }
         let st = &mut self.stats[cmd.idx as usize];
         st.calls += 1;
-        st.usec += start.elapsed().as_micros() as u64;
+        st.ticks += crate::ticks::now().wrapping_sub(start);
         if out.get(before) == Some(&b'-') {
             st.failed += 1;
         }
