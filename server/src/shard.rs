@@ -6,7 +6,7 @@ use resp::command::{CommandSpec, COMMANDS, DENYOOM, MOVABLE, WRITE};
 use resp::Proto;
 
 use crate::cmd::{self, Ctx};
-use crate::db::Db;
+use crate::db::{Db, SlotTable};
 
 /// Calls and time per command, as `INFO commandstats` reports them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -55,17 +55,26 @@ impl Shard {
     /// not own are skipped.
     /// A key equal to the one before it is skipped (a pipeline of LPUSH to one list would
     /// otherwise pay two extra lookups per command for lines already in the cache).
-    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = (usize, &'a [u8])> + Clone) {
+    ///
+    /// Three passes: find each key's slot table and hash the key once, starting the load of the
+    /// table's header; then probe every table (control bytes and buckets); then every node.
+    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = (usize, &'a [u8])>) {
+        let mut found: Vec<(&SlotTable, u64, &[u8])> = Vec::with_capacity(keys.size_hint().0);
+        let mut prev: Option<(usize, &[u8])> = None;
+        for (db, key) in keys {
+            if prev == Some((db, key)) {
+                continue;
+            }
+            prev = Some((db, key));
+            let Some(t) = self.dbs.get(db).and_then(|d| d.slot_table(resp::slot(key))) else {
+                continue;
+            };
+            crate::keytable::prefetch_line((t as *const SlotTable).cast());
+            found.push((t, crate::keytable::hash(key), key));
+        }
         for warm in [false, true] {
-            let mut prev: Option<(usize, &[u8])> = None;
-            for (db, key) in keys.clone() {
-                if prev == Some((db, key)) {
-                    continue;
-                }
-                prev = Some((db, key));
-                if let Some(d) = self.dbs.get(db) {
-                    d.prefetch(key, warm);
-                }
+            for &(t, h, key) in &found {
+                t.map.prefetch_hashed(h, key, warm);
             }
         }
     }
