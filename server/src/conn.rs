@@ -373,7 +373,6 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
             }
         }
         if !batch.is_empty() {
-            sess.info.last_ms.store(now_ms(), Ordering::Relaxed);
             run_batch(&core, &mut sess, &mut batch, &mut plan, &mut out).await;
             parser.set_authenticated(sess.authed);
         }
@@ -434,6 +433,7 @@ pub async fn run_batch(
     out: &mut BytesMut,
 ) {
     let now = now_ms();
+    sess.info.last_ms.store(now, Ordering::Relaxed);
     // Each command's table row, looked up once for the prefetch and the dispatch.
     let mut specs = std::mem::take(&mut plan.specs);
     specs.clear();
