@@ -39,6 +39,8 @@ pub struct Session {
     pub repl_port: u16,
     /// SYNC/PSYNC received: the connection becomes a replica link after this batch.
     pub psync: Option<crate::repl::master::PsyncReq>,
+    /// The name last stored in `info.last_cmd` (a pipeline of one command locks it once).
+    last_cmd: &'static str,
 }
 
 impl Session {
@@ -55,6 +57,7 @@ impl Session {
             from_master: false,
             repl_port: 0,
             psync: None,
+            last_cmd: "",
         }
     }
 }
@@ -70,6 +73,8 @@ pub struct Plan {
     per_core: Vec<Vec<Cmd>>,
     order: Vec<Piece>,
     scratch: BytesMut,
+    /// The batch's command-table rows, looked up once (reused allocation).
+    specs: Vec<Option<&'static CommandSpec>>,
     /// Commands queued for other cores.
     remote: usize,
     /// The owner-change sequence under which the queued commands were routed (None: unstable).
@@ -88,6 +93,7 @@ impl Plan {
             per_core: (0..ncores).map(|_| Vec::new()).collect(),
             order: Vec::new(),
             scratch: BytesMut::new(),
+            specs: Vec::new(),
             remote: 0,
             seq: None,
         }
@@ -367,7 +373,6 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
             }
         }
         if !batch.is_empty() {
-            sess.info.last_ms.store(now_ms(), Ordering::Relaxed);
             run_batch(&core, &mut sess, &mut batch, &mut plan, &mut out).await;
             parser.set_authenticated(sess.authed);
         }
@@ -428,25 +433,32 @@ pub async fn run_batch(
     out: &mut BytesMut,
 ) {
     let now = now_ms();
+    sess.info.last_ms.store(now, Ordering::Relaxed);
+    // Each command's table row, looked up once for the prefetch and the dispatch.
+    let mut specs = std::mem::take(&mut plan.specs);
+    specs.clear();
+    specs.extend(batch.iter().map(|a| command::lookup(a.first()?)));
     if batch.len() > 1 {
-        prefetch(core, sess.db, batch);
+        prefetch(core, sess.db, batch, &specs);
     }
-    for args in batch.drain(..) {
+    for (args, &spec) in batch.drain(..).zip(specs.iter()) {
         if sess.quit {
             continue;
         }
-        dispatch(core, sess, args, now, plan, out).await;
+        dispatch(core, sess, spec, args, now, plan, out).await;
     }
+    plan.specs = specs;
     plan.flush(core, sess.proto, now, out).await;
 }
 
 /// Warm the caches for this core's keys of a pipelined batch (see [`Shard::prefetch`]).
-fn prefetch(core: &Core, db: usize, batch: &[Args]) {
+fn prefetch(core: &Core, db: usize, batch: &[Args], specs: &[Option<&'static CommandSpec>]) {
     if let Ok(shard) = core.shard.try_borrow() {
         shard.prefetch(
             batch
                 .iter()
-                .filter_map(|a| Some((db, crate::shard::Shard::first_key(a)?))),
+                .zip(specs)
+                .filter_map(|(a, s)| Some((db, crate::shard::Shard::first_key((*s)?, a)?))),
         );
     }
 }
@@ -471,12 +483,13 @@ pub fn unknown_command(args: &Args) -> String {
 async fn dispatch(
     core: &Rc<Core>,
     sess: &mut Session,
+    spec: Option<&'static CommandSpec>,
     args: Args,
     now: u64,
     plan: &mut Plan,
     out: &mut BytesMut,
 ) {
-    let spec: &'static CommandSpec = match command::lookup(&args[0]) {
+    let spec: &'static CommandSpec = match spec {
         Some(s) => s,
         None => {
             sess.tx.flag();
@@ -484,8 +497,11 @@ async fn dispatch(
         }
     };
     let idx = cmd::index_of(spec);
-    if let Ok(mut last) = sess.info.last_cmd.lock() {
-        *last = spec.name;
+    if !std::ptr::eq(sess.last_cmd, spec.name) {
+        sess.last_cmd = spec.name;
+        if let Ok(mut last) = sess.info.last_cmd.lock() {
+            *last = spec.name;
+        }
     }
     if !spec.arity_ok(args.len()) {
         sess.tx.flag();

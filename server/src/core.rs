@@ -268,10 +268,10 @@ impl Core {
                 {
                     let mut shard = self.shard.borrow_mut();
                     if cmds.len() > 1 {
-                        shard.prefetch(
-                            cmds.iter()
-                                .filter_map(|c| Some((c.db as usize, Shard::first_key(&c.args)?))),
-                        );
+                        shard.prefetch(cmds.iter().filter_map(|c| {
+                            let spec = resp::command::COMMANDS.get(c.idx as usize)?;
+                            Some((c.db as usize, Shard::first_key(spec, &c.args)?))
+                        }));
                     }
                     for (i, c) in cmds.into_iter().enumerate() {
                         if !shard.execute(&c, proto, now, &mut out) {

@@ -667,6 +667,12 @@ impl Db {
         Some(e)
     }
 
+    /// The table of `slot`, if this database holds it (for [`crate::shard::Shard::prefetch`]).
+    #[inline]
+    pub fn slot_table(&self, slot: u16) -> Option<&SlotTable> {
+        self.slots.get(slot as usize)?.as_deref()
+    }
+
     /// Prefetch what looking `key` up will touch (see [`KeyTable::prefetch`]).
     #[inline]
     pub fn prefetch(&self, key: &[u8], warm: bool) {

@@ -137,7 +137,7 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
             if calls == 0 {
                 continue;
             }
-            let usec: u64 = per_core.iter().map(|p| p.stats[i].usec).sum();
+            let usec = crate::ticks::to_usec(per_core.iter().map(|p| p.stats[i].ticks).sum());
             let failed: u64 = per_core.iter().map(|p| p.stats[i].failed).sum();
             let _ = write!(
                 o,

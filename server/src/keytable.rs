@@ -49,8 +49,9 @@ fn hasher() -> &'static ahash::RandomState {
     H.get_or_init(ahash::RandomState::new)
 }
 
+/// The hash a table uses for `key` (to hash once for [`KeyTable::prefetch_hashed`]).
 #[inline]
-fn hash(key: &[u8]) -> u64 {
+pub fn hash(key: &[u8]) -> u64 {
     hasher().hash_one(key)
 }
 
@@ -488,7 +489,11 @@ impl KeyTable {
     /// hint: nothing is read through the prefetched addresses here.
     #[inline]
     pub fn prefetch(&self, key: &[u8], warm: bool) {
-        let h = hash(key);
+        self.prefetch_hashed(hash(key), key, warm)
+    }
+
+    /// [`KeyTable::prefetch`] with the key's [`hash`] already computed.
+    pub fn prefetch_hashed(&self, h: u64, key: &[u8], warm: bool) {
         if warm {
             if let Some(n) = self.table.find(h, |n| n.key() == key) {
                 let e = n.entry();
@@ -850,7 +855,7 @@ mod tests {
 
 /// Ask the CPU to bring the cache line at `p` in (a no-op where there is no such instruction).
 #[inline(always)]
-fn prefetch_line(p: *const u8) {
+pub fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it never faults, whatever the address.
     unsafe {

@@ -52,5 +52,6 @@ pub mod script;
 pub mod shard;
 pub mod shared;
 pub mod slotmove;
+pub mod ticks;
 pub mod tx;
 pub mod value;

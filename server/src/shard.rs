@@ -1,20 +1,19 @@
 //! A shard: the data one core owns (its slots of every database) and the code that runs a command
 //! against it. Only its own core ever touches a shard; other cores send it messages.
 
-use std::time::Instant;
-
 use bytes::{Bytes, BytesMut};
 use resp::command::{CommandSpec, COMMANDS, DENYOOM, MOVABLE, WRITE};
 use resp::Proto;
 
 use crate::cmd::{self, Ctx};
-use crate::db::Db;
+use crate::db::{Db, SlotTable};
 
 /// Calls and time per command, as `INFO commandstats` reports them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CmdStat {
     pub calls: u64,
-    pub usec: u64,
+    /// Time spent, in [`crate::ticks`] (converted to usec when reported).
+    pub ticks: u64,
     pub failed: u64,
 }
 
@@ -56,24 +55,32 @@ impl Shard {
     /// not own are skipped.
     /// A key equal to the one before it is skipped (a pipeline of LPUSH to one list would
     /// otherwise pay two extra lookups per command for lines already in the cache).
-    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = (usize, &'a [u8])> + Clone) {
+    ///
+    /// Three passes: find each key's slot table and hash the key once, starting the load of the
+    /// table's header; then probe every table (control bytes and buckets); then every node.
+    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = (usize, &'a [u8])>) {
+        let mut found: Vec<(&SlotTable, u64, &[u8])> = Vec::with_capacity(keys.size_hint().0);
+        let mut prev: Option<(usize, &[u8])> = None;
+        for (db, key) in keys {
+            if prev == Some((db, key)) {
+                continue;
+            }
+            prev = Some((db, key));
+            let Some(t) = self.dbs.get(db).and_then(|d| d.slot_table(resp::slot(key))) else {
+                continue;
+            };
+            crate::keytable::prefetch_line((t as *const SlotTable).cast());
+            found.push((t, crate::keytable::hash(key), key));
+        }
         for warm in [false, true] {
-            let mut prev: Option<(usize, &[u8])> = None;
-            for (db, key) in keys.clone() {
-                if prev == Some((db, key)) {
-                    continue;
-                }
-                prev = Some((db, key));
-                if let Some(d) = self.dbs.get(db) {
-                    d.prefetch(key, warm);
-                }
+            for &(t, h, key) in &found {
+                t.map.prefetch_hashed(h, key, warm);
             }
         }
     }
 
     /// The first key of a command, if its position is fixed (for [`Shard::prefetch`]).
-    pub fn first_key(args: &[Bytes]) -> Option<&[u8]> {
-        let spec = resp::command::lookup(args.first()?)?;
+    pub fn first_key<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Option<&'a [u8]> {
         let i = usize::try_from(spec.first).ok()?;
         if i == 0 || spec.has(resp::command::MOVABLE) {
             return None;
@@ -83,6 +90,7 @@ impl Shard {
 
     /// A shard owning the slots `owned(slot)` says, in `ndb` databases.
     pub fn new(id: usize, ndb: usize, owned: impl Fn(usize) -> bool) -> Shard {
+        crate::ticks::init();
         Shard {
             id,
             dbs: (0..ndb).map(|_| Db::new(&owned)).collect(),
@@ -131,7 +139,7 @@ impl Shard {
         if !self.owns_keys(spec, &cmd.args) {
             return false;
         }
-        let start = Instant::now();
+        let start = crate::ticks::now();
         let before = out.len();
         let quiet = !spec.has(WRITE);
         if quiet {
@@ -203,7 +211,7 @@ impl Shard {
         }
         let st = &mut self.stats[cmd.idx as usize];
         st.calls += 1;
-        st.usec += start.elapsed().as_micros() as u64;
+        st.ticks += crate::ticks::now().wrapping_sub(start);
         if out.get(before) == Some(&b'-') {
             st.failed += 1;
         }
