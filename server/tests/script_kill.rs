@@ -29,32 +29,44 @@ fn connect(port: u16) -> BufReader<TcpStream> {
     BufReader::new(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
 }
 
-/// Send SCRIPT KILL from fresh connections until one not blocked by the script answers something
-/// other than NOTBUSY (the script may not have started yet). Connections on the script's core do
-/// not answer (their core is busy) and are left alone.
+/// Send SCRIPT KILL from several connections until one not blocked by the script answers
+/// something other than NOTBUSY (the script may not have started yet). Connections on the
+/// script's core do not answer while it runs; their replies (and slow ones from the other core
+/// on a loaded machine) are waited for without giving up on the connection, partial lines kept.
 fn kill_from_other_core(port: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut conns: Vec<BufReader<TcpStream>> = (0..8).map(|_| connect(port)).collect();
-    let mut blocked = vec![false; conns.len()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conns: Vec<(BufReader<TcpStream>, Vec<u8>)> = Vec::new();
+    let mut opened_at = Instant::now() - Duration::from_secs(60);
     while Instant::now() < deadline {
-        for (i, c) in conns.iter_mut().enumerate() {
-            if blocked[i] {
+        // Eight more connections every 3 s: one of them, at least, lands on the other core.
+        if opened_at.elapsed() >= Duration::from_secs(3) && conns.len() < 64 {
+            for _ in 0..8 {
+                let mut c = connect(port);
+                c.get_mut()
+                    .write_all(&cmd(&["SCRIPT", "KILL"]))
+                    .expect("send");
+                c.get_ref()
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .expect("read timeout");
+                conns.push((c, Vec::new()));
+            }
+            opened_at = Instant::now();
+        }
+        for (c, buf) in conns.iter_mut() {
+            // A timeout leaves what was read so far in `buf`.
+            if c.read_until(b'\n', buf).is_err() || !buf.ends_with(b"\n") {
                 continue;
+            }
+            let reply = String::from_utf8_lossy(buf).trim_end().to_string();
+            buf.clear();
+            if !reply.starts_with("-NOTBUSY") {
+                return reply;
             }
             c.get_mut()
                 .write_all(&cmd(&["SCRIPT", "KILL"]))
                 .expect("send");
-            match line(c, Duration::from_millis(500)) {
-                None => blocked[i] = true,
-                Some(r) if r.starts_with("-NOTBUSY") => {}
-                Some(r) => return r,
-            }
         }
-        if blocked.iter().all(|b| *b) {
-            conns = (0..8).map(|_| connect(port)).collect();
-            blocked = vec![false; conns.len()];
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     panic!("no connection on the other core answered SCRIPT KILL");
 }
