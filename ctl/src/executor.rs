@@ -682,11 +682,20 @@ impl Executor {
                     let v = self.write_all(&ms).await?;
                     drop(guard.take());
                     // Lock the slots on every proxy now.
+                    let locking = std::time::Instant::now();
                     if !self.await_applied(v, &ms).await? {
                         return Ok((true, false));
                     }
+                    let locked = locking.elapsed();
                     advanced = true;
                     self.open_wave(&mut ms).await?;
+                    tracing::debug!(
+                        slots = ms.len(),
+                        first = ms[0].id,
+                        "wave locked: push+acks {} us, held {} us",
+                        locked.as_micros(),
+                        locking.elapsed().as_micros()
+                    );
                     continue;
                 }
                 SlotState::Prepared => {
@@ -755,10 +764,13 @@ impl Executor {
     /// (a proxy that misses the push still gets it from the coordinator watch).
     /// Slots changed meanwhile by someone else (a forced `slot set`) are left alone.
     async fn open_wave(&self, ms: &mut [SlotMapping]) -> Result<()> {
+        let t0 = std::time::Instant::now();
         let _guard = self.ctx.write.lock().await;
+        let t_guard = t0.elapsed();
         // The slots are locked on every proxy now: read them back concurrently, not one by one.
         let now =
             futures::future::join_all(ms.iter().map(|m| self.ctx.store.slot_mapping(m.id))).await;
+        let t_read = t0.elapsed();
         let mut open = Vec::with_capacity(ms.len());
         for (m, cur) in ms.iter().zip(now) {
             if cur? == *m {
@@ -769,7 +781,15 @@ impl Executor {
         }
         if !open.is_empty() {
             let v = self.write_all(&open).await?;
+            let t_write = t0.elapsed();
             self.push(v, &open).await?;
+            tracing::debug!(
+                "open: guard {} us, read {} us, write {} us, push {} us",
+                t_guard.as_micros(),
+                (t_read - t_guard).as_micros(),
+                (t_write - t_read).as_micros(),
+                (t0.elapsed() - t_write).as_micros()
+            );
         }
         Ok(())
     }
