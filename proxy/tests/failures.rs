@@ -120,10 +120,7 @@ fn coordinator_gone_keeps_serving() {
 #[test]
 fn topology_change_under_load_loses_and_misroutes_nothing() {
     let c = Cluster::start("");
-    let (st, body) = c.http("GET", "/api/proxy/model");
-    assert_eq!(st, 200);
-    let model: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let token = model["token"].as_str().unwrap().to_string();
+    let token = c.token();
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));
     let port = c.port;
@@ -291,11 +288,7 @@ fn admin_http_metrics_and_registration() {
 #[test]
 fn migrating_slot_consults_the_source_first() {
     let c = Cluster::start("");
-    let (_, body) = c.http("GET", "/api/proxy/model");
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = c.token();
     let k = key_in(1, "mig");
     let slot = resp::slot(k.as_bytes()) as u32;
     let mut s = TcpStream::connect(("127.0.0.1", c.port)).unwrap();

@@ -62,11 +62,7 @@ fn slot_json(c: &Cluster, slot: u32) -> serde_json::Value {
 #[test]
 fn pushed_states_apply_before_the_reply_and_hold_requests_only_while_locked() {
     let c = Cluster::start("");
-    let (_, body) = c.http("GET", "/api/proxy/model");
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = c.token();
     let xauth = proxy::identity::codis_xauth(&[PRODUCT, "", &token]);
     let path = format!("/api/proxy/fillslots/{xauth}");
 
@@ -207,11 +203,7 @@ fn pushed_states_apply_before_the_reply_and_hold_requests_only_while_locked() {
 #[test]
 fn a_pushed_version_is_not_read_back_but_an_unannounced_write_is() {
     let c = Cluster::start("");
-    let (_, body) = c.http("GET", "/api/proxy/model");
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = c.token();
     let xauth = proxy::identity::codis_xauth(&[PRODUCT, "", &token]);
     let path = format!("/api/proxy/fillslots/{xauth}");
     // Settled: the proxy runs the coordinator's current version (its registration included).

@@ -225,6 +225,16 @@ impl Cluster {
         (status, body)
     }
 
+    /// The proxy's token (from its model on the admin API).
+    pub fn token(&self) -> String {
+        let (st, body) = self.http("GET", "/api/proxy/model");
+        assert_eq!(st, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("model json")["token"]
+            .as_str()
+            .expect("token in the model")
+            .to_string()
+    }
+
     pub fn stats(&self) -> serde_json::Value {
         let (st, body) = self.http("GET", "/proxy/stats");
         assert_eq!(st, 200, "{body}");
