@@ -127,20 +127,29 @@ impl Drop for Proc {
 }
 
 /// Start `codis-server` on a free port with extra arguments.
+///
+/// The port is free when picked but another process may bind it before the server does (CI
+/// saw "Address already in use" once): a server that exits during start-up is started again
+/// on another port, up to three times.
 pub fn codis_server(extra: &[&str]) -> Proc {
-    let port = free_port();
-    let child = Command::new(bin_path("codis-server"))
-        .args(["--port", &port.to_string(), "--loglevel", "warn"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn codis-server");
-    let mut p = Proc { child, port };
-    assert!(
-        wait_ping(&mut p, Duration::from_secs(20)),
-        "codis-server did not start on {port}"
-    );
-    p
+    let mut port = 0;
+    for _ in 0..3 {
+        port = free_port();
+        let child = Command::new(bin_path("codis-server"))
+            .args(["--port", &port.to_string(), "--loglevel", "warn"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn codis-server");
+        let mut p = Proc { child, port };
+        if wait_ping(&mut p, Duration::from_secs(20)) {
+            return p;
+        }
+        if !matches!(p.child.try_wait(), Ok(Some(_))) {
+            break; // running but not answering: a real failure, not a lost port
+        }
+    }
+    panic!("codis-server did not start on {port}");
 }
 
 /// Wait until the process answers PING on its port (and is still alive). Stronger than
