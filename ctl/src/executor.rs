@@ -349,12 +349,11 @@ impl Executor {
         // group → the (source, target) pair it is busy with this round
         let mut busy: HashMap<u32, (u32, u32)> = HashMap::new();
         let mut batches: BTreeMap<(u32, u32), Vec<&SlotMapping>> = BTreeMap::new();
-        let mut chosen = 0;
         let paused = self.ctx.control.paused();
+        // Every actionable slot of a pair joins its batch: `parallel_slots` bounds the slots in
+        // flight (two waves per batch), not the batch, so a migration is not cut into rounds
+        // that each end with a tail wave and no overlap.
         for m in acts {
-            if chosen >= self.ctx.cfg.migration.parallel_slots {
-                break;
-            }
             let (src, dst) = (m.group_id, m.action.target_id);
             if promoting.contains(&src) || promoting.contains(&dst) {
                 continue;
@@ -371,13 +370,14 @@ impl Executor {
                 busy.insert(src, pair);
             }
             busy.insert(dst, pair);
-            chosen += 1;
             batches.entry(pair).or_default().push(m);
         }
+        let in_flight = self.ctx.cfg.migration.parallel_slots / (2 * batches.len().max(1));
+        let wave = self.ctx.cfg.migration.wave_slots.min(in_flight).max(1);
         let results = futures::future::join_all(
             batches
                 .values()
-                .map(|ms| self.drive_batch(ms.iter().map(|m| (*m).clone()).collect())),
+                .map(|ms| self.drive_batch(ms.iter().map(|m| (*m).clone()).collect(), wave)),
         )
         .await;
         let mut first_err = None;
@@ -435,14 +435,13 @@ impl Executor {
         }
     }
 
-    /// Drives a batch (slots between one pair of groups) in waves of `wave_slots` slots, the
+    /// Drives a batch (slots between one pair of groups) in waves of `wave` slots, the
     /// slots furthest along first (a resumed `prepared` slot is unlocked before anything new
     /// is locked). Two waves overlap: wave k+1 is locked and opened (`pending` → `migrating`,
     /// coordinator writes and proxy round trips) while wave k drains and closes (data moving
     /// between the servers), so neither waits for the other. True if any slot advanced.
-    async fn drive_batch(&self, mut ms: Vec<SlotMapping>) -> Result<bool> {
+    async fn drive_batch(&self, mut ms: Vec<SlotMapping>, wave: usize) -> Result<bool> {
         ms.sort_by_key(|m| (std::cmp::Reverse(m.action.state), m.action.index, m.id));
-        let wave = self.ctx.cfg.migration.wave_slots.max(1);
         let waves: Vec<Vec<u32>> = ms
             .chunks(wave)
             .map(|c| c.iter().map(|m| m.id).collect())
@@ -572,8 +571,19 @@ impl Executor {
     /// Waits until every live proxy has applied `ms` (pushed at `version`): through the push
     /// reply, else through its coordinator ack; a proxy whose liveness vanished is not waited
     /// for. False if some are still missing after a while (the next round tries again).
-    async fn await_applied(&self, version: u64, ms: &[SlotMapping]) -> Result<bool> {
+    ///
+    /// `write` (the topology write lock held since `version` was written) is released once the
+    /// push is answered, not before: every write is pushed before the next one, so proxies see
+    /// pushes in version order (one that overtook an older push would make the proxy read the
+    /// whole topology back to confirm the older one).
+    async fn await_applied(
+        &self,
+        version: u64,
+        ms: &[SlotMapping],
+        write: Option<tokio::sync::MutexGuard<'_, ()>>,
+    ) -> Result<bool> {
         let mut missing = self.push(version, ms).await?;
+        drop(write);
         let started = std::time::Instant::now();
         loop {
             if missing.is_empty() {
@@ -680,10 +690,9 @@ impl Executor {
                         m.action.state = SlotState::Prepared;
                     }
                     let v = self.write_all(&ms).await?;
-                    drop(guard.take());
                     // Lock the slots on every proxy now.
                     let locking = std::time::Instant::now();
-                    if !self.await_applied(v, &ms).await? {
+                    if !self.await_applied(v, &ms, guard.take()).await? {
                         return Ok((true, false));
                     }
                     let locked = locking.elapsed();
@@ -700,8 +709,7 @@ impl Executor {
                 }
                 SlotState::Prepared => {
                     let v = self.ctx.store.version().await?;
-                    drop(guard.take());
-                    if !self.await_applied(v, &ms).await? {
+                    if !self.await_applied(v, &ms, guard.take()).await? {
                         return Ok((advanced, false));
                     }
                     advanced = true;

@@ -22,7 +22,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::control::Control;
+use crate::control::{Control, Fill};
 
 type Ctl = State<Arc<Control>>;
 
@@ -199,10 +199,27 @@ async fn api_fillslots(
         return *r;
     }
     let start = std::time::Instant::now();
-    let Some(version) = ctl.fill(&fill) else {
-        let cause = json!({"Cause": "proxy is not online yet (no topology)"});
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(cause)).into_response();
-    };
+    let version = fill.version;
+    match ctl.fill(&fill) {
+        None => {
+            let cause = json!({"Cause": "proxy is not online yet (no topology)"});
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(cause)).into_response();
+        }
+        Some(Fill::Wait(_)) => {}
+        Some(Fill::ReadBack) => match ctl.read_back().await {
+            Ok(whole) if whole >= version => {}
+            Ok(whole) => {
+                let cause = json!({"Cause": format!(
+                    "the coordinator holds topology {whole}, older than the pushed {version}"
+                )});
+                return (StatusCode::CONFLICT, Json(cause)).into_response();
+            }
+            Err(e) => {
+                let cause = json!({"Cause": format!("cannot read the topology back: {e}")});
+                return (StatusCode::SERVICE_UNAVAILABLE, Json(cause)).into_response();
+            }
+        },
+    }
     ctl.wait_applied(version).await;
     tracing::debug!(
         version,

@@ -18,6 +18,16 @@ use crate::runtime::CoreAck;
 use crate::slots::SlotTable;
 use crate::stats::Shared;
 
+/// What a fillslots push needs after [`Control::fill`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// Applied, or already held: answer once every core runs this version.
+    Wait(u64),
+    /// The running table is newer but not known whole, so it may lack the push's records: read
+    /// the topology back from the coordinator first ([`Control::read_back`]).
+    ReadBack,
+}
+
 /// What the admin API and the control loops share.
 pub struct Control {
     pub shared: Arc<Shared>,
@@ -39,6 +49,9 @@ pub struct Control {
     /// or a fillslots push that followed it with no version in between. The coordinator watch
     /// does not re-read a change this covers.
     complete: Arc<std::sync::atomic::AtomicU64>,
+    /// The newest version a fillslots push applied: its pusher has the confirmation in the
+    /// reply, so the coordinator acknowledgement of it is written lazily (the 1 s loop).
+    pushed: std::sync::atomic::AtomicU64,
     /// Held across a whole push or fill, so a merge never lands on top of a newer snapshot.
     updating: Mutex<()>,
     /// Notified to stop the process (admin `shutdown`, signals).
@@ -66,6 +79,7 @@ impl Control {
             store: Mutex::new(None),
             ack_dirty: false.into(),
             complete: Arc::new(0.into()),
+            pushed: 0.into(),
             updating: Mutex::new(()),
             shutdown: tokio::sync::Notify::new(),
         })
@@ -116,33 +130,52 @@ impl Control {
     }
 
     /// A fillslots push: merges `fill`'s slots and groups into the current snapshot as topology
-    /// `fill.version` and pushes it to the cores (unless the proxy already runs that version or a
-    /// newer one, which holds these records or later ones). Returns the version to wait for, or
-    /// `None` while the proxy has no topology to merge into (not online yet).
-    pub fn fill(&self, fill: &coord::FillSlots) -> Option<u64> {
+    /// `fill.version` and pushes it to the cores. `None` while the proxy has no topology to
+    /// merge into (not online yet).
+    ///
+    /// A push no newer than the running table is confirmed only when the proxy holds a whole
+    /// topology at least as new (which has these records or later ones); otherwise the running
+    /// table may have been merged from pushes that overtook this one, without its records, and
+    /// the caller must read the topology back first ([`Fill::ReadBack`]).
+    pub fn fill(&self, fill: &coord::FillSlots) -> Option<Fill> {
         let _serial = self.updating.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.topo.lock().ok().and_then(|t| t.clone())?;
-        if fill.version > cur.version() {
-            // The push holds the one write between the held version and its own: the merged
-            // topology is whole (the coordinator watch need not read it back).
-            let whole =
-                self.complete.load(Acquire) == cur.version() && fill.version == cur.version() + 1;
-            let mut data = cur.data().clone();
-            data.version = fill.version;
-            for g in &fill.groups {
-                data.groups.insert(g.id, g.clone());
-            }
-            for m in &fill.slots {
-                if let Some(s) = data.slots.get_mut(m.id as usize) {
-                    *s = m.clone();
-                }
-            }
-            self.apply(&Topology::new(data));
-            if whole {
-                self.complete.fetch_max(fill.version, Release);
+        if fill.version <= cur.version() {
+            return Some(if self.complete.load(Acquire) >= fill.version {
+                Fill::Wait(fill.version)
+            } else {
+                Fill::ReadBack
+            });
+        }
+        // The push holds the one write between the held version and its own: the merged
+        // topology is whole (the coordinator watch need not read it back).
+        let whole = self.complete.load(Acquire) == cur.version() && fill.version == cur.version() + 1;
+        let mut data = cur.data().clone();
+        data.version = fill.version;
+        for g in &fill.groups {
+            data.groups.insert(g.id, g.clone());
+        }
+        for m in &fill.slots {
+            if let Some(s) = data.slots.get_mut(m.id as usize) {
+                *s = m.clone();
             }
         }
-        Some(fill.version)
+        self.pushed.fetch_max(fill.version, Release);
+        self.apply(&Topology::new(data));
+        if whole {
+            self.complete.fetch_max(fill.version, Release);
+        }
+        Some(Fill::Wait(fill.version))
+    }
+
+    /// Reads the whole topology from the coordinator and applies it (see [`Fill::ReadBack`]);
+    /// returns the version the proxy now holds whole.
+    pub async fn read_back(&self) -> Result<u64, String> {
+        let store = self.store().ok_or("no coordinator connection yet")?;
+        let topo = store.topology().await.map_err(|e| e.to_string())?;
+        self.shared.topology_reads.fetch_add(1, Relaxed);
+        self.push(&topo);
+        Ok(self.complete.load(Acquire))
     }
 
     /// Waits until every core has applied table `version` or a newer one.
@@ -178,7 +211,10 @@ impl Control {
         }
     }
 
-    async fn write_ack(&self) {
+    /// Writes the acknowledgement if one is due. With `lazy`, not for a table a fillslots push
+    /// brought (its pusher already has the confirmation): the 1 s loop writes that one, so a
+    /// migration's many pushes do not each cost a durable coordinator write.
+    async fn write_ack(&self, lazy: bool) {
         if !self.ack_dirty.load(Relaxed) {
             return;
         }
@@ -186,6 +222,9 @@ impl Control {
             return;
         };
         if self.shared.topology_version.load(Relaxed) < t.version {
+            return;
+        }
+        if lazy && self.pushed.load(Acquire) >= t.version {
             return;
         }
         self.ack_dirty.store(false, Relaxed);
@@ -311,7 +350,7 @@ pub async fn run(ctl: Arc<Control>, acks: UnboundedReceiver<CoreAck>) {
     tokio::spawn(async move {
         loop {
             c4.ensure_registered(&s4).await;
-            c4.write_ack().await;
+            c4.write_ack(false).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -338,6 +377,6 @@ async fn ack_loop(ctl: Arc<Control>, mut acks: UnboundedReceiver<CoreAck>) {
         while let Ok(a) = acks.try_recv() {
             ctl.core_applied(a);
         }
-        ctl.write_ack().await;
+        ctl.write_ack(true).await;
     }
 }

@@ -274,3 +274,58 @@ fn a_pushed_version_is_not_read_back_but_an_unannounced_write_is() {
     }
     assert!(c.stats()["topology_reads"].as_u64().unwrap() > reads);
 }
+
+/// A push overtaken by a newer one (both written, the newer pushed first) is confirmed only once
+/// the proxy runs its records: the running table was merged from the newer push alone, so the
+/// proxy reads the topology back before answering instead of answering from that table.
+#[test]
+fn an_overtaken_push_is_confirmed_only_with_its_records() {
+    let c = Cluster::start("");
+    let token = c.token();
+    let xauth = proxy::identity::codis_xauth(&[PRODUCT, "", &token]);
+    let path = format!("/api/proxy/fillslots/{xauth}");
+    let start = Instant::now();
+    while c.stats()["online"] != true {
+        assert!(start.elapsed() < Duration::from_secs(30), "proxy not online");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = |slot: u32| SlotMapping {
+        id: slot,
+        group_id: 1,
+        action: SlotAction {
+            index: slot as u64,
+            state: SlotState::Preparing,
+            target_id: 2,
+        },
+    };
+    let fill = |version: u64, slot: u32| {
+        serde_json::to_vec(&FillSlots {
+            version,
+            slots: vec![m(slot)],
+            groups: groups(&c),
+        })
+        .unwrap()
+    };
+    let v = c.rt.block_on(c.store.version()).unwrap();
+    // The newer push (slot 91 at v+2) arrives first, before either write is even made.
+    let (st, body) = put(&c, &path, &fill(v + 2, 91));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(slot_json(&c, 91)["state"], "preparing");
+    assert_eq!(slot_json(&c, 90)["state"], "");
+    let w1 =
+        c.rt.block_on(c.store.update_slot_mappings_versioned(&[m(90)]))
+            .unwrap();
+    let w2 =
+        c.rt.block_on(c.store.update_slot_mappings_versioned(&[m(91)]))
+            .unwrap();
+    assert_eq!((w1, w2), (v + 1, v + 2), "another writer bumped the version");
+    // The overtaken push of v+1: its slot must be applied when the reply comes.
+    let (st, body) = put(&c, &path, &fill(v + 1, 90));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        slot_json(&c, 90)["state"],
+        "preparing",
+        "the overtaken push was confirmed from a table without its records"
+    );
+    assert_eq!(slot_json(&c, 91)["state"], "preparing");
+}
