@@ -31,8 +31,8 @@ pub struct MigrationSettings {
     /// Redis timeout of one migration command.
     pub timeout_ms: u64,
     /// Maximum slots in flight at once (locked, opening or draining), over all group pairs
-    /// (each group with one partner group at a time): every pair's batch runs two waves at a
-    /// time, so a wave is at most `parallel_slots / (2 × pairs)` slots.
+    /// (each group with one partner group at a time): every pair's batch runs three waves at a
+    /// time, so a wave is at most `parallel_slots / (3 × pairs)` slots.
     pub parallel_slots: usize,
     /// Slots of a batch locked (`prepared`) together: a batch advances in waves of this many
     /// slots, so only a wave's requests are ever held (`migration_wave_slots`).

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coord::{SlotAction, SlotMapping, SlotState};
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::config::{MigrationMethod, MigrationSettings};
@@ -351,7 +352,7 @@ impl Executor {
         let mut batches: BTreeMap<(u32, u32), Vec<&SlotMapping>> = BTreeMap::new();
         let paused = self.ctx.control.paused();
         // Every actionable slot of a pair joins its batch: `parallel_slots` bounds the slots in
-        // flight (two waves per batch), not the batch, so a migration is not cut into rounds
+        // flight (three waves per batch), not the batch, so a migration is not cut into rounds
         // that each end with a tail wave and no overlap.
         for m in acts {
             let (src, dst) = (m.group_id, m.action.target_id);
@@ -372,7 +373,9 @@ impl Executor {
             busy.insert(dst, pair);
             batches.entry(pair).or_default().push(m);
         }
-        let in_flight = self.ctx.cfg.migration.parallel_slots / (2 * batches.len().max(1));
+        // Each batch has one wave opening and up to CLOSING closing.
+        let in_flight =
+            self.ctx.cfg.migration.parallel_slots / ((1 + CLOSING) * batches.len().max(1));
         let wave = self.ctx.cfg.migration.wave_slots.min(in_flight).max(1);
         let results = futures::future::join_all(
             batches
@@ -437,50 +440,50 @@ impl Executor {
 
     /// Drives a batch (slots between one pair of groups) in waves of `wave` slots, the
     /// slots furthest along first (a resumed `prepared` slot is unlocked before anything new
-    /// is locked). Two waves overlap: wave k+1 is locked and opened (`pending` → `migrating`,
-    /// coordinator writes and proxy round trips) while wave k drains and closes (data moving
-    /// between the servers), so neither waits for the other. True if any slot advanced.
+    /// is locked). Waves form a pipeline: one wave at a time is locked and opened (`pending` →
+    /// `migrating`, coordinator writes and proxy round trips) while up to [`CLOSING`] opened
+    /// waves drain and close (data moving between the servers, then `finished` and the
+    /// mapping), so the drains do not wait for the coordinator writes of their neighbours.
+    /// True if any slot advanced.
     async fn drive_batch(&self, mut ms: Vec<SlotMapping>, wave: usize) -> Result<bool> {
         ms.sort_by_key(|m| (std::cmp::Reverse(m.action.state), m.action.index, m.id));
         let waves: Vec<Vec<u32>> = ms
             .chunks(wave)
             .map(|c| c.iter().map(|m| m.id).collect())
             .collect();
-        let mut advanced = false;
-        let mut closing: Option<&[u32]> = None;
-        let mut first_err: Option<CtlError> = None;
+        let mut out = Outcome::default();
+        let mut closing = futures::stream::FuturesOrdered::new();
         for sids in &waves {
-            let open = self.drive_wave(sids, Phase::Open);
-            // Both run to their end (an error in one does not cut the other short).
-            let (opened, closed) = match closing.take() {
-                Some(prev) => futures::join!(open, self.drive_wave(prev, Phase::Close)),
-                None => (open.await, Ok((false, true))),
-            };
-            let mut go_on = true;
-            for r in [closed, opened] {
-                match r {
-                    Ok((a, done)) => {
-                        advanced |= a;
-                        go_on &= done;
-                    }
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                        go_on = false;
-                    }
+            while closing.len() >= CLOSING {
+                if let Some(r) = closing.next().await {
+                    out.note(r);
                 }
             }
-            if !go_on {
+            if !out.go_on {
+                break;
+            }
+            // The open runs to its end (an error elsewhere does not cut it short) while the
+            // closes in flight keep going.
+            let mut open = std::pin::pin!(self.drive_wave(sids, Phase::Open));
+            let opened = loop {
+                tokio::select! {
+                    r = &mut open => break r,
+                    Some(r) = closing.next(), if !closing.is_empty() => out.note(r),
+                }
+            };
+            let done = matches!(opened, Ok((_, true)));
+            out.note(opened);
+            if !done {
                 // Paused, proxies still to acknowledge, or an error: the next round resumes
                 // (a wave left `migrating` is drained first then).
-                return first_err.map_or(Ok(advanced), Err);
+                break;
             }
-            closing = Some(sids);
+            closing.push_back(self.drive_wave(sids, Phase::Close));
         }
-        if let Some(prev) = closing {
-            let (a, _) = self.drive_wave(prev, Phase::Close).await?;
-            advanced |= a;
+        while let Some(r) = closing.next().await {
+            out.note(r);
         }
-        Ok(advanced)
+        out.first_err.map_or(Ok(out.advanced), Err)
     }
 
     async fn read_slots(&self, sids: &[u32]) -> Result<Vec<SlotMapping>> {
@@ -823,6 +826,42 @@ impl Executor {
             all &= r?;
         }
         Ok(all)
+    }
+}
+
+/// Opened waves of a batch that drain and close at once (besides the one opening).
+const CLOSING: usize = 2;
+
+/// What the waves of a batch came to.
+struct Outcome {
+    advanced: bool,
+    /// False once a wave stopped short (paused, proxies to wait for, an error).
+    go_on: bool,
+    first_err: Option<CtlError>,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            advanced: false,
+            go_on: true,
+            first_err: None,
+        }
+    }
+}
+
+impl Outcome {
+    fn note(&mut self, r: Result<(bool, bool)>) {
+        match r {
+            Ok((a, done)) => {
+                self.advanced |= a;
+                self.go_on &= done;
+            }
+            Err(e) => {
+                self.first_err.get_or_insert(e);
+                self.go_on = false;
+            }
+        }
     }
 }
 

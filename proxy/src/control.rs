@@ -149,7 +149,8 @@ impl Control {
         }
         // The push holds the one write between the held version and its own: the merged
         // topology is whole (the coordinator watch need not read it back).
-        let whole = self.complete.load(Acquire) == cur.version() && fill.version == cur.version() + 1;
+        let whole =
+            self.complete.load(Acquire) == cur.version() && fill.version == cur.version() + 1;
         let mut data = cur.data().clone();
         data.version = fill.version;
         for g in &fill.groups {

@@ -286,7 +286,10 @@ fn an_overtaken_push_is_confirmed_only_with_its_records() {
     let path = format!("/api/proxy/fillslots/{xauth}");
     let start = Instant::now();
     while c.stats()["online"] != true {
-        assert!(start.elapsed() < Duration::from_secs(30), "proxy not online");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "proxy not online"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let m = |slot: u32| SlotMapping {
@@ -318,7 +321,11 @@ fn an_overtaken_push_is_confirmed_only_with_its_records() {
     let w2 =
         c.rt.block_on(c.store.update_slot_mappings_versioned(&[m(91)]))
             .unwrap();
-    assert_eq!((w1, w2), (v + 1, v + 2), "another writer bumped the version");
+    assert_eq!(
+        (w1, w2),
+        (v + 1, v + 2),
+        "another writer bumped the version"
+    );
     // The overtaken push of v+1: its slot must be applied when the reply comes.
     let (st, body) = put(&c, &path, &fill(v + 1, 90));
     assert_eq!(st, 200, "{body}");
