@@ -38,6 +38,12 @@ fn put(c: &Cluster, path: &str, body: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// The proxy's fillslots path (with its xauth).
+fn fill_path(c: &Cluster) -> String {
+    let xauth = proxy::identity::codis_xauth(&[PRODUCT, "", &c.token()]);
+    format!("/api/proxy/fillslots/{xauth}")
+}
+
 fn groups(c: &Cluster) -> Vec<Group> {
     [1u32, 2]
         .iter()
@@ -62,9 +68,7 @@ fn slot_json(c: &Cluster, slot: u32) -> serde_json::Value {
 #[test]
 fn pushed_states_apply_before_the_reply_and_hold_requests_only_while_locked() {
     let c = Cluster::start("");
-    let token = c.token();
-    let xauth = proxy::identity::codis_xauth(&[PRODUCT, "", &token]);
-    let path = format!("/api/proxy/fillslots/{xauth}");
+    let path = fill_path(&c);
 
     // A key of group 1, on the source.
     let k = (0..)
@@ -203,9 +207,7 @@ fn pushed_states_apply_before_the_reply_and_hold_requests_only_while_locked() {
 #[test]
 fn a_pushed_version_is_not_read_back_but_an_unannounced_write_is() {
     let c = Cluster::start("");
-    let token = c.token();
-    let xauth = proxy::identity::codis_xauth(&[PRODUCT, "", &token]);
-    let path = format!("/api/proxy/fillslots/{xauth}");
+    let path = fill_path(&c);
     // Settled: the proxy runs the coordinator's current version (its registration included).
     let start = Instant::now();
     let version = loop {
@@ -281,9 +283,7 @@ fn a_pushed_version_is_not_read_back_but_an_unannounced_write_is() {
 #[test]
 fn an_overtaken_push_is_confirmed_only_with_its_records() {
     let c = Cluster::start("");
-    let token = c.token();
-    let xauth = proxy::identity::codis_xauth(&[PRODUCT, "", &token]);
-    let path = format!("/api/proxy/fillslots/{xauth}");
+    let path = fill_path(&c);
     let start = Instant::now();
     while c.stats()["online"] != true {
         assert!(
