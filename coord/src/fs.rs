@@ -42,6 +42,11 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A coordinator over a local directory tree.
 pub struct FsCoordinator {
     inner: Arc<FsInner>,
+    /// Held by a write from before it takes a blocking thread until it returns: the writes of
+    /// one process queue here (in order) instead of each holding one of the few blocking threads
+    /// while it waits for the file lock and the fsyncs of the writes ahead, which left reads
+    /// (a migration's slot reads, the proxies' liveness) waiting for a thread.
+    writes: tokio::sync::Mutex<()>,
 }
 
 struct Owner {
@@ -147,6 +152,7 @@ impl FsCoordinator {
                 node_reads: AtomicU64::new(0),
                 wake: Mutex::new(None),
             }),
+            writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -171,6 +177,16 @@ impl FsCoordinator {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// [`Self::blocking`] for a write: one at a time per process (see `writes`).
+    async fn blocking_write<T: Send + 'static>(
+        &self,
+        path: &str,
+        f: impl FnOnce(&FsInner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _one = self.writes.lock().await;
+        self.blocking(path, f).await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -884,17 +900,19 @@ impl Coordinator for FsCoordinator {
 
     async fn create(&self, path: &str, data: &[u8]) -> Result<u64> {
         let (p, d) = (path.to_string(), data.to_vec());
-        self.blocking(path, move |i| i.create(&p, &d, false)).await
+        self.blocking_write(path, move |i| i.create(&p, &d, false))
+            .await
     }
 
     async fn create_ephemeral(&self, path: &str, data: &[u8]) -> Result<u64> {
         let (p, d) = (path.to_string(), data.to_vec());
-        self.blocking(path, move |i| i.create(&p, &d, true)).await
+        self.blocking_write(path, move |i| i.create(&p, &d, true))
+            .await
     }
 
     async fn update(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64> {
         let (p, d) = (path.to_string(), data.to_vec());
-        self.blocking(path, move |i| i.update(&p, &d, expected))
+        self.blocking_write(path, move |i| i.update(&p, &d, expected))
             .await
     }
 
@@ -906,7 +924,7 @@ impl Coordinator for FsCoordinator {
             validate_path(p)?;
         }
         let items = items.to_vec();
-        self.blocking(first, move |i| i.update_many(&items, None).map(|_| ()))
+        self.blocking_write(first, move |i| i.update_many(&items, None).map(|_| ()))
             .await
     }
 
@@ -924,13 +942,14 @@ impl Coordinator for FsCoordinator {
         validate_path(counter)?;
         let items = items.to_vec();
         let c = counter.to_string();
-        self.blocking(first, move |i| i.update_many(&items, Some(&c)))
+        self.blocking_write(first, move |i| i.update_many(&items, Some(&c)))
             .await
     }
 
     async fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {
         let p = path.to_string();
-        self.blocking(path, move |i| i.delete(&p, expected)).await
+        self.blocking_write(path, move |i| i.delete(&p, expected))
+            .await
     }
 
     async fn read(&self, path: &str) -> Result<Option<Node>> {
