@@ -454,12 +454,10 @@ pub async fn run_batch(
 /// Warm the caches for this core's keys of a pipelined batch (see [`Shard::prefetch`]).
 fn prefetch(core: &Core, db: usize, batch: &[Args], specs: &[Option<&'static CommandSpec>]) {
     if let Ok(shard) = core.shard.try_borrow() {
-        shard.prefetch(
-            batch
-                .iter()
-                .zip(specs)
-                .filter_map(|(a, s)| Some((db, crate::shard::Shard::first_key((*s)?, a)?))),
-        );
+        shard.prefetch(batch.iter().zip(specs).filter_map(|(a, s)| {
+            let (key, member) = crate::shard::Shard::prefetch_args((*s)?, a)?;
+            Some((db, key, member))
+        }));
     }
 }
 

@@ -270,7 +270,8 @@ impl Core {
                     if cmds.len() > 1 {
                         shard.prefetch(cmds.iter().filter_map(|c| {
                             let spec = resp::command::COMMANDS.get(c.idx as usize)?;
-                            Some((c.db as usize, Shard::first_key(spec, &c.args)?))
+                            let (key, member) = Shard::prefetch_args(spec, &c.args)?;
+                            Some((c.db as usize, key, member))
                         }));
                     }
                     for (i, c) in cmds.into_iter().enumerate() {

@@ -650,7 +650,13 @@ impl Db {
     /// expired key counts as a change).
     fn live(&mut self, key: &[u8], now: u64, access: bool) -> Option<EntryMut<'_>> {
         let s = resp::slot(key) as usize;
-        if self.slots[s].as_deref()?.map.get(key)?.expired(now) {
+        let t: *mut SlotTable = self.slots[s].as_deref_mut()?;
+        // One probe for the expiry check and the entry. SAFETY: `t` points at a table owned by
+        // `self.slots`; `e` is either returned (keeping `self` borrowed for as long as it lives)
+        // or no longer used once `self` is touched below. The borrow checker cannot see that a
+        // borrow returned on one path ends on the other (NLL "problem case #3").
+        let mut e = unsafe { &mut *t }.map.get_mut(key)?;
+        if word_expired(*e.word, now) {
             if !self.scratch && (crate::repl::prop::active() || crate::notify::enabled()) {
                 self.expired.push(key.into());
             }
@@ -660,7 +666,6 @@ impl Db {
             self.quiet = quiet;
             return None;
         }
-        let mut e = self.slots[s].as_deref_mut()?.map.get_mut(key)?;
         if access {
             e.access();
         }

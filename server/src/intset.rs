@@ -10,13 +10,17 @@
 //! so members that sit close together cost one or two bytes each whatever their magnitude (the
 //! five members `N..N+4` of a set near a million take 1 + 3 + 5 = 9 bytes; Redis: 8 + 5 × 4 = 28).
 //! Offsets are unsigned and ascending, so lookups stay a binary search with O(1) access. An empty
-//! set owns no allocation. Inserting or removing rebuilds the buffer (sets stay small: past
-//! `set-max-intset-entries` they become a hash table).
+//! set owns no allocation, and neither does a buffer of up to 15 bytes: it is kept inside the
+//! 16-byte `IntSet` itself (see [`SmallBytes`]), so the five members `N..N+4` cost no block of their own
+//! (a 9-byte buffer was a 16-byte mimalloc block). Inserting or removing rebuilds the buffer (sets
+//! stay small: past `set-max-intset-entries` they become a hash table).
+
+use crate::smallbytes::SmallBytes;
 
 /// A sorted set of distinct `i64`s, compactly encoded.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct IntSet {
-    buf: Box<[u8]>,
+    buf: SmallBytes<0>,
 }
 
 impl std::fmt::Debug for IntSet {
@@ -66,7 +70,7 @@ impl IntSet {
             buf.extend_from_slice(&off.to_le_bytes()[..width]);
         }
         IntSet {
-            buf: buf.into_boxed_slice(),
+            buf: SmallBytes::new(&buf),
         }
     }
 
@@ -207,6 +211,29 @@ mod tests {
         assert!(IntSet::default().is_empty());
         assert_eq!(IntSet::default().len(), 0);
         assert_eq!(IntSet::default().binary_search(3), Err(0));
+    }
+
+    #[test]
+    fn inline_up_to_15_bytes_then_heap() {
+        let mut s = IntSet::default();
+        let mut want = Vec::new();
+        for v in 0..40i64 {
+            assert!(s.insert(v));
+            want.push(v);
+            // width 1, base 0 in one byte: 2 + n bytes (inline up to n = 13)
+            assert_eq!(s.encoded_len(), 2 + want.len());
+            assert_eq!(s.to_vec(), want);
+            let c = s.clone();
+            assert_eq!(c, s);
+            assert_eq!(c.to_vec(), want);
+        }
+        for v in (0..40i64).rev() {
+            assert!(s.remove(v));
+            want.pop();
+            assert_eq!(s.to_vec(), want);
+        }
+        assert!(s.is_empty());
+        assert_eq!(s, IntSet::default());
     }
 
     #[test]

@@ -430,6 +430,12 @@ impl KeyTable {
             .map(Node::entry)
     }
 
+    /// [`KeyTable::get`] with the key's [`hash`] already computed.
+    #[inline]
+    pub fn get_hashed(&self, h: u64, key: &[u8]) -> Option<EntryRef<'_>> {
+        self.table.find(h, |n| n.key() == key).map(Node::entry)
+    }
+
     /// A key's entry, mutable.
     #[inline]
     pub fn get_mut(&mut self, key: &[u8]) -> Option<EntryMut<'_>> {

@@ -52,6 +52,7 @@ pub mod script;
 pub mod shard;
 pub mod shared;
 pub mod slotmove;
+pub mod smallbytes;
 pub mod ticks;
 pub mod tx;
 pub mod value;

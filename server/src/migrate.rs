@@ -244,7 +244,7 @@ fn window(
         }
         (ValueRef::Set(Set::Map(m)), Kind::Set) => {
             for x in m.keys().skip(pos) {
-                if c.add(&[x]) {
+                if c.add(&[x.as_slice()]) {
                     break;
                 }
             }

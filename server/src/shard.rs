@@ -58,25 +58,58 @@ impl Shard {
     ///
     /// Three passes: find each key's slot table and hash the key once, starting the load of the
     /// table's header; then probe every table (control bytes and buckets); then every node.
-    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = (usize, &'a [u8])>) {
+    /// A fourth for the members given with the keys (`(db, key, Some(member))`, see
+    /// [`Shard::prefetch_args`]): in a set or hash stored as a table, the control bytes and the
+    /// bucket the member's hash leads to (every command's member, also when its key repeats).
+    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = (usize, &'a [u8], Option<&'a [u8]>)>) {
         let mut found: Vec<(&SlotTable, u64, &[u8])> = Vec::with_capacity(keys.size_hint().0);
+        // (index in `found` of the key, member): a member looked up in a table-encoded set or
+        // hash (SADD, HSET, SISMEMBER…), prefetched once the keys' nodes are warm.
+        let mut members: Vec<(usize, &[u8])> = Vec::new();
         let mut prev: Option<(usize, &[u8])> = None;
-        for (db, key) in keys {
-            if prev == Some((db, key)) {
-                continue;
+        for (db, key, member) in keys {
+            if prev != Some((db, key)) {
+                prev = Some((db, key));
+                let Some(t) = self.dbs.get(db).and_then(|d| d.slot_table(resp::slot(key))) else {
+                    prev = None;
+                    continue;
+                };
+                crate::keytable::prefetch_line((t as *const SlotTable).cast());
+                found.push((t, crate::keytable::hash(key), key));
             }
-            prev = Some((db, key));
-            let Some(t) = self.dbs.get(db).and_then(|d| d.slot_table(resp::slot(key))) else {
-                continue;
-            };
-            crate::keytable::prefetch_line((t as *const SlotTable).cast());
-            found.push((t, crate::keytable::hash(key), key));
+            if let Some(m) = member {
+                members.push((found.len() - 1, m));
+            }
         }
         for warm in [false, true] {
             for &(t, h, key) in &found {
                 t.map.prefetch_hashed(h, key, warm);
             }
         }
+        for &(i, m) in &members {
+            let (t, h, key) = found[i];
+            if let Some(e) = t.map.get_hashed(h, key) {
+                e.value.prefetch_member(m);
+            }
+        }
+    }
+
+    /// What [`Shard::prefetch`] warms for a command: its first key (see [`Shard::first_key`])
+    /// and, when that key is argument 1, argument 2 as the member or field that the set and hash
+    /// commands look up (SADD, SREM, SISMEMBER, HSET, HGET…). For other commands the prefetch
+    /// finds no table-encoded set or hash at the key, or warms a line for nothing.
+    #[inline]
+    pub fn prefetch_args<'a>(
+        spec: &CommandSpec,
+        args: &'a [Bytes],
+    ) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+        let key = Self::first_key(spec, args)?;
+        let member = if spec.first == 1 {
+            args.get(2).map(|m| &m[..])
+        } else {
+            None
+        };
+        Some((key, member))
     }
 
     /// The first key of a command, if its position is fixed (for [`Shard::prefetch`]).

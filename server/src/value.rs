@@ -9,9 +9,11 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, VecDeque};
 
+use hashbrown::hash_map::RawEntryMut;
 use hashbrown::HashMap;
 
 pub use crate::intset::IntSet;
+pub use crate::smallbytes::Member;
 
 /// Encoding thresholds (`hash-max-listpack-entries` and friends). Process-wide and changed by
 /// `CONFIG SET` on any core; read with relaxed loads where a value grows (a value already converted
@@ -56,7 +58,18 @@ pub const LIST_MAX_PACK_VALUE: usize = 64;
 type Hasher = ahash::RandomState;
 
 /// The table form of a hash: field -> value.
-pub type FieldMap = HashMap<Box<[u8]>, Box<[u8]>, Hasher>;
+pub type FieldMap = HashMap<Member, Box<[u8]>, Hasher>;
+
+/// The table form of a set: members as the keys of a map of `()`.
+pub type MemberMap = HashMap<Member, (), Hasher>;
+
+fn prefetch_in<V>(t: &HashMap<Member, V, Hasher>, m: &[u8]) {
+    let h = t.hasher().hash_one(m);
+    let _ = t.raw_entry().from_hash(h, |k| {
+        crate::keytable::prefetch_line((k as *const Member).cast());
+        false
+    });
+}
 
 /// A stored value.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,6 +196,18 @@ impl<'a> ValueRef<'a> {
             _ => return None,
         };
         (!b.is_empty()).then_some(b.as_ptr())
+    }
+
+    /// Warm the cache for looking `m` up in a set's or hash's table (the control bytes and the
+    /// bucket its hash leads to; a short member is compared right there, see [`Member`]). Other
+    /// values: nothing. Reads no bucket, so it does not wait for the misses it starts.
+    #[inline]
+    pub fn prefetch_member(self, m: &[u8]) {
+        match self {
+            ValueRef::Set(Set::Map(t)) => prefetch_in(t, m),
+            ValueRef::Hash(Hash::Map(t)) => prefetch_in(t, m),
+            _ => {}
+        }
     }
 
     /// The name `TYPE` reports.
@@ -498,9 +523,9 @@ impl Hash {
     fn convert(&mut self) {
         let m = match self {
             Hash::Pack(p) => {
-                let mut m: HashMap<Box<[u8]>, Box<[u8]>, Hasher> = HashMap::default();
+                let mut m = FieldMap::default();
                 for (f, v) in p.iter() {
-                    m.insert(f.into(), v.into());
+                    m.insert(Member::new(f), v.into());
                 }
                 m
             }
@@ -534,7 +559,23 @@ impl Hash {
             }
         }
         match self {
-            Hash::Map(m) => m.insert(field.into(), value.into()).is_none(),
+            // One probe, and no allocation for the field when it exists (the common overwrite);
+            // a value of the same length is copied over the old one.
+            Hash::Map(m) => match m.raw_entry_mut().from_key(field) {
+                RawEntryMut::Occupied(mut o) => {
+                    let v = o.get_mut();
+                    if v.len() == value.len() {
+                        v.copy_from_slice(value);
+                    } else {
+                        *v = value.into();
+                    }
+                    false
+                }
+                RawEntryMut::Vacant(e) => {
+                    e.insert(Member::new(field), value.into());
+                    true
+                }
+            },
             Hash::Pack(_) => false,
         }
     }
@@ -703,8 +744,9 @@ impl List {
 pub enum Set {
     Ints(IntSet),
     /// Members as the keys of a map of `()` (what a HashSet is inside), so that a random member
-    /// can be drawn through the raw entry API ([`Set::random`]).
-    Map(Box<HashMap<Box<[u8]>, (), Hasher>>),
+    /// can be drawn through the raw entry API ([`Set::random`]); short members are kept inline
+    /// in the table's buckets ([`Member`]).
+    Map(Box<MemberMap>),
 }
 
 impl Default for Set {
@@ -737,11 +779,11 @@ impl Set {
 
     fn convert(&mut self) {
         if let Set::Ints(v) = self {
-            let mut s: HashMap<Box<[u8]>, (), Hasher> = HashMap::default();
+            let mut s = MemberMap::default();
             s.reserve(v.len() + 1);
             let mut b = itoa::Buffer::new();
             for i in v.iter() {
-                s.insert(b.format(i).as_bytes().into(), ());
+                s.insert(Member::new(b.format(i).as_bytes()), ());
             }
             *self = Set::Map(Box::new(s));
         }
@@ -760,7 +802,14 @@ impl Set {
             }
         }
         match self {
-            Set::Map(s) => s.insert(m.into(), ()).is_none(),
+            // One probe, and no allocation when the member exists.
+            Set::Map(s) => match s.raw_entry_mut().from_key(m) {
+                RawEntryMut::Occupied(_) => false,
+                RawEntryMut::Vacant(e) => {
+                    e.insert(Member::new(m), ());
+                    true
+                }
+            },
             Set::Ints(_) => false,
         }
     }
@@ -771,14 +820,40 @@ impl Set {
             Set::Ints(v) => canonical_i64(m).is_some_and(|i| v.remove(i)),
             Set::Map(s) => {
                 let had = s.remove(m).is_some();
-                // Keep the table at least 1/8 full so that [`Set::random`] finds a member in a
-                // few probes (Redis shrinks its dicts below 10% for the same reason).
-                if had && s.len() >= 16 && s.len() * 8 < s.capacity() {
-                    s.shrink_to(s.len() * 2);
+                if had {
+                    Self::shrink(s);
                 }
                 had
             }
         }
+    }
+
+    /// Keep the table at least 1/8 full so that [`Set::random`] finds a member in a few probes
+    /// (Redis shrinks its dicts below 10% for the same reason).
+    fn shrink(s: &mut MemberMap) {
+        if s.len() >= 16 && s.len() * 8 < s.capacity() {
+            s.shrink_to(s.len() * 2);
+        }
+    }
+
+    /// Remove and return a member drawn as [`Set::random`] draws it (SPOP): a table gives up the
+    /// member it finds at a random hash, without copying it or hashing it again.
+    pub fn pop_random(&mut self, rng: &mut impl rand::Rng) -> Option<Box<[u8]>> {
+        if let Set::Map(s) = self {
+            if s.is_empty() {
+                return None;
+            }
+            for _ in 0..4096 {
+                if let RawEntryMut::Occupied(o) = s.raw_entry_mut().from_hash(rng.gen(), |_| true) {
+                    let (m, ()) = o.remove_entry();
+                    Self::shrink(s);
+                    return Some(m.to_boxed());
+                }
+            }
+        }
+        let m = self.random(rng)?;
+        self.remove(&m);
+        Some(m)
     }
 
     /// A member drawn at random, in O(1) expected time (SPOP, SRANDMEMBER). An intset picks by
@@ -798,11 +873,13 @@ impl Set {
                 }
                 for _ in 0..4096 {
                     if let Some((k, _)) = s.raw_entry().from_hash(rng.gen(), |_| true) {
-                        return Some(k.clone());
+                        return Some(k.to_boxed());
                     }
                 }
                 // Unreachable in practice (the table is kept 1/8 full); stay correct anyway.
-                s.keys().nth(rng.gen_range(0..s.len())).cloned()
+                s.keys()
+                    .nth(rng.gen_range(0..s.len()))
+                    .map(Member::to_boxed)
             }
         }
     }
@@ -814,7 +891,7 @@ impl Set {
                 let mut b = itoa::Buffer::new();
                 v.iter().map(|i| b.format(i).as_bytes().into()).collect()
             }
-            Set::Map(s) => s.keys().cloned().collect(),
+            Set::Map(s) => s.keys().map(Member::to_boxed).collect(),
         }
     }
 
@@ -1054,6 +1131,11 @@ mod tests {
             "{}",
             std::mem::size_of::<Value>()
         );
+    }
+
+    #[test]
+    fn set_stays_16_bytes() {
+        assert_eq!(std::mem::size_of::<Set>(), 16);
     }
 
     #[test]

@@ -162,18 +162,21 @@ fn spop(ctx: &mut Ctx) {
         None
     };
     let now = ctx.now;
-    let key = ctx.args[1].clone();
+    let args = ctx.args;
+    let key = &args[1];
     let db = &mut ctx.dbs[ctx.db];
-    let s = match set_mut(db, &key, now) {
+    let s = match set_mut(db, key, now) {
         Err(_) => return ctx.wrongtype(),
         Ok(s) => s,
     };
     let mut rng = rand::thread_rng();
     let want = count.unwrap_or(1);
+    let mut emptied = false;
     let popped: Vec<Box<[u8]>> = match s {
         None => Vec::new(),
         // All of it: the members in one go (the key is deleted below).
         Some(s) if want >= s.len() => {
+            emptied = true;
             let all = s.members();
             for m in &all {
                 s.remove(m);
@@ -184,15 +187,20 @@ fn spop(ctx: &mut Ctx) {
         Some(s) => {
             let mut out = Vec::with_capacity(want);
             while out.len() < want {
-                let Some(m) = s.random(&mut rng) else { break };
-                s.remove(&m);
+                let Some(m) = s.pop_random(&mut rng) else {
+                    break;
+                };
                 out.push(m);
             }
+            emptied = s.is_empty();
             out
         }
     };
     let popped = &popped[..];
-    drop_if_empty(db, &key, now);
+    // Redis never keeps an empty set (and a missing key costs no second lookup).
+    if emptied {
+        db.remove(key);
+    }
     if crate::repl::prop::active() {
         let fx = if popped.is_empty() {
             Vec::new()

@@ -32,9 +32,15 @@ macro_rules! typed {
 
         /// A live key's container, created empty (without expiry) when missing.
         pub fn $create<'a>(db: &'a mut Db, key: &[u8], now: u64) -> Result<&'a mut $ty, WrongType> {
-            if $get(db, key, now)?.is_none() {
-                db.insert(key, Value::$variant(<$ty>::default()), 0);
+            let p: *mut Db = db;
+            // One lookup when the key exists. SAFETY: the container borrowed through `p` is
+            // either returned (for `'a`, as `db` is) or, when the key is missing, nothing
+            // borrowed through `p` is used once `db` is used again (the borrow checker cannot see
+            // that a borrow returned on one path ends on the other: NLL "problem case #3").
+            if let Some(v) = $get(unsafe { &mut *p }, key, now)? {
+                return Ok(v);
             }
+            db.insert(key, Value::$variant(<$ty>::default()), 0);
             match $get(db, key, now)? {
                 Some(v) => Ok(v),
                 None => Err(WrongType),
