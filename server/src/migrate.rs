@@ -492,6 +492,24 @@ fn collect(
     asynch: bool,
     now: u64,
 ) -> (Vec<Item>, Wire) {
+    let mut items = Vec::with_capacity(seeds.len());
+    let mut wire = Wire::new(asynch, seeds.len());
+    collect_into(sh, db, seeds, tags, lim, now, &mut items, &mut wire);
+    (items, wire)
+}
+
+/// [`collect`] appending to `items` and `wire`.
+#[allow(clippy::too_many_arguments)]
+fn collect_into(
+    sh: &mut Shard,
+    db: usize,
+    seeds: Vec<Bytes>,
+    tags: bool,
+    lim: Limits,
+    now: u64,
+    items: &mut Vec<Item>,
+    wire: &mut Wire,
+) {
     // Each key once (a set, not a scan of the list: a call carries hundreds of seeds), in the
     // order first seen; each tag's group expanded once.
     let mut keys: Vec<Bytes> = Vec::with_capacity(seeds.len());
@@ -524,8 +542,6 @@ fn collect(
             keys.push(k);
         }
     }
-    let mut items = Vec::with_capacity(keys.len());
-    let mut wire = Wire::new(asynch, keys.len());
     for key in keys {
         let Some(e) = sh.dbs[db].get(&key, now) else {
             continue;
@@ -551,35 +567,85 @@ fn collect(
         sh.in_flight.insert((db, key.clone()));
         items.push(Item { key, ttl, body });
     }
-    (items, wire)
 }
 
-/// Keys of `slot` to migrate next: up to `n` keys (a tag group counts as its members).
-fn pick(sh: &mut Shard, db: usize, slot: usize, n: usize, now: u64) -> Vec<Bytes> {
+/// On the owning shard: the next `n` live keys of `slot` serialised and marked in flight, each
+/// read once (what [`collect`] does for seeds, reading the slot's table instead of looking each
+/// key up). A key with a hash tag, when `tags`, goes through [`collect`]'s expansion to its group.
+#[allow(clippy::too_many_arguments)]
+fn collect_slot(
+    sh: &mut Shard,
+    db: usize,
+    slot: usize,
+    n: usize,
+    tags: bool,
+    lim: Limits,
+    asynch: bool,
+    now: u64,
+) -> (Vec<Item>, Wire) {
     let Some(t) = sh.dbs[db].slot(slot) else {
-        return Vec::new();
+        return (Vec::new(), Wire::new(asynch, 0));
     };
-    // All the keys in one buffer, handed out as slices of it (one allocation, not one per key).
+    let n = n.min(t.len());
+    let mut items = Vec::with_capacity(n);
+    let mut wire = Wire::new(asynch, n);
+    let mut tagged = Vec::new();
+    let mut chunked = Vec::new();
+    // The keys in one buffer, handed out as slices of it (one allocation, not one per key).
     let mut buf = Vec::new();
-    let mut ends = Vec::with_capacity(n.min(t.len()));
-    for (k, _) in t
-        .map
-        .iter()
-        .filter(|(_, e)| e.expire_at() == 0 || e.expire_at() > now)
-        .take(n)
-    {
+    let mut spans = Vec::with_capacity(n);
+    for (k, e) in t.map.iter().filter(|(_, e)| !e.expired(now)).take(n) {
+        if tags && resp::slot::has_tag(k) {
+            tagged.push(Bytes::copy_from_slice(k));
+            continue;
+        }
+        let ttl = if e.expire_at() == 0 {
+            0
+        } else {
+            e.expire_at().saturating_sub(now).max(1)
+        };
+        let body = match chunk_kind(e.value, lim) {
+            Some((kind, len)) => {
+                chunked.push(items.len());
+                Body::Chunked {
+                    kind,
+                    len,
+                    version: 0,
+                }
+            }
+            None => {
+                wire.add(k, ttl, e.value);
+                Body::Object {
+                    snapshot: e.to_entry(),
+                }
+            }
+        };
+        spans.push(buf.len()..buf.len() + k.len());
         buf.extend_from_slice(k);
-        ends.push(buf.len());
+        items.push(Item {
+            key: Bytes::new(),
+            ttl,
+            body,
+        });
     }
     let all = Bytes::from(buf);
-    let mut start = 0;
-    ends.into_iter()
-        .map(|end| {
-            let k = all.slice(start..end);
-            start = end;
-            k
-        })
-        .collect()
+    for (it, span) in items.iter_mut().zip(spans) {
+        it.key = all.slice(span);
+    }
+    for i in chunked {
+        let v = sh.dbs[db].watch(&items[i].key, now);
+        if let Body::Chunked { version, .. } = &mut items[i].body {
+            *version = v;
+        }
+    }
+    sh.in_flight.reserve(items.len());
+    for it in &items {
+        sh.in_flight.insert((db, it.key.clone()));
+    }
+    if !tagged.is_empty() {
+        collect_into(sh, db, tagged, tags, lim, now, &mut items, &mut wire);
+    }
+    (items, wire)
 }
 
 /// After the target acknowledged: delete what is unchanged, clear in-flight marks. Returns the
@@ -648,6 +714,14 @@ fn handshake(t: &Target, db: usize, pass: Option<&[u8]>) -> (BytesMut, usize) {
     (b, n)
 }
 
+/// What a migration step starts from.
+enum Seeds {
+    /// These keys.
+    Keys(Vec<Bytes>),
+    /// The next `n` keys of this slot.
+    Slot { slot: usize, n: usize },
+}
+
 /// Move `seeds` (and their tag groups when `tags`) of database `db` to the target. Returns
 /// (keys moved, keys left in the slot).
 #[allow(clippy::too_many_arguments)]
@@ -657,17 +731,21 @@ async fn migrate(
     host: &str,
     port: u16,
     timeout: Duration,
-    seeds: Vec<Bytes>,
+    seeds: Seeds,
     tags: bool,
     asynch: bool,
     lim: Limits,
 ) -> Result<(usize, usize), String> {
-    let Some(first) = seeds.first() else {
-        return Ok((0, 0));
+    let slot = match &seeds {
+        Seeds::Keys(keys) => match keys.first() {
+            Some(first) => resp::slot(first),
+            None => return Ok((0, 0)),
+        },
+        Seeds::Slot { slot, .. } => *slot as u16,
     };
     // No core-to-core slot move while this runs (it pins `owner`).
     let _no_moves = crate::slotmove::pin_layout().await;
-    let owner = core.shared.owner(resp::slot(first));
+    let owner = core.shared.owner(slot);
     let addr = format!("{host}:{port}");
     let pass = core.shared.config().requirepass;
     let mut total = 0;
@@ -675,14 +753,14 @@ async fn migrate(
     let mut seeds = seeds;
     for attempt in 0..5 {
         let now = crate::shared::now_ms();
-        let asked = if attempt > 0 {
-            seeds.clone()
-        } else {
-            Vec::new()
+        let asked = match &seeds {
+            Seeds::Keys(keys) if attempt > 0 => keys.clone(),
+            _ => Vec::new(),
         };
         let (items, wire) = core
-            .run_on(owner, move |sh| {
-                collect(sh, db, seeds, tags, lim, asynch, now)
+            .run_on(owner, move |sh| match seeds {
+                Seeds::Keys(keys) => collect(sh, db, keys, tags, lim, asynch, now),
+                Seeds::Slot { slot, n } => collect_slot(sh, db, slot, n, tags, lim, asynch, now),
             })
             .await;
         if attempt > 0 {
@@ -732,7 +810,7 @@ async fn migrate(
         if changed.is_empty() {
             return Ok((total, left));
         }
-        seeds = changed;
+        seeds = Seeds::Keys(changed);
     }
     Ok((total, left))
 }
@@ -943,11 +1021,21 @@ pub async fn run(
     let result = match name {
         "slotsmgrtone" | "slotsmgrttagone" => {
             let key = args[4].clone();
-            migrate(core, db, &host, port, timeout, vec![key], tags, false, lim)
-                .await
-                .map(|(n, _)| {
-                    encode::int(out, n as i64);
-                })
+            migrate(
+                core,
+                db,
+                &host,
+                port,
+                timeout,
+                Seeds::Keys(vec![key]),
+                tags,
+                false,
+                lim,
+            )
+            .await
+            .map(|(n, _)| {
+                encode::int(out, n as i64);
+            })
         }
         "slotsmgrtone-async" | "slotsmgrttagone-async" => {
             let keys: Vec<Bytes> = args[6..].to_vec();
@@ -962,7 +1050,19 @@ pub async fn run(
                     .push(k);
             }
             for (_, ks) in by_core {
-                match migrate(core, db, &host, port, timeout, ks, tags, true, lim).await {
+                match migrate(
+                    core,
+                    db,
+                    &host,
+                    port,
+                    timeout,
+                    Seeds::Keys(ks),
+                    tags,
+                    true,
+                    lim,
+                )
+                .await
+                {
                     Ok((n, _)) => total += n,
                     Err(e) => {
                         res = Err(e);
@@ -994,14 +1094,7 @@ pub async fn run(
             } else {
                 1
             };
-            let now = crate::shared::now_ms();
-            let seeds = core
-                .run_on_slot(slot as u16, move |sh| pick(sh, db, slot, numkeys, now))
-                .await;
-            if seeds.is_empty() {
-                reply_pair(out, 0, 0);
-                return;
-            }
+            let seeds = Seeds::Slot { slot, n: numkeys };
             migrate(core, db, &host, port, timeout, seeds, tags, asynch, lim)
                 .await
                 .map(|(n, left)| reply_pair(out, n, left))
