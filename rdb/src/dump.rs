@@ -4,8 +4,9 @@
 use crc::{Crc, Table, CRC_64_REDIS};
 
 use crate::error::DumpError;
-use crate::object::{read_value, value_type, write_value};
+use crate::object::{read_value, value_type, write_value, TYPE_STRING};
 use crate::reader::Reader;
+use crate::string::{read_string_into, write_string};
 use crate::value::Value;
 
 /// The RDB version we write: 7 (Redis 3.2, codis-server 3.2), which every later Redis accepts.
@@ -23,12 +24,42 @@ pub fn crc64(data: &[u8]) -> u64 {
 /// The DUMP payload of `v`: old-style type (0–4), body with integer and LZF string encodings,
 /// RDB version 7 and the CRC. Both codis-server 3.2 and Redis 4.0–7.x RESTORE it.
 pub fn dump(v: &Value) -> Vec<u8> {
+    if let Value::String(s) = v {
+        let mut out = Vec::with_capacity(s.len() + 24);
+        dump_string_into(&mut out, s);
+        return out;
+    }
     let mut out = vec![value_type(v)];
     write_value(&mut out, v, true);
     out.extend_from_slice(&WRITE_RDB_VERSION.to_le_bytes());
     let crc = crc64(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// Append the DUMP payload of the string `s` to `out`: the bytes [`dump`] writes for
+/// `Value::String(s)`, without building the value or allocating (when `out` has room).
+pub fn dump_string_into(out: &mut Vec<u8>, s: &[u8]) {
+    let start = out.len();
+    out.push(TYPE_STRING);
+    write_string(out, s, true);
+    out.extend_from_slice(&WRITE_RDB_VERSION.to_le_bytes());
+    let crc = crc64(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// If `payload` is a string's DUMP payload, decode the string into `out` (cleared first) and
+/// return true, with exactly [`restore`]'s checks and errors; false (nothing decoded) for the
+/// other types, which [`restore`] decodes.
+pub fn restore_string_into(payload: &[u8], out: &mut Vec<u8>) -> Result<bool, DumpError> {
+    verify(payload)?;
+    let mut r = Reader::new(payload);
+    if r.u8()? != TYPE_STRING {
+        return Ok(false);
+    }
+    out.clear();
+    read_string_into(&mut r, out)?;
+    Ok(true)
 }
 
 /// Check a payload's footer (length ≥ 10, version ≤ [`MAX_RDB_VERSION`], CRC) and return its
@@ -133,6 +164,42 @@ mod tests {
             restore(&footer(vec![], 7)),
             Err(DumpError::BadDataFormat(_))
         ));
+    }
+
+    #[test]
+    fn string_fast_paths_match_the_general_ones() {
+        let long = "abcdefghij".repeat(30);
+        let cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"v".to_vec(),
+            b"12345".to_vec(),
+            b"-2".to_vec(),
+            b"9223372036854775807".to_vec(),
+            vec![b'v'; 32],
+            (0..=255u8).collect(),
+            long.into_bytes(),
+        ];
+        let mut buf = b"junk".to_vec();
+        for s in cases {
+            let v = Value::String(Bytes::copy_from_slice(&s));
+            let mut p = b"prefix".to_vec();
+            dump_string_into(&mut p, &s);
+            assert_eq!(&p[6..], &dump(&v)[..]);
+            assert_eq!(restore_string_into(&p[6..], &mut buf), Ok(true));
+            assert_eq!(buf, s);
+        }
+        let list = dump(&Value::List(vec![Bytes::from("a")]));
+        assert_eq!(restore_string_into(&list, &mut buf), Ok(false));
+        let mut bad = dump(&Value::String(Bytes::from("v")));
+        bad[2] ^= 1;
+        assert_eq!(
+            restore_string_into(&bad, &mut buf),
+            Err(DumpError::VersionOrChecksum)
+        );
+        assert_eq!(
+            restore_string_into(&footer(b"\x00\x05he".to_vec(), 7), &mut buf),
+            restore(&footer(b"\x00\x05he".to_vec(), 7)).map(|_| true)
+        );
     }
 
     #[test]

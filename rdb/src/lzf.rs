@@ -25,9 +25,16 @@ fn idx(h: u32) -> usize {
 /// Compress `input` into at most `max_out` bytes, as `lzf_compress(in, len, out, max_out)` does;
 /// `None` when the input is empty or the result would not fit (so it does not save space).
 pub fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    compress_into(input, max_out, &mut out).then_some(out)
+}
+
+/// [`compress`] appending to `out` (no allocation when `out` has room); false, with `out` as it
+/// was, when the input is empty or the result would not fit in `max_out` bytes.
+pub fn compress_into(input: &[u8], max_out: usize, out: &mut Vec<u8>) -> bool {
     let in_end = input.len();
     if in_end == 0 || max_out == 0 || u32::try_from(in_end).is_err() {
-        return None;
+        return false;
     }
     HTAB.with(|h| {
         let mut h = h.borrow_mut();
@@ -42,7 +49,19 @@ pub fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
         }
         let base = *next;
         *next += in_end as u32 + 1;
-        compress_in(tab, base, input, max_out)
+        let start = out.len();
+        // Four bytes of slack: the checks below mirror liblzf and keep `op <= out_end`.
+        out.resize(start + max_out + 4, 0);
+        match compress_in(tab, base, input, max_out, &mut out[start..]) {
+            Some(n) => {
+                out.truncate(start + n);
+                true
+            }
+            None => {
+                out.truncate(start);
+                false
+            }
+        }
     })
 }
 
@@ -53,11 +72,16 @@ std::thread_local! {
     static HTAB: std::cell::RefCell<(Vec<u32>, u32)> = const { std::cell::RefCell::new((Vec::new(), 1)) };
 }
 
-fn compress_in(htab: &mut [u32], base: u32, input: &[u8], max_out: usize) -> Option<Vec<u8>> {
+/// Compress into `out` (`max_out + 4` bytes long); the compressed length, or `None`.
+fn compress_in(
+    htab: &mut [u32],
+    base: u32,
+    input: &[u8],
+    max_out: usize,
+    out: &mut [u8],
+) -> Option<usize> {
     let in_end = input.len();
     let out_end = max_out;
-    // Four bytes of slack: the checks below mirror liblzf and keep `op <= out_end`.
-    let mut out = vec![0u8; max_out + 4];
     let (mut ip, mut op, mut lit) = (0usize, 1usize, 0usize);
     let mut hval: u32 = if in_end >= 2 {
         (u32::from(input[0]) << 8) | u32::from(input[1])
@@ -164,24 +188,31 @@ fn compress_in(htab: &mut [u32], base: u32, input: &[u8], max_out: usize) -> Opt
     if op > out_end {
         return None;
     }
-    out.truncate(op);
-    Some(out)
+    Some(op)
 }
 
 /// Decompress `input`, which must expand to exactly `out_len` (> 0) bytes.
 pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    decompress_into(input, out_len, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`] appending to `out`; on error `out` may hold part of the output.
+pub fn decompress_into(input: &[u8], out_len: usize, out: &mut Vec<u8>) -> Result<(), DecodeError> {
     if out_len == 0 || out_len > input.len().saturating_mul(MAX_EXPANSION) {
         return Err(DecodeError::Invalid("LZF length out of range"));
     }
     let bad = DecodeError::Invalid("invalid LZF compressed string");
-    let mut out = Vec::with_capacity(out_len);
+    let base = out.len();
+    out.reserve(out_len);
     let mut ip = 0usize;
     while ip < input.len() {
         let ctrl = usize::from(input[ip]);
         ip += 1;
         if ctrl < 1 << 5 {
             let n = ctrl + 1;
-            if out.len() + n > out_len || ip + n > input.len() {
+            if out.len() - base + n > out_len || ip + n > input.len() {
                 return Err(bad);
             }
             out.extend_from_slice(&input[ip..ip + n]);
@@ -199,7 +230,7 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, DecodeError> 
                 len += next()?;
             }
             back += next()?;
-            if out.len() + len + 2 > out_len || back > out.len() {
+            if out.len() - base + len + 2 > out_len || back > out.len() - base {
                 return Err(bad);
             }
             let start = out.len() - back;
@@ -209,10 +240,10 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, DecodeError> 
             }
         }
     }
-    if out.len() != out_len {
+    if out.len() - base != out_len {
         return Err(bad);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

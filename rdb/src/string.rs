@@ -20,6 +20,11 @@ pub const ENC_LZF: u8 = 3;
 /// Strings up to this length are never compressed (Redis's `len > 20` rule).
 pub const LZF_MIN_LEN: usize = 21;
 
+std::thread_local! {
+    /// [`write_string`]'s LZF output, reused (a DUMP of many short strings allocates nothing).
+    static LZF_OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `s` as an `i64` if it is the canonical decimal form of one (no sign `+`, no leading zeros,
 /// no `-0`), as Redis's `string2ll` + round-trip check decides.
 pub fn canonical_int(s: &[u8]) -> Option<i64> {
@@ -42,11 +47,19 @@ pub fn write_string(out: &mut Vec<u8>, s: &[u8], compress: bool) {
         }
     }
     if compress && s.len() >= LZF_MIN_LEN {
-        if let Some(c) = lzf::compress(s, s.len() - 4) {
+        let done = LZF_OUT.with(|c| {
+            let mut c = c.borrow_mut();
+            c.clear();
+            if !lzf::compress_into(s, s.len() - 4, &mut c) {
+                return false;
+            }
             out.push(0xC0 | ENC_LZF);
             write_len(out, c.len() as u64);
             write_len(out, s.len() as u64);
             out.extend_from_slice(&c);
+            true
+        });
+        if done {
             return;
         }
     }
@@ -90,6 +103,31 @@ pub fn read_string(r: &mut Reader<'_>) -> Result<Bytes, DecodeError> {
         }
         Length::Encoded(_) => Err(DecodeError::Invalid("unknown string encoding")),
     }
+}
+
+/// [`read_string`] appending the bytes to `out` (integers as decimal text), with no allocation
+/// when `out` has room.
+pub fn read_string_into(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let int = |out: &mut Vec<u8>, v: i64| {
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    };
+    match read_len_or_encoding(r)? {
+        Length::Len(n) => {
+            let n = usize::try_from(n).map_err(|_| DecodeError::Truncated)?;
+            out.extend_from_slice(r.take(n)?);
+        }
+        Length::Encoded(ENC_INT8) => int(out, i64::from(r.u8()? as i8)),
+        Length::Encoded(ENC_INT16) => int(out, i64::from(i16::from_le_bytes(r.array()?))),
+        Length::Encoded(ENC_INT32) => int(out, i64::from(i32::from_le_bytes(r.array()?))),
+        Length::Encoded(ENC_LZF) => {
+            let clen = read_len_usize(r)?;
+            let len = read_len_usize(r)?;
+            let data = r.take(clen)?;
+            lzf::decompress_into(data, len, out)?;
+        }
+        Length::Encoded(_) => return Err(DecodeError::Invalid("unknown string encoding")),
+    }
+    Ok(())
 }
 
 /// The decimal text of `v`.

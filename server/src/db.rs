@@ -434,7 +434,7 @@ impl<'a> EntryRef<'a> {
         }
     }
 
-    fn expired(&self, now: u64) -> bool {
+    pub(crate) fn expired(&self, now: u64) -> bool {
         word_expired(self.word, now)
     }
 }

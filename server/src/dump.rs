@@ -51,7 +51,17 @@ pub fn from_rdb(v: rdb::Value) -> Result<Value, rdb::DumpError> {
 
 /// A DUMP payload of a value.
 pub fn dump_value(v: ValueRef<'_>) -> Vec<u8> {
-    rdb::dump(&to_rdb(v))
+    let mut out = Vec::new();
+    dump_value_into(v, &mut out);
+    out
+}
+
+/// Append the DUMP payload of a value to `out` (a string's without any allocation of its own).
+pub fn dump_value_into(v: ValueRef<'_>, out: &mut Vec<u8>) {
+    match v {
+        ValueRef::Str(s) => rdb::dump::dump_string_into(out, s),
+        v => out.extend_from_slice(&rdb::dump(&to_rdb(v))),
+    }
 }
 
 /// A value from a DUMP payload (ours or Redis's); the error's `Display` is Redis's text.

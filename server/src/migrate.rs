@@ -65,8 +65,9 @@ struct Item {
 
 /// How a key travels.
 enum Body {
-    /// One DUMP payload; `snapshot` is the entry sent, compared before deleting at the source.
-    Object { payload: Vec<u8>, snapshot: Entry },
+    /// One DUMP payload, already encoded in the batch's [`Wire`]; `snapshot` is the entry sent,
+    /// compared before deleting at the source.
+    Object { snapshot: Entry },
     /// A big collection, sent as `SLOTSRESTORE-ASYNC <kind> key ttl hint elements…` chunks of at
     /// most `maxbulks` elements, a window of at most `maxbytes` per round trip, produced on the
     /// owning shard window by window (so no command waits on one huge payload). `version` is the
@@ -76,6 +77,42 @@ enum Body {
         len: usize,
         version: u64,
     },
+}
+
+/// The restore commands of a batch's [`Body::Object`] keys, encoded on the owning shard while
+/// the keys are read: per key `SLOTSRESTORE-ASYNC object key ttl payload` (async), or the
+/// `key ttl payload` triples of one `SLOTSRESTORE` (sync, whose header [`send`] adds).
+struct Wire {
+    buf: BytesMut,
+    keys: usize,
+    asynch: bool,
+    /// A payload being built (reused from key to key).
+    scratch: Vec<u8>,
+}
+
+impl Wire {
+    fn new(asynch: bool, keys: usize) -> Wire {
+        Wire {
+            buf: BytesMut::with_capacity(keys.min(4096) * 96),
+            keys: 0,
+            asynch,
+            scratch: Vec::with_capacity(256),
+        }
+    }
+
+    /// Append the restore of `key` (TTL `ttl` ms, 0: none) with the DUMP payload of `v`.
+    fn add(&mut self, key: &[u8], ttl: u64, v: ValueRef<'_>) {
+        self.scratch.clear();
+        crate::dump::dump_value_into(v, &mut self.scratch);
+        if self.asynch {
+            self.buf
+                .extend_from_slice(b"*5\r\n$18\r\nSLOTSRESTORE-ASYNC\r\n$6\r\nobject\r\n");
+        }
+        encode::bulk(&mut self.buf, key);
+        encode::bulk(&mut self.buf, itoa::Buffer::new().format(ttl).as_bytes());
+        encode::bulk(&mut self.buf, &self.scratch);
+        self.keys += 1;
+    }
 }
 
 /// The collection kinds of the chunked restore forms.
@@ -266,6 +303,8 @@ fn window(
 struct Target {
     stream: TcpStream,
     rbuf: BytesMut,
+    /// Read buffer (allocated once per connection).
+    chunk: Vec<u8>,
     db: Option<usize>,
     last_used: Instant,
 }
@@ -315,6 +354,7 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Target, String> {
     Ok(Target {
         stream,
         rbuf: BytesMut::with_capacity(4096),
+        chunk: vec![0u8; 16 * 1024],
         db: None,
         last_used: Instant::now(),
     })
@@ -325,25 +365,39 @@ fn give_back(addr: &str, mut t: Target) {
     POOL.with(|p| p.borrow_mut().entry(addr.to_string()).or_default().push(t));
 }
 
+/// The acknowledgement of a restored key, as every target writes it (codis-server 3.2 too):
+/// recognised without building a [`Frame`].
+const ACK_OK: &[u8] = b"*3\r\n$22\r\nSLOTSRESTORE-ASYNC-ACK\r\n$1\r\n0\r\n$2\r\nOK\r\n";
+
 impl Target {
-    /// Write `req`, then read `n` replies (each checked by `ok`).
-    async fn round_trip(
-        &mut self,
-        req: &[u8],
-        n: usize,
-        timeout: Duration,
-    ) -> Result<Vec<Frame>, String> {
+    /// Write `req`, then read `n` replies. Fails with the first error reply or non-zero
+    /// SLOTSRESTORE-ASYNC-ACK (see [`reply_error`]), once all `n` are read.
+    async fn round_trip(&mut self, req: &[u8], n: usize, timeout: Duration) -> Result<(), String> {
+        let Target {
+            stream,
+            rbuf,
+            chunk,
+            ..
+        } = self;
         let fut = async {
-            self.stream
+            stream
                 .write_all(req)
                 .await
                 .map_err(|e| glommio::GlommioError::IoError(e))?;
-            let mut out = Vec::with_capacity(n);
-            let mut chunk = vec![0u8; 16 * 1024];
-            while out.len() < n {
-                match Frame::parse(&mut self.rbuf) {
+            let mut seen = 0;
+            let mut failed = None;
+            while seen < n {
+                if rbuf.starts_with(ACK_OK) {
+                    bytes::Buf::advance(rbuf, ACK_OK.len());
+                    seen += 1;
+                    continue;
+                }
+                match Frame::parse(rbuf) {
                     Ok(Some(f)) => {
-                        out.push(f);
+                        if failed.is_none() {
+                            failed = reply_error(&f);
+                        }
+                        seen += 1;
                         continue;
                     }
                     Ok(None) => {}
@@ -353,9 +407,8 @@ impl Target {
                         )))
                     }
                 }
-                let k = self
-                    .stream
-                    .read(&mut chunk)
+                let k = stream
+                    .read(chunk)
                     .await
                     .map_err(glommio::GlommioError::IoError)?;
                 if k == 0 {
@@ -363,21 +416,40 @@ impl Target {
                         "target closed the connection",
                     )));
                 }
-                self.rbuf.extend_from_slice(&chunk[..k]);
+                rbuf.extend_from_slice(&chunk[..k]);
             }
-            Ok(out)
+            Ok(failed)
         };
-        glommio::timer::timeout(timeout, fut)
-            .await
-            .map_err(|e| format!("IOERR error or timeout reading from target: {e}"))
+        match glommio::timer::timeout(timeout, fut).await {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(e),
+            Err(e) => Err(format!("IOERR error or timeout reading from target: {e}")),
+        }
     }
 }
 
-fn frame_error(f: &Frame) -> Option<String> {
-    match f {
-        Frame::Error(e) => Some(String::from_utf8_lossy(e).to_string()),
-        _ => None,
+/// Why a restore round trip's reply means failure: an error reply, or a non-zero
+/// SLOTSRESTORE-ASYNC-ACK.
+fn reply_error(f: &Frame) -> Option<String> {
+    if let Frame::Error(e) = f {
+        let e = String::from_utf8_lossy(e);
+        return Some(format!("ERR error on slotsrestore, migration failed: {e}"));
     }
+    if let Frame::Array(a) = f {
+        // SLOTSRESTORE-ASYNC-ACK errno msg
+        if let Some(Frame::Bulk(code)) = a.get(1) {
+            if code.as_ref() != b"0" {
+                let msg = match a.get(2) {
+                    Some(Frame::Bulk(m)) => String::from_utf8_lossy(m).to_string(),
+                    other => format!("{other:?}"),
+                };
+                return Some(format!(
+                    "ERR error on slotsrestore-async, migration failed: {msg}"
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Parse `maxbulks maxbytes` (args 4 and 5 of the async forms), with Codis's defaults for 0:
@@ -410,15 +482,34 @@ fn target_args(args: &Args, default_ms: u64) -> Result<(String, u16, Duration), 
 }
 
 /// On the owning shard: collect `keys` (expanded to their tag groups when `tags`), serialise them
-/// and mark them in flight. At most `limit` keys plus the rest of the last tag group.
+/// (the small ones into the returned [`Wire`]) and mark them in flight.
 fn collect(
     sh: &mut Shard,
     db: usize,
     seeds: Vec<Bytes>,
     tags: bool,
     lim: Limits,
+    asynch: bool,
     now: u64,
-) -> Vec<Item> {
+) -> (Vec<Item>, Wire) {
+    let mut items = Vec::with_capacity(seeds.len());
+    let mut wire = Wire::new(asynch, seeds.len());
+    collect_into(sh, db, seeds, tags, lim, now, &mut items, &mut wire);
+    (items, wire)
+}
+
+/// [`collect`] appending to `items` and `wire`.
+#[allow(clippy::too_many_arguments)]
+fn collect_into(
+    sh: &mut Shard,
+    db: usize,
+    seeds: Vec<Bytes>,
+    tags: bool,
+    lim: Limits,
+    now: u64,
+    items: &mut Vec<Item>,
+    wire: &mut Wire,
+) {
     // Each key once (a set, not a scan of the list: a call carries hundreds of seeds), in the
     // order first seen; each tag's group expanded once.
     let mut keys: Vec<Bytes> = Vec::with_capacity(seeds.len());
@@ -451,7 +542,6 @@ fn collect(
             keys.push(k);
         }
     }
-    let mut items = Vec::new();
     for key in keys {
         let Some(e) = sh.dbs[db].get(&key, now) else {
             continue;
@@ -468,30 +558,94 @@ fn collect(
                 version: sh.dbs[db].watch(&key, now),
             },
             None => {
-                let snapshot = e.to_entry();
+                wire.add(&key, ttl, e.value);
                 Body::Object {
-                    payload: crate::dump::dump_value(snapshot.value.view()),
-                    snapshot,
+                    snapshot: e.to_entry(),
                 }
             }
         };
         sh.in_flight.insert((db, key.clone()));
         items.push(Item { key, ttl, body });
     }
-    items
 }
 
-/// Keys of `slot` to migrate next: up to `n` keys (a tag group counts as its members).
-fn pick(sh: &mut Shard, db: usize, slot: usize, n: usize, now: u64) -> Vec<Bytes> {
+/// On the owning shard: the next `n` live keys of `slot` serialised and marked in flight, each
+/// read once (what [`collect`] does for seeds, reading the slot's table instead of looking each
+/// key up). A key with a hash tag, when `tags`, goes through [`collect`]'s expansion to its group.
+#[allow(clippy::too_many_arguments)]
+fn collect_slot(
+    sh: &mut Shard,
+    db: usize,
+    slot: usize,
+    n: usize,
+    tags: bool,
+    lim: Limits,
+    asynch: bool,
+    now: u64,
+) -> (Vec<Item>, Wire) {
     let Some(t) = sh.dbs[db].slot(slot) else {
-        return Vec::new();
+        return (Vec::new(), Wire::new(asynch, 0));
     };
-    t.map
-        .iter()
-        .filter(|(_, e)| e.expire_at() == 0 || e.expire_at() > now)
-        .take(n)
-        .map(|(k, _)| Bytes::copy_from_slice(k))
-        .collect()
+    let n = n.min(t.len());
+    let mut items = Vec::with_capacity(n);
+    let mut wire = Wire::new(asynch, n);
+    let mut tagged = Vec::new();
+    let mut chunked = Vec::new();
+    // The keys in one buffer, handed out as slices of it (one allocation, not one per key).
+    let mut buf = Vec::new();
+    let mut spans = Vec::with_capacity(n);
+    for (k, e) in t.map.iter().filter(|(_, e)| !e.expired(now)).take(n) {
+        if tags && resp::slot::has_tag(k) {
+            tagged.push(Bytes::copy_from_slice(k));
+            continue;
+        }
+        let ttl = if e.expire_at() == 0 {
+            0
+        } else {
+            e.expire_at().saturating_sub(now).max(1)
+        };
+        let body = match chunk_kind(e.value, lim) {
+            Some((kind, len)) => {
+                chunked.push(items.len());
+                Body::Chunked {
+                    kind,
+                    len,
+                    version: 0,
+                }
+            }
+            None => {
+                wire.add(k, ttl, e.value);
+                Body::Object {
+                    snapshot: e.to_entry(),
+                }
+            }
+        };
+        spans.push(buf.len()..buf.len() + k.len());
+        buf.extend_from_slice(k);
+        items.push(Item {
+            key: Bytes::new(),
+            ttl,
+            body,
+        });
+    }
+    let all = Bytes::from(buf);
+    for (it, span) in items.iter_mut().zip(spans) {
+        it.key = all.slice(span);
+    }
+    for i in chunked {
+        let v = sh.dbs[db].watch(&items[i].key, now);
+        if let Body::Chunked { version, .. } = &mut items[i].body {
+            *version = v;
+        }
+    }
+    sh.in_flight.reserve(items.len());
+    for it in &items {
+        sh.in_flight.insert((db, it.key.clone()));
+    }
+    if !tagged.is_empty() {
+        collect_into(sh, db, tagged, tags, lim, now, &mut items, &mut wire);
+    }
+    (items, wire)
 }
 
 /// After the target acknowledged: delete what is unchanged, clear in-flight marks. Returns the
@@ -505,17 +659,16 @@ fn finish(
 ) -> (usize, Vec<Bytes>, usize) {
     let mut moved = 0;
     let mut changed = Vec::new();
-    let mut slot = None;
+    let slot = items.last().map(|it| resp::slot(&it.key) as usize);
     for it in items {
         sh.in_flight.remove(&(db, it.key.clone()));
-        slot = Some(resp::slot(&it.key) as usize);
         let same = match &it.body {
             Body::Chunked { version, .. } => {
                 let v = sh.dbs[db].watch_version(&it.key, now);
                 sh.dbs[db].unwatch(&it.key);
                 v == Some(*version) && sh.dbs[db].get(&it.key, now).is_some()
             }
-            Body::Object { snapshot, .. } => match sh.dbs[db].get(&it.key, now) {
+            Body::Object { snapshot } => match sh.dbs[db].peek(&it.key, now) {
                 Some(cur) => cur.value == snapshot.value && cur.expire_at() == snapshot.expire_at(),
                 None => false,
             },
@@ -543,15 +696,9 @@ fn finish(
     (moved, changed, left)
 }
 
-/// Encode the restore request for `items`: `[AUTH][SELECT] SLOTSRESTORE k ttl payload …` (sync)
-/// or one `SLOTSRESTORE-ASYNC object k ttl payload` per key (async). Returns (bytes, replies).
-fn restore_request(
-    t: &Target,
-    items: &[&Item],
-    db: usize,
-    pass: Option<&[u8]>,
-    asynch: bool,
-) -> (BytesMut, usize) {
+/// The commands a connection needs before restoring into `db`: `[AUTH pass] [SELECT db]`.
+/// Returns (bytes, replies).
+fn handshake(t: &Target, db: usize, pass: Option<&[u8]>) -> (BytesMut, usize) {
     let mut b = BytesMut::new();
     let mut n = 0;
     if let Some(p) = pass {
@@ -564,34 +711,15 @@ fn restore_request(
         Frame::command([Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())]).encode(&mut b);
         n += 1;
     }
-    let payloads = items.iter().filter_map(|it| match &it.body {
-        Body::Object { payload, .. } => Some((it, payload)),
-        Body::Chunked { .. } => None,
-    });
-    if asynch {
-        for (it, payload) in payloads {
-            encode::array(&mut b, 5);
-            encode::bulk(&mut b, b"SLOTSRESTORE-ASYNC");
-            encode::bulk(&mut b, b"object");
-            encode::bulk(&mut b, &it.key);
-            encode::bulk(&mut b, it.ttl.to_string().as_bytes());
-            encode::bulk(&mut b, payload);
-            n += 1;
-        }
-    } else {
-        let payloads: Vec<_> = payloads.collect();
-        if !payloads.is_empty() {
-            encode::array(&mut b, 1 + 3 * payloads.len());
-            encode::bulk(&mut b, b"SLOTSRESTORE");
-            for (it, payload) in payloads {
-                encode::bulk(&mut b, &it.key);
-                encode::bulk(&mut b, it.ttl.to_string().as_bytes());
-                encode::bulk(&mut b, payload);
-            }
-            n += 1;
-        }
-    }
     (b, n)
+}
+
+/// What a migration step starts from.
+enum Seeds {
+    /// These keys.
+    Keys(Vec<Bytes>),
+    /// The next `n` keys of this slot.
+    Slot { slot: usize, n: usize },
 }
 
 /// Move `seeds` (and their tag groups when `tags`) of database `db` to the target. Returns
@@ -603,17 +731,21 @@ async fn migrate(
     host: &str,
     port: u16,
     timeout: Duration,
-    seeds: Vec<Bytes>,
+    seeds: Seeds,
     tags: bool,
     asynch: bool,
     lim: Limits,
 ) -> Result<(usize, usize), String> {
-    let Some(first) = seeds.first() else {
-        return Ok((0, 0));
+    let slot = match &seeds {
+        Seeds::Keys(keys) => match keys.first() {
+            Some(first) => resp::slot(first),
+            None => return Ok((0, 0)),
+        },
+        Seeds::Slot { slot, .. } => *slot as u16,
     };
     // No core-to-core slot move while this runs (it pins `owner`).
     let _no_moves = crate::slotmove::pin_layout().await;
-    let owner = core.shared.owner(resp::slot(first));
+    let owner = core.shared.owner(slot);
     let addr = format!("{host}:{port}");
     let pass = core.shared.config().requirepass;
     let mut total = 0;
@@ -621,9 +753,15 @@ async fn migrate(
     let mut seeds = seeds;
     for attempt in 0..5 {
         let now = crate::shared::now_ms();
-        let asked = seeds.clone();
-        let items = core
-            .run_on(owner, move |sh| collect(sh, db, seeds, tags, lim, now))
+        let asked = match &seeds {
+            Seeds::Keys(keys) if attempt > 0 => keys.clone(),
+            _ => Vec::new(),
+        };
+        let (items, wire) = core
+            .run_on(owner, move |sh| match seeds {
+                Seeds::Keys(keys) => collect(sh, db, keys, tags, lim, asynch, now),
+                Seeds::Slot { slot, n } => collect_slot(sh, db, slot, n, tags, lim, asynch, now),
+            })
             .await;
         if attempt > 0 {
             // Keys sent before and deleted at the source since: the target's copies must go too.
@@ -652,13 +790,14 @@ async fn migrate(
             owner,
             &addr,
             &items,
+            &wire,
             db,
             pass.as_deref(),
-            asynch,
             timeout,
             lim,
         )
         .await;
+        drop(wire);
         RUNNING.with(|r| r.borrow_mut().take());
         let acked = sent.is_ok();
         let now = crate::shared::now_ms();
@@ -671,33 +810,9 @@ async fn migrate(
         if changed.is_empty() {
             return Ok((total, left));
         }
-        seeds = changed;
+        seeds = Seeds::Keys(changed);
     }
     Ok((total, left))
-}
-
-/// Check the replies of a restore round trip: errors and non-zero SLOTSRESTORE-ASYNC-ACKs fail.
-fn check_replies(replies: &[Frame]) -> Result<(), String> {
-    for f in replies {
-        if let Some(e) = frame_error(f) {
-            return Err(format!("ERR error on slotsrestore, migration failed: {e}"));
-        }
-        if let Frame::Array(a) = f {
-            // SLOTSRESTORE-ASYNC-ACK errno msg
-            if let Some(Frame::Bulk(code)) = a.get(1) {
-                if code.as_ref() != b"0" {
-                    let msg = match a.get(2) {
-                        Some(Frame::Bulk(m)) => String::from_utf8_lossy(m).to_string(),
-                        other => format!("{other:?}"),
-                    };
-                    return Err(format!(
-                        "ERR error on slotsrestore-async, migration failed: {msg}"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Send `items` and wait for every acknowledgement: the small ones in one pipelined batch, then
@@ -711,19 +826,30 @@ async fn send(
     owner: usize,
     addr: &str,
     items: &[Item],
+    wire: &Wire,
     db: usize,
     pass: Option<&[u8]>,
-    asynch: bool,
     timeout: Duration,
     lim: Limits,
 ) -> Result<(), String> {
     let mut t = connect(addr, timeout).await?;
-    let all: Vec<&Item> = items.iter().collect();
-    let (req, n) = restore_request(&t, &all, db, pass, asynch);
+    let (mut req, mut n) = handshake(&t, db, pass);
+    if wire.keys > 0 && !wire.asynch {
+        // One SLOTSRESTORE of every key's triple.
+        encode::array(&mut req, 1 + 3 * wire.keys);
+        encode::bulk(&mut req, b"SLOTSRESTORE");
+        n += 1;
+    } else {
+        n += wire.keys;
+    }
     if n > 0 {
         // On error the connection is dropped, not returned to the pool.
-        let replies = t.round_trip(&req, n, timeout).await?;
-        check_replies(&replies)?;
+        if req.is_empty() {
+            t.round_trip(&wire.buf, n, timeout).await?;
+        } else {
+            req.extend_from_slice(&wire.buf);
+            t.round_trip(&req, n, timeout).await?;
+        }
     }
     t.db = Some(db);
     let tmp_ttl = (timeout.as_millis() as u64).saturating_mul(3).max(1000);
@@ -768,8 +894,7 @@ async fn send(
                 n += 1;
                 complete = true;
             }
-            let replies = t.round_trip(&req, n, timeout).await?;
-            check_replies(&replies)?;
+            t.round_trip(&req, n, timeout).await?;
             req.clear();
             n = 0;
             if complete {
@@ -793,13 +918,12 @@ async fn delete_at_target(
     timeout: Duration,
 ) -> Result<(), String> {
     let mut t = connect(addr, timeout).await?;
-    let (mut req, mut n) = restore_request(&t, &[], db, pass, true);
+    let (mut req, mut n) = handshake(&t, db, pass);
     let mut del = vec![Bytes::from_static(b"DEL")];
     del.extend(keys.iter().cloned());
     Frame::command(del).encode(&mut req);
     n += 1;
-    let replies = t.round_trip(&req, n, timeout).await?;
-    check_replies(&replies)?;
+    t.round_trip(&req, n, timeout).await?;
     t.db = Some(db);
     give_back(addr, t);
     Ok(())
@@ -897,11 +1021,21 @@ pub async fn run(
     let result = match name {
         "slotsmgrtone" | "slotsmgrttagone" => {
             let key = args[4].clone();
-            migrate(core, db, &host, port, timeout, vec![key], tags, false, lim)
-                .await
-                .map(|(n, _)| {
-                    encode::int(out, n as i64);
-                })
+            migrate(
+                core,
+                db,
+                &host,
+                port,
+                timeout,
+                Seeds::Keys(vec![key]),
+                tags,
+                false,
+                lim,
+            )
+            .await
+            .map(|(n, _)| {
+                encode::int(out, n as i64);
+            })
         }
         "slotsmgrtone-async" | "slotsmgrttagone-async" => {
             let keys: Vec<Bytes> = args[6..].to_vec();
@@ -916,7 +1050,19 @@ pub async fn run(
                     .push(k);
             }
             for (_, ks) in by_core {
-                match migrate(core, db, &host, port, timeout, ks, tags, true, lim).await {
+                match migrate(
+                    core,
+                    db,
+                    &host,
+                    port,
+                    timeout,
+                    Seeds::Keys(ks),
+                    tags,
+                    true,
+                    lim,
+                )
+                .await
+                {
                     Ok((n, _)) => total += n,
                     Err(e) => {
                         res = Err(e);
@@ -948,14 +1094,7 @@ pub async fn run(
             } else {
                 1
             };
-            let now = crate::shared::now_ms();
-            let seeds = core
-                .run_on_slot(slot as u16, move |sh| pick(sh, db, slot, numkeys, now))
-                .await;
-            if seeds.is_empty() {
-                reply_pair(out, 0, 0);
-                return;
-            }
+            let seeds = Seeds::Slot { slot, n: numkeys };
             migrate(core, db, &host, port, timeout, seeds, tags, asynch, lim)
                 .await
                 .map(|(n, left)| reply_pair(out, n, left))

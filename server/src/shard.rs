@@ -30,7 +30,7 @@ pub struct Shard {
     /// Clients blocked on keys of this shard (BLPOP…).
     pub blocked: crate::blocking::Registry,
     /// Keys being migrated right now (database, key): EXEC-WRAPPER refuses writes to them.
-    pub in_flight: std::collections::HashSet<(usize, bytes::Bytes)>,
+    pub in_flight: std::collections::HashSet<(usize, bytes::Bytes), ahash::RandomState>,
     /// While `Some`, effects are collected here instead of appended to the propagation log (a
     /// transaction gathers its commands' effects to append them as one MULTI/EXEC block).
     pub capture: Option<Vec<crate::repl::prop::Effect>>,

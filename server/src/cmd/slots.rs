@@ -44,6 +44,11 @@ fn slotsrestore(ctx: &mut Ctx) {
 
 /// Append `SLOTSRESTORE-ASYNC-ACK errno msg`.
 pub fn ack(out: &mut BytesMut, errno: i64, msg: &str) {
+    if errno == 0 && msg == "OK" {
+        // The reply of every restored key, preformatted.
+        return out
+            .extend_from_slice(b"*3\r\n$22\r\nSLOTSRESTORE-ASYNC-ACK\r\n$1\r\n0\r\n$2\r\nOK\r\n");
+    }
     encode::array(out, 3);
     encode::bulk(out, b"SLOTSRESTORE-ASYNC-ACK");
     encode::bulk(out, errno.to_string().as_bytes());
@@ -53,13 +58,14 @@ pub fn ack(out: &mut BytesMut, errno: i64, msg: &str) {
 /// `SLOTSRESTORE-ASYNC delete key | expire key ttl | object key ttl payload | string key ttl value
 /// | list|hash|dict|zset key ttl hint elements…`. Every form answers `SLOTSRESTORE-ASYNC-ACK errno msg`.
 fn slotsrestore_async(ctx: &mut Ctx) {
-    let sub = String::from_utf8_lossy(ctx.arg(1)).to_lowercase();
     let argc = ctx.args.len();
+    if argc == 5 && ctx.arg(1).eq_ignore_ascii_case(b"object") {
+        // The form of every small key: no other work before it.
+        return restore_object(ctx);
+    }
+    let sub = String::from_utf8_lossy(ctx.arg(1)).to_lowercase();
     let now = ctx.now;
-    let ttl_at = |ctx: &Ctx, i: usize| -> Option<u64> {
-        let v = resp::parse_i64(ctx.args.get(i)?)?;
-        (v >= 0).then(|| if v == 0 { 0 } else { now + v as u64 })
-    };
+    let ttl_at = |ctx: &Ctx, i: usize| -> Option<u64> { ttl_at(ctx, i, now) };
     match (sub.as_str(), argc) {
         ("delete", 3) => {
             let k = ctx.arg(2).clone();
@@ -81,23 +87,6 @@ fn slotsrestore_async(ctx: &mut Ctx) {
                 ctx.propagate_as(vec![c]);
             }
             ack(ctx.out, 0, "OK")
-        }
-        ("object", 5) => {
-            let Some(at) = ttl_at(ctx, 3) else {
-                return ack(ctx.out, 1, "invalid ttl value");
-            };
-            match crate::dump::load_value(ctx.arg(4)) {
-                Ok(v) => {
-                    let k = ctx.arg(2).clone();
-                    ctx.db().insert(&k, v, at);
-                    if ctx.propagating() {
-                        let c = crate::dump::restore_abs(&k, at, &ctx.args[4]);
-                        ctx.propagate_as(vec![c]);
-                    }
-                    ack(ctx.out, 0, "OK")
-                }
-                Err(e) => ack(ctx.out, 1, &e.to_string()),
-            }
         }
         ("string", 5) => {
             let Some(at) = ttl_at(ctx, 3) else {
@@ -123,6 +112,50 @@ fn slotsrestore_async(ctx: &mut Ctx) {
                 argc - 1
             ),
         ),
+    }
+}
+
+/// Argument `i` as a TTL in ms (0: none) made absolute; `None` when it is not a number ≥ 0.
+fn ttl_at(ctx: &Ctx, i: usize, now: u64) -> Option<u64> {
+    let v = resp::parse_i64(ctx.args.get(i)?)?;
+    (v >= 0).then(|| if v == 0 { 0 } else { now + v as u64 })
+}
+
+std::thread_local! {
+    /// A string being restored (reused from key to key).
+    static STR_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `SLOTSRESTORE-ASYNC object key ttl payload`: one key from its DUMP payload (a string goes
+/// straight from the payload into the key's node).
+fn restore_object(ctx: &mut Ctx) {
+    let Some(at) = ttl_at(ctx, 3, ctx.now) else {
+        return ack(ctx.out, 1, "invalid ttl value");
+    };
+    let k = ctx.arg(2).clone();
+    let res = STR_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let done = rdb::dump::restore_string_into(ctx.arg(4), &mut buf)?;
+        if done {
+            ctx.db().insert_str(&k, &buf, at);
+        } else {
+            let v = crate::dump::load_value(ctx.arg(4))?;
+            ctx.db().insert(&k, v, at);
+        }
+        if buf.capacity() > 64 * 1024 {
+            *buf = Vec::new();
+        }
+        Ok::<(), rdb::DumpError>(())
+    });
+    match res {
+        Ok(()) => {
+            if ctx.propagating() {
+                let c = crate::dump::restore_abs(&k, at, &ctx.args[4]);
+                ctx.propagate_as(vec![c]);
+            }
+            ack(ctx.out, 0, "OK")
+        }
+        Err(e) => ack(ctx.out, 1, &e.to_string()),
     }
 }
 
