@@ -87,22 +87,9 @@ pub fn write_int(out: &mut Vec<u8>, v: i64) -> bool {
 
 /// Read a string in any of its encodings (integers come back as decimal text).
 pub fn read_string(r: &mut Reader<'_>) -> Result<Bytes, DecodeError> {
-    match read_len_or_encoding(r)? {
-        Length::Len(n) => {
-            let n = usize::try_from(n).map_err(|_| DecodeError::Truncated)?;
-            Ok(Bytes::copy_from_slice(r.take(n)?))
-        }
-        Length::Encoded(ENC_INT8) => Ok(int_text(i64::from(r.u8()? as i8))),
-        Length::Encoded(ENC_INT16) => Ok(int_text(i64::from(i16::from_le_bytes(r.array()?)))),
-        Length::Encoded(ENC_INT32) => Ok(int_text(i64::from(i32::from_le_bytes(r.array()?)))),
-        Length::Encoded(ENC_LZF) => {
-            let clen = read_len_usize(r)?;
-            let len = read_len_usize(r)?;
-            let data = r.take(clen)?;
-            Ok(Bytes::from(lzf::decompress(data, len)?))
-        }
-        Length::Encoded(_) => Err(DecodeError::Invalid("unknown string encoding")),
-    }
+    let mut out = Vec::new();
+    read_string_into(r, &mut out)?;
+    Ok(Bytes::from(out))
 }
 
 /// [`read_string`] appending the bytes to `out` (integers as decimal text), with no allocation
