@@ -3,9 +3,11 @@
 //! Layout under the root directory `R`:
 //! ```text
 //! R/data/<path>/.node   one file per node: a header line `#codis-rs-node version=N owner=ID|-`
-//!                       then the node's bytes; written to R/tmp, fsynced, renamed into place,
-//!                       then its directory is fsynced (the rename is durable when a write
-//!                       returns)
+//!                       then the node's bytes; written to R/tmp and renamed into place
+//! R/journal             the write-ahead journal: every write appends the new content of the
+//!                       nodes it changes and fdatasyncs it before touching them, so a write is
+//!                       durable when it returns at the cost of one fsync (see [`crate::journal`]:
+//!                       replayed when the machine rebooted since, checkpointed past a size)
 //! R/data.lck            flock'ed exclusively around every write (compare-and-set is atomic)
 //! R/data.seq            a counter bumped by every write; watches wake on it through inotify
 //!                       (IN_CLOSE_WRITE on R) and also poll it every 100 ms as a fallback
@@ -31,11 +33,13 @@ use tokio::sync::mpsc;
 
 use crate::coordinator::{Coordinator, Kind, Node, Watch, WatchEvent, WatchKind};
 use crate::error::{Error, Result};
+use crate::journal::{self, Journal, Op};
 use crate::paths::{join, validate_path};
 
 const NODE_FILE: &str = ".node";
 const LOG_FILE: &str = "data.log";
 const HEADER: &str = "#codis-rs-node";
+const DEFAULT_JOURNAL_LIMIT: u64 = 8 << 20;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -66,7 +70,12 @@ struct FsInner {
     owner: Mutex<Option<Owner>>,
     closed: AtomicBool,
     poll: Duration,
-    /// fsyncs of node files and of directories by this process (see [`FsCoordinator::syncs`]).
+    journal: Journal,
+    /// Journal size past which a write checkpoints it (fsyncs its nodes and starts it again).
+    journal_limit: u64,
+    /// fsyncs of the journal, of node files and of directories by this process (see
+    /// [`FsCoordinator::syncs`]).
+    journal_syncs: AtomicU64,
     file_syncs: AtomicU64,
     dir_syncs: AtomicU64,
     node_reads: AtomicU64,
@@ -77,18 +86,75 @@ struct FsInner {
 /// fsync counts of one [`FsCoordinator`] (for tests and diagnostics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncCounts {
-    /// Node files (staged in R/tmp) fsynced before their rename.
+    /// Journal appends synced (one per write).
+    pub journal: u64,
+    /// Node files fsynced (by checkpoints and recoveries, not by writes).
     pub files: u64,
-    /// Directories fsynced after renames into them.
+    /// Directories fsynced (by checkpoints and recoveries).
     pub dirs: u64,
     /// Node files read (by calls and by watches).
     pub node_reads: u64,
 }
 
+#[derive(PartialEq)]
 struct Raw {
     version: u64,
     owner: Option<String>,
     data: Vec<u8>,
+}
+
+/// A node file: the header line (with the length and crc32 of the data, so that a reader can
+/// tell a file being rewritten in place from a whole one) and the data.
+fn encode_node(version: u64, owner: Option<&str>, data: &[u8]) -> Vec<u8> {
+    let mut bytes = format!(
+        "{HEADER} version={version} owner={} len={} crc={:08x}\n",
+        owner.unwrap_or("-"),
+        data.len(),
+        crc32fast::hash(data)
+    )
+    .into_bytes();
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// Parses a node file (files written before the header had `len` and `crc` have no check).
+fn parse_node(bytes: &[u8]) -> std::result::Result<Raw, String> {
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("node file has no header line")?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| "node header is not UTF-8")?;
+    let mut words = header.split(' ');
+    if words.next() != Some(HEADER) {
+        return Err(format!("bad node header {header:?}"));
+    }
+    let (mut version, mut owner, mut len, mut crc) = (None, None, None, None);
+    for w in words {
+        if let Some(v) = w.strip_prefix("version=") {
+            version = v.parse::<u64>().ok();
+        } else if let Some(o) = w.strip_prefix("owner=") {
+            owner = (o != "-").then(|| o.to_string());
+        } else if let Some(l) = w.strip_prefix("len=") {
+            len = l.parse::<usize>().ok();
+        } else if let Some(c) = w.strip_prefix("crc=") {
+            crc = u32::from_str_radix(c, 16).ok();
+        }
+    }
+    let version = version.ok_or_else(|| format!("bad node header {header:?}"))?;
+    let mut data = &bytes[nl + 1..];
+    if let (Some(len), Some(crc)) = (len, crc) {
+        data = data
+            .get(..len)
+            .ok_or_else(|| format!("node data is shorter than its {len} bytes"))?;
+        if crc32fast::hash(data) != crc {
+            return Err("node data fails its crc".into());
+        }
+    }
+    Ok(Raw {
+        version,
+        owner,
+        data: data.to_vec(),
+    })
 }
 
 fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
@@ -141,19 +207,33 @@ impl FsCoordinator {
                 "filesystem coordinator needs a root directory".into(),
             ));
         }
+        let inner = FsInner {
+            journal: Journal::new(&root),
+            root,
+            owner: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            poll: Duration::from_millis(100),
+            journal_limit: DEFAULT_JOURNAL_LIMIT,
+            journal_syncs: AtomicU64::new(0),
+            file_syncs: AtomicU64::new(0),
+            dir_syncs: AtomicU64::new(0),
+            node_reads: AtomicU64::new(0),
+            wake: Mutex::new(None),
+        };
+        inner.recover()?;
         Ok(FsCoordinator {
-            inner: Arc::new(FsInner {
-                root,
-                owner: Mutex::new(None),
-                closed: AtomicBool::new(false),
-                poll: Duration::from_millis(100),
-                file_syncs: AtomicU64::new(0),
-                dir_syncs: AtomicU64::new(0),
-                node_reads: AtomicU64::new(0),
-                wake: Mutex::new(None),
-            }),
+            inner: Arc::new(inner),
             writes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The same coordinator checkpointing its journal past `bytes` (default 8 MiB; tests use
+    /// small ones).
+    pub fn with_journal_limit(mut self, bytes: u64) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.journal_limit = bytes;
+        }
+        self
     }
 
     /// The same coordinator with watches polling every `poll` (default 100 ms) on top of their
@@ -168,6 +248,7 @@ impl FsCoordinator {
     /// How many files and directories this coordinator fsynced so far.
     pub fn syncs(&self) -> SyncCounts {
         SyncCounts {
+            journal: self.inner.journal_syncs.load(Ordering::Relaxed),
             files: self.inner.file_syncs.load(Ordering::Relaxed),
             dirs: self.inner.dir_syncs.load(Ordering::Relaxed),
             node_reads: self.inner.node_reads.load(Ordering::Relaxed),
@@ -234,40 +315,35 @@ impl FsInner {
     }
 
     fn read_raw(&self, path: &str) -> Result<Option<Raw>> {
+        self.read_node(path, true)
+    }
+
+    /// Reads a node file. A file that fails its length or crc check is being rewritten in
+    /// place by another process: `patient` reads it again for up to a second before calling
+    /// it corrupt.
+    fn read_node(&self, path: &str, patient: bool) -> Result<Option<Raw>> {
         let file = self.dir_of(path).join(NODE_FILE);
-        self.node_reads.fetch_add(1, Ordering::Relaxed);
-        let bytes = match fs::read(&file) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        let nl = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| Error::corrupt(path, "node file has no header line"))?;
-        let header = std::str::from_utf8(&bytes[..nl])
-            .map_err(|_| Error::corrupt(path, "node header is not UTF-8"))?;
-        let mut words = header.split(' ');
-        if words.next() != Some(HEADER) {
-            return Err(Error::corrupt(path, format!("bad node header {header:?}")));
-        }
-        let mut version = None;
-        let mut owner = None;
-        for w in words {
-            if let Some(v) = w.strip_prefix("version=") {
-                version = v.parse::<u64>().ok();
-            } else if let Some(o) = w.strip_prefix("owner=") {
-                owner = (o != "-").then(|| o.to_string());
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            self.node_reads.fetch_add(1, Ordering::Relaxed);
+            let bytes = match fs::read(&file) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
+                Err(e) => return Err(Error::io(path, e)),
+            };
+            match parse_node(&bytes) {
+                Ok(raw) => return Ok(Some(raw)),
+                Err(why) if !patient || started.elapsed() > Duration::from_secs(1) => {
+                    return Err(Error::corrupt(path, why))
+                }
+                Err(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
             }
         }
-        let version =
-            version.ok_or_else(|| Error::corrupt(path, format!("bad node header {header:?}")))?;
-        Ok(Some(Raw {
-            version,
-            owner,
-            data: bytes[nl + 1..].to_vec(),
-        }))
     }
 
     fn owner_alive(&self, id: &str) -> bool {
@@ -356,61 +432,256 @@ impl FsInner {
         Ok(id)
     }
 
-    fn write_node(&self, path: &str, version: u64, owner: Option<&str>, data: &[u8]) -> Result<()> {
+    /// Makes `op` visible to every process: the node file replaced (written aside and renamed)
+    /// or removed. Not fsynced: the journal record written before it is what makes it durable.
+    fn apply(&self, op: &Op) -> Result<()> {
+        let path = op.path();
         let dir = self.dir_of(path);
-        fs::create_dir_all(&dir).map_err(|e| Error::io(path, e))?;
-        let tmp = self.root.join("tmp").join(format!(
+        match op {
+            Op::Write {
+                version,
+                owner,
+                data,
+                ..
+            } => {
+                let bytes = encode_node(*version, owner.as_deref(), data);
+                let node = dir.join(NODE_FILE);
+                // Rewritten in place (readers check the header's length and crc): a new
+                // file per write made ext4 look for a free inode every time, 100-200 µs a
+                // node on a busy filesystem, most of a 16-slot write's time.
+                match OpenOptions::new().write(true).open(&node) {
+                    Ok(f) => {
+                        use std::os::unix::fs::FileExt;
+                        let shorter = f.metadata().map_err(|e| Error::io(path, e))?.len()
+                            > bytes.len() as u64;
+                        f.write_all_at(&bytes, 0)
+                            .and_then(|()| {
+                                if shorter {
+                                    f.set_len(bytes.len() as u64)
+                                } else {
+                                    Ok(())
+                                }
+                            })
+                            .map_err(|e| Error::io(path, e))
+                    }
+                    Err(e)
+                        if e.kind() == io::ErrorKind::NotFound
+                            || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                    {
+                        // A new node appears whole: written aside, then renamed.
+                        fs::create_dir_all(&dir).map_err(|e| Error::io(path, e))?;
+                        let tmp = self.tmp_path();
+                        fs::write(&tmp, &bytes)
+                            .and_then(|()| fs::rename(&tmp, &node))
+                            .map_err(|e| {
+                                let _ = fs::remove_file(&tmp);
+                                Error::io(path, e)
+                            })
+                    }
+                    Err(e) => Err(Error::io(path, e)),
+                }
+            }
+            Op::Delete { .. } => {
+                match fs::remove_file(dir.join(NODE_FILE)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(path, e)),
+                }
+                let _ = fs::remove_dir(&dir);
+                Ok(())
+            }
+        }
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.root.join("tmp").join(format!(
             "{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            writeln!(
-                f,
-                "{HEADER} version={version} owner={}",
-                owner.unwrap_or("-")
-            )?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            self.file_syncs.fetch_add(1, Ordering::Relaxed);
-            fs::rename(&tmp, dir.join(NODE_FILE))
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(path, e)
-        })?;
-        self.sync_dirs(&[(dir, path)])
+        ))
     }
 
-    /// fsyncs each of `dirs` (distinct directories that renames went into), in parallel: on a
-    /// journaling filesystem the first one commits the renames of all, the others find little
-    /// left to do.
+    /// Commits `ops` (called holding the write lock): one journal record, synced, then the node
+    /// files; a journal past its limit is checkpointed.
+    fn commit(&self, ops: &[Op]) -> Result<()> {
+        let Some(first) = ops.first() else {
+            return Ok(());
+        };
+        let record = journal::encode(ops);
+        let size = match self.journal.append(&record) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // No journal yet (a root created after this coordinator was opened).
+                self.journal
+                    .reset(&self.tmp_path(), journal::boot_id().unwrap_or("unknown"))
+                    .and_then(|()| self.journal.append(&record))
+                    .map_err(|e| Error::io(first.path(), e))?
+            }
+            Err(e) => return Err(Error::io(first.path(), e)),
+        };
+        self.journal_syncs.fetch_add(1, Ordering::Relaxed);
+        for op in ops {
+            self.apply(op)?;
+        }
+        if size > self.journal_limit {
+            self.checkpoint(first.path())?;
+        }
+        Ok(())
+    }
+
+    /// Makes every node the journal names durable on its own (its file and its directory
+    /// fsynced), then starts an empty journal. Holding the write lock.
+    fn checkpoint(&self, why: &str) -> Result<()> {
+        let contents = self.journal.read().map_err(|e| Error::io(why, e))?;
+        let mut paths: Vec<&str> = contents.ops.iter().map(Op::path).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        self.sync_nodes(&paths)?;
+        self.journal
+            .reset(&self.tmp_path(), journal::boot_id().unwrap_or("unknown"))
+            .map_err(|e| Error::io(why, e))
+    }
+
+    /// fsyncs the node files of `paths` that exist and the directories that hold or held them
+    /// (a removed node's directory, or its parent's when that went too), in parallel.
+    fn sync_nodes(&self, paths: &[&str]) -> Result<()> {
+        let files: Vec<(PathBuf, &str)> = paths
+            .iter()
+            .map(|p| (self.dir_of(p).join(NODE_FILE), *p))
+            .filter(|(f, _)| f.exists())
+            .collect();
+        self.parallel(&files, |(file, path)| {
+            File::open(file)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(path, e))?;
+            self.file_syncs.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })?;
+        let mut dirs: Vec<(PathBuf, &str)> = Vec::new();
+        for p in paths {
+            let mut dir = self.dir_of(p);
+            while !dir.exists() && dir.pop() {}
+            dirs.push((dir.clone(), *p));
+            if dir.pop() {
+                dirs.push((dir, *p));
+            }
+        }
+        dirs.sort_by(|a, b| a.0.cmp(&b.0));
+        dirs.dedup_by(|a, b| a.0 == b.0);
+        self.sync_dirs(&dirs)
+    }
+
+    /// Runs `f` over `items` on up to 8 threads (fsyncs of many small files: the journaling
+    /// filesystem commits them together instead of one after the other).
+    fn parallel<T: Sync>(&self, items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+        if items.len() <= 1 {
+            return items.iter().try_for_each(&f);
+        }
+        let f = &f;
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = items
+                .chunks(items.len().div_ceil(8))
+                .map(|chunk| sc.spawn(move || chunk.iter().try_for_each(f)))
+                .collect();
+            let mut out = Ok(());
+            for h in handles {
+                let r = h.join().unwrap_or_else(|_| {
+                    Err(Error::Backend {
+                        path: String::new(),
+                        backend: "filesystem",
+                        cause: "fsync thread panicked".into(),
+                    })
+                });
+                if out.is_ok() {
+                    out = r;
+                }
+            }
+            out
+        })
+    }
+
+    /// After a reboot, brings the node files back to what the journal says was written (the
+    /// machine may have stopped before the kernel wrote them), makes them durable and starts a
+    /// new journal for this boot. A root that has no journal yet gets one. Cheap when the
+    /// journal is this boot's: one read of its header.
+    fn recover(&self) -> Result<()> {
+        let boot = journal::boot_id();
+        if !self.root.join("data").exists() {
+            return Ok(());
+        }
+        let same = |b: Option<String>| boot.is_some() && b.as_deref() == boot;
+        if same(self.journal.boot().map_err(|e| self.unavailable("/", e))?) {
+            return Ok(());
+        }
+        self.ensure_root("/")?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("data.lck"))
+            .map_err(|e| self.unavailable("/", e))?;
+        lock_write(&lock, "/")?;
+        let contents = self.journal.read().map_err(|e| self.unavailable("/", e))?;
+        if same(contents.boot.clone()) {
+            return Ok(());
+        }
+        // The last op of each path is its state.
+        let mut last: BTreeMap<&str, &Op> = BTreeMap::new();
+        for op in &contents.ops {
+            last.insert(op.path(), op);
+        }
+        let mut repaired = 0usize;
+        for op in last.values() {
+            let current = match self.read_node(op.path(), false) {
+                Ok(r) => r,
+                Err(Error::Corrupt { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let wanted = match op {
+                Op::Write {
+                    version,
+                    owner,
+                    data,
+                    ..
+                } => Some(Raw {
+                    version: *version,
+                    owner: owner.clone(),
+                    data: data.clone(),
+                }),
+                Op::Delete { .. } => None,
+            };
+            let on_disk = self.dir_of(op.path()).join(NODE_FILE).exists();
+            if current != wanted || (wanted.is_none() && on_disk) {
+                self.apply(op)?;
+                repaired += 1;
+            }
+        }
+        let paths: Vec<&str> = last.keys().copied().collect();
+        self.sync_nodes(&paths)?;
+        self.journal
+            .reset(&self.tmp_path(), boot.unwrap_or("unknown"))
+            .map_err(|e| self.unavailable("/", e))?;
+        if repaired > 0 || contents.torn > 0 {
+            tracing::warn!(
+                root = %self.root.display(),
+                repaired,
+                torn_bytes = contents.torn,
+                "filesystem coordinator: replayed the journal of an earlier boot"
+            );
+        }
+        Ok(())
+    }
+
+    /// fsyncs each of `dirs` (distinct directories), in parallel.
     fn sync_dirs(&self, dirs: &[(PathBuf, &str)]) -> Result<()> {
-        let one = |(dir, path): &(PathBuf, &str)| -> Result<()> {
+        self.parallel(dirs, |(dir, path)| {
             File::open(dir)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io(path, e))?;
             self.dir_syncs.fetch_add(1, Ordering::Relaxed);
             Ok(())
-        };
-        if dirs.len() <= 1 {
-            return dirs.iter().try_for_each(one);
-        }
-        std::thread::scope(|sc| {
-            let handles: Vec<_> = dirs
-                .chunks(dirs.len().div_ceil(8))
-                .map(|chunk| sc.spawn(move || chunk.iter().try_for_each(one)))
-                .collect();
-            for h in handles {
-                h.join().map_err(|_| {
-                    Error::io(dirs[0].1, io::Error::other("fsync thread panicked"))
-                })??;
-            }
-            Ok(())
         })
     }
-
     /// Runs `f` holding the exclusive write lock; if it succeeds, appends `changed` to the
     /// change log and bumps the change counter.
     fn locked<T>(&self, path: &str, changed: &[&str], f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -567,46 +838,68 @@ impl FsInner {
             } else {
                 None
             };
-            self.make_parents(path)?;
-            self.write_node(path, 1, owner.as_deref(), data)?;
+            let mut ops = Vec::new();
+            self.missing_parents(path, &mut Vec::new(), &mut ops)?;
+            ops.push(Op::Write {
+                path: path.into(),
+                version: 1,
+                owner,
+                data: data.to_vec(),
+            });
+            self.commit(&ops)?;
             Ok(1)
         })
     }
 
-    fn make_parents(&self, path: &str) -> Result<()> {
+    /// Adds a write of an empty node for each ancestor of `path` that does not exist (and is
+    /// not already in `made`, the parents this commit creates).
+    fn missing_parents(&self, path: &str, made: &mut Vec<String>, ops: &mut Vec<Op>) -> Result<()> {
         let mut end = 0;
         while let Some(i) = path[end + 1..].find('/') {
             end += 1 + i;
             let parent = &path[..end];
-            if self.read_live(parent)?.is_none() {
-                self.write_node(parent, 1, None, b"")?;
+            if !made.iter().any(|m| m == parent) && self.read_live(parent)?.is_none() {
+                made.push(parent.to_string());
+                ops.push(Op::Write {
+                    path: parent.into(),
+                    version: 1,
+                    owner: None,
+                    data: Vec::new(),
+                });
             }
         }
         Ok(())
     }
 
     fn update(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64> {
-        self.locked(path, &[path], || match (self.read_live(path)?, expected) {
-            (None, None) => {
-                self.make_parents(path)?;
-                self.write_node(path, 1, None, data)?;
-                Ok(1)
-            }
-            (None, Some(_)) => Err(Error::NotFound { path: path.into() }),
-            (Some(cur), Some(v)) if cur.version != v => Err(Error::Conflict {
+        self.locked(path, &[path], || {
+            let mut ops = Vec::new();
+            let (version, owner) = match (self.read_live(path)?, expected) {
+                (None, None) => {
+                    self.missing_parents(path, &mut Vec::new(), &mut ops)?;
+                    (1, None)
+                }
+                (None, Some(_)) => return Err(Error::NotFound { path: path.into() }),
+                (Some(cur), Some(v)) if cur.version != v => {
+                    return Err(Error::Conflict {
+                        path: path.into(),
+                        expected: v,
+                    })
+                }
+                (Some(cur), _) => (cur.version + 1, cur.owner),
+            };
+            ops.push(Op::Write {
                 path: path.into(),
-                expected: v,
-            }),
-            (Some(cur), _) => {
-                self.write_node(path, cur.version + 1, cur.owner.as_deref(), data)?;
-                Ok(cur.version + 1)
-            }
+                version,
+                owner,
+                data: data.to_vec(),
+            });
+            self.commit(&ops)?;
+            Ok(version)
         })
     }
 
-    /// Several set-or-create writes under one lock: every node is staged in R/tmp, the staged
-    /// files are fsynced in parallel (the journal commits them together instead of once per
-    /// node), then each is renamed into place.
+    /// Several set-or-create writes under one lock and in one journal record.
     /// With `counter`, the decimal counter node there is incremented in the same batch (its new
     /// value is returned).
     fn update_many(
@@ -636,74 +929,25 @@ impl FsInner {
                 bumped = Some(v + 1);
                 all.push((c, std::borrow::Cow::Owned((v + 1).to_string().into_bytes())));
             }
-            let mut staged: Vec<(PathBuf, PathBuf, &str)> = Vec::with_capacity(all.len());
-            let res = (|| {
-                for (path, data) in &all {
-                    let (path, data) = (*path, data.as_ref());
-                    let (version, owner) = match self.read_live(path)? {
-                        Some(cur) => (cur.version + 1, cur.owner),
-                        None => {
-                            self.make_parents(path)?;
-                            (1, None)
-                        }
-                    };
-                    let dir = self.dir_of(path);
-                    fs::create_dir_all(&dir).map_err(|e| Error::io(path, e))?;
-                    let tmp = self.root.join("tmp").join(format!(
-                        "{}-{}",
-                        std::process::id(),
-                        COUNTER.fetch_add(1, Ordering::Relaxed)
-                    ));
-                    staged.push((tmp.clone(), dir, path));
-                    let mut f = File::create(&tmp).map_err(|e| Error::io(path, e))?;
-                    writeln!(
-                        f,
-                        "{HEADER} version={version} owner={}",
-                        owner.as_deref().unwrap_or("-")
-                    )
-                    .and_then(|_| f.write_all(data))
-                    .map_err(|e| Error::io(path, e))?;
-                }
-                std::thread::scope(|sc| {
-                    let syncs: Vec<_> = staged
-                        .chunks(8)
-                        .map(|chunk| {
-                            sc.spawn(move || -> Result<()> {
-                                for (tmp, _, path) in chunk {
-                                    File::open(tmp)
-                                        .and_then(|f| f.sync_all())
-                                        .map_err(|e| Error::io(path, e))?;
-                                    self.file_syncs.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Ok(())
-                            })
-                        })
-                        .collect();
-                    for s in syncs {
-                        s.join().map_err(|_| {
-                            Error::io(first, io::Error::other("fsync thread panicked"))
-                        })??;
+            let mut ops = Vec::with_capacity(all.len() + 1);
+            let mut made = Vec::new();
+            for (path, data) in &all {
+                let (version, owner) = match self.read_live(path)? {
+                    Some(cur) => (cur.version + 1, cur.owner),
+                    None => {
+                        self.missing_parents(path, &mut made, &mut ops)?;
+                        (1, None)
                     }
-                    Ok::<(), Error>(())
-                })?;
-                for (tmp, dir, path) in &staged {
-                    fs::rename(tmp, dir.join(NODE_FILE)).map_err(|e| Error::io(path, e))?;
-                }
-                // Then the renames themselves: each directory once, all in parallel.
-                let mut dirs: Vec<(PathBuf, &str)> = staged
-                    .iter()
-                    .map(|(_, dir, path)| (dir.clone(), *path))
-                    .collect();
-                dirs.sort_by(|a, b| a.0.cmp(&b.0));
-                dirs.dedup_by(|a, b| a.0 == b.0);
-                self.sync_dirs(&dirs)
-            })();
-            if res.is_err() {
-                for (tmp, _, _) in &staged {
-                    let _ = fs::remove_file(tmp);
-                }
+                };
+                ops.push(Op::Write {
+                    path: path.to_string(),
+                    version,
+                    owner,
+                    data: data.to_vec(),
+                });
             }
-            res.map(|()| bumped)
+            self.commit(&ops)?;
+            Ok(bumped)
         })
     }
 
@@ -723,13 +967,9 @@ impl FsInner {
             if !self.list_live(path)?.is_empty() {
                 return Err(Error::NotEmpty { path: path.into() });
             }
-            let dir = self.dir_of(path);
-            fs::remove_file(dir.join(NODE_FILE)).map_err(|e| Error::io(path, e))?;
-            let _ = fs::remove_dir(&dir);
-            Ok(())
+            self.commit(&[Op::Delete { path: path.into() }])
         })
     }
-
     /// `(path → version)` of every live node at or below `path`.
     fn tree(&self, path: &str, out: &mut BTreeMap<String, u64>) -> Result<()> {
         if let Some(raw) = self.read_live(path)? {

@@ -21,6 +21,7 @@ pub mod coordinator;
 pub mod error;
 pub mod etcd;
 pub mod fs;
+mod journal;
 pub mod models;
 pub mod paths;
 pub mod store;
