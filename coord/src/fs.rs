@@ -772,37 +772,49 @@ impl FsInner {
 
     /// `sig` (a signature of `path` for `kind`) brought up to date for writes to `changed`,
     /// reading only what they can have touched.
+    /// Brings `sig` (the signature of the watch on `path`) up to date after writes to
+    /// `changed`, reading only what they touched; returns the paths whose entry changed.
     fn patch_signature(
         &self,
         path: &str,
         kind: WatchKind,
-        sig: &BTreeMap<String, u64>,
+        sig: &mut BTreeMap<String, u64>,
         changed: &[String],
-    ) -> BTreeMap<String, u64> {
+    ) -> Vec<String> {
         let touches = |p: &str| under(p, path);
         match kind {
             WatchKind::Data | WatchKind::Children => {
                 if changed.iter().any(|p| touches(p)) {
-                    self.signature(path, kind)
+                    let new = self.signature(path, kind);
+                    let out = diff(sig, &new);
+                    *sig = new;
+                    out
                 } else {
-                    sig.clone()
+                    Vec::new()
                 }
             }
             WatchKind::Tree => {
-                let mut out = sig.clone();
+                let mut out = Vec::new();
+                let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
                 for p in changed.iter().filter(|p| touches(p)) {
-                    // The node and the ancestors it may have created, down from `path`.
+                    // The node and the ancestors it may have created, down from `path` (each
+                    // read once however many written nodes share it).
                     let mut at = p.len();
                     loop {
                         let node = &p[..at];
-                        match self.read_live(node) {
-                            Ok(Some(raw)) => {
-                                out.insert(node.to_string(), raw.version);
-                            }
-                            Ok(None) => {
-                                out.remove(node);
-                            }
-                            Err(_) => {}
+                        if !seen.insert(node) {
+                            break;
+                        }
+                        let now = match self.read_live(node) {
+                            Ok(raw) => raw.map(|r| r.version),
+                            Err(_) => sig.get(node).copied(),
+                        };
+                        if sig.get(node).copied() != now {
+                            match now {
+                                Some(v) => sig.insert(node.to_string(), v),
+                                None => sig.remove(node),
+                            };
+                            out.push(node.to_string());
                         }
                         if node.len() <= path.len() {
                             break;
@@ -1268,25 +1280,42 @@ impl Coordinator for FsCoordinator {
                 }
                 let (i2, p2) = (inner.clone(), path.clone());
                 let full = !woken && last_full.elapsed() >= Duration::from_secs(1);
-                let old = sig.clone();
+                // The signature goes to the blocking thread and comes back patched (not
+                // copied: a product's tree is 1,000+ nodes and writes come by the hundred).
+                let mut cur = std::mem::take(&mut sig);
                 let mut pos = log_pos;
                 let res = tokio::task::spawn_blocking(move || {
                     let s = i2.seq();
                     if s == seq && !full {
-                        return None;
+                        return (cur, None);
                     }
                     // Only the paths written since the last look, when the log can tell them
                     // (a full rescan each second still catches vanished ephemerals).
                     let delta = i2.log_delta(&mut pos);
                     let rescan = full || delta.is_none();
-                    let new = match delta {
-                        Some(paths) if !full => i2.patch_signature(&p2, kind, &old, &paths),
-                        _ => i2.signature(&p2, kind),
+                    let changed = match delta {
+                        Some(paths) if !full => i2.patch_signature(&p2, kind, &mut cur, &paths),
+                        _ => {
+                            let new = i2.signature(&p2, kind);
+                            let changed = diff(&cur, &new);
+                            cur = new;
+                            changed
+                        }
                     };
-                    Some((s, new, pos, rescan))
+                    (cur, Some((s, pos, rescan, changed)))
                 })
                 .await;
-                let Ok(Some((s, new, pos, rescanned))) = res else {
+                let (back, news) = match res {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // The blocking call failed and took the signature with it: the next
+                        // look cannot follow the log and rescans.
+                        log_pos = None;
+                        continue;
+                    }
+                };
+                sig = back;
+                let Some((s, pos, rescanned, changed)) = news else {
                     continue;
                 };
                 seq = s;
@@ -1294,8 +1323,6 @@ impl Coordinator for FsCoordinator {
                 if rescanned {
                     last_full = Instant::now();
                 }
-                let changed = diff(&sig, &new);
-                sig = new;
                 if changed.is_empty() {
                     continue;
                 }

@@ -516,59 +516,7 @@ impl Executor {
     /// Returns the tokens of live proxies that did not confirm (no admin address, not
     /// reachable, an error): for those the caller falls back to their coordinator ack.
     pub async fn push(&self, version: u64, ms: &[SlotMapping]) -> Result<Vec<String>> {
-        let alive = self.ctx.store.alive().await?;
-        if alive.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut gids: Vec<u32> = ms
-            .iter()
-            .flat_map(|m| [m.group_id, m.action.target_id])
-            .filter(|&g| g != 0)
-            .collect();
-        gids.sort_unstable();
-        gids.dedup();
-        let mut groups = Vec::new();
-        for g in gids {
-            if let Some(g) = self.ctx.store.group(g).await? {
-                groups.push(g);
-            }
-        }
-        let body = serde_json::to_vec(&coord::FillSlots {
-            version,
-            slots: ms.to_vec(),
-            groups,
-        })
-        .map_err(|e| CtlError::invalid(format!("fillslots body: {e}")))?;
-        let cfg = &self.ctx.cfg;
-        let timeout = Duration::from_millis(self.ctx.cfg.migration.timeout_ms.clamp(1000, 10_000));
-        let pushes = alive.values().map(|a| {
-            let body = &body;
-            async move {
-                if a.admin_addr.is_empty() {
-                    return Some(a.token.clone());
-                }
-                let path = format!(
-                    "/api/proxy/fillslots/{}",
-                    crate::topom::proxy_xauth(&cfg.product, &cfg.product_auth, &a.token)
-                );
-                match crate::http::request(&a.admin_addr, "PUT", &path, Some(body), timeout).await {
-                    Ok(r) if r.status == 200 => None,
-                    Ok(r) => {
-                        tracing::debug!("fillslots to {}: HTTP {}", a.admin_addr, r.status);
-                        Some(a.token.clone())
-                    }
-                    Err(e) => {
-                        tracing::debug!("fillslots to {}: {e}", a.admin_addr);
-                        Some(a.token.clone())
-                    }
-                }
-            }
-        });
-        Ok(futures::future::join_all(pushes)
-            .await
-            .into_iter()
-            .flatten()
-            .collect())
+        self.ctx.push_slots(version, ms).await
     }
 
     /// Waits until every live proxy has applied `ms` (pushed at `version`): through the push
@@ -995,5 +943,68 @@ impl Drain for RedisDrain {
                 .push(c);
         }
         r
+    }
+}
+
+impl Ctx {
+    /// Pushes `ms` (as stored at topology `version`) with the groups they name to every live
+    /// proxy's `fillslots` API, in parallel; each answers once all its cores applied them.
+    /// Returns the tokens of live proxies that did not confirm (no admin address, not
+    /// reachable, an error). Pushing every slot write (in version order: the caller holds
+    /// `write`) spares each proxy a read of the whole topology.
+    pub async fn push_slots(&self, version: u64, ms: &[SlotMapping]) -> Result<Vec<String>> {
+        let alive = self.store.alive().await?;
+        if alive.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut gids: Vec<u32> = ms
+            .iter()
+            .flat_map(|m| [m.group_id, m.action.target_id])
+            .filter(|&g| g != 0)
+            .collect();
+        gids.sort_unstable();
+        gids.dedup();
+        let mut groups = Vec::new();
+        for g in gids {
+            if let Some(g) = self.store.group(g).await? {
+                groups.push(g);
+            }
+        }
+        let body = serde_json::to_vec(&coord::FillSlots {
+            version,
+            slots: ms.to_vec(),
+            groups,
+        })
+        .map_err(|e| CtlError::invalid(format!("fillslots body: {e}")))?;
+        let cfg = &self.cfg;
+        let timeout = Duration::from_millis(self.cfg.migration.timeout_ms.clamp(1000, 10_000));
+        let pushes = alive.values().map(|a| {
+            let body = &body;
+            async move {
+                if a.admin_addr.is_empty() {
+                    return Some(a.token.clone());
+                }
+                let path = format!(
+                    "/api/proxy/fillslots/{}",
+                    crate::topom::proxy_xauth(&cfg.product, &cfg.product_auth, &a.token)
+                );
+                match crate::http::request(&a.admin_addr, "PUT", &path, Some(body), timeout).await {
+                    Ok(r) if r.status == 200 => None,
+                    Ok(r) => {
+                        tracing::debug!("fillslots to {}: HTTP {}", a.admin_addr, r.status);
+                        Some(a.token.clone())
+                    }
+                    Err(e) => {
+                        tracing::debug!("fillslots to {}: {e}", a.admin_addr);
+                        Some(a.token.clone())
+                    }
+                }
+            }
+        });
+        Ok(futures::future::join_all(pushes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect())
     }
 }

@@ -228,7 +228,13 @@ impl Ctx {
             });
         }
         if !out.is_empty() {
-            self.store.update_slot_mappings(&out).await?;
+            let v = self.store.update_slot_mappings_versioned(&out).await?;
+            // Proxies learn the new actions from the push instead of reading every slot back
+            // (they ignore `pending`, but a version they did not get pushed costs them a read of
+            // the whole topology). Best effort: a proxy that misses it still reads it.
+            if let Err(e) = self.push_slots(v, &out).await {
+                tracing::debug!("pushing the pending actions: {e}");
+            }
         }
         Ok(out.len())
     }
