@@ -205,14 +205,7 @@ async fn filesystem_write_costs_one_journal_sync() {
         .unwrap();
     let one = c.syncs();
     assert_eq!(one.journal - after.journal, 1, "{one:?}");
-    assert_eq!(
-        c.read("/codis3/demo/slots/slot-0000")
-            .await
-            .unwrap()
-            .unwrap()
-            .data,
-        b"v2"
-    );
+    assert_eq!(data_of(&c, "/codis3/demo/slots/slot-0000").await, b"v2");
     // A batch with the topology version bumped in it: still one sync.
     let counter = "/codis3/demo/version";
     let v1 = c.update_many_bump(&items, counter).await.unwrap();
@@ -222,6 +215,16 @@ async fn filesystem_write_costs_one_journal_sync() {
     assert_eq!(bumped.journal - one.journal, 2, "{bumped:?}");
     assert_eq!((bumped.files, bumped.dirs), (before.files, before.dirs));
     assert_eq!(c.read(counter).await.unwrap().unwrap().data, b"2");
+}
+
+/// The data of the node at `path`, which must exist.
+async fn data_of(c: &coord::fs::FsCoordinator, path: &str) -> Vec<u8> {
+    use coord::coordinator::Coordinator;
+    c.read(path)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{path} is missing"))
+        .data
 }
 
 fn node_file(root: &std::path::Path, path: &str) -> std::path::PathBuf {
@@ -355,14 +358,7 @@ async fn filesystem_journal_checkpoints_past_its_limit() {
     pretend_reboot(dir.path());
     drop(c);
     let c = coord::fs::FsCoordinator::open(dir.path()).unwrap();
-    assert_eq!(
-        c.read("/codis3/demo/slots/slot-0000")
-            .await
-            .unwrap()
-            .unwrap()
-            .data,
-        value
-    );
+    assert_eq!(data_of(&c, "/codis3/demo/slots/slot-0000").await, value);
 }
 
 /// A tree watch over many nodes re-reads only what was written (from the change log), not
