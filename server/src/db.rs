@@ -662,7 +662,7 @@ impl Db {
             }
             // An expiry is a modification even when a reader finds it.
             let quiet = std::mem::replace(&mut self.quiet, false);
-            self.remove(key);
+            self.delete(key);
             self.quiet = quiet;
             return None;
         }
@@ -782,6 +782,22 @@ impl Db {
             let w = split(*e.word);
             *e.word = join(w.expire, mark, w.clock.unwrap_or_else(clock::fresh));
         }
+    }
+
+    /// Remove a key (expired or not) without handing its entry back: nothing is copied out of
+    /// the key's node (a string's [`Db::remove`] makes a value of its bytes, only to drop it
+    /// in DEL, expiry, eviction, migration). True when the key was there.
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        self.touch(key);
+        let Some(t) = self.table_mut(key) else {
+            return false;
+        };
+        let Some(word) = t.map.delete(key) else {
+            return false;
+        };
+        t.volatile -= (split(word).expire != 0) as usize;
+        self.keys -= 1;
+        true
     }
 
     /// Remove a key, returning its entry (expired or not).

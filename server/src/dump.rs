@@ -127,7 +127,7 @@ fn restore(ctx: &mut Ctx) {
     };
     let db = &mut ctx.dbs[ctx.db];
     if replace {
-        db.remove(&key);
+        db.delete(&key);
     }
     let at = match (ttl, absttl) {
         (0, _) => 0,

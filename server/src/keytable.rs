@@ -531,6 +531,14 @@ impl KeyTable {
         }
     }
 
+    /// Remove a key, dropping its node as it is (no [`Entry`] made); returns its entry word.
+    pub fn delete(&mut self, key: &[u8]) -> Option<u64> {
+        match self.table.find_entry(hash(key), |n| n.key() == key) {
+            Ok(o) => Some(o.remove().0.word()),
+            Err(_) => None,
+        }
+    }
+
     /// Keep only the keys for which `f` returns true.
     pub fn retain(&mut self, mut f: impl FnMut(&[u8], EntryRef<'_>) -> bool) {
         self.table.retain(|n| f(n.key(), n.entry()));

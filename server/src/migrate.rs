@@ -677,7 +677,7 @@ fn finish(
             continue;
         }
         if same {
-            sh.dbs[db].remove(&it.key);
+            sh.dbs[db].delete(&it.key);
             if crate::repl::prop::active() {
                 let fx = sh.expired_effects();
                 sh.emit(fx);

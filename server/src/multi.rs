@@ -292,7 +292,7 @@ async fn try_atomic(
                         db.insert_entry(&k, e);
                     }
                     None => {
-                        db.remove(&k);
+                        db.delete(&k);
                     }
                 }
             }

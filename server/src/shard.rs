@@ -282,7 +282,7 @@ impl Shard {
             }
             let Some((i, k)) = victim else { break };
             let quiet = std::mem::replace(&mut self.dbs[i].quiet, false);
-            self.dbs[i].remove(&k);
+            self.dbs[i].delete(&k);
             self.dbs[i].quiet = quiet;
             self.evicted_keys += 1;
             crate::notify::evicted(i, &k);

@@ -32,7 +32,7 @@ fn del(ctx: &mut Ctx) {
     let mut n = 0;
     for k in &ctx.args[1..] {
         if db.contains(k, now) {
-            db.remove(k);
+            db.delete(k);
             n += 1;
         }
     }
@@ -117,7 +117,7 @@ fn expire_generic(ctx: &mut Ctx, unit: i64, absolute: bool, name: &str) {
         return ctx.int_reply(0);
     }
     if at <= now as i64 {
-        db.remove(&key);
+        db.delete(&key);
         ctx.propagate_as(vec![super::argv(&[b"DEL", &key])]);
     } else {
         db.set_expire(&key, at as u64, now);

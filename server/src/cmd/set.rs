@@ -325,7 +325,7 @@ fn set_op(ctx: &mut Ctx, op: Op, store: bool) {
     }
     let dst = ctx.args[1].clone();
     let db = &mut ctx.dbs[ctx.db];
-    db.remove(&dst);
+    db.delete(&dst);
     let n = result.len();
     if n > 0 {
         db.insert(&dst, Value::Set(Set::from_members(result)), 0);

@@ -550,7 +550,7 @@ fn range_generic(
         Some(d) => {
             let key = ctx.args[d].clone();
             let db = &mut ctx.dbs[ctx.db];
-            db.remove(&key);
+            db.delete(&key);
             let n = items.len();
             if n > 0 {
                 db.insert(&key, Value::ZSet(ZSet::from_pairs(items)), 0);
@@ -971,7 +971,7 @@ fn setop_generic(ctx: &mut Ctx, op: SetOp, store: bool) {
     }
     let dst = ctx.args[1].clone();
     let db = &mut ctx.dbs[ctx.db];
-    db.remove(&dst);
+    db.delete(&dst);
     let len = result.len();
     if len > 0 {
         db.insert(&dst, Value::ZSet(ZSet::from_pairs(result)), 0);
