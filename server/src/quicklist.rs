@@ -831,6 +831,41 @@ impl List {
         }
     }
 
+    /// Hand elements `start..start + n` (within the list) to `f`, head first: a walk over the
+    /// chunks' bytes without the double-ended iterator's bookkeeping (LRANGE).
+    pub fn for_range(&self, start: usize, n: usize, mut f: impl FnMut(&[u8])) {
+        let mut walk = |mut s: &[u8], mut skip: usize, left: &mut usize| {
+            while *left > 0 && !s.is_empty() {
+                let (e, sz) = first(s);
+                s = &s[sz..];
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    f(e);
+                    *left -= 1;
+                }
+            }
+        };
+        let mut left = n;
+        match self {
+            List::Pack(p) => walk(&p.0, start, &mut left),
+            List::Quick(q) => {
+                if start >= q.len {
+                    return;
+                }
+                let (ci, j) = q.locate(start);
+                let mut skip = j;
+                for c in q.chunks.range(ci..) {
+                    if left == 0 {
+                        break;
+                    }
+                    walk(c.live(), skip, &mut left);
+                    skip = 0;
+                }
+            }
+        }
+    }
+
     fn fits(e: &[u8]) -> bool {
         e.len() <= LIST_MAX_PACK_VALUE
     }
@@ -1054,6 +1089,17 @@ mod tests {
             for c in &q.chunks {
                 assert_eq!(entries(c.live()).count(), c.count);
             }
+        }
+        for (s, n) in [
+            (0, 3),
+            (1, 100),
+            (m.len() / 2, 2000),
+            (m.len().saturating_sub(1), 5),
+        ] {
+            let mut got = Vec::new();
+            l.for_range(s, n, |e| got.push(e.to_vec()));
+            let want: Vec<Vec<u8>> = m.iter().skip(s).take(n).cloned().collect();
+            assert_eq!(got, want);
         }
         // Mixed cursors and skips.
         for step in [1usize, 2, 7, 50, 1000] {

@@ -224,9 +224,8 @@ fn lrange(ctx: &mut Ctx) {
             None => encode::array(ctx.out, 0),
             Some((s, e)) => {
                 encode::array(ctx.out, e - s + 1);
-                for x in l.iter().skip(s).take(e - s + 1) {
-                    encode::bulk(ctx.out, x);
-                }
+                let out = &mut *ctx.out;
+                l.for_range(s, e - s + 1, |x| encode::bulk(out, x));
             }
         },
     }
