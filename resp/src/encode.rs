@@ -45,6 +45,11 @@ pub fn ok(buf: &mut BytesMut) {
 
 /// `<t><n>\r\n` aggregate or length header.
 pub fn header(buf: &mut BytesMut, t: u8, n: i64) {
+    if (0..10).contains(&n) {
+        // One digit (short bulks, small arrays and integers): no itoa round trip.
+        buf.extend_from_slice(&[t, b'0' + n as u8, b'\r', b'\n']);
+        return;
+    }
     let mut tmp = itoa::Buffer::new();
     let s = tmp.format(n);
     buf.reserve(s.len() + 3);

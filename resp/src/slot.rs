@@ -7,13 +7,57 @@
 pub const MAX_SLOTS: usize = 1024;
 
 /// The bytes a key hashes by: the content of its first `{…}` tag, or the whole key.
+#[inline]
 pub fn hash_tag(key: &[u8]) -> &[u8] {
-    if let Some(open) = memchr::memchr(b'{', key) {
-        if let Some(len) = memchr::memchr(b'}', &key[open + 1..]) {
+    // Short keys (the common case, hashed on every command): a plain scan costs less than
+    // memchr's vector setup.
+    let find = |b: u8, s: &[u8]| {
+        if s.len() <= SHORT {
+            s.iter().position(|&x| x == b)
+        } else {
+            memchr::memchr(b, s)
+        }
+    };
+    if let Some(open) = find(b'{', key) {
+        if let Some(len) = find(b'}', &key[open + 1..]) {
             return &key[open + 1..open + 1 + len];
         }
     }
     key
+}
+
+/// Keys up to this long take the scalar paths of [`hash_tag`] and [`tag_crc`].
+const SHORT: usize = 32;
+
+/// The IEEE CRC-32 table (reflected polynomial 0xEDB88320), for byte-at-a-time hashing of short
+/// keys: crc32fast's SIMD path pays a setup that dominates on a few bytes.
+const CRC_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+#[inline]
+fn crc32_short(b: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &x in b {
+        c = CRC_TABLE[((c ^ x as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
 }
 
 /// Whether the key carries a `{tag}` (so its slot is decided by the tag alone).
@@ -22,8 +66,14 @@ pub fn has_tag(key: &[u8]) -> bool {
 }
 
 /// The crc32 (IEEE) of the key's hash tag; Codis keeps it per tagged key to group tag siblings.
+#[inline]
 pub fn tag_crc(key: &[u8]) -> u32 {
-    crc32fast::hash(hash_tag(key))
+    let t = hash_tag(key);
+    if t.len() <= SHORT {
+        crc32_short(t)
+    } else {
+        crc32fast::hash(t)
+    }
 }
 
 /// The slot (0..1024) a key belongs to.
@@ -70,10 +120,22 @@ mod tests {
     }
 
     #[test]
+    fn short_crc_is_crc32() {
+        let mut k = Vec::new();
+        for i in 0..80u32 {
+            assert_eq!(crc32_short(&k), crc32fast::hash(&k), "len {}", k.len());
+            k.push((i.wrapping_mul(2_654_435_761) >> 13) as u8);
+        }
+    }
+
+    #[test]
     fn tags() {
         assert!(has_tag(b"{a}b"));
         assert!(has_tag(b"{}b"));
         assert!(!has_tag(b"{ab"));
         assert_eq!(hash_tag(b"x{y}z{w}"), b"y");
+        let long = format!("{}{{tag}}{}", "p".repeat(40), "q".repeat(40));
+        assert_eq!(hash_tag(long.as_bytes()), b"tag");
+        assert_eq!(slot(long.as_bytes()), slot(b"{tag}"));
     }
 }

@@ -504,11 +504,13 @@ impl Config {
                 return Ok(());
             }
             "list-max-listpack-size" | "list-max-ziplist-size" => {
-                // Lists are always reported as `quicklist` (as Redis 7.0 does); the node size only
-                // tunes Redis's internal layout, so it is validated and shown, not applied.
+                // Lists are always reported as `quicklist` (as Redis 7.0 does); the value bounds
+                // a quicklist chunk as it bounds a Redis node (quicklist.rs).
                 let n: i32 = value
                     .parse()
                     .map_err(|_| bad("argument couldn't be parsed into an integer"))?;
+                crate::quicklist::LIST_MAX_LISTPACK_SIZE
+                    .store(i64::from(n), std::sync::atomic::Ordering::Relaxed);
                 if let Some(a) = alias {
                     self.values.insert(a, n.to_string());
                 }

@@ -46,6 +46,7 @@ pub mod multi;
 pub mod notify;
 pub mod persist;
 pub mod pubsub;
+pub mod quicklist;
 pub mod repl;
 pub mod runtime;
 pub mod script;

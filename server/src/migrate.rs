@@ -31,7 +31,7 @@ use crate::conn::Session;
 use crate::core::Core;
 use crate::db::Entry;
 use crate::shard::{Cmd, Shard};
-use crate::value::{Hash, List, Set, ValueRef, ZSet};
+use crate::value::{Hash, Set, ValueRef, ZSet};
 
 /// Whether the connection layer must hand this command to [`run`].
 pub fn handles(name: &str) -> bool {
@@ -153,14 +153,7 @@ impl Limits {
 fn chunk_kind(v: ValueRef<'_>, lim: Limits) -> Option<(Kind, usize)> {
     let (kind, len, packed) = match v {
         ValueRef::Str(_) => return None,
-        ValueRef::List(l) => (
-            Kind::List,
-            l.len(),
-            match l {
-                List::Pack(p) => p.bytes(),
-                List::Deque(_) => 0,
-            },
-        ),
+        ValueRef::List(l) => (Kind::List, l.len(), l.packed_bytes()),
         ValueRef::Hash(h) => (
             Kind::Hash,
             h.len(),

@@ -7,12 +7,13 @@
 //! a deque or a B-tree, and never converts back (as in Redis).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use hashbrown::hash_map::RawEntryMut;
 use hashbrown::HashMap;
 
 pub use crate::intset::IntSet;
+pub use crate::quicklist::{List, Pack, LIST_MAX_PACK_ENTRIES, LIST_MAX_PACK_VALUE};
 pub use crate::smallbytes::Member;
 
 /// Encoding thresholds (`hash-max-listpack-entries` and friends). Process-wide and changed by
@@ -48,12 +49,6 @@ pub mod limits {
         ZSET_MAX_LISTPACK_VALUE.load(Relaxed)
     }
 }
-
-/// A list stays packed while it has at most this many entries, each at most
-/// [`LIST_MAX_PACK_VALUE`] bytes (Redis 7.0 always reports `quicklist` for lists).
-pub const LIST_MAX_PACK_ENTRIES: usize = 128;
-/// See [`LIST_MAX_PACK_ENTRIES`].
-pub const LIST_MAX_PACK_VALUE: usize = 64;
 
 type Hasher = ahash::RandomState;
 
@@ -192,7 +187,7 @@ impl<'a> ValueRef<'a> {
     pub fn heap_ptr(self) -> Option<*const u8> {
         let b: &[u8] = match self {
             ValueRef::Hash(Hash::Pack(p)) | ValueRef::ZSet(ZSet::Pack(p)) => &p.0,
-            ValueRef::List(List::Pack(p)) => &p.0,
+            ValueRef::List(List::Pack(p)) => p.as_bytes(),
             _ => return None,
         };
         (!b.is_empty()).then_some(b.as_ptr())
@@ -249,9 +244,8 @@ pub fn approx_size(v: ValueRef<'_>) -> usize {
     match v {
         ValueRef::Str(s) => s.len(),
         ValueRef::Hash(Hash::Pack(p)) | ValueRef::ZSet(ZSet::Pack(p)) => p.bytes(),
-        ValueRef::List(List::Pack(p)) => p.bytes(),
+        ValueRef::List(l) => l.bytes(),
         ValueRef::Hash(Hash::Map(m)) => m.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
-        ValueRef::List(List::Deque(d)) => d.iter().map(|e| e.len() + 24).sum(),
         ValueRef::Set(Set::Ints(v)) => v.encoded_len(),
         ValueRef::Set(Set::Map(m)) => m.keys().map(|k| k.len() + 24).sum(),
         ValueRef::ZSet(ZSet::Tree(t)) => t.dict.iter().map(|(k, _)| 2 * k.len() + 80).sum(),
@@ -265,11 +259,7 @@ pub fn canonical_i64(b: &[u8]) -> Option<i64> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pack
-
-/// Entries (byte strings) in one contiguous buffer, each prefixed by its LEB128 length.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Pack(Box<[u8]>);
+// PairPack
 
 fn put_len(out: &mut Vec<u8>, mut n: usize) {
     loop {
@@ -282,94 +272,6 @@ fn put_len(out: &mut Vec<u8>, mut n: usize) {
         out.push(b | 0x80);
     }
 }
-
-/// Iterator over a pack's entries with their byte spans.
-pub struct PackIter<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Iterator for PackIter<'a> {
-    /// `(start, end, entry)`: the entry with its prefix spans `start..end` of the buffer.
-    type Item = (usize, usize, &'a [u8]);
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.pos >= self.buf.len() {
-            return None;
-        }
-        let start = self.pos;
-        let mut n = 0usize;
-        let mut shift = 0;
-        loop {
-            let b = *self.buf.get(self.pos)?;
-            self.pos += 1;
-            n |= ((b & 0x7f) as usize) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let s = self.pos;
-        self.pos += n;
-        Some((start, self.pos, self.buf.get(s..self.pos)?))
-    }
-}
-
-impl Pack {
-    /// A pack of the given entries.
-    pub fn from_items<T: AsRef<[u8]>>(items: impl IntoIterator<Item = T>) -> Pack {
-        let mut v = Vec::new();
-        for it in items {
-            let it = it.as_ref();
-            put_len(&mut v, it.len());
-            v.extend_from_slice(it);
-        }
-        Pack(v.into_boxed_slice())
-    }
-
-    /// Entries with their spans.
-    pub fn spans(&self) -> PackIter<'_> {
-        PackIter {
-            buf: &self.0,
-            pos: 0,
-        }
-    }
-
-    /// Entries in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.spans().map(|(_, _, e)| e)
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.spans().count()
-    }
-
-    /// Whether there is no entry.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Bytes of the buffer.
-    pub fn bytes(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Replace bytes `start..end` (entry boundaries) with `items`.
-    pub fn splice(&mut self, start: usize, end: usize, items: &[&[u8]]) {
-        let mut v =
-            Vec::with_capacity(self.0.len() + items.iter().map(|i| i.len() + 2).sum::<usize>());
-        v.extend_from_slice(&self.0[..start]);
-        for it in items {
-            put_len(&mut v, it.len());
-            v.extend_from_slice(it);
-        }
-        v.extend_from_slice(&self.0[end..]);
-        self.0 = v.into_boxed_slice();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// PairPack
 
 /// Pairs of byte strings (a hash's field and value, a sorted set's member and score) in one
 /// contiguous buffer. Each pair starts with one header byte whose high nibble is the first
@@ -603,136 +505,6 @@ impl Hash {
             h.set(f.as_ref(), v.as_ref());
         }
         h
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// List
-
-/// A list, head first: a pack while small, else a deque.
-#[derive(Debug, Clone, PartialEq)]
-pub enum List {
-    Pack(Pack),
-    Deque(Box<VecDeque<Box<[u8]>>>),
-}
-
-impl Default for List {
-    fn default() -> Self {
-        List::Pack(Pack::default())
-    }
-}
-
-impl List {
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            List::Pack(p) => p.len(),
-            List::Deque(d) => d.len(),
-        }
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        match self {
-            List::Pack(p) => p.is_empty(),
-            List::Deque(d) => d.is_empty(),
-        }
-    }
-
-    /// Elements, head first.
-    pub fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = &[u8]> + '_> {
-        match self {
-            List::Pack(p) => Box::new(p.iter().collect::<Vec<_>>().into_iter()),
-            List::Deque(d) => Box::new(d.iter().map(|e| &**e)),
-        }
-    }
-
-    /// Element at a non-negative index.
-    pub fn get(&self, i: usize) -> Option<&[u8]> {
-        match self {
-            List::Pack(p) => p.iter().nth(i),
-            List::Deque(d) => d.get(i).map(|e| &**e),
-        }
-    }
-
-    fn fits(e: &[u8]) -> bool {
-        e.len() <= LIST_MAX_PACK_VALUE
-    }
-
-    fn deque(&mut self) -> &mut VecDeque<Box<[u8]>> {
-        if let List::Pack(p) = self {
-            let d: VecDeque<Box<[u8]>> = p.iter().map(|e| e.into()).collect();
-            *self = List::Deque(Box::new(d));
-        }
-        match self {
-            List::Deque(d) => d,
-            List::Pack(_) => unreachable!("converted above"),
-        }
-    }
-
-    /// Push at the head (`left`) or the tail.
-    pub fn push(&mut self, e: &[u8], left: bool) {
-        if let List::Pack(p) = self {
-            if Self::fits(e) && p.len() < LIST_MAX_PACK_ENTRIES {
-                let at = if left { 0 } else { p.bytes() };
-                p.splice(at, at, &[e]);
-                return;
-            }
-        }
-        let d = self.deque();
-        if left {
-            d.push_front(e.into())
-        } else {
-            d.push_back(e.into())
-        }
-    }
-
-    /// Pop from the head (`left`) or the tail.
-    pub fn pop(&mut self, left: bool) -> Option<Box<[u8]>> {
-        match self {
-            List::Pack(p) => {
-                let (s, e, v) = if left {
-                    p.spans().next()?
-                } else {
-                    p.spans().last()?
-                };
-                let v: Box<[u8]> = v.into();
-                p.splice(s, e, &[]);
-                Some(v)
-            }
-            List::Deque(d) => {
-                if left {
-                    d.pop_front()
-                } else {
-                    d.pop_back()
-                }
-            }
-        }
-    }
-
-    /// Apply an arbitrary edit on the elements (small lists are unpacked and repacked).
-    pub fn edit<R>(&mut self, f: impl FnOnce(&mut VecDeque<Box<[u8]>>) -> R) -> R {
-        match self {
-            List::Deque(d) => f(d),
-            List::Pack(p) => {
-                let mut d: VecDeque<Box<[u8]>> = p.iter().map(|e| e.into()).collect();
-                let r = f(&mut d);
-                *self = List::from_items(d);
-                r
-            }
-        }
-    }
-
-    /// A list of the given elements, head first.
-    pub fn from_items<T: AsRef<[u8]> + Into<Box<[u8]>>>(
-        items: impl IntoIterator<Item = T>,
-    ) -> List {
-        let items: Vec<T> = items.into_iter().collect();
-        if items.len() <= LIST_MAX_PACK_ENTRIES && items.iter().all(|e| Self::fits(e.as_ref())) {
-            List::Pack(Pack::from_items(items.iter().map(|e| e.as_ref())))
-        } else {
-            List::Deque(Box::new(items.into_iter().map(Into::into).collect()))
-        }
     }
 }
 
@@ -1287,7 +1059,7 @@ mod tests {
         for i in 0..300 {
             l.push(format!("{i}").as_bytes(), false);
         }
-        assert!(matches!(l, List::Deque(_)));
+        assert!(l.is_quick());
         assert_eq!(l.len(), 301);
     }
 }

@@ -109,8 +109,9 @@ fn pop_generic(ctx: &mut Ctx, left: bool) {
         None
     };
     let now = ctx.now;
-    let key = ctx.args[1].clone();
-    match list_mut(&mut ctx.dbs[ctx.db], &key, now) {
+    let db = &mut ctx.dbs[ctx.db];
+    let key = &ctx.args[1];
+    let l = match list_mut(db, key, now) {
         Err(_) => return ctx.wrongtype(),
         Ok(None) => {
             return match count {
@@ -118,17 +119,26 @@ fn pop_generic(ctx: &mut Ctx, left: bool) {
                 None => ctx.null(),
             }
         }
-        Ok(Some(_)) => {}
+        Ok(Some(l)) => l,
+    };
+    // The reply is written straight from the list's storage: no copy of the element.
+    let out = &mut *ctx.out;
+    match count {
+        None => {
+            if l.pop_with(left, |e| encode::bulk(out, e)).is_none() {
+                encode::null(out, ctx.proto);
+            }
+        }
+        Some(c) => {
+            let n = c.min(l.len());
+            encode::array(out, n);
+            for _ in 0..n {
+                l.pop_with(left, |e| encode::bulk(out, e));
+            }
+        }
     }
-    match pop_n(&mut ctx.dbs[ctx.db], &key, left, count.unwrap_or(1), now) {
-        Ok(Some(v)) => match count {
-            Some(_) => bulk_array(ctx.out, &v),
-            None => match v.first() {
-                Some(e) => ctx.bulk(e),
-                None => ctx.null(),
-            },
-        },
-        _ => ctx.null(),
+    if l.is_empty() {
+        drop_if_empty(db, key, now);
     }
 }
 
@@ -172,13 +182,13 @@ fn lindex(ctx: &mut Ctx) {
 fn lset(ctx: &mut Ctx) {
     let Some(i) = ctx.int(2) else { return };
     let now = ctx.now;
-    let v: Box<[u8]> = ctx.args[3][..].into();
+    let v = ctx.args[3].clone();
     match list_mut(&mut ctx.dbs[ctx.db], &ctx.args[1], now) {
         Err(_) => ctx.wrongtype(),
         Ok(None) => ctx.err(err::NO_SUCH_KEY),
         Ok(Some(l)) => match index(i, l.len()) {
             Some(i) => {
-                l.edit(|d| d[i] = v);
+                l.set(i, &v);
                 ctx.ok()
             }
             None => ctx.err("ERR index out of range"),
@@ -214,9 +224,8 @@ fn lrange(ctx: &mut Ctx) {
             None => encode::array(ctx.out, 0),
             Some((s, e)) => {
                 encode::array(ctx.out, e - s + 1);
-                for x in l.iter().skip(s).take(e - s + 1) {
-                    encode::bulk(ctx.out, x);
-                }
+                let out = &mut *ctx.out;
+                l.for_range(s, e - s + 1, |x| encode::bulk(out, x));
             }
         },
     }
@@ -233,13 +242,7 @@ fn ltrim(ctx: &mut Ctx) {
         Ok(None) => {}
         Ok(Some(l)) => {
             let r = range(s, e, l.len());
-            l.edit(|d| match r {
-                None => d.clear(),
-                Some((s, e)) => {
-                    d.truncate(e + 1);
-                    d.drain(..s);
-                }
-            });
+            l.trim(r);
         }
     }
     drop_if_empty(db, &key, now);
@@ -255,35 +258,14 @@ fn lrem(ctx: &mut Ctx) {
     let n = match list_mut(db, &key, now) {
         Err(_) => return ctx.wrongtype(),
         Ok(None) => 0,
-        Ok(Some(l)) => l.edit(|d| {
+        Ok(Some(l)) => {
             let limit = if count == 0 {
                 usize::MAX
             } else {
-                count.unsigned_abs() as usize
+                usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX)
             };
-            let mut removed = 0;
-            if count >= 0 {
-                let mut i = 0;
-                while i < d.len() && removed < limit {
-                    if *d[i] == *el {
-                        d.remove(i);
-                        removed += 1;
-                    } else {
-                        i += 1;
-                    }
-                }
-            } else {
-                let mut i = d.len();
-                while i > 0 && removed < limit {
-                    i -= 1;
-                    if *d[i] == *el {
-                        d.remove(i);
-                        removed += 1;
-                    }
-                }
-            }
-            removed
-        }),
+            l.remove_matching(&el, limit, count < 0)
+        }
     };
     drop_if_empty(db, &key, now);
     ctx.int_reply(n as i64)
@@ -302,13 +284,13 @@ fn linsert(ctx: &mut Ctx) {
     let r = match list_mut(&mut ctx.dbs[ctx.db], &ctx.args[1], now) {
         Err(_) => return ctx.wrongtype(),
         Ok(None) => 0,
-        Ok(Some(l)) => l.edit(|d| match d.iter().position(|e| **e == *pivot) {
+        Ok(Some(l)) => match l.iter().position(|e| *e == *pivot) {
             Some(p) => {
-                d.insert(p + after as usize, el[..].into());
-                d.len() as i64
+                l.insert(p + after as usize, &el);
+                l.len() as i64
             }
             None => -1,
-        }),
+        },
     };
     ctx.int_reply(r)
 }
