@@ -291,9 +291,6 @@ async fn connect(b: &Backend) -> Result<TcpStream, String> {
         })
         .await?;
     }
-    if !b.cfg.backend_recv_timeout.is_zero() {
-        let _ = s.set_read_timeout(Some(b.cfg.backend_recv_timeout));
-    }
     if !b.cfg.backend_send_timeout.is_zero() {
         let _ = s.set_write_timeout(Some(b.cfg.backend_send_timeout));
     }
@@ -306,12 +303,19 @@ async fn serve(b: &Rc<Backend>, stream: TcpStream) -> String {
     let reader = async {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut chunk = vec![0u8; 64 * 1024];
+        // backend_recv_timeout: a watchdog instead of a timer around each read.
+        let timeout = Some(b.cfg.backend_recv_timeout).filter(|t| !t.is_zero());
+        let idle = crate::sync::Watchdog::new(timeout);
         loop {
-            let n = match r.read(&mut chunk).await {
-                Ok(0) => return "connection closed by the server".to_string(),
-                Ok(n) => n,
-                Err(e) => return format!("read: {e}"),
+            let n = match idle.or_idle(r.read(&mut chunk)).await {
+                None => return "read: Operation timed out".to_string(),
+                Some(Ok(0)) => return "connection closed by the server".to_string(),
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return format!("read: {e}"),
             };
+            if timeout.is_some() {
+                idle.touch(std::time::Instant::now());
+            }
             buf.extend_from_slice(&chunk[..n]);
             loop {
                 match resp::frame::frame_len(&buf) {

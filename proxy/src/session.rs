@@ -51,9 +51,6 @@ const NOT_ONLINE: &str = "ERR router is not online";
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let cfg = core.cfg.clone();
     let _ = stream.set_nodelay(true);
-    if !cfg.session_recv_timeout.is_zero() {
-        let _ = stream.set_read_timeout(Some(cfg.session_recv_timeout));
-    }
     if !cfg.session_send_timeout.is_zero() {
         let _ = stream.set_write_timeout(Some(cfg.session_send_timeout));
     }
@@ -78,13 +75,17 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut out = BytesMut::with_capacity(16 * 1024);
+    // session_recv_timeout: a watchdog instead of a timer around each read.
+    let idle = crate::sync::Watchdog::new(Some(cfg.session_recv_timeout).filter(|t| !t.is_zero()));
+    // When the last read returned: the start of the batch it completes (one clock read per
+    // read, none per loop turn).
+    let mut received: Option<Instant> = None;
     loop {
         let mut proto_err = None;
         if Rc::get_mut(&mut s.batch).is_none() {
             s.batch = Rc::new(Batch::default());
         }
         s.batch.reset(0);
-        let t0 = Instant::now();
         while s.items.len() < cfg.session_max_pipeline && !s.quit {
             match parser.parse(&mut rbuf) {
                 Ok(Some(args)) => {
@@ -104,12 +105,21 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
                 tracing::warn!(client = %s.peer, "closing client that reached the max query buffer length");
                 break;
             }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+            match idle.or_idle(stream.read(&mut chunk)).await {
+                None => {
+                    tracing::debug!(client = %s.peer, "closing a client idle for session_recv_timeout");
+                    break;
+                }
+                Some(Ok(0) | Err(_)) => break,
+                Some(Ok(n)) => {
+                    rbuf.extend_from_slice(&chunk[..n]);
+                    received = Some(Instant::now());
+                }
             }
             continue;
         }
+        let t0 = received.take().unwrap_or_else(Instant::now);
+        idle.touch(t0);
         s.batch.done().await;
         let usecs = t0.elapsed().as_micros() as u64;
         s.write_replies(&mut out, usecs);

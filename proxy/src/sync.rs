@@ -144,3 +144,112 @@ impl Future for BatchDone<'_> {
         }
     }
 }
+
+/// An idle timeout for a connection's reads, without a timer per read.
+///
+/// glommio's read timeout arms a reactor timer around every read that has to wait (a clock
+/// read, a map insert and a waker clone, then a removal), and so does polling a glommio
+/// `Timer` again: once per request at pipeline depth 1. The watchdog is a task of its own that
+/// sleeps the whole timeout and then looks at the last activity ([`Watchdog::touch`]); a read
+/// raced against [`Watchdog::or_idle`] only checks a flag.
+pub struct Watchdog {
+    state: std::rc::Rc<WatchState>,
+    /// The sleeping task (dropped, that is cancelled, with the watchdog).
+    _task: Option<glommio::Task<()>>,
+}
+
+struct WatchState {
+    last: Cell<std::time::Instant>,
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Watchdog {
+    /// A watchdog that fires after `timeout` without [`Watchdog::touch`] (`None`: never).
+    pub fn new(timeout: Option<std::time::Duration>) -> Watchdog {
+        let state = std::rc::Rc::new(WatchState {
+            last: Cell::new(std::time::Instant::now()),
+            fired: Cell::new(false),
+            waker: RefCell::new(None),
+        });
+        let task = timeout.map(|timeout| {
+            let st = state.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    let deadline = st.last.get() + timeout;
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    glommio::timer::sleep(deadline - now).await;
+                }
+                st.fired.set(true);
+                if let Some(w) = st.waker.borrow_mut().take() {
+                    w.wake();
+                }
+            })
+        });
+        Watchdog { state, _task: task }
+    }
+
+    /// Records activity at `at`: the timeout counts from the latest such instant.
+    pub fn touch(&self, at: std::time::Instant) {
+        self.state.last.set(at);
+    }
+
+    /// `read`'s result, or `None` if the connection was idle for the whole timeout first.
+    pub async fn or_idle<T>(&self, read: impl Future<Output = T>) -> Option<T> {
+        let fired = std::future::poll_fn(|cx: &mut Context<'_>| {
+            if self.state.fired.get() {
+                return Poll::Ready(());
+            }
+            let mut w = self.state.waker.borrow_mut();
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        });
+        futures_lite::future::or(async { Some(read.await) }, async {
+            fired.await;
+            None
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn on_executor(
+        f: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()>>> + Send + 'static,
+    ) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || f())
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    #[test]
+    fn watchdog_passes_reads_and_fires_when_idle() {
+        on_executor(|| {
+            Box::pin(async {
+                let dog = Watchdog::new(Some(Duration::from_millis(50)));
+                // A read that completes is returned as is.
+                assert_eq!(dog.or_idle(async { 7 }).await, Some(7));
+                let touched = Instant::now();
+                dog.touch(touched);
+                // A read that never completes ends once the connection was idle for the whole
+                // timeout (counted from the last touch, never earlier).
+                let r: Option<()> = dog.or_idle(std::future::pending()).await;
+                assert_eq!(r, None);
+                assert!(touched.elapsed() >= Duration::from_millis(50));
+                // No timeout: only the read can end the race.
+                let none = Watchdog::new(None);
+                assert_eq!(none.or_idle(async { 1 }).await, Some(1));
+            })
+        });
+    }
+}
