@@ -309,6 +309,17 @@ fn an_overtaken_push_is_confirmed_only_with_its_records() {
         })
         .unwrap()
     };
+    // The proxy's registration bumps the version too: wait until it is done, so that only
+    // this test writes from here on.
+    while c.rt.block_on(c.store.alive()).unwrap().is_empty()
+        || c.rt.block_on(c.store.proxies()).unwrap().is_empty()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "proxy not registered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let v = c.rt.block_on(c.store.version()).unwrap();
     // The newer push (slot 91 at v+2) arrives first, before either write is even made.
     let (st, body) = put(&c, &path, &fill(v + 2, 91));
