@@ -141,8 +141,9 @@ pub struct LoadArgs {
     /// Run each test this long (e.g. 30s, 500ms, 2m) instead of -n requests.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Open loop: send this many requests per second in total, on schedule; latency counts from
-    /// the scheduled send time (no coordinated omission).
+    /// Open loop: send this many requests per second in total, on schedule, whether or not
+    /// earlier replies are back (each connection pipelines what is due); latency counts from the
+    /// scheduled send time (no coordinated omission).
     #[arg(long, value_name = "REQ_PER_SEC")]
     pub rate: Option<f64>,
     /// Seed of the key generators (default: from the clock).

@@ -2,6 +2,7 @@
 //! into a reused buffer, send it with one write, delimit replies with `resp::frame::frame_len`,
 //! check each one and record its latency. No allocation per request.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -174,14 +175,14 @@ impl Conn {
         let fixed = KeySampler::Uniform(1);
         let keys = params.keys.as_ref().unwrap_or(&fixed);
         let mut seq = 0u64;
-        let mut next_send = first_send;
+        if let Some(iv) = params.interval {
+            return self
+                .run_open(
+                    plan, p, iv, keys, &mut rng, shared, stats, first_send, deadline,
+                )
+                .await;
+        }
         loop {
-            if params.interval.is_some() {
-                let now = Instant::now();
-                if next_send > now {
-                    glommio::timer::sleep(next_send - now).await;
-                }
-            }
             let k = shared.claim(p as u64, deadline) as usize;
             if k == 0 {
                 return Ok(());
@@ -194,16 +195,7 @@ impl Conn {
                 plan.templates[t].write(&mut wbuf, keys, &mut rng);
                 picks.push(t as u8);
             }
-            // Open loop: latency counts from when the batch was due, not from when we managed to
-            // send it, so a slow server cannot hide queueing delay (coordinated omission).
-            let t0 = match params.interval {
-                Some(iv) => {
-                    let due = next_send;
-                    next_send += iv;
-                    due
-                }
-                None => Instant::now(),
-            };
+            let t0 = Instant::now();
             self.write(&wbuf).await?;
             let mut now = Instant::now();
             let mut got = 0;
@@ -221,6 +213,92 @@ impl Conn {
                         now = Instant::now();
                     }
                 }
+            }
+        }
+    }
+
+    /// Open loop (`--rate`): a batch goes out every `iv`, on schedule, whether or not the replies
+    /// of earlier batches are back (they are matched first in, first out). Latency counts from
+    /// when a request was due, so neither a slow reply nor a late send can hide queueing delay
+    /// (coordinated omission), and the connection count does not cap the requests in flight:
+    /// waiting for each reply before the next send would turn any round trip longer than `iv`
+    /// into a queue that grows inside the generator, not in the system measured.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_open(
+        &mut self,
+        plan: &Plan,
+        p: usize,
+        iv: Duration,
+        keys: &KeySampler,
+        rng: &mut Rng,
+        shared: &Shared,
+        stats: &ShardStats,
+        first_send: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<(), BenchError> {
+        let mut wbuf: Vec<u8> = Vec::new();
+        // Requests sent and not yet answered: (when due, template).
+        let mut inflight: VecDeque<(Instant, u8)> = VecDeque::new();
+        let mut seq = 0u64;
+        let mut next_send = first_send;
+        let mut sending = true;
+        loop {
+            let now = Instant::now();
+            if sending && next_send <= now {
+                // Every batch that is due goes out now, in one write.
+                wbuf.clear();
+                while next_send <= now {
+                    let k = shared.claim(p as u64, deadline) as usize;
+                    if k == 0 {
+                        sending = false;
+                        break;
+                    }
+                    for _ in 0..k {
+                        let t = plan.pick(seq);
+                        seq += 1;
+                        plan.templates[t].write(&mut wbuf, keys, rng);
+                        inflight.push_back((next_send, t as u8));
+                    }
+                    next_send += iv;
+                }
+                if !wbuf.is_empty() {
+                    self.write(&wbuf).await?;
+                }
+                continue;
+            }
+            if inflight.is_empty() {
+                if !sending {
+                    return Ok(());
+                }
+                glommio::timer::sleep(next_send.saturating_duration_since(now)).await;
+                continue;
+            }
+            // Replies are outstanding: read until one arrives or the next batch is due. A read
+            // that loses the race consumed nothing (glommio reads once the socket is ready).
+            let got = if sending {
+                let wait = next_send.saturating_duration_since(now);
+                futures_lite::FutureExt::or(async { self.fill().await.map(|()| true) }, async {
+                    glommio::timer::sleep(wait).await;
+                    Ok(false)
+                })
+                .await?
+            } else {
+                self.fill().await?;
+                true
+            };
+            if !got {
+                continue;
+            }
+            let now = Instant::now();
+            while let Some(r) = self.next_reply()? {
+                let Some((due, t)) = inflight.pop_front() else {
+                    return Err(BenchError::Runtime(format!(
+                        "{}: a reply nobody asked for",
+                        self.addr
+                    )));
+                };
+                let ok = plan.templates[t as usize].expect.check(&self.rbuf[r]);
+                stats.record(now.saturating_duration_since(due), ok);
             }
         }
     }
