@@ -45,7 +45,8 @@
 //!   pipeline depth and latency percentiles, per target.
 //! - The first SIGINT/SIGTERM stops a run gracefully: in-flight replies are awaited and the
 //!   current test's results are printed (later tests are skipped); scripts use it to load a
-//!   server for exactly as long as something else takes.
+//!   server for exactly as long as something else takes. SIGUSR1 restarts the measurement
+//!   (counts, latencies and the rps clock), so the figures cover only what follows it.
 //! - Runtime: one glommio executor per `--threads`, pinned to the allowed cores in turn, each
 //!   driving its share of the connections. glommio needs locked memory (run as root or raise
 //!   `ulimit -l`). Logs go to stderr (`RUST_LOG`), results to stdout.

@@ -95,10 +95,28 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
+/// Bumped by SIGUSR1: every executor forgets what it measured so far and starts counting anew
+/// (requests, errors, latencies and the clock of the rps), so a script can measure exactly the
+/// window of something it starts after the load (`kill -USR1 $pid`, run it, `kill -INT $pid`).
+static RESETS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_reset_signal(_: libc::c_int) {
+    RESETS.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Make the first SIGINT or SIGTERM end the run gracefully (results of the current test are still
 /// printed, later tests are skipped); a second one kills as usual. Lets a script run a timed
-/// load for exactly as long as something else takes (`kill -INT $pid; wait $pid`).
+/// load for exactly as long as something else takes (`kill -INT $pid; wait $pid`). SIGUSR1
+/// restarts the measurement (see [`RESETS`]).
 pub fn install_stop_signals() {
+    // SAFETY: the handler only updates an atomic (async-signal-safe).
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_reset_signal as extern "C" fn(libc::c_int) as usize;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut());
+    }
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe); SA_RESETHAND restores
         // the default action after the first delivery.
@@ -145,20 +163,34 @@ pub struct ShardStats {
     requests: Cell<u64>,
     errors: Cell<u64>,
     hist: RefCell<Histogram<u64>>,
+    /// When counting started (the executor's start, or the last SIGUSR1 it noticed).
+    since: Cell<Instant>,
+    /// The [`RESETS`] count these figures belong to.
+    epoch: Cell<u64>,
 }
 
 impl ShardStats {
-    fn new() -> Result<ShardStats, BenchError> {
+    fn new(start: Instant) -> Result<ShardStats, BenchError> {
         Ok(ShardStats {
             requests: Cell::new(0),
             errors: Cell::new(0),
             hist: RefCell::new(new_histogram()?),
+            since: Cell::new(start),
+            epoch: Cell::new(RESETS.load(Ordering::Relaxed)),
         })
     }
 
     /// Count one reply and its latency.
     #[inline]
     pub fn record(&self, latency: Duration, ok: bool) {
+        let epoch = RESETS.load(Ordering::Relaxed);
+        if epoch != self.epoch.get() {
+            self.epoch.set(epoch);
+            self.since.set(Instant::now());
+            self.requests.set(0);
+            self.errors.set(0);
+            self.hist.borrow_mut().reset();
+        }
         self.requests.set(self.requests.get() + 1);
         if !ok {
             self.errors.set(self.errors.get() + 1);
@@ -326,8 +358,8 @@ async fn shard_main(a: ShardArgs) -> Result<Option<ShardOutcome>, BenchError> {
     if a.shared.failed.load(Ordering::SeqCst) {
         return Ok(None);
     }
-    let stats = Rc::new(ShardStats::new()?);
     let start = Instant::now();
+    let stats = Rc::new(ShardStats::new(start)?);
     let deadline = a.duration.map(|d| start + d);
     let mut tasks = Vec::with_capacity(conns.len());
     for (idx, conn) in conns {
@@ -364,7 +396,7 @@ async fn shard_main(a: ShardArgs) -> Result<Option<ShardOutcome>, BenchError> {
         requests: stats.requests.get(),
         errors: stats.errors.get(),
         hist: stats.hist.into_inner(),
-        start,
+        start: stats.since.get(),
         end,
     }))
 }

@@ -156,3 +156,55 @@ fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
     assert!(num(r, "p50") >= 290_000.0, "{r}");
     assert!(num(r, "max") < 2_000_000.0, "{r}");
 }
+
+/// SIGUSR1 restarts the measurement: a server stall before it is forgotten, and the requests
+/// and rps cover only the time after it (scripts measure exactly a migration's window this way).
+#[test]
+fn sigusr1_restarts_the_measurement() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    let redis = Redis::start(&["--enable-debug-command", "local"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_codis-bench"))
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "-t",
+            "ping_mbulk",
+            "--rate",
+            "1000",
+            "--duration",
+            "60s",
+            "-c",
+            "2",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start codis-bench");
+    let pid = child.id() as libc::pid_t;
+    let until = Instant::now() + Duration::from_secs(20);
+    while redis.calls("ping") < 100 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A 500 ms stall, then the restart, then one second of calm load, then the stop.
+    redis.client().cmd(&["DEBUG", "SLEEP", "0.5"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = redis.calls("ping");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    std::thread::sleep(Duration::from_secs(1));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = child.wait_with_output().expect("codis-bench output");
+    assert!(out.status.success(), "{out:?}");
+    let r = &json_lines(&String::from_utf8_lossy(&out.stdout))[0];
+    let requests = num(r, "requests");
+    // ~1000 requests after the restart, far fewer than all the server answered.
+    assert!(requests + 300.0 < redis.calls("ping") as f64, "{r}");
+    assert!(before >= 300, "{before} PINGs before the restart");
+    assert!((500.0..=1500.0).contains(&requests), "{r}");
+    // The stall's ~500 ms latencies are gone from the figures.
+    assert!(num(r, "max") < 300_000.0, "{r}");
+    assert!((0.7..=1.5).contains(&num(r, "seconds")), "{r}");
+}
