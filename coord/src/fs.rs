@@ -12,8 +12,9 @@
 //! R/data.seq            a counter bumped by every write; watches wake on it through inotify
 //!                       (IN_CLOSE_WRITE on R) and also poll it every 100 ms as a fallback
 //! R/data.log            the paths each write touched, one a line (replaced past 1 MiB): a
-//!                       watch re-reads only those nodes, and rescans its whole subtree once a
-//!                       second (vanished ephemerals) or when it cannot follow the log
+//!                       watch re-reads only those nodes, re-checks its ephemeral nodes once a
+//!                       second (an owner's death is no write), and rescans its whole subtree
+//!                       every 30 s (a safety net) or when it cannot follow the log
 //! R/owners/ID.lck       one per open coordinator that owns ephemerals, flock'ed for its life;
 //!                       an ephemeral whose owner file is missing or unlocked is gone
 //! ```
@@ -102,6 +103,23 @@ struct Raw {
     owner: Option<String>,
     data: Vec<u8>,
 }
+
+/// Set in a watch signature's entry for an ephemeral node (versions never reach it), so the
+/// watch knows which nodes an owner's death can remove without any write.
+const SIG_EPHEMERAL: u64 = 1 << 63;
+
+/// A node's entry in a watch signature: its version, flagged when it is ephemeral.
+fn sig_entry(raw: &Raw) -> u64 {
+    raw.version
+        | if raw.owner.is_some() {
+            SIG_EPHEMERAL
+        } else {
+            0
+        }
+}
+
+/// How often a tree watch that follows the log still rescans its whole subtree.
+const FULL_RESCAN: Duration = Duration::from_secs(30);
 
 /// A node file: the header line (with the length and crc32 of the data, so that a reader can
 /// tell a file being rewritten in place from a whole one) and the data.
@@ -806,7 +824,7 @@ impl FsInner {
                             break;
                         }
                         let now = match self.read_live(node) {
-                            Ok(raw) => raw.map(|r| r.version),
+                            Ok(raw) => raw.as_ref().map(sig_entry),
                             Err(_) => sig.get(node).copied(),
                         };
                         if sig.get(node).copied() != now {
@@ -985,7 +1003,7 @@ impl FsInner {
     /// `(path → version)` of every live node at or below `path`.
     fn tree(&self, path: &str, out: &mut BTreeMap<String, u64>) -> Result<()> {
         if let Some(raw) = self.read_live(path)? {
-            out.insert(path.to_string(), raw.version);
+            out.insert(path.to_string(), sig_entry(&raw));
         }
         let dir = self.dir_of(path);
         let Ok(entries) = fs::read_dir(&dir) else {
@@ -1007,7 +1025,7 @@ impl FsInner {
         match kind {
             WatchKind::Data => {
                 if let Ok(Some(raw)) = self.read_live(path) {
-                    sig.insert(path.to_string(), raw.version);
+                    sig.insert(path.to_string(), sig_entry(&raw));
                 }
             }
             WatchKind::Children => {
@@ -1262,7 +1280,8 @@ impl Coordinator for FsCoordinator {
         let mut wake = FsInner::wake_receiver(&inner);
         let task = tokio::spawn(async move {
             let (mut seq, mut sig, mut log_pos) = initial;
-            let mut last_full = Instant::now();
+            let mut last_tick = Instant::now();
+            let mut last_rescan = Instant::now();
             loop {
                 // Woken by inotify at once after a write; the poll catches anything it missed
                 // (no inotify, an overflowed queue) and vanished ephemerals (no write at all).
@@ -1279,19 +1298,32 @@ impl Coordinator for FsCoordinator {
                     return;
                 }
                 let (i2, p2) = (inner.clone(), path.clone());
-                let full = !woken && last_full.elapsed() >= Duration::from_secs(1);
+                // Once a second a look happens even without a write: an ephemeral vanishes
+                // when its owner dies, which writes nothing.
+                let tick = !woken && last_tick.elapsed() >= Duration::from_secs(1);
+                // A tree watch then re-reads its ephemeral nodes only (a product's tree is
+                // 1,000+ nodes: re-reading them all each second cost every watching proxy
+                // ~2% of a core); its whole subtree only every FULL_RESCAN, as a safety net.
+                let light = kind == WatchKind::Tree && last_rescan.elapsed() < FULL_RESCAN;
+                let full = tick && !light;
                 // The signature goes to the blocking thread and comes back patched (not
                 // copied: a product's tree is 1,000+ nodes and writes come by the hundred).
                 let mut cur = std::mem::take(&mut sig);
                 let mut pos = log_pos;
                 let res = tokio::task::spawn_blocking(move || {
                     let s = i2.seq();
-                    if s == seq && !full {
+                    if s == seq && !tick {
                         return (cur, None);
                     }
-                    // Only the paths written since the last look, when the log can tell them
-                    // (a full rescan each second still catches vanished ephemerals).
-                    let delta = i2.log_delta(&mut pos);
+                    // Only the paths written since the last look, when the log can tell them.
+                    let mut delta = i2.log_delta(&mut pos);
+                    if let (true, Some(paths)) = (tick && !full, delta.as_mut()) {
+                        paths.extend(
+                            cur.iter()
+                                .filter(|(_, v)| **v & SIG_EPHEMERAL != 0)
+                                .map(|(p, _)| p.clone()),
+                        );
+                    }
                     let rescan = full || delta.is_none();
                     let changed = match delta {
                         Some(paths) if !full => i2.patch_signature(&p2, kind, &mut cur, &paths),
@@ -1320,8 +1352,11 @@ impl Coordinator for FsCoordinator {
                 };
                 seq = s;
                 log_pos = pos;
+                if tick || rescanned {
+                    last_tick = Instant::now();
+                }
                 if rescanned {
-                    last_full = Instant::now();
+                    last_rescan = Instant::now();
                 }
                 if changed.is_empty() {
                     continue;

@@ -449,3 +449,54 @@ async fn filesystem_readers_never_see_a_half_rewritten_node() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(seen.await.unwrap() > 0);
 }
+
+/// A quiet tree watch does not re-read its whole subtree every second: once a second it
+/// re-checks only its ephemeral nodes, which still lets it see an ephemeral vanish when its
+/// owner goes away without writing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_quiet_tree_watch_rechecks_only_ephemerals() {
+    use coord::coordinator::{Coordinator, WatchEvent, WatchKind};
+    let dir = tempfile::tempdir().unwrap();
+    let writer = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    let items: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("/codis3/demo/slots/slot-{i:04}"), b"0".to_vec()))
+        .collect();
+    writer.update_many(&items).await.unwrap();
+    let owner = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    owner
+        .create_ephemeral("/codis3/demo/proxy/proxy-1", b"p")
+        .await
+        .unwrap();
+    let watcher = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    let mut w = watcher
+        .watch("/codis3/demo", WatchKind::Tree)
+        .await
+        .unwrap();
+    let start = watcher.syncs().node_reads;
+    assert!(
+        start >= 300,
+        "the first signature reads every node: {start}"
+    );
+    // Three quiet seconds: three looks, each re-reading the ephemeral and its parents only
+    // (a full rescan would read the 300 slots each time).
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let quiet = watcher.syncs().node_reads - start;
+    assert!(quiet < 60, "{quiet} node reads in 3.5 quiet seconds");
+    // The owner goes away: its ephemeral vanishes with no write, and the watch says so.
+    owner.close().await;
+    drop(owner);
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
+        .await
+        .expect("the vanished ephemeral is reported within 10 s");
+    assert_eq!(
+        ev,
+        Some(WatchEvent::Changed {
+            path: "/codis3/demo/proxy/proxy-1".into()
+        })
+    );
+    assert!(watcher
+        .read("/codis3/demo/proxy/proxy-1")
+        .await
+        .unwrap()
+        .is_none());
+}
