@@ -361,29 +361,43 @@ async fn filesystem_journal_checkpoints_past_its_limit() {
     assert_eq!(data_of(&c, "/codis3/demo/slots/slot-0000").await, value);
 }
 
-/// A tree watch over many nodes re-reads only what was written (from the change log), not
-/// the whole tree, at each write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filesystem_tree_watch_reads_only_written_nodes() {
-    use coord::coordinator::{Coordinator, WatchEvent, WatchKind};
-    let dir = tempfile::tempdir().unwrap();
-    let writer = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+/// A coordinator on `root` that wrote 300 slot nodes under `/codis3/demo`.
+async fn with_300_slots(root: &std::path::Path) -> coord::fs::FsCoordinator {
+    use coord::coordinator::Coordinator;
+    let writer = coord::fs::FsCoordinator::open(root).unwrap();
     let items: Vec<(String, Vec<u8>)> = (0..300)
         .map(|i| (format!("/codis3/demo/slots/slot-{i:04}"), b"0".to_vec()))
         .collect();
     writer.update_many(&items).await.unwrap();
-    let watcher = coord::fs::FsCoordinator::open(dir.path())
-        .unwrap()
-        .with_poll_interval(std::time::Duration::from_secs(3600));
-    let mut w = watcher
+    writer
+}
+
+/// A tree watch on `/codis3/demo`, whose first signature read every node.
+async fn tree_watch(watcher: &coord::fs::FsCoordinator) -> coord::coordinator::Watch {
+    use coord::coordinator::{Coordinator, WatchKind};
+    let w = watcher
         .watch("/codis3/demo", WatchKind::Tree)
         .await
         .unwrap();
-    let start = watcher.syncs().node_reads;
+    let reads = watcher.syncs().node_reads;
     assert!(
-        start >= 300,
-        "the first signature reads every node: {start}"
+        reads >= 300,
+        "the first signature reads every node: {reads}"
     );
+    w
+}
+
+/// A tree watch over many nodes re-reads only what was written (from the change log), not
+/// the whole tree, at each write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_tree_watch_reads_only_written_nodes() {
+    use coord::coordinator::{Coordinator, WatchEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let writer = with_300_slots(dir.path()).await;
+    let watcher = coord::fs::FsCoordinator::open(dir.path())
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_secs(3600));
+    let mut w = tree_watch(&watcher).await;
     for round in 0..5u32 {
         let before = watcher.syncs().node_reads;
         let path = format!("/codis3/demo/slots/slot-{:04}", round * 7);
@@ -455,28 +469,17 @@ async fn filesystem_readers_never_see_a_half_rewritten_node() {
 /// owner goes away without writing anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesystem_quiet_tree_watch_rechecks_only_ephemerals() {
-    use coord::coordinator::{Coordinator, WatchEvent, WatchKind};
+    use coord::coordinator::{Coordinator, WatchEvent};
     let dir = tempfile::tempdir().unwrap();
-    let writer = coord::fs::FsCoordinator::open(dir.path()).unwrap();
-    let items: Vec<(String, Vec<u8>)> = (0..300)
-        .map(|i| (format!("/codis3/demo/slots/slot-{i:04}"), b"0".to_vec()))
-        .collect();
-    writer.update_many(&items).await.unwrap();
+    let _writer = with_300_slots(dir.path()).await;
     let owner = coord::fs::FsCoordinator::open(dir.path()).unwrap();
     owner
         .create_ephemeral("/codis3/demo/proxy/proxy-1", b"p")
         .await
         .unwrap();
     let watcher = coord::fs::FsCoordinator::open(dir.path()).unwrap();
-    let mut w = watcher
-        .watch("/codis3/demo", WatchKind::Tree)
-        .await
-        .unwrap();
+    let mut w = tree_watch(&watcher).await;
     let start = watcher.syncs().node_reads;
-    assert!(
-        start >= 300,
-        "the first signature reads every node: {start}"
-    );
     // Three quiet seconds: three looks, each re-reading the ephemeral and its parents only
     // (a full rescan would read the 300 slots each time).
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
