@@ -15,6 +15,9 @@ use crate::keys::{KeySampler, Rng};
 use crate::runner::{ShardStats, Shared};
 use crate::workload::Plan;
 
+/// Open loop: unanswered requests per connection before it stops sending until replies come.
+const MAX_INFLIGHT: usize = 8192;
+
 /// Initial read buffer per connection; it grows only for a single reply larger than this.
 const READ_BUF: usize = 16 * 1024;
 
@@ -244,10 +247,15 @@ impl Conn {
         let mut sending = true;
         loop {
             let now = Instant::now();
-            if sending && next_send <= now {
+            // Past MAX_INFLIGHT unanswered requests (a stalled server) the connection only
+            // reads: the due requests wait, and their latency still counts from when they were
+            // due. Unbounded sending could fill both socket buffers while the server blocks on
+            // writing replies nobody reads.
+            let capped = inflight.len() >= MAX_INFLIGHT;
+            if sending && !capped && next_send <= now {
                 // Every batch that is due goes out now, in one write.
                 wbuf.clear();
-                while next_send <= now {
+                while next_send <= now && inflight.len() < MAX_INFLIGHT {
                     let k = shared.claim(p as u64, deadline) as usize;
                     if k == 0 {
                         sending = false;
@@ -275,7 +283,7 @@ impl Conn {
             }
             // Replies are outstanding: read until one arrives or the next batch is due. A read
             // that loses the race consumed nothing (glommio reads once the socket is ready).
-            let got = if sending {
+            let got = if sending && !capped {
                 let wait = next_send.saturating_duration_since(now);
                 futures_lite::FutureExt::or(async { self.fill().await.map(|()| true) }, async {
                     glommio::timer::sleep(wait).await;

@@ -81,11 +81,12 @@ fn open_loop_latency_includes_a_server_stall() {
     assert!(num(r, "p90") >= 100_000.0, "{r}");
 }
 
-/// A server that answers every request only 300 ms after it arrived: the open loop must keep
-/// sending on schedule meanwhile (not wait for each reply before the next send), and the latency
-/// it reports is then the server's 300 ms, not a queue grown inside the generator.
-#[test]
-fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
+/// A PING server that answers every request `delay` after it arrived, in order; returns its
+/// port and a count of the requests that arrived in the first `window`.
+fn delayed_pong_server(
+    delay: Duration,
+    window: Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
@@ -93,18 +94,16 @@ fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port().to_string();
-    // Requests seen in the first 200 ms, before any reply could have gone out.
     let early = Arc::new(AtomicU64::new(0));
     let seen = early.clone();
     std::thread::spawn(move || {
         let (mut sock, _) = listener.accept().expect("accept");
         let mut reader = sock.try_clone().expect("clone");
         let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-        // Writer: each `+PONG` 300 ms after its request arrived, in order.
+        // Writer: each `+PONG` `delay` after its request arrived, in order.
         std::thread::spawn(move || {
             for at in rx {
-                let due = at + Duration::from_millis(300);
-                if let Some(d) = due.checked_duration_since(Instant::now()) {
+                if let Some(d) = (at + delay).checked_duration_since(Instant::now()) {
                     std::thread::sleep(d);
                 }
                 if sock.write_all(b"+PONG\r\n").is_err() {
@@ -113,7 +112,7 @@ fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
             }
         });
         let start = Instant::now();
-        let mut buf = [0u8; 4096];
+        let mut buf = [0u8; 65536];
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) | Err(_) => return,
@@ -122,13 +121,22 @@ fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
             // PING_INLINE: one `PING\r\n` per request.
             let now = Instant::now();
             for _ in 0..buf[..n].iter().filter(|&&c| c == b'\n').count() {
-                if now.duration_since(start) < Duration::from_millis(200) {
+                if now.duration_since(start) < window {
                     seen.fetch_add(1, Ordering::SeqCst);
                 }
                 let _ = tx.send(now);
             }
         }
     });
+    (port, early)
+}
+
+/// A server that answers every request only 300 ms after it arrived: the open loop must keep
+/// sending on schedule meanwhile (not wait for each reply before the next send), and the latency
+/// it reports is then the server's 300 ms, not a queue grown inside the generator.
+#[test]
+fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
+    let (port, early) = delayed_pong_server(Duration::from_millis(300), Duration::from_millis(200));
     let out = common::bench(&[
         "-p",
         &port,
@@ -146,7 +154,7 @@ fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
     assert_eq!(r["requests"], 600, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
     // 1000/s for 200 ms is ~200 requests; a generator waiting for each reply sends one.
-    let early = early.load(Ordering::SeqCst);
+    let early = early.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         early >= 100,
         "only {early} requests sent in the first 200 ms: {r}"
@@ -155,6 +163,36 @@ fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
     // waiting for replies before sending would put the 600th request ~180 s behind schedule.
     assert!(num(r, "p50") >= 290_000.0, "{r}");
     assert!(num(r, "max") < 2_000_000.0, "{r}");
+}
+
+/// The open loop stops sending past 8,192 unanswered requests on a connection (a stalled
+/// server must not get both socket buffers filled), and sends the rest once replies come.
+#[test]
+fn open_loop_caps_the_requests_in_flight() {
+    let (port, early) =
+        delayed_pong_server(Duration::from_millis(1000), Duration::from_millis(900));
+    let out = common::bench(&[
+        "-p",
+        &port,
+        "-t",
+        "ping_inline",
+        "--rate",
+        "50000",
+        "-n",
+        "20000",
+        "-c",
+        "1",
+        "--json",
+    ]);
+    let r = &json_lines(&out)[0];
+    assert_eq!(r["requests"], 20000, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    // All 20,000 are due within 0.4 s; no reply comes before 1 s.
+    let early = early.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (8000..=8192).contains(&early),
+        "{early} requests in flight before the first reply"
+    );
 }
 
 /// SIGUSR1 restarts the measurement: a server stall before it is forgotten, and the requests
