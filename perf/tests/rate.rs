@@ -131,28 +131,36 @@ fn delayed_pong_server(
     (port, early)
 }
 
+/// `n` PING_INLINE at `rate`/s over one connection to `port`: the JSON result, every request
+/// answered without error.
+fn ping_inline_all_answered(port: &str, rate: u32, n: u32) -> serde_json::Value {
+    let (rate, count) = (rate.to_string(), n.to_string());
+    let out = common::bench(&[
+        "-p",
+        port,
+        "-t",
+        "ping_inline",
+        "--rate",
+        &rate,
+        "-n",
+        &count,
+        "-c",
+        "1",
+        "--json",
+    ]);
+    let r = json_lines(&out).remove(0);
+    assert_eq!(r["requests"], n, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    r
+}
+
 /// A server that answers every request only 300 ms after it arrived: the open loop must keep
 /// sending on schedule meanwhile (not wait for each reply before the next send), and the latency
 /// it reports is then the server's 300 ms, not a queue grown inside the generator.
 #[test]
 fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
     let (port, early) = delayed_pong_server(Duration::from_millis(300), Duration::from_millis(200));
-    let out = common::bench(&[
-        "-p",
-        &port,
-        "-t",
-        "ping_inline",
-        "--rate",
-        "1000",
-        "-n",
-        "600",
-        "-c",
-        "1",
-        "--json",
-    ]);
-    let r = &json_lines(&out)[0];
-    assert_eq!(r["requests"], 600, "{r}");
-    assert_eq!(r["errors"], 0, "{r}");
+    let r = &ping_inline_all_answered(&port, 1000, 600);
     // 1000/s for 200 ms is ~200 requests; a generator waiting for each reply sends one.
     let early = early.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
@@ -171,27 +179,12 @@ fn open_loop_sends_on_schedule_while_replies_are_outstanding() {
 fn open_loop_caps_the_requests_in_flight() {
     let (port, early) =
         delayed_pong_server(Duration::from_millis(1000), Duration::from_millis(900));
-    let out = common::bench(&[
-        "-p",
-        &port,
-        "-t",
-        "ping_inline",
-        "--rate",
-        "50000",
-        "-n",
-        "20000",
-        "-c",
-        "1",
-        "--json",
-    ]);
-    let r = &json_lines(&out)[0];
-    assert_eq!(r["requests"], 20000, "{r}");
-    assert_eq!(r["errors"], 0, "{r}");
+    let r = ping_inline_all_answered(&port, 50000, 20000);
     // All 20,000 are due within 0.4 s; no reply comes before 1 s.
     let early = early.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         (8000..=8192).contains(&early),
-        "{early} requests in flight before the first reply"
+        "{early} requests in flight before the first reply: {r}"
     );
 }
 
