@@ -1325,7 +1325,13 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // codis-rs patch: upstream returned `ran`, i.e. false when the preemption flag
+                // was already up on entry, and the caller then parked the executor with tasks
+                // still runnable (until some unrelated event woke it). The flag is up whenever a
+                // latency-ring completion is waiting, e.g. a timer that fired meanwhile; report
+                // that work may remain so the caller polls (which clears the flag) and comes back
+                // here instead of sleeping.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1339,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {

@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // codis-rs patch: pairs with the fence the sleeping executor issues after
+        // `prepare_to_sleep` (see `Reactor::wait`): what we published before this point is
+        // visible to it, or its `should_notify` is visible to us.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

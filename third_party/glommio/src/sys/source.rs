@@ -157,6 +157,11 @@ pub struct Source {
 }
 
 impl Source {
+    /// Whether the kernel's completion for this source was consumed (codis-rs patch).
+    pub(crate) fn completed(&self) -> bool {
+        self.inner.borrow().wakers.result.is_some()
+    }
+
     /// Registers an I/O source in the reactor.
     pub(crate) fn new(
         ioreq: IoRequirements,
