@@ -1070,9 +1070,12 @@ impl SleepableRing {
         flags & IORING_SQ_TASKRUN != 0
     }
 
-    /// codis-rs patch: enter the kernel without submitting or waiting, so that deferred
-    /// completions are posted to the completion queue.
-    fn get_deferred_completions(&mut self) {
+    /// codis-rs patch: when the kernel flags deferred completions, enter it without submitting
+    /// or waiting, so that they are posted to the completion queue.
+    fn collect_deferred_completions(&mut self) {
+        if !self.has_deferred_completions() {
+            return;
+        }
         // SAFETY: a plain `io_uring_enter(fd, 0, 0, GETEVENTS)` on our own ring.
         unsafe {
             crate::uring_sys::syscalls::io_uring_enter(
@@ -1783,9 +1786,7 @@ impl Reactor {
         for ring in [&self.main_ring, &self.latency_ring] {
             let mut ring = ring.borrow_mut();
             // codis-rs patch: collect completions the kernel holds as deferred task work.
-            if ring.has_deferred_completions() {
-                ring.get_deferred_completions();
-            }
+            ring.collect_deferred_completions();
             ring.poll(woke)?;
         }
         *woke += self.flush_syscall_thread();
@@ -1914,11 +1915,8 @@ impl Reactor {
         // the kernel here and so collected them; now only enter when the kernel flags some, so
         // that a busy executor does not go to sleep with work pending.
         if preempt_timer().is_none() && woke == 0 {
-            for ring in [&mut *lat_ring, &mut *main_ring] {
-                if ring.has_deferred_completions() {
-                    ring.get_deferred_completions();
-                }
-            }
+            lat_ring.collect_deferred_completions();
+            main_ring.collect_deferred_completions();
             consume_rings!(into &mut woke; lat_ring, main_ring);
         }
 
