@@ -387,6 +387,16 @@ impl FsInner {
     }
 
     fn list_live(&self, path: &str) -> Result<Vec<String>> {
+        Ok(self
+            .children_live(path)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// The live children of `path`, sorted by name, each read once (liveness is decided by
+    /// the same read that returns the data).
+    fn children_live(&self, path: &str) -> Result<Vec<(String, Raw)>> {
         let dir = self.dir_of(path);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -404,14 +414,16 @@ impl FsInner {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if name.starts_with('.') || !entry.path().is_dir() {
+            // d_type from the directory listing: no stat per child.
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if name.starts_with('.') || !is_dir {
                 continue;
             }
-            if self.read_live(&join(path, &name))?.is_some() {
-                names.push(name);
+            if let Some(raw) = self.read_live(&join(path, &name))? {
+                names.push((name, raw));
             }
         }
-        names.sort();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(names)
     }
 
@@ -1245,20 +1257,18 @@ impl Coordinator for FsCoordinator {
     async fn read_children(&self, path: &str) -> Result<Vec<(String, Node)>> {
         let p = path.to_string();
         self.blocking(path, move |i| {
-            let mut out = Vec::new();
-            for name in i.list_live(&p)? {
-                let child = crate::paths::join(&p, &name);
-                if let Some(raw) = i.read_live(&child)? {
-                    out.push((
+            Ok(i.children_live(&p)?
+                .into_iter()
+                .map(|(name, raw)| {
+                    (
                         name,
                         Node {
                             data: raw.data,
                             version: raw.version,
                         },
-                    ));
-                }
-            }
-            Ok(out)
+                    )
+                })
+                .collect())
         })
         .await
     }
