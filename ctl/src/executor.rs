@@ -27,7 +27,7 @@
 //! wave drain concurrently, `migration_drain_parallel` at a time, each over its own connection
 //! to the source master. No fixed sleeps: a round that advanced is followed at once by the next.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,6 +78,9 @@ pub struct Control {
     notify: tokio::sync::Notify,
     progress: Mutex<BTreeMap<u32, SlotProgress>>,
     status: Mutex<String>,
+    /// Slots this executor moved, with the group they went to (for progress bars, so that
+    /// they need not read every slot back from the coordinator).
+    finished: Mutex<Vec<(u32, u32)>>,
 }
 
 impl Control {
@@ -123,6 +126,23 @@ impl Control {
         if let Ok(mut p) = self.progress.lock() {
             p.remove(&sid);
         }
+    }
+    fn finished(&self, sid: u32, gid: u32) {
+        if let Ok(mut f) = self.finished.lock() {
+            f.push((sid, gid));
+        }
+    }
+    /// The slots in `from..=to` this executor has moved to group `gid` so far.
+    pub fn finished_into(&self, from: u32, to: u32, gid: u32) -> BTreeSet<u32> {
+        self.finished
+            .lock()
+            .map(|f| {
+                f.iter()
+                    .filter(|&&(s, g)| g == gid && (from..=to).contains(&s))
+                    .map(|&(s, _)| s)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
     fn set_status(&self, s: String) {
         if let Ok(mut st) = self.status.lock() {
@@ -257,6 +277,7 @@ impl Executor {
                 };
                 self.ctx.store.update_slot_mapping(&done).await?;
                 control.forget(sid);
+                control.finished(sid, done.group_id);
                 control.set_status(format!("[OK] slot {sid:04} now in group {}", done.group_id));
                 return Ok(Step::Done);
             }
@@ -704,6 +725,7 @@ impl Executor {
                     self.push(v, &done).await?;
                     for m in &done {
                         control.forget(m.id);
+                        control.finished(m.id, m.group_id);
                     }
                     control.set_status(format!(
                         "[OK] {} slot(s) now in group {} (last {:04})",
