@@ -114,6 +114,14 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn delete(&self, path: &str, expected: Option<u64>) -> Result<()>;
     /// Reads a node; `None` if it does not exist.
     async fn read(&self, path: &str) -> Result<Option<Node>>;
+    /// Reads several nodes, in the order given (`None` for one that does not exist). The
+    /// default reads them concurrently; the filesystem reads them in one blocking call.
+    async fn read_many(&self, paths: &[String]) -> Result<Vec<Option<Node>>> {
+        futures::future::join_all(paths.iter().map(|p| self.read(p)))
+            .await
+            .into_iter()
+            .collect()
+    }
     /// Names of a node's children, sorted; empty if the node does not exist.
     async fn list(&self, path: &str) -> Result<Vec<String>>;
     /// Reads all children of `path`: `(name, node)` sorted by name.

@@ -1245,6 +1245,27 @@ impl Coordinator for FsCoordinator {
         .await
     }
 
+    async fn read_many(&self, paths: &[String]) -> Result<Vec<Option<Node>>> {
+        let Some(first) = paths.first() else {
+            return Ok(Vec::new());
+        };
+        for p in paths {
+            validate_path(p)?;
+        }
+        let ps = paths.to_vec();
+        self.blocking(first, move |i| {
+            ps.iter()
+                .map(|p| {
+                    Ok(i.read_live(p)?.map(|raw| Node {
+                        data: raw.data,
+                        version: raw.version,
+                    }))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         let p = path.to_string();
         self.blocking(path, move |i| i.list_live(&p)).await

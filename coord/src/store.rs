@@ -117,6 +117,20 @@ impl Store {
             .unwrap_or_else(|| SlotMapping::offline(sid)))
     }
 
+    /// The mappings of `sids`, in that order, read together (one blocking call on the
+    /// filesystem, concurrent reads elsewhere).
+    pub async fn slot_mappings_of(&self, sids: &[u32]) -> Result<Vec<SlotMapping>> {
+        let paths: Vec<String> = sids.iter().map(|&sid| self.paths.slot(sid)).collect();
+        let nodes = self.coord.read_many(&paths).await?;
+        sids.iter()
+            .zip(paths.iter().zip(nodes))
+            .map(|(&sid, (path, node))| match node {
+                Some(n) => decode(path, &n.data),
+                None => Ok(SlotMapping::offline(sid)),
+            })
+            .collect()
+    }
+
     /// All 1024 mappings, index = slot id.
     pub async fn slot_mappings(&self) -> Result<Vec<SlotMapping>> {
         let mut slots: Vec<SlotMapping> = (0..MAX_SLOT_NUM).map(SlotMapping::offline).collect();

@@ -508,17 +508,9 @@ impl Executor {
     }
 
     async fn read_slots(&self, sids: &[u32]) -> Result<Vec<SlotMapping>> {
-        let all =
-            futures::future::join_all(sids.iter().map(|&sid| self.ctx.store.slot_mapping(sid)))
-                .await;
-        let mut out = Vec::with_capacity(all.len());
-        for m in all {
-            let m = m?;
-            if !m.action.state.is_nothing() {
-                out.push(m);
-            }
-        }
-        Ok(out)
+        let mut all = self.ctx.store.slot_mappings_of(sids).await?;
+        all.retain(|m| !m.action.state.is_nothing());
+        Ok(all)
     }
 
     /// Writes `ms` (one version bump) and records their states; returns the version.
@@ -694,14 +686,12 @@ impl Executor {
                         return Ok((advanced, false));
                     }
                     let _guard = self.ctx.write.lock().await;
-                    let now = futures::future::join_all(
-                        ms.iter().map(|m| self.ctx.store.slot_mapping(m.id)),
-                    )
-                    .await;
+                    let ids: Vec<u32> = ms.iter().map(|m| m.id).collect();
+                    let now = self.ctx.store.slot_mappings_of(&ids).await?;
                     let mut done = Vec::new();
                     for (m, cur) in ms.into_iter().zip(now) {
                         // A slot forced meanwhile (slot set) is left as it was set.
-                        if cur? == m {
+                        if cur == m {
                             let mut m = m;
                             m.action.state = SlotState::Finished;
                             done.push(m);
@@ -748,13 +738,13 @@ impl Executor {
         let t0 = std::time::Instant::now();
         let _guard = self.ctx.write.lock().await;
         let t_guard = t0.elapsed();
-        // The slots are locked on every proxy now: read them back concurrently, not one by one.
-        let now =
-            futures::future::join_all(ms.iter().map(|m| self.ctx.store.slot_mapping(m.id))).await;
+        // The slots are locked on every proxy now: read them back together, not one by one.
+        let ids: Vec<u32> = ms.iter().map(|m| m.id).collect();
+        let now = self.ctx.store.slot_mappings_of(&ids).await?;
         let t_read = t0.elapsed();
         let mut open = Vec::with_capacity(ms.len());
         for (m, cur) in ms.iter().zip(now) {
-            if cur? == *m {
+            if cur == *m {
                 let mut m = m.clone();
                 m.action.state = SlotState::Migrating;
                 open.push(m);

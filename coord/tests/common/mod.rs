@@ -106,6 +106,24 @@ pub async fn crud(f: &Factory) {
     let kids = c.read_children(&base).await.unwrap();
     let names: Vec<&str> = kids.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"a") && names.contains(&"b"), "{names:?}");
+    // read_many: in the order asked, None for a missing node
+    let many = c
+        .read_many(&[b.clone(), format!("{base}/missing"), a.clone()])
+        .await
+        .unwrap();
+    let got: Vec<Option<(&[u8], u64)>> = many
+        .iter()
+        .map(|n| n.as_ref().map(|n| (n.data.as_slice(), n.version)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![Some((&b"bee"[..], 1)), None, Some((&b"three"[..], 3))]
+    );
+    assert!(c.read_many(&[]).await.unwrap().is_empty());
+    assert!(matches!(
+        c.read_many(&[a.clone(), "relative".to_string()]).await,
+        Err(Error::BadPath { .. })
+    ));
     // delete: version check, children check, missing
     assert!(matches!(
         c.delete(&a, Some(1)).await,
