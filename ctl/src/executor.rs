@@ -78,9 +78,9 @@ pub struct Control {
     notify: tokio::sync::Notify,
     progress: Mutex<BTreeMap<u32, SlotProgress>>,
     status: Mutex<String>,
-    /// Slots this executor moved, with the group they went to (for progress bars, so that
-    /// they need not read every slot back from the coordinator).
-    finished: Mutex<Vec<(u32, u32)>>,
+    /// Slots this executor moved → the group each last went to (for progress bars, so that
+    /// they need not read every slot back from the coordinator). At most 1,024 entries.
+    finished: Mutex<BTreeMap<u32, u32>>,
 }
 
 impl Control {
@@ -129,7 +129,7 @@ impl Control {
     }
     fn finished(&self, sid: u32, gid: u32) {
         if let Ok(mut f) = self.finished.lock() {
-            f.push((sid, gid));
+            f.insert(sid, gid);
         }
     }
     /// The slots in `from..=to` this executor has moved to group `gid` so far.
@@ -137,9 +137,9 @@ impl Control {
         self.finished
             .lock()
             .map(|f| {
-                f.iter()
-                    .filter(|&&(s, g)| g == gid && (from..=to).contains(&s))
-                    .map(|&(s, _)| s)
+                f.range(from..=to)
+                    .filter(|&(_, &g)| g == gid)
+                    .map(|(&s, _)| s)
                     .collect()
             })
             .unwrap_or_default()
