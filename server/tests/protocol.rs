@@ -151,3 +151,36 @@ fn abuse_leaves_the_server_up() {
     round += 1;
     still_serving(&srv, &mut old, round);
 }
+
+/// A client that sends its commands and at once shuts down its side (`printf … | nc`, or a
+/// pipeline whose last act is closing) gets every reply and then EOF: the server must notice a
+/// FIN that arrives together with the last data, not only one that arrives later.
+#[test]
+fn half_closed_client_gets_its_replies_then_eof() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    for round in 0..50 {
+        let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let req = format!("PING\r\nSET half{round} v{round}\r\nGET half{round}\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let eof = loop {
+            match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) => break true,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break false,
+            }
+        };
+        let want = format!(
+            "+PONG\r\n+OK\r\n${}\r\nv{round}\r\n",
+            format!("v{round}").len()
+        );
+        assert_eq!(String::from_utf8_lossy(&got), want, "round {round}");
+        assert!(
+            eof,
+            "round {round}: the server did not close after the client's FIN"
+        );
+    }
+}

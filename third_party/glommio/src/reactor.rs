@@ -6,7 +6,7 @@
 //!
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::BTreeMap,
     ffi::CString,
     fmt,
@@ -173,6 +173,9 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    /// See `multishot_poll`. (codis-rs patch, see PATCHED.md.)
+    multishot_poll: Cell<bool>,
 }
 
 impl Reactor {
@@ -193,6 +196,7 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            multishot_poll: Cell::new(true),
         })
     }
 
@@ -431,6 +435,27 @@ impl Reactor {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());
         source
+    }
+
+    /// A multishot poll for readability: it completes once per wakeup of `fd` (data
+    /// arrived, peer closed, error) and stays armed until dropped.
+    /// (codis-rs patch, see PATCHED.md.)
+    pub(crate) fn poll_read_multi(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollMulti, None);
+        // POLLRDHUP: the reader must learn of a FIN that arrives along with data.
+        self.sys
+            .poll_ready(&source, common_flags() | read_flags() | PollFlags::from_bits_retain(libc::POLLRDHUP));
+        source
+    }
+
+    /// False once the kernel refused a multishot poll (before Linux 5.13): sockets then
+    /// arm a one-shot poll whenever they wait. (codis-rs patch, see PATCHED.md.)
+    pub(crate) fn multishot_poll(&self) -> bool {
+        self.multishot_poll.get()
+    }
+
+    pub(crate) fn disable_multishot_poll(&self) {
+        self.multishot_poll.set(false);
     }
 
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {

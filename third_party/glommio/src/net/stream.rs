@@ -8,7 +8,7 @@ use crate::{
     sys::{self, Source, SourceType},
 };
 use futures_lite::ready;
-use nix::sys::socket::MsgFlags;
+use nix::{poll::PollFlags, sys::socket::MsgFlags};
 use std::{
     cell::Cell,
     io,
@@ -221,6 +221,12 @@ pub(crate) struct NonBufferedStream<S> {
     stream: S,
     source_tx: Option<Source>,
     source_rx: Option<Source>,
+    /// Multishot mode: the `multishot_events` of `source_rx` already accounted for.
+    rx_seen: u64,
+    /// Multishot mode: the socket may have data (or EOF, or an error) to read.
+    rx_ready: bool,
+    /// Multishot mode: the poll reported a hang-up or an error, which stays readable.
+    rx_hup: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -229,7 +235,78 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
         let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        if reactor.multishot_poll() {
+            self.source_rx = Some(reactor.poll_read_multi(stream_fd));
+            self.rx_seen = 0;
+            self.rx_ready = true;
+        } else {
+            self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        }
+    }
+
+    /// codis-rs patch (see PATCHED.md): reading with a multishot poll, the way an
+    /// edge-triggered epoll loop reads. One poll stays armed for the life of the stream and
+    /// completes whenever the socket is woken (data, EOF, error). A read that fills less than
+    /// the buffer has drained the socket, so the stream waits for the next completion before
+    /// reading again; any data that arrives after that read wakes the poll. Upstream armed a
+    /// new one-shot poll after every short read: one more submission, kernel poll setup and
+    /// source allocation per request.
+    fn poll_read_multishot(
+        &mut self,
+        reactor: &Reactor,
+        cx: &Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let fd = self.stream.as_raw_fd();
+        let terminated = self.source_rx.as_ref().is_none_or(|src| src.terminated());
+        if terminated {
+            // Cancelled by the kernel (e.g. a completion-queue overflow) or never armed:
+            // arm again, and read in case the wakeup was lost with it.
+            let refused = self.source_rx.as_ref().is_some_and(|src| {
+                src.multishot_events() == 0
+                    && matches!(src.result(), Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL))
+            });
+            if refused {
+                // The kernel predates multishot poll: one-shot polls from now on.
+                reactor.disable_multishot_poll();
+                self.source_rx = None;
+                return self.poll_read(cx, buf);
+            }
+            self.source_rx = Some(reactor.poll_read_multi(fd));
+            self.rx_seen = 0;
+            self.rx_ready = true;
+        }
+        let source = self.source_rx.as_ref().unwrap();
+        let seen = source.multishot_events();
+        if seen != self.rx_seen {
+            self.rx_seen = seen;
+            self.rx_ready = true;
+            // A FIN that came with the last data wakes the poll only once, and that
+            // completion may be consumed before the read that takes the data: remember it,
+            // as nginx does with EPOLLRDHUP, so that the next read sees the EOF.
+            let hup = PollFlags::from_bits_retain(libc::POLLRDHUP) | PollFlags::POLLHUP | PollFlags::POLLERR;
+            if let Some(Ok(mask)) = source.result() {
+                if PollFlags::from_bits_retain(mask as _).intersects(hup) {
+                    self.rx_hup = true;
+                }
+            }
+        }
+        if self.rx_ready {
+            if let Some(result) = super::yolo_recv(fd, buf) {
+                self.read_timeout.cancel_timer(reactor);
+                // EOF and errors stay readable; a short read drained the socket.
+                if !self.rx_hup && matches!(result, Ok(n) if n > 0 && n < buf.len()) {
+                    self.rx_ready = false;
+                }
+                return Poll::Ready(result);
+            }
+            self.rx_ready = false;
+        }
+
+        poll_err!(self.read_timeout.check(reactor));
+        self.source_rx.as_ref().unwrap().add_waiter_single(cx.waker());
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        Poll::Pending
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -260,6 +337,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     ) -> Poll<io::Result<usize>> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
+        if reactor.multishot_poll() {
+            return self.poll_read_multishot(reactor, cx, buf);
+        }
 
         let no_pending_poll = self
             .source_rx
@@ -366,6 +446,9 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            rx_seen: 0,
+            rx_ready: false,
+            rx_hup: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -33,6 +33,9 @@ pub(crate) enum SourceType {
     Write(PollableStatus, IoBuffer),
     Read(PollableStatus, Option<IoBuffer>),
     PollAdd,
+    /// A multishot poll (`IORING_POLL_ADD_MULTI`): it stays armed and completes once per
+    /// wakeup of the file until cancelled. (codis-rs patch, see PATCHED.md.)
+    PollMulti,
     SockSend(DmaBuffer),
     SockRecv(Option<DmaBuffer>),
     SockRecvMsg(
@@ -132,6 +135,10 @@ pub(crate) struct InnerSource {
     pub(crate) stats_collection: Option<StatsCollection>,
 
     pub(crate) task_queue: Option<TaskQueueHandle>,
+
+    /// Completions of a multishot request that kept it armed (`IORING_CQE_F_MORE`).
+    /// (codis-rs patch, see PATCHED.md.)
+    pub(crate) multishot_events: u64,
 }
 
 impl InnerSource {
@@ -169,6 +176,19 @@ impl Source {
         self.inner.borrow().wakers.result.is_some()
     }
 
+    /// How many times a multishot request completed and stayed armed.
+    /// (codis-rs patch, see PATCHED.md.)
+    pub(crate) fn multishot_events(&self) -> u64 {
+        self.inner.borrow().multishot_events
+    }
+
+    /// A submitted request whose final completion was consumed: for a multishot request,
+    /// it is no longer armed. (codis-rs patch, see PATCHED.md.)
+    pub(crate) fn terminated(&self) -> bool {
+        let inner = self.inner.borrow();
+        inner.enqueued.is_none() && inner.wakers.result.is_some()
+    }
+
     /// Registers an I/O source in the reactor.
     pub(crate) fn new(
         ioreq: IoRequirements,
@@ -187,6 +207,7 @@ impl Source {
                 timeout: None,
                 stats_collection,
                 task_queue,
+                multishot_events: 0,
             })),
         }
     }

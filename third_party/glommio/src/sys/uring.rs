@@ -57,6 +57,7 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
+    PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -274,6 +275,11 @@ fn fill_sqe<F>(
         match op.args {
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
+            }
+            UringOpDescriptor::PollAddMulti(events) => {
+                sqe.prep_poll_add(op.fd, events);
+                // IORING_POLL_ADD_MULTI (Linux 5.13+). (codis-rs patch, see PATCHED.md.)
+                sqe.raw_mut().len = 1;
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
@@ -541,7 +547,7 @@ fn process_one_event<F, R>(
     try_process: F,
     post_process: R,
     source_map: Rc<RefCell<SourceMap>>,
-) -> Option<bool>
+) -> Option<(bool, bool)>
 where
     F: FnOnce(Ref<'_, InnerSource>) -> Option<()>,
     R: FnOnce(RefMut<'_, InnerSource>, io::Result<usize>) -> io::Result<usize>,
@@ -549,7 +555,24 @@ where
     if let Some(value) = cqe {
         // No user data is `POLL_REMOVE` or `CANCEL`, we won't process.
         if value.user_data() == 0 {
-            return Some(false);
+            return Some((false, false));
+        }
+
+        // codis-rs patch: a multishot request that stays armed keeps its slot in the source
+        // map; only its final completion (no `IORING_CQE_F_MORE`) consumes the source.
+        if value.flags().contains(iou::cqe::CompletionFlags::MORE) {
+            let result = transmute_error(value.result());
+            return Some((
+                source_map.borrow_mut().peek_source_mut(
+                    from_user_data(value.user_data()),
+                    |mut src| {
+                        src.multishot_events += 1;
+                        src.wakers.result = Some(result);
+                        src.wakers.wake_waiters()
+                    },
+                ),
+                false,
+            ));
         }
 
         let src = source_map
@@ -565,7 +588,7 @@ where
             inner_source.wakers.result = res;
             woke = inner_source.wakers.wake_waiters();
         }
-        return Some(woke);
+        return Some((woke, true));
     }
     None
 }
@@ -851,9 +874,11 @@ impl UringCommon for PollRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|(woke, last)| {
+            if last {
+                self.in_kernel -= 1;
+            }
+            woke
         })
     }
 
@@ -1224,9 +1249,11 @@ impl UringCommon for SleepableRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|(woke, last)| {
+            if last {
+                self.in_kernel -= 1;
+            }
+            woke
         })
     }
 
@@ -1494,7 +1521,10 @@ impl Reactor {
     }
 
     pub(crate) fn poll_ready(&self, source: &Source, flags: PollFlags) {
-        let op = UringOpDescriptor::PollAdd(flags);
+        let op = match &*source.source_type() {
+            SourceType::PollMulti => UringOpDescriptor::PollAddMulti(flags),
+            _ => UringOpDescriptor::PollAdd(flags),
+        };
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
