@@ -97,6 +97,11 @@ bitflags::bitflags! {
         const COOP_TASKRUN = 1 << 8;
         /// codis-rs patch: flag pending task work in the SQ ring (needs `COOP_TASKRUN`).
         const TASKRUN_FLAG = 1 << 9;
+        /// codis-rs patch: only the creating thread submits (Linux 6.0+).
+        const SINGLE_ISSUER = 1 << 12;
+        /// codis-rs patch: run completion task work only when the thread asks for completions
+        /// (`io_uring_enter` with `GETEVENTS`), in batches (Linux 6.1+; needs `SINGLE_ISSUER`).
+        const DEFER_TASKRUN = 1 << 13;
     }
 }
 

@@ -938,13 +938,28 @@ impl SleepableRing {
             // it with an inter-processor interrupt; the kernel runs the completion work at
             // the thread's next syscall or tick instead. Older kernels refuse the flags with
             // EINVAL: fall back to a plain ring. See third_party/glommio/PATCHED.md.
-            ring: match iou::IoUring::new_with_flags(
-                size as _,
-                iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
-                iou::SetupFeatures::empty(),
-            ) {
-                Ok(ring) => ring,
-                Err(_) => iou::IoUring::new(size as _)?,
+            ring: match (name == "main")
+                .then(|| {
+                    iou::IoUring::new_with_flags(
+                        size as _,
+                        iou::SetupFlags::DEFER_TASKRUN
+                            | iou::SetupFlags::SINGLE_ISSUER
+                            | iou::SetupFlags::TASKRUN_FLAG,
+                        iou::SetupFeatures::empty(),
+                    )
+                    .ok()
+                })
+                .flatten()
+            {
+                Some(ring) => ring,
+                None => match iou::IoUring::new_with_flags(
+                    size as _,
+                    iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
+                    iou::SetupFeatures::empty(),
+                ) {
+                    Ok(ring) => ring,
+                    Err(_) => iou::IoUring::new(size as _)?,
+                },
             },
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
@@ -2320,6 +2335,9 @@ mod tests {
         // the following nops are linked, so we expect two submissions and completions
         ring.submit_one_event(&mut queue.submissions);
         assert_eq!(2, ring.submit_sqes().unwrap());
+        // codis-rs patch: the main ring defers task work (a linked request is issued from it)
+        // until the thread asks for completions.
+        ring.collect_deferred_completions();
         assert_eq!(2, ring.consume_completion_queue(&mut 0));
     }
 
