@@ -443,8 +443,9 @@ impl Reactor {
     pub(crate) fn poll_read_multi(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollMulti, None);
         // POLLRDHUP: the reader must learn of a FIN that arrives along with data.
+        let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
         self.sys
-            .poll_ready(&source, common_flags() | read_flags() | PollFlags::from_bits_retain(libc::POLLRDHUP));
+            .poll_ready(&source, common_flags() | read_flags() | rdhup);
         source
     }
 

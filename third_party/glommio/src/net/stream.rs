@@ -284,7 +284,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             // A FIN that came with the last data wakes the poll only once, and that
             // completion may be consumed before the read that takes the data: remember it,
             // as nginx does with EPOLLRDHUP, so that the next read sees the EOF.
-            let hup = PollFlags::from_bits_retain(libc::POLLRDHUP) | PollFlags::POLLHUP | PollFlags::POLLERR;
+            let hup = PollFlags::from_bits_retain(libc::POLLRDHUP)
+                | PollFlags::POLLHUP
+                | PollFlags::POLLERR;
             if let Some(Ok(mask)) = source.result() {
                 if PollFlags::from_bits_retain(mask as _).intersects(hup) {
                     self.rx_hup = true;

@@ -933,33 +933,31 @@ impl SleepableRing {
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
         Ok(SleepableRing {
-            // codis-rs patch: ask for cooperative task running (Linux 5.19+), so that a
-            // completion arriving while this thread runs in user space does not interrupt
-            // it with an inter-processor interrupt; the kernel runs the completion work at
-            // the thread's next syscall or tick instead. Older kernels refuse the flags with
-            // EINVAL: fall back to a plain ring. See third_party/glommio/PATCHED.md.
-            ring: match (name == "main")
-                .then(|| {
-                    iou::IoUring::new_with_flags(
-                        size as _,
-                        iou::SetupFlags::DEFER_TASKRUN
-                            | iou::SetupFlags::SINGLE_ISSUER
-                            | iou::SetupFlags::TASKRUN_FLAG,
-                        iou::SetupFeatures::empty(),
-                    )
-                    .ok()
-                })
-                .flatten()
-            {
-                Some(ring) => ring,
-                None => match iou::IoUring::new_with_flags(
-                    size as _,
-                    iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
-                    iou::SetupFeatures::empty(),
-                ) {
-                    Ok(ring) => ring,
-                    Err(_) => iou::IoUring::new(size as _)?,
-                },
+            // codis-rs patch (see third_party/glommio/PATCHED.md): completion work must not
+            // interrupt this thread with an inter-processor interrupt while it runs in user
+            // space. The main ring (socket polls) defers that work until the thread asks for
+            // completions, and then runs it in one batch (DEFER_TASKRUN, Linux 6.1+); the
+            // latency ring, whose fd the main ring polls while the executor sleeps, runs it at
+            // the thread's next syscall or tick (COOP_TASKRUN, 5.19+), because deferred work
+            // would wake no poller of its fd. Kernels refusing a set of flags (EINVAL) get the
+            // next one, and finally a plain ring.
+            ring: {
+                use iou::SetupFlags as F;
+                let coop = F::COOP_TASKRUN | F::TASKRUN_FLAG;
+                let deferred = F::DEFER_TASKRUN | F::SINGLE_ISSUER | F::TASKRUN_FLAG;
+                let wanted: &[F] = if name == "main" {
+                    &[deferred, coop]
+                } else {
+                    &[coop]
+                };
+                match wanted.iter().find_map(|flags| {
+                    let flags = F::from_bits_retain(flags.bits());
+                    iou::IoUring::new_with_flags(size as _, flags, iou::SetupFeatures::empty())
+                        .ok()
+                }) {
+                    Some(ring) => ring,
+                    None => iou::IoUring::new(size as _)?,
+                }
             },
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
