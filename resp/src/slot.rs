@@ -26,39 +26,8 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
     key
 }
 
-/// Keys up to this long take the scalar paths of [`hash_tag`] and [`tag_crc`].
+/// Keys up to this long take the scalar path of [`hash_tag`].
 const SHORT: usize = 32;
-
-/// The IEEE CRC-32 table (reflected polynomial 0xEDB88320), for byte-at-a-time hashing of short
-/// keys: crc32fast's SIMD path pays a setup that dominates on a few bytes.
-const CRC_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-#[inline]
-fn crc32_short(b: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &x in b {
-        c = CRC_TABLE[((c ^ x as u32) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
-}
 
 /// Whether the key carries a `{tag}` (so its slot is decided by the tag alone).
 pub fn has_tag(key: &[u8]) -> bool {
@@ -66,14 +35,12 @@ pub fn has_tag(key: &[u8]) -> bool {
 }
 
 /// The crc32 (IEEE) of the key's hash tag; Codis keeps it per tagged key to group tag siblings.
+///
+/// crc32fast on every length: on 16–21-byte keys its table path takes 6–9 ns here against
+/// 22–27 ns for a byte-at-a-time table loop, and a command may hash its key three times.
 #[inline]
 pub fn tag_crc(key: &[u8]) -> u32 {
-    let t = hash_tag(key);
-    if t.len() <= SHORT {
-        crc32_short(t)
-    } else {
-        crc32fast::hash(t)
-    }
+    crc32fast::hash(hash_tag(key))
 }
 
 /// The slot (0..1024) a key belongs to.
@@ -116,15 +83,6 @@ mod tests {
         ];
         for (k, s) in cases {
             assert_eq!(slot(k.as_bytes()), *s, "key {k:?}");
-        }
-    }
-
-    #[test]
-    fn short_crc_is_crc32() {
-        let mut k = Vec::new();
-        for i in 0..80u32 {
-            assert_eq!(crc32_short(&k), crc32fast::hash(&k), "len {}", k.len());
-            k.push((i.wrapping_mul(2_654_435_761) >> 13) as u8);
         }
     }
 
