@@ -258,6 +258,15 @@ SET plus +1
 INCR plus
 SET big 99999999999999999999
 INCR big
+SET ct 5 EX 100
+INCR ct
+TTL ct
+DECRBY ct 2
+TTL ct
+GET ct
+RPUSH lst a
+INCR lst
+INCRBY lst 2
 SET ex v
 SET ex 5 EX 100
 INCR ex

@@ -437,21 +437,25 @@ fn setrange(ctx: &mut Ctx) {
 
 fn incr_by(ctx: &mut Ctx, by: i64) {
     let key = ctx.arg(1).clone();
-    let cur = match read_str(ctx, &key) {
-        Ok(Some(v)) => match resp::parse_i64(v) {
-            Some(n) => n,
-            None => return ctx.err(err::NOT_INT),
+    let now = ctx.now;
+    // The value and its expiry in one lookup; the store keeps the expiry.
+    let (cur, expire_at) = match ctx.db().get(&key, now) {
+        None => (0, 0),
+        Some(e) => match e.value {
+            ValueRef::Str(v) => match resp::parse_i64(v) {
+                Some(n) => (n, e.expire_at()),
+                None => return ctx.err(err::NOT_INT),
+            },
+            #[allow(unreachable_patterns)]
+            _ => return ctx.wrongtype(),
         },
-        Ok(None) => 0,
-        Err(()) => return ctx.wrongtype(),
     };
     let Some(n) = cur.checked_add(by) else {
         return ctx.err(err::OVERFLOW);
     };
     let mut buf = itoa::Buffer::new();
-    let now = ctx.now;
     ctx.db()
-        .insert_str_keep_ttl(&key, buf.format(n).as_bytes(), now);
+        .insert_str(&key, buf.format(n).as_bytes(), expire_at);
     ctx.int_reply(n)
 }
 
