@@ -735,8 +735,9 @@ impl Db {
         true
     }
 
-    /// [`Db::insert_keep_ttl`] of a string given as bytes (INCR and friends: a same-length
-    /// result is copied over the old bytes, no allocation).
+    /// [`Db::insert_keep_ttl`] of a string given as bytes (SET KEEPTTL, INCRBYFLOAT: a
+    /// same-length result is copied over the old bytes, no allocation). INCR and its kin read
+    /// the expiry with the value and call [`Db::insert_str`] directly.
     pub fn insert_str_keep_ttl(&mut self, key: &[u8], value: &[u8], now: u64) {
         let ttl = self.get(key, now).map_or(0, |e| e.expire_at());
         self.insert_str(key, value, ttl);
