@@ -33,6 +33,8 @@ pub struct Config {
     pub client_query_buffer_limit: usize,
     /// Idle client timeout in seconds (0: never).
     pub timeout: u64,
+    /// `disable-thp yes`: no transparent huge pages for this process (Redis's default).
+    pub disable_thp: bool,
     /// Every key and its text value, for CONFIG GET.
     values: BTreeMap<&'static str, String>,
 }
@@ -284,6 +286,12 @@ const KEYS: &[Key] = &[
         default: "0",
         mutable: false,
     },
+    // Redis 6.2+: turn transparent huge pages off for this process (see `runtime::disable_thp`).
+    Key {
+        name: "disable-thp",
+        default: "yes",
+        mutable: false,
+    },
 ];
 
 impl Default for Config {
@@ -305,6 +313,7 @@ impl Default for Config {
             proto_max_bulk_len: 512 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
             timeout: 0,
+            disable_thp: true,
             values: BTreeMap::new(),
         };
         for k in KEYS {
@@ -593,16 +602,16 @@ impl Config {
                 }
                 self.dbfilename = value.to_string()
             }
-            "appendonly" | "aof-load-truncated" => {
+            "appendonly" | "aof-load-truncated" | "disable-thp" => {
                 let yes = match value.to_ascii_lowercase().as_str() {
                     "yes" => true,
                     "no" => false,
                     _ => return Err(bad("argument must be 'yes' or 'no'")),
                 };
-                if spec.name == "appendonly" {
-                    self.appendonly = yes;
-                } else {
-                    self.aof_load_truncated = yes;
+                match spec.name {
+                    "appendonly" => self.appendonly = yes,
+                    "aof-load-truncated" => self.aof_load_truncated = yes,
+                    _ => self.disable_thp = yes,
                 }
             }
             "appendfsync" => {

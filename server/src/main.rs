@@ -78,6 +78,7 @@ const CONFIG_FLAGS: &[&str] = &[
     "zset-max-ziplist-value",
     "list-max-listpack-size",
     "list-max-ziplist-size",
+    "disable-thp",
 ];
 
 fn main() {

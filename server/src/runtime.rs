@@ -157,7 +157,28 @@ fn mesh<T: Send + 'static>(n: usize) -> Vec<Pair<T>> {
 }
 
 /// Run the server until SHUTDOWN. Returns an error if it cannot start.
+/// Turn transparent huge pages off for this process (`disable-thp yes`, Redis's default since
+/// 6.2, and for the same reason: latency). mimalloc asks the kernel for huge pages on its arenas
+/// (`MADV_HUGEPAGE`), so THP is in use here even where the system setting is `madvise`. The
+/// first touch of such a region then faults in and zeroes 2 MiB at once: measured during a slot
+/// migration under a GET load (`scripts/bench --migration`), a source server's executor spent
+/// up to 20 ms at a time in `clear_page_erms` from those faults, and every request waited.
+/// `PR_SET_THP_DISABLE` applies to every mapping at its next fault, mimalloc's included.
+pub fn disable_thp() {
+    // SAFETY: prctl with integer arguments only; no pointer is passed.
+    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if r != 0 {
+        tracing::warn!(
+            "disable-thp: prctl(PR_SET_THP_DISABLE) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 pub fn run(config: Config) -> Result<(), String> {
+    if config.disable_thp {
+        disable_thp();
+    }
     let cpus = allowed_cpus();
     let _ = PROCESS_CPUS.set(cpus.clone());
     let ncores = if config.cores == 0 {

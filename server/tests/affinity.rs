@@ -1,6 +1,7 @@
 //! Background threads are not pinned to an executor's CPU: the AOF writer (and a snapshot's
 //! writer, file loading, fsync) may run on any CPU the process was started with, so they do not
-//! take the CPU of the core serving clients while another CPU is idle.
+//! take the CPU of the core serving clients while another CPU is idle. And the process-wide
+//! memory setting next to it: transparent huge pages (`disable-thp`).
 
 use std::time::{Duration, Instant};
 
@@ -68,5 +69,58 @@ fn aof_writer_runs_on_any_cpu_while_the_executor_is_pinned() {
         "executor pinned to one CPU: {core}"
     );
     assert_ne!(writer, core, "the AOF writer inherited the executor's CPU");
+    p.kill();
+}
+
+/// `THP_enabled` of `/proc/PID/status` (absent before Linux 6.x: None).
+fn thp_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+}
+
+/// `disable-thp yes` (the default, as in Redis) turns transparent huge pages off for the process;
+/// `--disable-thp no` leaves them on; CONFIG GET shows the setting and CONFIG SET refuses it.
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = testkit::codis_server(&["--cores", "1", "--dir", &d]);
+    let mut c = p.conn();
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("disable-thp")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, vec!["disable-thp", "yes"]);
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("disable-thp")
+        .arg("no")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("can't set immutable config"), "{e}");
+    let Some(on) = thp_enabled(p.child.id()) else {
+        eprintln!("SKIPPED the /proc check: this kernel has no THP_enabled in /proc/PID/status");
+        p.kill();
+        return;
+    };
+    assert_eq!(on, "0", "disable-thp yes left THP on");
+    p.kill();
+
+    let mut p = testkit::codis_server(&["--cores", "1", "--dir", &d, "--disable-thp", "no"]);
+    let mut c = p.conn();
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("disable-thp")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, vec!["disable-thp", "no"]);
+    // 1 unless the kernel was built without THP at all.
+    if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+        assert_eq!(thp_enabled(p.child.id()).as_deref(), Some("1"));
+    }
     p.kill();
 }
