@@ -587,7 +587,12 @@ fn collect_slot(
     // The keys in one buffer, handed out as slices of it (one allocation, not one per key).
     let mut buf = Vec::new();
     let mut spans = Vec::with_capacity(n);
-    for (k, e) in t.map.iter().filter(|(_, e)| !e.expired(now)).take(n) {
+    for (k, e) in t
+        .map
+        .iter_prefetched()
+        .filter(|(_, e)| !e.expired(now))
+        .take(n)
+    {
         if tags && resp::slot::has_tag(k) {
             tagged.push(Bytes::copy_from_slice(k));
             continue;
@@ -653,6 +658,9 @@ fn finish(
     let mut moved = 0;
     let mut changed = Vec::new();
     let slot = items.last().map(|it| resp::slot(&it.key) as usize);
+    // The keys' nodes left the cache during the round trip: ask for them all before the first
+    // lookup, not one miss at a time.
+    sh.prefetch(items.iter().map(|it| (db, &it.key[..], None)));
     for it in items {
         sh.in_flight.remove(&(db, it.key.clone()));
         let same = match &it.body {
