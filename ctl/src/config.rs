@@ -39,7 +39,8 @@ pub struct MigrationSettings {
     #[serde(default = "default_wave_slots")]
     pub wave_slots: usize,
     /// Slots of a wave drained at once, each over its own connection to the source master
-    /// (`migration_drain_parallel`).
+    /// (`migration_drain_parallel`). 0 (the default): one per executor core of the source
+    /// master (`executor_cores` in its INFO; 1 for a server that does not report it).
     #[serde(default = "default_drain_parallel")]
     pub drain_parallel: usize,
 }
@@ -49,7 +50,7 @@ fn default_wave_slots() -> usize {
 }
 
 fn default_drain_parallel() -> usize {
-    4
+    0
 }
 
 impl Default for MigrationSettings {
@@ -172,7 +173,7 @@ impl CtlConfig {
                 "migration_timeout" => m.timeout_ms = parse_duration(&v)?.as_millis() as u64,
                 "migration_parallel_slots" => m.parallel_slots = parse_bytes(&v)?.max(1) as usize,
                 "migration_wave_slots" => m.wave_slots = parse_bytes(&v)?.max(1) as usize,
-                "migration_drain_parallel" => m.drain_parallel = parse_bytes(&v)?.max(1) as usize,
+                "migration_drain_parallel" => m.drain_parallel = parse_bytes(&v)? as usize,
                 _ => {}
             }
         }

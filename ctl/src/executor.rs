@@ -24,8 +24,9 @@
 //! `migration_wave_slots` slots: the slots of a wave share each coordinator write and proxy push
 //! (one version bump, one HTTP call per proxy per state), and only one wave is ever locked, for
 //! the time of one push round trip, so proxies hold few requests and briefly. The slots of a
-//! wave drain concurrently, `migration_drain_parallel` at a time, each over its own connection
-//! to the source master. No fixed sleeps: a round that advanced is followed at once by the next.
+//! wave drain concurrently, `migration_drain_parallel` at a time (0: one per executor core of the
+//! source master), each over its own connection to the source master. No fixed sleeps: a round
+//! that advanced is followed at once by the next.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +57,12 @@ pub struct DrainStep {
 pub trait Drain: Send + Sync {
     /// Moves some keys of `slot` from `source` to `target`.
     async fn step(&self, slot: u32, source: &str, target: &str) -> Result<DrainStep>;
+
+    /// How many slots to drain from `source` at once when `migration_drain_parallel` is 0
+    /// (auto).
+    async fn parallelism(&self, _source: &str) -> usize {
+        1
+    }
 }
 
 /// Progress of one slot, as shown by the API and the CLI.
@@ -767,7 +774,17 @@ impl Executor {
 
     /// Drains the slots of a wave, `drain_parallel` at a time; false if paused before the end.
     async fn drain_wave(&self, ms: &[SlotMapping]) -> Result<bool> {
-        let n = self.ctx.cfg.migration.drain_parallel.max(1);
+        let n = match self.ctx.cfg.migration.drain_parallel {
+            0 => match ms.first() {
+                Some(m) => match self.master(m.group_id).await? {
+                    Some(source) => self.drain.parallelism(&source).await,
+                    None => 1,
+                },
+                None => 1,
+            },
+            n => n,
+        }
+        .max(1);
         let permits = tokio::sync::Semaphore::new(n);
         let mut futs = Vec::with_capacity(ms.len());
         for m in ms {
@@ -931,30 +948,70 @@ impl RedisDrain {
 #[async_trait]
 impl Drain for RedisDrain {
     async fn step(&self, slot: u32, source: &str, target: &str) -> Result<DrainStep> {
+        let mut c = self.take(source).await?;
+        let r = self.step_on(&mut c, slot, target).await;
+        if r.is_ok() {
+            // A failed connection is dropped; the next step opens a fresh one.
+            self.give_back(source, c).await;
+        }
+        r
+    }
+
+    /// One drain per executor core of a codis-rs source (each core streams the slots it owns);
+    /// 1 for a server that reports no `executor_cores` (redis-server, Codis's codis-server),
+    /// whose one thread serves the slots one after another anyway. More drains than cores add
+    /// no speed: they make the bursts of work that every other request on those cores waits
+    /// behind longer (BENCHMARKS.md, "Session 14 runs").
+    async fn parallelism(&self, source: &str) -> usize {
+        let c = match self.take(source).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("drain parallelism of {source}: {e}");
+                return 1;
+            }
+        };
+        let mut c = c;
+        match c.info(Some("server")).await {
+            Ok(info) => {
+                self.give_back(source, c).await;
+                info.get("executor_cores")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(1)
+                    .clamp(1, 256)
+            }
+            Err(e) => {
+                tracing::debug!("drain parallelism of {source}: {e}");
+                1
+            }
+        }
+    }
+}
+
+impl RedisDrain {
+    /// An idle connection to `source`, or a new one.
+    async fn take(&self, source: &str) -> Result<RedisConn> {
         let idle = self
             .conns
             .lock()
             .await
             .get_mut(source)
             .and_then(|v| v.pop());
-        let mut c = match idle {
-            Some(c) => c,
+        match idle {
+            Some(c) => Ok(c),
             None => {
                 let t = Duration::from_millis(self.settings.timeout_ms + 1000);
-                RedisConn::connect(source, &self.auth, t).await?
+                RedisConn::connect(source, &self.auth, t).await
             }
-        };
-        let r = self.step_on(&mut c, slot, target).await;
-        if r.is_ok() {
-            // A failed connection is dropped; the next step opens a fresh one.
-            self.conns
-                .lock()
-                .await
-                .entry(source.to_string())
-                .or_default()
-                .push(c);
         }
-        r
+    }
+
+    async fn give_back(&self, source: &str, c: RedisConn) {
+        self.conns
+            .lock()
+            .await
+            .entry(source.to_string())
+            .or_default()
+            .push(c);
     }
 }
 

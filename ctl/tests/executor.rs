@@ -380,3 +380,21 @@ async fn slots_between_the_same_groups_move_together() {
         "group 1 was busy with group 2"
     );
 }
+
+/// `migration_drain_parallel` 0 (the default): one drain per executor core of the source master,
+/// from its INFO `executor_cores`; 1 for a server that does not report it.
+#[tokio::test]
+async fn drain_parallelism_follows_the_source_cores() {
+    let d = ctl::executor::RedisDrain::new(Default::default(), String::new());
+    assert_eq!(ctl::config::MigrationSettings::default().drain_parallel, 0);
+    let two = testkit::codis_server(&["--cores", "2"]);
+    assert_eq!(d.parallelism(&format!("127.0.0.1:{}", two.port)).await, 2);
+    let one = testkit::codis_server(&["--cores", "1"]);
+    assert_eq!(d.parallelism(&format!("127.0.0.1:{}", one.port)).await, 1);
+    if let Some((r, _dir)) = testkit::redis_server(&[]) {
+        assert_eq!(d.parallelism(&format!("127.0.0.1:{}", r.port)).await, 1);
+    }
+    // Unreachable: 1, not an error (the drain itself reports the failure).
+    let gone = testkit::free_port();
+    assert_eq!(d.parallelism(&format!("127.0.0.1:{gone}")).await, 1);
+}
