@@ -81,6 +81,13 @@ fn thp_enabled(pid: u32) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// The value `CONFIG GET key` answers.
+fn config_get(c: &mut redis::Connection, key: &str) -> String {
+    let v: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(key).query(c).unwrap();
+    assert_eq!(v.len(), 2, "CONFIG GET {key}: {v:?}");
+    v[1].clone()
+}
+
 /// `disable-thp yes` (the default, as in Redis) turns transparent huge pages off for the process;
 /// `--disable-thp no` leaves them on; CONFIG GET shows the setting and CONFIG SET refuses it.
 #[test]
@@ -89,12 +96,7 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
     let d = dir.path().to_str().unwrap().to_string();
     let mut p = testkit::codis_server(&["--cores", "1", "--dir", &d]);
     let mut c = p.conn();
-    let v: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("disable-thp")
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(v, vec!["disable-thp", "yes"]);
+    assert_eq!(config_get(&mut c, "disable-thp"), "yes");
     let e = redis::cmd("CONFIG")
         .arg("SET")
         .arg("disable-thp")
@@ -112,12 +114,7 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
 
     let mut p = testkit::codis_server(&["--cores", "1", "--dir", &d, "--disable-thp", "no"]);
     let mut c = p.conn();
-    let v: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("disable-thp")
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(v, vec!["disable-thp", "no"]);
+    assert_eq!(config_get(&mut c, "disable-thp"), "no");
     // 1 unless the kernel was built without THP at all.
     if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
         assert_eq!(thp_enabled(p.child.id()).as_deref(), Some("1"));
