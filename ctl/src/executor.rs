@@ -963,14 +963,13 @@ impl Drain for RedisDrain {
     /// no speed: they make the bursts of work that every other request on those cores waits
     /// behind longer (BENCHMARKS.md, "Session 14 runs").
     async fn parallelism(&self, source: &str) -> usize {
-        let c = match self.take(source).await {
+        let mut c = match self.take(source).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!("drain parallelism of {source}: {e}");
                 return 1;
             }
         };
-        let mut c = c;
         match c.info(Some("server")).await {
             Ok(info) => {
                 self.give_back(source, c).await;

@@ -759,8 +759,7 @@ mod tests {
         assert_eq!(t.len(), 3);
     }
 
-    /// A prefetch is only a hint: present, absent and colliding keys, cold or warm, on an empty
-    /// or a full table, leave every entry as it was.
+    /// The prefetching walk yields the same keys and entries in the same order as `iter`.
     #[test]
     fn iter_prefetched_yields_what_iter_does() {
         let mut t = KeyTable::default();
@@ -781,6 +780,8 @@ mod tests {
         assert_eq!(KeyTable::default().iter_prefetched().count(), 0);
     }
 
+    /// A prefetch is only a hint: present, absent and colliding keys, cold or warm, on an empty
+    /// or a full table, leave every entry as it was.
     #[test]
     fn prefetch_changes_nothing() {
         let mut t = KeyTable::default();

@@ -156,7 +156,6 @@ fn mesh<T: Send + 'static>(n: usize) -> Vec<Pair<T>> {
     senders.into_iter().zip(receivers).collect()
 }
 
-/// Run the server until SHUTDOWN. Returns an error if it cannot start.
 /// Turn transparent huge pages off for this process (`disable-thp yes`, Redis's default since
 /// 6.2, and for the same reason: latency). mimalloc asks the kernel for huge pages on its arenas
 /// (`MADV_HUGEPAGE`), so THP is in use here even where the system setting is `madvise`. The
@@ -175,6 +174,7 @@ pub fn disable_thp() {
     }
 }
 
+/// Run the server until SHUTDOWN. Returns an error if it cannot start.
 pub fn run(config: Config) -> Result<(), String> {
     if config.disable_thp {
         disable_thp();
