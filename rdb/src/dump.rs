@@ -40,9 +40,15 @@ pub fn dump(v: &Value) -> Vec<u8> {
 /// Append the DUMP payload of the string `s` to `out`: the bytes [`dump`] writes for
 /// `Value::String(s)`, without building the value or allocating (when `out` has room).
 pub fn dump_string_into(out: &mut Vec<u8>, s: &[u8]) {
+    dump_string_with(out, s, true);
+}
+
+/// [`dump_string_into`] with LZF only when `compress` (any reader of the format accepts a raw
+/// string: Redis itself writes one when `rdbcompression` is off).
+pub fn dump_string_with(out: &mut Vec<u8>, s: &[u8], compress: bool) {
     let start = out.len();
     out.push(TYPE_STRING);
-    write_string(out, s, true);
+    write_string(out, s, compress);
     out.extend_from_slice(&WRITE_RDB_VERSION.to_le_bytes());
     let crc = crc64(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -52,12 +58,18 @@ pub fn dump_string_into(out: &mut Vec<u8>, s: &[u8]) {
 /// return true, with exactly [`restore`]'s checks and errors; false (nothing decoded) for the
 /// other types, which [`restore`] decodes.
 pub fn restore_string_into(payload: &[u8], out: &mut Vec<u8>) -> Result<bool, DumpError> {
+    out.clear();
+    restore_string_append(payload, out)
+}
+
+/// [`restore_string_into`] appending the string to `out` instead of replacing its content; on
+/// error `out` may hold part of it after what it held.
+pub fn restore_string_append(payload: &[u8], out: &mut Vec<u8>) -> Result<bool, DumpError> {
     verify(payload)?;
     let mut r = Reader::new(payload);
     if r.u8()? != TYPE_STRING {
         return Ok(false);
     }
-    out.clear();
     read_string_into(&mut r, out)?;
     Ok(true)
 }

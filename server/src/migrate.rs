@@ -79,23 +79,27 @@ enum Body {
     },
 }
 
-/// The restore commands of a batch's [`Body::Object`] keys, encoded on the owning shard while
-/// the keys are read: per key `SLOTSRESTORE-ASYNC object key ttl payload` (async), or the
-/// `key ttl payload` triples of one `SLOTSRESTORE` (sync, whose header [`send`] adds).
+/// The restore of a batch's [`Body::Object`] keys, encoded on the owning shard while the keys
+/// are read: the `key ttl payload` triples of one `SLOTSRESTORE`, whose header [`send`] adds.
+///
+/// Both modes send the small keys this way; the async mode's `SLOTSRESTORE-ASYNC` is kept for
+/// what needs it (a big collection's chunks, `delete`, `expire`). Codis 3.2's async source sends
+/// one `SLOTSRESTORE-ASYNC object` per key and reads one acknowledgement per key; a batch acked
+/// as a whole is what the driver needs anyway (any failure fails the batch, whose keys stay at
+/// the source), and one command instead of one per key spares both servers a command dispatch
+/// and a 42-byte reply per key. Every codis-server (3.2's too) accepts `SLOTSRESTORE` triples.
 struct Wire {
     buf: BytesMut,
     keys: usize,
-    asynch: bool,
     /// A payload being built (reused from key to key).
     scratch: Vec<u8>,
 }
 
 impl Wire {
-    fn new(asynch: bool, keys: usize) -> Wire {
+    fn new(keys: usize) -> Wire {
         Wire {
             buf: BytesMut::with_capacity(keys.min(4096) * 96),
             keys: 0,
-            asynch,
             scratch: Vec::with_capacity(256),
         }
     }
@@ -103,11 +107,7 @@ impl Wire {
     /// Append the restore of `key` (TTL `ttl` ms, 0: none) with the DUMP payload of `v`.
     fn add(&mut self, key: &[u8], ttl: u64, v: ValueRef<'_>) {
         self.scratch.clear();
-        crate::dump::dump_value_into(v, &mut self.scratch);
-        if self.asynch {
-            self.buf
-                .extend_from_slice(b"*5\r\n$18\r\nSLOTSRESTORE-ASYNC\r\n$6\r\nobject\r\n");
-        }
+        crate::dump::migration_payload_into(v, &mut self.scratch);
         encode::bulk(&mut self.buf, key);
         encode::bulk(&mut self.buf, itoa::Buffer::new().format(ttl).as_bytes());
         encode::bulk(&mut self.buf, &self.scratch);
@@ -482,11 +482,10 @@ fn collect(
     seeds: Vec<Bytes>,
     tags: bool,
     lim: Limits,
-    asynch: bool,
     now: u64,
 ) -> (Vec<Item>, Wire) {
     let mut items = Vec::with_capacity(seeds.len());
-    let mut wire = Wire::new(asynch, seeds.len());
+    let mut wire = Wire::new(seeds.len());
     collect_into(sh, db, seeds, tags, lim, now, &mut items, &mut wire);
     (items, wire)
 }
@@ -573,15 +572,14 @@ fn collect_slot(
     n: usize,
     tags: bool,
     lim: Limits,
-    asynch: bool,
     now: u64,
 ) -> (Vec<Item>, Wire) {
     let Some(t) = sh.dbs[db].slot(slot) else {
-        return (Vec::new(), Wire::new(asynch, 0));
+        return (Vec::new(), Wire::new(0));
     };
     let n = n.min(t.len());
     let mut items = Vec::with_capacity(n);
-    let mut wire = Wire::new(asynch, n);
+    let mut wire = Wire::new(n);
     let mut tagged = Vec::new();
     let mut chunked = Vec::new();
     // The keys in one buffer, handed out as slices of it (one allocation, not one per key).
@@ -734,7 +732,6 @@ async fn migrate(
     timeout: Duration,
     seeds: Seeds,
     tags: bool,
-    asynch: bool,
     lim: Limits,
 ) -> Result<(usize, usize), String> {
     let slot = match &seeds {
@@ -760,8 +757,8 @@ async fn migrate(
         };
         let (items, wire) = core
             .run_on(owner, move |sh| match seeds {
-                Seeds::Keys(keys) => collect(sh, db, keys, tags, lim, asynch, now),
-                Seeds::Slot { slot, n } => collect_slot(sh, db, slot, n, tags, lim, asynch, now),
+                Seeds::Keys(keys) => collect(sh, db, keys, tags, lim, now),
+                Seeds::Slot { slot, n } => collect_slot(sh, db, slot, n, tags, lim, now),
             })
             .await;
         if attempt > 0 {
@@ -835,13 +832,11 @@ async fn send(
 ) -> Result<(), String> {
     let mut t = connect(addr, timeout).await?;
     let (mut req, mut n) = handshake(&t, db, pass);
-    if wire.keys > 0 && !wire.asynch {
+    if wire.keys > 0 {
         // One SLOTSRESTORE of every key's triple.
         encode::array(&mut req, 1 + 3 * wire.keys);
         encode::bulk(&mut req, b"SLOTSRESTORE");
         n += 1;
-    } else {
-        n += wire.keys;
     }
     if n > 0 {
         // On error the connection is dropped, not returned to the pool.
@@ -1030,7 +1025,6 @@ pub async fn run(
                 timeout,
                 Seeds::Keys(vec![key]),
                 tags,
-                false,
                 lim,
             )
             .await
@@ -1051,19 +1045,7 @@ pub async fn run(
                     .push(k);
             }
             for (_, ks) in by_core {
-                match migrate(
-                    core,
-                    db,
-                    &host,
-                    port,
-                    timeout,
-                    Seeds::Keys(ks),
-                    tags,
-                    true,
-                    lim,
-                )
-                .await
-                {
+                match migrate(core, db, &host, port, timeout, Seeds::Keys(ks), tags, lim).await {
                     Ok((n, _)) => total += n,
                     Err(e) => {
                         res = Err(e);
@@ -1096,7 +1078,7 @@ pub async fn run(
                 1
             };
             let seeds = Seeds::Slot { slot, n: numkeys };
-            migrate(core, db, &host, port, timeout, seeds, tags, asynch, lim)
+            migrate(core, db, &host, port, timeout, seeds, tags, lim)
                 .await
                 .map(|(n, left)| reply_pair(out, n, left))
         }

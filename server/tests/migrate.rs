@@ -102,6 +102,10 @@ fn async_moves_a_whole_slot_in_one_call() {
         p.cmd("SET").arg(k).arg(i).ignore();
     }
     let _: () = p.query(&mut s).unwrap();
+    // Strings on both sides of the size from which payloads are compressed (64 bytes).
+    let (long, short) = ("x".repeat(100), "y".repeat(40));
+    let _: () = q(&mut s, &["SET", &keys[0], &long]);
+    let _: () = q(&mut s, &["SET", &keys[1], &short]);
     let r: Vec<i64> = q(
         &mut s,
         &[
@@ -120,10 +124,17 @@ fn async_moves_a_whole_slot_in_one_call() {
     assert_eq!(n, 1000);
     let n: i64 = q(&mut s, &["DBSIZE"]);
     assert_eq!(n, 0);
-    for (i, k) in keys.iter().enumerate().step_by(97) {
+    for (i, k) in keys.iter().enumerate().step_by(97).skip(1) {
         let v: i64 = q(&mut d, &["GET", k]);
         assert_eq!(v, i as i64);
     }
+    let v: String = q(&mut d, &["GET", &keys[0]]);
+    assert_eq!(v, long);
+    let v: String = q(&mut d, &["GET", &keys[1]]);
+    assert_eq!(v, short);
+    // The small keys travelled as the triples of one SLOTSRESTORE, not one command each.
+    assert_eq!(restore_calls(&mut d, "slotsrestore"), 1);
+    assert_eq!(restore_calls(&mut d, "slotsrestore-async"), 0);
     let _: () = q(&mut s, &["SLOTSMGRT-ASYNC-FENCE"]);
 }
 
@@ -233,9 +244,15 @@ fn migration_link_authenticates() {
 }
 
 fn restore_async_calls(c: &mut Connection) -> i64 {
+    restore_calls(c, "slotsrestore-async")
+}
+
+/// The calls of command `name` in INFO commandstats.
+fn restore_calls(c: &mut Connection, name: &str) -> i64 {
     let info: String = q(c, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{name}:");
     info.lines()
-        .find(|l| l.starts_with("cmdstat_slotsrestore-async:"))
+        .find(|l| l.starts_with(&prefix))
         .and_then(|l| l.split("calls=").nth(1))
         .and_then(|v| v.split(',').next())
         .and_then(|v| v.parse().ok())

@@ -18,25 +18,43 @@ fn slotsrestore(ctx: &mut Ctx) {
     if n % 3 != 0 {
         return ctx.err("ERR wrong number of arguments for 'slotsrestore' command");
     }
+    /// A checked triple's value: a string's bytes in `strs`, or any other value.
+    enum Restored {
+        Str(usize, usize),
+        Value(crate::value::Value),
+    }
+    // Every triple is checked before any key is written (all or nothing). Strings, nearly every
+    // key a migration moves, are decoded into one buffer instead of a value each.
     let mut parsed = Vec::with_capacity(n / 3);
+    let mut strs = Vec::with_capacity(ctx.args[1..].chunks(3).map(|t| t[2].len()).sum());
     for t in ctx.args[1..].chunks(3) {
         let ttl = match resp::parse_i64(&t[1]) {
             Some(v) if v >= 0 => v as u64,
             _ => return ctx.err("ERR invalid ttl value, must be >= 0"),
         };
-        match crate::dump::load_value(&t[2]) {
-            Ok(v) => parsed.push((t[0].clone(), ttl, v)),
+        let start = strs.len();
+        let body = match rdb::dump::restore_string_append(&t[2], &mut strs) {
+            Ok(true) => Ok(Restored::Str(start, strs.len())),
+            Ok(false) => crate::dump::load_value(&t[2]).map(Restored::Value),
+            Err(e) => Err(e),
+        };
+        match body {
+            Ok(b) => parsed.push((ttl, b)),
             Err(e) => return ctx.err(&format!("ERR {}", e.to_string().to_lowercase())),
         }
     }
     let now = ctx.now;
     let mut fx = Vec::new();
-    for (i, (k, ttl, v)) in parsed.into_iter().enumerate() {
+    for (i, (ttl, body)) in parsed.into_iter().enumerate() {
         let at = if ttl == 0 { 0 } else { now + ttl };
+        let k = ctx.args[1 + 3 * i].clone();
         if ctx.propagating() {
             fx.push(crate::dump::restore_abs(&k, at, &ctx.args[3 + 3 * i]));
         }
-        ctx.db().insert(&k, v, at);
+        match body {
+            Restored::Str(a, b) => ctx.db().insert_str(&k, &strs[a..b], at),
+            Restored::Value(v) => ctx.db().insert(&k, v, at),
+        };
     }
     ctx.propagate_as(fx);
     ctx.ok()
