@@ -801,6 +801,37 @@ impl Db {
         true
     }
 
+    /// Delete a live key when `same` accepts its entry, looking it up once (a migration removing
+    /// what the target acknowledged, if unchanged). `None` when the key is missing or expired
+    /// (an expired key is removed as a read removes it), `Some(true)` when it was deleted,
+    /// `Some(false)` when `same` kept it.
+    pub fn delete_live_if(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        same: impl FnOnce(EntryRef<'_>) -> bool,
+    ) -> Option<bool> {
+        let s = resp::slot(key) as usize;
+        self.slots[s].as_deref()?;
+        self.cow(s);
+        let t = self.slots[s].as_deref_mut()?;
+        let mut expired = false;
+        let gone = t.map.delete_if(key, |e| {
+            expired = word_expired(e.word, now);
+            !expired && same(e)
+        })?;
+        if expired {
+            return self.peek(key, now).map(|_| false);
+        }
+        let Some(word) = gone else {
+            return Some(false);
+        };
+        t.volatile -= (split(word).expire != 0) as usize;
+        self.keys -= 1;
+        self.touch(key);
+        Some(true)
+    }
+
     /// Remove a key, returning its entry (expired or not).
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         self.touch(key);
@@ -1028,6 +1059,28 @@ mod tests {
 
     fn s(v: &str) -> Value {
         Value::Str(v.as_bytes().into())
+    }
+
+    /// A migration's check-and-delete: kept when the entry differs, deleted (counts included)
+    /// when it matches, `None` for a missing key and for an expired one, which goes as a read
+    /// would remove it.
+    #[test]
+    fn delete_live_if_checks_and_deletes_in_one_call() {
+        let mut db = Db::new(|_| true);
+        db.insert(b"a", s("1"), 0);
+        db.insert(b"b", s("2"), 5000);
+        db.insert(b"gone", s("3"), 1000);
+        assert_eq!(db.volatile(), 2);
+        assert_eq!(db.delete_live_if(b"nope", 2000, |_| true), None);
+        let same = |want: &'static str| move |e: EntryRef<'_>| e.value == s(want).view();
+        assert_eq!(db.delete_live_if(b"a", 2000, same("other")), Some(false));
+        assert_eq!(db.len(), 3);
+        assert_eq!(db.delete_live_if(b"a", 2000, same("1")), Some(true));
+        assert_eq!(db.delete_live_if(b"b", 2000, same("2")), Some(true));
+        assert_eq!((db.len(), db.volatile()), (1, 1));
+        assert_eq!(db.delete_live_if(b"gone", 2000, |_| true), None);
+        assert_eq!((db.len(), db.volatile()), (0, 0));
+        assert!(db.get(b"a", 2000).is_none());
     }
 
     #[test]

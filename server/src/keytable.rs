@@ -539,6 +539,20 @@ impl KeyTable {
         }
     }
 
+    /// Remove a key when `f` accepts its entry, with one lookup: `None` when the key is absent,
+    /// `Some(Some(word))` when it was removed (its entry word), `Some(None)` when `f` kept it.
+    pub fn delete_if(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(EntryRef<'_>) -> bool,
+    ) -> Option<Option<u64>> {
+        let o = self.table.find_entry(hash(key), |n| n.key() == key).ok()?;
+        if !f(o.get().entry()) {
+            return Some(None);
+        }
+        Some(Some(o.remove().0.word()))
+    }
+
     /// Keep only the keys for which `f` returns true.
     pub fn retain(&mut self, mut f: impl FnMut(&[u8], EntryRef<'_>) -> bool) {
         self.table.retain(|n| f(n.key(), n.entry()));

@@ -661,22 +661,29 @@ fn finish(
     sh.prefetch(items.iter().map(|it| (db, &it.key[..], None)));
     for it in items {
         sh.in_flight.remove(&(db, it.key.clone()));
-        let same = match &it.body {
+        let (same, deleted) = match &it.body {
             Body::Chunked { version, .. } => {
                 let v = sh.dbs[db].watch_version(&it.key, now);
                 sh.dbs[db].unwatch(&it.key);
-                v == Some(*version) && sh.dbs[db].get(&it.key, now).is_some()
+                let same = v == Some(*version) && sh.dbs[db].get(&it.key, now).is_some();
+                (same, false)
             }
-            Body::Object { snapshot } => match sh.dbs[db].peek(&it.key, now) {
-                Some(cur) => cur.value == snapshot.value && cur.expire_at() == snapshot.expire_at(),
-                None => false,
-            },
+            // Acknowledged and unchanged: checked and deleted in one lookup.
+            Body::Object { snapshot } if acked => {
+                let same = sh.dbs[db].delete_live_if(&it.key, now, |cur| {
+                    cur.value == snapshot.value && cur.expire_at() == snapshot.expire_at()
+                }) == Some(true);
+                (same, same)
+            }
+            Body::Object { .. } => (false, false),
         };
         if !acked {
             continue;
         }
         if same {
-            sh.dbs[db].delete(&it.key);
+            if !deleted {
+                sh.dbs[db].delete(&it.key);
+            }
             if crate::repl::prop::active() {
                 let fx = sh.expired_effects();
                 sh.emit(fx);
