@@ -79,18 +79,26 @@ enum Body {
     },
 }
 
+/// Keys per `SLOTSRESTORE` a migration sends: bounds the work of one command on the target
+/// (a fraction of a millisecond for small keys) and its argument count (a stock codis-server
+/// takes at most 1,048,576 arguments per command).
+const RESTORE_KEYS: usize = 512;
+
 /// The restore of a batch's [`Body::Object`] keys, encoded on the owning shard while the keys
-/// are read: the `key ttl payload` triples of one `SLOTSRESTORE`, whose header [`send`] adds.
+/// are read: `key ttl payload` triples, sent as `SLOTSRESTORE` commands of at most
+/// [`RESTORE_KEYS`] keys each, whose headers [`send`] adds.
 ///
 /// Both modes send the small keys this way; the async mode's `SLOTSRESTORE-ASYNC` is kept for
 /// what needs it (a big collection's chunks, `delete`, `expire`). Codis 3.2's async source sends
 /// one `SLOTSRESTORE-ASYNC object` per key and reads one acknowledgement per key; a batch acked
 /// as a whole is what the driver needs anyway (any failure fails the batch, whose keys stay at
-/// the source), and one command instead of one per key spares both servers a command dispatch
-/// and a 42-byte reply per key. Every codis-server (3.2's too) accepts `SLOTSRESTORE` triples.
+/// the source), and one command for many keys spares both servers a command dispatch and a
+/// 42-byte reply per key. Every codis-server (3.2's too) accepts `SLOTSRESTORE` triples.
 struct Wire {
     buf: BytesMut,
     keys: usize,
+    /// Where each command's triples start in `buf` (one per [`RESTORE_KEYS`] keys).
+    starts: Vec<usize>,
     /// A payload being built (reused from key to key).
     scratch: Vec<u8>,
 }
@@ -100,18 +108,35 @@ impl Wire {
         Wire {
             buf: BytesMut::with_capacity(keys.min(4096) * 96),
             keys: 0,
+            starts: Vec::new(),
             scratch: Vec::with_capacity(256),
         }
     }
 
     /// Append the restore of `key` (TTL `ttl` ms, 0: none) with the DUMP payload of `v`.
     fn add(&mut self, key: &[u8], ttl: u64, v: ValueRef<'_>) {
+        if self.keys % RESTORE_KEYS == 0 {
+            self.starts.push(self.buf.len());
+        }
         self.scratch.clear();
         crate::dump::migration_payload_into(v, &mut self.scratch);
         encode::bulk(&mut self.buf, key);
         encode::bulk(&mut self.buf, itoa::Buffer::new().format(ttl).as_bytes());
         encode::bulk(&mut self.buf, &self.scratch);
         self.keys += 1;
+    }
+
+    /// Append the `SLOTSRESTORE` commands to `req`; returns how many (one reply each).
+    fn encode(&self, req: &mut BytesMut) -> usize {
+        req.reserve(self.buf.len() + 32 * self.starts.len());
+        for (i, &start) in self.starts.iter().enumerate() {
+            let end = self.starts.get(i + 1).copied().unwrap_or(self.buf.len());
+            let keys = RESTORE_KEYS.min(self.keys - i * RESTORE_KEYS);
+            encode::array(req, 1 + 3 * keys);
+            encode::bulk(req, b"SLOTSRESTORE");
+            req.extend_from_slice(&self.buf[start..end]);
+        }
+        self.starts.len()
     }
 }
 
@@ -839,20 +864,10 @@ async fn send(
 ) -> Result<(), String> {
     let mut t = connect(addr, timeout).await?;
     let (mut req, mut n) = handshake(&t, db, pass);
-    if wire.keys > 0 {
-        // One SLOTSRESTORE of every key's triple.
-        encode::array(&mut req, 1 + 3 * wire.keys);
-        encode::bulk(&mut req, b"SLOTSRESTORE");
-        n += 1;
-    }
+    n += wire.encode(&mut req);
     if n > 0 {
         // On error the connection is dropped, not returned to the pool.
-        if req.is_empty() {
-            t.round_trip(&wire.buf, n, timeout).await?;
-        } else {
-            req.extend_from_slice(&wire.buf);
-            t.round_trip(&req, n, timeout).await?;
-        }
+        t.round_trip(&req, n, timeout).await?;
     }
     t.db = Some(db);
     let tmp_ttl = (timeout.as_millis() as u64).saturating_mul(3).max(1000);
