@@ -66,7 +66,8 @@ pub fn dump_value_into(v: ValueRef<'_>, out: &mut Vec<u8>) {
 
 /// Strings shorter than this go into a slot migration's payloads without LZF: for a value this
 /// small, compressing on the source and decompressing on the target cost more CPU than the few
-/// bytes saved are worth on the wire (about 8% of both servers' CPU per key for 32-byte values).
+/// bytes saved are worth on the wire (for 32-byte values, LZF was 3% of the source's CPU and 6%
+/// of the target's during a migration, BENCHMARKS.md "Session 15 runs").
 pub const MIGRATE_LZF_MIN_LEN: usize = 64;
 
 /// The DUMP payload of `v` for a slot migration: [`dump_value_into`]'s bytes, except that
