@@ -1164,3 +1164,69 @@ async fn exec_wrapper(core: &Rc<Core>, sess: &mut Session, args: Args, out: &mut
     encode::int(out, code);
     out.extend_from_slice(&body);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.as_bytes().into())
+    }
+
+    /// A slot drain's batch is deleted at the source after the acknowledgement only where each
+    /// key is still what was sent: a key rewritten, given a new expiry or deleted while it
+    /// travelled is reported changed, and nothing stays in flight.
+    #[test]
+    fn finish_deletes_only_what_is_unchanged() {
+        let mut sh = Shard::new(0, 1, |_| true);
+        let now = 1_000_000;
+        let keys = [
+            "{t}same",
+            "{t}rewritten",
+            "{t}expiry",
+            "{t}deleted",
+            "{t}hash",
+        ];
+        for k in &keys[..4] {
+            sh.dbs[0].insert(k.as_bytes(), s(&format!("value of {k}")), 0);
+        }
+        let mut h = Hash::default();
+        h.set(b"f", b"v");
+        sh.dbs[0].insert(b"{t}hash", Value::Hash(h), 0);
+        let slot = resp::slot(b"{t}same") as usize;
+        let (items, wire) = collect_slot(&mut sh, 0, slot, 100, false, Limits::NEVER, now);
+        assert_eq!(items.len(), 5);
+        assert!(!wire.buf.is_empty());
+        assert!(items
+            .iter()
+            .all(|it| matches!(it.body, Body::Object { .. })));
+        assert_eq!(sh.in_flight.len(), 5);
+        // Meanwhile, at the source:
+        sh.dbs[0].insert(b"{t}rewritten", s("value of {t}same"), 0);
+        assert!(sh.dbs[0].set_expire(b"{t}expiry", now + 60_000, now));
+        assert!(sh.dbs[0].delete(b"{t}deleted"));
+        let (moved, changed, left) = finish(&mut sh, 0, items, now, true);
+        // Moved: the unchanged string and hash, and the deleted key (whose copy the caller then
+        // deletes at the target, as it is reported changed).
+        assert_eq!(moved, 3);
+        let mut changed: Vec<&[u8]> = changed.iter().map(|k| &k[..]).collect();
+        changed.sort();
+        assert_eq!(
+            changed,
+            [&b"{t}deleted"[..], &b"{t}expiry"[..], &b"{t}rewritten"[..]]
+        );
+        assert_eq!(left, 2);
+        assert!(sh.dbs[0].get(b"{t}same", now).is_none());
+        assert!(sh.dbs[0].get(b"{t}hash", now).is_none());
+        assert!(sh.dbs[0].get(b"{t}rewritten", now).is_some());
+        assert!(sh.in_flight.is_empty());
+
+        // Not acknowledged: nothing is deleted, nothing stays in flight.
+        let (items, _) = collect_slot(&mut sh, 0, slot, 100, false, Limits::NEVER, now);
+        assert_eq!(items.len(), 2);
+        let (moved, changed, left) = finish(&mut sh, 0, items, now, false);
+        assert_eq!((moved, changed.len(), left), (0, 0, 2));
+        assert!(sh.in_flight.is_empty());
+    }
+}
