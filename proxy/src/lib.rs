@@ -19,6 +19,7 @@
 //!   failure and reconnection).
 //! - [`slots`]: the slot table built from a topology snapshot (states, locks, replicas).
 //! - [`local`]: replies the proxy writes itself (INFO, HELLO, SLOTSMAPPING).
+//! - [`clients`]: the proxy's clients (`CLIENT ID/SETNAME/SETINFO/INFO/LIST/KILL`, `HELLO`).
 //! - [`sync`]: single-core rendezvous (`Event`, the reply `Batch`).
 //! - [`stats`]: counters, latency histograms, slow log.
 //! - [`control`]: coordinator watch, registration, liveness, acknowledgements.
@@ -27,6 +28,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod control;

@@ -229,8 +229,9 @@ async fn info_keyspace(addr: &str, auth: &str) -> std::io::Result<String> {
     }
 }
 
-/// `HELLO [2 [AUTH user pass] [SETNAME name]]`: RESP2 only; the reply describes the proxy.
-pub fn hello(out: &mut BytesMut) {
+/// The reply to `HELLO [2 [AUTH user pass] [SETNAME name]]` (RESP2 only; parsed by
+/// `clients::parse_hello`): it describes the proxy, `id` is the client's.
+pub fn hello(id: u64, out: &mut BytesMut) {
     encode::array(out, 14);
     for (k, v) in [
         ("server", "codis-proxy"),
@@ -242,7 +243,7 @@ pub fn hello(out: &mut BytesMut) {
     encode::bulk(out, b"proto");
     encode::int(out, 2);
     encode::bulk(out, b"id");
-    encode::int(out, 0);
+    encode::int(out, id as i64);
     encode::bulk(out, b"mode");
     encode::bulk(out, b"proxy");
     encode::bulk(out, b"role");

@@ -148,7 +148,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
             }
         };
         let sh = core.shared.clone();
-        sh.sessions_total.fetch_add(1, Relaxed);
+        let id = sh.sessions_total.fetch_add(1, Relaxed) + 1;
         if sh.sessions_alive.fetch_add(1, Relaxed) >= core.cfg.proxy_max_clients {
             sh.sessions_alive.fetch_sub(1, Relaxed);
             glommio::spawn_local(async move {
@@ -161,7 +161,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
         }
         let c = core.clone();
         glommio::spawn_local(async move {
-            crate::session::serve(c.clone(), stream).await;
+            crate::session::serve(c.clone(), stream, id).await;
             c.shared.sessions_alive.fetch_sub(1, Relaxed);
         })
         .detach();

@@ -5,7 +5,9 @@
 //! Errors never close the connection except protocol errors (Redis's exact text, then close),
 //! `QUIT`, and — with `session_break_on_failure` — a refused or failed request.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +15,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use resp::{encode, Args, RequestParser};
 
+use crate::clients::{self, ClientEntry};
 use crate::commands::{self, Cmd, Kind, SplitKind};
 use crate::core::{Core, CoreTable};
 use crate::local;
@@ -32,6 +35,8 @@ enum Item {
 
 struct Session {
     core: Rc<Core>,
+    /// This client in the proxy's registry (`CLIENT LIST`).
+    me: Arc<ClientEntry>,
     db: u32,
     authed: bool,
     quit: bool,
@@ -48,17 +53,29 @@ struct Session {
 const NOT_ONLINE: &str = "ERR router is not online";
 
 /// Serves one client until it quits, breaks the protocol or disconnects.
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+/// `id` is the client's `CLIENT ID`.
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
     let cfg = core.cfg.clone();
     let _ = stream.set_nodelay(true);
     if !cfg.session_send_timeout.is_zero() {
         let _ = stream.set_write_timeout(Some(cfg.session_send_timeout));
     }
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let laddr = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    // Declared after `stream` (a parameter), so dropped before the socket closes.
+    let shared = core.shared.clone();
+    let registered = shared
+        .clients
+        .register(id, peer.clone(), laddr, stream.as_raw_fd());
     let mut s = Session {
-        peer: stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        me: registered.entry.clone(),
+        peer,
         core,
         db: 0,
         authed: cfg.session_auth.is_empty(),
@@ -113,7 +130,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
                 Some(Ok(0) | Err(_)) => break,
                 Some(Ok(n)) => {
                     rbuf.extend_from_slice(&chunk[..n]);
-                    received = Some(Instant::now());
+                    let now = Instant::now();
+                    s.me.active(now);
+                    received = Some(now);
                 }
             }
             continue;
@@ -184,6 +203,7 @@ impl Session {
     async fn handle(&mut self, args: &Args) {
         let cmd = commands::lookup(&args[0]);
         let ci = cmd.index;
+        self.me.command(ci);
         if !self.authed && !matches!(cmd.kind, Kind::Auth | Kind::Quit | Kind::Hello) {
             self.error(ci, "NOAUTH Authentication required.");
             return;
@@ -207,6 +227,9 @@ impl Session {
                 match resp::parse_i64(&args[1]) {
                     Some(db) if (0..n as i64).contains(&db) => {
                         self.db = db as u32;
+                        self.me
+                            .db
+                            .store(self.db, std::sync::atomic::Ordering::Relaxed);
                         self.reply_local(ci, encode::ok);
                     }
                     _ => self.error(ci, &format!("ERR invalid DB index, only accept DB [0,{n})")),
@@ -228,10 +251,40 @@ impl Session {
                 self.reply_local(ci, |b| local::info(&core, args, ks.as_deref(), b));
             }
             Kind::Hello => {
-                if args.len() > 1 && &args[1][..] != b"2" {
-                    self.error(ci, "NOPROTO unsupported protocol version");
+                let want = self.core.cfg.session_auth.clone();
+                let ok = |user: &[u8], pass: &[u8]| {
+                    user == b"default" && (want.is_empty() || pass == want.as_bytes())
+                };
+                match clients::parse_hello(args, self.authed, ok) {
+                    Ok(h) => {
+                        self.authed |= h.auth;
+                        if let Some(n) = h.name {
+                            self.me.set_name(n);
+                        }
+                        let id = self.me.id;
+                        self.reply_local(ci, |b| local::hello(id, b));
+                    }
+                    Err(e) => self.error(ci, &e),
+                }
+            }
+            Kind::Client => {
+                let start = self.local.len();
+                let reg = &self.core.shared.clients;
+                match clients::client(reg, &self.me, args, &mut self.local) {
+                    clients::Outcome::Done => {
+                        self.items.push((Item::Local(start, self.local.len()), ci))
+                    }
+                    clients::Outcome::Refused(name) => self.refuse(ci, &name),
+                }
+                // CLIENT KILL … SKIPME no may name this very client: reply, then close.
+                self.quit |= self.me.killed();
+            }
+            Kind::Config => {
+                if args[1].eq_ignore_ascii_case(b"get") {
+                    self.config_get(ci, args);
                 } else {
-                    self.reply_local(ci, local::hello);
+                    let sub = String::from_utf8_lossy(&args[1]).to_ascii_uppercase();
+                    self.refuse(ci, &format!("CONFIG {sub}"));
                 }
             }
             Kind::SlotsMapping => {
@@ -247,11 +300,7 @@ impl Session {
             },
             Kind::Blocked => {
                 let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
-                self.error(
-                    ci,
-                    &format!("ERR handle request, command '{name}' is not allowed"),
-                );
-                self.broken |= self.core.cfg.session_break_on_failure;
+                self.refuse(ci, &name);
             }
             Kind::Split(kind) => self.split(&cmd, kind, args).await,
             Kind::Forward { multi_key, .. } => {
@@ -267,6 +316,43 @@ impl Session {
                 let slot = resp::slot(key);
                 self.forward(&cmd, args, slot, key, cmd.replica_ok).await;
             }
+        }
+    }
+
+    /// Codis's refusal of a blocked command (`name` as the client should read it).
+    fn refuse(&mut self, ci: usize, name: &str) {
+        self.error(
+            ci,
+            &format!("ERR handle request, command '{name}' is not allowed"),
+        );
+        self.broken |= self.core.cfg.session_break_on_failure;
+    }
+
+    /// `CONFIG GET pattern…`, read from the master of the first slot that has one and is not
+    /// migrating: what redis-benchmark asks first, and how an operator reads a backend setting
+    /// through the proxy. Settings are changed on the servers themselves, never through here.
+    fn config_get(&mut self, ci: usize, args: &Args) {
+        if args.len() < 3 {
+            self.error(ci, "ERR wrong number of arguments for 'config|get' command");
+            return;
+        }
+        let Some(t) = self.core.table() else {
+            self.error(ci, NOT_ONLINE);
+            return;
+        };
+        let master = t
+            .table
+            .slots
+            .iter()
+            .find(|s| s.migrate_from.is_none() && s.backend.is_some())
+            .and_then(|s| s.backend);
+        match master {
+            Some(addr) => {
+                let b = self.core.backend(&t, addr, self.db);
+                let idx = self.remote(ci);
+                router::send(&self.core, Target::Direct(b), &[], args, &self.batch, idx);
+            }
+            None => self.reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes())),
         }
     }
 

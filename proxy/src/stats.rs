@@ -149,6 +149,8 @@ pub struct Shared {
     pub cores: Vec<Arc<CoreStats>>,
     pub sessions_alive: AtomicUsize,
     pub sessions_total: AtomicU64,
+    /// Every connected client (`CLIENT LIST`, `CLIENT KILL`).
+    pub clients: crate::clients::Registry,
     pub slowlog: Mutex<SlowLog>,
     /// Whether the proxy has a topology and serves.
     pub online: AtomicBool,
@@ -183,6 +185,7 @@ impl Shared {
             cores: (0..n).map(|_| Arc::new(CoreStats::new())).collect(),
             sessions_alive: AtomicUsize::new(0),
             sessions_total: AtomicU64::new(0),
+            clients: Default::default(),
             slowlog: Mutex::new(SlowLog::default()),
             online: AtomicBool::new(false),
             topology_version: AtomicU64::new(0),

@@ -245,6 +245,121 @@ fn auth_select_blocked_and_local_commands() {
     );
 }
 
+/// A raw connection to the proxy; `ask` sends one request and reads one reply chunk.
+struct Raw(TcpStream);
+
+impl Raw {
+    fn open(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Raw(s)
+    }
+
+    fn ask(&mut self, req: &str) -> String {
+        self.0.write_all(req.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = self.0.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Whether the proxy closed the connection (EOF or reset on the next read).
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(self.0.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+#[test]
+fn client_hello_and_config_get_are_answered() {
+    // session_break_on_failure: a refused command closes the connection, so CLIENT SETNAME and
+    // SETINFO (sent by client libraries on connect) must not be refused.
+    let c = Cluster::start("session_auth = \"sekret\"\nsession_break_on_failure = true\n");
+    let mut a = Raw::open(c.port);
+    assert!(a
+        .ask("HELLO 2\r\n")
+        .starts_with("-NOAUTH HELLO must be called"));
+    assert_eq!(
+        a.ask("HELLO 2 AUTH default nope\r\n"),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(a.ask("GET k\r\n"), "-NOAUTH Authentication required.\r\n");
+    assert_eq!(
+        a.ask("HELLO 3 AUTH default sekret\r\n"),
+        "-NOPROTO unsupported protocol version\r\n"
+    );
+    let hello = a.ask("HELLO 2 AUTH default sekret SETNAME app-1\r\n");
+    assert!(
+        hello.starts_with("*14\r\n$6\r\nserver\r\n$11\r\ncodis-proxy\r\n"),
+        "{hello}"
+    );
+    let id = a.ask("CLIENT ID\r\n");
+    let id: u64 = id.trim_start_matches(':').trim().parse().unwrap();
+    assert!(
+        hello.contains(&format!("$2\r\nid\r\n:{id}\r\n")),
+        "{hello} / {id}"
+    );
+    // HELLO's AUTH authenticated the session.
+    assert_eq!(a.ask("GET k\r\n"), "$-1\r\n");
+    assert_eq!(a.ask("CLIENT GETNAME\r\n"), "$5\r\napp-1\r\n");
+    assert_eq!(a.ask("CLIENT SETINFO LIB-NAME redis-py\r\n"), "+OK\r\n");
+    assert_eq!(a.ask("CLIENT SETINFO LIB-VER 5.0.1\r\n"), "+OK\r\n");
+    assert_eq!(
+        a.ask("*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$3\r\na b\r\n"),
+        "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+    );
+    assert_eq!(a.ask("CLIENT SETNAME app-2\r\n"), "+OK\r\n");
+    assert_eq!(a.ask("SELECT 5\r\n"), "+OK\r\n");
+    let info = a.ask("CLIENT INFO\r\n");
+    for want in [
+        format!("id={id} "),
+        " name=app-2 ".into(),
+        " db=5 ".into(),
+        " cmd=client ".into(),
+        " lib-name=redis-py lib-ver=5.0.1".into(),
+    ] {
+        assert!(info.contains(&want), "{want} not in {info}");
+    }
+
+    // CONFIG GET reads a backend master's setting; CONFIG SET is refused.
+    let mut b = Raw::open(c.port);
+    assert_eq!(b.ask("AUTH sekret\r\n"), "+OK\r\n");
+    assert_eq!(
+        b.ask("CONFIG GET databases\r\n"),
+        "*2\r\n$9\r\ndatabases\r\n$2\r\n16\r\n"
+    );
+    // CLIENT LIST shows every client of the proxy, whichever core serves it.
+    let list = b.ask("CLIENT LIST\r\n");
+    assert!(
+        list.contains(&format!("id={id} ")) && list.contains(" name=app-2 "),
+        "{list}"
+    );
+    assert_eq!(list.matches("\nid=").count(), 2, "{list}");
+    // CLIENT KILL ID closes the other client's connection.
+    assert_eq!(b.ask(&format!("CLIENT KILL ID {id}\r\n")), ":1\r\n");
+    assert!(a.closed(), "the killed client's connection is still open");
+    let list = b.ask("CLIENT LIST\r\n");
+    assert!(!list.contains(&format!("id={id} ")), "{list}");
+    assert_eq!(
+        b.ask("CLIENT KILL 127.0.0.1:1\r\n"),
+        "-ERR No such client\r\n"
+    );
+    // What would act on the shared backend pipelines stays refused (and, here, closes).
+    assert_eq!(
+        b.ask("CONFIG SET maxmemory 1\r\n"),
+        "-ERR handle request, command 'CONFIG SET' is not allowed\r\n"
+    );
+    assert!(
+        b.closed(),
+        "session_break_on_failure did not close after a refusal"
+    );
+    let mut d = Raw::open(c.port);
+    assert_eq!(d.ask("AUTH sekret\r\n"), "+OK\r\n");
+    assert_eq!(
+        d.ask("CLIENT PAUSE 100\r\n"),
+        "-ERR handle request, command 'CLIENT PAUSE' is not allowed\r\n"
+    );
+}
+
 #[test]
 fn protocol_errors_close_only_the_offender_and_max_clients() {
     let c = Cluster::start("proxy_max_clients = 3\n");
@@ -294,7 +409,8 @@ fn redis_benchmark_runs_clean() {
         );
     }
     assert!(!text.to_lowercase().contains("error"), "{text}");
-    // redis-benchmark asks CONFIG GET first (refused, as in Codis); the load itself has no error.
+    // redis-benchmark asks CONFIG GET first: the proxy reads it from a backend master.
+    assert!(!text.contains("Could not fetch server CONFIG"), "{text}");
     let st = c.stats();
     for cmd in st["cmds"].as_array().unwrap() {
         if ["SET", "GET", "INCR", "MSET", "LPUSH"].contains(&cmd["opstr"].as_str().unwrap()) {
