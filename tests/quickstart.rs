@@ -145,7 +145,7 @@ fn quickstart_runs_the_cluster_and_stops_it() {
     let data = dir.path().join("cluster");
     let s1 = four_ports();
     // free_port() walks the port range in order: skip the servers' four.
-    let mut other = || loop {
+    let other = || loop {
         let p = free_port();
         if !(s1..s1 + 4).contains(&p) {
             return p;

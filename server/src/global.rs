@@ -372,35 +372,88 @@ async fn slotsinfo(core: &Rc<Core>, db: usize, args: &Args, out: &mut BytesMut) 
     }
 }
 
+/// Where a key sits in SLOTSSCAN's order: a fixed 52-bit hash (FNV-1a), so a cursor means the
+/// same position in every process and fits in the 53 bits codis-proxy leaves for it in the
+/// cluster-wide SCAN cursor it builds on top.
+fn scan_order(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h >> 12
+}
+
+/// `SLOTSSCAN slot cursor [COUNT n] [MATCH pattern] [TYPE type]`: up to COUNT keys of one slot
+/// (MATCH and TYPE filter what was examined, as in SCAN; both are codis-rs extensions). The
+/// cursor is a position in a fixed hash order of the keys, not an index: a key present for the
+/// whole iteration is returned exactly once however many keys are added or deleted meanwhile.
 async fn slotsscan(core: &Rc<Core>, db: usize, args: &Args, now: u64, out: &mut BytesMut) {
     let slot = match slot_arg(&args[1]) {
         Ok(s) => s,
         Err(e) => return encode::error(out, &e),
     };
-    let Some(cursor) = parse_cursor(&args[2]).and_then(|c| usize::try_from(c).ok()) else {
+    let Some(cursor) = parse_cursor(&args[2]) else {
         return encode::error(out, "ERR invalid cursor");
     };
     let mut count = 10usize;
-    if args.len() > 3 {
-        if args.len() != 5 || !args[3].eq_ignore_ascii_case(b"count") {
+    let mut pattern: Option<Bytes> = None;
+    let mut type_: Option<String> = None;
+    let mut i = 3;
+    while i < args.len() {
+        if i + 1 >= args.len() {
             return encode::error(out, err::SYNTAX);
         }
-        match resp::parse_i64(&args[4]) {
-            Some(n) if n >= 1 => count = n as usize,
-            Some(_) => return encode::error(out, err::SYNTAX),
-            None => return encode::error(out, err::NOT_INT),
+        if args[i].eq_ignore_ascii_case(b"count") {
+            match resp::parse_i64(&args[i + 1]) {
+                Some(n) if n >= 1 => count = n as usize,
+                Some(_) => return encode::error(out, err::SYNTAX),
+                None => return encode::error(out, err::NOT_INT),
+            }
+        } else if args[i].eq_ignore_ascii_case(b"match") {
+            pattern = Some(args[i + 1].clone());
+        } else if args[i].eq_ignore_ascii_case(b"type") {
+            type_ = Some(String::from_utf8_lossy(&args[i + 1]).to_lowercase());
+        } else {
+            return encode::error(out, err::SYNTAX);
         }
+        i += 2;
     }
-    let (keys, next): (Vec<Bytes>, usize) = core
+    let (keys, next): (Vec<Bytes>, u64) = core
         .run_on_slot(slot as u16, move |s| {
-            let keys = s.dbs[db].slot_keys(slot, now);
-            let page: Vec<Bytes> = keys.iter().skip(cursor).take(count).cloned().collect();
-            let next = if cursor + count >= keys.len() {
-                0
+            let d = &mut s.dbs[db];
+            let mut rest: Vec<(u64, Bytes)> = d
+                .slot_keys(slot, now)
+                .into_iter()
+                .map(|k| (scan_order(&k), k))
+                .filter(|(h, _)| *h >= cursor)
+                .collect();
+            let mut next = 0;
+            if rest.len() > count {
+                rest.select_nth_unstable_by_key(count - 1, |(h, _)| *h);
+                let last = rest[count - 1].0;
+                // Keys sharing the last hash go in this page too: the next one starts after it.
+                let (mut page, more): (Vec<_>, Vec<_>) =
+                    rest.into_iter().partition(|(h, _)| *h <= last);
+                if !more.is_empty() {
+                    next = last + 1;
+                }
+                page.sort_unstable_by_key(|(h, _)| *h);
+                rest = page;
             } else {
-                cursor + count
-            };
-            (page, next)
+                rest.sort_unstable_by_key(|(h, _)| *h);
+            }
+            let kept = rest
+                .into_iter()
+                .map(|(_, k)| k)
+                .filter(|k| pattern.as_ref().is_none_or(|p| glob::matches(p, k, false)))
+                .filter(|k| {
+                    type_
+                        .as_ref()
+                        .is_none_or(|t| d.get(k, now).is_some_and(|e| e.value.type_name() == t))
+                })
+                .collect();
+            (kept, next)
         })
         .await;
     encode::array(out, 2);

@@ -495,8 +495,23 @@ fn slots_commands_match_golden_replies() {
         r.line("SLOTSSCAN 1024 0"),
         b"-ERR invalid slot number = 1024\r\n"
     );
-    assert_eq!(r.line("SLOTSSCAN 899 0 match x"), b"-ERR syntax error\r\n");
+    // MATCH and TYPE (codis-rs extensions) filter the page, as in SCAN.
+    assert_eq!(
+        r.line("SLOTSSCAN 899 0 match x"),
+        b"*2\r\n$1\r\n0\r\n*0\r\n"
+    );
+    assert_eq!(
+        r.line("SLOTSSCAN 899 0 MATCH *:b COUNT 100"),
+        b"*2\r\n$1\r\n0\r\n*1\r\n$7\r\n{tag}:b\r\n"
+    );
+    assert_eq!(
+        r.line("SLOTSSCAN 899 0 TYPE list"),
+        b"*2\r\n$1\r\n0\r\n*0\r\n"
+    );
+    assert_eq!(r.line("SLOTSSCAN 899 0 bogus x"), b"-ERR syntax error\r\n");
+    assert_eq!(r.line("SLOTSSCAN 899 0 count"), b"-ERR syntax error\r\n");
     assert_eq!(r.line("SLOTSSCAN 0 0 count 0"), b"-ERR syntax error\r\n");
+    assert_eq!(r.line("SLOTSSCAN 0 x"), b"-ERR invalid cursor\r\n");
     assert_eq!(r.line("SLOTSCHECK"), b"+OK\r\n");
     assert_eq!(
         r.line("SLOTSDEL 899 362"),
@@ -511,6 +526,67 @@ fn slots_commands_match_golden_replies() {
         r.line("SLOTSDEL 1024"),
         b"-ERR invalid slot number = 1024\r\n"
     );
+}
+
+/// SLOTSSCAN's cursor is a position in a fixed hash order: keys added or deleted between pages
+/// never make a key that stays for the whole iteration missed or returned twice.
+#[test]
+fn slotsscan_cursor_survives_writes_between_pages() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    let mut c = srv.conn();
+    let slot: i64 = redis::cmd("SLOTSHASHKEY")
+        .arg("{s}")
+        .query::<Vec<i64>>(&mut c)
+        .unwrap()[0];
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.set(format!("{{s}}:{i}"), i).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let mut cursor = "0".to_string();
+    let mut seen: Vec<String> = Vec::new();
+    let mut round = 0;
+    loop {
+        let (next, keys): (String, Vec<String>) = redis::cmd("SLOTSSCAN")
+            .arg(slot)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(7)
+            .query(&mut c)
+            .unwrap();
+        assert!(
+            keys.len() <= 7 || next == "0",
+            "{} keys for COUNT 7",
+            keys.len()
+        );
+        seen.extend(keys);
+        // Between pages: delete some of the first 100 keys and add new ones.
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{{s}}:{round}"))
+            .query(&mut c)
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{{s}}:new{round}"))
+            .arg(1)
+            .query(&mut c)
+            .unwrap();
+        round += 1;
+        cursor = next;
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert!(round > 50, "only {round} pages");
+    let mut counts = std::collections::HashMap::new();
+    for k in &seen {
+        *counts.entry(k.clone()).or_insert(0) += 1;
+    }
+    assert!(counts.values().all(|&n| n == 1), "a key was returned twice");
+    // Every key that existed throughout (never deleted: index >= rounds) was returned.
+    for i in round..500 {
+        let k = format!("{{s}}:{i}");
+        assert!(counts.contains_key(&k), "{k} missed");
+    }
 }
 
 #[test]
