@@ -12,7 +12,8 @@
 //! - SCAN of both servers: no key in two groups, every key on the group of its slot, nothing
 //!   lost or invented;
 //! - TTL keys still have a TTL, big collections are intact;
-//! - no client saw an error.
+//! - no client saw an error, and every whole-cluster SCAN through the proxy that ran meanwhile
+//!   returned every key that existed throughout.
 //!
 //! `dashboard_killed_mid_migration` kills the dashboard with SIGKILL after a quarter of the
 //! slots moved while one is mid-way (preparing/prepared/migrating/finished), restarts it, and checks the same guarantees once the restarted executor finished.
@@ -287,6 +288,54 @@ fn reader(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>, big: Vec<Stri
     seen
 }
 
+/// Whole-cluster SCANs through the proxy, pass after pass while the slots move: each complete
+/// pass must return every key that exists throughout (the fixed strings), whichever side of a
+/// migrating slot holds it when the pass gets there.
+fn scanner(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> Seen {
+    let mut con = connect(&url);
+    let mut seen = Seen::default();
+    let fixed: Vec<String> = fixed_strings().into_iter().map(|(k, _)| k).collect();
+    let mut passes = 0;
+    // At least one pass, and the one under way when the load stops is completed.
+    while passes == 0 || !stop.load(Ordering::Relaxed) {
+        let mut got: HashSet<String> = HashSet::new();
+        let mut cursor = "0".to_string();
+        loop {
+            match redis::cmd("SCAN")
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(200)
+                .query::<(String, Vec<String>)>(&mut con)
+            {
+                Ok((next, keys)) => {
+                    got.extend(keys);
+                    cursor = next;
+                }
+                Err(e) => {
+                    seen.errors.push(format!("SCAN {cursor}: {e}"));
+                    return seen;
+                }
+            }
+            seen.ops += 1;
+            ops.fetch_add(1, Ordering::Relaxed);
+            if cursor == "0" {
+                break;
+            }
+        }
+        let missed: Vec<&String> = fixed.iter().filter(|k| !got.contains(*k)).collect();
+        if !missed.is_empty() {
+            seen.errors.push(format!(
+                "SCAN pass {passes} missed {} keys, e.g. {:?}",
+                missed.len(),
+                &missed[..missed.len().min(5)]
+            ));
+        }
+        passes += 1;
+    }
+    eprintln!("scanner: {passes} complete SCAN passes through the proxy");
+    seen
+}
+
 fn start_load(c: &Cluster, big: &BigKeys) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
@@ -298,6 +347,8 @@ fn start_load(c: &Cluster, big: &BigKeys) -> Load {
     let (url, s, o) = (c.proxy_url(), stop.clone(), ops.clone());
     let names: Vec<String> = big.all().iter().map(|s| s.to_string()).collect();
     threads.push(std::thread::spawn(move || reader(url, s, o, names)));
+    let (url, s, o) = (c.proxy_url(), stop.clone(), ops.clone());
+    threads.push(std::thread::spawn(move || scanner(url, s, o)));
     // Let the load run on the old layout for a moment.
     let start = Instant::now();
     while ops.load(Ordering::Relaxed) < 2_000 && start.elapsed() < Duration::from_secs(10) {

@@ -23,6 +23,8 @@ pub enum Kind {
     Config,
     SlotsInfo,
     SlotsScan,
+    /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` over the whole cluster, slot by slot (`scan`).
+    Scan,
     SlotsMapping,
     /// Refused with `ERR handle request, command 'X' is not allowed`.
     Blocked,
@@ -87,7 +89,6 @@ const BLOCKED: &[&str] = &[
     "restore",
     "restore-asking",
     "save",
-    "scan",
     "script",
     "shutdown",
     "slaveof",
@@ -143,6 +144,7 @@ fn classify(spec: &CommandSpec) -> Kind {
         "config" => return Kind::Config,
         "slotsinfo" => return Kind::SlotsInfo,
         "slotsscan" => return Kind::SlotsScan,
+        "scan" => return Kind::Scan,
         "mget" => return Kind::Split(SplitKind::Mget),
         "mset" => return Kind::Split(SplitKind::Mset),
         "del" | "exists" | "touch" | "unlink" => return Kind::Split(SplitKind::Sum),

@@ -15,6 +15,7 @@
 //!   forwarded; hash key; CROSSSLOT check).
 //! - [`router`]: the target of one request (master, replica, migrating source → target).
 //! - [`multikey`]: MGET/MSET/DEL/EXISTS/TOUCH/UNLINK split per backend and merged.
+//! - [`scan`]: `SCAN` over the whole cluster, one slot's `SLOTSSCAN` page per call.
 //! - [`backend`]: the pipelined backend connection (handshake, FIFO replies, keepalive,
 //!   failure and reconnection).
 //! - [`slots`]: the slot table built from a topology snapshot (states, locks, replicas).
@@ -38,6 +39,7 @@ pub mod local;
 pub mod multikey;
 pub mod router;
 pub mod runtime;
+pub mod scan;
 pub mod session;
 pub mod slots;
 pub mod stats;

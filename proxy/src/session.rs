@@ -21,6 +21,7 @@ use crate::core::{Core, CoreTable};
 use crate::local;
 use crate::multikey::{self, Merge, SplitBufs};
 use crate::router::{self, Target};
+use crate::scan;
 use crate::sync::Batch;
 
 /// Where the reply of one request comes from.
@@ -31,6 +32,8 @@ enum Item {
     Remote(usize),
     /// Sub-requests to merge.
     Merge(Merge),
+    /// A `SLOTSSCAN` page whose cursor becomes the cluster-wide `SCAN` cursor.
+    Scan(usize, scan::Step),
 }
 
 struct Session {
@@ -298,6 +301,7 @@ impl Session {
                 }
                 _ => self.error(ci, "ERR invalid slot number"),
             },
+            Kind::Scan => self.scan(ci, args).await,
             Kind::Blocked => {
                 let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
                 self.refuse(ci, &name);
@@ -353,6 +357,40 @@ impl Session {
                 router::send(&self.core, Target::Direct(b), &[], args, &self.batch, idx);
             }
             None => self.reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes())),
+        }
+    }
+
+    /// `SCAN`: one `SLOTSSCAN` page of the slot the cursor names, from the slot's master (or,
+    /// while it migrates, first its source then its target); see `scan`.
+    async fn scan(&mut self, ci: usize, args: &Args) {
+        let (cur, opts) = match scan::parse(args) {
+            Ok(v) => v,
+            Err(e) => return self.error(ci, e),
+        };
+        loop {
+            let Some(t) = self
+                .unlocked_table(|t| t.table.slots[cur.slot as usize].locked)
+                .await
+            else {
+                return self.error(ci, NOT_ONLINE);
+            };
+            let route = &t.table.slots[cur.slot as usize];
+            let Some(owner) = route.backend else {
+                return self
+                    .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
+            };
+            let (addr, step) = scan::target(cur, owner, route.migrate_from);
+            let b = self.core.backend(&t, addr, self.db);
+            if b.is_full() {
+                drop(t);
+                b.space.wait().await;
+                continue;
+            }
+            let idx = self.batch.push_slot();
+            self.items.push((Item::Scan(idx, step), ci));
+            let req = scan::request(cur, &opts);
+            router::send(&self.core, Target::Direct(b), &[], &req, &self.batch, idx);
+            return;
         }
     }
 
@@ -489,6 +527,7 @@ impl Session {
                 Item::Merge(m) => {
                     multikey::merge(m, &self.split, &self.batch, out);
                 }
+                Item::Scan(idx, step) => scan::reply(*step, &self.batch.get(*idx), out),
             }
             let is_err = out.get(start) == Some(&b'-');
             let failed = is_err

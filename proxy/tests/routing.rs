@@ -360,6 +360,75 @@ fn client_hello_and_config_get_are_answered() {
     );
 }
 
+/// Every key of a SCAN through the proxy, paging with `extra` options until the cursor is 0.
+fn scan_all(p: &mut redis::Connection, extra: &[&str]) -> (Vec<String>, usize) {
+    let mut cursor = "0".to_string();
+    let (mut keys, mut calls) = (Vec::new(), 0);
+    loop {
+        let mut c = redis::cmd("SCAN");
+        c.arg(&cursor);
+        for a in extra {
+            c.arg(*a);
+        }
+        let (next, page): (String, Vec<String>) = c.query(p).unwrap();
+        keys.extend(page);
+        calls += 1;
+        cursor = next;
+        if cursor == "0" {
+            return (keys, calls);
+        }
+    }
+}
+
+#[test]
+fn scan_walks_every_group() {
+    let c = Cluster::start("");
+    let mut p = c.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        pipe.set(format!("s:{i}"), i).ignore();
+    }
+    for i in 0..40 {
+        pipe.rpush(format!("list:{i}"), "x").ignore();
+    }
+    let _: () = pipe.query(&mut p).unwrap();
+    let (mut keys, calls) = scan_all(&mut p, &["COUNT", "100"]);
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(n, keys.len(), "a key was returned twice");
+    assert_eq!(keys.len(), 3040);
+    assert!(calls >= 1024, "{calls} calls for 1024 slots");
+    // Both groups held some of them.
+    let (g1, g2): (i64, i64) = (
+        redis::cmd("DBSIZE").query(&mut c.backend(1)).unwrap(),
+        redis::cmd("DBSIZE").query(&mut c.backend(2)).unwrap(),
+    );
+    assert!(g1 > 0 && g2 > 0 && g1 + g2 == 3040, "{g1} / {g2}");
+    // MATCH and TYPE are applied by the servers.
+    let (mut lists, _) = scan_all(&mut p, &["TYPE", "list"]);
+    lists.sort();
+    let mut want: Vec<String> = (0..40).map(|i| format!("list:{i}")).collect();
+    want.sort();
+    assert_eq!(lists, want);
+    let (m, _) = scan_all(&mut p, &["MATCH", "s:1?", "COUNT", "1000"]);
+    assert_eq!(m.len(), 10, "{m:?}");
+    // Redis's errors; SELECT applies.
+    assert_eq!(
+        err_text(cmd(&mut p, &["SCAN", "x"])),
+        "An error was signalled by the server - ResponseError: invalid cursor"
+    );
+    let _: () = redis::cmd("SELECT").arg(2).query(&mut p).unwrap();
+    assert!(scan_all(&mut p, &[]).0.is_empty());
+    // redis-cli --scan, the tool users reach for, walks the same keys.
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &c.port.to_string(), "--scan", "--pattern", "list:*"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 40);
+}
+
 #[test]
 fn protocol_errors_close_only_the_offender_and_max_clients() {
     let c = Cluster::start("proxy_max_clients = 3\n");
