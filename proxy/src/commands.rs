@@ -25,6 +25,8 @@ pub enum Kind {
     SlotsScan,
     /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` over the whole cluster, slot by slot (`scan`).
     Scan,
+    /// `DBSIZE`: the sum over every group master.
+    DbSize,
     SlotsMapping,
     /// Refused with `ERR handle request, command 'X' is not allowed`.
     Blocked,
@@ -59,7 +61,6 @@ const BLOCKED: &[&str] = &[
     "brpop",
     "brpoplpush",
     "cluster",
-    "dbsize",
     "debug",
     "discard",
     "exec",
@@ -145,6 +146,7 @@ fn classify(spec: &CommandSpec) -> Kind {
         "slotsinfo" => return Kind::SlotsInfo,
         "slotsscan" => return Kind::SlotsScan,
         "scan" => return Kind::Scan,
+        "dbsize" => return Kind::DbSize,
         "mget" => return Kind::Split(SplitKind::Mget),
         "mset" => return Kind::Split(SplitKind::Mset),
         "del" | "exists" | "touch" | "unlink" => return Kind::Split(SplitKind::Sum),

@@ -1,6 +1,7 @@
 //! Multi-key commands split by backend and merged in key order: `MGET`, `MSET`, `DEL`, `EXISTS`,
 //! `TOUCH`, `UNLINK`. Keys are grouped per backend server (one sub-request per server, not one
 //! per key as Codis does); keys of a migrating slot go one by one through the migration path.
+//! `DBSIZE` goes to every group master and the counts are summed.
 
 use std::rc::Rc;
 
@@ -99,6 +100,43 @@ pub fn split(
         kind,
         parts: (parts_start as u32, (bufs.parts.len() - parts_start) as u32),
         map: (map_start as u32, (bufs.map.len() - map_start) as u32),
+    })
+}
+
+/// Sends `args` to every group master of `t` (each address once, a migrating slot's source
+/// included) and returns the merge that sums their integer replies (`DBSIZE`); None when no
+/// slot has a master.
+pub fn to_every_master(
+    core: &Rc<Core>,
+    t: &CoreTable,
+    db: u32,
+    args: &[Bytes],
+    batch: &Rc<Batch>,
+    bufs: &mut SplitBufs,
+) -> Option<Merge> {
+    let mut addrs: Vec<u32> = t
+        .table
+        .slots
+        .iter()
+        .flat_map(|s| [s.backend, s.migrate_from])
+        .flatten()
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return None;
+    }
+    let parts_start = bufs.parts.len();
+    for a in addrs {
+        let idx = batch.push_slot();
+        bufs.parts.push(idx as u32);
+        let b = core.backend(t, a, db);
+        router::send(core, router::Target::Direct(b), &[], args, batch, idx);
+    }
+    Some(Merge {
+        kind: SplitKind::Sum,
+        parts: (parts_start as u32, (bufs.parts.len() - parts_start) as u32),
+        map: (bufs.map.len() as u32, 0),
     })
 }
 

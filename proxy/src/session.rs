@@ -302,6 +302,17 @@ impl Session {
                 _ => self.error(ci, "ERR invalid slot number"),
             },
             Kind::Scan => self.scan(ci, args).await,
+            Kind::DbSize => {
+                let Some(t) = self.core.table() else {
+                    return self.error(ci, NOT_ONLINE);
+                };
+                let (core, db) = (self.core.clone(), self.db);
+                match multikey::to_every_master(&core, &t, db, args, &self.batch, &mut self.split) {
+                    Some(m) => self.items.push((Item::Merge(m), ci)),
+                    None => self
+                        .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes())),
+                }
+            }
             Kind::Blocked => {
                 let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
                 self.refuse(ci, &name);

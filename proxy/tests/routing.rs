@@ -381,7 +381,7 @@ fn scan_all(p: &mut redis::Connection, extra: &[&str]) -> (Vec<String>, usize) {
 }
 
 #[test]
-fn scan_walks_every_group() {
+fn scan_and_dbsize_walk_every_group() {
     let c = Cluster::start("");
     let mut p = c.conn();
     let mut pipe = redis::pipe();
@@ -405,6 +405,8 @@ fn scan_walks_every_group() {
         redis::cmd("DBSIZE").query(&mut c.backend(2)).unwrap(),
     );
     assert!(g1 > 0 && g2 > 0 && g1 + g2 == 3040, "{g1} / {g2}");
+    // DBSIZE through the proxy sums every group master.
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut p).unwrap(), 3040);
     // MATCH and TYPE are applied by the servers.
     let (mut lists, _) = scan_all(&mut p, &["TYPE", "list"]);
     lists.sort();
@@ -420,6 +422,7 @@ fn scan_walks_every_group() {
     );
     let _: () = redis::cmd("SELECT").arg(2).query(&mut p).unwrap();
     assert!(scan_all(&mut p, &[]).0.is_empty());
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut p).unwrap(), 0);
     // redis-cli --scan, the tool users reach for, walks the same keys.
     let out = std::process::Command::new("redis-cli")
         .args(["-p", &c.port.to_string(), "--scan", "--pattern", "list:*"])
@@ -427,6 +430,15 @@ fn scan_walks_every_group() {
         .unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 40);
+    // redis-cli --bigkeys asks DBSIZE, then SCANs and sizes every key.
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &c.port.to_string(), "--bigkeys"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Biggest   list found"), "{text}");
+    assert!(text.contains("3040 keys"), "{text}");
 }
 
 #[test]
