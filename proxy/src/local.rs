@@ -18,7 +18,7 @@ pub fn wants_keyspace(args: &[Bytes]) -> bool {
         })
 }
 
-/// `INFO [section…]`: the proxy's own sections (server, clients, stats, proxy), Redis-style, then
+/// `INFO [section…]`: the proxy's own sections (server, clients, memory, stats, proxy), Redis-style, then
 /// `keyspace` (the sum over every group master, gathered by the caller with [`keyspace`]).
 pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, out: &mut BytesMut) {
     let sh = &core.shared;
@@ -50,9 +50,19 @@ pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, out: &mut Bytes
     if has("clients") {
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
             sh.sessions_alive.load(Relaxed),
             cfg.proxy_max_clients
+        );
+    }
+    if has("memory") {
+        // The proxy's own resident memory (it keeps no data); redis-cli --stat reads used_memory.
+        let rss = rss_bytes();
+        let _ = write!(
+            text,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmem_allocator:mimalloc\r\n\r\n",
+            human(rss),
+            human(rss),
         );
     }
     if has("stats") {
@@ -98,6 +108,36 @@ pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, out: &mut Bytes
         text.truncate(text.len() - 2);
     }
     encode::bulk(out, text.as_bytes());
+}
+
+/// Resident memory of this process, from `/proc/self/statm` (0 if unreadable).
+fn rss_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    pages * page
+}
+
+/// Bytes as Redis's `*_human` fields print them (`1.50M`).
+fn human(n: u64) -> String {
+    let f = n as f64;
+    let k = 1024.0;
+    if f >= k * k * k {
+        format!("{:.2}G", f / (k * k * k))
+    } else if f >= k * k {
+        format!("{:.2}M", f / (k * k))
+    } else if f >= k {
+        format!("{:.2}K", f / k)
+    } else {
+        format!("{n}B")
+    }
 }
 
 /// Per database: keys, keys with an expiry, and the sum of `avg_ttl × expires` (to average).

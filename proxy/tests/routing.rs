@@ -595,4 +595,13 @@ fn info_keyspace_sums_every_group() {
     );
     let server_only: String = redis::cmd("INFO").arg("server").query(&mut p).unwrap();
     assert!(!server_only.contains("# Keyspace"), "{server_only}");
+    // The fields redis-cli --stat reads: the proxy's own memory, no blocked clients.
+    let mem: String = redis::cmd("INFO").arg("memory").query(&mut p).unwrap();
+    let used: u64 = mem
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(used > 1 << 20, "{mem}");
+    assert!(all.contains("blocked_clients:0\r\n"), "{all}");
 }
