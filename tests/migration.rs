@@ -5,7 +5,8 @@
 //! proxy (20,000 string keys with `{user:N}` tag groups, keys with TTLs, a hash, a list, a set
 //! and a sorted set of 5,000 elements each, all four in migrating slots). Then `codisctl slot
 //! migrate 448 511 2` (`E2E_MIGRATE_FROM=256` moves half of group 1's slots) runs while
-//! client threads keep writing (INCR, SET with increasing values, MSET of tag pairs) and
+//! client threads keep writing (INCR, SET with increasing values, MSET or MULTI/EXEC of tag
+//! pairs) and
 //! reading through the proxy, recording every acknowledged value and every error. Afterwards:
 //! - every slot is idle and in its target group;
 //! - every key read through the proxy has its last acknowledged value;
@@ -218,12 +219,23 @@ fn writer(url: String, t: usize, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> 
             }
             if round % 4 == 0 {
                 let (a, b) = (format!("{{w:{t}:{j}}}:a"), format!("{{w:{t}:{j}}}:b"));
-                let r = redis::cmd("MSET")
-                    .arg(&a)
-                    .arg(round)
-                    .arg(&b)
-                    .arg(round)
-                    .query::<String>(&mut con);
+                // Every other time as a MULTI … EXEC transaction, which the proxy holds while
+                // the pair's slot migrates.
+                let r = if round % 8 == 0 {
+                    redis::pipe()
+                        .atomic()
+                        .set(&a, round)
+                        .set(&b, round)
+                        .query::<(String, String)>(&mut con)
+                        .map(|(x, _)| x)
+                } else {
+                    redis::cmd("MSET")
+                        .arg(&a)
+                        .arg(round)
+                        .arg(&b)
+                        .arg(round)
+                        .query::<String>(&mut con)
+                };
                 match r {
                     Ok(_) => {
                         seen.acked.insert(a, round);

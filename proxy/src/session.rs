@@ -51,6 +51,17 @@ struct Session {
     local: BytesMut,
     split: SplitBufs,
     reqs: Vec<Args>,
+    /// Between MULTI and EXEC/DISCARD.
+    multi: Option<Multi>,
+}
+
+/// A transaction being queued: its commands, the one slot their keys hash to (None: no key
+/// yet), and whether a queued command was refused (EXEC then aborts, as in Redis).
+#[derive(Default)]
+struct Multi {
+    cmds: Vec<Args>,
+    slot: Option<u16>,
+    dirty: bool,
 }
 
 const NOT_ONLINE: &str = "ERR router is not online";
@@ -89,6 +100,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
         local: BytesMut::with_capacity(4096),
         split: SplitBufs::default(),
         reqs: Vec::new(),
+        multi: None,
     };
     let mut parser = RequestParser::new(cfg.session_max_bulk);
     parser.set_authenticated(s.authed);
@@ -216,10 +228,40 @@ impl Session {
             if !spec.arity_ok(args.len()) || odd_mset {
                 let text = format!("ERR wrong number of arguments for '{}' command", spec.name);
                 self.error(ci, &text);
+                if let Some(m) = &mut self.multi {
+                    m.dirty = true;
+                }
                 return;
             }
         }
+        if self.multi.is_some()
+            && !matches!(
+                cmd.kind,
+                Kind::Multi | Kind::Exec | Kind::Discard | Kind::Quit | Kind::Unwatch
+            )
+        {
+            self.queue(&cmd, args);
+            return;
+        }
         match cmd.kind {
+            Kind::Multi => match self.multi {
+                Some(_) => self.error(ci, "ERR MULTI calls can not be nested"),
+                None => {
+                    self.multi = Some(Multi::default());
+                    self.reply_local(ci, encode::ok);
+                }
+            },
+            Kind::Exec => match self.multi.take() {
+                None => self.error(ci, "ERR EXEC without MULTI"),
+                Some(m) => self.exec(ci, m).await,
+            },
+            Kind::Discard => match self.multi.take() {
+                None => self.error(ci, "ERR DISCARD without MULTI"),
+                Some(_) => self.reply_local(ci, encode::ok),
+            },
+            // The proxy never sends WATCH (it is refused), so there is nothing to forget; a
+            // backend connection is shared, so forwarding it would touch other sessions.
+            Kind::Unwatch => self.reply_local(ci, encode::ok),
             Kind::Quit => {
                 self.quit = true;
                 self.reply_local(ci, encode::ok);
@@ -331,6 +373,121 @@ impl Session {
                 let slot = resp::slot(key);
                 self.forward(&cmd, args, slot, key, cmd.replica_ok).await;
             }
+        }
+    }
+
+    /// A command between MULTI and EXEC: `+QUEUED` if it can run in the transaction (a
+    /// command the proxy forwards, whose keys hash to the transaction's one slot), else an error
+    /// that makes EXEC abort.
+    fn queue(&mut self, cmd: &Cmd, args: &Args) {
+        let ci = cmd.index;
+        let slot: Result<Option<u16>, String> = match (cmd.kind, cmd.spec) {
+            (Kind::Forward { .. } | Kind::Split(_), Some(spec)) => {
+                commands::common_slot(spec, args)
+                    .ok_or_else(|| "CROSSSLOT Keys in request don't hash to the same slot".into())
+            }
+            // Not in the command table: Codis hashes argv[1].
+            (Kind::Forward { .. }, None) => Ok(args.get(1).map(|k| resp::slot(k))),
+            (Kind::Ping | Kind::Echo, _) => Ok(None),
+            (Kind::Blocked, _) => {
+                let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+                Err(format!(
+                    "ERR handle request, command '{name}' is not allowed"
+                ))
+            }
+            _ => {
+                let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+                Err(format!(
+                    "ERR {name} inside MULTI is not supported by codis-proxy"
+                ))
+            }
+        };
+        let Some(m) = self.multi.as_mut() else {
+            return;
+        };
+        let slot = slot.and_then(|s| match (s, m.slot) {
+            (Some(s), Some(t)) if s != t => Err(
+                "CROSSSLOT Keys in a transaction through codis-proxy must hash to one slot".into(),
+            ),
+            _ => Ok(s),
+        });
+        match slot {
+            Ok(s) => {
+                if s.is_some() {
+                    m.slot = s;
+                }
+                m.cmds.push(args.clone());
+                self.reply_local(ci, |b| b.extend_from_slice(b"+QUEUED\r\n"));
+            }
+            Err(e) => {
+                m.dirty = true;
+                self.error(ci, &e);
+                self.broken |= self.core.cfg.session_break_on_failure && e.contains("not allowed");
+            }
+        }
+    }
+
+    /// EXEC: the queued commands go to the slot's master as one contiguous MULTI … EXEC on the
+    /// shared backend connection (nothing of another session can come between them there), and
+    /// the client gets EXEC's reply. A slot that is locked or migrating is waited for, so the
+    /// transaction runs whole on one side.
+    async fn exec(&mut self, ci: usize, m: Multi) {
+        if m.dirty {
+            return self.error(
+                ci,
+                "EXECABORT Transaction discarded because of previous errors.",
+            );
+        }
+        if m.cmds.is_empty() {
+            return self.reply_local(ci, |b| encode::array(b, 0));
+        }
+        let slot = m.slot.unwrap_or(0) as usize;
+        loop {
+            let Some(t) = self
+                .unlocked_table(|t| {
+                    let r = &t.table.slots[slot];
+                    r.locked || r.migrate_from.is_some()
+                })
+                .await
+            else {
+                return self.error(ci, NOT_ONLINE);
+            };
+            let Some(owner) = t.table.slots[slot].backend else {
+                return self
+                    .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
+            };
+            let b = self.core.backend(&t, owner, self.db);
+            if b.is_full() {
+                drop(t);
+                b.space.wait().await;
+                continue;
+            }
+            // MULTI's and the +QUEUED replies land in the batch unread; EXEC's is the answer.
+            let multi = [Bytes::from_static(b"MULTI")];
+            let idx = self.batch.push_slot();
+            router::send(
+                &self.core,
+                Target::Direct(b.clone()),
+                &[],
+                &multi,
+                &self.batch,
+                idx,
+            );
+            for c in &m.cmds {
+                let idx = self.batch.push_slot();
+                router::send(
+                    &self.core,
+                    Target::Direct(b.clone()),
+                    &[],
+                    c,
+                    &self.batch,
+                    idx,
+                );
+            }
+            let exec = [Bytes::from_static(b"EXEC")];
+            let idx = self.remote(ci);
+            router::send(&self.core, Target::Direct(b), &[], &exec, &self.batch, idx);
+            return;
         }
     }
 

@@ -214,8 +214,8 @@ fn auth_select_blocked_and_local_commands() {
         "-ERR handle request, command 'BLPOP' is not allowed\r\n"
     );
     assert_eq!(
-        ask("MULTI\r\n"),
-        "-ERR handle request, command 'MULTI' is not allowed\r\n"
+        ask("SUBSCRIBE ch\r\n"),
+        "-ERR handle request, command 'SUBSCRIBE' is not allowed\r\n"
     );
     assert_eq!(ask("GET dbkey\r\n"), "$5\r\nthree\r\n");
     assert_eq!(
@@ -439,6 +439,87 @@ fn scan_and_dbsize_walk_every_group() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Biggest   list found"), "{text}");
     assert!(text.contains("3040 keys"), "{text}");
+}
+
+#[test]
+fn transactions_on_one_slot() {
+    let c = Cluster::start("");
+    let mut a = Raw::open(c.port);
+    // A client library's transaction, pipelined in one write.
+    let got = a.ask("MULTI\r\nSET {t}a 1\r\nINCR {t}b\r\nGET {t}a\r\nEXEC\r\n");
+    assert_eq!(
+        got,
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n:1\r\n$1\r\n1\r\n"
+    );
+    // A runtime error stays inside EXEC's reply, as in Redis.
+    assert_eq!(
+        a.ask("MULTI\r\nLPUSH {t}a x\r\nINCR {t}b\r\nEXEC\r\n"),
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n:2\r\n"
+    );
+    // Keys of two slots, a refused command, a wrong arity: EXEC aborts and nothing ran.
+    for bad in ["SET other 1", "KEYS *", "GET"] {
+        let r = a.ask(&format!("MULTI\r\nSET {{t}}c 1\r\n{bad}\r\n"));
+        assert!(r.starts_with("+OK\r\n+QUEUED\r\n-"), "{bad}: {r}");
+        assert_eq!(
+            a.ask("EXEC\r\n"),
+            "-EXECABORT Transaction discarded because of previous errors.\r\n",
+            "{bad}"
+        );
+    }
+    assert_eq!(a.ask("GET {t}c\r\n"), "$-1\r\n");
+    assert_eq!(
+        a.ask("MULTI\r\nSET {t}c 1\r\nDISCARD\r\n"),
+        "+OK\r\n+QUEUED\r\n+OK\r\n"
+    );
+    assert_eq!(a.ask("GET {t}c\r\n"), "$-1\r\n");
+    assert_eq!(a.ask("EXEC\r\n"), "-ERR EXEC without MULTI\r\n");
+    assert_eq!(a.ask("DISCARD\r\n"), "-ERR DISCARD without MULTI\r\n");
+    assert_eq!(
+        a.ask("MULTI\r\nMULTI\r\n"),
+        "+OK\r\n-ERR MULTI calls can not be nested\r\n"
+    );
+    assert_eq!(a.ask("EXEC\r\n"), "*0\r\n");
+    assert_eq!(a.ask("UNWATCH\r\n"), "+OK\r\n");
+    assert_eq!(
+        a.ask("WATCH {t}a\r\n"),
+        "-ERR handle request, command 'WATCH' is not allowed\r\n"
+    );
+
+    // Transactions share the core's one backend connection with other sessions' plain
+    // commands: none may slip into another session's MULTI … EXEC.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut plain = Vec::new();
+    for _ in 0..3 {
+        let (port, stop) = (c.port, stop.clone());
+        plain.push(std::thread::spawn(move || {
+            let mut p = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let mut last = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v: i64 = redis::cmd("INCR").arg("{t}n").query(&mut p).unwrap();
+                assert!(v > last);
+                last = v;
+            }
+        }));
+    }
+    let mut t = c.conn();
+    for _ in 0..300 {
+        let (x, y): (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("INCR")
+            .arg("{t}n")
+            .cmd("INCR")
+            .arg("{t}n")
+            .query(&mut t)
+            .unwrap();
+        assert_eq!(y, x + 1, "another increment ran inside the transaction");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in plain {
+        h.join().unwrap();
+    }
 }
 
 #[test]
