@@ -56,7 +56,8 @@ pub enum SplitKind {
 }
 
 /// Codis 3.2's `FlagNotAllow` list (reference §2.2), plus every blocking command (it would stall
-/// the shared backend pipeline) and every pub/sub or transaction command.
+/// the shared backend pipeline) and every pub/sub or transaction command — except what the proxy
+/// now answers itself (`classify`): CLIENT, CONFIG GET, DBSIZE, SCAN, MULTI/EXEC/DISCARD/UNWATCH.
 const BLOCKED: &[&str] = &[
     "asking",
     "bgrewriteaof",
