@@ -183,6 +183,31 @@ pub fn parse_cursor(a: &[u8]) -> Option<u64> {
     Some(if neg { v.wrapping_neg() } else { v })
 }
 
+/// `[COUNT n] [MATCH pattern] [TYPE type]` of SCAN and SLOTSSCAN: (count, pattern, lower-case
+/// type), or the error to reply.
+fn scan_options(opts: &[Bytes]) -> Result<(usize, Option<Bytes>, Option<String>), &'static str> {
+    let (mut count, mut pattern, mut type_) = (10usize, None, None);
+    for pair in opts.chunks(2) {
+        let [name, value] = pair else {
+            return Err(err::SYNTAX);
+        };
+        if name.eq_ignore_ascii_case(b"count") {
+            match resp::parse_i64(value) {
+                Some(n) if n >= 1 => count = n as usize,
+                Some(_) => return Err(err::SYNTAX),
+                None => return Err(err::NOT_INT),
+            }
+        } else if name.eq_ignore_ascii_case(b"match") {
+            pattern = Some(value.clone());
+        } else if name.eq_ignore_ascii_case(b"type") {
+            type_ = Some(String::from_utf8_lossy(value).to_lowercase());
+        } else {
+            return Err(err::SYNTAX);
+        }
+    }
+    Ok((count, pattern, type_))
+}
+
 /// What one core found for a SCAN step: per slot (slot, keys examined, keys kept), and whether it
 /// scanned every slot it owns from the cursor on.
 type ScanPart = (Vec<(usize, usize, Vec<Bytes>)>, Option<usize>);
@@ -191,29 +216,10 @@ async fn scan(core: &Rc<Core>, db: usize, args: &Args, now: u64, out: &mut Bytes
     let Some(cursor) = parse_cursor(&args[1]) else {
         return encode::error(out, "ERR invalid cursor");
     };
-    let mut count = 10usize;
-    let mut pattern: Option<Bytes> = None;
-    let mut type_: Option<String> = None;
-    let mut i = 2;
-    while i < args.len() {
-        if i + 1 >= args.len() {
-            return encode::error(out, err::SYNTAX);
-        }
-        if args[i].eq_ignore_ascii_case(b"count") {
-            match resp::parse_i64(&args[i + 1]) {
-                Some(n) if n >= 1 => count = n as usize,
-                Some(_) => return encode::error(out, err::SYNTAX),
-                None => return encode::error(out, err::NOT_INT),
-            }
-        } else if args[i].eq_ignore_ascii_case(b"match") {
-            pattern = Some(args[i + 1].clone());
-        } else if args[i].eq_ignore_ascii_case(b"type") {
-            type_ = Some(String::from_utf8_lossy(&args[i + 1]).to_lowercase());
-        } else {
-            return encode::error(out, err::SYNTAX);
-        }
-        i += 2;
-    }
+    let (count, pattern, type_) = match scan_options(&args[2..]) {
+        Ok(o) => o,
+        Err(e) => return encode::error(out, e),
+    };
     let start = cursor.min(MAX_SLOTS as u64) as usize;
     let parts: Vec<ScanPart> = core
         .broadcast_stable(move |s| {
@@ -396,29 +402,10 @@ async fn slotsscan(core: &Rc<Core>, db: usize, args: &Args, now: u64, out: &mut 
     let Some(cursor) = parse_cursor(&args[2]) else {
         return encode::error(out, "ERR invalid cursor");
     };
-    let mut count = 10usize;
-    let mut pattern: Option<Bytes> = None;
-    let mut type_: Option<String> = None;
-    let mut i = 3;
-    while i < args.len() {
-        if i + 1 >= args.len() {
-            return encode::error(out, err::SYNTAX);
-        }
-        if args[i].eq_ignore_ascii_case(b"count") {
-            match resp::parse_i64(&args[i + 1]) {
-                Some(n) if n >= 1 => count = n as usize,
-                Some(_) => return encode::error(out, err::SYNTAX),
-                None => return encode::error(out, err::NOT_INT),
-            }
-        } else if args[i].eq_ignore_ascii_case(b"match") {
-            pattern = Some(args[i + 1].clone());
-        } else if args[i].eq_ignore_ascii_case(b"type") {
-            type_ = Some(String::from_utf8_lossy(&args[i + 1]).to_lowercase());
-        } else {
-            return encode::error(out, err::SYNTAX);
-        }
-        i += 2;
-    }
+    let (count, pattern, type_) = match scan_options(&args[3..]) {
+        Ok(o) => o,
+        Err(e) => return encode::error(out, e),
+    };
     let (keys, next): (Vec<Bytes>, u64) = core
         .run_on_slot(slot as u16, move |s| {
             let d = &mut s.dbs[db];
