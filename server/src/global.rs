@@ -208,6 +208,18 @@ fn scan_options(opts: &[Bytes]) -> Result<(usize, Option<Bytes>, Option<String>)
     Ok((count, pattern, type_))
 }
 
+/// Whether SCAN / SLOTSSCAN return `key`: it matches MATCH and its value is of TYPE.
+fn scan_keeps(
+    d: &mut crate::db::Db,
+    key: &[u8],
+    pattern: Option<&[u8]>,
+    type_: Option<&str>,
+    now: u64,
+) -> bool {
+    pattern.is_none_or(|p| glob::matches(p, key, false))
+        && type_.is_none_or(|t| d.get(key, now).is_some_and(|e| e.value.type_name() == t))
+}
+
 /// What one core found for a SCAN step: per slot (slot, keys examined, keys kept), and whether it
 /// scanned every slot it owns from the cursor on.
 type ScanPart = (Vec<(usize, usize, Vec<Bytes>)>, Option<usize>);
@@ -236,12 +248,7 @@ async fn scan(core: &Rc<Core>, db: usize, args: &Args, now: u64, out: &mut Bytes
                 let n = keys.len();
                 let kept: Vec<Bytes> = keys
                     .into_iter()
-                    .filter(|k| pattern.as_ref().is_none_or(|p| glob::matches(p, k, false)))
-                    .filter(|k| {
-                        type_
-                            .as_ref()
-                            .is_none_or(|t| d.get(k, now).is_some_and(|e| e.value.type_name() == t))
-                    })
+                    .filter(|k| scan_keeps(d, k, pattern.as_deref(), type_.as_deref(), now))
                     .collect();
                 examined += n;
                 found.push((slot, n, kept));
@@ -433,12 +440,7 @@ async fn slotsscan(core: &Rc<Core>, db: usize, args: &Args, now: u64, out: &mut 
             let kept = rest
                 .into_iter()
                 .map(|(_, k)| k)
-                .filter(|k| pattern.as_ref().is_none_or(|p| glob::matches(p, k, false)))
-                .filter(|k| {
-                    type_
-                        .as_ref()
-                        .is_none_or(|t| d.get(k, now).is_some_and(|e| e.value.type_name() == t))
-                })
+                .filter(|k| scan_keeps(d, k, pattern.as_deref(), type_.as_deref(), now))
                 .collect();
             (kept, next)
         })
