@@ -239,6 +239,7 @@ const SUBCOMMANDS: &[(&str, &[(&str, i32)])] = &[
         "client",
         &[
             ("caching", 3),
+            ("core", -2),
             ("getname", 2),
             ("getredir", 2),
             ("id", 2),
@@ -441,6 +442,30 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
             encode::bulk(b, text.as_bytes())
         }
         ("kill", n) if n >= 3 => client_kill(core, sess, args, b),
+        // codis-rs: the core serving this connection, and moving it to another core (a proxy
+        // keeps one connection per core so that no request hops between cores).
+        ("core", 2) => encode::int(b, core.id as i64),
+        ("core", 3) => {
+            let n = match std::str::from_utf8(&args[2])
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+            {
+                Some(n) => n,
+                None => return encode::error(b, err::NOT_INT),
+            };
+            if n >= core.ncores() {
+                let e = crate::slotmove::MoveError::BadCore(n.to_string(), core.ncores());
+                return encode::error(b, &e.to_string());
+            }
+            if sess.tx.in_multi() || sess.tx.watching() || sess.ps.count() > 0 {
+                return encode::error(
+                    b,
+                    "ERR CLIENT CORE is not allowed in a transaction, with watched keys or in subscribed mode",
+                );
+            }
+            sess.move_to = (n != core.id).then_some(n);
+            encode::ok(b)
+        }
         ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) => encode::ok(b),
         ("reply", 3) => encode::error(b, "ERR CLIENT REPLY is not supported by codis-server"),
         ("help", 2) => {
@@ -452,6 +477,8 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
                 "INFO",
                 "LIST",
                 "KILL <ip:port> | ID <id> | ADDR <ip:port>",
+                "CORE [<core>]",
+                "    Return the core serving this connection, or move the connection to <core>.",
                 "HELP",
             ];
             encode::array(b, lines.len());

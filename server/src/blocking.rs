@@ -234,7 +234,7 @@ fn peer_closed(sess: &Session) -> bool {
     // SAFETY: a non-blocking peek of one byte on the connection's own descriptor.
     let n = unsafe {
         libc::recv(
-            sess.info.fd,
+            sess.info.fd.load(std::sync::atomic::Ordering::Relaxed),
             b.as_mut_ptr() as *mut libc::c_void,
             1,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,

@@ -41,6 +41,8 @@ pub struct Session {
     pub psync: Option<crate::repl::master::PsyncReq>,
     /// The name last stored in `info.last_cmd` (a pipeline of one command locks it once).
     last_cmd: &'static str,
+    /// `CLIENT CORE n`: after this batch's replies, the connection moves to core `n`.
+    pub move_to: Option<usize>,
 }
 
 impl Session {
@@ -58,9 +60,57 @@ impl Session {
             repl_port: 0,
             psync: None,
             last_cmd: "",
+            move_to: None,
         }
     }
 }
+
+/// A client connection on its way to another core (`CLIENT CORE n`): a duplicate of its socket
+/// descriptor, the session state that outlives a batch, and the bytes read but not yet parsed.
+pub struct Adopted {
+    pub fd: std::os::fd::OwnedFd,
+    pub info: Arc<ClientInfo>,
+    pub db: usize,
+    pub proto: Proto,
+    pub authed: bool,
+    pub rbuf: BytesMut,
+}
+
+/// How [`serve`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Served {
+    /// The connection is over: forget the client.
+    Closed,
+    /// Another core serves the connection now.
+    Moved,
+}
+
+/// Serves a connection another core handed over, then forgets the client when it ends.
+pub async fn adopt(core: Rc<Core>, a: Adopted) {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the descriptor was duplicated for us and ownership passes to the stream.
+    let stream = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(a.fd.into_raw_fd()) };
+    let mut sess = Session::new(a.info, a.authed);
+    sess.db = a.db;
+    sess.proto = a.proto;
+    let id = sess.info.id;
+    if serve_session(core.clone(), stream, sess, a.rbuf).await == Served::Closed {
+        forget(&core, id);
+    }
+}
+
+/// The client is gone: `connected_clients` and `CLIENT LIST` stop counting it.
+pub fn forget(core: &Core, id: u64) {
+    let sh = &core.shared;
+    sh.connected.fetch_sub(1, Ordering::Relaxed);
+    if let Ok(mut c) = sh.clients.lock() {
+        c.remove(&id);
+    }
+}
+
+/// Commands a connection's core sent to the core owning their slot (INFO stats
+/// `cross_core_commands`): what `CLIENT CORE` lets a proxy avoid.
+pub static CROSS_CORE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Where the replies of a batch go while some are still being computed on other cores.
 ///
@@ -139,11 +189,14 @@ impl Plan {
         self.remote = 0;
         self.seq = None;
         let mut calls = Vec::new();
+        let mut sent = 0;
         for (c, cmds) in self.per_core.iter_mut().enumerate() {
             if !cmds.is_empty() {
+                sent += cmds.len() as u64;
                 calls.push((c, core.exec_remote(c, proto, now, std::mem::take(cmds))));
             }
         }
+        CROSS_CORE.fetch_add(sent, Ordering::Relaxed);
         let (ids, futs): (Vec<usize>, Vec<_>) = calls.into_iter().unzip();
         let bodies = futures::future::join_all(futs).await;
         let mut replies: Vec<Option<(bytes::Bytes, Vec<u32>)>> =
@@ -312,20 +365,33 @@ pub async fn redispatch(
     done
 }
 
-/// Serve one client until it quits, breaks the protocol or disconnects.
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>) {
+/// Serve one client until it quits, breaks the protocol, disconnects or moves to another core.
+pub async fn serve(core: Rc<Core>, stream: TcpStream, info: Arc<ClientInfo>) -> Served {
+    let authed = core.shared.config().requirepass.is_none();
+    let sess = Session::new(info, authed);
+    serve_session(core, stream, sess, BytesMut::with_capacity(16 * 1024)).await
+}
+
+/// The connection loop, from `sess` and the unparsed bytes `rbuf`.
+async fn serve_session(
+    core: Rc<Core>,
+    mut stream: TcpStream,
+    mut sess: Session,
+    mut rbuf: BytesMut,
+) -> Served {
     let cfg = core.shared.config();
-    let mut sess = Session::new(info, cfg.requirepass.is_none());
     let mut parser = RequestParser::new(cfg.proto_max_bulk_len);
     parser.set_authenticated(sess.authed);
     let query_limit = cfg.client_query_buffer_limit;
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut batch: Vec<Args> = Vec::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut plan = Plan::new(core.ncores());
+    // Bytes that came with a moved connection are parsed before the socket is read.
+    let mut carried = !rbuf.is_empty();
     loop {
         let read = match sess.ps.mailbox().cloned() {
+            None if carried => Some(Ok(0)),
             None => Some(stream.read(&mut chunk).await),
             // Subscribed: wait for the socket or a message, whichever comes first.
             Some(mb) => {
@@ -339,6 +405,10 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
             }
         };
         let n = match read {
+            Some(Ok(0)) if carried => {
+                carried = false;
+                0
+            }
             Some(Ok(0) | Err(_)) => break,
             Some(Ok(n)) => n,
             None => {
@@ -397,7 +467,16 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
             sess.ps.clear();
             let info = sess.info.clone();
             crate::repl::master::serve_replica(core, stream, info, req, sess.repl_port).await;
-            return;
+            return Served::Closed;
+        }
+        if let Some(to) = sess.move_to.take() {
+            match move_to(&core, stream, &sess, rbuf, to).await {
+                Ok(()) => return Served::Moved,
+                Err((s, r)) => {
+                    stream = s;
+                    rbuf = r;
+                }
+            }
         }
         if rbuf.capacity() > 1 << 20 && rbuf.len() < 16 * 1024 {
             rbuf = BytesMut::from(&rbuf[..]);
@@ -405,6 +484,50 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, info: Arc<ClientInfo>)
     }
     tx::reset(&core, &mut sess).await;
     sess.ps.clear();
+    Served::Closed
+}
+
+/// Hands the connection to core `to`: the socket is duplicated for it, then this core's handle
+/// (and its poll) is dropped. On failure the connection stays here.
+async fn move_to(
+    core: &Rc<Core>,
+    stream: TcpStream,
+    sess: &Session,
+    rbuf: BytesMut,
+    to: usize,
+) -> Result<(), (TcpStream, BytesMut)> {
+    use std::os::fd::AsRawFd;
+    if to == core.id {
+        return Err((stream, rbuf));
+    }
+    // SAFETY: duplicating a descriptor we own; the copy is handed to exactly one new owner.
+    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(
+            client = sess.info.id,
+            "CLIENT CORE: cannot duplicate the socket: {e}"
+        );
+        return Err((stream, rbuf));
+    }
+    // SAFETY: `fd` is the new descriptor, owned by nothing else.
+    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    sess.info.fd.store(fd, Ordering::Relaxed);
+    sess.info.core.store(to, Ordering::Relaxed);
+    drop(stream);
+    let a = Adopted {
+        fd: owned,
+        info: sess.info.clone(),
+        db: sess.db,
+        proto: sess.proto,
+        authed: sess.authed,
+        rbuf,
+    };
+    if !core.send_adopt(to, a).await {
+        // The server is stopping; the copy was closed with the undelivered message.
+        tracing::debug!(client = sess.info.id, "CLIENT CORE: core {to} is gone");
+    }
+    Ok(())
 }
 
 /// Write `out`; while subscribed, give up (false) when the mailbox overflows meanwhile.

@@ -55,6 +55,8 @@ pub enum Req {
         tx: u64,
         f: RunFn,
     },
+    /// Serve a client connection moved here by `CLIENT CORE` (no reply).
+    Adopt(Box<crate::conn::Adopted>),
 }
 
 impl Req {
@@ -242,6 +244,14 @@ impl Core {
 
     /// Entry point of the request loops: queue behind a hold or queued work, else process.
     async fn accept(self: &Rc<Self>, r: Req) {
+        // A moved connection touches no shard: it never waits behind a hold.
+        let r = match r {
+            Req::Adopt(a) => {
+                glommio::spawn_local(crate::conn::adopt(self.clone(), *a)).detach();
+                return;
+            }
+            r => r,
+        };
         let queue = {
             let h = self.hold.borrow();
             self.blocked_for(r.tx()) || (!h.queued.is_empty() && r.tx().is_none())
@@ -255,6 +265,9 @@ impl Core {
 
     async fn process(self: &Rc<Self>, r: Req) {
         match r {
+            Req::Adopt(a) => {
+                glommio::spawn_local(crate::conn::adopt(self.clone(), *a)).detach();
+            }
             Req::Exec {
                 from,
                 id,
@@ -332,6 +345,15 @@ impl Core {
             return Body::Any(Box::new(()));
         }
         rx.await.unwrap_or(Body::Any(Box::new(())))
+    }
+
+    /// Hands a client connection to core `to` (see [`crate::conn::Adopted`]); false if that
+    /// core is gone (the server is stopping).
+    pub async fn send_adopt(&self, to: usize, a: crate::conn::Adopted) -> bool {
+        match self.req_out.get(to) {
+            Some(Some(tx)) => tx.send(Req::Adopt(Box::new(a))).await.is_ok(),
+            _ => false,
+        }
     }
 
     /// Send commands to another core; returns their replies.

@@ -332,8 +332,8 @@ async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener) {
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
             laddr: laddr.clone(),
-            fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
-            core: core.id,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&stream).into(),
+            core: core.id.into(),
             created: Instant::now(),
             last_ms: now_ms().into(),
             db: 0.into(),
@@ -347,11 +347,8 @@ async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener) {
         sh.connected.fetch_add(1, Ordering::Relaxed);
         let core = core.clone();
         glommio::spawn_local(async move {
-            crate::conn::serve(core.clone(), stream, info).await;
-            let sh = &core.shared;
-            sh.connected.fetch_sub(1, Ordering::Relaxed);
-            if let Ok(mut c) = sh.clients.lock() {
-                c.remove(&id);
+            if crate::conn::serve(core.clone(), stream, info).await == crate::conn::Served::Closed {
+                crate::conn::forget(&core, id);
             }
         })
         .detach();

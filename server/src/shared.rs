@@ -2,7 +2,9 @@
 //! it is touched per command except through atomics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,8 +24,10 @@ pub struct ClientInfo {
     pub id: u64,
     pub addr: String,
     pub laddr: String,
-    pub fd: i32,
-    pub core: usize,
+    /// The socket's descriptor; it changes when `CLIENT CORE` moves the connection.
+    pub fd: AtomicI32,
+    /// The core serving the connection.
+    pub core: AtomicUsize,
     pub created: Instant,
     pub last_ms: AtomicU64,
     pub db: AtomicU8,
@@ -38,7 +42,7 @@ impl ClientInfo {
         self.killed.store(true, Ordering::Relaxed);
         // SAFETY: shutdown(2) on a descriptor we own; harmless if it was already closed.
         unsafe {
-            libc::shutdown(self.fd, libc::SHUT_RDWR);
+            libc::shutdown(self.fd.load(Ordering::Relaxed), libc::SHUT_RDWR);
         }
     }
 
@@ -50,7 +54,7 @@ impl ClientInfo {
             self.id,
             self.addr,
             self.laddr,
-            self.fd,
+            self.fd.load(Ordering::Relaxed),
             self.name.lock().map(|n| n.clone()).unwrap_or_default(),
             self.created.elapsed().as_secs(),
             now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) / 1000,

@@ -29,8 +29,9 @@
 //! by the layout they started with: they pin it with [`pin_layout`]); they in turn wait for the
 //! moves in progress to finish.
 //!
-//! INFO stats shows `slot_moves` (moves done) and `rerouted_commands` (commands that reached a
-//! core after their slot had left it and were routed again).
+//! INFO stats shows `slot_moves` (moves done), `rerouted_commands` (commands that reached a
+//! core after their slot had left it and were routed again) and `cross_core_commands` (commands
+//! a connection's core sent to their slot's core).
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,9 +64,10 @@ pub static REROUTED: AtomicU64 = AtomicU64::new(0);
 /// The INFO stats lines of slot moves.
 pub fn stats_lines(o: &mut String) {
     o.push_str(&format!(
-        "slot_moves:{}\r\nrerouted_commands:{}\r\n",
+        "slot_moves:{}\r\nrerouted_commands:{}\r\ncross_core_commands:{}\r\n",
         MOVES.load(Ordering::Relaxed),
-        REROUTED.load(Ordering::Relaxed)
+        REROUTED.load(Ordering::Relaxed),
+        crate::conn::CROSS_CORE.load(Ordering::Relaxed)
     ));
 }
 

@@ -55,6 +55,11 @@ struct Queued {
 
 impl TxState {
     /// Whether the connection is between MULTI and EXEC/DISCARD.
+    /// Whether keys are watched (WATCH without EXEC, DISCARD or UNWATCH yet).
+    pub fn watching(&self) -> bool {
+        !self.watched.is_empty()
+    }
+
     pub fn in_multi(&self) -> bool {
         self.multi.is_some()
     }
