@@ -6,6 +6,21 @@
 //! Life cycle: connect lazily on first use (`AUTH product_auth`, `SELECT db`), PING every
 //! `backend_ping_period`, fail everything queued with a clear error when the connection dies,
 //! then reconnect with backoff (50 ms doubling to 2 s). While down, new requests fail at once.
+//!
+//! **Lanes.** A codis-server runs one executor per core and each slot lives on one core; a
+//! request that arrives on a connection served by another core hops between cores. So the
+//! proxy keeps one connection ("lane") per server core that owns slots: lane `n` is pinned to
+//! core `n` with `CLIENT CORE n`, and a request for slot `s` goes to lane `owners[s]`, read with
+//! `SLOTSMOVE OWNERS` when lane 0 connects and every `backend_ping_period` (instead of its PING).
+//! A server that knows neither command (redis-server, Codis's) gets one connection, as before.
+//!
+//! Ordering: a client's pipelined requests for one key must reach the server in order, and two
+//! lanes are two connections. So the lane of a slot changes only while no request is in flight
+//! on any lane of the server: a new owner table waits as `pending` until then, and a lane is
+//! chosen right before its request is queued, with no wait in between. While a table is
+//! pending, every lane of the server reports itself full, so sessions hold new requests (as
+//! for a full pipeline) and the lanes drain: the switch costs one round trip, on start-up and
+//! when slots change cores.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -38,15 +53,75 @@ enum State {
     Down,
 }
 
-/// A shared, pipelined backend connection (server address + database).
+/// What a queued request's reply is for.
+enum Entry {
+    /// A client's request.
+    Reply(Waiter),
+    /// The keepalive PING.
+    Ping,
+    /// `SLOTSMOVE OWNERS` (lane 0's keepalive on a codis-server).
+    Owners,
+}
+
+/// Whether the server pins connections to cores (`CLIENT CORE`) and reports slot owners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cores {
+    /// Not asked yet.
+    Unknown,
+    /// It answered `SLOTSMOVE OWNERS`.
+    Lanes,
+    /// It did not: one connection.
+    Single,
+}
+
+/// The lanes of one server and database, shared by its lane backends.
+struct Lanes {
+    /// The core owning each slot, in use (None: everything on lane 0).
+    owners: RefCell<Option<Rc<[u16]>>>,
+    /// A newer owner table, installed once nothing is in flight on any lane.
+    pending: RefCell<Option<Rc<[u16]>>>,
+    /// Entries queued on all lanes together.
+    busy: Cell<usize>,
+    /// Lanes 1…; lane 0 is the head backend itself.
+    extra: RefCell<Vec<Option<Rc<Backend>>>>,
+    /// Lane 0.
+    head: RefCell<std::rc::Weak<Backend>>,
+    cores: Cell<Cores>,
+}
+
+impl Lanes {
+    /// Installs the pending owner table if no request is in flight, and wakes the sessions
+    /// that waited for it.
+    fn settle(&self) {
+        if self.busy.get() != 0 {
+            return;
+        }
+        let Some(p) = self.pending.borrow_mut().take() else {
+            return;
+        };
+        let single = p.iter().all(|&c| c == 0);
+        *self.owners.borrow_mut() = (!single).then_some(p);
+        if let Some(h) = self.head.borrow().upgrade() {
+            h.space.notify_all();
+        }
+        for b in self.extra.borrow().iter().flatten() {
+            b.space.notify_all();
+        }
+    }
+}
+
+/// A shared, pipelined backend connection (server address + database + lane).
 pub struct Backend {
     pub addr: Rc<str>,
     pub db: u32,
+    /// The server core this connection is pinned to (see "Lanes" above).
+    pub lane: u16,
+    lanes: Rc<Lanes>,
     cfg: Arc<Config>,
     state: Cell<State>,
     out: RefCell<BytesMut>,
-    /// One entry per request written or buffered; `None` is a keepalive PING.
-    queue: RefCell<VecDeque<Option<Waiter>>>,
+    /// One entry per request written or buffered.
+    queue: RefCell<VecDeque<Entry>>,
     writer: Event,
     /// Notified when the queue shrinks or the state changes.
     pub space: Event,
@@ -59,11 +134,33 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend that connects on first use.
+    /// A backend (lane 0 of the server) that connects on first use.
     pub fn new(addr: &str, db: u32, cfg: Arc<Config>) -> Rc<Backend> {
+        let lanes = Rc::new(Lanes {
+            owners: RefCell::new(None),
+            pending: RefCell::new(None),
+            busy: Cell::new(0),
+            extra: RefCell::new(Vec::new()),
+            head: RefCell::new(std::rc::Weak::new()),
+            cores: Cell::new(Cores::Unknown),
+        });
+        let head = Backend::with_lane(addr.into(), db, cfg, 0, lanes);
+        *head.lanes.head.borrow_mut() = Rc::downgrade(&head);
+        head
+    }
+
+    fn with_lane(
+        addr: Rc<str>,
+        db: u32,
+        cfg: Arc<Config>,
+        lane: u16,
+        lanes: Rc<Lanes>,
+    ) -> Rc<Self> {
         Rc::new(Backend {
-            addr: addr.into(),
+            addr,
             db,
+            lane,
+            lanes,
             cfg,
             state: Cell::new(State::Idle),
             out: RefCell::new(BytesMut::with_capacity(16 * 1024)),
@@ -75,6 +172,55 @@ impl Backend {
             sent: Cell::new(0),
             done: Cell::new(0),
         })
+    }
+
+    /// The lane for a request on `slot`: call it right before queueing the request (see
+    /// "Lanes" above). `self` must be lane 0, as `Core::backend` returns it.
+    #[inline]
+    pub fn for_slot(self: &Rc<Self>, slot: u16) -> Rc<Backend> {
+        match self.lane_of(slot) {
+            0 => self.clone(),
+            n => self.lane_backend(n),
+        }
+    }
+
+    /// The lane `slot` goes to now.
+    #[inline]
+    pub fn lane_of(&self, slot: u16) -> u16 {
+        match &*self.lanes.owners.borrow() {
+            Some(o) => o.get(slot as usize).copied().unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    fn lane_backend(self: &Rc<Self>, n: u16) -> Rc<Backend> {
+        if self.retired.get() {
+            // Draining: no new connection to a server the topology dropped.
+            return self.clone();
+        }
+        let mut extra = self.lanes.extra.borrow_mut();
+        let i = n as usize - 1;
+        if extra.len() <= i {
+            extra.resize(i + 1, None);
+        }
+        extra[i]
+            .get_or_insert_with(|| {
+                Backend::with_lane(
+                    self.addr.clone(),
+                    self.db,
+                    self.cfg.clone(),
+                    n,
+                    self.lanes.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// This backend and its other lanes.
+    pub fn all_lanes(self: &Rc<Self>) -> Vec<Rc<Backend>> {
+        let mut v = vec![self.clone()];
+        v.extend(self.lanes.extra.borrow().iter().flatten().cloned());
+        v
     }
 
     /// Whether the connection is up (replica reads use only connected replicas).
@@ -90,9 +236,11 @@ impl Backend {
         }
     }
 
-    /// Whether the pipeline is at `backend_max_pipeline`.
+    /// Whether the pipeline is at `backend_max_pipeline`, or the server's lanes are changing
+    /// (see "Lanes" above): wait for `space`, then choose the lane again.
     pub fn is_full(&self) -> bool {
         self.queue.borrow().len() >= self.cfg.backend_max_pipeline
+            || self.lanes.pending.borrow().is_some()
     }
 
     /// Requests waiting for a reply.
@@ -116,10 +264,28 @@ impl Backend {
         }
     }
 
-    /// The topology no longer uses this backend: close it once idle.
+    /// The topology no longer uses this backend: close it (and its other lanes) once idle.
     pub fn retire(&self) {
         self.retired.set(true);
         self.writer.notify_all();
+        if self.lane == 0 {
+            for b in self.lanes.extra.take().into_iter().flatten() {
+                b.retire();
+            }
+        }
+    }
+
+    fn push(&self, e: Entry) {
+        self.queue.borrow_mut().push_back(e);
+        self.lanes.busy.set(self.lanes.busy.get() + 1);
+    }
+
+    fn pop(&self) -> Option<Entry> {
+        let e = self.queue.borrow_mut().pop_front();
+        if e.is_some() {
+            self.lanes.busy.set(self.lanes.busy.get() - 1);
+        }
+        e
     }
 
     /// Queues a request whose encoding `encode` appends to the output buffer. If the backend is
@@ -137,7 +303,7 @@ impl Backend {
             return;
         }
         encode(&mut self.out.borrow_mut());
-        self.queue.borrow_mut().push_back(Some(w));
+        self.push(Entry::Reply(w));
         self.writer.notify_all();
     }
 
@@ -154,18 +320,55 @@ impl Backend {
     fn fail_all(&self, why: &str) {
         self.out.borrow_mut().clear();
         let drained: Vec<_> = self.queue.borrow_mut().drain(..).collect();
-        if drained.iter().any(Option::is_some) {
-            let msg = Bytes::from(format!(
-                "-ERR handle response, backend {} closed: {}\r\n",
-                self.addr,
-                one_line(why)
-            ));
-            for w in drained.into_iter().flatten() {
+        self.lanes.busy.set(self.lanes.busy.get() - drained.len());
+        let msg = Bytes::from(format!(
+            "-ERR handle response, backend {} closed: {}\r\n",
+            self.addr,
+            one_line(why)
+        ));
+        for e in drained {
+            if let Entry::Reply(w) = e {
                 self.complete(w, msg.clone());
             }
         }
+        self.lanes.settle();
         self.space.notify_all();
     }
+
+    /// A `SLOTSMOVE OWNERS` reply: the table to use once nothing is in flight.
+    fn owners_reply(&self, r: &[u8]) {
+        match parse_owners(r) {
+            Some(o) => {
+                self.lanes.cores.set(Cores::Lanes);
+                let same = match &*self.lanes.owners.borrow() {
+                    Some(cur) => cur[..] == o[..],
+                    None => o.iter().all(|&c| c == 0),
+                };
+                *self.lanes.pending.borrow_mut() = (!same).then(|| o.into());
+                self.lanes.settle();
+            }
+            None => {
+                if self.lanes.cores.get() != Cores::Lanes {
+                    self.lanes.cores.set(Cores::Single);
+                }
+            }
+        }
+    }
+}
+
+/// Reads a `SLOTSMOVE OWNERS` reply: 1024 integers, each a core (None if it is anything else).
+fn parse_owners(r: &[u8]) -> Option<Vec<u16>> {
+    let rest = r.strip_prefix(b"*1024\r\n")?;
+    let mut owners = Vec::with_capacity(1024);
+    for line in rest.split(|&c| c == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        let n = line.strip_prefix(b":")?.strip_suffix(b"\r")?;
+        let core = resp::parse_i64(n)?;
+        owners.push(u16::try_from(core).ok().filter(|&c| c < 4096)?);
+    }
+    (owners.len() == 1024).then_some(owners)
 }
 
 /// Appends `*n $len arg…` for `args`.
@@ -239,58 +442,81 @@ async fn connect(b: &Backend) -> Result<TcpStream, String> {
         let ka = socket2::TcpKeepalive::new().with_time(b.cfg.backend_keepalive_period);
         let _ = sock.set_tcp_keepalive(&ka);
     }
-    // Handshake: AUTH and SELECT, each must answer +OK.
+    // Handshake: AUTH and SELECT, each must answer +OK; then `CLIENT CORE lane` pins the
+    // connection to its core and lane 0 reads the slot owners. A server without those commands
+    // answers errors, and gets a single connection.
+    #[derive(PartialEq)]
+    enum Hello {
+        Must,
+        Pin,
+        Owners,
+    }
     let mut hello = BytesMut::new();
-    let mut expected = 0;
+    let mut expected = Vec::new();
     if !b.cfg.product_auth.is_empty() {
         encode_args(
             &mut hello,
             [&b"AUTH"[..], b.cfg.product_auth.as_bytes()].into_iter(),
         );
-        expected += 1;
+        expected.push(Hello::Must);
     }
     if b.db != 0 {
         let db = b.db.to_string();
         encode_args(&mut hello, [&b"SELECT"[..], db.as_bytes()].into_iter());
-        expected += 1;
+        expected.push(Hello::Must);
     }
-    if expected > 0 {
-        s.write_all(&hello)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut buf = BytesMut::new();
-        let mut chunk = [0u8; 512];
+    let lane = b.lane.to_string();
+    encode_args(
+        &mut hello,
+        [&b"CLIENT"[..], b"CORE", lane.as_bytes()].into_iter(),
+    );
+    expected.push(Hello::Pin);
+    if b.lane == 0 {
+        encode_args(&mut hello, [&b"SLOTSMOVE"[..], b"OWNERS"].into_iter());
+        expected.push(Hello::Owners);
+    }
+    s.write_all(&hello)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let deadline = glommio::timer::Timer::new(Duration::from_secs(5));
+    let read_all = async {
         let mut got = 0;
-        let deadline = glommio::timer::Timer::new(Duration::from_secs(5));
-        let read_all = async {
-            while got < expected {
-                while let Some(n) = resp::frame::frame_len(&buf).map_err(|e| e.to_string())? {
-                    let f = buf.split_to(n);
-                    if f.first() == Some(&b'-') {
-                        return Err(format!(
-                            "handshake: {}",
-                            String::from_utf8_lossy(&f[1..f.len().saturating_sub(2)])
-                        ));
+        while got < expected.len() {
+            while let Some(n) = resp::frame::frame_len(&buf).map_err(|e| e.to_string())? {
+                let f = buf.split_to(n);
+                let err = f.first() == Some(&b'-');
+                let text = || String::from_utf8_lossy(&f[1..f.len().saturating_sub(2)]).to_string();
+                match expected.get(got) {
+                    Some(Hello::Must) if err => return Err(format!("handshake: {}", text())),
+                    Some(Hello::Pin) if err => {
+                        tracing::debug!(backend = %b.addr, lane = b.lane, "not pinned to a core: {}", text());
                     }
-                    got += 1;
+                    Some(Hello::Owners) => b.owners_reply(&f),
+                    _ => {}
                 }
-                if got >= expected {
+                got += 1;
+                if got >= expected.len() {
                     break;
                 }
-                let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
-                if n == 0 {
-                    return Err("closed during handshake".to_string());
-                }
-                buf.extend_from_slice(&chunk[..n]);
             }
-            Ok(())
-        };
-        futures_lite::future::or(read_all, async {
-            deadline.await;
-            Err("handshake timed out".to_string())
-        })
-        .await?;
-    }
+            if got >= expected.len() {
+                break;
+            }
+            let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("closed during handshake".to_string());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    };
+    futures_lite::future::or(read_all, async {
+        deadline.await;
+        Err("handshake timed out".to_string())
+    })
+    .await?;
     if !b.cfg.backend_send_timeout.is_zero() {
         let _ = s.set_write_timeout(Some(b.cfg.backend_send_timeout));
     }
@@ -321,10 +547,10 @@ async fn serve(b: &Rc<Backend>, stream: TcpStream) -> String {
                 match resp::frame::frame_len(&buf) {
                     Ok(Some(len)) => {
                         let frame = buf.split_to(len).freeze();
-                        let w = b.queue.borrow_mut().pop_front();
-                        match w {
-                            Some(Some(w)) => b.complete(w, frame),
-                            Some(None) => {}
+                        match b.pop() {
+                            Some(Entry::Reply(w)) => b.complete(w, frame),
+                            Some(Entry::Ping) => {}
+                            Some(Entry::Owners) => b.owners_reply(&frame),
                             None => return "reply without a request".to_string(),
                         }
                     }
@@ -332,6 +558,7 @@ async fn serve(b: &Rc<Backend>, stream: TcpStream) -> String {
                     Err(e) => return format!("bad reply: {e}"),
                 }
             }
+            b.lanes.settle();
             b.space.notify_all();
         }
     };
@@ -365,10 +592,17 @@ async fn serve(b: &Rc<Backend>, stream: TcpStream) -> String {
         }
         loop {
             glommio::timer::sleep(period).await;
-            b.out
-                .borrow_mut()
-                .extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-            b.queue.borrow_mut().push_back(None);
+            if b.lane == 0 && b.lanes.cores.get() == Cores::Lanes {
+                b.out
+                    .borrow_mut()
+                    .extend_from_slice(b"*2\r\n$9\r\nSLOTSMOVE\r\n$6\r\nOWNERS\r\n");
+                b.push(Entry::Owners);
+            } else {
+                b.out
+                    .borrow_mut()
+                    .extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+                b.push(Entry::Ping);
+            }
             b.writer.notify_all();
         }
     };

@@ -106,7 +106,11 @@ impl Core {
             .borrow()
             .iter()
             .filter(|((addr, _), _)| old_addrs.contains(&addr.as_str()))
-            .map(|(_, b)| (b.clone(), b.sent()))
+            .flat_map(|(_, b)| b.all_lanes())
+            .map(|b| {
+                let sent = b.sent();
+                (b, sent)
+            })
             .collect();
         // Retire connections to servers the new table no longer mentions.
         self.pool.borrow_mut().retain(|(addr, _), b| {

@@ -57,10 +57,11 @@ pub fn split(
         let key = &args[1 + k * step];
         let slot = resp::slot(key);
         let route = &t.table.slots[slot as usize];
+        // One sub-request per server and lane (server core): no key hops between cores.
         let id = match route.backend {
             None => u64::MAX - 1,
             Some(_) if route.migrate_from.is_some() => (1 << 40) | k as u64,
-            Some(b) => b as u64,
+            Some(b) => (u64::from(core.backend(t, b, db).lane_of(slot)) << 32) | b as u64,
         };
         let gi = match bufs.groups.iter().position(|g| g.id == id) {
             Some(i) => i,

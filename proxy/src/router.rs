@@ -26,6 +26,7 @@ pub enum Target {
         source: Rc<Backend>,
         target: Rc<Backend>,
         target_addr: String,
+        slot: u16,
     },
     /// The slot has no group.
     Offline,
@@ -52,6 +53,7 @@ pub fn target(
                 source: core.backend(t, src, db),
                 target: core.backend(t, be, db),
                 target_addr: t.table.addr(be).to_string(),
+                slot,
             };
         }
     }
@@ -60,18 +62,19 @@ pub fn target(
             if r == be {
                 continue;
             }
-            let rb = core.backend(t, r, db);
+            let rb = core.backend(t, r, db).for_slot(slot);
             rb.kick();
             if rb.is_connected() {
                 return Target::Direct(rb);
             }
         }
     }
-    Target::Direct(core.backend(t, be, db))
+    Target::Direct(core.backend(t, be, db).for_slot(slot))
 }
 
 /// Sends `args` to `target`, the reply landing at `batch[idx]`. A migrating target runs as a
-/// task of its own (it takes round trips); its reply still lands in order.
+/// task of its own (it takes round trips); its reply still lands in order. A `Direct` backend
+/// must be the lane chosen for the request (`Backend::for_slot`) right before this call.
 pub fn send(
     core: &Rc<Core>,
     target: Target,
@@ -93,6 +96,7 @@ pub fn send(
             source,
             target,
             target_addr,
+            slot,
         } => {
             let method = core.cfg.migration_method;
             let key = Bytes::copy_from_slice(key);
@@ -101,10 +105,10 @@ pub fn send(
             glommio::spawn_local(async move {
                 let reply = match method {
                     MigrationMethod::Sync => {
-                        forward_sync(&source, &target, &target_addr, key, &args).await
+                        forward_sync(&source, &target, &target_addr, slot, key, &args).await
                     }
                     MigrationMethod::SemiAsync => {
-                        forward_semi_async(&source, &target, key, &args).await
+                        forward_semi_async(&source, &target, slot, key, &args).await
                     }
                 };
                 batch.fill(idx, reply);
@@ -127,15 +131,18 @@ async fn call(b: &Rc<Backend>, encode: impl FnOnce(&mut bytes::BytesMut)) -> Byt
     one.get(0)
 }
 
+/// `source` and `target` are lane 0 of their servers: each call picks the slot's lane as it
+/// queues its request.
 async fn forward_sync(
     source: &Rc<Backend>,
     target: &Rc<Backend>,
     target_addr: &str,
+    slot: u16,
     key: Bytes,
     args: &[Bytes],
 ) -> Bytes {
     let (host, port) = target_addr.rsplit_once(':').unwrap_or((target_addr, "0"));
-    let r = call(source, |buf| {
+    let r = call(&source.for_slot(slot), |buf| {
         encode_args(
             buf,
             [
@@ -152,18 +159,22 @@ async fn forward_sync(
     if r.first() == Some(&b'-') {
         return r;
     }
-    call(target, |buf| encode_args(buf, args.iter().map(|a| &a[..]))).await
+    call(&target.for_slot(slot), |buf| {
+        encode_args(buf, args.iter().map(|a| &a[..]))
+    })
+    .await
 }
 
 async fn forward_semi_async(
     source: &Rc<Backend>,
     target: &Rc<Backend>,
+    slot: u16,
     key: Bytes,
     args: &[Bytes],
 ) -> Bytes {
     let mut attempt: u64 = 0;
     loop {
-        let r = call(source, |buf| {
+        let r = call(&source.for_slot(slot), |buf| {
             let n = args.len() + 2;
             resp::encode::array(buf, n);
             resp::encode::bulk(buf, b"SLOTSMGRT-EXEC-WRAPPER");
@@ -193,7 +204,10 @@ async fn forward_semi_async(
             Wrapper::Bad(msg) => return Bytes::from(format!("-ERR handle request, {msg}\r\n")),
         }
     }
-    call(target, |buf| encode_args(buf, args.iter().map(|a| &a[..]))).await
+    call(&target.for_slot(slot), |buf| {
+        encode_args(buf, args.iter().map(|a| &a[..]))
+    })
+    .await
 }
 
 /// A `SLOTSMGRT-EXEC-WRAPPER` reply.

@@ -456,7 +456,7 @@ impl Session {
                 return self
                     .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
             };
-            let b = self.core.backend(&t, owner, self.db);
+            let b = self.core.backend(&t, owner, self.db).for_slot(slot as u16);
             if b.is_full() {
                 drop(t);
                 b.space.wait().await;
@@ -548,7 +548,7 @@ impl Session {
                     .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
             };
             let (addr, step) = scan::target(cur, owner, route.migrate_from);
-            let b = self.core.backend(&t, addr, self.db);
+            let b = self.core.backend(&t, addr, self.db).for_slot(cur.slot);
             if b.is_full() {
                 drop(t);
                 b.space.wait().await;

@@ -13,6 +13,15 @@ use testkit::Proc;
 
 pub const PRODUCT: &str = "e2e";
 
+/// What the groups run.
+#[derive(Clone, Copy)]
+pub enum Servers {
+    /// codis-server with this many cores.
+    Codis(u32),
+    /// A real redis-server.
+    Redis,
+}
+
 pub struct Cluster {
     pub rt: tokio::runtime::Runtime,
     pub dir: tempfile::TempDir,
@@ -28,6 +37,11 @@ pub struct Cluster {
 
 /// Start a codis-server on `port` (single core).
 pub fn server_on(port: u16) -> Proc {
+    server_with_cores(port, 1)
+}
+
+/// Start a codis-server on `port` with `cores` executors.
+pub fn server_with_cores(port: u16, cores: u32) -> Proc {
     let child = Command::new(testkit::bin_path("codis-server"))
         .args([
             "--port",
@@ -35,7 +49,7 @@ pub fn server_on(port: u16) -> Proc {
             "--loglevel",
             "warn",
             "--cores",
-            "1",
+            &cores.to_string(),
         ])
         .stdin(Stdio::null())
         .spawn()
@@ -61,12 +75,44 @@ impl Cluster {
         Self::start_with(dir, coord_dir, cc, ini, toml)
     }
 
+    /// Like [`Cluster::start`], with `cores` executors per codis-server.
+    pub fn start_cores(toml: &str, cores: u32) -> Cluster {
+        Self::start_servers(toml, Servers::Codis(cores))
+    }
+
+    /// Like [`Cluster::start`], with real redis-servers as the groups (None if not installed).
+    pub fn start_redis(toml: &str) -> Option<Cluster> {
+        testkit::have_redis_server().then(|| Self::start_servers(toml, Servers::Redis))
+    }
+
+    fn start_servers(toml: &str, servers: Servers) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coord_dir = dir.path().join("coord");
+        let ini = format!(
+            "coordinator=filesystem\nzk={}\nproduct={PRODUCT}\n",
+            coord_dir.display()
+        );
+        let cc = CoordConfig::new(Kind::Filesystem, coord_dir.to_str().unwrap(), PRODUCT);
+        Self::start_with_cores(dir, coord_dir, cc, ini, toml, servers)
+    }
+
     pub fn start_with(
         dir: tempfile::TempDir,
         coord_dir: PathBuf,
         cc: CoordConfig,
         ini: String,
         toml: &str,
+    ) -> Cluster {
+        Self::start_with_cores(dir, coord_dir, cc, ini, toml, Servers::Codis(1))
+    }
+
+    fn start_with_cores(
+        dir: tempfile::TempDir,
+        coord_dir: PathBuf,
+        cc: CoordConfig,
+        ini: String,
+        toml: &str,
+        servers: Servers,
     ) -> Cluster {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -77,10 +123,13 @@ impl Cluster {
             let c = coord::connect(&cc).await.expect("coordinator");
             Store::new(c, PRODUCT).expect("store")
         });
-        let servers = vec![
-            server_on(testkit::free_port()),
-            server_on(testkit::free_port()),
-        ];
+        let servers = (0..2)
+            .map(|_| match servers {
+                Servers::Codis(cores) => server_with_cores(testkit::free_port(), cores),
+                // Without persistence it never writes to its directory.
+                Servers::Redis => testkit::redis_server(&[]).expect("redis-server").0,
+            })
+            .collect();
         let mut c = Cluster {
             rt,
             dir,
