@@ -466,14 +466,20 @@ async fn connect(b: &Backend) -> Result<TcpStream, String> {
         expected.push(Hello::Must);
     }
     let lane = b.lane.to_string();
-    encode_args(
-        &mut hello,
-        [&b"CLIENT"[..], b"CORE", lane.as_bytes()].into_iter(),
-    );
-    expected.push(Hello::Pin);
-    if b.lane == 0 {
+    if b.cfg.backend_core_lanes {
+        encode_args(
+            &mut hello,
+            [&b"CLIENT"[..], b"CORE", lane.as_bytes()].into_iter(),
+        );
+        expected.push(Hello::Pin);
+    }
+    if b.lane == 0 && b.cfg.backend_core_lanes {
         encode_args(&mut hello, [&b"SLOTSMOVE"[..], b"OWNERS"].into_iter());
         expected.push(Hello::Owners);
+    }
+    if expected.is_empty() {
+        b.lanes.cores.set(Cores::Single);
+        return finish(b, s);
     }
     s.write_all(&hello)
         .await
@@ -517,6 +523,10 @@ async fn connect(b: &Backend) -> Result<TcpStream, String> {
         Err("handshake timed out".to_string())
     })
     .await?;
+    finish(b, s)
+}
+
+fn finish(b: &Backend, s: TcpStream) -> Result<TcpStream, String> {
     if !b.cfg.backend_send_timeout.is_zero() {
         let _ = s.set_write_timeout(Some(b.cfg.backend_send_timeout));
     }

@@ -61,6 +61,9 @@ pub struct Config {
     pub backend_send_timeout: Duration,
     pub backend_max_pipeline: usize,
     pub backend_primary_only: bool,
+    /// codis-rs: one connection per codis-server core, each request on its slot's core's
+    /// connection (see `backend.rs`, "Lanes"). Off: one connection per server, as Codis.
+    pub backend_core_lanes: bool,
     pub backend_keepalive_period: Duration,
     pub backend_number_databases: u32,
     pub session_recv_bufsize: usize,
@@ -101,6 +104,7 @@ impl Default for Config {
             backend_send_timeout: Duration::from_secs(30),
             backend_max_pipeline: 20480,
             backend_primary_only: false,
+            backend_core_lanes: true,
             backend_keepalive_period: Duration::from_secs(75),
             backend_number_databases: 16,
             session_recv_bufsize: 128 * 1024,
@@ -197,6 +201,7 @@ impl Config {
             "backend_send_timeout" => self.backend_send_timeout = dur(value)?,
             "backend_max_pipeline" => self.backend_max_pipeline = num(value)?.max(1),
             "backend_primary_only" => self.backend_primary_only = boolean(value)?,
+            "backend_core_lanes" => self.backend_core_lanes = boolean(value)?,
             "backend_keepalive_period" => self.backend_keepalive_period = dur(value)?,
             "backend_number_databases" => {
                 let n = num(value)?;

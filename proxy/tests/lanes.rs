@@ -187,6 +187,30 @@ fn lanes_follow_slot_moves_without_reordering() {
     );
 }
 
+/// `backend_core_lanes = false`: one connection per server, requests hop as Codis's would.
+#[test]
+fn lanes_can_be_switched_off() {
+    let c = Cluster::start_cores("backend_core_lanes = false\n", 2);
+    warm_up(&c);
+    let base = total_cross_core(&c);
+    let mut p = c.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..400 {
+        pipe.set(format!("off:{i}"), i).ignore();
+    }
+    pipe.query::<()>(&mut p).unwrap();
+    let hops = total_cross_core(&c) - base;
+    assert!(hops >= 100, "only {hops} of 400 SETs hopped without lanes");
+    for gid in [1, 2] {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut c.backend(gid))
+            .unwrap();
+        let n = list.lines().count();
+        assert!(n <= 3, "group {gid} has {n} connections:\n{list}");
+    }
+}
+
 /// A redis-server knows neither `CLIENT CORE` nor `SLOTSMOVE OWNERS`: one connection per
 /// server, as before lanes.
 #[test]
