@@ -113,6 +113,7 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
         );
         crate::repl::stats_lines(&mut o);
         crate::slotmove::stats_lines(&mut o);
+        crate::multi::stats_lines(&mut o);
         o.push_str("\r\n");
     }
     if show("replication") {

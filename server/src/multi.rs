@@ -6,8 +6,12 @@
 //! and releases each shard. While held, a shard serves nobody else, so no client can observe a
 //! half-applied command; acquiring in core order rules out deadlock.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::channel::oneshot;
 
 use bytes::{Bytes, BytesMut};
 use resp::command::{COMMANDS, READONLY};
@@ -48,7 +52,53 @@ pub fn touched_keys(idx: usize, args: &Args, db: usize) -> Vec<(Bytes, usize)> {
         .collect()
 }
 
+/// A multi-core command waiting for its core's next group (see [`run`]).
+struct Job {
+    keys: Vec<(Bytes, usize)>,
+    cmd: Cmd,
+    proto: Proto,
+    now: u64,
+    reply: oneshot::Sender<Bytes>,
+}
+
+/// Multi-core commands per group, at most: the holds are shared by all of them, and the key
+/// lookups of a group grow with its size squared.
+const GROUP_MAX: usize = 16;
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// A task is running groups.
+    running: bool,
+}
+
+thread_local! {
+    static QUEUE: RefCell<Queue> = RefCell::new(Queue::default());
+}
+
+/// Multi-core commands run, and the groups they ran in (INFO stats `multi_core_commands`,
+/// `multi_core_groups`).
+static COMMANDS_RUN: AtomicU64 = AtomicU64::new(0);
+static GROUPS_RUN: AtomicU64 = AtomicU64::new(0);
+
+/// The INFO stats lines of multi-core commands.
+pub fn stats_lines(o: &mut String) {
+    o.push_str(&format!(
+        "multi_core_commands:{}\r\nmulti_core_groups:{}\r\n",
+        COMMANDS_RUN.load(Ordering::Relaxed),
+        GROUPS_RUN.load(Ordering::Relaxed)
+    ));
+}
+
 /// Run a multi-core keyed command atomically and append its reply to `out`.
+///
+/// Group commit: the commands of this core's connections that arrive while a group holds its
+/// shards wait, and the next group takes up to [`GROUP_MAX`] of them under one set of holds, run
+/// one after the other on one scratch copy (as EXEC runs a transaction). Each stays atomic and
+/// a connection has one in flight at a time, so each connection's order holds; the group is
+/// serializable. Without it every such command paid two cross-core round trips on its own while
+/// the other core's clients waited (10-key MSETs from 50 clients: 8,300/s on two cores against
+/// 59,000/s on one).
 pub async fn run(
     core: &Rc<Core>,
     db: usize,
@@ -59,13 +109,87 @@ pub async fn run(
     out: &mut BytesMut,
 ) {
     let keys = touched_keys(idx, &args, db);
-    let cmds = [Cmd {
+    let cmd = Cmd {
         db: db as u8,
         idx: idx as u16,
         args,
-    }];
-    let mut ends = Vec::new();
-    run_atomic(core, keys, Vec::new(), &cmds, proto, now, out, &mut ends).await;
+    };
+    let (tx, rx) = oneshot::channel();
+    let start = QUEUE.with(|q| {
+        let mut q = q.borrow_mut();
+        q.jobs.push_back(Job {
+            keys,
+            cmd,
+            proto,
+            now,
+            reply: tx,
+        });
+        !std::mem::replace(&mut q.running, true)
+    });
+    if start {
+        glommio::spawn_local(run_groups(core.clone())).detach();
+    }
+    match rx.await {
+        Ok(r) => out.extend_from_slice(&r),
+        Err(_) => resp::encode::error(out, "ERR internal error: a multi-core command was lost"),
+    }
+}
+
+/// Runs groups of queued multi-core commands until the queue is empty.
+async fn run_groups(core: Rc<Core>) {
+    loop {
+        let group: Vec<Job> = QUEUE.with(|q| {
+            let mut q = q.borrow_mut();
+            let Some(proto) = q.jobs.front().map(|j| j.proto) else {
+                q.running = false;
+                return Vec::new();
+            };
+            let mut g = Vec::new();
+            let mut i = 0;
+            while i < q.jobs.len() && g.len() < GROUP_MAX {
+                if q.jobs[i].proto == proto {
+                    g.extend(q.jobs.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            g
+        });
+        let Some(proto) = group.first().map(|j| j.proto) else {
+            return;
+        };
+        let mut keys = Vec::new();
+        let mut cmds = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        let mut now = 0;
+        for j in group {
+            keys.extend(j.keys);
+            cmds.push(j.cmd);
+            replies.push(j.reply);
+            now = now.max(j.now);
+        }
+        let mut out = BytesMut::new();
+        let mut ends = Vec::with_capacity(cmds.len());
+        run_atomic(
+            &core,
+            keys,
+            Vec::new(),
+            &cmds,
+            proto,
+            now,
+            &mut out,
+            &mut ends,
+        )
+        .await;
+        COMMANDS_RUN.fetch_add(cmds.len() as u64, Ordering::Relaxed);
+        GROUPS_RUN.fetch_add(1, Ordering::Relaxed);
+        let out = out.freeze();
+        let mut s = 0;
+        for (tx, e) in replies.into_iter().zip(ends) {
+            let _ = tx.send(out.slice(s..e as usize));
+            s = e as usize;
+        }
+    }
 }
 
 /// A watched key: database, key, the core whose modification count was read, and that count.
@@ -119,12 +243,14 @@ async fn try_atomic(
     ends: &mut Vec<u32>,
 ) -> Option<bool> {
     let mut by_core: BTreeMap<usize, Vec<(Bytes, usize)>> = BTreeMap::new();
+    let mut seen: hashbrown::HashSet<(Bytes, usize)> =
+        hashbrown::HashSet::with_capacity(keys.len());
     for (k, d) in keys {
-        let v = by_core
-            .entry(core.shared.owner(resp::slot(&k)))
-            .or_default();
-        if !v.iter().any(|(vk, vd)| *vk == k && *vd == d) {
-            v.push((k, d));
+        if seen.insert((k.clone(), d)) {
+            by_core
+                .entry(core.shared.owner(resp::slot(&k)))
+                .or_default()
+                .push((k, d));
         }
     }
     let mut watch_by_core: BTreeMap<usize, Vec<(usize, Bytes, u64)>> = BTreeMap::new();
@@ -137,7 +263,8 @@ async fn try_atomic(
     }
     let ndb = core.shard.borrow().dbs.len();
     let mut scratch: Vec<Db> = (0..ndb).map(|_| Db::scratch()).collect();
-    let mut before: Vec<(Bytes, usize, Option<Entry>)> = Vec::new();
+    let mut before: hashbrown::HashMap<(Bytes, usize), Option<Entry>> =
+        hashbrown::HashMap::with_capacity(seen.len());
     let mut clean = !moved;
     let tx = core.new_tx();
     // Phase 1: hold each shard in core order and copy the keys' live entries.
@@ -188,7 +315,7 @@ async fn try_atomic(
             if let Some(e) = &e {
                 scratch[d].insert_entry(&k, e.clone());
             }
-            before.push((k, d, e));
+            before.insert((k, d), e);
         }
     }
     // Phase 2: the ordinary handlers, on the scratch shard.
@@ -255,10 +382,7 @@ async fn try_atomic(
         let mut writes: Vec<(Bytes, usize, Option<Entry>)> = Vec::new();
         if !readonly {
             for (k, d) in ks {
-                let old = before
-                    .iter()
-                    .find(|(bk, bd, _)| bk == k && bd == d)
-                    .and_then(|(_, _, e)| e.as_ref());
+                let old = before.get(&(k.clone(), *d)).and_then(|e| e.as_ref());
                 let new = scratch[*d].get(k, now).map(|e| e.to_entry());
                 let changed = match (old, &new) {
                     (None, None) => false,
