@@ -25,6 +25,19 @@ fn cross_core(c: &Cluster, gid: u32) -> u64 {
         .unwrap()
 }
 
+/// Each server has at most one connection per proxy core (the proxy runs two) besides the one
+/// asking.
+fn assert_one_connection_per_proxy_core(c: &Cluster) {
+    for gid in [1, 2] {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut c.backend(gid))
+            .unwrap();
+        let n = list.lines().count();
+        assert!(n <= 3, "group {gid} has {n} connections:\n{list}");
+    }
+}
+
 fn total_cross_core(c: &Cluster) -> u64 {
     cross_core(c, 1) + cross_core(c, 2)
 }
@@ -201,14 +214,7 @@ fn lanes_can_be_switched_off() {
     pipe.query::<()>(&mut p).unwrap();
     let hops = total_cross_core(&c) - base;
     assert!(hops >= 100, "only {hops} of 400 SETs hopped without lanes");
-    for gid in [1, 2] {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query(&mut c.backend(gid))
-            .unwrap();
-        let n = list.lines().count();
-        assert!(n <= 3, "group {gid} has {n} connections:\n{list}");
-    }
+    assert_one_connection_per_proxy_core(&c);
 }
 
 /// A redis-server knows neither `CLIENT CORE` nor `SLOTSMOVE OWNERS`: one connection per
@@ -229,13 +235,5 @@ fn a_redis_server_behind_the_proxy_gets_one_connection() {
     std::thread::sleep(Duration::from_millis(600));
     let got: i64 = p.get("one:7").unwrap();
     assert_eq!(got, 7);
-    for gid in [1, 2] {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query(&mut c.backend(gid))
-            .unwrap();
-        // The proxy's two cores, one connection each, plus this CLIENT LIST.
-        let n = list.lines().count();
-        assert!(n <= 3, "group {gid} has {n} connections:\n{list}");
-    }
+    assert_one_connection_per_proxy_core(&c);
 }

@@ -65,14 +65,7 @@ pub fn server_with_cores(port: u16, cores: u32) -> Proc {
 impl Cluster {
     /// Filesystem coordinator, two groups, proxy with `toml` extra settings.
     pub fn start(toml: &str) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let coord_dir = dir.path().join("coord");
-        let ini = format!(
-            "coordinator=filesystem\nzk={}\nproduct={PRODUCT}\n",
-            coord_dir.display()
-        );
-        let cc = CoordConfig::new(Kind::Filesystem, coord_dir.to_str().unwrap(), PRODUCT);
-        Self::start_with(dir, coord_dir, cc, ini, toml)
+        Self::start_servers(toml, Servers::Codis(1))
     }
 
     /// Like [`Cluster::start`], with `cores` executors per codis-server.
