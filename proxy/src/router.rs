@@ -62,10 +62,16 @@ pub fn target(
             if r == be {
                 continue;
             }
-            let rb = core.backend(t, r, db).for_slot(slot);
+            let head = core.backend(t, r, db);
+            let rb = head.for_slot(slot);
             rb.kick();
             if rb.is_connected() {
                 return Target::Direct(rb);
+            }
+            // The slot's lane is still connecting: the replica's lane 0 serves the read (its
+            // cores forward it) rather than the master.
+            if head.is_connected() {
+                return Target::Direct(head);
             }
         }
     }

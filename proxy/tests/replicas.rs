@@ -21,6 +21,14 @@ fn get_calls(c: &mut redis::Connection) -> u64 {
         .unwrap_or(0)
 }
 
+fn cross_core(c: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cross_core_commands:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -34,7 +42,17 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn reads_go_to_a_live_replica_and_fall_back_to_the_master() {
-    let c = Cluster::start("backend_primary_only = false\n");
+    replica_reads(1);
+}
+
+/// The same with two-core servers: the proxy reads through the replica's lanes.
+#[test]
+fn reads_go_to_a_live_two_core_replica() {
+    replica_reads(2);
+}
+
+fn replica_reads(cores: u32) {
+    let c = Cluster::start_cores("backend_primary_only = false\n", cores);
     let master_port = c.servers[0].port;
     let rport = testkit::free_port();
     let child = Command::new(testkit::bin_path("codis-server"))
@@ -42,7 +60,7 @@ fn reads_go_to_a_live_replica_and_fall_back_to_the_master() {
             "--port",
             &rport.to_string(),
             "--cores",
-            "1",
+            &cores.to_string(),
             "--loglevel",
             "warn",
         ])
@@ -103,6 +121,7 @@ fn reads_go_to_a_live_replica_and_fall_back_to_the_master() {
         get_calls(&mut replica) > 0
     });
     let (m0, r0) = (get_calls(&mut master), get_calls(&mut replica));
+    let hops0 = cross_core(&mut replica);
     for k in &keys {
         let v: String = p.get(k).unwrap();
         assert_eq!(
@@ -117,6 +136,14 @@ fn reads_go_to_a_live_replica_and_fall_back_to_the_master() {
         "every read on the replica"
     );
     assert_eq!(get_calls(&mut master), m0, "no read on the master");
+    // Each read went to the replica core owning its slot (lanes), or hopped while a lane
+    // connected.
+    let hops = cross_core(&mut replica) - hops0;
+    assert!(
+        hops <= 4,
+        "{hops} of {} reads hopped between the replica's cores",
+        keys.len()
+    );
     // Writes still go to the master (the replica is read-only and would refuse them).
     let _: () = p.set(&keys[1], "changed").unwrap();
     let v: String = master.get(&keys[1]).unwrap();
