@@ -115,9 +115,15 @@ fn replica_reads(cores: u32) {
         .unwrap();
     assert_eq!(acked, 1, "the replica acknowledged every write");
     // The proxy follows the group change; from then on group 1's reads land on the replica.
+    // Warm up with a key of the replica's core 0 only: with two cores, the first reads of core
+    // 1's slots then find its lane still connecting (they must stay on the replica).
+    let warm = keys
+        .iter()
+        .find(|k| resp::slot(k.as_bytes()) % 2 == 0)
+        .unwrap();
     wait_until("reads reach the replica", || {
-        let v: String = p.get(&keys[0]).unwrap();
-        assert_eq!(v, format!("v-{}", keys[0]));
+        let v: String = p.get(warm).unwrap();
+        assert_eq!(v, format!("v-{warm}"));
         get_calls(&mut replica) > 0
     });
     let (m0, r0) = (get_calls(&mut master), get_calls(&mut replica));
@@ -137,10 +143,10 @@ fn replica_reads(cores: u32) {
     );
     assert_eq!(get_calls(&mut master), m0, "no read on the master");
     // Each read went to the replica core owning its slot (lanes), or hopped while a lane
-    // connected.
+    // connected (without lanes about half of them hop).
     let hops = cross_core(&mut replica) - hops0;
     assert!(
-        hops <= 4,
+        hops <= keys.len() as u64 / 4,
         "{hops} of {} reads hopped between the replica's cores",
         keys.len()
     );
