@@ -41,6 +41,7 @@ async fn run() -> i32 {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ctl=info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = ctl::cli::Cli::parse();
     ctl::cli::run(cli).await

@@ -102,7 +102,10 @@ fn main() {
                 .with_writer(std::sync::Mutex::new(file))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
     // glommio logs through the `log` crate.
     let _ = tracing_log::LogTracer::init();

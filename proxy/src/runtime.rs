@@ -49,7 +49,22 @@ pub fn probe(addr: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("bad listen address {addr}: {e}"))?
         .next()
         .ok_or_else(|| format!("bad listen address {addr}"))?;
-    let l = std::net::TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+    // A proxy that just exited leaves its listening sockets behind for a few milliseconds
+    // (io_uring drops its accept requests' references after the process is gone), so a quick
+    // restart would find the port busy: keep trying for a moment before giving up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let l = loop {
+        match std::net::TcpListener::bind(a) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r,
+        }
+    }
+    .map_err(|e| format!("cannot listen on {a}: {e}"))?;
     l.local_addr().map_err(|e| e.to_string())
 }
 

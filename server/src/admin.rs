@@ -191,6 +191,39 @@ pub async fn run(
     plan.written(start);
 }
 
+/// Carry out a shutdown that SIGTERM or SIGINT scheduled (see `runtime::watch_signals`), on core
+/// 0 within 50 ms: SHUTDOWN's steps (flush the AOF, save when save rules are configured), then exit
+/// 0. If the save fails the server keeps running, as redis-server does.
+pub fn start_signal_shutdown(core: &Rc<Core>) {
+    use crate::runtime::{signal_name, SHUTDOWN_SIGNAL};
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            let sig = SHUTDOWN_SIGNAL.load(Ordering::Relaxed);
+            if sig == 0 {
+                continue;
+            }
+            let args: Args = vec![bytes::Bytes::from_static(b"shutdown")];
+            match crate::persist::on_shutdown(&core, &args).await {
+                Ok(()) => {
+                    core.shared.shutdown.store(true, Ordering::Relaxed);
+                    tracing::warn!("codis-server is now ready to exit, bye bye...");
+                    std::process::exit(0);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "{} received but errors trying to shut down the server, check the logs for more information",
+                        signal_name(sig)
+                    );
+                    SHUTDOWN_SIGNAL.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    })
+    .detach();
+}
+
 /// Check `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]` as Redis 7.0 does. Nothing is saved and no
 /// shutdown is ever left pending, so `ABORT` always finds nothing to abort.
 fn shutdown_args(args: &Args) -> Result<(), &'static str> {

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, IntoRawFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,10 +93,26 @@ fn listen_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
         } else {
             Domain::IPV4
         };
-        let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
-            .and_then(|s| s.set_reuse_address(true).map(|_| s))
-            .and_then(|s| s.bind(&addr.into()).map(|_| s))
-            .map_err(|e| format!("Could not create server TCP listening socket {addr}: {e}"))?;
+        let bind = || {
+            Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+                .and_then(|s| s.set_reuse_address(true).map(|_| s))
+                .and_then(|s| s.bind(&addr.into()).map(|_| s))
+        };
+        // A server that just exited leaves its listening sockets behind for a few milliseconds
+        // (io_uring drops its accept requests' references after the process is gone), so a quick
+        // restart would find the port busy: keep trying for a moment before giving up.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let probe = loop {
+            match bind() {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r,
+            }
+        }
+        .map_err(|e| format!("Could not create server TCP listening socket {addr}: {e}"))?;
         let local = probe
             .local_addr()
             .ok()
@@ -105,6 +121,65 @@ fn listen_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
         out.push(local);
     }
     Ok(out)
+}
+
+/// A SIGTERM or SIGINT received and not yet acted on (the signal number; 0: none).
+pub static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// Set once the data is loaded and the cores start: before that a signal exits at once.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// SIGTERM and SIGINT as redis-server takes them: block both in every thread and let one thread
+/// wait for them. While the data loads the server exits at once; after that the first signal
+/// schedules a shutdown that core 0 carries out ([`crate::admin::start_signal_shutdown`]), and a
+/// second SIGINT exits at once.
+fn watch_signals() -> Result<(), String> {
+    // SAFETY: a zeroed sigset_t is valid storage; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, initialised signal set; the calls only modify it or this thread's
+    // signal mask.
+    let rc = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(format!(
+            "cannot block SIGTERM and SIGINT: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ));
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is initialised and `sig` is valid storage for the result.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            let name = signal_name(sig);
+            if !SERVING.load(Ordering::Relaxed) {
+                tracing::warn!("Received {name} while loading the data, exiting.");
+                std::process::exit(0);
+            }
+            if sig == libc::SIGINT && SHUTDOWN_SIGNAL.load(Ordering::Relaxed) != 0 {
+                tracing::warn!("You insist... exiting now.");
+                std::process::exit(1);
+            }
+            tracing::warn!("Received {name} scheduling shutdown...");
+            SHUTDOWN_SIGNAL.store(sig, Ordering::Relaxed);
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+/// "SIGINT" or "SIGTERM", for the log.
+pub fn signal_name(sig: i32) -> &'static str {
+    if sig == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
 }
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<Socket> {
@@ -190,6 +265,8 @@ pub fn run(config: Config) -> Result<(), String> {
         return Err("--cores must be at most 256".into());
     }
     let addrs = listen_addrs(&config)?;
+    // Before any other thread starts (the AOF writer, the executors), so all inherit the mask.
+    watch_signals()?;
     let port = addrs.first().map_or(config.port, |a| a.port());
     let mut config = config;
     config.port = port;
@@ -216,6 +293,7 @@ pub fn run(config: Config) -> Result<(), String> {
         }
         per_core_fds.push(fds);
     }
+    SERVING.store(true, Ordering::Relaxed);
     let reqs = mesh::<Req>(ncores);
     let resps = mesh::<Resp>(ncores);
     let mut handles = Vec::new();
@@ -248,6 +326,7 @@ pub fn run(config: Config) -> Result<(), String> {
                 crate::persist::fill_at_start(&mut shard, items);
                 let core = Core::start(i, shared.clone(), shard, links);
                 if i == 0 {
+                    crate::admin::start_signal_shutdown(&core);
                     crate::persist::start_cron(&core);
                     crate::repl::start(&core);
                 }
