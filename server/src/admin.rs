@@ -94,6 +94,7 @@ pub async fn run(
             encode::bulk(b, (us / 1_000_000).to_string().as_bytes());
             encode::bulk(b, (us % 1_000_000).to_string().as_bytes());
         }
+        "slowlog" => crate::slowlog::command(&args, b),
         "lastsave" => {
             let secs = crate::persist::STATUS.lastsave.load(Ordering::Relaxed);
             encode::int(b, secs as i64);
@@ -175,6 +176,7 @@ pub async fn run(
             }
             core.shared.shutdown.store(true, Ordering::Relaxed);
             tracing::warn!("codis-server is now ready to exit, bye bye...");
+            crate::runtime::remove_pidfile();
             std::process::exit(0);
         }
         "slotshashkey" => {
@@ -209,6 +211,7 @@ pub fn start_signal_shutdown(core: &Rc<Core>) {
                 Ok(()) => {
                     core.shared.shutdown.store(true, Ordering::Relaxed);
                     tracing::warn!("codis-server is now ready to exit, bye bye...");
+                    crate::runtime::remove_pidfile();
                     std::process::exit(0);
                 }
                 Err(_) => {
@@ -248,6 +251,10 @@ fn shutdown_args(args: &Args) -> Result<(), &'static str> {
 
 /// Redis 7.0's container commands and the arity of each subcommand (`COMMAND INFO` subcommands).
 const SUBCOMMANDS: &[(&str, &[(&str, i32)])] = &[
+    (
+        "slowlog",
+        &[("get", -2), ("len", 2), ("reset", 2), ("help", 2)],
+    ),
     (
         "object",
         &[

@@ -35,6 +35,15 @@ pub struct Config {
     pub timeout: u64,
     /// `disable-thp yes`: no transparent huge pages for this process (Redis's default).
     pub disable_thp: bool,
+    /// `daemonize yes`: fork into the background at start-up.
+    pub daemonize: bool,
+    /// Log file (`""`: standard error, or nowhere once daemonized).
+    pub logfile: String,
+    /// File to write the process id into at start-up (`""`: none); removed at shutdown.
+    pub pidfile: String,
+    /// Directives of a redis.conf that codis-server accepts without acting on them (see
+    /// [`IGNORED`]), as `file:line: directive`, for one warning at start-up.
+    pub ignored: Vec<String>,
     /// Every key and its text value, for CONFIG GET.
     values: BTreeMap<&'static str, String>,
 }
@@ -217,6 +226,26 @@ const KEYS: &[Key] = &[
         mutable: false,
     },
     Key {
+        name: "slowlog-log-slower-than",
+        default: "10000",
+        mutable: true,
+    },
+    Key {
+        name: "slowlog-max-len",
+        default: "128",
+        mutable: true,
+    },
+    Key {
+        name: "logfile",
+        default: "",
+        mutable: false,
+    },
+    Key {
+        name: "pidfile",
+        default: "",
+        mutable: false,
+    },
+    Key {
         name: "loglevel",
         default: "notice",
         mutable: true,
@@ -314,6 +343,10 @@ impl Default for Config {
             client_query_buffer_limit: 1024 * 1024 * 1024,
             timeout: 0,
             disable_thp: true,
+            daemonize: false,
+            logfile: String::new(),
+            pidfile: String::new(),
+            ignored: Vec::new(),
             values: BTreeMap::new(),
         };
         for k in KEYS {
@@ -322,6 +355,106 @@ impl Default for Config {
         c
     }
 }
+
+/// Redis 7.0 directives a redis.conf may hold that codis-server accepts without acting on them:
+/// tuning of Redis's own internals (defragmentation, lazy freeing, I/O threads, diskless
+/// replication, process titles…) whose absence changes no reply and loses no data. With
+/// `Some(v)`, only that value is accepted (anything else would change behaviour). Directives that
+/// change what clients see or who may connect (`rename-command`, `user`, `tls-*`, `unixsocket`,
+/// `loadmodule`…) stay errors.
+pub const IGNORED: &[(&str, Option<&str>)] = &[
+    ("acllog-max-len", None),
+    ("active-defrag-cycle-max", None),
+    ("active-defrag-cycle-min", None),
+    ("active-defrag-ignore-bytes", None),
+    ("active-defrag-max-scan-fields", None),
+    ("active-defrag-threshold-lower", None),
+    ("active-defrag-threshold-upper", None),
+    ("active-expire-effort", None),
+    ("activedefrag", None),
+    ("activerehashing", None),
+    ("always-show-logo", None),
+    ("aof-disable-auto-gc", None),
+    ("aof-rewrite-incremental-fsync", None),
+    ("aof-timestamp-enabled", Some("no")),
+    ("aof-use-rdb-preamble", None),
+    ("aof_rewrite_cpulist", None),
+    ("appenddirname", None),
+    ("auto-aof-rewrite-min-size", None),
+    ("auto-aof-rewrite-percentage", None),
+    ("bgsave_cpulist", None),
+    ("bio_cpulist", None),
+    ("busy-reply-threshold", None),
+    ("cluster-enabled", Some("no")),
+    ("crash-log-enabled", None),
+    ("crash-memcheck-enabled", None),
+    ("dynamic-hz", None),
+    ("enable-debug-command", None),
+    ("enable-module-command", None),
+    ("enable-protected-configs", None),
+    ("hll-sparse-max-bytes", None),
+    ("io-threads", None),
+    ("io-threads-do-reads", None),
+    ("jemalloc-bg-thread", None),
+    ("latency-monitor-threshold", None),
+    ("latency-tracking", None),
+    ("latency-tracking-info-percentiles", None),
+    ("lazyfree-lazy-eviction", None),
+    ("lazyfree-lazy-expire", None),
+    ("lazyfree-lazy-server-del", None),
+    ("lazyfree-lazy-user-del", None),
+    ("lazyfree-lazy-user-flush", None),
+    ("maxmemory-clients", Some("0")),
+    ("maxmemory-eviction-tenacity", None),
+    ("min-replicas-max-lag", None),
+    ("min-replicas-to-write", Some("0")),
+    ("min-slaves-max-lag", None),
+    ("min-slaves-to-write", Some("0")),
+    ("no-appendfsync-on-rewrite", None),
+    ("oom-score-adj", None),
+    ("oom-score-adj-values", None),
+    ("proc-title-template", None),
+    ("protected-mode", None),
+    ("rdb-del-sync-files", None),
+    ("rdb-save-incremental-fsync", None),
+    ("rdbchecksum", None),
+    ("rdbcompression", None),
+    ("repl-backlog-ttl", None),
+    ("repl-disable-tcp-nodelay", None),
+    ("repl-diskless-load", None),
+    ("repl-diskless-sync", None),
+    ("repl-diskless-sync-delay", None),
+    ("repl-diskless-sync-max-replicas", None),
+    ("repl-timeout", None),
+    ("replica-announce-ip", None),
+    ("replica-announce-port", None),
+    ("replica-announced", None),
+    ("replica-ignore-maxmemory", None),
+    ("replica-lazy-flush", None),
+    ("replica-priority", None),
+    ("replica-serve-stale-data", None),
+    ("sanitize-dump-payload", None),
+    ("server_cpulist", None),
+    ("set-proc-title", None),
+    ("shutdown-on-sigint", Some("default")),
+    ("shutdown-on-sigterm", Some("default")),
+    ("shutdown-timeout", None),
+    ("slave-announce-ip", None),
+    ("slave-announce-port", None),
+    ("slave-ignore-maxmemory", None),
+    ("slave-lazy-flush", None),
+    ("slave-priority", None),
+    ("slave-serve-stale-data", None),
+    ("stop-writes-on-bgsave-error", None),
+    ("stream-node-max-bytes", None),
+    ("stream-node-max-entries", None),
+    ("supervised", None),
+    ("syslog-enabled", Some("no")),
+    ("syslog-facility", None),
+    ("syslog-ident", None),
+    ("tcp-backlog", None),
+    ("tracking-table-max-keys", None),
+];
 
 /// `maxmemory-policy` values (Redis 7.0's).
 const MAXMEMORY_POLICIES: [&str; 8] = [
@@ -628,12 +761,27 @@ impl Config {
                 self.appendfilename = value.to_string()
             }
             "daemonize" => {
-                if value != "no" {
-                    return Err(bad(
-                        "codis-server does not daemonize; use a service manager",
-                    ));
+                self.daemonize = match value.to_ascii_lowercase().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(bad("argument must be 'yes' or 'no'")),
                 }
             }
+            "slowlog-log-slower-than" => crate::slowlog::set_slower_than(
+                value
+                    .parse()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))?,
+            ),
+            "slowlog-max-len" => crate::slowlog::set_max_len(
+                value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| bad("argument couldn't be parsed into an integer"))?
+                    as usize,
+            ),
+            "logfile" => self.logfile = value.to_string(),
+            "pidfile" => self.pidfile = value.to_string(),
             _ => {}
         }
         let shown = match spec.name {
@@ -656,24 +804,58 @@ impl Config {
         Ok(())
     }
 
-    /// Load a redis.conf-syntax file: `key value…` per line, `#` comments, quoted values.
+    /// Load a redis.conf-syntax file: `key value…` per line, `#` comments, quoted values,
+    /// `include other.conf`. Redis directives that only tune Redis internals ([`IGNORED`]) are
+    /// accepted and listed in [`Config::ignored`]; any other unknown directive is an error.
     pub fn load_file(&mut self, path: &Path) -> Result<(), String> {
+        self.load_file_nested(path, 0)
+    }
+
+    fn load_file_nested(&mut self, path: &Path, depth: usize) -> Result<(), String> {
+        if depth > 16 {
+            return Err(format!("{}: include nested too deeply", path.display()));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
+            let at = || format!("{}:{}: '{}'", path.display(), n + 1, line);
             let args = resp::request::split_args(line.as_bytes())
-                .map_err(|_| format!("{}:{}: unbalanced quotes", path.display(), n + 1))?;
-            let key = String::from_utf8_lossy(&args[0]).to_string();
+                .map_err(|_| format!("{}: unbalanced quotes", at()))?;
+            let key = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
             let value = args[1..]
                 .iter()
                 .map(|a| String::from_utf8_lossy(a).to_string())
                 .collect::<Vec<_>>()
                 .join(" ");
+            if key == "include" {
+                if args.len() != 2 {
+                    return Err(format!("{}: include takes one file", at()));
+                }
+                self.load_file_nested(Path::new(&value), depth + 1)?;
+                continue;
+            }
+            match IGNORED.iter().find(|(name, _)| *name == key) {
+                Some((_, None)) => {
+                    self.ignored.push(at());
+                    continue;
+                }
+                Some((_, Some(only))) if value.eq_ignore_ascii_case(only) => {
+                    self.ignored.push(at());
+                    continue;
+                }
+                Some((_, Some(only))) => {
+                    return Err(format!(
+                        "{}: codis-server supports only '{key} {only}'",
+                        at()
+                    ))
+                }
+                None => {}
+            }
             self.set(&key, &value, true)
-                .map_err(|e| format!("{}:{}: '{}': {}", path.display(), n + 1, line, e))?;
+                .map_err(|e| format!("{}: {}", at(), e))?;
         }
         Ok(())
     }

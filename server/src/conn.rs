@@ -129,6 +129,8 @@ pub struct Plan {
     remote: usize,
     /// The owner-change sequence under which the queued commands were routed (None: unstable).
     seq: Option<u64>,
+    /// The client the commands are for (its id; 0: none), for SLOWLOG entries.
+    pub client: u64,
 }
 
 enum Piece {
@@ -146,6 +148,7 @@ impl Plan {
             specs: Vec::new(),
             remote: 0,
             seq: None,
+            client: 0,
         }
     }
 
@@ -193,7 +196,8 @@ impl Plan {
         for (c, cmds) in self.per_core.iter_mut().enumerate() {
             if !cmds.is_empty() {
                 sent += cmds.len() as u64;
-                calls.push((c, core.exec_remote(c, proto, now, std::mem::take(cmds))));
+                let cmds = std::mem::take(cmds);
+                calls.push((c, core.exec_remote(c, proto, now, cmds, self.client)));
             }
         }
         CROSS_CORE.fetch_add(sent, Ordering::Relaxed);
@@ -320,7 +324,7 @@ pub async fn redispatch(
             }
             let (t, cmds): (Vec<usize>, Vec<Cmd>) = g.into_iter().unzip();
             tags.push(t);
-            calls.push(core.exec_remote(c, proto, now, cmds));
+            calls.push(core.exec_remote(c, proto, now, cmds, 0));
         }
         let bodies = futures::future::join_all(calls).await;
         if !local.is_empty() {
@@ -387,6 +391,7 @@ async fn serve_session(
     let mut batch: Vec<Args> = Vec::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut plan = Plan::new(core.ncores());
+    plan.client = sess.info.id;
     // Bytes that came with a moved connection are parsed before the socket is read.
     let mut carried = !rbuf.is_empty();
     loop {
@@ -662,12 +667,23 @@ async fn dispatch(
         plan.flush(core, sess.proto, now, out).await;
         return crate::migrate::run(core, sess, spec, idx, args, out).await;
     }
-    if spec.has(CONN) {
+    if spec.has(CONN) && !spec.has(command::ADMIN) {
         return run_conn(core, sess, spec, idx, args, now, plan, out).await;
     }
-    if spec.has(ALLKEYS) {
-        plan.flush(core, sess.proto, now, out).await;
-        return global::run(core, sess, spec, idx, args, now, out).await;
+    if spec.has(CONN) || spec.has(ALLKEYS) {
+        // Administrative and whole-keyspace commands (CONFIG, DEBUG, KEYS, FLUSHALL…) are timed
+        // here for SLOWLOG, from start to reply (they may gather from every core).
+        let start = crate::ticks::now();
+        let logged = args.clone();
+        if spec.has(CONN) {
+            run_conn(core, sess, spec, idx, args, now, plan, out).await;
+        } else {
+            plan.flush(core, sess.proto, now, out).await;
+            global::run(core, sess, spec, idx, args, now, out).await;
+        }
+        crate::slowlog::set_client(sess.info.id);
+        crate::slowlog::check(crate::ticks::now().wrapping_sub(start), &logged);
+        return;
     }
     if cmd::handler(idx).is_none() {
         return reply_err(plan, out, &unknown_command(&args));
@@ -728,6 +744,7 @@ async fn route(
             plan.flush(core, proto, now, out).await;
         } else if owner == core.id {
             core.wait_unheld().await;
+            crate::slowlog::set_client(plan.client);
             let target = plan.target(out);
             let start = target.len();
             if core.shard.borrow_mut().execute(&cmd, proto, now, target) {

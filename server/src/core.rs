@@ -35,6 +35,8 @@ pub enum Req {
     Exec {
         from: usize,
         id: u64,
+        /// The client the commands are for (SLOWLOG; 0: none).
+        client: u64,
         proto: Proto,
         now: u64,
         cmds: Vec<Cmd>,
@@ -271,10 +273,12 @@ impl Core {
             Req::Exec {
                 from,
                 id,
+                client,
                 proto,
                 now,
                 cmds,
             } => {
+                crate::slowlog::set_client(client);
                 let mut out = BytesMut::with_capacity(64 * cmds.len());
                 let mut ends = Vec::with_capacity(cmds.len());
                 let mut moved = Vec::new();
@@ -363,11 +367,13 @@ impl Core {
         proto: Proto,
         now: u64,
         cmds: Vec<Cmd>,
+        client: u64,
     ) -> impl Future<Output = Body> + '_ {
         let from = self.id;
         self.call(to, move |id| Req::Exec {
             from,
             id,
+            client,
             proto,
             now,
             cmds,

@@ -53,6 +53,7 @@ pub mod script;
 pub mod shard;
 pub mod shared;
 pub mod slotmove;
+pub mod slowlog;
 pub mod smallbytes;
 pub mod ticks;
 pub mod tx;

@@ -60,9 +60,19 @@ struct Args {
     /// Password to AUTH with at the master.
     #[arg(long)]
     masterauth: Option<String>,
-    /// Log level filter (error, warn, info, debug, trace), or RUST_LOG.
-    #[arg(long, default_value = "info")]
-    loglevel: String,
+    /// Log level filter (error, warn, info, debug, trace), or RUST_LOG (default: the config
+    /// file's `loglevel`, else info).
+    #[arg(long)]
+    loglevel: Option<String>,
+    /// Fork into the background: yes or no.
+    #[arg(long)]
+    daemonize: Option<String>,
+    /// Write the log to this file instead of standard error.
+    #[arg(long)]
+    logfile: Option<String>,
+    /// Write the process id to this file (removed at shutdown).
+    #[arg(long)]
+    pidfile: Option<String>,
 }
 
 /// Config keys also accepted as `--key value` flags (as redis-server accepts any config key).
@@ -99,14 +109,6 @@ fn main() {
         }
     }
     let args = Args::parse_from(argv);
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.loglevel.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    // glommio logs through the `log` crate.
-    let _ = tracing_log::LogTracer::init();
     let mut cfg = Config::default();
     if let Some(path) = &args.config {
         if let Err(e) = cfg.load_file(path) {
@@ -159,8 +161,105 @@ fn main() {
     if let Some(p) = args.masterauth {
         set("masterauth", p);
     }
+    if let Some(v) = args.daemonize {
+        set("daemonize", v);
+    }
+    if let Some(v) = args.logfile {
+        set("logfile", v);
+    }
+    if let Some(v) = args.pidfile {
+        set("pidfile", v);
+    }
+    if cfg.daemonize {
+        daemonize();
+    }
+    // The flag (any tracing filter) wins over the config file's Redis level.
+    let level = args.loglevel.unwrap_or_else(|| {
+        let redis = cfg
+            .get(b"loglevel")
+            .first()
+            .map(|(_, v)| v.to_ascii_lowercase())
+            .unwrap_or_default();
+        match redis.as_str() {
+            "debug" | "verbose" => "debug",
+            "warning" => "warn",
+            "nothing" => "off",
+            _ => "info",
+        }
+        .to_string()
+    });
+    let filter = tracing_subscriber::EnvFilter::new(std::env::var("RUST_LOG").unwrap_or(level));
+    let to_file = !cfg.logfile.is_empty();
+    if to_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&cfg.logfile)
+            .unwrap_or_else(|e| {
+                eprintln!("Can't open the log file {}: {e}", cfg.logfile);
+                std::process::exit(1);
+            });
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    // glommio logs through the `log` crate.
+    let _ = tracing_log::LogTracer::init();
+    if !cfg.ignored.is_empty() {
+        tracing::warn!(
+            "redis.conf directives that tune Redis internals, accepted and ignored: {}",
+            cfg.ignored.join("; ")
+        );
+    }
+    if !cfg.pidfile.is_empty() {
+        if let Err(e) = server::runtime::write_pidfile(&cfg.pidfile) {
+            tracing::warn!("Failed to write PID file {}: {e}", cfg.pidfile);
+        }
+    }
     if let Err(e) = server::runtime::run(cfg) {
+        if to_file {
+            tracing::error!("{e}");
+        }
         eprintln!("codis-server: {e}");
+        server::runtime::remove_pidfile();
         std::process::exit(1);
+    }
+}
+
+/// `daemonize yes`: fork, let the parent exit, start a new session and point the standard
+/// streams at /dev/null, as redis-server does. Called before any thread exists.
+fn daemonize() {
+    // SAFETY: the process has one thread here, so the child is a complete copy of it.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!(
+                "codis-server: cannot fork: {}",
+                std::io::Error::last_os_error()
+            );
+            std::process::exit(1);
+        }
+        0 => {}
+        _ => std::process::exit(0),
+    }
+    // SAFETY: setsid, open, dup2 and close on descriptors this process owns.
+    unsafe {
+        libc::setsid();
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
     }
 }

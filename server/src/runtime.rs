@@ -123,6 +123,23 @@ fn listen_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// The pid file written at start-up, removed at shutdown.
+static PIDFILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Write this process's id to `path` (`pidfile`), to be removed by [`remove_pidfile`].
+pub fn write_pidfile(path: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{}\n", std::process::id()))?;
+    let _ = PIDFILE.set(path.to_string());
+    Ok(())
+}
+
+/// Remove the pid file, if one was written (on the way out).
+pub fn remove_pidfile() {
+    if let Some(p) = PIDFILE.get() {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// A SIGTERM or SIGINT received and not yet acted on (the signal number; 0: none).
 pub static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// Set once the data is loaded and the cores start: before that a signal exits at once.
@@ -160,10 +177,12 @@ fn watch_signals() -> Result<(), String> {
             let name = signal_name(sig);
             if !SERVING.load(Ordering::Relaxed) {
                 tracing::warn!("Received {name} while loading the data, exiting.");
+                remove_pidfile();
                 std::process::exit(0);
             }
             if sig == libc::SIGINT && SHUTDOWN_SIGNAL.load(Ordering::Relaxed) != 0 {
                 tracing::warn!("You insist... exiting now.");
+                remove_pidfile();
                 std::process::exit(1);
             }
             tracing::warn!("Received {name} scheduling shutdown...");
@@ -280,6 +299,7 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     let shared = Arc::new(Shared::new(ncores, config));
     shared.tcp_port.store(port as usize, Ordering::Relaxed);
+    crate::slowlog::init(shared.clone());
     // One SO_REUSEPORT socket per core and address, created before any executor starts.
     let mut per_core_fds: Vec<Vec<i32>> = Vec::new();
     for _ in 0..ncores {
@@ -337,6 +357,9 @@ pub fn run(config: Config) -> Result<(), String> {
                         glommio::timer::sleep(Duration::from_millis(100)).await;
                         let now = now_ms();
                         crate::db::clock::tick(now);
+                        if i == 0 {
+                            crate::slowlog::refresh();
+                        }
                         expiry.wait_unheld().await;
                         let start = Instant::now();
                         loop {

@@ -242,9 +242,11 @@ impl Shard {
             );
             self.emit(fx);
         }
+        let took = crate::ticks::now().wrapping_sub(start);
+        crate::slowlog::check(took, &cmd.args);
         let st = &mut self.stats[cmd.idx as usize];
         st.calls += 1;
-        st.ticks += crate::ticks::now().wrapping_sub(start);
+        st.ticks += took;
         if out.get(before) == Some(&b'-') {
             st.failed += 1;
         }

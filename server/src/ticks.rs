@@ -49,6 +49,20 @@ pub fn to_usec(ticks: u64) -> u64 {
     (u128::from(ticks) * ns / dt / 1000) as u64
 }
 
+/// Ticks that `usec` microseconds last (the inverse of [`to_usec`], by the same estimate).
+pub fn from_usec(usec: u64) -> u64 {
+    if cfg!(not(target_arch = "x86_64")) {
+        return usec.saturating_mul(1000);
+    }
+    let (t0, r0) = *BASE.get_or_init(|| (Instant::now(), raw()));
+    let ns = t0.elapsed().as_nanos();
+    let dt = u128::from(raw().wrapping_sub(r0));
+    if ns == 0 {
+        return usec;
+    }
+    (u128::from(usec) * 1000 * dt / ns).min(u128::from(u64::MAX)) as u64
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
