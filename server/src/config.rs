@@ -456,6 +456,24 @@ pub const IGNORED: &[(&str, Option<&str>)] = &[
     ("tracking-table-max-keys", None),
 ];
 
+/// The tracing filter for a Redis `loglevel` (debug, verbose, notice, warning, nothing).
+pub fn tracing_level(redis: &str) -> &'static str {
+    match redis.to_ascii_lowercase().as_str() {
+        "debug" | "verbose" => "debug",
+        "warning" => "warn",
+        "nothing" => "off",
+        _ => "info",
+    }
+}
+
+type LogLevelHook = Box<dyn Fn(&str) + Send + Sync>;
+static LOG_LEVEL_HOOK: std::sync::OnceLock<LogLevelHook> = std::sync::OnceLock::new();
+
+/// How `CONFIG SET loglevel` changes the log filter (installed by the binary's logging set-up).
+pub fn set_log_level_hook(f: LogLevelHook) {
+    let _ = LOG_LEVEL_HOOK.set(f);
+}
+
 /// `maxmemory-policy` values (Redis 7.0's).
 const MAXMEMORY_POLICIES: [&str; 8] = [
     "volatile-lru",
@@ -780,6 +798,19 @@ impl Config {
                     .ok_or_else(|| bad("argument couldn't be parsed into an integer"))?
                     as usize,
             ),
+            "loglevel" => {
+                if !["debug", "verbose", "notice", "warning", "nothing"]
+                    .contains(&value.to_ascii_lowercase().as_str())
+                {
+                    return Err(bad("argument(s) must be one of the following: debug, verbose, notice, warning, nothing"));
+                }
+                // At start-up the binary sets the filter itself (a --loglevel flag wins).
+                if !startup {
+                    if let Some(hook) = LOG_LEVEL_HOOK.get() {
+                        hook(tracing_level(value));
+                    }
+                }
+            }
             "logfile" => self.logfile = value.to_string(),
             "pidfile" => self.pidfile = value.to_string(),
             _ => {}
@@ -792,6 +823,7 @@ impl Config {
                 crate::notify::to_string(crate::notify::parse(value).unwrap_or(0))
             }
             "client-output-buffer-limit" => crate::pubsub::show_output_limits(),
+            "loglevel" => value.to_ascii_lowercase(),
             "save" => self
                 .save
                 .iter()

@@ -178,18 +178,23 @@ fn main() {
         let redis = cfg
             .get(b"loglevel")
             .first()
-            .map(|(_, v)| v.to_ascii_lowercase())
+            .map(|(_, v)| v.clone())
             .unwrap_or_default();
-        match redis.as_str() {
-            "debug" | "verbose" => "debug",
-            "warning" => "warn",
-            "nothing" => "off",
-            _ => "info",
-        }
-        .to_string()
+        server::config::tracing_level(&redis).to_string()
     });
     let filter = tracing_subscriber::EnvFilter::new(std::env::var("RUST_LOG").unwrap_or(level));
     let to_file = !cfg.logfile.is_empty();
+    // `CONFIG SET loglevel` swaps the filter at run time.
+    macro_rules! init_logging {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            server::config::set_log_level_hook(Box::new(move |level: &str| {
+                let _ = handle.reload(tracing_subscriber::EnvFilter::new(level));
+            }));
+            builder.init();
+        }};
+    }
     if to_file {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -199,17 +204,15 @@ fn main() {
                 eprintln!("Can't open the log file {}: {e}", cfg.logfile);
                 std::process::exit(1);
             });
-        tracing_subscriber::fmt()
+        init_logging!(tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::sync::Mutex::new(file))
-            .with_ansi(false)
-            .init();
+            .with_ansi(false));
     } else {
-        tracing_subscriber::fmt()
+        init_logging!(tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())));
     }
     // glommio logs through the `log` crate.
     let _ = tracing_log::LogTracer::init();

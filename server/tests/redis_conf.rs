@@ -142,6 +142,47 @@ fn a_redis_conf_with_include_daemonize_logfile_and_pidfile() {
         !text.contains('\u{1b}'),
         "no terminal colours in a log file"
     );
+
+    // CONFIG SET loglevel takes effect at once: a protocol error is a debug event.
+    let garbage = |port: u16| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"*1\r\n$-5\r\n").unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    };
+    garbage(port);
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("loglevel")
+        .arg("loud")
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("must be one of the following"),
+        "{e}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("loglevel")
+        .arg("DEBUG")
+        .query(&mut con)
+        .unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("loglevel")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, ["loglevel", "debug"]);
+    garbage(port);
+    wait_for("a debug line", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("protocol error")
+            .count()
+            == 1
+    });
+
     shutdown(daemon, con, &pidfile);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("ready to exit"), "{text}");
