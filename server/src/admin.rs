@@ -503,6 +503,7 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
                     "ERR CLIENT CORE is not allowed in a transaction, with watched keys or in subscribed mode",
                 );
             }
+            sess.pinned = true;
             sess.move_to = (n != core.id).then_some(n);
             encode::ok(b)
         }

@@ -226,6 +226,11 @@ const KEYS: &[Key] = &[
         mutable: false,
     },
     Key {
+        name: "client-core-affinity",
+        default: "yes",
+        mutable: true,
+    },
+    Key {
         name: "slowlog-log-slower-than",
         default: "10000",
         mutable: true,
@@ -785,6 +790,14 @@ impl Config {
                     _ => return Err(bad("argument must be 'yes' or 'no'")),
                 }
             }
+            "client-core-affinity" => crate::conn::CORE_AFFINITY.store(
+                match value.to_ascii_lowercase().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(bad("argument must be 'yes' or 'no'")),
+                },
+                std::sync::atomic::Ordering::Relaxed,
+            ),
             "slowlog-log-slower-than" => crate::slowlog::set_slower_than(
                 value
                     .parse()

@@ -43,6 +43,8 @@ pub struct Session {
     last_cmd: &'static str,
     /// `CLIENT CORE n`: after this batch's replies, the connection moves to core `n`.
     pub move_to: Option<usize>,
+    /// Placed by `CLIENT CORE n`: never moved by core affinity.
+    pub pinned: bool,
 }
 
 impl Session {
@@ -61,6 +63,7 @@ impl Session {
             psync: None,
             last_cmd: "",
             move_to: None,
+            pinned: false,
         }
     }
 }
@@ -74,6 +77,7 @@ pub struct Adopted {
     pub proto: Proto,
     pub authed: bool,
     pub rbuf: BytesMut,
+    pub pinned: bool,
 }
 
 /// How [`serve`] ended.
@@ -93,6 +97,7 @@ pub async fn adopt(core: Rc<Core>, a: Adopted) {
     let mut sess = Session::new(a.info, a.authed);
     sess.db = a.db;
     sess.proto = a.proto;
+    sess.pinned = a.pinned;
     let id = sess.info.id;
     if serve_session(core.clone(), stream, sess, a.rbuf).await == Served::Closed {
         forget(&core, id);
@@ -111,6 +116,14 @@ pub fn forget(core: &Core, id: u64) {
 /// Commands a connection's core sent to the core owning their slot (INFO stats
 /// `cross_core_commands`): what `CLIENT CORE` lets a proxy avoid.
 pub static CROSS_CORE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `client-core-affinity yes` (the default): a connection whose keyed commands almost all
+/// belong to one other core moves there (see [`Plan::affinity`]).
+pub static CORE_AFFINITY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Connections moved by core affinity (INFO stats `client_core_affinity_moves`).
+pub static AFFINITY_MOVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Keyed commands a connection's affinity is judged over.
+const AFFINITY_WINDOW: u32 = 128;
 
 /// Where the replies of a batch go while some are still being computed on other cores.
 ///
@@ -131,6 +144,10 @@ pub struct Plan {
     seq: Option<u64>,
     /// The client the commands are for (its id; 0: none), for SLOWLOG entries.
     pub client: u64,
+    /// Keyed commands routed since the affinity was last judged, and how many of them went to
+    /// each other core.
+    keyed: u32,
+    hops: Vec<u32>,
 }
 
 enum Piece {
@@ -149,6 +166,8 @@ impl Plan {
             remote: 0,
             seq: None,
             client: 0,
+            keyed: 0,
+            hops: vec![0; ncores],
         }
     }
 
@@ -174,7 +193,23 @@ impl Plan {
         self.remote == 0 || self.seq == Some(seq1)
     }
 
+    /// After a window of keyed commands: the other core that at least 90% of them belonged to,
+    /// if any (the connection would save every one of those hops by moving there). The window
+    /// starts again either way.
+    fn affinity(&mut self) -> Option<usize> {
+        if self.keyed < AFFINITY_WINDOW {
+            return None;
+        }
+        let keyed = std::mem::take(&mut self.keyed);
+        let best = (0..self.hops.len()).max_by_key(|&c| self.hops[c])?;
+        let n = self.hops[best];
+        self.hops.iter_mut().for_each(|h| *h = 0);
+        (n * 10 >= keyed * 9).then_some(best)
+    }
+
     fn push_remote(&mut self, core: usize, cmd: Cmd, seq0: u64) {
+        self.keyed += 1;
+        self.hops[core] += 1;
         if self.remote == 0 {
             self.seq = (seq0 % 2 == 0).then_some(seq0);
         }
@@ -450,6 +485,19 @@ async fn serve_session(
         if !batch.is_empty() {
             run_batch(&core, &mut sess, &mut batch, &mut plan, &mut out).await;
             parser.set_authenticated(sess.authed);
+            if let Some(to) = plan.affinity() {
+                if !sess.pinned
+                    && !sess.from_master
+                    && sess.move_to.is_none()
+                    && CORE_AFFINITY.load(Ordering::Relaxed)
+                    && !sess.tx.in_multi()
+                    && !sess.tx.watching()
+                    && sess.ps.count() == 0
+                {
+                    AFFINITY_MOVES.fetch_add(1, Ordering::Relaxed);
+                    sess.move_to = Some(to);
+                }
+            }
         }
         if let Some(e) = &proto_err {
             tracing::debug!(client = sess.info.id, "protocol error: {e}");
@@ -527,6 +575,7 @@ async fn move_to(
         proto: sess.proto,
         authed: sess.authed,
         rbuf,
+        pinned: sess.pinned,
     };
     if !core.send_adopt(to, a).await {
         // The server is stopping; the copy was closed with the undelivered message.
@@ -743,6 +792,7 @@ async fn route(
         if !plan.routable(core.shared.move_seq()) {
             plan.flush(core, proto, now, out).await;
         } else if owner == core.id {
+            plan.keyed += 1;
             core.wait_unheld().await;
             crate::slowlog::set_client(plan.client);
             let target = plan.target(out);

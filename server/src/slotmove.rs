@@ -64,10 +64,11 @@ pub static REROUTED: AtomicU64 = AtomicU64::new(0);
 /// The INFO stats lines of slot moves.
 pub fn stats_lines(o: &mut String) {
     o.push_str(&format!(
-        "slot_moves:{}\r\nrerouted_commands:{}\r\ncross_core_commands:{}\r\n",
+        "slot_moves:{}\r\nrerouted_commands:{}\r\ncross_core_commands:{}\r\nclient_core_affinity_moves:{}\r\n",
         MOVES.load(Ordering::Relaxed),
         REROUTED.load(Ordering::Relaxed),
-        crate::conn::CROSS_CORE.load(Ordering::Relaxed)
+        crate::conn::CROSS_CORE.load(Ordering::Relaxed),
+        crate::conn::AFFINITY_MOVES.load(Ordering::Relaxed)
     ));
 }
 

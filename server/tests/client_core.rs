@@ -203,3 +203,54 @@ fn counters_stay_exact_while_connections_keep_moving() {
         .sum();
     assert_eq!(sum, total);
 }
+
+#[test]
+fn a_connection_whose_keys_live_on_another_core_moves_there() {
+    let s = testkit::codis_server(&["--cores", "2"]);
+    let mut admin = s.conn();
+    let gets = |c: &mut redis::Connection, keys: &[String]| {
+        for k in keys {
+            let _: Option<String> = redis::cmd("GET").arg(k).query(c).unwrap();
+        }
+    };
+
+    // One key of the other core, one request at a time (redis-benchmark without -r): after a
+    // window of them the connection moves, and then nothing hops.
+    let mut c = s.conn();
+    let here = core_of(&mut c);
+    let other = 1 - here;
+    let key = key_on(other as u16, 0);
+    let moves0 = stat(&mut admin, "stats", "client_core_affinity_moves");
+    gets(&mut c, &vec![key.clone(); 200]);
+    assert_eq!(core_of(&mut c), other, "the connection follows its keys");
+    assert!(stat(&mut admin, "stats", "client_core_affinity_moves") > moves0);
+    let base = stat(&mut admin, "stats", "cross_core_commands");
+    gets(&mut c, &vec![key.clone(); 100]);
+    assert_eq!(stat(&mut admin, "stats", "cross_core_commands"), base);
+
+    // Keys spread over both cores: no core to prefer, the connection stays.
+    let mut d = s.conn();
+    let start = core_of(&mut d);
+    let spread: Vec<String> = (0..400).map(|n| key_on((n % 2) as u16, n)).collect();
+    gets(&mut d, &spread);
+    assert_eq!(core_of(&mut d), start);
+
+    // Placed by CLIENT CORE: never moved.
+    let mut p = s.conn();
+    move_to(&mut p, here);
+    gets(&mut p, &vec![key.clone(); 300]);
+    assert_eq!(core_of(&mut p), here, "a pinned connection stays");
+
+    // Switched off.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-core-affinity")
+        .arg("no")
+        .query(&mut admin)
+        .unwrap();
+    let mut q = s.conn();
+    let start = core_of(&mut q);
+    let far = key_on(1 - start as u16, 1);
+    gets(&mut q, &vec![far; 300]);
+    assert_eq!(core_of(&mut q), start, "client-core-affinity no");
+}
