@@ -89,6 +89,14 @@ const CONFIG_FLAGS: &[&str] = &[
     "list-max-listpack-size",
     "list-max-ziplist-size",
     "disable-thp",
+    "client-core-affinity",
+    "slowlog-log-slower-than",
+    "slowlog-max-len",
+    "maxmemory",
+    "maxmemory-policy",
+    "notify-keyspace-events",
+    "databases",
+    "timeout",
 ];
 
 fn main() {
