@@ -104,6 +104,13 @@ fn wait_exit(child: &mut std::process::Child) -> Option<i32> {
     }
 }
 
+fn connect(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
 /// Waits until something on the port answers PING with PONG. A bare connect is not enough here:
 /// the listening socket of a server that just exited accepts connections for a few milliseconds.
 fn answers_ping(port: u16, timeout: Duration) -> bool {
@@ -146,10 +153,7 @@ fn sigterm_saves_the_rdb_and_a_restart_at_once_finds_the_data() {
     // A save rule that never fires by itself: only the shutdown saves.
     let args = ["--dir", d, "--save", "3600 1"];
     let mut first = start_up(port, &args);
-    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect(port);
     let _: () = redis::cmd("SET")
         .arg("k")
         .arg("v1")
@@ -175,10 +179,7 @@ fn sigterm_saves_the_rdb_and_a_restart_at_once_finds_the_data() {
 
     // Started again the moment the first one is gone: the port must be usable.
     let mut second = start_up(port, &args);
-    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect(port);
     let v: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
     assert_eq!(v, "v1");
     let n: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
@@ -201,10 +202,7 @@ fn sigint_flushes_the_aof_before_exiting() {
         "everysec",
     ];
     let mut first = start_up(port, &args);
-    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect(port);
     let mut p = redis::pipe();
     for i in 0..20_000 {
         p.cmd("INCR").arg(format!("n:{}", i % 100)).ignore();
@@ -216,10 +214,7 @@ fn sigint_flushes_the_aof_before_exiting() {
     drop(con);
 
     let mut second = start_up(port, &args);
-    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect(port);
     for i in 0..100 {
         let v: u64 = redis::cmd("GET")
             .arg(format!("n:{i}"))
