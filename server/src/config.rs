@@ -39,6 +39,8 @@ pub struct Config {
     pub daemonize: bool,
     /// Log file (`""`: standard error, or nowhere once daemonized).
     pub logfile: String,
+    /// The absolute path of the config file the server started with (`""`: none), for INFO.
+    pub config_file: String,
     /// File to write the process id into at start-up (`""`: none); removed at shutdown.
     pub pidfile: String,
     /// Directives of a redis.conf that codis-server accepts without acting on them (see
@@ -350,6 +352,7 @@ impl Default for Config {
             disable_thp: true,
             daemonize: false,
             logfile: String::new(),
+            config_file: String::new(),
             pidfile: String::new(),
             ignored: Vec::new(),
             values: BTreeMap::new(),

@@ -59,7 +59,7 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
     if show("server") {
         let _ = write!(
             o,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncodis_rs_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nexecutor_cores:{}\r\nconfig_file:\r\n\r\n",
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncodis_rs_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nexecutor_cores:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::env::consts::ARCH,
@@ -69,6 +69,10 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
             crate::shared::now_ms() * 1000,
             uptime / 86400,
             sh.ncores,
+            std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            cfg.config_file,
         );
     }
     if show("clients") {

@@ -123,6 +123,10 @@ fn main() {
             eprintln!("*** FATAL CONFIG FILE ERROR *** {e}");
             std::process::exit(1);
         }
+        cfg.config_file = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string();
     }
     let mut set = |k: &str, v: String| {
         if let Err(e) = cfg.set(k, &v, true) {

@@ -124,6 +124,16 @@ fn a_redis_conf_with_include_daemonize_logfile_and_pidfile() {
         .query(&mut con)
         .unwrap();
     assert_eq!(got, ["maxclients", "77"], "the included file applies");
+    let info: String = redis::cmd("INFO").arg("server").query(&mut con).unwrap();
+    let shown = info
+        .lines()
+        .find_map(|l| l.strip_prefix("config_file:"))
+        .unwrap();
+    assert_eq!(
+        Path::new(shown),
+        std::fs::canonicalize(&conf).unwrap(),
+        "INFO server config_file"
+    );
     let got: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("daemonize")
