@@ -132,6 +132,7 @@ table! {
     "bitpos" -3 [READONLY] 1 1 1;
     "bitop" -4 [WRITE|DENYOOM] 2 -1 1;
     "bitfield" -2 [WRITE|DENYOOM] 1 1 1;
+    "bitfield_ro" -2 [READONLY|FAST] 1 1 1;
     "lcs" -3 [READONLY] 1 2 1;
     // keys
     "del" -2 [WRITE] 1 -1 1;

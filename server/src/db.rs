@@ -646,6 +646,16 @@ impl Db {
         self.live(key, now, true)
     }
 
+    /// A live string key's bytes as a buffer edited in place (APPEND, SETRANGE, SETBIT,
+    /// BITFIELD on long strings; see [`Value::Buf`]): `None` when the key is missing,
+    /// `Some(Err(()))` when it holds another type. A modification for WATCH and snapshots, like
+    /// [`Db::get_mut`]; the caller marks the key raw ([`Db::mark_raw`]).
+    pub fn str_buf(&mut self, key: &[u8], now: u64) -> Option<Result<&mut Vec<u8>, ()>> {
+        self.live(key, now, true)?;
+        self.touch(key);
+        self.table_mut(key)?.map.str_buf(key)
+    }
+
     /// A live entry, read without triggering a snapshot's copy-on-write (only removing an
     /// expired key counts as a change).
     fn live(&mut self, key: &[u8], now: u64, access: bool) -> Option<EntryMut<'_>> {

@@ -444,6 +444,31 @@ impl KeyTable {
             .map(Node::entry_mut)
     }
 
+    /// A string key's bytes as a growable buffer ([`Value::Buf`]), for editing in place:
+    /// `None` when the key is absent, `Some(Err(()))` when it holds another type. A string held
+    /// in a string node or as [`Value::Str`] moves into a buffer first (one copy, or none for a
+    /// boxed string); the entry word (expiry, access clock, mark) stays.
+    pub fn str_buf(&mut self, key: &[u8]) -> Option<Result<&mut Vec<u8>, ()>> {
+        let node = self.table.find_mut(hash(key), |n| n.key() == key)?;
+        if node.is_str() {
+            // SAFETY: a string node (checked).
+            let bytes = unsafe { node.str_value() }.to_vec();
+            let e = Entry::from_word(Value::Buf(Box::new(bytes)), node.word());
+            *node = Node::new(key, New::Entry(e));
+        }
+        // SAFETY: not a string node (converted above), so an initialised, aligned Entry sits at
+        // offset 0; `node` is borrowed mutably for as long as the result lives.
+        let e = unsafe { &mut *node.base().cast::<Entry>() };
+        if let Value::Str(s) = &mut e.value {
+            let s = std::mem::take(s);
+            e.value = Value::Buf(Box::new(s.into_vec()));
+        }
+        match &mut e.value {
+            Value::Buf(b) => Some(Ok(b)),
+            _ => Some(Err(())),
+        }
+    }
+
     /// Whether the key is present.
     pub fn contains_key(&self, key: &[u8]) -> bool {
         self.get(key).is_some()
@@ -706,6 +731,51 @@ mod tests {
         assert_eq!(t.get(b"big").unwrap().value, ValueRef::Str(&[b'v'; 512]));
         t.insert_str(b"big", &[b'w'; 512], 0);
         assert_eq!(t.get(b"big").unwrap().value, ValueRef::Str(&[b'w'; 512]));
+    }
+
+    /// `str_buf` turns a string of either layout into an editable buffer, keeps the entry
+    /// word, edits stick, and later writes replace the buffer like any value.
+    #[test]
+    fn strings_become_buffers_in_place() {
+        use crate::value::List;
+        let mut t = KeyTable::default();
+        assert!(t.str_buf(b"missing").is_none());
+        t.insert_str(b"node", b"abc", 7);
+        t.insert(
+            b"boxed",
+            Entry::from_word(Value::Str(vec![b'b'; 600].into()), 9),
+        );
+        t.insert(
+            b"list",
+            Entry::new(Value::List(List::from_items([&b"x"[..]]))),
+        );
+        assert_eq!(t.str_buf(b"list"), Some(Err(())));
+        for (k, word) in [(&b"node"[..], 7), (b"boxed", 9)] {
+            let before = t.get(k).unwrap().value.to_value();
+            let b = t.str_buf(k).unwrap().unwrap();
+            b.extend_from_slice(b"+tail");
+            b[0] = b'Z';
+            let e = t.get(k).unwrap();
+            assert_eq!(e.word, word);
+            let ValueRef::Str(now) = e.value else {
+                panic!("{:?}", e.value)
+            };
+            let now = now.to_vec();
+            let ValueRef::Str(was) = before.view() else {
+                panic!("{before:?}")
+            };
+            assert_eq!(now.len(), was.len() + 5);
+            assert_eq!(now[0], b'Z');
+            assert!(now.ends_with(b"+tail"));
+            assert!(!t.table.find(hash(k), |n| n.key() == k).unwrap().is_str());
+            // The second call finds the buffer itself, edits included.
+            assert!(t.str_buf(k).unwrap().unwrap().ends_with(b"+tail"));
+            // Values compare by content, whatever holds the bytes.
+            assert_eq!(t.clone().remove(k).unwrap().value, Value::Str(now.into()));
+            t.insert_str(k, b"plain", 1);
+            assert!(t.table.find(hash(k), |n| n.key() == k).unwrap().is_str());
+            assert_eq!(t.get(k).unwrap().value, ValueRef::Str(b"plain"));
+        }
     }
 
     /// Both node kinds through every accessor: strings of all lengths (empty, same-length

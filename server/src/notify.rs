@@ -395,6 +395,10 @@ fn plan(
         "incr" | "decr" | "incrby" | "decrby" => first(ev, STRING, "incrby"),
         "incrbyfloat" => first(ev, STRING, "incrbyfloat"),
         "setbit" => first(ev, STRING, "setbit"),
+        // BITFIELD: Redis skips the event when OVERFLOW FAIL refused every write (the key it
+        // created for them stays); here any write that reached the key counts.
+        "bitfield" => first(ev, STRING, "setbit"),
+        "bitop" if ex(0) => ev.push((0, STRING, "set")),
         "getdel" if !is_null(reply) => ev.push((0, GENERIC, "del")),
         "getex" => {
             if !is_null(reply) && keys[0].modified {
@@ -488,6 +492,8 @@ fn plan(
             }
         }
         "sinterstore" | "sunionstore" | "sdiffstore" => store(name, SET, keys, ev),
+        // SORT … STORE (its destination is key 1): `sortstore` when the result is not empty.
+        "sort" if keys.get(1).is_some_and(|k| k.exists) => ev.push((1, LIST, "sortstore")),
         // Sorted sets.
         "zadd" if keys[0].modified => {
             ev.push((0, ZSET, if opt("incr") { "zincr" } else { "zadd" }))

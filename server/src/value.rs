@@ -67,10 +67,15 @@ fn prefetch_in<V>(t: &HashMap<Member, V, Hasher>, m: &[u8]) {
 }
 
 /// A stored value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Value {
     /// A string (binary-safe).
     Str(Box<[u8]>),
+    /// A string edited in place: APPEND, SETRANGE, SETBIT and BITFIELD on a string of
+    /// [`Value::EDIT_IN_PLACE`] bytes or more move it here once (`Db::str_buf`), with spare
+    /// capacity as Redis's sds keeps, so that appending is amortised O(1) and a bit write O(1)
+    /// instead of a copy of the whole string per command. Reads see it as any string.
+    Buf(Box<Vec<u8>>),
     /// A hash.
     Hash(Hash),
     /// A list.
@@ -119,6 +124,7 @@ impl Value {
     pub fn view(&self) -> ValueRef<'_> {
         match self {
             Value::Str(s) => ValueRef::Str(s),
+            Value::Buf(b) => ValueRef::Str(b),
             Value::Hash(h) => ValueRef::Hash(h),
             Value::List(l) => ValueRef::List(l),
             Value::Set(s) => ValueRef::Set(s),
@@ -131,6 +137,7 @@ impl Value {
     pub fn view_mut(&mut self) -> ValueMut<'_> {
         match self {
             Value::Str(s) => ValueMut::Str(s),
+            Value::Buf(b) => ValueMut::Str(b),
             Value::Hash(h) => ValueMut::Hash(h),
             Value::List(l) => ValueMut::List(l),
             Value::Set(s) => ValueMut::Set(s),
@@ -146,6 +153,33 @@ impl Value {
     /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
     pub fn encoding(&self) -> &'static str {
         self.view().encoding()
+    }
+}
+
+impl Value {
+    /// Strings at least this long are edited in place (see [`Value::Buf`]); shorter ones are
+    /// copied and stored anew, which costs less than a buffer's own allocation.
+    pub const EDIT_IN_PLACE: usize = 512;
+}
+
+/// Values compare by content: a string is equal whether it is stored as [`Value::Str`] or as
+/// [`Value::Buf`].
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        self.view() == other.view()
+    }
+}
+
+/// Make room in `buf` for `need` bytes in all, as Redis's `sdsMakeRoomFor` does: twice the
+/// need up to 1 MB, the need plus 1 MB beyond.
+pub fn reserve_greedy(buf: &mut Vec<u8>, need: usize) {
+    if need > buf.capacity() {
+        let want = if need < 1 << 20 {
+            need * 2
+        } else {
+            need + (1 << 20)
+        };
+        buf.reserve_exact(want - buf.len());
     }
 }
 

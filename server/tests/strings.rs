@@ -162,3 +162,130 @@ fn big_values_and_wide_multi_key_commands() {
     let n: usize = del.query(&mut c).unwrap();
     assert_eq!(n, 500);
 }
+
+/// Long strings edited in place (APPEND, SETRANGE, SETBIT, BITFIELD on 512 bytes or more): the
+/// bytes match a model after thousands of edits, the TTL stays, WATCH sees the edits, and the
+/// edited value survives DUMP/RESTORE, DEBUG RELOAD (RDB) and a replica's full sync and stream.
+#[test]
+fn long_strings_edited_in_place() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    let mut c = srv.conn();
+    let replica = testkit::codis_server(&["--cores", "2"]);
+    let mut r = replica.conn();
+    let (a, b) = rawwire::keys_on_two_cores("edit");
+    // The replica syncs first, so later edits reach it as a stream.
+    let _: () = redis::cmd("SET").arg(&a).arg("seed").query(&mut c).unwrap();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(srv.port)
+        .query(&mut r)
+        .unwrap();
+    let mut model = b"seed".to_vec();
+    let mut p = redis::pipe();
+    for i in 0..3000u32 {
+        let piece = format!("<{i:05}>").repeat(20);
+        p.cmd("APPEND").arg(&a).arg(&piece).ignore();
+        model.extend_from_slice(piece.as_bytes());
+        if i % 7 == 0 {
+            let at = (i as usize * 131) % model.len();
+            p.cmd("SETRANGE").arg(&a).arg(at).arg("#!").ignore();
+            if model.len() < at + 2 {
+                model.resize(at + 2, 0);
+            }
+            model[at..at + 2].copy_from_slice(b"#!");
+        }
+        if i % 11 == 0 {
+            let bit = (i as usize * 977) % (model.len() * 8);
+            p.cmd("SETBIT").arg(&a).arg(bit).arg(1).ignore();
+            model[bit / 8] |= 0x80 >> (bit % 8);
+        }
+    }
+    p.cmd("PEXPIRE").arg(&a).arg(600_000).ignore();
+    let _: () = p.query(&mut c).unwrap();
+    // Past the end: SETBIT and BITFIELD grow the string with zeros.
+    let len = model.len();
+    let _: i64 = redis::cmd("SETBIT")
+        .arg(&a)
+        .arg((len + 100) * 8 + 3)
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    model.resize(len + 101, 0);
+    model[len + 100] |= 0x80 >> 3;
+    let got: Vec<i64> = redis::cmd("BITFIELD")
+        .arg(&a)
+        .arg("INCRBY")
+        .arg("u16")
+        .arg((len + 200) * 8)
+        .arg(513)
+        .arg("GET")
+        .arg("u8")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    model.resize(len + 202, 0);
+    model[len + 200] = 2;
+    model[len + 201] = 1;
+    assert_eq!(got, vec![513, model[0] as i64]);
+    let v: Vec<u8> = redis::cmd("GET").arg(&a).query(&mut c).unwrap();
+    assert_eq!(v.len(), model.len());
+    assert!(v == model, "the edited string differs from the model");
+    let ttl: i64 = redis::cmd("PTTL").arg(&a).query(&mut c).unwrap();
+    assert!(ttl > 500_000, "{ttl}");
+    let enc: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(&a)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(enc, "raw");
+
+    // WATCH: an in-place edit by another client aborts the transaction.
+    let mut other = srv.conn();
+    let _: () = redis::cmd("WATCH").arg(&a).query(&mut c).unwrap();
+    let _: i64 = redis::cmd("APPEND")
+        .arg(&a)
+        .arg("!")
+        .query(&mut other)
+        .unwrap();
+    model.push(b'!');
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: () = redis::cmd("GET").arg(&a).query(&mut c).unwrap();
+    let res: Option<Vec<Vec<u8>>> = redis::cmd("EXEC").query(&mut c).unwrap();
+    assert!(
+        res.is_none(),
+        "EXEC ran although the watched key was edited"
+    );
+
+    // DUMP/RESTORE onto the other core, then an RDB round trip.
+    let dump: Vec<u8> = redis::cmd("DUMP").arg(&a).query(&mut c).unwrap();
+    let _: () = redis::cmd("RESTORE")
+        .arg(&b)
+        .arg(0)
+        .arg(dump)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("DEBUG").arg("RELOAD").query(&mut c).unwrap();
+    for k in [&a, &b] {
+        let v: Vec<u8> = redis::cmd("GET").arg(k).query(&mut c).unwrap();
+        assert!(
+            v == model,
+            "{k} differs from the model after RESTORE/RELOAD"
+        );
+    }
+
+    // The replica followed every edit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v: Option<Vec<u8>> = redis::cmd("GET").arg(&a).query(&mut r).unwrap();
+        if v.as_deref() == Some(&model[..]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica's copy never matched (len {:?} against {})",
+            v.map(|v| v.len()),
+            model.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

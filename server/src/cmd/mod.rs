@@ -5,6 +5,7 @@
 //! block and never see other cores: the connection layer routes each command to the shard owning its
 //! keys, or gathers the keys of a multi-core command into one scratch shard first (`multi.rs`).
 
+pub mod bits;
 pub mod hash;
 pub mod hll;
 pub mod keys;
@@ -144,6 +145,7 @@ static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     for (name, h) in string::HANDLERS
         .iter()
         .chain(keys::HANDLERS)
+        .chain(bits::HANDLERS)
         .chain(hash::HANDLERS)
         .chain(set::HANDLERS)
         .chain(list::HANDLERS)

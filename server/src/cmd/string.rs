@@ -3,7 +3,7 @@
 use resp::encode;
 
 use super::{err, Ctx, Handler, MAX_STRING};
-use crate::value::{Value, ValueRef};
+use crate::value::{reserve_greedy, Value, ValueRef};
 
 /// The string commands served by shards.
 pub static HANDLERS: &[(&str, Handler)] = &[
@@ -339,17 +339,41 @@ fn getex(ctx: &mut Ctx) {
     ctx.bulk(&v)
 }
 
+/// Run `edit` on the string at `key` in place (see [`Value::Buf`]) and mark it raw; `None`
+/// (nothing done) when the key is not a string.
+fn edit_in_place(ctx: &mut Ctx, key: &[u8], edit: impl FnOnce(&mut Vec<u8>) -> i64) -> Option<i64> {
+    let now = ctx.now;
+    let n = edit(ctx.db().str_buf(key, now)?.ok()?);
+    ctx.db().mark_raw(key);
+    Some(n)
+}
+
 fn append(ctx: &mut Ctx) {
     let key = ctx.arg(1).clone();
+    let add = ctx.arg(2).clone();
+    let len = match read_str(ctx, &key) {
+        Ok(v) => v.map(|v| v.len()),
+        Err(()) => return ctx.wrongtype(),
+    };
+    if len.unwrap_or(0) + add.len() > MAX_STRING {
+        return ctx.err(err::MAX_SIZE);
+    }
+    if len.is_some_and(|n| n + add.len() >= Value::EDIT_IN_PLACE) {
+        let grown = edit_in_place(ctx, &key, |b| {
+            reserve_greedy(b, b.len() + add.len());
+            b.extend_from_slice(&add);
+            b.len() as i64
+        });
+        if let Some(n) = grown {
+            return ctx.int_reply(n);
+        }
+    }
     let (mut v, existed) = match read_str(ctx, &key) {
         Ok(Some(v)) => (v.to_vec(), true),
         Ok(None) => (Vec::new(), false),
         Err(()) => return ctx.wrongtype(),
     };
-    if v.len() + ctx.arg(2).len() > MAX_STRING {
-        return ctx.err(err::MAX_SIZE);
-    }
-    v.extend_from_slice(ctx.arg(2));
+    v.extend_from_slice(&add);
     let n = v.len();
     let now = ctx.now;
     ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
@@ -412,22 +436,39 @@ fn setrange(ctx: &mut Ctx) {
     }
     let key = ctx.arg(1).clone();
     let value = ctx.arg(3).clone();
-    let cur = match read_str(ctx, &key) {
-        Ok(v) => v.map(|v| v.to_vec()),
+    let len = match read_str(ctx, &key) {
+        Ok(v) => v.map(|v| v.len()),
         Err(()) => return ctx.wrongtype(),
     };
     if value.is_empty() {
-        return ctx.int_reply(cur.map_or(0, |c| c.len()) as i64);
+        return ctx.int_reply(len.unwrap_or(0) as i64);
     }
     let offset = offset as usize;
-    if offset + value.len() > MAX_STRING {
+    let end = offset + value.len();
+    if end > MAX_STRING {
         return ctx.err(err::MAX_SIZE);
     }
-    let mut v = cur.unwrap_or_default();
-    if v.len() < offset + value.len() {
-        v.resize(offset + value.len(), 0);
+    if len.is_some_and(|n| n.max(end) >= Value::EDIT_IN_PLACE) {
+        let done = edit_in_place(ctx, &key, |b| {
+            if b.len() < end {
+                reserve_greedy(b, end);
+                b.resize(end, 0);
+            }
+            b[offset..end].copy_from_slice(&value);
+            b.len() as i64
+        });
+        if let Some(n) = done {
+            return ctx.int_reply(n);
+        }
     }
-    v[offset..offset + value.len()].copy_from_slice(&value);
+    let mut v = match read_str(ctx, &key) {
+        Ok(v) => v.map(|v| v.to_vec()).unwrap_or_default(),
+        Err(()) => return ctx.wrongtype(),
+    };
+    if v.len() < end {
+        v.resize(end, 0);
+    }
+    v[offset..end].copy_from_slice(&value);
     let n = v.len();
     let now = ctx.now;
     ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
@@ -557,25 +598,39 @@ fn setbit(ctx: &mut Ctx) {
         _ => return ctx.err(err::BIT_VALUE),
     };
     let key = ctx.arg(1).clone();
+    let byte = off >> 3;
+    let mask = 1u8 << (7 - (off & 7));
+    let flip = |v: &mut Vec<u8>| {
+        if v.len() <= byte {
+            reserve_greedy(v, byte + 1);
+            v.resize(byte + 1, 0);
+        }
+        let old = v[byte] & mask != 0;
+        if on {
+            v[byte] |= mask;
+        } else {
+            v[byte] &= !mask;
+        }
+        old as i64
+    };
+    let len = match read_str(ctx, &key) {
+        Ok(v) => v.map(|v| v.len()),
+        Err(()) => return ctx.wrongtype(),
+    };
+    if len.is_some_and(|n| n.max(byte + 1) >= Value::EDIT_IN_PLACE) {
+        if let Some(old) = edit_in_place(ctx, &key, flip) {
+            return ctx.int_reply(old);
+        }
+    }
     let mut v = match read_str(ctx, &key) {
         Ok(v) => v.map(|v| v.to_vec()).unwrap_or_default(),
         Err(()) => return ctx.wrongtype(),
     };
-    let byte = off >> 3;
-    if v.len() <= byte {
-        v.resize(byte + 1, 0);
-    }
-    let mask = 1u8 << (7 - (off & 7));
-    let old = v[byte] & mask != 0;
-    if on {
-        v[byte] |= mask;
-    } else {
-        v[byte] &= !mask;
-    }
+    let old = flip(&mut v);
     let now = ctx.now;
     ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
     ctx.db().mark_raw(&key);
-    ctx.int_reply(old as i64)
+    ctx.int_reply(old)
 }
 
 fn getbit(ctx: &mut Ctx) {
