@@ -168,9 +168,13 @@ fn big_values_and_wide_multi_key_commands() {
 /// edited value survives DUMP/RESTORE, DEBUG RELOAD (RDB) and a replica's full sync and stream.
 #[test]
 fn long_strings_edited_in_place() {
-    let srv = testkit::codis_server(&["--cores", "2"]);
+    // Own directories: DEBUG RELOAD writes dump.rdb there (a test server started without --dir
+    // loads the one in its working directory).
+    let (dir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let srv = testkit::codis_server(&["--cores", "2", "--dir", dir.path().to_str().unwrap()]);
     let mut c = srv.conn();
-    let replica = testkit::codis_server(&["--cores", "2"]);
+    let replica =
+        testkit::codis_server(&["--cores", "2", "--dir", rdir.path().to_str().unwrap()]);
     let mut r = replica.conn();
     let (a, b) = rawwire::keys_on_two_cores("edit");
     // The replica syncs first, so later edits reach it as a stream.

@@ -100,6 +100,8 @@ pub fn bin_path(name: &str) -> PathBuf {
 pub struct Proc {
     pub child: Child,
     pub port: u16,
+    /// A codis-server's own working directory (`--dir`), removed after the process is killed.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -115,6 +117,11 @@ impl Proc {
     }
 
     /// A synchronous connection.
+    /// The working directory testkit gave a codis-server started without `--dir`.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_ref().map(|d| d.path())
+    }
+
     pub fn conn(&self) -> redis::Connection {
         self.client().get_connection().expect("connect")
     }
@@ -135,13 +142,20 @@ pub fn codis_server(extra: &[&str]) -> Proc {
     let mut port = 0;
     for _ in 0..3 {
         port = free_port();
-        let child = Command::new(bin_path("codis-server"))
-            .args(["--port", &port.to_string(), "--loglevel", "warn"])
+        // Without `--dir` a server would save to (and load from) the test's working directory:
+        // one test's dump.rdb would seed every later test's servers.
+        let dir = (!extra.contains(&"--dir")).then(|| tempfile::tempdir().expect("tempdir"));
+        let mut cmd = Command::new(bin_path("codis-server"));
+        cmd.args(["--port", &port.to_string(), "--loglevel", "warn"]);
+        if let Some(d) = &dir {
+            cmd.arg("--dir").arg(d.path());
+        }
+        let child = cmd
             .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn codis-server");
-        let mut p = Proc { child, port };
+        let mut p = Proc { child, port, dir };
         if wait_ping(&mut p, Duration::from_secs(20)) {
             return p;
         }
@@ -217,7 +231,11 @@ pub fn redis_server(extra: &[&str]) -> Option<(Proc, tempfile::TempDir)> {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn redis-server");
-    let mut p = Proc { child, port };
+    let mut p = Proc {
+        child,
+        port,
+        dir: None,
+    };
     assert!(
         wait_ping(&mut p, Duration::from_secs(10)),
         "redis-server did not start"
