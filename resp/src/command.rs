@@ -104,6 +104,7 @@ table! {
     "slowlog" -2 [ADMIN|CONN] 0 0 0;
     "latency" -2 [ADMIN|CONN] 0 0 0;
     "reset" 1 [FAST|CONN|NOAUTH|NOSCRIPT] 0 0 0;
+    "monitor" 1 [ADMIN|CONN|NOSCRIPT] 0 0 0;
     // strings
     "get" 2 [READONLY|FAST] 1 1 1;
     "set" -3 [WRITE|DENYOOM] 1 1 1;

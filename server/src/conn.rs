@@ -45,6 +45,8 @@ pub struct Session {
     pub move_to: Option<usize>,
     /// Placed by `CLIENT CORE n`: never moved by core affinity.
     pub pinned: bool,
+    /// MONITOR: the feed of every command the server runs, written to this client.
+    pub monitor: Option<Arc<crate::monitor::Feed>>,
 }
 
 impl Session {
@@ -64,6 +66,14 @@ impl Session {
             last_cmd: "",
             move_to: None,
             pinned: false,
+            monitor: None,
+        }
+    }
+
+    /// Stop monitoring (RESET, disconnect).
+    pub fn stop_monitor(&mut self) {
+        if let Some(f) = self.monitor.take() {
+            crate::monitor::detach(&f);
         }
     }
 }
@@ -78,6 +88,7 @@ pub struct Adopted {
     pub authed: bool,
     pub rbuf: BytesMut,
     pub pinned: bool,
+    pub monitor: Option<Arc<crate::monitor::Feed>>,
 }
 
 /// How [`serve`] ended.
@@ -98,6 +109,7 @@ pub async fn adopt(core: Rc<Core>, a: Adopted) {
     sess.db = a.db;
     sess.proto = a.proto;
     sess.pinned = a.pinned;
+    sess.monitor = a.monitor;
     let id = sess.info.id;
     if serve_session(core.clone(), stream, sess, a.rbuf).await == Served::Closed {
         forget(&core, id);
@@ -430,11 +442,11 @@ async fn serve_session(
     // Bytes that came with a moved connection are parsed before the socket is read.
     let mut carried = !rbuf.is_empty();
     loop {
-        let read = match sess.ps.mailbox().cloned() {
-            None if carried => Some(Ok(0)),
-            None => Some(stream.read(&mut chunk).await),
+        let read = match (sess.ps.mailbox().cloned(), sess.monitor.clone()) {
+            (None, None) if carried => Some(Ok(0)),
+            (None, None) => Some(stream.read(&mut chunk).await),
             // Subscribed: wait for the socket or a message, whichever comes first.
-            Some(mb) => {
+            (Some(mb), None) => {
                 let r = stream.read(&mut chunk);
                 let m = mb.ready();
                 futures::pin_mut!(r, m);
@@ -443,6 +455,23 @@ async fn serve_session(
                     futures::future::Either::Right(_) => None,
                 }
             }
+            // Monitoring (and maybe subscribed): the socket, the feed or a message.
+            (mb, Some(feed)) if !carried => {
+                let r = stream.read(&mut chunk);
+                let m = async {
+                    match &mb {
+                        Some(mb) => mb.ready().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let f = feed.ready();
+                futures::pin_mut!(r, m, f);
+                match futures::future::select(r, futures::future::select(m, f)).await {
+                    futures::future::Either::Left((res, _)) => Some(res),
+                    futures::future::Either::Right(_) => None,
+                }
+            }
+            (_, Some(_)) => Some(Ok(0)),
         };
         let n = match read {
             Some(Ok(0)) if carried => {
@@ -452,11 +481,20 @@ async fn serve_session(
             Some(Ok(0) | Err(_)) => break,
             Some(Ok(n)) => n,
             None => {
-                let Some(mb) = sess.ps.mailbox().cloned() else {
-                    continue;
-                };
-                mb.drain(sess.proto, &mut out);
-                if mb.closed() || !write_out(&mut stream, &out, Some(&mb)).await {
+                if let Some(feed) = sess.monitor.clone() {
+                    feed.drain(&mut out);
+                    if feed.closed() {
+                        break;
+                    }
+                }
+                let mb = sess.ps.mailbox().cloned();
+                if let Some(mb) = &mb {
+                    mb.drain(sess.proto, &mut out);
+                    if mb.closed() {
+                        break;
+                    }
+                }
+                if !out.is_empty() && !write_out(&mut stream, &out, mb.as_ref()).await {
                     break;
                 }
                 out.clear();
@@ -493,6 +531,7 @@ async fn serve_session(
                     && !sess.tx.in_multi()
                     && !sess.tx.watching()
                     && sess.ps.count() == 0
+                    && sess.monitor.is_none()
                 {
                     AFFINITY_MOVES.fetch_add(1, Ordering::Relaxed);
                     sess.move_to = Some(to);
@@ -518,6 +557,7 @@ async fn serve_session(
         if let Some(req) = sess.psync.take() {
             tx::reset(&core, &mut sess).await;
             sess.ps.clear();
+            sess.stop_monitor();
             let info = sess.info.clone();
             crate::repl::master::serve_replica(core, stream, info, req, sess.repl_port).await;
             return Served::Closed;
@@ -537,6 +577,7 @@ async fn serve_session(
     }
     tx::reset(&core, &mut sess).await;
     sess.ps.clear();
+    sess.stop_monitor();
     Served::Closed
 }
 
@@ -576,6 +617,7 @@ async fn move_to(
         authed: sess.authed,
         rbuf,
         pinned: sess.pinned,
+        monitor: sess.monitor.clone(),
     };
     if !core.send_adopt(to, a).await {
         // The server is stopping; the copy was closed with the undelivered message.
@@ -710,14 +752,29 @@ async fn dispatch(
     }
     if spec.has(TX) {
         plan.flush(core, sess.proto, now, out).await;
-        return tx::run(core, sess, spec, args, now, out).await;
+        let logged = crate::monitor::active().then(|| args.clone());
+        tx::run(core, sess, spec, args, now, out).await;
+        // EXEC's line follows the lines of the commands it ran (Redis feeds after `call`).
+        if let Some(a) = logged {
+            feed_monitors(sess, spec, &a);
+        }
+        return;
+    }
+    if crate::monitor::active() && spec.name != "select" {
+        feed_monitors(sess, spec, &args);
     }
     if spec.has(command::SLOTS) && crate::migrate::handles(spec.name) {
         plan.flush(core, sess.proto, now, out).await;
         return crate::migrate::run(core, sess, spec, idx, args, out).await;
     }
     if spec.has(CONN) && !spec.has(command::ADMIN) {
-        return run_conn(core, sess, spec, idx, args, now, plan, out).await;
+        // SELECT's line shows the database it selected (Redis feeds after the command ran).
+        let logged = (spec.name == "select" && crate::monitor::active()).then(|| args.clone());
+        run_conn(core, sess, spec, idx, args, now, plan, out).await;
+        if let Some(a) = logged {
+            feed_monitors(sess, spec, &a);
+        }
+        return;
     }
     if spec.has(CONN) || spec.has(ALLKEYS) {
         // Administrative and whole-keyspace commands (CONFIG, DEBUG, KEYS, FLUSHALL…) are timed
@@ -772,6 +829,13 @@ async fn dispatch(
         args,
     };
     route(core, sess.proto, now, plan, out, owner, seq0, cmd).await;
+}
+
+/// Show a command to the clients in MONITOR (unless it is one MONITOR leaves out).
+pub fn feed_monitors(sess: &Session, spec: &CommandSpec, args: &Args) {
+    if !crate::monitor::hidden(spec.name, spec.has(command::ADMIN), args) {
+        crate::monitor::feed(sess.db, &sess.info.addr, args);
+    }
 }
 
 /// Run a single-core command inline or queue it for its core, keeping the plan's routing
@@ -834,6 +898,18 @@ pub async fn run_conn(
         plan.flush(core, sess.proto, now, out).await;
         tx::reset(core, sess).await;
         sess.ps.clear();
+        sess.stop_monitor();
+    }
+    if spec.name == "monitor" {
+        // Redis ignores MONITOR from a client that already monitors.
+        if sess.monitor.is_none() {
+            sess.monitor = Some(crate::monitor::attach(sess.info.id));
+            let t = plan.target(out);
+            let start = t.len();
+            encode::ok(t);
+            plan.written(start);
+        }
+        return;
     }
     if spec.name == "script" {
         let t = plan.target(out);

@@ -42,6 +42,7 @@ pub mod intset;
 pub mod keytable;
 pub mod longdouble;
 pub mod migrate;
+pub mod monitor;
 pub mod multi;
 pub mod notify;
 pub mod persist;

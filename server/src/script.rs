@@ -644,6 +644,11 @@ fn call(
     if spec.has(WRITE) {
         run_slot().fetch_or(WROTE, Ordering::AcqRel);
     }
+    if crate::monitor::active()
+        && !crate::monitor::hidden(spec.name, spec.has(command::ADMIN), &args)
+    {
+        crate::monitor::feed(st.db, "lua", &args);
+    }
     let mut out = std::mem::take(&mut st.buf);
     out.clear();
     {

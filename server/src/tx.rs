@@ -331,6 +331,13 @@ async fn exec(core: &Rc<Core>, sess: &mut Session, now: u64, out: &mut BytesMut)
     if aborted {
         return encode::null_array(out, proto);
     }
+    if crate::monitor::active() {
+        for q in &m.queued {
+            if !crate::monitor::hidden(q.spec.name, q.spec.has(resp::command::ADMIN), &q.args) {
+                crate::monitor::feed(q.db, &sess.info.addr, &q.args);
+            }
+        }
+    }
     encode::array(out, n);
     for r in replies {
         out.extend_from_slice(&r);
