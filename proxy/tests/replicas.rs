@@ -68,7 +68,7 @@ fn replica_reads(cores: u32) {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn replica");
-    let mut replica_proc = testkit::Proc { child, port: rport };
+    let mut replica_proc = testkit::Proc::new(child, rport);
     assert!(testkit::wait_ping(
         &mut replica_proc,
         Duration::from_secs(20)

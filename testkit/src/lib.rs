@@ -105,6 +105,15 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A process on `port` (0: none), killed when dropped.
+    pub fn new(child: Child, port: u16) -> Proc {
+        Proc {
+            child,
+            port,
+            dir: None,
+        }
+    }
+
     /// Kill the process now (as `kill -9`).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -116,12 +125,12 @@ impl Proc {
         redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).expect("redis url")
     }
 
-    /// A synchronous connection.
     /// The working directory testkit gave a codis-server started without `--dir`.
     pub fn dir(&self) -> Option<&std::path::Path> {
         self.dir.as_ref().map(|d| d.path())
     }
 
+    /// A synchronous connection.
     pub fn conn(&self) -> redis::Connection {
         self.client().get_connection().expect("connect")
     }
@@ -231,11 +240,7 @@ pub fn redis_server(extra: &[&str]) -> Option<(Proc, tempfile::TempDir)> {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn redis-server");
-    let mut p = Proc {
-        child,
-        port,
-        dir: None,
-    };
+    let mut p = Proc::new(child, port);
     assert!(
         wait_ping(&mut p, Duration::from_secs(10)),
         "redis-server did not start"

@@ -286,7 +286,7 @@ impl Cluster {
             .stderr(err)
             .spawn()
             .expect("spawn codisctl");
-        Proc { child, port: 0 }
+        Proc::new(child, 0)
     }
 
     /// Waits (up to 30 s) until every live proxy acknowledged the same topology version, so
@@ -339,10 +339,7 @@ impl Cluster {
             .stderr(err)
             .spawn()
             .expect("spawn codisctl dashboard");
-        let p = Proc {
-            child,
-            port: self.dashboard_port,
-        };
+        let p = Proc::new(child, self.dashboard_port);
         assert!(
             wait_port(p.port, Duration::from_secs(20)),
             "the dashboard did not start:\n{}",
@@ -455,7 +452,7 @@ fn start_proxy(dir: &Path, config: &Path, name: &str, auth: Option<&str>) -> Pro
         .stderr(err)
         .spawn()
         .expect("spawn codis-proxy");
-    let p = Proc { child, port };
+    let p = Proc::new(child, port);
     assert!(
         wait_port(port, Duration::from_secs(20)),
         "codis-proxy did not start:\n{}",
@@ -518,7 +515,7 @@ fn start_server(dir: &Path, gid: u32, spec: &Spec, host: &str) -> Proc {
         .stderr(err)
         .spawn()
         .expect("spawn codis-server");
-    let p = Proc { child, port };
+    let p = Proc::new(child, port);
     let start = Instant::now();
     let up = loop {
         if std::net::TcpStream::connect((host, port)).is_ok() {
@@ -574,7 +571,7 @@ pub fn start_extra_server(dir: &Path, port: u16) -> Proc {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn codis-server");
-    let mut p = Proc { child, port };
+    let mut p = Proc::new(child, port);
     assert!(
         wait_ping(&mut p, Duration::from_secs(20)),
         "codis-server on {port} did not start"

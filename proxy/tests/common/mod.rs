@@ -54,7 +54,7 @@ pub fn server_with_cores(port: u16, cores: u32) -> Proc {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn codis-server");
-    let p = Proc { child, port };
+    let p = Proc::new(child, port);
     assert!(
         testkit::wait_port(port, Duration::from_secs(20)),
         "codis-server did not start"
