@@ -334,5 +334,19 @@ mod tests {
             Some(Some(resp::slot(b"t")))
         );
         assert_eq!(common_slot(spec, &args("SINTER a b")), None);
+        // SORT routes by its key; a STORE destination in another slot is cross-slot.
+        let c = lookup(b"sort");
+        let spec = c.spec.unwrap();
+        assert_eq!(hash_key(&c, &args("SORT k BY nosort STORE d")), b"k");
+        assert_eq!(
+            common_slot(spec, &args("SORT {t}l BY {t}w_* STORE {t}d")),
+            Some(Some(resp::slot(b"t")))
+        );
+        assert_eq!(common_slot(spec, &args("SORT a LIMIT 0 1 STORE b")), None);
+        let c = lookup(b"sort_ro");
+        assert_eq!(
+            common_slot(c.spec.unwrap(), &args("SORT_RO a STORE b")),
+            Some(Some(resp::slot(b"a")))
+        );
     }
 }

@@ -148,6 +148,23 @@ fn multi_key_split_and_merge() {
         e,
         b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
     );
+    // SORT's STORE destination is one of its keys; within one tag it is forwarded.
+    let e = c.raw(b"SORT a BY nosort STORE b\r\n");
+    assert_eq!(
+        e,
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(c.raw(b"RPUSH {s}l 2 1\r\n"), b":2\r\n");
+    assert_eq!(c.raw(b"SORT {s}l STORE {s}d\r\n"), b":2\r\n");
+    // LCS takes two keys (one slot); BITFIELD and BITFIELD_RO route by their key.
+    assert_eq!(
+        c.raw(b"LCS a b\r\n"),
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(c.raw(b"MSET {l}a ohmytext {l}b mynewtext\r\n"), b"+OK\r\n");
+    assert_eq!(c.raw(b"LCS {l}a {l}b\r\n"), b"$6\r\nmytext\r\n");
+    assert_eq!(c.raw(b"BITFIELD bf SET u8 0 200\r\n"), b"*1\r\n:0\r\n");
+    assert_eq!(c.raw(b"BITFIELD_RO bf GET u8 0\r\n"), b"*1\r\n:200\r\n");
 }
 
 #[test]

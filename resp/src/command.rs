@@ -404,9 +404,53 @@ fn movable_keys(name: &str, args: &[Bytes]) -> Vec<usize> {
                 vec![]
             }
         }
-        "sort" | "sort_ro" => vec![1],
+        "sort" => sort_keys(args),
+        "sort_ro" => vec![1],
         _ => vec![],
     }
+}
+
+/// `SORT key … [STORE dest] …`: the key, and the destination the command stores into (the last
+/// STORE). When the options parse as SORT parses them, the destination is the one SORT writes;
+/// otherwise (SORT replies an error) Redis's `sortGetKeys` scan, which differs only when a
+/// destination is named like an option (`STORE limit STORE d`: SORT writes `d`).
+fn sort_keys(args: &[Bytes]) -> Vec<usize> {
+    let is = |i: usize, w: &str| args[i].eq_ignore_ascii_case(w.as_bytes());
+    let mut store = None;
+    let mut i = 2;
+    let parsed = loop {
+        if i >= args.len() {
+            break true;
+        }
+        let left = args.len() - i - 1;
+        i += if is(i, "asc") || is(i, "desc") || is(i, "alpha") {
+            1
+        } else if is(i, "limit") && left >= 2 {
+            3
+        } else if (is(i, "by") || is(i, "get")) && left >= 1 {
+            2
+        } else if is(i, "store") && left >= 1 {
+            store = Some(i + 1);
+            2
+        } else {
+            break false;
+        };
+    };
+    if !parsed {
+        store = None;
+        let mut i = 2;
+        while i < args.len() {
+            if is(i, "limit") {
+                i += 2;
+            } else if is(i, "store") && i + 1 < args.len() {
+                store = Some(i + 1);
+            } else if is(i, "get") || is(i, "by") {
+                i += 1;
+            }
+            i += 1;
+        }
+    }
+    std::iter::once(1).chain(store).collect()
 }
 
 #[cfg(test)]
@@ -446,6 +490,25 @@ mod tests {
         assert_eq!(lm.key_positions(&args("LMPOP 1 a LEFT")), vec![2]);
         let blm = lookup(b"blmpop").unwrap();
         assert_eq!(blm.key_positions(&args("BLMPOP 0 2 a b LEFT")), vec![3, 4]);
+        let sort = lookup(b"sort").unwrap();
+        assert_eq!(sort.key_positions(&args("SORT k BY w_* GET #")), vec![1]);
+        assert_eq!(
+            sort.key_positions(&args("SORT k LIMIT 0 1 STORE d GET #")),
+            vec![1, 6]
+        );
+        assert_eq!(
+            sort.key_positions(&args("SORT k STORE d STORE e")),
+            vec![1, 5]
+        );
+        assert_eq!(
+            sort.key_positions(&args("SORT k STORE limit STORE d")),
+            vec![1, 5]
+        );
+        // Unparsable options: Redis's scan (SORT itself replies an error).
+        assert_eq!(sort.key_positions(&args("SORT k FOO STORE d")), vec![1, 4]);
+        assert_eq!(sort.key_positions(&args("SORT k STORE")), vec![1]);
+        let ro = lookup(b"sort_ro").unwrap();
+        assert_eq!(ro.key_positions(&args("SORT_RO k STORE d")), vec![1]);
         let eval = lookup(b"eval").unwrap();
         assert_eq!(eval.key_positions(&args("EVAL s 1 k a")), vec![3]);
         assert_eq!(eval.first_key(&args("EVAL s 0")), None);

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use resp::command::{COMMANDS, READONLY};
 use resp::{Args, Proto};
 
+use crate::cmd::sort::PatternReads;
 use crate::cmd::{self, Ctx};
 use crate::core::Core;
 use crate::db::{Db, Entry};
@@ -192,6 +193,29 @@ async fn run_groups(core: Rc<Core>) {
     }
 }
 
+/// A key read through a pattern, copied into the scratch database: key, database, entry.
+type Read = (Bytes, usize, Entry);
+
+/// What a held shard hands over: the named keys' entries (`None`: missing), whether its watched
+/// keys are unchanged, and the keys read through patterns.
+type Gathered = (Vec<(Bytes, usize, Option<Entry>)>, bool, Vec<Read>);
+
+/// The live keys of a held shard that `reads` cover (their slots are owned here).
+fn pattern_keys(dbs: &[Db], reads: &[PatternReads], now: u64) -> Vec<Read> {
+    let mut out = Vec::new();
+    for r in reads {
+        let Some(t) = dbs.get(r.db).and_then(|db| db.slot(r.slot as usize)) else {
+            continue;
+        };
+        for (k, e) in t.map.iter() {
+            if r.matches(k) && !e.expired(now) {
+                out.push((Bytes::copy_from_slice(k), r.db, e.to_entry()));
+            }
+        }
+    }
+    out
+}
+
 /// A watched key: database, key, the core whose modification count was read, and that count.
 pub type WatchedKey = (usize, Bytes, usize, u64);
 
@@ -253,6 +277,17 @@ async fn try_atomic(
                 .push((k, d));
         }
     }
+    // Keys the commands read without naming them (SORT's BY/GET patterns, all in the sorted key's
+    // slot: `cmd/sort.rs`): every key of that slot a pattern can form is copied too, read-only.
+    // A superset, so it holds whatever the commands before in the group or transaction did.
+    let mut reads_by_core: BTreeMap<usize, Vec<PatternReads>> = BTreeMap::new();
+    for c in cmds {
+        if let Some(r) = cmd::sort::pattern_reads(c.idx as usize, &c.args, c.db as usize) {
+            let owner = core.shared.owner(r.slot);
+            by_core.entry(owner).or_default();
+            reads_by_core.entry(owner).or_default().push(r);
+        }
+    }
     let mut watch_by_core: BTreeMap<usize, Vec<(usize, Bytes, u64)>> = BTreeMap::new();
     let mut moved = false;
     for (d, k, c, v) in watched {
@@ -272,13 +307,18 @@ async fn try_atomic(
     for (&c, ks) in &by_core {
         let ks = ks.clone();
         let ws = watch_by_core.remove(&c).unwrap_or_default();
+        let rs = reads_by_core.remove(&c).unwrap_or_default();
         held.push(c);
-        let r: Option<(Vec<(Bytes, usize, Option<Entry>)>, bool)> = core
+        let r: Option<Gathered> = core
             .hold_on(c, tx, move |sh| {
                 let here = |k: &Bytes| sh.owns(resp::slot(k));
-                if !ks.iter().all(|(k, _)| here(k)) || !ws.iter().all(|(_, k, _)| here(k)) {
+                if !ks.iter().all(|(k, _)| here(k))
+                    || !ws.iter().all(|(_, k, _)| here(k))
+                    || !rs.iter().all(|r| sh.owns(r.slot))
+                {
                     return None;
                 }
+                let reads = pattern_keys(&sh.dbs, &rs, now);
                 let r = (|| {
                     let ok = ws.into_iter().all(|(d, k, v)| {
                         sh.dbs.get_mut(d).and_then(|db| db.watch_version(&k, now)) == Some(v)
@@ -293,7 +333,7 @@ async fn try_atomic(
                             (k, d, e)
                         })
                         .collect();
-                    (got, ok)
+                    (got, ok, reads)
                 })();
                 // Keys this read expired: propagated now, while the shard is held.
                 if crate::repl::prop::active() || crate::notify::enabled() {
@@ -303,7 +343,7 @@ async fn try_atomic(
                 Some(r)
             })
             .await;
-        let Some((got, ok)) = r else {
+        let Some((got, ok, reads)) = r else {
             // A slot moved before this shard was held: let go of everything, route again.
             for c in held {
                 core.release_on(c, tx, |_| ()).await;
@@ -316,6 +356,12 @@ async fn try_atomic(
                 scratch[d].insert_entry(&k, e.clone());
             }
             before.insert((k, d), e);
+        }
+        // After the named keys, which win: the same entry, but the named one is written back.
+        for (k, d, e) in reads {
+            if !before.contains_key(&(k.clone(), d)) {
+                scratch[d].insert_entry(&k, e);
+            }
         }
     }
     // Phase 2: the ordinary handlers, on the scratch shard.

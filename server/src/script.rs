@@ -52,6 +52,11 @@ thread_local! {
     };
 }
 
+/// Whether a script runs on this thread (a handler called through `redis.call` sees true).
+pub fn running() -> bool {
+    !CURRENT.with(Cell::get).is_null()
+}
+
 fn run_slot() -> &'static AtomicU8 {
     &RUNNING[RUN_SLOT.with(|s| *s)]
 }
@@ -640,6 +645,14 @@ fn call(
                     .into(),
             );
         }
+    }
+    // SORT's BY/GET patterns read keys the command does not name (all in its key's slot): a
+    // scratch copy holds only the declared keys, so such a SORT would read missing keys there.
+    if st.dbs[st.db].is_scratch() && cmd::sort::pattern_reads(idx, &args, st.db).is_some() {
+        drop(st);
+        return fail(
+            "ERR Script attempted to access a key that is neither declared nor on this core".into(),
+        );
     }
     if spec.has(WRITE) {
         run_slot().fetch_or(WROTE, Ordering::AcqRel);

@@ -629,6 +629,241 @@ RANDOMKEY a
 DBSIZE a
 "#;
 
+/// SORT and SORT_RO. BY/GET patterns carry the sorted key's `{tag}` (codis-server, like Redis
+/// Cluster, refuses patterns whose keys may lie in another slot: `tests/sort.rs`). `{u}` and `{x}`
+/// hash to slots of different cores, so `… STORE {x}…` of a `{u}` key runs on a scratch copy
+/// (`multi.rs`), pattern keys included. Orders a client cannot rely on (a hash table set unsorted,
+/// ALPHA ties among set or sorted-set members) stay out. Out-of-range scores come last: Redis
+/// tests `errno` without clearing it, so one stays "out of range" for later SORTs.
+const SORT: &str = r#"
+RPUSH l 3 1 2 10 -5 2.5 1e2 0x10 " 7" +4 .5 007
+SORT l
+SORT l ASC
+SORT l DESC
+SORT l LIMIT 1 2
+SORT l LIMIT -1 2
+SORT l LIMIT 10 10
+SORT l LIMIT 12 1
+SORT l LIMIT 0 0
+SORT l LIMIT 0 -5
+SORT l LIMIT 2 -1
+SORT l desc limit 1 3
+SORT l LIMIT 0 1 LIMIT 3 2 DESC ASC
+SORT l ALPHA
+SORT l ALPHA DESC LIMIT 1 3
+SORT_RO l
+SORT_RO l DESC LIMIT 0 2 ALPHA
+RPUSH bad 1 x 2
+SORT bad
+SORT bad LIMIT 0 1
+SORT bad ALPHA
+SORT bad STORE d
+EXISTS d
+RPUSH odd "" "\x00abc" "7\x00x" inf -Infinity "0x1p-1074"
+SORT odd
+RPUSH ws " "
+SORT ws
+RPUSH nan nan
+SORT nan
+RPUSH al a B b A "\xc3\xa9" "\xff" "" "a\x00c" "a\x00b" Z z 1 10 2
+SORT al ALPHA
+SORT al ALPHA DESC
+SORT al ALPHA STORE ald
+LRANGE ald 0 -1
+
+SADD s 5 3 9 1 -2
+SORT s
+SORT s DESC LIMIT 1 2
+SORT s BY nosort
+SORT s ALPHA
+SADD ms b a c 10 2 zz
+SORT ms ALPHA
+SORT ms ALPHA DESC LIMIT 2 2
+SORT ms
+SORT ms BY nosort STORE msd
+LRANGE msd 0 -1
+SORT ms BY nosort DESC LIMIT 1 3 STORE msd
+LRANGE msd 0 -1
+EVAL "return redis.call('SORT', KEYS[1], 'BY', 'nosort')" 1 ms
+EVAL "return redis.call('SORT_RO', KEYS[1], 'BY', 'nosort', 'DESC')" 1 ms
+
+ZADD z 3 a 1 b 2 c 0 d 2 e
+OBJECT ENCODING z
+SORT z ALPHA
+SORT z ALPHA DESC LIMIT 1 2
+OBJECT ENCODING z
+SORT z BY nosort
+SORT z BY nosort DESC
+SORT z BY nosort LIMIT 1 2
+SORT z BY nosort DESC LIMIT 1 2
+SORT z BY nosort LIMIT 3 5
+SORT z BY nosort DESC LIMIT 5 5
+SORT z BY nosort LIMIT 0 0
+SORT z
+ZADD zn 1 10 2 9 3 8
+SORT_RO zn
+OBJECT ENCODING zn
+ZADD zw 1 a
+WATCH zw
+SORT zw
+MULTI
+PING
+EXEC
+
+RPUSH l 3 1 2 10 -5
+SORT l BY nosort
+SORT l BY nosort DESC
+SORT l BY nosort LIMIT 2 2
+SORT l BY nosort DESC LIMIT 2 2
+SORT l BY nosort DESC LIMIT 10 3
+SORT l BY nosort LIMIT -3 -3
+SORT l BY nosort GET #
+SORT l BY nosort GET # GET nostar
+SORT l GET # GET # LIMIT 0 2
+SORT l BY nosort STORE d
+LRANGE d 0 -1
+SORT l BY nosort DESC LIMIT 1 2 STORE d
+LRANGE d 0 -1
+SORT l STORE d
+LRANGE d 0 -1
+TYPE d
+OBJECT ENCODING d
+SET d x
+EXPIRE d 100
+SORT l LIMIT 0 2 STORE d
+TTL d
+LRANGE d 0 -1
+HSET hd f v
+SORT l STORE hd
+TYPE hd
+SORT l STORE d GET # GET nostar
+LRANGE d 0 -1
+SORT l LIMIT 9 9 STORE d
+EXISTS d
+SORT l STORE d STORE d2
+EXISTS d d2
+SORT l STORE l DESC
+LRANGE l 0 -1
+SORT_RO l STORE d
+SORT nokey
+SORT nokey STORE d
+EXISTS d
+SORT nokey BY nosort LIMIT 0 1 GET # GET {nokey}x_*
+SORT_RO nokey
+~HELLO 3
+SORT l GET nostar LIMIT 0 2
+SORT l BY nosort GET # GET nostar
+~HELLO 2
+
+SET str x
+HSET h f v
+SORT str
+SORT h
+SORT_RO str
+SORT str STORE d
+SORT str LIMIT a b
+SORT str FOO
+SORT l LIMIT a b
+SORT l LIMIT 1 x
+SORT l LIMIT 1
+SORT l LIMIT
+SORT l STORE
+SORT l FOO
+SORT l BY
+SORT l GET
+SORT l ASC FOO
+SORT l STORE d FOO
+EXISTS d
+SORT_RO l BY
+SORT
+SORT_RO
+sort
+COMMAND GETKEYS SORT k STORE d
+COMMAND GETKEYS SORT k LIMIT 0 1 GET # STORE d STORE e
+COMMAND GETKEYS SORT_RO k BY x GET y
+COMMAND GETKEYS SORT k FOO STORE d
+
+RPUSH {u}l 1 2 3 4 5
+MSET {u}w_1 50 {u}w_2 30 {u}w_3 10 {u}w_4 40 {u}w_5 20
+MSET {u}o_1 one {u}o_2 two {u}o_3 three {u}o_5 five
+HSET {u}h_1 f a1 g 5
+HSET {u}h_2 f a2 g 4
+HSET {u}h_3 f a3 g 3
+HSET {u}h_4 g 2
+SET {u}bad_1 x
+SORT {u}l BY {u}w_*
+SORT {u}l BY {u}w_* DESC
+SORT {u}l BY {u}w_* LIMIT 1 2
+SORT {u}l BY {u}w_* GET # GET {u}o_*
+SORT {u}l BY {u}w_* GET {u}o_* GET {u}h_*->f
+SORT {u}l BY {u}h_*->g
+SORT {u}l BY {u}h_*->g ALPHA
+SORT {u}l BY {u}h_*->f ALPHA
+SORT {u}l BY {u}h_*->f ALPHA DESC
+SORT {u}l BY {u}h_*->f ALPHA LIMIT 1 2
+SORT {u}l BY {u}o_* ALPHA
+SORT {u}l BY {u}o_*
+SORT {u}l BY {u}bad_*
+SORT {u}l BY {u}nokey_*
+SORT {u}l BY {u}nokey_* ALPHA
+SORT {u}l BY {u}nokey_* ALPHA LIMIT 1 3
+SORT {u}l BY {u}nokey_* ALPHA DESC LIMIT 1 3
+SORT {u}l BY {u}h_* GET {u}h_*
+SORT {u}l BY {u}w_*->x GET {u}w_*->x
+SORT {u}l GET {u}h_*->
+SORT {u}l GET {u}h_*->f->g
+SORT {u}l BY nosort BY {u}w_*
+SORT {u}l BY {u}w_* BY nosort
+SORT {u}l LIMIT 0 3 BY nosort ASC BY {u}w_* GET {u}o_* DESC
+SORT_RO {u}l BY {u}w_* GET {u}o_*
+~HELLO 3
+SORT {u}l BY {u}w_* GET {u}o_* GET {u}h_*->f
+~HELLO 2
+SORT {u}l BY {u}w_* STORE {u}d GET {u}o_* GET #
+LRANGE {u}d 0 -1
+SADD {u}s 1 2 3 5
+SORT {u}s BY {u}w_* GET {u}o_*
+ZADD {u}z 1 1 2 2 3 3 4 4
+SORT {u}z BY {u}w_* GET {u}o_* DESC
+SORT {u}z BY {u}h_*->f ALPHA
+
+RPUSH {u}l 1 2 3 4 5
+MSET {u}w_1 50 {u}w_2 30 {u}w_3 10 {u}w_4 40 {u}w_5 20
+MSET {u}o_1 one {u}o_2 two {u}o_3 three {u}o_5 five
+HSET {u}h_1 f a1
+HSET {u}h_3 f a3
+SORT {u}l BY {u}w_* STORE {x}d GET {u}o_* GET #
+LRANGE {x}d 0 -1
+SORT {u}l BY {u}w_* STORE {x}d GET {u}o_* GET # GET {u}h_*->f
+LRANGE {x}d 0 -1
+SORT {u}l BY {u}w_* LIMIT 1 2 STORE {x}d2 GET {u}o_*
+LRANGE {x}d2 0 -1
+SORT {u}l BY {u}nokey_* ALPHA DESC LIMIT 1 3 STORE {x}d3
+LRANGE {x}d3 0 -1
+SORT {u}l STORE {x}d4
+LRANGE {x}d4 0 -1
+SORT {u}nokey STORE {x}d4
+EXISTS {x}d4
+SORT {u}l BY {u}w_* STORE {u}w_9 GET {u}w_*
+LRANGE {u}w_9 0 -1
+MULTI
+SET {x}k 1
+SORT {u}l BY {u}w_* GET {u}o_*
+RPUSH {u}l 6
+SET {u}w_6 0
+SET {u}o_6 six
+SORT {u}l BY {u}w_* GET {u}o_*
+SORT {u}l BY {u}w_* GET {u}o_* STORE {x}k2
+LRANGE {x}k2 0 -1
+EXEC
+EVAL "return redis.call('SORT', KEYS[1], 'BY', '{u}w_*', 'GET', '{u}o_*')" 1 {u}l
+EVAL "return redis.call('SORT', KEYS[1], 'STORE', KEYS[2])" 2 {u}l {x}d5
+LRANGE {x}d5 0 -1
+
+RPUSH rng 1 1e400 1e-310
+SORT rng
+"#;
+
 /// Commands on keys of another type, and generic key commands on non-string values.
 const WRONGTYPE: &str = r#"
 HSET h f v
@@ -941,6 +1176,20 @@ fn bits_match_redis() {
 #[test]
 fn keys_match_redis() {
     check("keys", KEYS);
+}
+
+#[test]
+fn sort_matches_redis() {
+    // Quicklists (more than 128 elements) and a hash table set, unsorted ranges included.
+    let n: Vec<String> = (0..300).map(|i| ((i * 7919) % 1000).to_string()).collect();
+    let big = format!(
+        "RPUSH big {all}\nSADD bigs {all} x y\nSORT big\nSORT big DESC LIMIT 17 40\n\
+         SORT big BY nosort LIMIT 250 10\nSORT big BY nosort DESC LIMIT 133 5\n\
+         SORT big ALPHA LIMIT 100 20 STORE d\nLRANGE d 0 -1\nSORT bigs ALPHA LIMIT 290 30\n\
+         SORT bigs LIMIT 0 5\nSORT bigs BY nosort STORE d\nLRANGE d 0 -1\nOBJECT ENCODING d",
+        all = n.join(" ")
+    );
+    check("sort", &format!("{big}\n\n{SORT}"));
 }
 
 #[test]

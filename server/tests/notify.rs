@@ -105,6 +105,7 @@ fn script() -> Vec<Vec<String>> {
     let s2 = other_core("set1", "set2-");
     let m2 = other_core("m1", "m2-");
     let z2 = other_core("zs1", "zs2-");
+    let sd2 = other_core("sl", "sortdst-");
     let text = format!(
         "SET s1 hello
          SET s1 again NX
@@ -180,6 +181,14 @@ fn script() -> Vec<Vec<String>> {
          ZUNIONSTORE {z2} 1 zs1
          ZPOPMAX zs1 10
          ZRANGESTORE zdst {z2} 0 -1
+         RPUSH sl 3 1 2
+         SORT sl STORE sdst
+         SORT sl DESC STORE sdst
+         SORT sl
+         SORT nolist STORE sdst
+         SORT sl STORE {sd2}
+         SORT sl STORE sl
+         SORT nolist STORE {sd2}
          PFADD hll a b
          PFADD hll a
          SET lazy v PX 50

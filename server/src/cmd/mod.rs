@@ -12,6 +12,8 @@ pub mod keys;
 pub mod list;
 pub mod set;
 pub mod slots;
+pub mod sort;
+mod sort_order;
 pub mod string;
 pub mod types;
 pub mod zset;
@@ -153,6 +155,7 @@ static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         .chain(crate::dump::HANDLERS)
         .chain(hll::HANDLERS)
         .chain(slots::HANDLERS)
+        .chain(sort::HANDLERS)
         .chain(crate::script::HANDLERS)
     {
         match COMMANDS.iter().position(|c| c.name == *name) {
