@@ -173,8 +173,7 @@ fn long_strings_edited_in_place() {
     let (dir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let srv = testkit::codis_server(&["--cores", "2", "--dir", dir.path().to_str().unwrap()]);
     let mut c = srv.conn();
-    let replica =
-        testkit::codis_server(&["--cores", "2", "--dir", rdir.path().to_str().unwrap()]);
+    let replica = testkit::codis_server(&["--cores", "2", "--dir", rdir.path().to_str().unwrap()]);
     let mut r = replica.conn();
     let (a, b) = rawwire::keys_on_two_cores("edit");
     // The replica syncs first, so later edits reach it as a stream.
