@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use resp::command::{self, CommandSpec, COMMANDS};
 use resp::{encode, Args, Proto};
 
@@ -792,6 +792,32 @@ async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
                 None => encode::error(b, "ERR no such key"),
             }
         }
+        "populate" if (3..=5).contains(&args.len()) => {
+            // Redis's getPositiveLongFromObjectOrReply: one message for both failures.
+            let positive = |a: &[u8]| match resp::parse_i64(a) {
+                Some(n) if n >= 0 => Ok(n as u64),
+                _ => Err("ERR value is out of range, must be positive"),
+            };
+            let count = match positive(&args[2]) {
+                Ok(n) => n,
+                Err(e) => return encode::error(b, e),
+            };
+            let size = match args.get(4).map(|a| positive(a)) {
+                Some(Ok(n)) => n as usize,
+                Some(Err(e)) => return encode::error(b, e),
+                None => 0,
+            };
+            let prefix = args
+                .get(3)
+                .cloned()
+                .unwrap_or_else(|| Bytes::from_static(b"key"));
+            let db = sess.db;
+            // Every core creates the keys of the slots it owns; existing keys are left alone (so
+            // a run repeated because a slot moved meanwhile changes nothing twice).
+            core.broadcast_stable(move |sh| populate(sh, db, &prefix, count, size))
+                .await;
+            encode::ok(b)
+        }
         "reload" => match crate::persist::debug_reload(core).await {
             Ok(_) => encode::ok(b),
             Err(e) => encode::error(b, &format!("ERR Error trying to load the RDB dump: {e}")),
@@ -801,6 +827,7 @@ async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
                 "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
                 "SLEEP <seconds>",
                 "OBJECT <key>",
+                "POPULATE <count> [<prefix>] [<size>]",
                 "RELOAD",
                 "HELP",
             ];
@@ -813,6 +840,29 @@ async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
             let s = String::from_utf8_lossy(&args[1]).to_string();
             encode::error(b, &format!("ERR unknown subcommand or wrong number of arguments for '{s}'. Try DEBUG HELP."))
         }
+    }
+}
+
+/// DEBUG POPULATE on one core: `<prefix>:<n>` = `value:<n>` (cut or zero-padded to `size` bytes
+/// when `size` > 0) for every n below `count` whose slot this core owns and that does not exist,
+/// as Redis's debug.c writes them (not propagated to replicas, as in Redis).
+fn populate(sh: &mut crate::shard::Shard, db: usize, prefix: &[u8], count: u64, size: usize) {
+    let now = crate::shared::now_ms();
+    let mut key = Vec::with_capacity(prefix.len() + 21);
+    let mut val = Vec::new();
+    for n in 0..count {
+        key.clear();
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(format!(":{n}").as_bytes());
+        if !sh.owns(resp::slot(&key)) || sh.dbs[db].contains(&key, now) {
+            continue;
+        }
+        val.clear();
+        val.extend_from_slice(format!("value:{n}").as_bytes());
+        if size > 0 {
+            val.resize(size, 0);
+        }
+        sh.dbs[db].insert_str(&key, &val, 0);
     }
 }
 

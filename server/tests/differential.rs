@@ -627,6 +627,21 @@ KEYS
 SCAN
 RANDOMKEY a
 DBSIZE a
+
+SET key:5 keep
+DEBUG POPULATE 1000
+DEBUG POPULATE 10 pre 3
+DEBUG POPULATE 3 long 12
+DBSIZE
+GET key:5
+GET key:999
+GET pre:7
+GET long:2
+STRLEN long:0
+DEBUG POPULATE -1
+DEBUG POPULATE x
+DEBUG POPULATE 1 a b c
+DEBUG POPULATE
 "#;
 
 /// SORT and SORT_RO. BY/GET patterns carry the sorted key's `{tag}` (codis-server, like Redis
