@@ -417,15 +417,17 @@ pub fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
 fn getrange(ctx: &mut Ctx) {
     let Some(start) = ctx.int(2) else { return };
     let Some(end) = ctx.int(3) else { return };
-    let key = ctx.arg(1).clone();
-    let v = match read_str(ctx, &key) {
-        Ok(Some(v)) => v.to_vec(),
-        Ok(None) => Vec::new(),
-        Err(()) => return ctx.wrongtype(),
-    };
-    match clamp_range(start, end, v.len()) {
-        Some((s, e)) => ctx.bulk(&v[s..=e]),
-        None => ctx.bulk(b""),
+    let now = ctx.now;
+    // The range is encoded straight from the stored bytes (the database and the output buffer
+    // are separate fields of the context).
+    match ctx.dbs[ctx.db].get(&ctx.args[1], now).map(|e| e.value) {
+        Some(ValueRef::Str(v)) => match clamp_range(start, end, v.len()) {
+            Some((s, e)) => encode::bulk(ctx.out, &v[s..=e]),
+            None => encode::bulk(ctx.out, b""),
+        },
+        #[allow(unreachable_patterns)]
+        Some(_) => encode::error(ctx.out, err::WRONGTYPE),
+        None => encode::bulk(ctx.out, b""),
     }
 }
 
@@ -685,23 +687,79 @@ fn bitcount(ctx: &mut Ctx) {
         return;
     };
     let key = ctx.arg(1).clone();
-    let v = match read_str(ctx, &key) {
-        Ok(Some(v)) => v.to_vec(),
-        Ok(None) => return ctx.int_reply(0),
+    let count = match read_str(ctx, &key) {
+        Ok(Some(v)) => {
+            let total = if bit { v.len() * 8 } else { v.len() };
+            match clamp_range(start, end, total) {
+                None => 0,
+                Some((s, e)) if bit => count_bits(v, s, e),
+                Some((s, e)) => popcount(&v[s..=e]),
+            }
+        }
+        Ok(None) => 0,
         Err(()) => return ctx.wrongtype(),
     };
-    let total = if bit { v.len() * 8 } else { v.len() };
-    let Some((s, e)) = clamp_range(start, end, total) else {
-        return ctx.int_reply(0);
-    };
-    let count = if bit {
-        (s..=e)
-            .filter(|&i| v[i >> 3] & (1 << (7 - (i & 7))) != 0)
-            .count()
-    } else {
-        v[s..=e].iter().map(|b| b.count_ones() as usize).sum()
-    };
     ctx.int_reply(count as i64)
+}
+
+/// Set bits from bit `s` to bit `e` (inclusive) of `v`.
+fn count_bits(v: &[u8], s: usize, e: usize) -> u64 {
+    let (fb, lb) = (s >> 3, e >> 3);
+    let head = 0xffu8 >> (s & 7);
+    let tail = 0xffu8 << (7 - (e & 7));
+    if fb == lb {
+        return (v[fb] & head & tail).count_ones() as u64;
+    }
+    ((v[fb] & head).count_ones() + (v[lb] & tail).count_ones()) as u64 + popcount(&v[fb + 1..lb])
+}
+
+/// Set bits in `b`, eight bytes at a time (with the CPU's POPCNT instruction when it has one).
+pub fn popcount(b: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU supports POPCNT (checked just above).
+        return unsafe { popcount_popcnt(b) };
+    }
+    popcount_words(b)
+}
+
+#[inline(always)]
+fn popcount_words(b: &[u8]) -> u64 {
+    let mut words = b.chunks_exact(8);
+    let mut n: u64 = words
+        .by_ref()
+        .map(|w| u64::from_ne_bytes(<[u8; 8]>::try_from(w).unwrap_or_default()).count_ones() as u64)
+        .sum();
+    n += words
+        .remainder()
+        .iter()
+        .map(|x| x.count_ones() as u64)
+        .sum::<u64>();
+    n
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+unsafe fn popcount_popcnt(b: &[u8]) -> u64 {
+    popcount_words(b)
+}
+
+/// The first bit equal to `want` from `first` to `last` (inclusive), skipping whole bytes that
+/// cannot hold it.
+fn find_bit(v: &[u8], first: usize, last: usize, want: bool) -> Option<usize> {
+    let skip = if want { 0x00 } else { 0xff };
+    let mut i = first;
+    while i <= last {
+        if i & 7 == 0 && i + 7 <= last && v[i >> 3] == skip {
+            i += 8;
+            continue;
+        }
+        if (v[i >> 3] & (0x80 >> (i & 7)) != 0) == want {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
 }
 
 fn bitpos(ctx: &mut Ctx) {
@@ -715,32 +773,70 @@ fn bitpos(ctx: &mut Ctx) {
         return;
     };
     let key = ctx.arg(1).clone();
-    let v = match read_str(ctx, &key) {
-        Ok(Some(v)) => v.to_vec(),
-        Ok(None) => return ctx.int_reply(if want { -1 } else { 0 }),
+    let pos = match read_str(ctx, &key) {
+        Ok(Some(v)) => {
+            let total = if bit { v.len() * 8 } else { v.len() };
+            match clamp_range(start, end, total) {
+                None => -1,
+                Some((s, e)) => {
+                    let (first, last) = if bit { (s, e) } else { (s * 8, e * 8 + 7) };
+                    match find_bit(v, first, last, want) {
+                        Some(i) => i as i64,
+                        // Looking for a clear bit with no explicit end: the string is padded
+                        // with zeros on the right.
+                        None if !want && !end_given => (last + 1) as i64,
+                        None => -1,
+                    }
+                }
+            }
+        }
+        Ok(None) => {
+            if want {
+                -1
+            } else {
+                0
+            }
+        }
         Err(()) => return ctx.wrongtype(),
     };
-    let total = if bit { v.len() * 8 } else { v.len() };
-    let Some((s, e)) = clamp_range(start, end, total) else {
-        return ctx.int_reply(-1);
-    };
-    let (first_bit, last_bit) = if bit { (s, e) } else { (s * 8, e * 8 + 7) };
-    for i in first_bit..=last_bit {
-        let set = v[i >> 3] & (1 << (7 - (i & 7))) != 0;
-        if set == want {
-            return ctx.int_reply(i as i64);
-        }
-    }
-    // Looking for a clear bit with no explicit end: the string is padded with zeros on the right.
-    if !want && !end_given {
-        return ctx.int_reply((last_bit + 1) as i64);
-    }
-    ctx.int_reply(-1)
+    ctx.int_reply(pos)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bit_counting_and_searching() {
+        let v: Vec<u8> = (0..200u32)
+            .map(|i| (i.wrapping_mul(37) ^ (i >> 2)) as u8)
+            .collect();
+        let naive = |s: usize, e: usize| {
+            (s..=e)
+                .filter(|&i| v[i >> 3] & (0x80 >> (i & 7)) != 0)
+                .count() as u64
+        };
+        for (s, e) in [
+            (0, 0),
+            (3, 5),
+            (0, 7),
+            (5, 12),
+            (8, 15),
+            (7, 1599),
+            (13, 1000),
+            (1599, 1599),
+        ] {
+            assert_eq!(count_bits(&v, s, e), naive(s, e), "{s}..={e}");
+        }
+        assert_eq!(popcount(&v), naive(0, 1599));
+        assert_eq!(popcount(&v[3..17]), naive(24, 17 * 8 - 1));
+        let z = [0u8, 0, 0, 0x10, 0xff, 0xff, 0xfe];
+        assert_eq!(find_bit(&z, 0, 55, true), Some(27));
+        assert_eq!(find_bit(&z, 28, 55, true), Some(32));
+        assert_eq!(find_bit(&z, 32, 55, false), Some(55));
+        assert_eq!(find_bit(&z, 32, 54, false), None);
+        assert_eq!(find_bit(&z, 0, 26, true), None);
+    }
 
     #[test]
     fn ranges_like_redis() {
