@@ -255,6 +255,17 @@ table! {
     "zdiffstore" -4 [WRITE|DENYOOM|MOVABLE] 1 1 1;
     "zmpop" -4 [WRITE|MOVABLE] 0 0 0;
     "bzmpop" -5 [WRITE|BLOCKING|MOVABLE|NOSCRIPT] 0 0 0;
+    // geo (sorted sets of geohash scores)
+    "geoadd" -5 [WRITE|DENYOOM] 1 1 1;
+    "geopos" -2 [READONLY] 1 1 1;
+    "geodist" -4 [READONLY] 1 1 1;
+    "geohash" -2 [READONLY] 1 1 1;
+    "geosearch" -7 [READONLY] 1 1 1;
+    "geosearchstore" -8 [WRITE|DENYOOM] 1 2 1;
+    "georadius" -6 [WRITE|DENYOOM|MOVABLE] 1 1 1;
+    "georadius_ro" -6 [READONLY] 1 1 1;
+    "georadiusbymember" -5 [WRITE|DENYOOM|MOVABLE] 1 1 1;
+    "georadiusbymember_ro" -5 [READONLY] 1 1 1;
     "zscan" -3 [READONLY] 1 1 1;
     // hyperloglog
     "pfadd" -2 [WRITE|DENYOOM|FAST] 1 1 1;
@@ -405,9 +416,38 @@ fn movable_keys(name: &str, args: &[Bytes]) -> Vec<usize> {
             }
         }
         "sort" => sort_keys(args),
+        "georadius" => georadius_keys(args, 6),
+        "georadiusbymember" => georadius_keys(args, 5),
         "sort_ro" => vec![1],
         _ => vec![],
     }
+}
+
+/// `GEORADIUS[BYMEMBER] key … [STORE|STOREDIST dest]`: the key, then as Redis 7.0's key specs
+/// the argument after the first STORE and after the first STOREDIST (options start at
+/// `options`), then the destination the command really writes (the last STORE/STOREDIST, Redis's
+/// `georadiusGetKeys` scan) when the specs missed it (`STORE d STORE e` writes `e`).
+fn georadius_keys(args: &[Bytes], options: usize) -> Vec<usize> {
+    let is = |i: usize, w: &str| args[i].eq_ignore_ascii_case(w.as_bytes());
+    let mut keys = vec![1];
+    for word in ["store", "storedist"] {
+        if let Some(i) = (options..args.len().saturating_sub(1)).find(|&i| is(i, word)) {
+            keys.push(i + 1);
+        }
+    }
+    let mut dest = None;
+    let mut i = 5;
+    while i + 1 < args.len() {
+        if is(i, "store") || is(i, "storedist") {
+            dest = Some(i + 1);
+            i += 1;
+        }
+        i += 1;
+    }
+    if let Some(d) = dest.filter(|d| !keys.contains(d)) {
+        keys.push(d);
+    }
+    keys
 }
 
 /// `SORT key … [STORE dest] …`: the key, and the destination the command stores into (the last

@@ -499,6 +499,12 @@ fn plan(
             ev.push((0, ZSET, if opt("incr") { "zincr" } else { "zadd" }))
         }
         "zincrby" => ev.push((0, ZSET, "zincr")),
+        "geoadd" if keys[0].modified => ev.push((0, ZSET, "zadd")),
+        // On the destination: `geosearchstore` (key 0) or, for GEORADIUS … STORE, `georadiusstore`.
+        "geosearchstore" => store(name, ZSET, keys, ev),
+        "georadius" | "georadiusbymember" if keys.get(1).is_some_and(|k| k.exists) => {
+            ev.push((1, ZSET, "georadiusstore"))
+        }
         "zrem" if positive => ev.push((0, ZSET, "zrem")),
         "zremrangebyscore" | "zremrangebyrank" | "zremrangebylex" if positive => {
             ev.push((0, ZSET, static_name(name)))

@@ -1187,9 +1187,336 @@ SETRANGE lst 1000 x
 SETBIT lst 9000 1
 "#;
 
+const GEO: &str = r#"
+GEOADD Sicily 13.361389 38.115556 Palermo 15.087269 37.502669 Catania
+GEOADD Sicily 13.361389 38.115556 Palermo
+ZRANGE Sicily 0 -1 WITHSCORES
+ZSCORE Sicily Palermo
+GEOPOS Sicily Palermo Catania NonExisting
+GEODIST Sicily Palermo Catania
+GEODIST Sicily Palermo Catania km
+GEODIST Sicily Palermo Catania KM
+GEODIST Sicily Palermo Catania mi
+GEODIST Sicily Palermo Catania ft
+GEODIST Sicily Palermo Catania m
+GEODIST Sicily Palermo Palermo
+GEODIST Sicily Palermo Foo
+GEODIST Sicily Foo Bar
+GEODIST nokey Palermo Catania
+GEODIST Sicily Palermo Catania yards
+GEODIST Sicily Palermo Catania km extra
+GEOHASH Sicily Palermo Catania nope
+GEOHASH nokey a b
+GEOPOS nokey a b
+GEORADIUS Sicily 15 37 100 km
+GEORADIUS Sicily 15 37 200 km WITHDIST
+GEORADIUS Sicily 15 37 200 km WITHCOORD
+GEORADIUS Sicily 15 37 200 km WITHDIST WITHCOORD
+GEORADIUS Sicily 15 37 200 km WITHHASH WITHDIST WITHCOORD ASC
+GEORADIUS Sicily 15 37 200 km DESC
+GEORADIUS Sicily 15 37 200 km COUNT 1
+GEORADIUS Sicily 15 37 200 km COUNT 1 DESC
+GEORADIUS_RO Sicily 15 37 200 km WITHDIST ASC
+GEORADIUSBYMEMBER Sicily Palermo 200 km WITHDIST
+GEORADIUSBYMEMBER_RO Sicily Palermo 200 km WITHDIST WITHCOORD
+GEOSEARCH Sicily FROMLONLAT 15 37 BYRADIUS 200 km ASC WITHCOORD WITHDIST
+GEOSEARCH Sicily FROMLONLAT 15 37 BYBOX 400 400 km ASC WITHCOORD WITHDIST WITHHASH
+GEOSEARCH Sicily FROMMEMBER Palermo BYRADIUS 200 km DESC WITHDIST
+GEOSEARCH Sicily FROMMEMBER Palermo BYBOX 300 300 mi
+GEOSEARCH Sicily FROMMEMBER Palermo BYRADIUS 0 m WITHDIST
+GEOSEARCH Sicily FROMLONLAT 15 37 BYRADIUS 1 km
+GEOSEARCH nokey FROMLONLAT 15 37 BYRADIUS 1 km
+GEOSEARCH nokey FROMMEMBER x BYRADIUS 1 km
+GEORADIUSBYMEMBER nokey x 1 km
+GEORADIUSBYMEMBER nokey x abc zz
+GEORADIUS nokey 15 37 1 km
+
+GEOADD nyc -73.9454966 40.747533 "lic market"
+GEOADD nyc CH 40.747533 -73.9454966 "lic market"
+GEOADD nyc CH 40.747533 -73.9454966 "lic market"
+GEOPOS nyc "lic market"
+GEOADD nyc NX -73.9454966 40.747533 "lic market"
+GEOPOS nyc "lic market"
+GEOADD nyc XX -83.9454966 40.747533 "lic market"
+GEOPOS nyc "lic market"
+GEOADD nyc CH NX -73.9454966 40.747533 "lic market"
+GEOADD nyc CH XX -73.9454966 40.747533 "lic market"
+GEOADD nyc XX -73.9454966 40.747533 newone
+GEOADD nyc xx nx -73.9454966 40.747533 "lic market"
+GEOADD nyc ch xx foo -73.9454966 40.747533 "lic market"
+GEOADD nyc -73.9454966 40.747533
+GEOADD nyc 200 100 x
+GEOADD nyc -73.9454966 85.06 x
+GEOADD nyc 180.0000001 0 x
+GEOADD nyc 0 -85.051129 x
+GEOADD nyc abc 10 x
+GEOADD nyc 10 abc x
+GEOADD nyc 10 10 a 200 10 b
+EXISTS b
+ZCARD nyc
+GEOADD nyc
+GEOADD nyc 1 2
+GEOADD xxk XX 1 2 a
+EXISTS xxk
+
+GEOADD nyc -73.9454966 40.747533 "lic market" -73.9733487 40.7648057 "central park n/q/r" -73.9903085 40.7362513 "union square" -74.0131604 40.7126674 "wtc one" -73.7858139 40.6428986 "jfk" -73.9375699 40.7498929 "q4" -73.9564142 40.7480973 4545
+ZRANGE nyc 0 -1 WITHSCORES
+GEORADIUS nyc -73.9798091 40.7598464 3 km asc
+GEOSEARCH nyc fromlonlat -73.9798091 40.7598464 bybox 6 6 km asc
+GEOSEARCH nyc fromlonlat -73.9798091 40.7598464 frommember xxx bybox 6 6 km asc
+GEOSEARCH nyc frommember xxx fromlonlat -73.9798091 40.7598464 bybox 6 6 km asc
+GEOSEARCH nyc bybox 3 3 km asc desc withhash withdist withcoord
+GEOSEARCH nyc fromlonlat -73.9798091 40.7598464 byradius 3 km bybox 3 3 km asc
+GEOSEARCH nyc fromlonlat -73.9798091 40.7598464 asc desc withhash withdist withcoord
+GEOSEARCH nyc fromlonlat -73.9798091 40.7598464 bybox 6 6 km asc storedist
+GEOSEARCH nyc fromlonlat -73.9798091 40.7598464 bybox 6 6 km store d
+GEOSEARCH nyc fromlonlat -73.9798091 40.7598464 bybox 6 6 km asc bogus
+GEORADIUS nyc -73.9798091 40.7598464 3 km withdist asc
+GEOSEARCH nyc fromlonlat -73.9798091 40.7598464 bybox 6 6 km withdist asc
+GEORADIUS nyc -73.9798091 40.7598464 10 km COUNT 3
+GEORADIUS nyc -73.9798091 40.7598464 10 km COUNT 3 ANY
+GEORADIUS nyc -73.9798091 40.7598464 10 km COUNT 3 ANY ASC
+GEORADIUS nyc -73.9798091 40.7598464 10 km COUNT 3 ANY DESC WITHDIST
+GEORADIUS nyc -73.9798091 40.7598464 10 km ANY ASC
+GEORADIUS nyc -73.9798091 40.7598464 10 km COUNT
+GEORADIUS nyc -73.9798091 40.7598464 10 km COUNT 0
+GEORADIUS nyc -73.9798091 40.7598464 10 km COUNT -3
+GEORADIUS nyc -73.9798091 40.7598464 10 km COUNT abc
+GEORADIUS nyc -73.9798091 40.7598464 10 km COUNT 2 DESC
+GEORADIUS nyc -73.9798091 40.7598464 10 km
+GEORADIUS nyc -73.9798091 40.7598464 10 km WITHHASH
+GEORADIUS nyc -73.9798091 40.7598464 10 yd
+GEORADIUS nyc -73.9798091 40.7598464 -10 km
+GEORADIUS nyc -73.9798091 40.7598464 abc km
+GEORADIUS nyc -73.9798091 95 10 km
+GEORADIUS nyc abc 40 10 km
+GEORADIUS_RO nyc -73.9798091 40.7598464 10 km STORE d
+GEORADIUSBYMEMBER_RO nyc jfk 10 km STOREDIST d
+GEORADIUSBYMEMBER nyc "wtc one" 7 km
+GEORADIUSBYMEMBER nyc "wtc one" 7 km withdist
+GEORADIUSBYMEMBER nyc nosuch 7 km
+GEORADIUSBYMEMBER nyc jfk 7 parsecs
+GEORADIUSBYMEMBER nyc jfk abc km
+GEOSEARCH nyc frommember "wtc one" bybox 14 14 km
+GEOSEARCH nyc frommember "wtc one" bybox 14 14 km withcoord withdist withhash desc count 4
+GEOSEARCH nyc frommember nosuch bybox 14 14 km
+GEOSEARCH nyc frommember jfk bybox -1 14 km
+GEOSEARCH nyc frommember jfk bybox 1 abc km
+GEOSEARCH nyc frommember jfk bybox abc 1 km
+GEOSEARCH nyc frommember jfk bybox 1 1 xx
+GEOSEARCH nyc frommember jfk byradius abc km
+GEOSEARCH nyc frommember jfk byradius 1000 km count 2 any
+GEOSEARCH nyc frommember jfk byradius 1000 km any
+GEOSEARCH nyc fromlonlat 200 40 byradius 1 km
+GEOSEARCH nyc frommember jfk
+GEOSEARCH nyc frommember jfk byradius 1
+geosearch nyc byradius 1 km
+GeoSearch nyc byradius 1 km frommember jfk fromlonlat 1 1
+GEOSEARCHSTORE d nyc frommember jfk byradius 1 km withdist
+GEOSEARCHSTORE d nyc frommember jfk byradius 1 km store x
+GEOSEARCHSTORE d nyc frommember jfk
+GEORADIUS nyc -73.9798091 40.7598464 10 km STORE
+GEORADIUS nyc -73.9798091 40.7598464 10 km STORE d WITHDIST
+GEORADIUS nyc -73.9798091 40.7598464 10 km STOREDIST d WITHCOORD
+GEORADIUSBYMEMBER nyc jfk 10 km STORE d WITHHASH
+
+GEOADD points{t} 13.361389 38.115556 Palermo 15.087269 37.502669 Catania
+GEORADIUS points{t} 13.361389 38.115556 500 km STORE points2{t}
+ZRANGE points2{t} 0 -1 WITHSCORES
+GEORADIUSBYMEMBER points{t} Palermo 500 km STORE points2{t}
+ZRANGE points2{t} 0 -1 WITHSCORES
+GEORADIUSBYMEMBER points{t} Catania 500 km STOREDIST points2{t}
+ZRANGE points2{t} 0 -1 WITHSCORES
+GEOSEARCHSTORE points2{t} points{t} FROMLONLAT 13.361389 38.115556 BYRADIUS 500 km
+ZRANGE points2{t} 0 -1 WITHSCORES
+GEOSEARCHSTORE points2{t} points{t} FROMLONLAT 13.361389 38.115556 BYRADIUS 500 km STOREDIST
+ZRANGE points2{t} 0 -1 WITHSCORES
+GEOSEARCHSTORE points2{t} points{t} FROMLONLAT 13.361389 38.115556 BYBOX 500 500 mi STOREDIST DESC COUNT 1
+ZRANGE points2{t} 0 -1 WITHSCORES
+GEORADIUS points{t} 13.361389 38.115556 500 km STOREDIST points2{t} ASC COUNT 1
+ZRANGE points2{t} 0 -1 WITHSCORES
+GEORADIUS points{t} 13.361389 38.115556 500 km STOREDIST points2{t} DESC COUNT 1
+ZRANGE points2{t} 0 -1 WITHSCORES
+GEORADIUS points{t} 13.361389 38.115556 500 km STORE a{t} STOREDIST points2{t}
+ZRANGE points2{t} 0 -1 WITHSCORES
+EXISTS a{t}
+GEORADIUS points{t} 10 10 1 km STORE points2{t}
+EXISTS points2{t}
+GEORADIUS nokey{t} 10 10 1 km STORE points{t}
+EXISTS points{t}
+
+GEOADD src 13.361389 38.115556 Palermo 15.087269 37.502669 Catania
+SET dst x
+EXPIRE dst 100
+GEOSEARCHSTORE dst src FROMMEMBER Palermo BYRADIUS 200 km
+TTL dst
+ZRANGE dst 0 -1 WITHSCORES
+GEORADIUS src 15 37 200 km STOREDIST dst2
+ZRANGE dst2 0 -1 WITHSCORES
+GEORADIUSBYMEMBER src Catania 1000 mi STORE dst3 COUNT 1
+ZRANGE dst3 0 -1 WITHSCORES
+GEOSEARCHSTORE src src FROMMEMBER Palermo BYRADIUS 1 km
+ZRANGE src 0 -1 WITHSCORES
+GEOSEARCHSTORE nokey2 nokey FROMMEMBER x BYRADIUS 1 km
+GEOSEARCHSTORE dst nokey FROMMEMBER x BYRADIUS 1 km
+EXISTS dst
+
+SET str x
+GEOADD str 1 2 a
+GEOPOS str a
+GEODIST str a b
+GEOHASH str a
+GEOSEARCH str FROMLONLAT 1 1 BYRADIUS 1 km
+GEOSEARCHSTORE d str FROMLONLAT 1 1 BYRADIUS 1 km
+GEORADIUS str 1 1 1 km
+GEORADIUSBYMEMBER str a 1 km
+GEORADIUS_RO str 1 1 1 yd
+GEOSEARCH str FROMLONLAT 1 1
+GEOSEARCHSTORE d str FROMLONLAT 1 1 BYRADIUS 1 km
+LPUSH l a
+GEOSEARCHSTORE l src FROMLONLAT 1 1 BYRADIUS 1 km
+GEOADD z 1 1 a
+GEOSEARCHSTORE str z FROMLONLAT 1 1 BYRADIUS 1000 km
+TYPE str
+GEOPOS
+GEOADD k 1
+GEORADIUS k 1 1 1
+GEORADIUSBYMEMBER k a 1
+GEOSEARCH k FROMLONLAT 1 1
+GEOSEARCHSTORE k k FROMLONLAT 1 1
+GEODIST k a
+
+GEOADD k1 -0.15307903289794921875 85 n1 0.3515625 85.00019260486917005437 n2
+GEOSEARCH k1 FROMLONLAT 0.4 85.05 BYBOX 40000 40000 km WITHCOORD WITHDIST
+GEOADD k2 -4.95211958885192871094 85 n3 11.25 85.0511 n4
+GEOSEARCH k2 FROMLONLAT -179 85 BYBOX 40000 40000 km WITHCOORD
+GEOADD k3 -45 65.50900022111811438208 n5 90 85.0511 n6
+GEOSEARCH k3 FROMLONLAT 0 86 BYBOX 40000 40000 km
+GEOADD k4 45 65 n1 -135 85.05 n2
+GEOSEARCH k4 FROMLONLAT 45 65 BYBOX 40000 40000 km WITHCOORD ASC
+GEOPOS k4 n1 n2
+GEOHASH k4 n1 n2
+GEOADD poles 0 85.05112878 np 0 -85.05112878 sp 180 0 am -180 0 am2 179.9999 1 e -179.9999 1 w
+GEOPOS poles np sp am am2 e w
+GEOHASH poles np sp am am2 e w
+ZRANGE poles 0 -1 WITHSCORES
+GEODIST poles np sp km
+GEODIST poles am am2
+GEODIST poles e w
+GEOSEARCH poles FROMMEMBER e BYRADIUS 50 km WITHDIST ASC
+GEOSEARCH poles FROMMEMBER w BYBOX 100 100 km WITHDIST ASC
+GEOSEARCH poles FROMLONLAT 0 0 BYRADIUS 30000 km WITHDIST ASC
+GEOSEARCH poles FROMLONLAT 0 0 BYRADIUS 20000 km ASC
+GEOSEARCH poles FROMLONLAT 0 84 BYRADIUS 200 km WITHDIST
+GEOSEARCH poles FROMLONLAT 170 -84 BYBOX 10000 1000 km WITHDIST
+GEORADIUS poles 0 0 100000 km WITHDIST DESC
+GEORADIUS poles 180 0 0 m WITHDIST
+
+GEOADD points 179.5 36 point1
+GEOADD points -179.5 36 point2
+GEOSEARCH points fromlonlat 179 37 bybox 400 400 km asc
+GEOSEARCH points fromlonlat -179 37 bybox 400 400 km asc
+GEOSEARCH points fromlonlat 180 36 byradius 100 km withdist asc
+GEOADD points -122.407107 37.794300 1
+GEOADD points -122.227336 37.794300 2
+GEORADIUS points -122.407107 37.794300 30 mi ASC WITHDIST
+GEOADD points -5.6 42.6 test
+GEOHASH points test
+GEOADD points 10 20 a 30 40 b
+GEOPOS points a b x
+GEOADD Sicily 13.361389 38.115556 Palermo 15.087269 37.502669 Catania 12.758489 38.788135 edge1 17.241510 38.788135 eage2
+GEORADIUS Sicily 15 37 200 km asc
+GEOSEARCH Sicily fromlonlat 15 37 bybox 400 400 km asc
+GEOADD Sicily 12.75 36.995 test1 12.75 36.50 test2 13.00 36.50 test3
+GEOSEARCH Sicily fromlonlat 15 37 bybox 400 2 km
+GEOADD Sicily -1 37.00 test3
+GEOSEARCH Sicily fromlonlat 15 37 bybox 3000 2 km asc
+GEOADD Sicily 12.758489 38.788135 edge1 17.241510 38.788135 edge2 17.250000 35.202000 edge3 12.750000 35.202000 edge4 12.748489955781654 37 edge5 15 38.798135872540925 edge6 17.251510044218346 37 edge7 15 35.201864127459075 edge8 12.692799634687903 38.798135872540925 corner1 12.692799634687903 38.798135872540925 corner2 17.200560937451133 35.201864127459075 corner3 12.799439062548865 35.201864127459075 corner4
+GEOSEARCH Sicily fromlonlat 15 37 bybox 400 400 km asc
+GEOSEARCH Sicily fromlonlat 15 37 bybox 400 400 km asc withcoord withdist withhash
+
+GEOADD ties 1 1 c 1 1 a 1 1 b 2 2 z 0.5 0.5 y 3 3 x
+GEOSEARCH ties FROMLONLAT 0 0 BYRADIUS 1000 km ASC WITHDIST
+GEOSEARCH ties FROMLONLAT 0 0 BYRADIUS 1000 km DESC WITHDIST
+GEOSEARCH ties FROMLONLAT 0 0 BYRADIUS 1000 km
+GEOSEARCH ties FROMLONLAT 0 0 BYRADIUS 1000 km COUNT 2 ANY
+GEOSEARCH ties FROMLONLAT 0 0 BYBOX 1000 1000 km COUNT 4 ANY DESC
+GEOSEARCH ties FROMLONLAT 0 0 BYRADIUS 1000 km COUNT 50 WITHHASH
+
+COMMAND GETKEYS GEORADIUS k 1 1 1 km STORE d STOREDIST e
+COMMAND GETKEYS GEORADIUS k 1 1 1 km STOREDIST d STORE e
+COMMAND GETKEYS GEORADIUS k 1 1 1 km STOREDIST d STOREDIST e STORE f
+COMMAND GETKEYS GEORADIUS k 1 1 1 km STORE
+COMMAND GETKEYS GEORADIUSBYMEMBER k m 1 km STORE d STOREDIST e
+COMMAND GETKEYS GEORADIUS k 1 1 1 km
+COMMAND GETKEYS GEORADIUSBYMEMBER k m 1 km STOREDIST d
+COMMAND GETKEYS GEORADIUS_RO k 1 1 1 km
+COMMAND GETKEYS GEOSEARCHSTORE d s FROMMEMBER a BYRADIUS 1 km
+COMMAND GETKEYS GEOSEARCH s FROMMEMBER a BYRADIUS 1 km
+COMMAND GETKEYS GEOADD k 1 1 a
+COMMAND GETKEYS GEOPOS k a b
+COMMAND GETKEYS GEODIST k a b
+COMMAND GETKEYS GEOHASH k a b
+
+~HELLO 3
+GEOADD Sicily 13.361389 38.115556 Palermo 15.087269 37.502669 Catania
+GEOPOS Sicily Palermo nope
+GEODIST Sicily Palermo Catania
+GEODIST Sicily Palermo nope
+GEODIST nokey a b
+GEOHASH Sicily Palermo nope
+GEOSEARCH Sicily FROMLONLAT 15 37 BYRADIUS 200 km WITHCOORD WITHDIST WITHHASH ASC
+GEOSEARCH nokey FROMLONLAT 15 37 BYRADIUS 200 km
+GEORADIUS Sicily 15 37 200 km COUNT 1 ANY
+"#;
+
 #[test]
 fn strings_match_redis() {
     check("strings", STRINGS);
+}
+
+#[test]
+fn geo_matches_redis() {
+    // A big set (a tree, not a listpack): a pseudo-random grid over the globe, searched
+    // around several centres and radii.
+    let mut add = String::from("GEOADD world");
+    for i in 0..600u64 {
+        let lon = ((i * 7919) % 3600) as f64 / 10.0 - 180.0;
+        let lat = ((i * 104729) % 1700) as f64 / 10.0 - 85.0;
+        add.push_str(&format!(" {lon} {lat} p{i}"));
+    }
+    let mut big = vec![
+        add,
+        "ZCARD world".to_string(),
+        "OBJECT ENCODING world".to_string(),
+        "GEOSEARCHSTORE all world FROMLONLAT 0 0 BYRADIUS 30000 km".to_string(),
+        "OBJECT ENCODING all".to_string(),
+    ];
+    for (lon, lat, r) in [
+        (0, 0, 500),
+        (120, 45, 2000),
+        (-179, -60, 3000),
+        (10, 84, 800),
+    ] {
+        big.push(format!("GEORADIUS world {lon} {lat} {r} km WITHDIST ASC"));
+        big.push(format!(
+            "GEOSEARCH world FROMLONLAT {lon} {lat} BYBOX {r} {r} km WITHCOORD ASC"
+        ));
+        big.push(format!(
+            "GEOSEARCH world FROMLONLAT {lon} {lat} BYRADIUS {r} km COUNT 5"
+        ));
+        big.push(format!(
+            "GEOSEARCH world FROMLONLAT {lon} {lat} BYRADIUS {r} km"
+        ));
+        big.push(format!(
+            "GEOSEARCHSTORE out world FROMLONLAT {lon} {lat} BYRADIUS {r} km STOREDIST"
+        ));
+        big.push("ZRANGE out 0 -1 WITHSCORES".to_string());
+        big.push("OBJECT ENCODING out".to_string());
+    }
+    big.push("GEOHASH world p1 p2 p3 p100 p599".to_string());
+    big.push("GEOPOS world p1 p2 p3 p100 p599".to_string());
+    check("geo", &format!("{}\n\n{GEO}", big.join("\n")));
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! keys, or gathers the keys of a multi-core command into one scratch shard first (`multi.rs`).
 
 pub mod bits;
+pub mod geo;
+mod geohash;
 pub mod hash;
 pub mod hll;
 pub mod keys;
@@ -152,6 +154,7 @@ static HANDLERS: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         .chain(set::HANDLERS)
         .chain(list::HANDLERS)
         .chain(zset::HANDLERS)
+        .chain(geo::HANDLERS)
         .chain(crate::dump::HANDLERS)
         .chain(hll::HANDLERS)
         .chain(slots::HANDLERS)
