@@ -1,11 +1,11 @@
-//! One benchmark connection: connect (AUTH, SELECT), then the hot loop: encode a pipeline batch
+//! One closed-loop benchmark connection (the open loop is [`crate::open`]): connect (AUTH,
+//! SELECT), then the hot loop: encode a pipeline batch
 //! into a reused buffer, send it with one write, delimit replies with `resp::frame::frame_len`,
 //! check each one and record its latency. No allocation per request.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -14,9 +14,6 @@ use crate::error::BenchError;
 use crate::keys::{KeySampler, Rng};
 use crate::runner::{ShardStats, Shared};
 use crate::workload::Plan;
-
-/// Open loop: unanswered requests per connection before it stops sending until replies come.
-const MAX_INFLIGHT: usize = 8192;
 
 /// Initial read buffer per connection; it grows only for a single reply larger than this.
 const READ_BUF: usize = 16 * 1024;
@@ -39,19 +36,74 @@ pub struct ConnParams {
     pub pipeline: usize,
     /// Key numbers for `__rand_int__` (`None` without `-r`: the placeholder stays literal).
     pub keys: Option<KeySampler>,
-    /// Open-loop mode: time between two batches of this connection.
-    pub interval: Option<Duration>,
     /// Seed of this connection's generator.
     pub seed: u64,
+}
+
+/// Received bytes not yet consumed, delimited into whole replies.
+pub(crate) struct ReplyBuf {
+    buf: Vec<u8>,
+    start: usize,
+    filled: usize,
+}
+
+impl ReplyBuf {
+    pub(crate) fn new() -> ReplyBuf {
+        ReplyBuf {
+            buf: vec![0; READ_BUF],
+            start: 0,
+            filled: 0,
+        }
+    }
+
+    /// The byte range of the next complete buffered reply, if there is one (consumed).
+    #[inline]
+    pub(crate) fn next_reply(&mut self) -> Result<Option<Range<usize>>, resp::ProtocolError> {
+        match resp::frame::frame_len(&self.buf[self.start..self.filled])? {
+            Some(n) => {
+                let r = self.start..self.start + n;
+                self.start += n;
+                if self.start == self.filled {
+                    self.start = 0;
+                    self.filled = 0;
+                }
+                Ok(Some(r))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The bytes of a reply returned by [`ReplyBuf::next_reply`] (valid until the next read).
+    #[inline]
+    pub(crate) fn get(&self, r: Range<usize>) -> &[u8] {
+        &self.buf[r]
+    }
+
+    /// Room to read into, after compacting (and growing only for a reply larger than the buffer).
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
+        }
+        if self.filled == self.buf.len() {
+            let len = self.buf.len() * 2;
+            self.buf.resize(len, 0);
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    /// `n` bytes were read into [`ReplyBuf::spare`].
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.filled += n;
+    }
 }
 
 /// A connected, set-up benchmark connection.
 pub struct Conn {
     stream: TcpStream,
     addr: SocketAddr,
-    rbuf: Vec<u8>,
-    start: usize,
-    filled: usize,
+    rbuf: ReplyBuf,
 }
 
 impl Conn {
@@ -67,9 +119,7 @@ impl Conn {
         let mut conn = Conn {
             stream,
             addr,
-            rbuf: vec![0; READ_BUF],
-            start: 0,
-            filled: 0,
+            rbuf: ReplyBuf::new(),
         };
         if let Some(pass) = &target.auth {
             conn.setup_call("AUTH", &[b"AUTH", pass.as_bytes()]).await?;
@@ -94,7 +144,7 @@ impl Conn {
                 None => self.fill().await?,
             }
         };
-        let reply = &self.rbuf[r];
+        let reply = self.rbuf.get(r);
         if reply != b"+OK\r\n" {
             return Err(BenchError::Setup {
                 addr: self.addr,
@@ -115,42 +165,22 @@ impl Conn {
     /// The byte range of the next complete buffered reply, if there is one (consumed).
     #[inline]
     fn next_reply(&mut self) -> Result<Option<Range<usize>>, BenchError> {
-        let avail = &self.rbuf[self.start..self.filled];
-        match resp::frame::frame_len(avail) {
-            Ok(Some(n)) => {
-                let r = self.start..self.start + n;
-                self.start += n;
-                if self.start == self.filled {
-                    self.start = 0;
-                    self.filled = 0;
-                }
-                Ok(Some(r))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(BenchError::Protocol(self.addr, e)),
-        }
+        self.rbuf
+            .next_reply()
+            .map_err(|e| BenchError::Protocol(self.addr, e))
     }
 
-    /// Read more bytes (compacting, and growing only for a reply larger than the buffer).
+    /// Read more bytes.
     async fn fill(&mut self) -> Result<(), BenchError> {
-        if self.start > 0 {
-            self.rbuf.copy_within(self.start..self.filled, 0);
-            self.filled -= self.start;
-            self.start = 0;
-        }
-        if self.filled == self.rbuf.len() {
-            let len = self.rbuf.len() * 2;
-            self.rbuf.resize(len, 0);
-        }
         let n = self
             .stream
-            .read(&mut self.rbuf[self.filled..])
+            .read(self.rbuf.spare())
             .await
             .map_err(|e| BenchError::Io(self.addr, e))?;
         if n == 0 {
             return Err(BenchError::Closed(self.addr));
         }
-        self.filled += n;
+        self.rbuf.filled(n);
         Ok(())
     }
 
@@ -162,7 +192,6 @@ impl Conn {
         params: &ConnParams,
         shared: &Shared,
         stats: &ShardStats,
-        first_send: Instant,
         deadline: Option<Instant>,
     ) -> Result<(), BenchError> {
         let p = params.pipeline.max(1);
@@ -178,13 +207,6 @@ impl Conn {
         let fixed = KeySampler::Uniform(1);
         let keys = params.keys.as_ref().unwrap_or(&fixed);
         let mut seq = 0u64;
-        if let Some(iv) = params.interval {
-            return self
-                .run_open(
-                    plan, p, iv, keys, &mut rng, shared, stats, first_send, deadline,
-                )
-                .await;
-        }
         loop {
             let k = shared.claim(p as u64, deadline) as usize;
             if k == 0 {
@@ -207,7 +229,7 @@ impl Conn {
                     Some(r) => {
                         let ok = plan.templates[picks[got] as usize]
                             .expect
-                            .check(&self.rbuf[r]);
+                            .check(self.rbuf.get(r));
                         stats.record(now.saturating_duration_since(t0), ok);
                         got += 1;
                     }
@@ -216,97 +238,6 @@ impl Conn {
                         now = Instant::now();
                     }
                 }
-            }
-        }
-    }
-
-    /// Open loop (`--rate`): a batch goes out every `iv`, on schedule, whether or not the replies
-    /// of earlier batches are back (they are matched first in, first out). Latency counts from
-    /// when a request was due, so neither a slow reply nor a late send can hide queueing delay
-    /// (coordinated omission), and the connection count does not cap the requests in flight:
-    /// waiting for each reply before the next send would turn any round trip longer than `iv`
-    /// into a queue that grows inside the generator, not in the system measured.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_open(
-        &mut self,
-        plan: &Plan,
-        p: usize,
-        iv: Duration,
-        keys: &KeySampler,
-        rng: &mut Rng,
-        shared: &Shared,
-        stats: &ShardStats,
-        first_send: Instant,
-        deadline: Option<Instant>,
-    ) -> Result<(), BenchError> {
-        let mut wbuf: Vec<u8> = Vec::new();
-        // Requests sent and not yet answered: (when due, template).
-        let mut inflight: VecDeque<(Instant, u8)> = VecDeque::new();
-        let mut seq = 0u64;
-        let mut next_send = first_send;
-        let mut sending = true;
-        loop {
-            let now = Instant::now();
-            // Past MAX_INFLIGHT unanswered requests (a stalled server) the connection only
-            // reads: the due requests wait, and their latency still counts from when they were
-            // due. Unbounded sending could fill both socket buffers while the server blocks on
-            // writing replies nobody reads.
-            let capped = inflight.len() >= MAX_INFLIGHT;
-            if sending && !capped && next_send <= now {
-                // Every batch that is due goes out now, in one write.
-                wbuf.clear();
-                while next_send <= now && inflight.len() < MAX_INFLIGHT {
-                    let k = shared.claim(p as u64, deadline) as usize;
-                    if k == 0 {
-                        sending = false;
-                        break;
-                    }
-                    for _ in 0..k {
-                        let t = plan.pick(seq);
-                        seq += 1;
-                        plan.templates[t].write(&mut wbuf, keys, rng);
-                        inflight.push_back((next_send, t as u8));
-                    }
-                    next_send += iv;
-                }
-                if !wbuf.is_empty() {
-                    self.write(&wbuf).await?;
-                }
-                continue;
-            }
-            if inflight.is_empty() {
-                if !sending {
-                    return Ok(());
-                }
-                glommio::timer::sleep(next_send.saturating_duration_since(now)).await;
-                continue;
-            }
-            // Replies are outstanding: read until one arrives or the next batch is due. A read
-            // that loses the race consumed nothing (glommio reads once the socket is ready).
-            let got = if sending && !capped {
-                let wait = next_send.saturating_duration_since(now);
-                futures_lite::FutureExt::or(async { self.fill().await.map(|()| true) }, async {
-                    glommio::timer::sleep(wait).await;
-                    Ok(false)
-                })
-                .await?
-            } else {
-                self.fill().await?;
-                true
-            };
-            if !got {
-                continue;
-            }
-            let now = Instant::now();
-            while let Some(r) = self.next_reply()? {
-                let Some((due, t)) = inflight.pop_front() else {
-                    return Err(BenchError::Runtime(format!(
-                        "{}: a reply nobody asked for",
-                        self.addr
-                    )));
-                };
-                let ok = plan.templates[t as usize].expect.check(&self.rbuf[r]);
-                stats.record(now.saturating_duration_since(due), ok);
             }
         }
     }

@@ -67,6 +67,7 @@ pub mod compare;
 pub mod conn;
 pub mod error;
 pub mod keys;
+mod open;
 pub mod plot;
 pub mod report;
 pub mod runner;

@@ -1,6 +1,7 @@
-//! Runs one test against one target on the thread-per-core runtime: one glommio executor per
-//! `--threads`, pinned to a core, each driving its share of the `-c` connections; then merges the
-//! executors' counters and histograms into a [`TestResult`].
+//! Runs one test against one target: one executor per `--threads`, pinned to a core, each
+//! driving its share of the `-c` connections (a glommio executor in the closed loop, a plain
+//! epoll thread in the open loop, see [`crate::open`]); then merges the executors' counters and
+//! histograms into a [`TestResult`].
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -138,6 +139,21 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Mark the run failed (a connection could not be set up).
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether some executor failed to set up.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Wait until every executor has set up its connections (or failed to).
+    pub(crate) fn wait_ready(&self) {
+        self.barrier.wait();
+    }
+
     /// Claim up to `want` requests to send now; 0 means stop.
     #[inline]
     pub fn claim(&self, want: u64, deadline: Option<Instant>) -> u64 {
@@ -170,7 +186,7 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
-    fn new(start: Instant) -> Result<ShardStats, BenchError> {
+    pub(crate) fn new(start: Instant) -> Result<ShardStats, BenchError> {
         Ok(ShardStats {
             requests: Cell::new(0),
             errors: Cell::new(0),
@@ -205,7 +221,21 @@ pub fn new_histogram() -> Result<Histogram<u64>, BenchError> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).map_err(|e| BenchError::Runtime(e.to_string()))
 }
 
-struct ShardOutcome {
+impl ShardStats {
+    /// What this executor measured, up to `end`.
+    pub(crate) fn into_outcome(self, end: Instant) -> ShardOutcome {
+        ShardOutcome {
+            requests: self.requests.get(),
+            errors: self.errors.get(),
+            hist: self.hist.into_inner(),
+            start: self.since.get(),
+            end,
+        }
+    }
+}
+
+/// One executor's figures, merged into a [`TestResult`] by [`run_test`].
+pub(crate) struct ShardOutcome {
     requests: u64,
     errors: u64,
     hist: Histogram<u64>,
@@ -248,45 +278,64 @@ pub fn run_test(target: &Target, load: &Load, plan: &Plan) -> Result<TestResult,
     for shard in 0..threads {
         let first = shard * (clients / threads) + shard.min(clients % threads);
         let count = clients / threads + usize::from(shard < clients % threads);
-        let placement = if cpus.is_empty() {
-            Placement::Unbound
-        } else {
-            Placement::Fixed(cpus[shard % cpus.len()])
-        };
+        let cpu = (!cpus.is_empty()).then(|| cpus[shard % cpus.len()]);
         let (shared, plan, target, keys) =
             (shared.clone(), plan.clone(), target.clone(), keys.clone());
         let (duration, seed) = (load.duration, load.seed);
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("bench-{shard}"))
-            .spawn(move || async move {
-                shard_main(ShardArgs {
-                    shared,
-                    plan,
-                    target,
-                    keys,
-                    interval,
-                    pipeline,
-                    clients,
-                    conns: first..first + count,
-                    duration,
-                    seed,
+        let conns = first..first + count;
+        let name = format!("bench-{shard}");
+        let handle = match interval {
+            // Open loop: plain threads with epoll (see `crate::open` for why not glommio).
+            Some(interval) => std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    crate::open::shard_main(crate::open::OpenShard {
+                        shared,
+                        plan,
+                        target,
+                        keys,
+                        interval,
+                        pipeline,
+                        clients,
+                        conns,
+                        duration,
+                        seed,
+                        cpu,
+                    })
                 })
-                .await
-            })
-            .map_err(|e| BenchError::Runtime(e.to_string()))?;
+                .map(ShardHandle::Thread)
+                .map_err(|e| BenchError::Runtime(e.to_string()))?,
+            None => {
+                let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
+                LocalExecutorBuilder::new(placement)
+                    .name(&name)
+                    .spawn(move || async move {
+                        shard_main(ShardArgs {
+                            shared,
+                            plan,
+                            target,
+                            keys,
+                            pipeline,
+                            conns,
+                            duration,
+                            seed,
+                        })
+                        .await
+                    })
+                    .map(ShardHandle::Executor)
+                    .map_err(|e| BenchError::Runtime(e.to_string()))?
+            }
+        };
         handles.push(handle);
     }
     let mut outcomes = Vec::with_capacity(threads);
     let mut first_err = None;
     for h in handles {
         match h.join() {
-            Ok(Ok(Some(o))) => outcomes.push(o),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
+            Ok(Some(o)) => outcomes.push(o),
+            Ok(None) => {}
             Err(e) => {
-                first_err.get_or_insert(BenchError::Runtime(e.to_string()));
+                first_err.get_or_insert(e);
             }
         }
     }
@@ -316,14 +365,31 @@ pub fn run_test(target: &Target, load: &Load, plan: &Plan) -> Result<TestResult,
     })
 }
 
+type ShardResult = Result<Option<ShardOutcome>, BenchError>;
+
+/// A running executor (closed loop) or thread (open loop).
+enum ShardHandle {
+    Executor(glommio::ExecutorJoinHandle<ShardResult>),
+    Thread(std::thread::JoinHandle<ShardResult>),
+}
+
+impl ShardHandle {
+    fn join(self) -> ShardResult {
+        match self {
+            ShardHandle::Executor(h) => h.join().map_err(|e| BenchError::Runtime(e.to_string()))?,
+            ShardHandle::Thread(h) => h
+                .join()
+                .map_err(|_| BenchError::Runtime("a load thread panicked".into()))?,
+        }
+    }
+}
+
 struct ShardArgs {
     shared: Arc<Shared>,
     plan: Arc<Plan>,
     target: Target,
     keys: Option<KeySampler>,
-    interval: Option<Duration>,
     pipeline: usize,
-    clients: usize,
     conns: std::ops::Range<usize>,
     duration: Option<Duration>,
     seed: u64,
@@ -345,17 +411,17 @@ async fn shard_main(a: ShardArgs) -> Result<Option<ShardOutcome>, BenchError> {
     match &failure {
         Some(e) => {
             tracing::debug!(executor = ?a.conns, "connection set-up failed: {e}");
-            a.shared.failed.store(true, Ordering::SeqCst);
+            a.shared.fail();
         }
         None => tracing::debug!(executor = ?a.conns, target = %a.target.addr, "connections ready"),
     }
     // Every executor reaches the barrier, failed or not, so none waits forever. Blocking here is
     // fine: this executor has nothing else to run yet.
-    a.shared.barrier.wait();
+    a.shared.wait_ready();
     if let Some(e) = failure {
         return Err(e);
     }
-    if a.shared.failed.load(Ordering::SeqCst) {
+    if a.shared.failed() {
         return Ok(None);
     }
     let start = Instant::now();
@@ -366,18 +432,11 @@ async fn shard_main(a: ShardArgs) -> Result<Option<ShardOutcome>, BenchError> {
         let params = ConnParams {
             pipeline: a.pipeline,
             keys: a.keys.clone(),
-            interval: a.interval,
             seed: a.seed ^ (idx as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        };
-        // Spread open-loop connections evenly over one interval instead of firing together.
-        let first_send = match a.interval {
-            Some(iv) => start + iv.mul_f64(idx as f64 / a.clients as f64),
-            None => start,
         };
         let (plan, shared, stats) = (a.plan.clone(), a.shared.clone(), stats.clone());
         tasks.push(glommio::spawn_local(async move {
-            conn.run(&plan, &params, &shared, &stats, first_send, deadline)
-                .await
+            conn.run(&plan, &params, &shared, &stats, deadline).await
         }));
     }
     let mut first_err = None;
@@ -392,11 +451,5 @@ async fn shard_main(a: ShardArgs) -> Result<Option<ShardOutcome>, BenchError> {
     }
     let stats =
         Rc::try_unwrap(stats).map_err(|_| BenchError::Runtime("stats still shared".into()))?;
-    Ok(Some(ShardOutcome {
-        requests: stats.requests.get(),
-        errors: stats.errors.get(),
-        hist: stats.hist.into_inner(),
-        start: stats.since.get(),
-        end,
-    }))
+    Ok(Some(stats.into_outcome(end)))
 }
