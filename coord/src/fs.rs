@@ -19,6 +19,9 @@
 //!                       an ephemeral whose owner file is missing or unlocked is gone
 //! ```
 //! A killed process loses its flocks, so its ephemerals (and the product lock) vanish at once.
+//!
+//! Each coordinator follows the journal ([`crate::known`]): a node named by a record it has
+//! parsed (its own writes included) is answered from that record instead of its file.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -35,6 +38,7 @@ use tokio::sync::mpsc;
 use crate::coordinator::{Coordinator, Kind, Node, Watch, WatchEvent, WatchKind};
 use crate::error::{Error, Result};
 use crate::journal::{self, Journal, Op};
+use crate::known::Known;
 use crate::paths::{join, validate_path};
 
 const NODE_FILE: &str = ".node";
@@ -80,6 +84,8 @@ struct FsInner {
     file_syncs: AtomicU64,
     dir_syncs: AtomicU64,
     node_reads: AtomicU64,
+    /// Nodes known from the journal, answered without reading their files.
+    known: Known,
     /// Bumped by the inotify thread at every write under R (started with the first watch).
     wake: Mutex<Option<tokio::sync::watch::Receiver<u64>>>,
 }
@@ -97,11 +103,19 @@ pub struct SyncCounts {
     pub node_reads: u64,
 }
 
-#[derive(PartialEq)]
-struct Raw {
-    version: u64,
-    owner: Option<String>,
-    data: Vec<u8>,
+/// A node file's content.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Raw {
+    pub(crate) version: u64,
+    pub(crate) owner: Option<String>,
+    pub(crate) data: Vec<u8>,
+}
+
+/// The proof a call holds the write lock (from [`FsInner::locked`]): where the nodes it
+/// knows stood when it took it (see [`Known::refresh`]).
+#[derive(Clone, Copy)]
+struct Held {
+    at: Option<u64>,
 }
 
 /// Set in a watch signature's entry for an ephemeral node (versions never reach it), so the
@@ -175,7 +189,50 @@ fn parse_node(bytes: &[u8]) -> std::result::Result<Raw, String> {
     })
 }
 
-fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+/// The bytes of a node file: those its header announces (`len=`), else all of them. One
+/// `read` for a node of up to 4 KiB, where `fs::read` also asked for the size (`statx`) and
+/// read again to see the end: a 512-slot migration read ~15,000 node files.
+/// Bytes past the announced length are never looked at by [`parse_node`], so stopping there
+/// reads what `fs::read` would.
+fn read_node_file(file: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = File::open(file)?;
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    loop {
+        if n == buf.len() {
+            buf.resize(n * 2, 0);
+        }
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if announced_len(&buf[..n]).is_some_and(|whole| n >= whole) {
+            break;
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The whole length (header line and data) a node file's header announces, once the header
+/// line is in `bytes`; `None` for a header without `len=` and `crc=` (older files: their data
+/// runs to the end of the file) or not read yet.
+fn announced_len(bytes: &[u8]) -> Option<usize> {
+    let nl = bytes.iter().position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..nl]).ok()?;
+    header.split(' ').find(|w| w.starts_with("crc="))?;
+    let len = header
+        .split(' ')
+        .find_map(|w| w.strip_prefix("len="))?
+        .parse::<usize>()
+        .ok()?;
+    (nl + 1).checked_add(len)
+}
+
+pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
     // SAFETY: flock on a valid open descriptor owned by `file`.
     let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
     if rc == 0 {
@@ -236,6 +293,7 @@ impl FsCoordinator {
             file_syncs: AtomicU64::new(0),
             dir_syncs: AtomicU64::new(0),
             node_reads: AtomicU64::new(0),
+            known: Known::default(),
             wake: Mutex::new(None),
         };
         inner.recover()?;
@@ -345,7 +403,7 @@ impl FsInner {
         let mut pause = Duration::from_micros(20);
         loop {
             self.node_reads.fetch_add(1, Ordering::Relaxed);
-            let bytes = match fs::read(&file) {
+            let bytes = match read_node_file(&file) {
                 Ok(b) => b,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
@@ -381,9 +439,42 @@ impl FsInner {
     }
 
     fn read_live(&self, path: &str) -> Result<Option<Raw>> {
-        Ok(self
-            .read_raw(path)?
-            .filter(|raw| raw.owner.as_deref().is_none_or(|o| self.owner_alive(o))))
+        let at = self.known.refresh(&self.root, false);
+        self.read_live_at(path, at, None)
+    }
+
+    /// [`Self::read_live`] of several nodes, catching up with the journal once.
+    fn read_live_many<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Option<Raw>>> {
+        let at = self.known.refresh(&self.root, false);
+        paths
+            .into_iter()
+            .map(|p| self.read_live_at(p, at, None))
+            .collect()
+    }
+
+    /// [`Self::read_live`] holding the write lock: what is read from a file becomes known.
+    fn read_held(&self, path: &str, held: Held) -> Result<Option<Raw>> {
+        self.read_live_at(path, held.at, Some(held))
+    }
+
+    /// The live node at `path`: known (when `at` says what is known may be used), else read
+    /// from its file (and learnt, when `held`).
+    fn read_live_at(&self, path: &str, at: Option<u64>, held: Option<Held>) -> Result<Option<Raw>> {
+        let known = at.and_then(|_| self.known.get(path));
+        let raw = match known {
+            Some(raw) => raw,
+            None => {
+                let raw = self.read_raw(path)?;
+                if let Some(Held { at: Some(at) }) = held {
+                    self.known.learn(path, &raw, at);
+                }
+                raw
+            }
+        };
+        Ok(raw.filter(|raw| raw.owner.as_deref().is_none_or(|o| self.owner_alive(o))))
     }
 
     fn list_live(&self, path: &str) -> Result<Vec<String>> {
@@ -408,6 +499,7 @@ impl FsInner {
             }
             Err(e) => return Err(Error::io(path, e)),
         };
+        let at = self.known.refresh(&self.root, false);
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(path, e))?;
@@ -419,7 +511,7 @@ impl FsInner {
             if name.starts_with('.') || !is_dir {
                 continue;
             }
-            if let Some(raw) = self.read_live(&join(path, &name))? {
+            if let Some(raw) = self.read_live_at(&join(path, &name), at, None)? {
                 names.push((name, raw));
             }
         }
@@ -533,25 +625,43 @@ impl FsInner {
 
     /// Commits `ops` (called holding the write lock): one journal record, synced, then the node
     /// files; a journal past its limit is checkpointed.
-    fn commit(&self, ops: &[Op]) -> Result<()> {
+    fn commit(&self, ops: &[Op], held: Held) -> Result<()> {
         let Some(first) = ops.first() else {
             return Ok(());
         };
         let record = journal::encode(ops);
+        let mut appended = None;
         let size = match self.journal.append(&record) {
-            Ok(n) => n,
+            Ok(n) => {
+                appended = held.at;
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // No journal yet (a root created after this coordinator was opened).
+                self.known.forget();
                 self.journal
                     .reset(&self.tmp_path(), journal::boot_id().unwrap_or("unknown"))
                     .and_then(|()| self.journal.append(&record))
                     .map_err(|e| Error::io(first.path(), e))?
             }
-            Err(e) => return Err(Error::io(first.path(), e)),
+            Err(e) => {
+                self.known.forget();
+                return Err(Error::io(first.path(), e));
+            }
         };
         self.journal_syncs.fetch_add(1, Ordering::Relaxed);
         for op in ops {
-            self.apply(op)?;
+            if let Err(e) = self.apply(op) {
+                self.known.forget();
+                return Err(e);
+            }
+        }
+        // Known from the record itself (the nodes are not read back), once the files say the
+        // same: a reader on another thread must not see the new version node while the other
+        // nodes of the record are still being written.
+        match appended {
+            Some(at) => self.known.appended(at, record.len(), size, ops),
+            None => self.known.forget(),
         }
         if size > self.journal_limit {
             self.checkpoint(first.path())?;
@@ -714,7 +824,12 @@ impl FsInner {
     }
     /// Runs `f` holding the exclusive write lock; if it succeeds, appends `changed` to the
     /// change log and bumps the change counter.
-    fn locked<T>(&self, path: &str, changed: &[&str], f: impl FnOnce() -> Result<T>) -> Result<T> {
+    fn locked<T>(
+        &self,
+        path: &str,
+        changed: &[&str],
+        f: impl FnOnce(Held) -> Result<T>,
+    ) -> Result<T> {
         self.ensure_root(path)?;
         let lock = OpenOptions::new()
             .create(true)
@@ -723,7 +838,10 @@ impl FsInner {
             .open(self.root.join("data.lck"))
             .map_err(|e| self.unavailable(path, e))?;
         lock_write(&lock, path)?;
-        let out = f();
+        let held = Held {
+            at: self.known.refresh(&self.root, true),
+        };
+        let out = f(held);
         if out.is_ok() {
             self.append_log(changed);
             let seq = self.seq().wrapping_add(1);
@@ -871,8 +989,8 @@ impl FsInner {
         if path == "/" {
             return Err(Error::Exists { path: path.into() });
         }
-        self.locked(path, &[path], || {
-            if self.read_live(path)?.is_some() {
+        self.locked(path, &[path], |held| {
+            if self.read_held(path, held)?.is_some() {
                 return Err(Error::Exists { path: path.into() });
             }
             let owner = if ephemeral {
@@ -881,26 +999,32 @@ impl FsInner {
                 None
             };
             let mut ops = Vec::new();
-            self.missing_parents(path, &mut Vec::new(), &mut ops)?;
+            self.missing_parents(path, &mut Vec::new(), &mut ops, held)?;
             ops.push(Op::Write {
                 path: path.into(),
                 version: 1,
                 owner,
                 data: data.to_vec(),
             });
-            self.commit(&ops)?;
+            self.commit(&ops, held)?;
             Ok(1)
         })
     }
 
     /// Adds a write of an empty node for each ancestor of `path` that does not exist (and is
     /// not already in `made`, the parents this commit creates).
-    fn missing_parents(&self, path: &str, made: &mut Vec<String>, ops: &mut Vec<Op>) -> Result<()> {
+    fn missing_parents(
+        &self,
+        path: &str,
+        made: &mut Vec<String>,
+        ops: &mut Vec<Op>,
+        held: Held,
+    ) -> Result<()> {
         let mut end = 0;
         while let Some(i) = path[end + 1..].find('/') {
             end += 1 + i;
             let parent = &path[..end];
-            if !made.iter().any(|m| m == parent) && self.read_live(parent)?.is_none() {
+            if !made.iter().any(|m| m == parent) && self.read_held(parent, held)?.is_none() {
                 made.push(parent.to_string());
                 ops.push(Op::Write {
                     path: parent.into(),
@@ -914,11 +1038,11 @@ impl FsInner {
     }
 
     fn update(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64> {
-        self.locked(path, &[path], || {
+        self.locked(path, &[path], |held| {
             let mut ops = Vec::new();
-            let (version, owner) = match (self.read_live(path)?, expected) {
+            let (version, owner) = match (self.read_held(path, held)?, expected) {
                 (None, None) => {
-                    self.missing_parents(path, &mut Vec::new(), &mut ops)?;
+                    self.missing_parents(path, &mut Vec::new(), &mut ops, held)?;
                     (1, None)
                 }
                 (None, Some(_)) => return Err(Error::NotFound { path: path.into() }),
@@ -936,7 +1060,7 @@ impl FsInner {
                 owner,
                 data: data.to_vec(),
             });
-            self.commit(&ops)?;
+            self.commit(&ops, held)?;
             Ok(version)
         })
     }
@@ -954,14 +1078,14 @@ impl FsInner {
         };
         let mut changed: Vec<&str> = items.iter().map(|(p, _)| p.as_str()).collect();
         changed.extend(counter);
-        self.locked(first, &changed, || {
+        self.locked(first, &changed, |held| {
             let mut bumped = None;
             let mut all: Vec<(&str, std::borrow::Cow<'_, [u8]>)> = items
                 .iter()
                 .map(|(p, d)| (p.as_str(), std::borrow::Cow::Borrowed(d.as_slice())))
                 .collect();
             if let Some(c) = counter {
-                let v = match self.read_live(c)? {
+                let v = match self.read_held(c, held)? {
                     Some(raw) => std::str::from_utf8(&raw.data)
                         .ok()
                         .and_then(|t| t.trim().parse::<u64>().ok())
@@ -974,10 +1098,10 @@ impl FsInner {
             let mut ops = Vec::with_capacity(all.len() + 1);
             let mut made = Vec::new();
             for (path, data) in &all {
-                let (version, owner) = match self.read_live(path)? {
+                let (version, owner) = match self.read_held(path, held)? {
                     Some(cur) => (cur.version + 1, cur.owner),
                     None => {
-                        self.missing_parents(path, &mut made, &mut ops)?;
+                        self.missing_parents(path, &mut made, &mut ops, held)?;
                         (1, None)
                     }
                 };
@@ -988,15 +1112,15 @@ impl FsInner {
                     data: data.to_vec(),
                 });
             }
-            self.commit(&ops)?;
+            self.commit(&ops, held)?;
             Ok(bumped)
         })
     }
 
     fn delete(&self, path: &str, expected: Option<u64>) -> Result<()> {
-        self.locked(path, &[path], || {
+        self.locked(path, &[path], |held| {
             let cur = self
-                .read_live(path)?
+                .read_held(path, held)?
                 .ok_or_else(|| Error::NotFound { path: path.into() })?;
             if let Some(v) = expected {
                 if cur.version != v {
@@ -1009,12 +1133,12 @@ impl FsInner {
             if !self.list_live(path)?.is_empty() {
                 return Err(Error::NotEmpty { path: path.into() });
             }
-            self.commit(&[Op::Delete { path: path.into() }])
+            self.commit(&[Op::Delete { path: path.into() }], held)
         })
     }
     /// `(path → version)` of every live node at or below `path`.
-    fn tree(&self, path: &str, out: &mut BTreeMap<String, u64>) -> Result<()> {
-        if let Some(raw) = self.read_live(path)? {
+    fn tree(&self, path: &str, out: &mut BTreeMap<String, u64>, at: Option<u64>) -> Result<()> {
+        if let Some(raw) = self.read_live_at(path, at, None)? {
             out.insert(path.to_string(), sig_entry(&raw));
         }
         let dir = self.dir_of(path);
@@ -1026,7 +1150,7 @@ impl FsInner {
                 continue;
             };
             if !name.starts_with('.') && entry.path().is_dir() {
-                self.tree(&join(path, &name), out)?;
+                self.tree(&join(path, &name), out, at)?;
             }
         }
         Ok(())
@@ -1046,7 +1170,8 @@ impl FsInner {
                 }
             }
             WatchKind::Tree => {
-                let _ = self.tree(path, &mut sig);
+                let at = self.known.refresh(&self.root, false);
+                let _ = self.tree(path, &mut sig, at);
             }
         }
         sig
@@ -1254,14 +1379,15 @@ impl Coordinator for FsCoordinator {
         }
         let ps = paths.to_vec();
         self.blocking(first, move |i| {
-            ps.iter()
-                .map(|p| {
-                    Ok(i.read_live(p)?.map(|raw| Node {
+            Ok(i.read_live_many(ps.iter().map(String::as_str))?
+                .into_iter()
+                .map(|raw| {
+                    raw.map(|raw| Node {
                         data: raw.data,
                         version: raw.version,
-                    }))
+                    })
                 })
-                .collect()
+                .collect())
         })
         .await
     }

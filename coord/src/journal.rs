@@ -178,10 +178,19 @@ pub(crate) fn parse(bytes: &[u8]) -> Contents {
         boot,
         ..Contents::default()
     };
-    let mut r = Reader {
-        buf: bytes,
-        at: nl + 1,
-    };
+    let body = &bytes[nl + 1..];
+    let (ops, whole) = parse_records(body);
+    out.ops = ops;
+    out.torn = body.len() - whole;
+    out
+}
+
+/// The ops of the whole records at the start of `bytes` (records only, no header), oldest
+/// first, and how many bytes those records take: the rest is a record still being appended,
+/// or a torn one.
+pub(crate) fn parse_records(bytes: &[u8]) -> (Vec<Op>, usize) {
+    let mut r = Reader { buf: bytes, at: 0 };
+    let mut ops = Vec::new();
     while r.at < bytes.len() {
         let start = r.at;
         let whole = (|| {
@@ -197,14 +206,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Contents {
             decode_payload(payload)
         })();
         match whole {
-            Some(ops) => out.ops.extend(ops),
-            None => {
-                out.torn = bytes.len() - start;
-                break;
-            }
+            Some(o) => ops.extend(o),
+            None => return (ops, start),
         }
     }
-    out
+    (ops, bytes.len())
 }
 
 /// The journal file of a coordinator root.

@@ -22,6 +22,7 @@ pub mod error;
 pub mod etcd;
 pub mod fs;
 mod journal;
+mod known;
 pub mod models;
 pub mod paths;
 pub mod store;

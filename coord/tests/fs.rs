@@ -503,3 +503,76 @@ async fn filesystem_quiet_tree_watch_rechecks_only_ephemerals() {
         .unwrap()
         .is_none());
 }
+
+/// A coordinator does not read back the nodes it wrote (it knows them from its own journal
+/// record), learns other processes' writes from the journal, and keeps every version right
+/// across both and across journal checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_known_nodes_follow_the_journal() {
+    use coord::coordinator::Coordinator;
+    let dir = tempfile::tempdir().unwrap();
+    // A small journal: a few checkpoints (a new journal file, everything unknown again)
+    // happen along the way.
+    let a = coord::fs::FsCoordinator::open(dir.path())
+        .unwrap()
+        .with_journal_limit(24 << 10);
+    let b = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    let paths: Vec<String> = (0..16)
+        .map(|i| format!("/codis3/demo/slots/slot-{i:04}"))
+        .collect();
+    let items = |tag: &str| -> Vec<(String, Vec<u8>)> {
+        paths
+            .iter()
+            .map(|p| (p.clone(), format!("{tag}:{p}").into_bytes()))
+            .collect()
+    };
+    a.update_many(&items("v1")).await.unwrap();
+    let mut expected: Vec<u64> = vec![1; 16];
+    let mut own_rounds_without_reads = 0;
+    for round in 2..40u64 {
+        let before = a.syncs().node_reads;
+        a.update_many(&items(&format!("v{round}"))).await.unwrap();
+        let nodes = a.read_many(&paths).await.unwrap();
+        if a.syncs().node_reads == before {
+            own_rounds_without_reads += 1;
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            expected[i] += 1;
+            let n = n.as_ref().unwrap();
+            assert_eq!(n.version, expected[i], "round {round}, {}", paths[i]);
+            assert_eq!(n.data, format!("v{round}:{}", paths[i]).into_bytes());
+        }
+        // Another process writes one of them: both see it, at the next version.
+        let k = (round as usize * 5) % 16;
+        let v = b
+            .update(&paths[k], format!("b{round}").as_bytes(), None)
+            .await
+            .unwrap();
+        expected[k] += 1;
+        assert_eq!(v, expected[k]);
+        let seen = a.read(&paths[k]).await.unwrap().unwrap();
+        assert_eq!(
+            (seen.version, seen.data),
+            (v, format!("b{round}").into_bytes())
+        );
+        // b knows the slots only from what it read: its reads agree with a's writes too.
+        let from_b = b.read_many(&paths).await.unwrap();
+        for (i, n) in from_b.iter().enumerate() {
+            assert_eq!(n.as_ref().unwrap().version, expected[i], "b, {}", paths[i]);
+        }
+        // And with its files: a third coordinator, which knows nothing, reads the same.
+        let fresh = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+        let from_files = fresh.read_many(&paths).await.unwrap();
+        assert_eq!(from_files, a.read_many(&paths).await.unwrap());
+    }
+    assert!(
+        own_rounds_without_reads >= 30,
+        "only {own_rounds_without_reads} of 38 rounds wrote and read back without a node read"
+    );
+    assert!(a.syncs().files > 0, "the journal was never checkpointed");
+    // A delete is known too.
+    a.delete(&paths[3], None).await.unwrap();
+    assert_eq!(b.read(&paths[3]).await.unwrap(), None);
+    a.update(&paths[3], b"again", None).await.unwrap();
+    assert_eq!(b.read(&paths[3]).await.unwrap().unwrap().version, 1);
+}

@@ -15,7 +15,16 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let cli = ctl::cli::Cli::parse();
+    // The dashboard serves its API while the executor and the poller run: worker threads.
+    // Every other verb is one task at a time (a migration's waves are futures joined in one
+    // task), and on one thread it spends less CPU handing work between threads: a 512-slot
+    // `slot migrate` woke the second worker thousands of times for nothing.
+    let mut builder = match cli.cmd {
+        ctl::cli::Cmd::Dashboard { .. } => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let rt = builder
         // Coordinator file I/O (the filesystem coordinator's blocking calls) needs few threads:
         // tokio's default allows 512, and the dashboard grew 8 -> 22 threads over two
         // migrations in a soak, each warming its own allocator heap.
@@ -29,12 +38,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = rt.block_on(run());
+    let code = rt.block_on(run(cli));
     // Exit at once, as before: dropping the runtime would wait for blocking calls in flight.
     std::process::exit(code);
 }
 
-async fn run() -> i32 {
+async fn run(cli: ctl::cli::Cli) -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -43,6 +52,5 @@ async fn run() -> i32 {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = ctl::cli::Cli::parse();
     ctl::cli::run(cli).await
 }
