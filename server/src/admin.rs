@@ -95,6 +95,7 @@ pub async fn run(
             encode::bulk(b, (us % 1_000_000).to_string().as_bytes());
         }
         "slowlog" => crate::slowlog::command(&args, b),
+        "latency" => crate::latency::command(&args, sess.proto, b),
         "lastsave" => {
             let secs = crate::persist::STATUS.lastsave.load(Ordering::Relaxed);
             encode::int(b, secs as i64);
@@ -254,6 +255,18 @@ const SUBCOMMANDS: &[(&str, &[(&str, i32)])] = &[
     (
         "slowlog",
         &[("get", -2), ("len", 2), ("reset", 2), ("help", 2)],
+    ),
+    (
+        "latency",
+        &[
+            ("doctor", 2),
+            ("graph", 3),
+            ("help", 2),
+            ("histogram", -2),
+            ("history", 3),
+            ("latest", 2),
+            ("reset", -2),
+        ],
     ),
     (
         "object",
@@ -507,6 +520,17 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
             sess.move_to = (n != core.id).then_some(n);
             encode::ok(b)
         }
+        ("pause", 3 | 4) => match crate::pause::parse(args) {
+            Ok((end, mode)) => {
+                crate::pause::pause(end, mode);
+                encode::ok(b)
+            }
+            Err(e) => encode::error(b, e),
+        },
+        ("unpause", 2) => {
+            crate::pause::unpause();
+            encode::ok(b)
+        }
         ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) => encode::ok(b),
         ("reply", 3) => encode::error(b, "ERR CLIENT REPLY is not supported by codis-server"),
         ("help", 2) => {
@@ -518,6 +542,10 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
                 "INFO",
                 "LIST",
                 "KILL <ip:port> | ID <id> | ADDR <ip:port>",
+                "PAUSE <timeout> [WRITE|ALL]",
+                "    Suspend all, or just write, clients for <timeout> milliseconds.",
+                "UNPAUSE",
+                "    Stop the current client pause, resuming traffic.",
                 "CORE [<core>]",
                 "    Return the core serving this connection, or move the connection to <core>.",
                 "HELP",

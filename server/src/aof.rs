@@ -433,6 +433,7 @@ fn writer(mut file: File, mut reader: Reader, rx: Receiver<Msg>, dir: PathBuf, n
             continue;
         }
         // Retry a failed write until it succeeds (as Redis does for `always`, it never skips).
+        let write_start = Instant::now();
         loop {
             match file.write_all(&buf) {
                 Ok(()) => break,
@@ -445,11 +446,19 @@ fn writer(mut file: File, mut reader: Reader, rx: Receiver<Msg>, dir: PathBuf, n
             }
         }
         LAST_WRITE_OK.store(true, Ordering::Relaxed);
+        crate::latency::add_sample_if_needed("aof-write", write_start.elapsed().as_millis() as u64);
         unsynced = true;
         if policy == FSYNC_ALWAYS
             || (policy == FSYNC_EVERYSEC && last_sync.elapsed() >= Duration::from_secs(1))
         {
+            let sync_start = Instant::now();
             let _ = file.sync_data();
+            if policy == FSYNC_ALWAYS {
+                crate::latency::add_sample_if_needed(
+                    "aof-fsync-always",
+                    sync_start.elapsed().as_millis() as u64,
+                );
+            }
             last_sync = Instant::now();
             unsynced = false;
             SYNCED.store(o, Ordering::Release);

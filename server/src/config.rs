@@ -238,6 +238,11 @@ const KEYS: &[Key] = &[
         mutable: true,
     },
     Key {
+        name: "latency-monitor-threshold",
+        default: "0",
+        mutable: true,
+    },
+    Key {
         name: "slowlog-max-len",
         default: "128",
         mutable: true,
@@ -404,7 +409,6 @@ pub const IGNORED: &[(&str, Option<&str>)] = &[
     ("io-threads", None),
     ("io-threads-do-reads", None),
     ("jemalloc-bg-thread", None),
-    ("latency-monitor-threshold", None),
     ("latency-tracking", None),
     ("latency-tracking-info-percentiles", None),
     ("lazyfree-lazy-eviction", None),
@@ -805,6 +809,16 @@ impl Config {
                 value
                     .parse()
                     .map_err(|_| bad("argument couldn't be parsed into an integer"))?,
+            ),
+            "latency-monitor-threshold" => crate::latency::set_threshold(
+                value
+                    .parse::<i64>()
+                    .map_err(|_| bad("argument couldn't be parsed into an integer"))
+                    .and_then(|n| {
+                        u64::try_from(n).map_err(|_| {
+                            bad("argument must be between 0 and 9223372036854775807 inclusive")
+                        })
+                    })?,
             ),
             "slowlog-max-len" => crate::slowlog::set_max_len(
                 value

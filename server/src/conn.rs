@@ -441,6 +441,7 @@ async fn serve_session(
     plan.client = sess.info.id;
     // Bytes that came with a moved connection are parsed before the socket is read.
     let mut carried = !rbuf.is_empty();
+    let mut dead = false;
     loop {
         let read = match (sess.ps.mailbox().cloned(), sess.monitor.clone()) {
             (None, None) if carried => Some(Ok(0)),
@@ -521,7 +522,20 @@ async fn serve_session(
             }
         }
         if !batch.is_empty() {
-            run_batch(&core, &mut sess, &mut batch, &mut plan, &mut out).await;
+            // A paused command stops the batch: the replies before it go out, then it waits.
+            while run_batch(&core, &mut sess, &mut batch, &mut plan, &mut out).await {
+                if !out.is_empty() {
+                    if !write_out(&mut stream, &out, sess.ps.mailbox()).await {
+                        dead = true;
+                        break;
+                    }
+                    out.clear();
+                }
+                wait_paused(&sess, &batch).await;
+            }
+            if dead {
+                break;
+            }
             parser.set_authenticated(sess.authed);
             if let Some(to) = plan.affinity() {
                 if !sess.pinned
@@ -644,13 +658,14 @@ async fn write_out(stream: &mut TcpStream, out: &[u8], mb: Option<&Rc<pubsub::Ma
 }
 
 /// Run a batch of requests in order, replies appended to `out` (also the replica's apply path).
+/// True when CLIENT PAUSE holds the next command: it and those after it stay in `batch`.
 pub async fn run_batch(
     core: &Rc<Core>,
     sess: &mut Session,
     batch: &mut Vec<Args>,
     plan: &mut Plan,
     out: &mut BytesMut,
-) {
+) -> bool {
     let now = now_ms();
     sess.info.last_ms.store(now, Ordering::Relaxed);
     // Each command's table row, looked up once for the prefetch and the dispatch.
@@ -660,14 +675,43 @@ pub async fn run_batch(
     if batch.len() > 1 {
         prefetch(core, sess.db, batch, &specs);
     }
-    for (args, &spec) in batch.drain(..).zip(specs.iter()) {
+    let mut done = 0;
+    let mut paused = false;
+    for (i, &spec) in specs.iter().enumerate() {
         if sess.quit {
-            continue;
+            done = batch.len();
+            break;
         }
+        if !sess.from_master && is_paused(sess, spec, &batch[i]) {
+            paused = true;
+            break;
+        }
+        let args = std::mem::take(&mut batch[i]);
+        done = i + 1;
         dispatch(core, sess, spec, args, now, plan, out).await;
     }
+    batch.drain(..done);
     plan.specs = specs;
     plan.flush(core, sess.proto, now, out).await;
+    paused
+}
+
+/// Whether CLIENT PAUSE holds this request now. Requests refused before they would run (unknown,
+/// wrong arity, not authenticated) are answered at once, as Redis checks the pause last.
+fn is_paused(sess: &Session, spec: Option<&'static CommandSpec>, args: &Args) -> bool {
+    let Some(spec) = spec else { return false };
+    crate::pause::holds(spec, || sess.tx.may_replicate(spec))
+        && spec.arity_ok(args.len())
+        && (sess.authed || spec.has(NOAUTH))
+        && admin::subcommand_error(spec.name, args).is_none()
+}
+
+/// Wait until CLIENT PAUSE no longer holds the first request of `batch`.
+async fn wait_paused(sess: &Session, batch: &[Args]) {
+    let Some(spec) = batch.first().and_then(|a| command::lookup(a.first()?)) else {
+        return;
+    };
+    crate::pause::wait(spec, || sess.tx.may_replicate(spec)).await;
 }
 
 /// Warm the caches for this core's keys of a pipelined batch (see [`Shard::prefetch`]).
@@ -787,8 +831,10 @@ async fn dispatch(
             plan.flush(core, sess.proto, now, out).await;
             global::run(core, sess, spec, idx, args, now, out).await;
         }
+        let took = crate::ticks::now().wrapping_sub(start);
         crate::slowlog::set_client(sess.info.id);
-        crate::slowlog::check(crate::ticks::now().wrapping_sub(start), &logged);
+        crate::slowlog::check(took, &logged);
+        crate::latency::check_command(took, spec.has(command::FAST));
         return;
     }
     if cmd::handler(idx).is_none() {

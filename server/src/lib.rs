@@ -20,6 +20,8 @@
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
 //! - [`migrate`]: Codis's SLOTSMGRT* migration commands, source side (target side in `cmd/slots.rs`).
 //! - [`slotmove`]: SLOTSMOVE, moving a slot's tables between the cores of this server.
+//! - [`latency`]: the latency monitor (LATENCY, `latency-monitor-threshold`), one table for all cores.
+//! - [`pause`]: CLIENT PAUSE/UNPAUSE, a process-wide pause every connection checks before a command.
 //! - [`cmd`]: shard command handlers by type family (`string`, `keys`, …).
 //! - [`config`], [`shared`], [`info`], [`glob`], [`alloc`]: configuration, process-wide state,
 //!   INFO, glob patterns, the counting allocator.
@@ -40,11 +42,13 @@ pub mod global;
 pub mod info;
 pub mod intset;
 pub mod keytable;
+pub mod latency;
 pub mod longdouble;
 pub mod migrate;
 pub mod monitor;
 pub mod multi;
 pub mod notify;
+pub mod pause;
 pub mod persist;
 pub mod pubsub;
 pub mod quicklist;

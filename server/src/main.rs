@@ -92,6 +92,7 @@ const CONFIG_FLAGS: &[&str] = &[
     "client-core-affinity",
     "slowlog-log-slower-than",
     "slowlog-max-len",
+    "latency-monitor-threshold",
     "maxmemory",
     "maxmemory-policy",
     "notify-keyspace-events",

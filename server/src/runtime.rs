@@ -359,6 +359,7 @@ pub fn run(config: Config) -> Result<(), String> {
                         crate::db::clock::tick(now);
                         if i == 0 {
                             crate::slowlog::refresh();
+                            crate::latency::refresh();
                         }
                         expiry.wait_unheld().await;
                         let start = Instant::now();
@@ -369,6 +370,8 @@ pub fn run(config: Config) -> Result<(), String> {
                                 break;
                             }
                         }
+                        let took = start.elapsed().as_millis() as u64;
+                        crate::latency::add_sample_if_needed("expire-cycle", took);
                         // Over maxmemory: this shard frees what it can too (a write landing on
                         // a shard with nothing left to evict is refused until then).
                         if crate::evict::over_limit() {

@@ -244,6 +244,7 @@ impl Shard {
         }
         let took = crate::ticks::now().wrapping_sub(start);
         crate::slowlog::check(took, &cmd.args);
+        crate::latency::check_command(took, spec.has(resp::command::FAST));
         let st = &mut self.stats[cmd.idx as usize];
         st.calls += 1;
         st.ticks += took;

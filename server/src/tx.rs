@@ -64,6 +64,16 @@ impl TxState {
         self.multi.is_some()
     }
 
+    /// For CLIENT PAUSE WRITE: whether EXEC (`spec`) runs a transaction that may write or
+    /// replicate (false for any other command).
+    pub fn may_replicate(&self, spec: &CommandSpec) -> bool {
+        spec.name == "exec"
+            && self
+                .multi
+                .as_ref()
+                .is_some_and(|m| m.queued.iter().any(|q| crate::pause::may_replicate(q.spec)))
+    }
+
     /// A command was refused while queuing: EXEC will answer EXECABORT.
     pub fn flag(&mut self) {
         if let Some(m) = &mut self.multi {

@@ -1860,3 +1860,49 @@ fn limits_match_redis() {
     }
     assert!(diffs.is_empty(), "limits differ:\n{}", diffs.join("\n"));
 }
+
+/// LATENCY and CLIENT PAUSE/UNPAUSE: errors, arity and replies with no data.
+const LATENCY_PAUSE: &str = r#"
+CONFIG GET latency-monitor-threshold
+LATENCY LATEST
+LATENCY HISTORY command
+LATENCY RESET
+LATENCY RESET command fast-command
+LATENCY GRAPH command
+LATENCY HISTOGRAM nosuchcommand
+LATENCY HELP
+LATENCY
+LATENCY foo
+LATENCY HISTORY
+LATENCY HISTORY a b
+LATENCY LATEST x
+LATENCY GRAPH
+LATENCY DOCTOR x
+LATENCY HELP x
+CONFIG SET latency-monitor-threshold -1
+CONFIG SET latency-monitor-threshold abc
+CONFIG SET latency-monitor-threshold 99999999999999999999
+CONFIG SET latency-monitor-threshold 0
+CONFIG GET latency-monitor-threshold
+
+CLIENT PAUSE
+CLIENT PAUSE abc
+CLIENT PAUSE 1.5
+CLIENT PAUSE -1
+CLIENT PAUSE -1 foo
+CLIENT PAUSE 10 foo
+CLIENT PAUSE 10 WRITE x
+CLIENT PAUSE 99999999999999999999
+CLIENT UNPAUSE x
+CLIENT PAUSE 0
+CLIENT PAUSE 0 write
+CLIENT PAUSE 0 ALL
+CLIENT UNPAUSE
+CLIENT UNPAUSE
+SET k v
+"#;
+
+#[test]
+fn latency_and_client_pause_match_redis() {
+    check("latency/pause", LATENCY_PAUSE);
+}
