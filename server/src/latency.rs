@@ -224,11 +224,9 @@ fn graph(name: &str, ts: &Series) -> String {
     g.push('\n');
     let now = (crate::shared::now_ms() / 1000) as i64;
     for s in samples {
-        let width = if ts.max == 0 {
-            0
-        } else {
-            ((s.ms * 50) / ts.max).max(1) as usize
-        };
+        let width = (s.ms.saturating_mul(50))
+            .checked_div(ts.max)
+            .map_or(0, |w| w.max(1) as usize);
         g.push_str(&format!(
             "{:>8} {:>6} ms |{}\n",
             format!("-{}s", (now - s.time).max(0)),
