@@ -689,6 +689,12 @@ pub async fn run_batch(
         let args = std::mem::take(&mut batch[i]);
         done = i + 1;
         dispatch(core, sess, spec, args, now, plan, out).await;
+        // A migration's restores arrive as pipelined `SLOTSRESTORE`s of a slice of keys each:
+        // let this core's other clients in between them, not after the whole batch.
+        if spec.is_some_and(|s| s.name == "slotsrestore") && done < batch.len() {
+            plan.flush(core, sess.proto, now, out).await;
+            glommio::yield_to_io().await;
+        }
     }
     batch.drain(..done);
     plan.specs = specs;

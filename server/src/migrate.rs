@@ -80,9 +80,10 @@ enum Body {
 }
 
 /// Keys per `SLOTSRESTORE` a migration sends: bounds the work of one command on the target
-/// (a fraction of a millisecond for small keys) and its argument count (a stock codis-server
-/// takes at most 1,048,576 arguments per command).
-const RESTORE_KEYS: usize = 512;
+/// (the target lets its other clients in between the commands of a batch, see
+/// `conn::run_batch`) and its argument count (a stock codis-server takes at most 1,048,576
+/// arguments per command).
+const RESTORE_KEYS: usize = SLICE_KEYS;
 
 /// The restore of a batch's [`Body::Object`] keys, encoded on the owning shard while the keys
 /// are read: `key ttl payload` triples, sent as `SLOTSRESTORE` commands of at most
@@ -547,7 +548,9 @@ fn collect_into(
                 for other in t.map.keys() {
                     if resp::slot::has_tag(other) && resp::slot::hash_tag(other) == tag.as_slice() {
                         let o = Bytes::copy_from_slice(other);
-                        if seen.insert(o.clone()) {
+                        // A member already travelling (taken by an earlier slice of this call,
+                        // before the group grew) is not sent twice.
+                        if !sh.in_flight.contains(&(db, o.clone())) && seen.insert(o.clone()) {
                             keys.push(o);
                         }
                     }
@@ -586,11 +589,14 @@ fn collect_into(
     }
 }
 
-/// On the owning shard: the next `n` live keys of `slot` serialised and marked in flight, each
-/// read once (what [`collect`] does for seeds, reading the slot's table instead of looking each
-/// key up). A key with a hash tag, when `tags`, goes through [`collect`]'s expansion to its group.
+/// On the owning shard: the next `n` live keys of `slot` not in `taken`, serialised, marked in
+/// flight and appended to `items` and `wire`, each read once (what [`collect`] does for seeds,
+/// reading the slot's table instead of looking each key up). A key with a hash tag, when `tags`,
+/// goes through [`collect`]'s expansion to its group. Every key appended goes into `taken`
+/// (by hash: a collision only leaves a key for the next call). Returns how many of the slot's
+/// keys were looked at: fewer than `n` when the slot has no more.
 #[allow(clippy::too_many_arguments)]
-fn collect_slot(
+fn collect_slot_into(
     sh: &mut Shard,
     db: usize,
     slot: usize,
@@ -598,24 +604,28 @@ fn collect_slot(
     tags: bool,
     lim: Limits,
     now: u64,
-) -> (Vec<Item>, Wire) {
+    taken: &mut std::collections::HashSet<u64, ahash::RandomState>,
+    items: &mut Vec<Item>,
+    wire: &mut Wire,
+) -> usize {
     let Some(t) = sh.dbs[db].slot(slot) else {
-        return (Vec::new(), Wire::new(0));
+        return 0;
     };
-    let n = n.min(t.len());
-    let mut items = Vec::with_capacity(n);
-    let mut wire = Wire::new(n);
+    let first = items.len();
     let mut tagged = Vec::new();
     let mut chunked = Vec::new();
     // The keys in one buffer, handed out as slices of it (one allocation, not one per key).
     let mut buf = Vec::new();
-    let mut spans = Vec::with_capacity(n);
+    let mut spans = Vec::with_capacity(n.min(t.len()));
+    let skip = !taken.is_empty();
+    let mut seen = 0;
     for (k, e) in t
         .map
         .iter_prefetched()
-        .filter(|(_, e)| !e.expired(now))
+        .filter(|(k, e)| !e.expired(now) && !(skip && taken.contains(&crate::keytable::hash(k))))
         .take(n)
     {
+        seen += 1;
         if tags && resp::slot::has_tag(k) {
             tagged.push(Bytes::copy_from_slice(k));
             continue;
@@ -650,7 +660,7 @@ fn collect_slot(
         });
     }
     let all = Bytes::from(buf);
-    for (it, span) in items.iter_mut().zip(spans) {
+    for (it, span) in items[first..].iter_mut().zip(spans) {
         it.key = all.slice(span);
     }
     for i in chunked {
@@ -659,14 +669,61 @@ fn collect_slot(
             *version = v;
         }
     }
-    sh.in_flight.reserve(items.len());
-    for it in &items {
+    sh.in_flight.reserve(items.len() - first);
+    for it in &items[first..] {
         sh.in_flight.insert((db, it.key.clone()));
     }
     if !tagged.is_empty() {
-        collect_into(sh, db, tagged, tags, lim, now, &mut items, &mut wire);
+        collect_into(sh, db, tagged, tags, lim, now, items, wire);
     }
-    (items, wire)
+    // A later slice of the same call must not take these again (their groups included).
+    taken.reserve(items.len() - first);
+    for it in &items[first..] {
+        taken.insert(crate::keytable::hash(&it.key));
+    }
+    seen
+}
+
+/// Keys a migration step handles per slice of work on its shard (collecting, or deleting
+/// after the acknowledgement), with [`glommio::yield_to_io`] between slices: the shard's other
+/// clients wait for one slice, not for a whole batch of `numkeys` keys.
+const SLICE_KEYS: usize = 128;
+
+/// [`collect_slot_into`] for `n` keys, slice by slice.
+#[allow(clippy::too_many_arguments)]
+async fn collect_slot(
+    core: &Rc<Core>,
+    owner: usize,
+    db: usize,
+    slot: usize,
+    n: usize,
+    tags: bool,
+    lim: Limits,
+    now: u64,
+) -> (Vec<Item>, Wire) {
+    let mut acc = (
+        Vec::with_capacity(n.min(4096)),
+        Wire::new(n),
+        std::collections::HashSet::<u64, ahash::RandomState>::default(),
+    );
+    loop {
+        let want = (n - acc.0.len()).min(SLICE_KEYS);
+        let last = want == n - acc.0.len();
+        let ((items, wire, taken), seen) = core
+            .run_on(owner, move |sh| {
+                let (mut items, mut wire, mut taken) = acc;
+                let seen = collect_slot_into(
+                    sh, db, slot, want, tags, lim, now, &mut taken, &mut items, &mut wire,
+                );
+                ((items, wire, taken), seen)
+            })
+            .await;
+        if last || seen < want || items.len() >= n {
+            return (items, wire);
+        }
+        acc = (items, wire, taken);
+        glommio::yield_to_io().await;
+    }
 }
 
 /// After the target acknowledged: delete what is unchanged, clear in-flight marks. Returns the
@@ -724,6 +781,33 @@ fn finish(
         }
     }
     let left = slot.and_then(|s| sh.dbs[db].slot(s)).map_or(0, |t| t.len());
+    (moved, changed, left)
+}
+
+/// [`finish`] [`SLICE_KEYS`] keys at a time, yielding to the shard's other clients between
+/// slices.
+async fn finish_sliced(
+    core: &Rc<Core>,
+    owner: usize,
+    db: usize,
+    items: Vec<Item>,
+    now: u64,
+    acked: bool,
+) -> (usize, Vec<Bytes>, usize) {
+    let (mut moved, mut changed, mut left) = (0, Vec::new(), 0);
+    let mut rest = items.into_iter().peekable();
+    while rest.peek().is_some() {
+        let slice: Vec<Item> = rest.by_ref().take(SLICE_KEYS).collect();
+        let (m, c, l) = core
+            .run_on(owner, move |sh| finish(sh, db, slice, now, acked))
+            .await;
+        moved += m;
+        changed.extend(c);
+        left = l;
+        if rest.peek().is_some() {
+            glommio::yield_to_io().await;
+        }
+    }
     (moved, changed, left)
 }
 
@@ -787,12 +871,13 @@ async fn migrate(
             Seeds::Keys(keys) if attempt > 0 => keys.clone(),
             _ => Vec::new(),
         };
-        let (items, wire) = core
-            .run_on(owner, move |sh| match seeds {
-                Seeds::Keys(keys) => collect(sh, db, keys, tags, lim, now),
-                Seeds::Slot { slot, n } => collect_slot(sh, db, slot, n, tags, lim, now),
-            })
-            .await;
+        let (items, wire) = match seeds {
+            Seeds::Keys(keys) => {
+                core.run_on(owner, move |sh| collect(sh, db, keys, tags, lim, now))
+                    .await
+            }
+            Seeds::Slot { slot, n } => collect_slot(core, owner, db, slot, n, tags, lim, now).await,
+        };
         if attempt > 0 {
             // Keys sent before and deleted at the source since: the target's copies must go too.
             let gone: Vec<Bytes> = asked
@@ -831,9 +916,7 @@ async fn migrate(
         RUNNING.with(|r| r.borrow_mut().take());
         let acked = sent.is_ok();
         let now = crate::shared::now_ms();
-        let (moved, changed, l) = core
-            .run_on(owner, move |sh| finish(sh, db, items, now, acked))
-            .await;
+        let (moved, changed, l) = finish_sliced(core, owner, db, items, now, acked).await;
         sent?;
         total += moved;
         left = l;
@@ -1174,6 +1257,99 @@ mod tests {
         Value::Str(v.as_bytes().into())
     }
 
+    /// One slice of up to `n` keys, as [`collect_slot`] takes them.
+    fn slice(
+        sh: &mut Shard,
+        slot: usize,
+        n: usize,
+        tags: bool,
+        taken: &mut std::collections::HashSet<u64, ahash::RandomState>,
+        items: &mut Vec<Item>,
+        wire: &mut Wire,
+    ) -> usize {
+        collect_slot_into(
+            sh,
+            0,
+            slot,
+            n,
+            tags,
+            Limits::NEVER,
+            1_000_000,
+            taken,
+            items,
+            wire,
+        )
+    }
+
+    fn collect_all(sh: &mut Shard, slot: usize, n: usize) -> (Vec<Item>, Wire) {
+        let (mut items, mut wire) = (Vec::new(), Wire::new(n));
+        slice(
+            sh,
+            slot,
+            n,
+            false,
+            &mut Default::default(),
+            &mut items,
+            &mut wire,
+        );
+        (items, wire)
+    }
+
+    /// A step's keys are collected slice by slice: no key is taken twice, the last slice says
+    /// the slot has no more, and a tag group that grows between two slices sends only its new
+    /// member again (a second copy of a key already travelling would be deleted at the target
+    /// as "deleted meanwhile" when the first copy's deletion at the source is seen).
+    #[test]
+    fn slices_take_each_key_once() {
+        let mut sh = Shard::new(0, 1, |_| true);
+        for i in 0..10 {
+            sh.dbs[0].insert(format!("{{t}}{i}").as_bytes(), s("v"), 0);
+        }
+        let slot = resp::slot(b"{t}0") as usize;
+        let (mut taken, mut items, mut wire) = (Default::default(), Vec::new(), Wire::new(0));
+        let mut seen = Vec::new();
+        loop {
+            let n = slice(&mut sh, slot, 3, false, &mut taken, &mut items, &mut wire);
+            seen.push(n);
+            if n < 3 {
+                break;
+            }
+        }
+        assert_eq!(seen, [3, 3, 3, 1]);
+        let mut keys: Vec<Bytes> = items.iter().map(|it| it.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 10);
+        assert_eq!(wire.keys, 10);
+        assert_eq!(sh.in_flight.len(), 10);
+
+        // With tags, the first key reached brings its whole group; a member added before the
+        // next slice comes alone.
+        let mut sh = Shard::new(0, 1, |_| true);
+        for i in 0..10 {
+            sh.dbs[0].insert(format!("{{t}}{i}").as_bytes(), s("v"), 0);
+        }
+        let (mut taken, mut items, mut wire) = (Default::default(), Vec::new(), Wire::new(0));
+        assert_eq!(
+            slice(&mut sh, slot, 2, true, &mut taken, &mut items, &mut wire),
+            2
+        );
+        assert_eq!(items.len(), 10);
+        sh.dbs[0].insert(b"{t}new", s("v"), 0);
+        assert_eq!(
+            slice(&mut sh, slot, 2, true, &mut taken, &mut items, &mut wire),
+            1
+        );
+        assert_eq!(items.len(), 11);
+        assert_eq!(&items[10].key[..], b"{t}new");
+        assert_eq!(wire.keys, 11);
+        assert_eq!(sh.in_flight.len(), 11);
+        assert_eq!(
+            slice(&mut sh, slot, 2, true, &mut taken, &mut items, &mut wire),
+            0
+        );
+    }
+
     /// A slot drain's batch is deleted at the source after the acknowledgement only where each
     /// key is still what was sent: a key rewritten, given a new expiry or deleted while it
     /// travelled is reported changed, and nothing stays in flight.
@@ -1195,7 +1371,7 @@ mod tests {
         h.set(b"f", b"v");
         sh.dbs[0].insert(b"{t}hash", Value::Hash(h), 0);
         let slot = resp::slot(b"{t}same") as usize;
-        let (items, wire) = collect_slot(&mut sh, 0, slot, 100, false, Limits::NEVER, now);
+        let (items, wire) = collect_all(&mut sh, slot, 100);
         assert_eq!(items.len(), 5);
         assert!(!wire.buf.is_empty());
         assert!(items
@@ -1223,7 +1399,7 @@ mod tests {
         assert!(sh.in_flight.is_empty());
 
         // Not acknowledged: nothing is deleted, nothing stays in flight.
-        let (items, _) = collect_slot(&mut sh, 0, slot, 100, false, Limits::NEVER, now);
+        let (items, _) = collect_all(&mut sh, slot, 100);
         assert_eq!(items.len(), 2);
         let (moved, changed, left) = finish(&mut sh, 0, items, now, false);
         assert_eq!((moved, changed.len(), left), (0, 0, 2));

@@ -1116,11 +1116,22 @@ pub struct LocalExecutor {
     id: usize,
     reactor: Rc<reactor::Reactor>,
     stall_detector: RefCell<Option<StallDetector>>,
+    /// codis-rs patch: tasks waiting in [`yield_to_io`] until the reactor has been polled.
+    deferred: RefCell<Vec<std::task::Waker>>,
 }
 
 impl LocalExecutor {
     fn get_reactor(&self) -> Rc<Reactor> {
         self.reactor.clone()
+    }
+
+    /// codis-rs patch: wake the tasks parked by [`yield_to_io`]. Called right after the reactor
+    /// was polled, so they queue up behind the tasks that poll just woke.
+    fn wake_deferred(&self) {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        for w in deferred {
+            w.wake();
+        }
     }
 
     fn init(&mut self) {
@@ -1164,6 +1175,7 @@ impl LocalExecutor {
             queues: Rc::new(RefCell::new(queues)),
             parker: p,
             id,
+            deferred: RefCell::new(Vec::new()),
             reactor: Rc::new(reactor::Reactor::new(
                 notifier,
                 config.io_memory,
@@ -1483,6 +1495,8 @@ impl LocalExecutor {
                 this.parker
                     .poll_io(|| Some(this.preempt_timer_duration()))
                     .expect("Failed to poll io! This is actually pretty bad!");
+                // codis-rs patch: tasks that yielded to I/O run after what this poll woke.
+                this.wake_deferred();
 
                 // run user code
                 let run = this.run_task_queues();
@@ -1498,6 +1512,12 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
+                    } else if !this.deferred.borrow().is_empty() {
+                        // codis-rs patch: tasks wait in `yield_to_io`: poll without sleeping,
+                        // then let them run behind whatever the poll woke.
+                        this.reactor.spin_poll_io().unwrap();
+                        this.wake_deferred();
+                        pre_time = Instant::now();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
@@ -1904,6 +1924,48 @@ impl<'a, T> Future for ScopedTask<'a, T> {
 #[inline(always)]
 pub async fn yield_if_needed() {
     executor().yield_if_needed().await
+}
+
+/// codis-rs patch: let the executor poll for I/O, and run the tasks that poll wakes, before
+/// this task continues.
+///
+/// The calling task is parked until the executor's next reactor poll and woken right after it,
+/// so it queues up behind every task that the poll made runnable (a socket that became
+/// readable, a timer that fired). Background work that calls this between bounded slices of
+/// work lets the executor's other tasks in after each slice, whether or not anything else is
+/// runnable at the moment it yields. Outside an executor it returns at once.
+pub fn yield_to_io() -> impl Future<Output = ()> {
+    YieldToIo { parked: false }
+}
+
+struct YieldToIo {
+    parked: bool,
+}
+
+impl Future for YieldToIo {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.parked {
+            return Poll::Ready(());
+        }
+        self.parked = true;
+        #[cfg(not(feature = "native-tls"))]
+        {
+            if !LOCAL_EX.is_set() {
+                return Poll::Ready(());
+            }
+            LOCAL_EX.with(|ex| ex.deferred.borrow_mut().push(cx.waker().clone()));
+        }
+        #[cfg(feature = "native-tls")]
+        unsafe {
+            match LOCAL_EX.as_ref() {
+                Some(ex) => ex.deferred.borrow_mut().push(cx.waker().clone()),
+                None => return Poll::Ready(()),
+            }
+        }
+        Poll::Pending
+    }
 }
 
 /// Spawns a task onto the current single-threaded executor.
