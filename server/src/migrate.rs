@@ -589,28 +589,24 @@ fn collect_into(
     }
 }
 
-/// On the owning shard: the next `n` live keys of `slot` not in `taken`, serialised, marked in
-/// flight and appended to `items` and `wire`, each read once (what [`collect`] does for seeds,
+/// On the owning shard: the next `n` live keys of `slot` not in `batch.taken`, serialised,
+/// marked in flight and appended to `batch.items` and `batch.wire`, each read once (what [`collect`] does for seeds,
 /// reading the slot's table instead of looking each key up). A key with a hash tag, when `tags`,
 /// goes through [`collect`]'s expansion to its group. Every key appended goes into `taken`
 /// (by hash: a collision only leaves a key for the next call). Returns how many of the slot's
 /// keys were looked at: fewer than `n` when the slot has no more.
-#[allow(clippy::too_many_arguments)]
-fn collect_slot_into(
-    sh: &mut Shard,
-    db: usize,
-    slot: usize,
-    n: usize,
-    tags: bool,
-    lim: Limits,
-    now: u64,
-    taken: &mut std::collections::HashSet<u64, ahash::RandomState>,
-    items: &mut Vec<Item>,
-    wire: &mut Wire,
-) -> usize {
+fn collect_slot_into(sh: &mut Shard, pick: Pick, n: usize, batch: &mut Batch) -> usize {
+    let Pick {
+        db,
+        slot,
+        tags,
+        lim,
+        now,
+    } = pick;
     let Some(t) = sh.dbs[db].slot(slot) else {
         return 0;
     };
+    let Batch { items, wire, taken } = batch;
     let first = items.len();
     let mut tagged = Vec::new();
     let mut chunked = Vec::new();
@@ -689,39 +685,51 @@ fn collect_slot_into(
 /// clients wait for one slice, not for a whole batch of `numkeys` keys.
 const SLICE_KEYS: usize = 128;
 
-/// [`collect_slot_into`] for `n` keys, slice by slice.
-#[allow(clippy::too_many_arguments)]
-async fn collect_slot(
-    core: &Rc<Core>,
-    owner: usize,
+/// What the slices of one step have collected so far.
+struct Batch {
+    items: Vec<Item>,
+    wire: Wire,
+    /// Hashes of the keys in `items` (see [`collect_slot_into`]).
+    taken: std::collections::HashSet<u64, ahash::RandomState>,
+}
+
+impl Batch {
+    fn new(n: usize) -> Batch {
+        Batch {
+            items: Vec::with_capacity(n.min(4096)),
+            wire: Wire::new(n),
+            taken: Default::default(),
+        }
+    }
+}
+
+/// Which keys a slot's step collects: those of `slot` in database `db` that are live at `now`,
+/// with their tag groups when `tags`, big ones chunked past `lim`.
+#[derive(Clone, Copy)]
+struct Pick {
     db: usize,
     slot: usize,
-    n: usize,
     tags: bool,
     lim: Limits,
     now: u64,
-) -> (Vec<Item>, Wire) {
-    let mut acc = (
-        Vec::with_capacity(n.min(4096)),
-        Wire::new(n),
-        std::collections::HashSet::<u64, ahash::RandomState>::default(),
-    );
+}
+
+/// [`collect_slot_into`] for `n` keys, slice by slice.
+async fn collect_slot(core: &Rc<Core>, owner: usize, pick: Pick, n: usize) -> (Vec<Item>, Wire) {
+    let mut batch = Batch::new(n);
     loop {
-        let want = (n - acc.0.len()).min(SLICE_KEYS);
-        let last = want == n - acc.0.len();
-        let ((items, wire, taken), seen) = core
+        let want = (n - batch.items.len()).min(SLICE_KEYS);
+        let last = want == n - batch.items.len();
+        let (b, seen) = core
             .run_on(owner, move |sh| {
-                let (mut items, mut wire, mut taken) = acc;
-                let seen = collect_slot_into(
-                    sh, db, slot, want, tags, lim, now, &mut taken, &mut items, &mut wire,
-                );
-                ((items, wire, taken), seen)
+                let seen = collect_slot_into(sh, pick, want, &mut batch);
+                (batch, seen)
             })
             .await;
-        if last || seen < want || items.len() >= n {
-            return (items, wire);
+        if last || seen < want || b.items.len() >= n {
+            return (b.items, b.wire);
         }
-        acc = (items, wire, taken);
+        batch = b;
         glommio::yield_to_io().await;
     }
 }
@@ -876,7 +884,16 @@ async fn migrate(
                 core.run_on(owner, move |sh| collect(sh, db, keys, tags, lim, now))
                     .await
             }
-            Seeds::Slot { slot, n } => collect_slot(core, owner, db, slot, n, tags, lim, now).await,
+            Seeds::Slot { slot, n } => {
+                let pick = Pick {
+                    db,
+                    slot,
+                    tags,
+                    lim,
+                    now,
+                };
+                collect_slot(core, owner, pick, n).await
+            }
         };
         if attempt > 0 {
             // Keys sent before and deleted at the source since: the target's copies must go too.
@@ -1258,41 +1275,21 @@ mod tests {
     }
 
     /// One slice of up to `n` keys, as [`collect_slot`] takes them.
-    fn slice(
-        sh: &mut Shard,
-        slot: usize,
-        n: usize,
-        tags: bool,
-        taken: &mut std::collections::HashSet<u64, ahash::RandomState>,
-        items: &mut Vec<Item>,
-        wire: &mut Wire,
-    ) -> usize {
-        collect_slot_into(
-            sh,
-            0,
+    fn slice(sh: &mut Shard, slot: usize, n: usize, tags: bool, b: &mut Batch) -> usize {
+        let pick = Pick {
+            db: 0,
             slot,
-            n,
             tags,
-            Limits::NEVER,
-            1_000_000,
-            taken,
-            items,
-            wire,
-        )
+            lim: Limits::NEVER,
+            now: 1_000_000,
+        };
+        collect_slot_into(sh, pick, n, b)
     }
 
     fn collect_all(sh: &mut Shard, slot: usize, n: usize) -> (Vec<Item>, Wire) {
-        let (mut items, mut wire) = (Vec::new(), Wire::new(n));
-        slice(
-            sh,
-            slot,
-            n,
-            false,
-            &mut Default::default(),
-            &mut items,
-            &mut wire,
-        );
-        (items, wire)
+        let mut b = Batch::new(n);
+        slice(sh, slot, n, false, &mut b);
+        (b.items, b.wire)
     }
 
     /// A step's keys are collected slice by slice: no key is taken twice, the last slice says
@@ -1306,21 +1303,21 @@ mod tests {
             sh.dbs[0].insert(format!("{{t}}{i}").as_bytes(), s("v"), 0);
         }
         let slot = resp::slot(b"{t}0") as usize;
-        let (mut taken, mut items, mut wire) = (Default::default(), Vec::new(), Wire::new(0));
+        let mut b = Batch::new(0);
         let mut seen = Vec::new();
         loop {
-            let n = slice(&mut sh, slot, 3, false, &mut taken, &mut items, &mut wire);
+            let n = slice(&mut sh, slot, 3, false, &mut b);
             seen.push(n);
             if n < 3 {
                 break;
             }
         }
         assert_eq!(seen, [3, 3, 3, 1]);
-        let mut keys: Vec<Bytes> = items.iter().map(|it| it.key.clone()).collect();
+        let mut keys: Vec<Bytes> = b.items.iter().map(|it| it.key.clone()).collect();
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), 10);
-        assert_eq!(wire.keys, 10);
+        assert_eq!(b.wire.keys, 10);
         assert_eq!(sh.in_flight.len(), 10);
 
         // With tags, the first key reached brings its whole group; a member added before the
@@ -1329,25 +1326,16 @@ mod tests {
         for i in 0..10 {
             sh.dbs[0].insert(format!("{{t}}{i}").as_bytes(), s("v"), 0);
         }
-        let (mut taken, mut items, mut wire) = (Default::default(), Vec::new(), Wire::new(0));
-        assert_eq!(
-            slice(&mut sh, slot, 2, true, &mut taken, &mut items, &mut wire),
-            2
-        );
-        assert_eq!(items.len(), 10);
+        let mut b = Batch::new(0);
+        assert_eq!(slice(&mut sh, slot, 2, true, &mut b), 2);
+        assert_eq!(b.items.len(), 10);
         sh.dbs[0].insert(b"{t}new", s("v"), 0);
-        assert_eq!(
-            slice(&mut sh, slot, 2, true, &mut taken, &mut items, &mut wire),
-            1
-        );
-        assert_eq!(items.len(), 11);
-        assert_eq!(&items[10].key[..], b"{t}new");
-        assert_eq!(wire.keys, 11);
+        assert_eq!(slice(&mut sh, slot, 2, true, &mut b), 1);
+        assert_eq!(b.items.len(), 11);
+        assert_eq!(&b.items[10].key[..], b"{t}new");
+        assert_eq!(b.wire.keys, 11);
         assert_eq!(sh.in_flight.len(), 11);
-        assert_eq!(
-            slice(&mut sh, slot, 2, true, &mut taken, &mut items, &mut wire),
-            0
-        );
+        assert_eq!(slice(&mut sh, slot, 2, true, &mut b), 0);
     }
 
     /// A slot drain's batch is deleted at the source after the acknowledgement only where each
