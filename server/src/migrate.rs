@@ -589,12 +589,13 @@ fn collect_into(
     }
 }
 
-/// On the owning shard: the next `n` live keys of `slot` not in `batch.taken`, serialised,
-/// marked in flight and appended to `batch.items` and `batch.wire`, each read once (what [`collect`] does for seeds,
-/// reading the slot's table instead of looking each key up). A key with a hash tag, when `tags`,
-/// goes through [`collect`]'s expansion to its group. Every key appended goes into `taken`
-/// (by hash: a collision only leaves a key for the next call). Returns how many of the slot's
-/// keys were looked at: fewer than `n` when the slot has no more.
+/// On the owning shard: the next `n` live keys of the picked slot not in `batch.taken`,
+/// serialised, marked in flight and appended to `batch.items` and `batch.wire`, each read once
+/// (what [`collect`] does for seeds, reading the slot's table instead of looking each key up).
+/// A key with a hash tag, when `pick.tags`, goes through [`collect`]'s expansion to its group.
+/// Every key appended goes into `batch.taken` (by hash: a collision only leaves a key for the
+/// next call). Returns how many of the slot's keys were looked at: fewer than `n` when the slot
+/// has no more.
 fn collect_slot_into(sh: &mut Shard, pick: Pick, n: usize, batch: &mut Batch) -> usize {
     let Pick {
         db,
