@@ -233,6 +233,11 @@ const KEYS: &[Key] = &[
         mutable: true,
     },
     Key {
+        name: "migration-nice",
+        default: "10",
+        mutable: true,
+    },
+    Key {
         name: "slowlog-log-slower-than",
         default: "10000",
         mutable: true,
@@ -804,6 +809,13 @@ impl Config {
                     _ => return Err(bad("argument must be 'yes' or 'no'")),
                 },
                 std::sync::atomic::Ordering::Relaxed,
+            ),
+            "migration-nice" => crate::lowprio::set_nice(
+                value
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|n| (0..=19).contains(n))
+                    .ok_or_else(|| bad("argument must be between 0 and 19 inclusive"))?,
             ),
             "slowlog-log-slower-than" => crate::slowlog::set_slower_than(
                 value

@@ -19,6 +19,7 @@
 //! - [`persist`]: RDB snapshots (forkless, copy-on-write per slot), loading, SAVE/BGSAVE.
 //! - [`dump`]: DUMP/RESTORE and the engine value <-> RDB value conversion.
 //! - [`migrate`]: Codis's SLOTSMGRT* migration commands, source side (target side in `cmd/slots.rs`).
+//! - [`lowprio`]: migration work at a lower CPU priority than serving (`migration-nice`).
 //! - [`slotmove`]: SLOTSMOVE, moving a slot's tables between the cores of this server.
 //! - [`latency`]: the latency monitor (LATENCY, `latency-monitor-threshold`), one table for all cores.
 //! - [`pause`]: CLIENT PAUSE/UNPAUSE, a process-wide pause every connection checks before a command.
@@ -44,6 +45,7 @@ pub mod intset;
 pub mod keytable;
 pub mod latency;
 pub mod longdouble;
+pub mod lowprio;
 pub mod migrate;
 pub mod monitor;
 pub mod multi;

@@ -90,6 +90,7 @@ const CONFIG_FLAGS: &[&str] = &[
     "list-max-ziplist-size",
     "disable-thp",
     "client-core-affinity",
+    "migration-nice",
     "slowlog-log-slower-than",
     "slowlog-max-len",
     "latency-monitor-threshold",

@@ -597,6 +597,7 @@ fn collect_into(
 /// next call). Returns how many of the slot's keys were looked at: fewer than `n` when the slot
 /// has no more.
 fn collect_slot_into(sh: &mut Shard, pick: Pick, n: usize, batch: &mut Batch) -> usize {
+    let _low = crate::lowprio::enter();
     let Pick {
         db,
         slot,
@@ -744,6 +745,7 @@ fn finish(
     now: u64,
     acked: bool,
 ) -> (usize, Vec<Bytes>, usize) {
+    let _low = crate::lowprio::enter();
     let mut moved = 0;
     let mut changed = Vec::new();
     let slot = items.last().map(|it| resp::slot(&it.key) as usize);

@@ -273,6 +273,8 @@ pub fn run(config: Config) -> Result<(), String> {
     if config.disable_thp {
         disable_thp();
     }
+    // Before the executors start: the probe's answer is logged once, at start-up.
+    crate::lowprio::probe();
     let cpus = allowed_cpus();
     let _ = PROCESS_CPUS.set(cpus.clone());
     let ncores = if config.cores == 0 {

@@ -468,3 +468,114 @@ fn chunked_migration_reaches_the_targets_replica() {
     let ttl: i64 = q(&mut r, &["PTTL", "{r}:h"]);
     assert_eq!(ttl, -1, "temporary TTL removed on the replica too");
 }
+
+/// Nice values of a process's threads (field 19 of /proc/PID/task/*/stat).
+fn thread_nices(pid: u32) -> Vec<i64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter_map(|s| {
+            // The command name in parentheses may hold spaces: count fields after it.
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split(' ').nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Whether this process may raise a thread's nice value and lower it back, as the server must.
+fn can_renice() -> bool {
+    std::thread::spawn(|| {
+        // SAFETY: the calling thread's own priority.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let base = libc::getpriority(libc::PRIO_PROCESS, tid);
+            base < 19
+                && libc::setpriority(libc::PRIO_PROCESS, tid, base + 1) == 0
+                && libc::setpriority(libc::PRIO_PROCESS, tid, base) == 0
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn migration_slices_run_at_a_raised_nice_value() {
+    let src = testkit::codis_server(&["--cores", "1", "--migration-nice", "19"]);
+    let dst = testkit::codis_server(&["--cores", "1"]);
+    let (mut s, mut d) = (src.conn(), dst.conn());
+    let v: Vec<String> = q(&mut s, &["CONFIG", "GET", "migration-nice"]);
+    assert_eq!(v, ["migration-nice", "19"]);
+    let v: Vec<String> = q(&mut d, &["CONFIG", "GET", "migration-nice"]);
+    assert_eq!(v, ["migration-nice", "10"], "the default");
+    let err = q_err(&mut d, &["CONFIG", "SET", "migration-nice", "20"]);
+    assert!(err.contains("must be between 0 and 19"), "{err}");
+    let _: () = q(&mut d, &["CONFIG", "SET", "migration-nice", "19"]);
+
+    // One slot of 100,000 keys: a few hundred slices on each side.
+    let n = 100_000;
+    let slot = slot_of("{m}");
+    let mut p = redis::pipe();
+    for i in 0..n {
+        p.cmd("SET").arg(format!("{{m}}:{i}")).arg(i).ignore();
+    }
+    let _: () = p.query(&mut s).unwrap();
+    let pids = [src.child.id(), dst.child.id()];
+    let base = *thread_nices(pids[0]).iter().max().unwrap();
+    for p in pids {
+        assert!(
+            thread_nices(p).iter().all(|&x| x == base),
+            "threads start at nice {base}"
+        );
+    }
+
+    // Watch both servers' threads while the slot moves.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = [i64::MIN; 2];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, &p) in pids.iter().enumerate() {
+                    seen[i] = seen[i].max(thread_nices(p).into_iter().max().unwrap_or(i64::MIN));
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            seen
+        })
+    };
+    let r: Vec<i64> = q(
+        &mut s,
+        &[
+            "SLOTSMGRTSLOT-ASYNC",
+            "127.0.0.1",
+            &dst.port.to_string(),
+            "30000",
+            "200",
+            "1048576",
+            &slot.to_string(),
+            &(2 * n).to_string(),
+        ],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert_eq!(r, vec![n, 0]);
+    let moved: i64 = q(&mut d, &["DBSIZE"]);
+    assert_eq!(moved, n);
+
+    if can_renice() {
+        assert_eq!(
+            seen,
+            [(base + 19).min(19); 2],
+            "the source's and the target's migration work ran at nice {base} + 19"
+        );
+    }
+    // Every thread is back where it started.
+    for p in pids {
+        let now = thread_nices(p);
+        assert!(
+            now.iter().all(|&x| x == base),
+            "nice values after the migration: {now:?}"
+        );
+    }
+}

@@ -14,6 +14,7 @@ pub static HANDLERS: &[(&str, Handler)] = &[
 
 /// `SLOTSRESTORE key ttl payload [key ttl payload …]`: validate every triple, then replace each key.
 fn slotsrestore(ctx: &mut Ctx) {
+    let _low = crate::lowprio::enter();
     let n = ctx.args.len() - 1;
     if n % 3 != 0 {
         return ctx.err("ERR wrong number of arguments for 'slotsrestore' command");
@@ -76,6 +77,7 @@ pub fn ack(out: &mut BytesMut, errno: i64, msg: &str) {
 /// `SLOTSRESTORE-ASYNC delete key | expire key ttl | object key ttl payload | string key ttl value
 /// | list|hash|dict|zset key ttl hint elements…`. Every form answers `SLOTSRESTORE-ASYNC-ACK errno msg`.
 fn slotsrestore_async(ctx: &mut Ctx) {
+    let _low = crate::lowprio::enter();
     let argc = ctx.args.len();
     if argc == 5 && ctx.arg(1).eq_ignore_ascii_case(b"object") {
         // The form of every small key: no other work before it.
