@@ -22,13 +22,16 @@
 //! migrations run at normal priority.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// `migration-nice`: how much a migration slice raises its thread's nice value (0: not at all).
 static NICE: AtomicI32 = AtomicI32::new(10);
 /// Whether this process can raise a thread's nice value and lower it back.
 static ABLE: OnceLock<bool> = OnceLock::new();
+/// Slices run at a raised nice value (INFO stats `migration_low_priority_slices`; INFO stats
+/// `migration_nice` shows the raise in effect, 0 when off or not permitted).
+pub static SLICES: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Nesting depth of [`Low`] guards on this thread, and the nice value to go back to.
@@ -130,6 +133,7 @@ pub fn enter() -> Low {
         return Low { on: false };
     }
     STATE.with(|s| s.set((1, base)));
+    SLICES.fetch_add(1, Ordering::Relaxed);
     Low { on: true }
 }
 

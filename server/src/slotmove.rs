@@ -70,6 +70,15 @@ pub fn stats_lines(o: &mut String) {
         crate::conn::CROSS_CORE.load(Ordering::Relaxed),
         crate::conn::AFFINITY_MOVES.load(Ordering::Relaxed)
     ));
+    o.push_str(&format!(
+        "migration_nice:{}\r\nmigration_low_priority_slices:{}\r\n",
+        if crate::lowprio::active() {
+            crate::lowprio::nice()
+        } else {
+            0
+        },
+        crate::lowprio::SLICES.load(Ordering::Relaxed)
+    ));
 }
 
 /// Held by a SLOTSMGRT* migration or an RDB load for its duration: no slot moves meanwhile.

@@ -563,7 +563,17 @@ fn migration_slices_run_at_a_raised_nice_value() {
     let moved: i64 = q(&mut d, &["DBSIZE"]);
     assert_eq!(moved, n);
 
+    let stat = |c: &mut Connection, name: &str| -> i64 {
+        let info: String = q(c, &["INFO", "stats"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:"))?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in INFO stats"))
+    };
     if can_renice() {
+        assert_eq!(stat(&mut s, "migration_nice"), 19);
+        // 100,000 keys in slices of at most 128 keys: collected, then deleted, at the source.
+        assert!(stat(&mut s, "migration_low_priority_slices") >= 2 * 782);
+        assert!(stat(&mut d, "migration_low_priority_slices") >= 782);
         assert_eq!(
             seen,
             [(base + 19).min(19); 2],
