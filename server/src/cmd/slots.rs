@@ -77,12 +77,14 @@ pub fn ack(out: &mut BytesMut, errno: i64, msg: &str) {
 /// `SLOTSRESTORE-ASYNC delete key | expire key ttl | object key ttl payload | string key ttl value
 /// | list|hash|dict|zset key ttl hint elements…`. Every form answers `SLOTSRESTORE-ASYNC-ACK errno msg`.
 fn slotsrestore_async(ctx: &mut Ctx) {
-    let _low = crate::lowprio::enter();
     let argc = ctx.args.len();
     if argc == 5 && ctx.arg(1).eq_ignore_ascii_case(b"object") {
-        // The form of every small key: no other work before it.
+        // The form of every small key: no other work before it (not even the priority switch,
+        // which would cost more than restoring one small key).
         return restore_object(ctx);
     }
+    // A chunk of a big key's elements: a slice of migration work.
+    let _low = crate::lowprio::enter();
     let sub = String::from_utf8_lossy(ctx.arg(1)).to_lowercase();
     let now = ctx.now;
     let ttl_at = |ctx: &Ctx, i: usize| -> Option<u64> { ttl_at(ctx, i, now) };
