@@ -34,8 +34,8 @@ static ABLE: OnceLock<bool> = OnceLock::new();
 pub static SLICES: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    /// Nesting depth of [`Low`] guards on this thread, and the nice value to go back to.
-    static STATE: Cell<(u32, i32)> = const { Cell::new((0, 0)) };
+    /// Nesting depth of [`Low`] guards on this thread.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
     /// This thread's nice value outside migration slices, once read.
     static BASE: Cell<Option<i32>> = const { Cell::new(None) };
 }
@@ -113,9 +113,9 @@ pub fn enter() -> Low {
     if !active() {
         return Low { on: false };
     }
-    let (depth, base) = STATE.with(|s| s.get());
+    let depth = DEPTH.with(|d| d.get());
     if depth > 0 {
-        STATE.with(|s| s.set((depth + 1, base)));
+        DEPTH.with(|d| d.set(depth + 1));
         return Low { on: true };
     }
     // The thread's own nice value, read once: nothing else in the server changes it.
@@ -132,7 +132,7 @@ pub fn enter() -> Low {
     if !set_thread_nice((base + nice()).min(19)) {
         return Low { on: false };
     }
-    STATE.with(|s| s.set((1, base)));
+    DEPTH.with(|d| d.set(1));
     SLICES.fetch_add(1, Ordering::Relaxed);
     Low { on: true }
 }
@@ -142,9 +142,16 @@ impl Drop for Low {
         if !self.on {
             return;
         }
-        let (depth, base) = STATE.with(|s| s.get());
-        STATE.with(|s| s.set((depth - 1, base)));
-        if depth == 1 && !set_thread_nice(base) {
+        let depth = DEPTH.with(|d| d.get());
+        DEPTH.with(|d| d.set(depth - 1));
+        if depth > 1 {
+            return;
+        }
+        // Set by `enter` before the outermost guard went on.
+        let Some(base) = BASE.with(|b| b.get()) else {
+            return;
+        };
+        if !set_thread_nice(base) {
             // Cannot happen after a successful probe; stop switching rather than strand more.
             NICE.store(0, Ordering::Relaxed);
             tracing::error!(
