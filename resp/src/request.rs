@@ -242,7 +242,8 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
     } else {
         (false, s)
     };
-    if digits.is_empty() || (digits[0] == b'0' && digits.len() > 1) {
+    // Redis's string2ll: no leading zeros, and no "-0".
+    if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
         return None;
     }
     let mut v: u64 = 0;
@@ -483,5 +484,7 @@ mod tests {
         assert_eq!(parse_i64(b"+1"), None);
         assert_eq!(parse_i64(b""), None);
         assert_eq!(parse_i64(b"-"), None);
+        assert_eq!(parse_i64(b"-0"), None);
+        assert_eq!(parse_i64(b"-01"), None);
     }
 }

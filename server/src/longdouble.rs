@@ -92,8 +92,10 @@ pub fn parse(b: &[u8]) -> Option<LongDouble> {
     if b.is_empty() || b.len() >= MAX_CHARS {
         return None;
     }
-    // strtold stops at a NUL, which Redis takes for the end of the text.
-    let b = &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())];
+    // strtold stops at a NUL, and Redis then refuses the text: it must all be consumed.
+    if b.contains(&0) {
+        return None;
+    }
     let (neg, rest) = match b.first() {
         Some(b'-') => (true, &b[1..]),
         Some(b'+') => (false, &b[1..]),

@@ -1470,6 +1470,84 @@ GEOSEARCH nokey FROMLONLAT 15 37 BYRADIUS 200 km
 GEORADIUS Sicily 15 37 200 km COUNT 1 ANY
 "#;
 
+/// Which error wins when a command has both a bad argument and a missing or wrong-typed key,
+/// and number parsing corner cases (found by random differential runs against redis-server).
+const ORDER: &str = r#"
+LINDEX nolist x
+LSET nolist x v
+SET s v
+LINDEX s x
+LSET s x v
+RPUSH l a b
+LINDEX l x
+LSET l x v
+LPOS l a COUNT x
+LPOS l a MAXLEN x
+LPOS l a COUNT -1
+GETEX nokey EX -1
+GETEX s EX -1
+GETEX l EX -1
+GETEX s EX x
+GETEX s PERSIST EX 10
+BITCOUNT nokey 1
+BITCOUNT nokey x y
+BITCOUNT l 1
+BITCOUNT s 1
+BITPOS nokey 1 x
+BITPOS nokey 0 x y BIT
+BITPOS l 1 x
+BITPOS nokey 2
+BITPOS s 1 x
+
+SET s 1
+BITPOS s 0 -1 -100
+BITPOS s 0 -1 -100 BIT
+BITCOUNT s -1 -100
+GETRANGE s -1 -100
+SET z -0
+INCR z
+DECRBY s -0
+INCRBY s -0
+HSET h f -0
+HINCRBY h f 1
+HINCRBY h g -0
+SETRANGE s 1 "\x000"
+INCRBYFLOAT s 1
+HSET h n "1\x00"
+HINCRBYFLOAT h n 1
+INCRBYFLOAT s "1\x001"
+
+SADD set a
+SET str v
+ZADD z 1 a
+ZUNIONSTORE d 2 z set WEIGHTS x 1
+ZUNIONSTORE d 2 z str WEIGHTS x 1
+ZINTERSTORE d 2 str z AGGREGATE
+ZUNION 2 z str WITHSCORES BAD
+ZINTERCARD 2 z str LIMIT
+ZINTERCARD 2 z
+ZINTERCARD 3 z set
+ZUNIONSTORE d 3 z set
+
+ZADD mixed 1 b 2 a 3 c
+ZRANGEBYLEX mixed [a [c
+ZRANGEBYLEX mixed (b [z
+ZREVRANGEBYLEX mixed [z (a
+ZLEXCOUNT mixed [a [b
+ZLEXCOUNT mixed - +
+ZREMRANGEBYLEX mixed [c [c
+ZRANGE mixed 0 -1
+
+ZADD g 1 s1 2.5 s25 -inf sninf +inf spinf 0 s0 -2 sm2 3 s3
+GEOPOS g s1 s25 sninf spinf s0 sm2 s3
+GEOHASH g s1 s25 sninf spinf s0 sm2 s3
+"#;
+
+#[test]
+fn argument_order_matches_redis() {
+    check("argument order", ORDER);
+}
+
 #[test]
 fn strings_match_redis() {
     check("strings", STRINGS);

@@ -89,12 +89,32 @@ pub fn decode(ranges: ((f64, f64), (f64, f64)), h: Hash) -> Option<Area> {
     })
 }
 
+/// `(uint64_t)d` as Redis's x86-64 build computes it, for scores that are not geohashes (GEOPOS
+/// of a member added with ZADD): below 2^63 a signed truncation, whose out-of-range result is
+/// `i64::MIN` (`-inf` gives 2^63, `-2` gives 2^64 - 2); from 2^63 up the same on `d - 2^63`
+/// with the top bit flipped (`+inf` gives 0). Rust's `as u64` saturates instead.
+fn c_double_to_u64(d: f64) -> u64 {
+    const TWO63: f64 = 9_223_372_036_854_775_808.0;
+    let cvtt = |x: f64| {
+        if x.is_nan() || !(-TWO63..TWO63).contains(&x) {
+            i64::MIN
+        } else {
+            x as i64
+        }
+    };
+    if d < TWO63 {
+        cvtt(d) as u64
+    } else {
+        (cvtt(d - TWO63) as u64) ^ (1 << 63)
+    }
+}
+
 /// The point (longitude, latitude) a stored score stands for: its cell's centre.
 pub fn decode_score(score: f64) -> Option<(f64, f64)> {
     let a = decode(
         INTERNAL,
         Hash {
-            bits: score as u64,
+            bits: c_double_to_u64(score),
             step: STEP_MAX,
         },
     )?;
@@ -327,6 +347,15 @@ pub fn geohash_string(score: f64) -> Option<[u8; 11]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_convert_like_c_on_x86_64() {
+        assert_eq!(c_double_to_u64(3.0), 3);
+        assert_eq!(c_double_to_u64(-2.0), u64::MAX - 1);
+        assert_eq!(c_double_to_u64(f64::NEG_INFINITY), 1 << 63);
+        assert_eq!(c_double_to_u64(f64::INFINITY), 0);
+        assert_eq!(c_double_to_u64(1e19), 10_000_000_000_000_000_000);
+    }
 
     #[test]
     fn geo_palermo_round_trips_like_redis() {

@@ -167,31 +167,37 @@ fn index(i: i64, len: usize) -> Option<usize> {
 }
 
 fn lindex(ctx: &mut Ctx) {
-    let Some(i) = ctx.int(2) else { return };
+    // Redis's order: the key and its type, then the index.
+    let i = resp::parse_i64(&ctx.args[2]);
     let now = ctx.now;
     match list_mut(&mut ctx.dbs[ctx.db], &ctx.args[1], now) {
         Err(_) => encode::error(ctx.out, err::WRONGTYPE),
         Ok(None) => encode::null(ctx.out, ctx.proto),
-        Ok(Some(l)) => match index(i, l.len()).and_then(|i| l.get(i)) {
-            Some(e) => encode::bulk(ctx.out, e),
-            None => encode::null(ctx.out, ctx.proto),
+        Ok(Some(l)) => match i {
+            None => encode::error(ctx.out, err::NOT_INT),
+            Some(i) => match index(i, l.len()).and_then(|i| l.get(i)) {
+                Some(e) => encode::bulk(ctx.out, e),
+                None => encode::null(ctx.out, ctx.proto),
+            },
         },
     }
 }
 
 fn lset(ctx: &mut Ctx) {
-    let Some(i) = ctx.int(2) else { return };
+    // Redis's order: the key and its type, then the index.
+    let i = resp::parse_i64(&ctx.args[2]);
     let now = ctx.now;
     let v = ctx.args[3].clone();
     match list_mut(&mut ctx.dbs[ctx.db], &ctx.args[1], now) {
         Err(_) => ctx.wrongtype(),
         Ok(None) => ctx.err(err::NO_SUCH_KEY),
-        Ok(Some(l)) => match index(i, l.len()) {
-            Some(i) => {
+        Ok(Some(l)) => match i.map(|i| index(i, l.len())) {
+            None => encode::error(ctx.out, err::NOT_INT),
+            Some(Some(i)) => {
                 l.set(i, &v);
                 ctx.ok()
             }
-            None => ctx.err("ERR index out of range"),
+            Some(None) => ctx.err("ERR index out of range"),
         },
     }
 }
@@ -312,17 +318,16 @@ fn lpos(ctx: &mut Ctx) {
             }
             rank = r;
         } else if ctx.is(i, "count") {
-            let Some(c) = ctx.int(i + 1) else { return };
-            if c < 0 {
-                return ctx.err("ERR COUNT can't be negative");
+            // Redis gives the same error for a count that is not an integer.
+            match resp::parse_i64(&ctx.args[i + 1]) {
+                Some(c) if c >= 0 => count = Some(c as usize),
+                _ => return ctx.err("ERR COUNT can't be negative"),
             }
-            count = Some(c as usize);
         } else if ctx.is(i, "maxlen") {
-            let Some(m) = ctx.int(i + 1) else { return };
-            if m < 0 {
-                return ctx.err("ERR MAXLEN can't be negative");
+            match resp::parse_i64(&ctx.args[i + 1]) {
+                Some(m) if m >= 0 => maxlen = m as usize,
+                _ => return ctx.err("ERR MAXLEN can't be negative"),
             }
-            maxlen = m as usize;
         } else {
             return ctx.err(err::SYNTAX);
         }

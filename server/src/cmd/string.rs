@@ -288,25 +288,23 @@ fn getdel(ctx: &mut Ctx) {
 
 fn getex(ctx: &mut Ctx) {
     let mut ttl: Option<u64> = None; // Some(0) = persist
+                                     // The argument index, unit (ms) and absoluteness of EX/PX/EXAT/PXAT.
+    let mut expire: Option<(usize, i64, bool)> = None;
     let mut i = 2;
     while i < ctx.args.len() {
         let has_next = i + 1 < ctx.args.len();
-        if ctx.is(i, "persist") && ttl.is_none() {
+        let unset = ttl.is_none() && expire.is_none();
+        if ctx.is(i, "persist") && unset {
             ttl = Some(0);
-        } else if has_next
-            && ttl.is_none()
-            && ["ex", "px", "exat", "pxat"].iter().any(|w| ctx.is(i, w))
-        {
+        } else if has_next && unset && ["ex", "px", "exat", "pxat"].iter().any(|w| ctx.is(i, w)) {
             let unit = if ctx.is(i, "ex") || ctx.is(i, "exat") {
                 1000
             } else {
                 1
             };
             let abs = ctx.is(i, "exat") || ctx.is(i, "pxat");
-            let Some(at) = expire_arg(ctx, i + 1, unit, abs, "getex") else {
-                return;
-            };
-            ttl = Some(at);
+            // The value is checked after the key, as Redis does.
+            expire = Some((i + 1, unit, abs));
             i += 1;
         } else {
             return ctx.err(err::SYNTAX);
@@ -319,6 +317,12 @@ fn getex(ctx: &mut Ctx) {
         Ok(None) => return ctx.null(),
         Err(()) => return ctx.wrongtype(),
     };
+    if let Some((at, unit, abs)) = expire {
+        let Some(at) = expire_arg(ctx, at, unit, abs, "getex") else {
+            return;
+        };
+        ttl = Some(at);
+    }
     let now = ctx.now;
     match ttl {
         Some(at) if at != 0 && at <= now => {
@@ -397,10 +401,16 @@ fn strlen(ctx: &mut Ctx) {
 
 /// Redis's index normalisation for GETRANGE-style `start end` (inclusive), or None for empty.
 pub fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
-    let len = len as i64;
     if start < 0 && end < 0 && start > end {
         return None;
     }
+    clamp_ends(start, end, len)
+}
+
+/// [`clamp_range`] without its first test: BITPOS clamps two negative ends that cross (`-1
+/// -100`) to 0 and searches what is left, as Redis 7.0 does.
+fn clamp_ends(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
     let mut s = if start < 0 { len + start } else { start };
     let mut e = if end < 0 { len + end } else { end };
     s = s.max(0);
@@ -683,10 +693,16 @@ fn range_args(ctx: &mut Ctx, from: usize, end_required: bool) -> Option<(i64, i6
 }
 
 fn bitcount(ctx: &mut Ctx) {
+    let key = ctx.arg(1).clone();
+    // Redis's order: the key (missing: 0 whatever the arguments) and its type, then the range.
+    match read_str(ctx, &key) {
+        Ok(Some(_)) => {}
+        Ok(None) => return ctx.int_reply(0),
+        Err(()) => return ctx.wrongtype(),
+    }
     let Some((start, end, _, bit)) = range_args(ctx, 2, true) else {
         return;
     };
-    let key = ctx.arg(1).clone();
     let count = match read_str(ctx, &key) {
         Ok(Some(v)) => {
             let total = if bit { v.len() * 8 } else { v.len() };
@@ -769,14 +785,20 @@ fn bitpos(ctx: &mut Ctx) {
         Some(_) => return ctx.err("ERR The bit argument must be 1 or 0."),
         None => return,
     };
+    let key = ctx.arg(1).clone();
+    // Redis's order: the bit, then the key (missing: all clear bits) and its type, then the range.
+    match read_str(ctx, &key) {
+        Ok(Some(_)) => {}
+        Ok(None) => return ctx.int_reply(if want { -1 } else { 0 }),
+        Err(()) => return ctx.wrongtype(),
+    }
     let Some((start, end, end_given, bit)) = range_args(ctx, 3, false) else {
         return;
     };
-    let key = ctx.arg(1).clone();
     let pos = match read_str(ctx, &key) {
         Ok(Some(v)) => {
             let total = if bit { v.len() * 8 } else { v.len() };
-            match clamp_range(start, end, total) {
+            match clamp_ends(start, end, total) {
                 None => -1,
                 Some((s, e)) => {
                     let (first, last) = if bit { (s, e) } else { (s * 8, e * 8 + 7) };

@@ -408,6 +408,15 @@ enum Bounds {
 /// Select the members a range asks for, in reply order.
 fn select(z: &ZSet, b: &Bounds, rev: bool, limit: Option<(i64, i64)>) -> Pairs {
     let mut all: Vec<(&[u8], f64)> = z.iter().collect();
+    // Redis first tests the range against the set's ends (the last member must reach the start
+    // bound, the first must not pass the end bound): with members of different scores, that
+    // test alone can make the reply empty.
+    if let Bounds::Lex(r) = b {
+        let ends = all.first().zip(all.last());
+        if !ends.is_some_and(|((first, _), (last, _))| r.lte_max(first) && r.gte_min(last)) {
+            return Vec::new();
+        }
+    }
     if rev {
         all.reverse();
     }
@@ -863,7 +872,15 @@ fn setop_generic(ctx: &mut Ctx, op: SetOp, store: bool) {
     if n > ctx.args.len() - at - 1 {
         return ctx.err(err::SYNTAX);
     }
-    let keys = ctx.args[at + 1..at + 1 + n].to_vec();
+    // Redis's order: every input's type, then the options.
+    let now = ctx.now;
+    let mut inputs = Vec::with_capacity(n);
+    for k in &ctx.args[at + 1..at + 1 + n] {
+        match load_input(&mut ctx.dbs[ctx.db], k, now) {
+            Ok(p) => inputs.push(p),
+            Err(_) => return encode::error(ctx.out, err::WRONGTYPE),
+        }
+    }
     let mut weights = vec![1.0; n];
     let mut agg = Agg::Sum;
     let mut withscores = false;
@@ -895,14 +912,6 @@ fn setop_generic(ctx: &mut Ctx, op: SetOp, store: bool) {
             return ctx.err(err::SYNTAX);
         }
         i += 1;
-    }
-    let now = ctx.now;
-    let mut inputs = Vec::with_capacity(n);
-    for k in &keys {
-        match load_input(&mut ctx.dbs[ctx.db], k, now) {
-            Ok(p) => inputs.push(p),
-            Err(_) => return ctx.wrongtype(),
-        }
     }
     let weigh = |s: f64, w: f64| {
         let v = s * w;
@@ -1005,7 +1014,17 @@ fn zintercard(ctx: &mut Ctx) {
     }
     let n = n as usize;
     if n > ctx.args.len() - 2 {
-        return ctx.err("ERR Number of keys can't be greater than number of args");
+        return ctx.err(err::SYNTAX);
+    }
+    // Redis's order: every input's type, then the options.
+    let now = ctx.now;
+    let mut inputs = Vec::with_capacity(n);
+    let args = ctx.args;
+    for k in &args[2..2 + n] {
+        match load_input(&mut ctx.dbs[ctx.db], k, now) {
+            Ok(p) => inputs.push(p),
+            Err(_) => return ctx.wrongtype(),
+        }
     }
     let mut limit = 0usize;
     let mut i = 2 + n;
@@ -1018,15 +1037,6 @@ fn zintercard(ctx: &mut Ctx) {
             i += 2;
         } else {
             return ctx.err(err::SYNTAX);
-        }
-    }
-    let now = ctx.now;
-    let mut inputs = Vec::with_capacity(n);
-    let args = ctx.args;
-    for k in &args[2..2 + n] {
-        match load_input(&mut ctx.dbs[ctx.db], k, now) {
-            Ok(p) => inputs.push(p),
-            Err(_) => return ctx.wrongtype(),
         }
     }
     inputs.sort_by_key(|p| p.len());
