@@ -274,7 +274,7 @@ const KEYS: &[Key] = &[
     },
     Key {
         name: "hash-max-listpack-entries",
-        default: "128",
+        default: "512",
         mutable: true,
     },
     Key {
@@ -284,7 +284,7 @@ const KEYS: &[Key] = &[
     },
     Key {
         name: "hash-max-ziplist-entries",
-        default: "128",
+        default: "512",
         mutable: true,
     },
     Key {

@@ -22,8 +22,9 @@ pub use crate::smallbytes::Member;
 pub mod limits {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-    /// `hash-max-listpack-entries` (alias `hash-max-ziplist-entries`).
-    pub static HASH_MAX_LISTPACK_ENTRIES: AtomicUsize = AtomicUsize::new(128);
+    /// `hash-max-listpack-entries` (alias `hash-max-ziplist-entries`): 512, redis-server's built-in
+    /// default (the sample redis.conf sets 128).
+    pub static HASH_MAX_LISTPACK_ENTRIES: AtomicUsize = AtomicUsize::new(512);
     /// `hash-max-listpack-value` (alias `hash-max-ziplist-value`).
     pub static HASH_MAX_LISTPACK_VALUE: AtomicUsize = AtomicUsize::new(64);
     /// `set-max-intset-entries`.
@@ -957,11 +958,11 @@ mod tests {
         );
         assert!(h.remove(b"a"));
         assert_eq!(h.len(), 1);
-        for i in 0..200 {
+        for i in 0..600 {
             h.set(format!("f{i}").as_bytes(), b"x");
         }
         assert!(matches!(h, Hash::Map(_)));
-        assert_eq!(h.len(), 201);
+        assert_eq!(h.len(), 601);
     }
 
     #[test]

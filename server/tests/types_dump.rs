@@ -34,8 +34,11 @@ fn build(c: &mut Raw) {
     for cmd in BUILD {
         c.q(cmd);
     }
-    for i in 0..300 {
+    // Past hash-max-listpack-entries (512): a hash table.
+    for i in 0..600 {
         c.q(&format!("HSET hbig field{i} value{i}"));
+    }
+    for i in 0..300 {
         c.q(&format!("RPUSH lbig element-{i}"));
         c.q(&format!("SADD sbig m{i}"));
         c.q(&format!("ZADD zbig {i} m{i}"));

@@ -56,14 +56,17 @@ fn hash_basics_and_errors() {
     let long = "x".repeat(65);
     assert_eq!(c.q(&format!("HSET big f {long}")), ":1\r\n");
     assert_eq!(c.q("OBJECT ENCODING big"), "$9\r\nhashtable\r\n");
-    for i in 0..129 {
+    // redis-server's built-in default is 512 entries (its sample redis.conf says 128).
+    for i in 0..512 {
         c.q(&format!("HSET many f{i} v"));
     }
+    assert_eq!(c.q("OBJECT ENCODING many"), "$8\r\nlistpack\r\n");
+    c.q("HSET many f512 v");
     assert_eq!(c.q("OBJECT ENCODING many"), "$9\r\nhashtable\r\n");
-    assert_eq!(c.q("HLEN many"), ":129\r\n");
+    assert_eq!(c.q("HLEN many"), ":513\r\n");
     assert_eq!(
         c.q("CONFIG GET hash-max-listpack-entries"),
-        "*2\r\n$25\r\nhash-max-listpack-entries\r\n$3\r\n128\r\n"
+        "*2\r\n$25\r\nhash-max-listpack-entries\r\n$3\r\n512\r\n"
     );
 }
 
@@ -71,7 +74,8 @@ fn hash_basics_and_errors() {
 fn hscan_walks_a_big_hash_completely() {
     let srv = codis2();
     let mut c = Raw::connect(srv.port);
-    for i in 0..500 {
+    // Past hash-max-listpack-entries (512), so a table, walked in pages.
+    for i in 0..1000 {
         c.q(&format!("HSET h f{i} {i}"));
     }
     let mut seen = std::collections::HashSet::new();
@@ -92,7 +96,7 @@ fn hscan_walks_a_big_hash_completely() {
         }
         assert!(rounds < 100);
     }
-    assert_eq!(seen.len(), 500);
+    assert_eq!(seen.len(), 1000);
     assert!(rounds > 5, "a big hash is walked in pages");
 }
 
