@@ -1548,6 +1548,32 @@ fn argument_order_matches_redis() {
     check("argument order", ORDER);
 }
 
+/// HyperLogLog strings byte for byte: sparse while small (opcode splits and merges), dense past
+/// 3,000 bytes or a register above 32, PFMERGE keeping or leaving the sparse encoding, and the
+/// cardinality PFCOUNT caches in the header.
+#[test]
+fn hyperloglog_bytes_match_redis() {
+    let words = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| format!("e{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let script = format!(
+        "PFADD h\nGET h\nPFADD h a b c\nGET h\nPFADD h a\nGET h\nPFADD h {w1}\nGET h\n\
+         PFADD h {w2}\nGET h\nPFADD s {w3}\nPFADD t {w4}\nPFMERGE m s t\nGET m\n\
+         PFMERGE d h s\nGET d\nPFMERGE s t\nGET s\nPFCOUNT h s t m d\nPFCOUNT m\nGET m\n\
+         PFCOUNT m\nPFCOUNT h\nGET h\nPFADD h e1\nGET h\nPFADD h zzz\nGET h\nPFCOUNT nokey\n\
+         OBJECT ENCODING s\nPFADD new\nOBJECT ENCODING new\nPFCOUNT new\nGET new\n\
+         SET x notanhll\nPFADD x a\nPFMERGE m x\nPFCOUNT x",
+        w1 = words(0, 60),
+        w2 = words(60, 3000),
+        w3 = words(5000, 40),
+        w4 = words(7000, 30),
+    );
+    check("hyperloglog", &script);
+}
+
 #[test]
 fn strings_match_redis() {
     check("strings", STRINGS);

@@ -1,9 +1,15 @@
 //! HyperLogLog (Redis's `hyperloglog.c`): PFADD, PFCOUNT, PFMERGE.
 //!
 //! A HyperLogLog is a string in Redis's own format (`HYLL` header, 16384 six-bit registers), so
-//! GET, SET, DUMP and RESTORE interoperate with Redis. We read both of Redis's encodings (sparse
-//! and dense) and always write the dense one (12 KiB); the estimate is Redis's (MurmurHash64A with
-//! seed `0xadc83b19`, Ertl's improved estimator), so counts are identical to Redis's.
+//! GET, SET, DUMP and RESTORE interoperate with Redis. Like Redis, a new HyperLogLog starts in the
+//! sparse encoding (run lengths of equal registers: a few dozen bytes for a small set) and
+//! becomes dense (12 KiB) when a register needs a value above 32 or the string would pass 3,000
+//! bytes (`hll-sparse-max-bytes`); both are updated in place, with Redis's opcode splitting and
+//! merging, so the bytes after a PFADD or PFMERGE are the ones redis-server 7.0 writes. The
+//! estimate is Redis's (MurmurHash64A with seed `0xadc83b19`, Ertl's improved estimator), so
+//! counts are identical to Redis's. PFCOUNT of one key keeps the cardinality in the header as
+//! Redis does; unlike Redis, it does not propagate PFCOUNT for that, so a replica's or the AOF's
+//! copy may hold no cached value (the same registers).
 
 use super::{err, Ctx, Handler};
 use crate::db::Db;
@@ -82,11 +88,7 @@ fn registers(s: &[u8]) -> Result<Vec<u8>, Bad> {
         }
         let p = &s[HDR..];
         for (i, r) in regs.iter_mut().enumerate() {
-            let byte = i * 6 / 8;
-            let fb = (i * 6) & 7;
-            let b0 = p[byte] as u16;
-            let b1 = *p.get(byte + 1).unwrap_or(&0) as u16;
-            *r = (((b0 >> fb) | (b1 << (8 - fb))) & 63) as u8;
+            *r = dense_get(p, i);
         }
         return Ok(regs);
     }
@@ -121,21 +123,216 @@ fn registers(s: &[u8]) -> Result<Vec<u8>, Bad> {
     Ok(regs)
 }
 
-/// The dense string for registers (cached cardinality marked invalid).
-fn dense(regs: &[u8]) -> Box<[u8]> {
-    let mut s = vec![0u8; DENSE_SIZE + 1];
-    s[..4].copy_from_slice(b"HYLL");
-    s[15] = 0x80;
+/// The dense string for registers under `hdr` (its magic and cached cardinality kept, its
+/// encoding set to dense), as Redis converts a sparse HyperLogLog.
+fn dense_with(hdr: &[u8], regs: &[u8]) -> Vec<u8> {
+    let mut s = vec![0u8; DENSE_SIZE];
+    s[..HDR].copy_from_slice(&hdr[..HDR]);
+    s[4] = 0;
     let p = &mut s[HDR..];
     for (i, &v) in regs.iter().enumerate() {
-        let byte = i * 6 / 8;
-        let fb = (i * 6) & 7;
-        let v = v as u16;
-        p[byte] |= (v << fb) as u8;
-        p[byte + 1] |= (v >> (8 - fb)) as u8;
+        dense_set(p, i, v);
     }
-    s.truncate(DENSE_SIZE);
-    s.into_boxed_slice()
+    s
+}
+
+/// Register `i` of a dense string's register area.
+fn dense_get(p: &[u8], i: usize) -> u8 {
+    let byte = i * 6 / 8;
+    let fb = (i * 6) & 7;
+    let b0 = p[byte] as u16;
+    let b1 = *p.get(byte + 1).unwrap_or(&0) as u16;
+    (((b0 >> fb) | (b1 << (8 - fb))) & 63) as u8
+}
+
+/// Set register `i` of a dense string's register area to `v` (< 64).
+fn dense_set(p: &mut [u8], i: usize, v: u8) {
+    let byte = i * 6 / 8;
+    let fb = (i * 6) & 7;
+    let v = v as u16;
+    p[byte] = (p[byte] as u16 & !(63 << fb) | (v << fb)) as u8;
+    if fb > 2 {
+        p[byte + 1] = (p[byte + 1] as u16 & !(63 >> (8 - fb)) | (v >> (8 - fb))) as u8;
+    }
+}
+
+// The sparse encoding's opcodes: ZERO `00xxxxxx` (1–64 zero registers), XZERO `01xxxxxx
+// yyyyyyyy` (1–16384 zero registers), VAL `1vvvvvxx` (1–4 registers of value 1–32).
+const SPARSE_VAL_MAX_VALUE: u8 = 32;
+const SPARSE_VAL_MAX_LEN: usize = 4;
+const SPARSE_ZERO_MAX_LEN: usize = 64;
+/// `hll-sparse-max-bytes`: Redis's default (the key is accepted by CONFIG, not honoured).
+const SPARSE_MAX_BYTES: usize = 3000;
+
+fn is_zero(b: u8) -> bool {
+    b & 0xc0 == 0
+}
+fn is_xzero(b: u8) -> bool {
+    b & 0xc0 == 0x40
+}
+fn val_value(b: u8) -> u8 {
+    ((b >> 2) & 0x1f) + 1
+}
+fn val_len(b: u8) -> usize {
+    (b & 3) as usize + 1
+}
+fn val_op(value: u8, len: usize) -> u8 {
+    0x80 | ((value - 1) << 2) | (len as u8 - 1)
+}
+/// A ZERO or XZERO opcode for a run of `len` zero registers, appended to `out`.
+fn zero_ops(out: &mut Vec<u8>, len: usize) {
+    if len > SPARSE_ZERO_MAX_LEN {
+        out.push(0x40 | ((len - 1) >> 8) as u8);
+        out.push(((len - 1) & 0xff) as u8);
+    } else {
+        out.push((len - 1) as u8);
+    }
+}
+
+/// A new, empty HyperLogLog: sparse, one XZERO opcode for every register, no cached
+/// cardinality.
+fn new_sparse() -> Vec<u8> {
+    let mut s = vec![0u8; HDR];
+    s[..4].copy_from_slice(b"HYLL");
+    s[4] = 1;
+    s[15] = 0x80;
+    zero_ops(&mut s, REGISTERS);
+    s
+}
+
+/// What [`sparse_set`] did.
+enum SparseSet {
+    Unchanged,
+    Updated,
+    /// The register needs the dense encoding (a value above 32, or too long a string).
+    Promote,
+}
+
+/// Raise register `index` of a sparse HyperLogLog to `count` if it is lower, splitting the
+/// opcode that covers it and merging equal neighbours as Redis's `hllSparseSet` does.
+fn sparse_set(s: &mut Vec<u8>, index: usize, count: u8) -> Result<SparseSet, Bad> {
+    if count > SPARSE_VAL_MAX_VALUE {
+        return Ok(SparseSet::Promote);
+    }
+    // Find the opcode covering `index`.
+    let (mut p, mut first, mut span, mut prev) = (HDR, 0usize, 0usize, None);
+    while p < s.len() {
+        let (len, oplen) = if is_zero(s[p]) {
+            ((s[p] & 0x3f) as usize + 1, 1)
+        } else if is_xzero(s[p]) {
+            let lo = *s.get(p + 1).ok_or(Bad::Corrupt)? as usize;
+            ((((s[p] & 0x3f) as usize) << 8 | lo) + 1, 2)
+        } else {
+            (val_len(s[p]), 1)
+        };
+        span = len;
+        if index < first + span {
+            break;
+        }
+        prev = Some(p);
+        p += oplen;
+        first += span;
+    }
+    if span == 0 || p >= s.len() {
+        return Err(Bad::Corrupt);
+    }
+    let op = s[p];
+    let last = first + span - 1;
+    let mut done = false;
+    if !is_zero(op) && !is_xzero(op) {
+        if val_value(op) >= count {
+            return Ok(SparseSet::Unchanged);
+        }
+        if span == 1 {
+            s[p] = val_op(count, 1);
+            done = true;
+        }
+    } else if is_zero(op) && span == 1 {
+        s[p] = val_op(count, 1);
+        done = true;
+    }
+    if !done {
+        // Split the opcode: [run before] VAL(count, 1) [run after].
+        let mut seq = Vec::with_capacity(5);
+        let zero = is_zero(op) || is_xzero(op);
+        if index != first {
+            if zero {
+                zero_ops(&mut seq, index - first);
+            } else {
+                seq.push(val_op(val_value(op), index - first));
+            }
+        }
+        seq.push(val_op(count, 1));
+        if index != last {
+            if zero {
+                zero_ops(&mut seq, last - index);
+            } else {
+                seq.push(val_op(val_value(op), last - index));
+            }
+        }
+        let oldlen = if is_xzero(op) { 2 } else { 1 };
+        if seq.len() > oldlen && s.len() + seq.len() - oldlen > SPARSE_MAX_BYTES {
+            return Ok(SparseSet::Promote);
+        }
+        s.splice(p..p + oldlen, seq);
+    }
+    // Merge adjacent VAL opcodes of the same value, scanning up to five opcodes from the one
+    // before the change.
+    let mut p = prev.unwrap_or(HDR);
+    let mut scan = 5;
+    while p < s.len() && scan > 0 {
+        scan -= 1;
+        if is_xzero(s[p]) {
+            p += 2;
+            continue;
+        }
+        if is_zero(s[p]) {
+            p += 1;
+            continue;
+        }
+        if p + 1 < s.len() && !is_zero(s[p + 1]) && !is_xzero(s[p + 1]) {
+            let (v1, v2) = (val_value(s[p]), val_value(s[p + 1]));
+            let len = val_len(s[p]) + val_len(s[p + 1]);
+            if v1 == v2 && len <= SPARSE_VAL_MAX_LEN {
+                s[p + 1] = val_op(v1, len);
+                s.remove(p);
+                continue;
+            }
+        }
+        p += 1;
+    }
+    Ok(SparseSet::Updated)
+}
+
+/// Raise register `index` of the HyperLogLog string `s` (either encoding) to `count`,
+/// converting it to dense when the sparse encoding cannot hold the result. Returns whether the
+/// register changed.
+fn raise(s: &mut Vec<u8>, index: usize, count: u8) -> Result<bool, Bad> {
+    if s[4] == 1 {
+        match sparse_set(s, index, count)? {
+            SparseSet::Unchanged => return Ok(false),
+            SparseSet::Updated => return Ok(true),
+            SparseSet::Promote => {
+                let regs = registers(s)?;
+                *s = dense_with(&s[..HDR], &regs);
+            }
+        }
+    }
+    let p = &mut s[HDR..];
+    if dense_get(p, index) >= count {
+        return Ok(false);
+    }
+    dense_set(p, index, count);
+    Ok(true)
+}
+
+/// Whether `s` is a HyperLogLog string (Redis's `isHLLObjectOrReply`, without walking the
+/// sparse opcodes: a broken sparse string is found when it is used).
+fn check(s: &[u8]) -> Result<(), Bad> {
+    if s.len() < HDR || &s[..4] != b"HYLL" || s[4] > 1 || (s[4] == 0 && s.len() != DENSE_SIZE) {
+        return Err(Bad::NotHll);
+    }
+    Ok(())
 }
 
 fn sigma(mut x: f64) -> f64 {
@@ -212,26 +409,61 @@ fn union(db: &mut Db, keys: &[bytes::Bytes], now: u64) -> Result<Vec<u8>, &'stat
     Ok(acc)
 }
 
+fn bad(e: Bad) -> &'static str {
+    match e {
+        Bad::NotHll => NOT_HLL,
+        Bad::Corrupt => CORRUPT,
+    }
+}
+
+/// Apply `edit` to the HyperLogLog at `key` in place, creating an empty sparse one when the key
+/// is missing. Returns `edit`'s answer and whether the key was created, or the error to reply.
+fn update<T>(
+    db: &mut Db,
+    key: &[u8],
+    now: u64,
+    edit: impl FnOnce(&mut Vec<u8>) -> Result<T, Bad>,
+) -> Result<(T, bool), &'static str> {
+    match db.get(key, now).map(|e| e.value) {
+        None => {
+            let mut s = new_sparse();
+            let r = edit(&mut s).map_err(bad)?;
+            db.insert(key, Value::Str(s.into_boxed_slice()), 0);
+            // Redis allocates it as a raw string, whatever its length.
+            db.mark_raw(key);
+            Ok((r, true))
+        }
+        Some(ValueRef::Str(s)) => {
+            check(s).map_err(bad)?;
+            let Some(Ok(buf)) = db.str_buf(key, now) else {
+                return Err(err::WRONGTYPE);
+            };
+            let r = edit(buf).map_err(bad)?;
+            db.mark_raw(key);
+            Ok((r, false))
+        }
+        Some(_) => Err(err::WRONGTYPE),
+    }
+}
+
 fn pfadd(ctx: &mut Ctx) {
     let now = ctx.now;
-    let key = ctx.args[1].clone();
-    let db = &mut ctx.dbs[ctx.db];
-    let (mut regs, mut changed) = match load(db, &key, now) {
-        Err(e) => return ctx.err(e),
-        Ok(Some(r)) => (r, false),
-        Ok(None) => (vec![0u8; REGISTERS], true),
-    };
-    for e in &ctx.args[2..] {
-        let (i, c) = pat_len(e);
-        if regs[i] < c {
-            regs[i] = c;
-            changed = true;
+    let args = ctx.args;
+    let r = update(&mut ctx.dbs[ctx.db], &args[1], now, |s| {
+        let mut changed = false;
+        for e in &args[2..] {
+            let (i, c) = pat_len(e);
+            changed |= raise(s, i, c)?;
         }
+        if changed {
+            s[15] |= 0x80;
+        }
+        Ok(changed)
+    });
+    match r {
+        Ok((changed, created)) => ctx.int_reply((changed || created) as i64),
+        Err(e) => ctx.err(e),
     }
-    if changed {
-        db.insert_keep_ttl(&key, Value::Str(dense(&regs)), now);
-    }
-    ctx.int_reply(changed as i64)
 }
 
 fn pfcount(ctx: &mut Ctx) {
@@ -240,27 +472,57 @@ fn pfcount(ctx: &mut Ctx) {
     // One key with a valid cached cardinality: answer from the cache, as Redis does.
     if ctx.args.len() == 2 {
         if let Some(ValueRef::Str(s)) = db.get(&ctx.args[1], now).map(|e| e.value) {
-            if s.len() >= HDR && &s[..4] == b"HYLL" && s[15] & 0x80 == 0 && registers(s).is_ok() {
+            if check(s).is_ok() && s[15] & 0x80 == 0 {
                 let mut c = [0u8; 8];
                 c.copy_from_slice(&s[8..16]);
                 return ctx.int_reply(u64::from_le_bytes(c) as i64);
             }
         }
     }
-    match union(db, &ctx.args[1..], now) {
-        Ok(acc) => ctx.int_reply(count(&acc) as i64),
-        Err(e) => ctx.err(e),
+    let card = match union(db, &ctx.args[1..], now) {
+        Ok(acc) => count(&acc),
+        Err(e) => return ctx.err(e),
+    };
+    // One existing key: keep the cardinality in its header, as Redis does (the string is left
+    // as it was when the key is missing).
+    if ctx.args.len() == 2 {
+        if let Some(Ok(s)) = db.str_buf(&ctx.args[1], now) {
+            s[8..16].copy_from_slice(&card.to_le_bytes());
+            db.mark_raw(&ctx.args[1]);
+        }
     }
+    ctx.int_reply(card as i64)
 }
 
 fn pfmerge(ctx: &mut Ctx) {
     let now = ctx.now;
     let db = &mut ctx.dbs[ctx.db];
-    match union(db, &ctx.args[1..], now) {
-        Ok(acc) => {
-            db.insert_keep_ttl(&ctx.args[1], Value::Str(dense(&acc)), now);
-            ctx.ok()
+    // As Redis: the destination stays sparse unless an input (itself included) is dense.
+    let mut any_dense = false;
+    for k in &ctx.args[1..] {
+        if let Some(ValueRef::Str(s)) = db.get(k, now).map(|e| e.value) {
+            any_dense |= s.len() > 4 && s[4] == 0;
         }
+    }
+    let acc = match union(db, &ctx.args[1..], now) {
+        Ok(acc) => acc,
+        Err(e) => return ctx.err(e),
+    };
+    let r = update(db, &ctx.args[1], now, |s| {
+        if any_dense && s[4] == 1 {
+            let regs = registers(s)?;
+            *s = dense_with(&s[..HDR], &regs);
+        }
+        for (i, &v) in acc.iter().enumerate() {
+            if v > 0 {
+                raise(s, i, v)?;
+            }
+        }
+        s[15] |= 0x80;
+        Ok(())
+    });
+    match r {
+        Ok(_) => ctx.ok(),
         Err(e) => ctx.err(e),
     }
 }
@@ -275,7 +537,35 @@ mod tests {
         for (i, r) in regs.iter_mut().enumerate() {
             *r = (i % 64) as u8;
         }
-        assert_eq!(registers(&dense(&regs)).ok(), Some(regs));
+        let mut hdr = [0u8; HDR];
+        hdr[..4].copy_from_slice(b"HYLL");
+        assert_eq!(registers(&dense_with(&hdr, &regs)).ok(), Some(regs));
+    }
+
+    #[test]
+    fn sparse_updates_match_the_registers_they_stand_for() {
+        let mut s = new_sparse();
+        let mut model = vec![0u8; REGISTERS];
+        let mut x = 12345u64;
+        for _ in 0..400 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Clustered indexes exercise VAL splits and merges, not only ZERO splits.
+            let i = ((x >> 33) as usize % 64) * 7 + (x >> 20) as usize % 3;
+            let c = 1 + (x >> 40) as u8 % 5;
+            let before = model[i];
+            model[i] = model[i].max(c);
+            assert_eq!(raise(&mut s, i, c).ok(), Some(model[i] != before));
+            assert_eq!(s[4], 1, "still sparse");
+            assert_eq!(registers(&s).ok().as_deref(), Some(&model[..]));
+        }
+        // A value above 32 needs the dense encoding; the header's cache bytes are kept.
+        s[8] = 7;
+        assert_eq!(raise(&mut s, 5, 40).ok(), Some(true));
+        model[5] = 40;
+        assert_eq!((s[4], s.len(), s[8]), (0, DENSE_SIZE, 7));
+        assert_eq!(registers(&s).ok(), Some(model));
     }
 
     #[test]
