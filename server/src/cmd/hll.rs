@@ -95,27 +95,15 @@ fn registers(s: &[u8]) -> Result<Vec<u8>, Bad> {
     let mut i = HDR;
     let mut idx = 0usize;
     while i < s.len() {
-        let b = s[i];
-        if b & 0xc0 == 0 {
-            idx += (b & 0x3f) as usize + 1;
-            i += 1;
-        } else if b & 0xc0 == 0x40 {
-            let next = *s.get(i + 1).ok_or(Bad::Corrupt)? as usize;
-            idx += (((b & 0x3f) as usize) << 8 | next) + 1;
-            i += 2;
-        } else {
-            let val = ((b >> 2) & 0x1f) + 1;
-            let run = (b & 3) as usize + 1;
-            if idx + run > REGISTERS {
-                return Err(Bad::Corrupt);
-            }
-            regs[idx..idx + run].iter_mut().for_each(|r| *r = val);
-            idx += run;
-            i += 1;
-        }
-        if idx > REGISTERS {
+        let (val, run, oplen) = op_at(s, i)?;
+        if idx + run > REGISTERS {
             return Err(Bad::Corrupt);
         }
+        if val > 0 {
+            regs[idx..idx + run].fill(val);
+        }
+        idx += run;
+        i += oplen;
     }
     if idx != REGISTERS {
         return Err(Bad::Corrupt);
@@ -179,6 +167,20 @@ fn val_len(b: u8) -> usize {
 fn val_op(value: u8, len: usize) -> u8 {
     0x80 | ((value - 1) << 2) | (len as u8 - 1)
 }
+/// The opcode at `p` of a sparse string: the value of its registers (0 for ZERO and XZERO), how
+/// many registers it covers, and its length in bytes.
+fn op_at(s: &[u8], p: usize) -> Result<(u8, usize, usize), Bad> {
+    let b = s[p];
+    Ok(if is_zero(b) {
+        (0, (b & 0x3f) as usize + 1, 1)
+    } else if is_xzero(b) {
+        let lo = *s.get(p + 1).ok_or(Bad::Corrupt)? as usize;
+        (0, (((b & 0x3f) as usize) << 8 | lo) + 1, 2)
+    } else {
+        (val_value(b), val_len(b), 1)
+    })
+}
+
 /// A ZERO or XZERO opcode for a run of `len` zero registers, appended to `out`.
 fn zero_ops(out: &mut Vec<u8>, len: usize) {
     if len > SPARSE_ZERO_MAX_LEN {
@@ -217,14 +219,7 @@ fn sparse_set(s: &mut Vec<u8>, index: usize, count: u8) -> Result<SparseSet, Bad
     // Find the opcode covering `index`.
     let (mut p, mut first, mut span, mut prev) = (HDR, 0usize, 0usize, None);
     while p < s.len() {
-        let (len, oplen) = if is_zero(s[p]) {
-            ((s[p] & 0x3f) as usize + 1, 1)
-        } else if is_xzero(s[p]) {
-            let lo = *s.get(p + 1).ok_or(Bad::Corrupt)? as usize;
-            ((((s[p] & 0x3f) as usize) << 8 | lo) + 1, 2)
-        } else {
-            (val_len(s[p]), 1)
-        };
+        let (_, len, oplen) = op_at(s, p)?;
         span = len;
         if index < first + span {
             break;
