@@ -78,14 +78,9 @@ enum Bad {
 
 /// Decode a HyperLogLog string (dense or sparse) into one byte per register.
 fn registers(s: &[u8]) -> Result<Vec<u8>, Bad> {
-    if s.len() < HDR || &s[..4] != b"HYLL" || s[4] > 1 {
-        return Err(Bad::NotHll);
-    }
+    check(s)?;
     let mut regs = vec![0u8; REGISTERS];
     if s[4] == 0 {
-        if s.len() != DENSE_SIZE {
-            return Err(Bad::NotHll);
-        }
         let p = &s[HDR..];
         for (i, r) in regs.iter_mut().enumerate() {
             *r = dense_get(p, i);

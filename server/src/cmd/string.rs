@@ -662,49 +662,49 @@ fn getbit(ctx: &mut Ctx) {
 }
 
 /// Parse the optional `start end [BYTE|BIT]` of BITCOUNT/BITPOS from argument `from`.
-/// Returns (start, end, end_given, bit_mode) or None after replying an error.
-fn range_args(ctx: &mut Ctx, from: usize, end_required: bool) -> Option<(i64, i64, bool, bool)> {
-    let n = ctx.args.len();
+/// Returns (start, end, end_given, bit_mode), or the error to reply once the key has been
+/// checked (Redis looks the key up first).
+fn range_args(
+    args: &[bytes::Bytes],
+    from: usize,
+    end_required: bool,
+) -> Result<(i64, i64, bool, bool), &'static str> {
+    let n = args.len();
     if n <= from {
-        return Some((0, -1, false, false));
+        return Ok((0, -1, false, false));
     }
     if end_required && n == from + 1 {
-        ctx.err(err::SYNTAX);
-        return None;
+        return Err(err::SYNTAX);
     }
-    let start = ctx.int(from)?;
+    let int = |i: usize| resp::parse_i64(&args[i]).ok_or(err::NOT_INT);
+    let start = int(from)?;
     if n == from + 1 {
-        return Some((start, -1, false, false));
+        return Ok((start, -1, false, false));
     }
-    let end = ctx.int(from + 1)?;
+    let end = int(from + 1)?;
     let mut bit = false;
     if n == from + 3 {
-        if ctx.is(from + 2, "bit") {
+        if args[from + 2].eq_ignore_ascii_case(b"bit") {
             bit = true;
-        } else if !ctx.is(from + 2, "byte") {
-            ctx.err(err::SYNTAX);
-            return None;
+        } else if !args[from + 2].eq_ignore_ascii_case(b"byte") {
+            return Err(err::SYNTAX);
         }
     } else if n > from + 3 {
-        ctx.err(err::SYNTAX);
-        return None;
+        return Err(err::SYNTAX);
     }
-    Some((start, end, true, bit))
+    Ok((start, end, true, bit))
 }
 
 fn bitcount(ctx: &mut Ctx) {
     let key = ctx.arg(1).clone();
+    let range = range_args(ctx.args, 2, true);
     // Redis's order: the key (missing: 0 whatever the arguments) and its type, then the range.
-    match read_str(ctx, &key) {
-        Ok(Some(_)) => {}
-        Ok(None) => return ctx.int_reply(0),
-        Err(()) => return ctx.wrongtype(),
-    }
-    let Some((start, end, _, bit)) = range_args(ctx, 2, true) else {
-        return;
-    };
     let count = match read_str(ctx, &key) {
         Ok(Some(v)) => {
+            let (start, end, _, bit) = match range {
+                Ok(r) => r,
+                Err(e) => return encode::error(ctx.out, e),
+            };
             let total = if bit { v.len() * 8 } else { v.len() };
             match clamp_range(start, end, total) {
                 None => 0,
@@ -786,17 +786,14 @@ fn bitpos(ctx: &mut Ctx) {
         None => return,
     };
     let key = ctx.arg(1).clone();
+    let range = range_args(ctx.args, 3, false);
     // Redis's order: the bit, then the key (missing: all clear bits) and its type, then the range.
-    match read_str(ctx, &key) {
-        Ok(Some(_)) => {}
-        Ok(None) => return ctx.int_reply(if want { -1 } else { 0 }),
-        Err(()) => return ctx.wrongtype(),
-    }
-    let Some((start, end, end_given, bit)) = range_args(ctx, 3, false) else {
-        return;
-    };
     let pos = match read_str(ctx, &key) {
         Ok(Some(v)) => {
+            let (start, end, end_given, bit) = match range {
+                Ok(r) => r,
+                Err(e) => return encode::error(ctx.out, e),
+            };
             let total = if bit { v.len() * 8 } else { v.len() };
             match clamp_ends(start, end, total) {
                 None => -1,
