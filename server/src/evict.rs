@@ -114,6 +114,16 @@ pub fn policy() -> Policy {
     Policy::from_u8(POLICY.load(Relaxed))
 }
 
+/// Whether Redis would share integer objects between keys now: with no `maxmemory`, or a policy
+/// that keeps no LRU/LFU clock per key (OBJECT REFCOUNT answers for such values).
+pub fn shares_integers() -> bool {
+    maxmemory() == 0
+        || !matches!(
+            policy(),
+            Policy::AllKeysLru | Policy::VolatileLru | Policy::AllKeysLfu | Policy::VolatileLfu
+        )
+}
+
 /// `maxmemory-samples`.
 pub fn set_samples(n: u64) {
     SAMPLES.store(n.max(1), Relaxed);

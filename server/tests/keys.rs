@@ -236,6 +236,18 @@ fn object_subcommands_ours() {
     assert_eq!(r.line("SET s hello"), b"+OK\r\n");
     assert_eq!(r.line("OBJECT ENCODING s"), b"$6\r\nembstr\r\n");
     assert_eq!(r.line("OBJECT REFCOUNT s"), b":1\r\n");
+    // Small integers are shared objects in Redis (INT_MAX references), unless an LRU or LFU
+    // maxmemory policy keeps a clock per key.
+    assert_eq!(r.line("SET n 42"), b"+OK\r\n");
+    assert_eq!(r.line("OBJECT REFCOUNT n"), b":2147483647\r\n");
+    assert_eq!(r.line("CONFIG SET maxmemory 1gb"), b"+OK\r\n");
+    assert_eq!(
+        r.line("CONFIG SET maxmemory-policy allkeys-lru"),
+        b"+OK\r\n"
+    );
+    assert_eq!(r.line("OBJECT REFCOUNT n"), b":1\r\n");
+    assert_eq!(r.line("CONFIG SET maxmemory-policy noeviction"), b"+OK\r\n");
+    assert_eq!(r.line("CONFIG SET maxmemory 0"), b"+OK\r\n");
     // No LFU policy: Redis's own error for FREQ.
     let freq = r.line("OBJECT FREQ s");
     assert!(

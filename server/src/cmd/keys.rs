@@ -312,8 +312,15 @@ fn object(ctx: &mut Ctx) {
             let enc = e.encoding();
             ctx.bulk(enc.as_bytes())
         }
-        // Values are never shared between keys here.
-        "refcount" => ctx.int_reply(1),
+        // Redis shares one object per integer 0..9999 between keys (reference count INT_MAX)
+        // unless an LRU/LFU maxmemory policy needs a clock per key; nothing else is shared.
+        "refcount" => {
+            let shared = e.encoding() == "int"
+                && matches!(e.value, crate::value::ValueRef::Str(s)
+                    if resp::parse_i64(s).is_some_and(|n| (0..10_000).contains(&n)))
+                && crate::evict::shares_integers();
+            ctx.int_reply(if shared { i32::MAX as i64 } else { 1 })
+        }
         "freq" if lfu => ctx.int_reply(crate::db::clock::decayed(c) as i64),
         "freq" => ctx.err(
             "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
