@@ -639,6 +639,11 @@ impl Db {
     /// container in place is fine; a string is replaced with [`Db::insert`], expiry changes go
     /// through [`Db::set_expire`].
     pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<EntryMut<'_>> {
+        // A missing key is not modified: its watchers must not see a change (Redis signals
+        // only real modifications). Looked up first only when the key is watched.
+        if self.watched(key) && self.live(key, now, false).is_none() {
+            return None;
+        }
         self.touch(key);
         if self.snap.is_some() {
             self.cow(resp::slot(key) as usize);
@@ -799,7 +804,6 @@ impl Db {
     /// the key's node (a string's [`Db::remove`] makes a value of its bytes, only to drop it
     /// in DEL, expiry, eviction, migration). True when the key was there.
     pub fn delete(&mut self, key: &[u8]) -> bool {
-        self.touch(key);
         let Some(t) = self.table_mut(key) else {
             return false;
         };
@@ -808,6 +812,7 @@ impl Db {
         };
         t.volatile -= (split(word).expire != 0) as usize;
         self.keys -= 1;
+        self.touch(key);
         true
     }
 
@@ -844,11 +849,11 @@ impl Db {
 
     /// Remove a key, returning its entry (expired or not).
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        self.touch(key);
         let t = self.table_mut(key)?;
         let e = t.map.remove(key)?;
         t.volatile -= (e.expire_at() != 0) as usize;
         self.keys -= 1;
+        self.touch(key);
         Some(e)
     }
 
@@ -936,6 +941,12 @@ impl Db {
     /// Whether expired keys wait to be propagated.
     pub fn has_expired(&self) -> bool {
         !self.expired.is_empty()
+    }
+
+    /// Whether a client WATCHes `key` in this database.
+    #[inline]
+    pub fn watched(&self, key: &[u8]) -> bool {
+        !self.watch.is_empty() && self.watch.contains_key(key)
     }
 
     /// Record a modification of `key` for its watchers.

@@ -23,9 +23,19 @@ use crate::core::Core;
 use crate::db::{Db, Entry};
 use crate::shard::Cmd;
 
-/// (key, database) pairs a command touches; COPY … DB n reads its destination from database n.
+/// (key, database) pairs a command touches; COPY … DB n reads its destination from database n,
+/// and MOVE touches its key in both databases.
 pub fn touched_keys(idx: usize, args: &Args, db: usize) -> Vec<(Bytes, usize)> {
     let spec = &COMMANDS[idx];
+    if spec.name == "move" && args.len() == 3 {
+        let mut v = vec![(args[1].clone(), db)];
+        if let Some(n) = resp::parse_i64(&args[2]).filter(|n| (0..16).contains(n)) {
+            if n as usize != db {
+                v.push((args[1].clone(), n as usize));
+            }
+        }
+        return v;
+    }
     let mut dst_db = db;
     if spec.name == "copy" {
         let mut i = 3;

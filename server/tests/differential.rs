@@ -1473,6 +1473,29 @@ GEORADIUS Sicily 15 37 200 km COUNT 1 ANY
 /// Which error wins when a command has both a bad argument and a missing or wrong-typed key,
 /// and number parsing corner cases (found by random differential runs against redis-server).
 const ORDER: &str = r#"
+# BLMPOP and BZMPOP read their timeout after numkeys, the side and COUNT
+BZMPOP -1 1 z MIN COUNT 0
+BZMPOP x 1 z MIN COUNT 0
+BZMPOP -1 1 z x
+BLMPOP -1 1 l LEFT COUNT 0
+BLMPOP x 1 l UP
+BLMPOP x 1 l LEFT
+# HSCAN, SSCAN, ZSCAN: the cursor, then the key, then the options
+HSCAN nokey 0 COUNT 0
+SSCAN nokey 0 x
+HSCAN nokey x
+SET s v
+HSCAN s 0 COUNT 0
+SSCAN s 0 x
+ZSCAN s 0 MATCH
+HSET h f v
+HSCAN h 0 COUNT 0
+HSCAN h 0 NOVALUES
+SADD st a
+SSCAN st 0 COUNT x
+ZADD z 1 m
+ZSCAN z 0 x y
+
 LINDEX nolist x
 LSET nolist x v
 SET s v
@@ -1567,6 +1590,70 @@ OBJECT REFCOUNT l
 fn argument_order_matches_redis() {
     check("argument order", ORDER);
 }
+
+/// Transactions and WATCH where diff-fuzz found codis-server apart from redis-server: MOVE in
+/// a transaction whose keys span cores, commands that change nothing (a missing key, a wrong
+/// type) counting as modifications of a watched key, UNWATCH queued inside MULTI.
+#[test]
+fn transactions_match_redis() {
+    check("transactions", TX);
+}
+
+const TX: &str = r#"
+# MOVE inside a transaction that spans both cores
+HSET {t}b f 1
+MULTI
+MOVE {t}b 1
+MSETNX b x {t}c y {t}b z
+EXEC
+TYPE {t}b
+SELECT 1
+TYPE {t}b
+HGET {t}b f
+
+# the same with COPY ... DB and a key back
+SET {t}a 1
+MULTI
+COPY {t}a {t}a DB 1
+MOVE {t}a 2
+SET b 2
+EXEC
+SELECT 2
+GET {t}a
+SELECT 1
+GET {t}a
+
+# no-ops on watched keys are not modifications
+HSET {t}a f 1
+WATCH {t}a {t}c
+LTRIM {t}c 0 1
+BLMPOP 0.01 2 {t}c {t}c LEFT
+DEL {t}c
+LPOP {t}c
+ZADD {t}a NX 1 m
+SADD {t}a m
+HSET {t}a f 1
+MULTI
+HSETNX {t}a g 2
+EXEC
+HLEN {t}a
+
+# a real change still aborts
+WATCH k
+SET k 1
+MULTI
+SET k 2
+EXEC
+GET k
+
+# UNWATCH queued inside MULTI
+WATCH a
+MULTI
+UNWATCH
+SET a 1
+EXEC
+GET a
+"#;
 
 /// HyperLogLog strings byte for byte: sparse while small (opcode splits and merges), dense past
 /// 3,000 bytes or a register above 32, PFMERGE keeping or leaving the sparse encoding, and the

@@ -4,7 +4,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use resp::{encode, Proto};
 
-use super::types::{drop_if_empty, hash_create, hash_mut, scan_opts, scan_page, scan_reply};
+use super::types::{drop_if_empty, hash_create, hash_mut, scan_args, scan_page, scan_reply};
 use super::{err, Ctx, Handler};
 use crate::value::Hash;
 
@@ -314,14 +314,12 @@ fn reply_pairs(
 }
 
 fn hscan(ctx: &mut Ctx) {
-    let Some(o) = scan_opts(ctx) else { return };
-    let now = ctx.now;
-    let h = match hash_mut(&mut ctx.dbs[ctx.db], &ctx.args[1], now) {
-        Err(_) => return encode::error(ctx.out, err::WRONGTYPE),
-        Ok(h) => h,
+    let Some(o) = scan_args(ctx, |ctx| read(ctx).map(|h| h.is_some())) else {
+        return;
     };
-    let Some(h) = h else {
-        return scan_reply::<&[u8]>(ctx.out, 0, &[]);
+    let now = ctx.now;
+    let Ok(Some(h)) = hash_mut(&mut ctx.dbs[ctx.db], &ctx.args[1], now) else {
+        return;
     };
     let compact = matches!(h, Hash::Pack(_));
     let items: Vec<(&[u8], Option<&[u8]>)> = h.iter().map(|(f, v)| (f, Some(v))).collect();

@@ -588,12 +588,13 @@ fn brpoplpush(ctx: &mut Ctx) {
 }
 
 fn blmpop(ctx: &mut Ctx) {
-    if timeout_arg(ctx, 1).is_none() {
-        return;
-    }
+    // Redis parses the timeout after numkeys, the side and COUNT.
     let Some(m) = mpop_args(ctx, 2, "left", "right") else {
         return;
     };
+    if timeout_arg(ctx, 1).is_none() {
+        return;
+    }
     if !mpop_run(ctx, &m) {
         ctx.out.extend_from_slice(WOULD_BLOCK)
     } else {

@@ -4,7 +4,7 @@ use rand::seq::SliceRandom;
 use resp::encode;
 
 use super::types::{
-    bulk_array, bulk_set, drop_if_empty, scan_opts, scan_page, scan_reply, set_create, set_mut,
+    bulk_array, bulk_set, drop_if_empty, scan_args, scan_page, scan_reply, set_create, set_mut,
 };
 use super::{err, Ctx, Handler};
 use crate::value::{Set, Value};
@@ -396,11 +396,10 @@ fn sintercard(ctx: &mut Ctx) {
 }
 
 fn sscan(ctx: &mut Ctx) {
-    let Some(o) = scan_opts(ctx) else { return };
-    let Ok(s) = read(ctx, 1) else { return };
-    let Some(s) = s else {
-        return scan_reply::<&[u8]>(ctx.out, 0, &[]);
+    let Some(o) = scan_args(ctx, |ctx| read(ctx, 1).map(|s| s.is_some())) else {
+        return;
     };
+    let Ok(Some(s)) = read(ctx, 1) else { return };
     let compact = matches!(s, Set::Ints(_));
     let items: super::types::ScanItems = s.members().into_iter().map(|m| (m, None)).collect();
     let (next, page) = scan_page(items, |k| k, &o, compact);

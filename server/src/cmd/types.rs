@@ -21,6 +21,14 @@ macro_rules! typed {
             key: &[u8],
             now: u64,
         ) -> Result<Option<&'a mut $ty>, WrongType> {
+            if db.watched(key) {
+                // A command failing with WRONGTYPE modifies nothing: its watchers must not
+                // see a change (`get_mut` counts one).
+                match db.peek(key, now) {
+                    Some(e) if !matches!(e.value, ValueRef::$variant(_)) => return Err(WrongType),
+                    _ => {}
+                }
+            }
             match db.get_mut(key, now) {
                 None => Ok(None),
                 Some(e) => match e.value {
@@ -83,8 +91,13 @@ pub struct ScanOpts {
     pub count: usize,
 }
 
-/// Parse `cursor [MATCH pattern] [COUNT count]` starting at argument 2; replies on error.
-pub fn scan_opts(ctx: &mut Ctx) -> Option<ScanOpts> {
+/// HSCAN/SSCAN/ZSCAN's `key cursor [MATCH pattern] [COUNT count]`, checked in Redis's order:
+/// the cursor, then the key (`exists` looks it up, replying WRONGTYPE itself; a missing key
+/// gets an empty page here), then the options. `None` when a reply was written.
+pub fn scan_args(
+    ctx: &mut Ctx,
+    exists: impl FnOnce(&mut Ctx) -> Result<bool, ()>,
+) -> Option<ScanOpts> {
     let cursor = match std::str::from_utf8(ctx.arg(2))
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -95,6 +108,14 @@ pub fn scan_opts(ctx: &mut Ctx) -> Option<ScanOpts> {
             return None;
         }
     };
+    match exists(ctx) {
+        Err(()) => return None,
+        Ok(false) => {
+            scan_reply::<&[u8]>(ctx.out, 0, &[]);
+            return None;
+        }
+        Ok(true) => {}
+    }
     let mut o = ScanOpts {
         cursor,
         pattern: None,

@@ -8,7 +8,7 @@ use rand::Rng;
 use resp::{encode, Proto};
 
 use super::types::{
-    drop_if_empty, float_arg, scan_opts, scan_page, scan_reply, timeout_arg, zset_create, zset_mut,
+    drop_if_empty, float_arg, scan_args, scan_page, scan_reply, timeout_arg, zset_create, zset_mut,
     WrongType, WOULD_BLOCK,
 };
 use super::{err, Ctx, Handler};
@@ -736,15 +736,14 @@ fn bzpopmax(ctx: &mut Ctx) {
     bzpop_generic(ctx, false)
 }
 
-/// ZMPOP/BZMPOP from argument `at` (numkeys). Returns false when every key was missing.
-fn zmpop_run(ctx: &mut Ctx, at: usize) -> Option<bool> {
-    let m = super::list::mpop_args(ctx, at, "min", "max")?;
+/// ZMPOP/BZMPOP with their parsed arguments. Returns false when every key was missing.
+fn zmpop_run(ctx: &mut Ctx, m: &super::list::Mpop) -> bool {
     let now = ctx.now;
     for k in &m.keys {
         match pop_n(&mut ctx.dbs[ctx.db], k, m.left, m.count, now) {
             Err(_) => {
                 ctx.wrongtype();
-                return Some(true);
+                return true;
             }
             Ok(None) => continue,
             Ok(Some(v)) => {
@@ -756,31 +755,37 @@ fn zmpop_run(ctx: &mut Ctx, at: usize) -> Option<bool> {
                     encode::bulk(ctx.out, m);
                     encode::double(ctx.out, *s, ctx.proto);
                 }
-                return Some(true);
+                return true;
             }
         }
     }
-    Some(false)
+    false
 }
 
 fn zmpop(ctx: &mut Ctx) {
-    if zmpop_run(ctx, 1) == Some(false) {
+    let Some(m) = super::list::mpop_args(ctx, 1, "min", "max") else {
+        return;
+    };
+    if !zmpop_run(ctx, &m) {
         ctx.null_array()
     }
 }
 
 fn bzmpop(ctx: &mut Ctx) {
+    // Redis parses the timeout after numkeys, MIN|MAX and COUNT.
+    let Some(m) = super::list::mpop_args(ctx, 2, "min", "max") else {
+        return;
+    };
     if timeout_arg(ctx, 1).is_none() {
         return;
     }
-    match zmpop_run(ctx, 2) {
-        Some(false) => ctx.out.extend_from_slice(WOULD_BLOCK),
-        Some(true) => {
-            let mut c = vec![bytes::Bytes::from_static(b"ZMPOP")];
-            c.extend(ctx.args[2..].iter().cloned());
-            ctx.propagate_as(vec![c]);
-        }
-        None => {}
+    if !zmpop_run(ctx, &m) {
+        ctx.out.extend_from_slice(WOULD_BLOCK)
+    } else {
+        // Served (a WRONGTYPE changes nothing, so nothing propagates).
+        let mut c = vec![bytes::Bytes::from_static(b"ZMPOP")];
+        c.extend(ctx.args[2..].iter().cloned());
+        ctx.propagate_as(vec![c]);
     }
 }
 
@@ -1057,11 +1062,10 @@ fn zintercard(ctx: &mut Ctx) {
 }
 
 fn zscan(ctx: &mut Ctx) {
-    let Some(o) = scan_opts(ctx) else { return };
-    let Ok(z) = read(ctx, 1) else { return };
-    let Some(z) = z else {
-        return scan_reply::<&[u8]>(ctx.out, 0, &[]);
+    let Some(o) = scan_args(ctx, |ctx| read(ctx, 1).map(|z| z.is_some())) else {
+        return;
     };
+    let Ok(Some(z)) = read(ctx, 1) else { return };
     let compact = matches!(z, ZSet::Pack(_));
     let items: super::types::ScanItems = z
         .iter()
