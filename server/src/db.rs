@@ -56,11 +56,14 @@ enum Mark {
     Raw,
     /// Built as text (INCRBYFLOAT's result): `embstr` up to 44 bytes, else `raw`, never `int`.
     Text,
+    /// A COPY of a small integer: encoded as its bytes imply, but its own object, not one of
+    /// Redis's shared integers (OBJECT REFCOUNT 1).
+    Copy,
 }
 
 /// Layout of the entry word. Three forms, told apart by bits 62..64:
 ///
-/// * narrow (bits 62, 63 clear): bits 60..62 the [`Mark`] (0 none, 1 raw, 2 text), bits 36..60
+/// * narrow (bits 62, 63 clear): bits 60..62 the [`Mark`] (0 none, 1 raw, 2 text, 3 copy), bits 36..60
 ///   the 24-bit access clock (Redis's `robj.lru`: LRU seconds or LFU minutes+counter), bits
 ///   0..36 the expiry as milliseconds after [`clock::base_ms`] (0: no expiry). The base is the
 ///   server's start, so the window covers expiries up to ~2.2 years after it; an expiry at or
@@ -92,6 +95,7 @@ fn mark_of(code: u64) -> Mark {
     match code & 3 {
         1 => Mark::Raw,
         2 => Mark::Text,
+        3 => Mark::Copy,
         _ => Mark::None,
     }
 }
@@ -101,6 +105,7 @@ fn mark_code(mark: Mark) -> u64 {
         Mark::None => 0,
         Mark::Raw => 1,
         Mark::Text => 2,
+        Mark::Copy => 3,
     }
 }
 
@@ -424,6 +429,15 @@ impl<'a> EntryRef<'a> {
     /// The encoding `OBJECT ENCODING` reports, as Redis 7.0 would.
     pub fn encoding(&self) -> &'static str {
         word_encoding(self.word, self.value)
+    }
+
+    /// Whether Redis would hold this value as one of its shared integers (0..9999, `int`
+    /// encoded, not made by COPY); an LRU/LFU maxmemory policy is the caller's to check.
+    pub fn shared_int(&self) -> bool {
+        split(self.word).mark == Mark::None
+            && matches!(self.value, ValueRef::Str(s)
+                if resp::parse_i64(s).is_some_and(|n| (0..10_000).contains(&n)))
+            && self.encoding() == "int"
     }
 
     /// An owned copy (value cloned, word as stored).
@@ -793,6 +807,11 @@ impl Db {
         self.mark(key, Mark::Text);
     }
 
+    /// Mark a string COPY made: an integer in it is not a shared object (OBJECT REFCOUNT).
+    pub fn mark_copy(&mut self, key: &[u8]) {
+        self.mark(key, Mark::Copy);
+    }
+
     fn mark(&mut self, key: &[u8], mark: Mark) {
         if let Some(e) = self.table_mut(key).and_then(|t| t.map.get_mut(key)) {
             let w = split(*e.word);
@@ -1149,7 +1168,7 @@ mod tests {
             1 << 62,
             i64::MAX as u64,
         ] {
-            for mark in [Mark::None, Mark::Raw, Mark::Text] {
+            for mark in [Mark::None, Mark::Raw, Mark::Text, Mark::Copy] {
                 let w = split(join(at, mark, 0xABCDEF));
                 assert_eq!(w.expire, at, "{at}");
                 if at < 1 << 36 {

@@ -12,6 +12,7 @@
 //! - [`tx`]: MULTI/EXEC/DISCARD/WATCH/UNWATCH.
 //! - [`script`]: Lua scripting (EVAL…, SCRIPT), one Lua state per core.
 //! - [`notify`]: keyspace notifications (`notify-keyspace-events`), delivered through pub/sub.
+//! - [`script`] / [`luaext`]: Lua scripting (EVAL), and the `cjson` and `bit` libraries Redis loads.
 //! - [`pubsub`]: (P)SUBSCRIBE, PUBLISH, PUBSUB: per-core registries, bounded subscriber mailboxes.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot
 //!   ([`keytable`]: the slot table, one allocation per key behind thin pointers).
@@ -46,6 +47,7 @@ pub mod keytable;
 pub mod latency;
 pub mod longdouble;
 pub mod lowprio;
+pub mod luaext;
 pub mod migrate;
 pub mod monitor;
 pub mod multi;

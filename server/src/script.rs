@@ -105,6 +105,9 @@ thread_local! {
     /// the first hook check (at most 10 000 instructions into the script), so a short script
     /// never reads the time.
     static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The running script asked for RESP3 replies from `redis.call` (`redis.setresp(3)`); read
+    /// after the run too, for the conversion of its result. Cleared when a script starts.
+    static RESP3: Cell<bool> = const { Cell::new(false) };
 }
 
 fn new_lua() -> Lua {
@@ -174,6 +177,7 @@ impl StateGuard {
     fn new(state: &RefCell<CallState<'_>>) -> StateGuard {
         CURRENT.with(|c| c.set(state as *const RefCell<CallState<'_>> as *const ()));
         STARTED.with(|s| s.set(None));
+        RESP3.with(|r| r.set(false));
         run_slot().store(RUN, Ordering::Release);
         StateGuard
     }
@@ -188,11 +192,56 @@ impl Drop for StateGuard {
 }
 
 fn setup(lua: &Lua) -> mlua::Result<()> {
+    crate::luaext::install(lua)?;
     let redis = lua.create_table()?;
     redis.set(
         "sha1hex",
-        lua.create_function(|_, s: mlua::String| Ok(sha1_hex(&s.as_bytes())))?,
+        lua.create_function(|_, a: MultiValue| {
+            if a.len() != 1 {
+                return Err(mlua::Error::RuntimeError(
+                    "wrong number of arguments".into(),
+                ));
+            }
+            // As Redis: a number hashes its text; anything else but a string hashes as "".
+            Ok(match &a[0] {
+                LuaValue::String(s) => sha1_hex(&s.as_bytes()),
+                LuaValue::Integer(n) => sha1_hex(n.to_string().as_bytes()),
+                LuaValue::Number(n) => sha1_hex(encode::format_g(*n, 14).as_bytes()),
+                _ => sha1_hex(b""),
+            })
+        })?,
     )?;
+    redis.set(
+        "setresp",
+        lua.create_function(|_, a: MultiValue| {
+            if !running() {
+                return Err(mlua::Error::RuntimeError(
+                    "redis.setresp can only be called inside a script invocation".into(),
+                ));
+            }
+            if a.len() != 1 {
+                return Err(mlua::Error::RuntimeError(
+                    "redis.setresp() requires one argument.".into(),
+                ));
+            }
+            let v = match &a[0] {
+                LuaValue::Integer(n) => *n,
+                LuaValue::Number(n) => *n as i64,
+                _ => 0,
+            };
+            if v != 2 && v != 3 {
+                return Err(mlua::Error::RuntimeError(
+                    "RESP version must be 2 or 3.".into(),
+                ));
+            }
+            RESP3.with(|r| r.set(v == 3));
+            Ok(())
+        })?,
+    )?;
+    // Redis 7 always replicates a script by its effects; the call stays for old scripts.
+    redis.set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
+    redis.set("REDIS_VERSION", crate::info::REDIS_VERSION)?;
+    redis.set("REDIS_VERSION_NUM", redis_version_num())?;
     redis.set(
         "error_reply",
         lua.create_function(|lua, s: String| {
@@ -231,6 +280,14 @@ fn setup(lua: &Lua) -> mlua::Result<()> {
     }
     lua.globals().set("redis", redis)?;
     Ok(())
+}
+
+/// `REDIS_VERSION` as Redis's `REDIS_VERSION_NUM`: 0x00MMmmpp (7.0.15 is 0x00070f).
+fn redis_version_num() -> i64 {
+    crate::info::REDIS_VERSION
+        .split('.')
+        .map(|p| p.parse::<i64>().unwrap_or(0))
+        .fold(0, |acc, p| (acc << 8) | (p & 0xff))
 }
 
 /// SHA1 of `data` as 40 lower-case hex digits.
@@ -540,8 +597,16 @@ fn eval(ctx: &mut Ctx) {
 
 fn runtime_error(e: &mlua::Error, raised: &Option<(String, usize)>, sha: &str) -> String {
     let mut msg = e.to_string();
-    if let mlua::Error::CallbackError { cause, .. } = e {
+    // An error raised by a library function (cjson, bit, redis.*): Redis reports the line of
+    // the script that called it, the first script frame of the traceback.
+    let mut caller = None;
+    if let mlua::Error::CallbackError { cause, traceback } = e {
         msg = cause.to_string();
+        caller = traceback
+            .split("user_script:")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .and_then(|n| n.parse::<usize>().ok());
     }
     let first = msg.lines().next().unwrap_or("");
     let first = first
@@ -558,6 +623,7 @@ fn runtime_error(e: &mlua::Error, raised: &Option<(String, usize)>, sha: &str) -
         .strip_prefix("user_script:")
         .and_then(|r| r.split(':').next())
         .and_then(|n| n.parse::<usize>().ok())
+        .or(caller)
         .unwrap_or(0);
     format!("ERR {first} script: {sha}, on @user_script:{line}.")
 }
@@ -685,7 +751,11 @@ fn call(
             db: st.db,
             args: &args,
             out: &mut out,
-            proto: Proto::Resp2,
+            proto: if RESP3.with(Cell::get) {
+                Proto::Resp3
+            } else {
+                Proto::Resp2
+            },
             now: st.now,
             rewrite: None,
         };
@@ -743,8 +813,8 @@ fn read_line<'a>(b: &'a [u8], pos: &mut usize) -> &'a [u8] {
     &b[start..end]
 }
 
-/// Convert one RESP2 reply to a Lua value (Redis's rules: status → {ok=}, error → {err=},
-/// integer → number, nil → false, array → table).
+/// Convert one reply to a Lua value (Redis's rules: status → {ok=}, error → {err=},
+/// integer → number, nil → false, array → table; RESP3 types below).
 fn resp_to_lua(lua: &Lua, b: &[u8], pos: &mut usize) -> mlua::Result<LuaValue> {
     if *pos >= b.len() {
         return Ok(LuaValue::Boolean(false));
@@ -776,7 +846,7 @@ fn resp_to_lua(lua: &Lua, b: &[u8], pos: &mut usize) -> mlua::Result<LuaValue> {
                 LuaValue::String(s)
             }
         }
-        b'*' => {
+        b'*' | b'>' => {
             let n: i64 = resp::parse_i64(line).unwrap_or(-1);
             if n < 0 {
                 LuaValue::Boolean(false)
@@ -788,6 +858,69 @@ fn resp_to_lua(lua: &Lua, b: &[u8], pos: &mut usize) -> mlua::Result<LuaValue> {
                 LuaValue::Table(tb)
             }
         }
+        // RESP3 (after redis.setresp(3)), as Redis converts it: {map=}, {set=}, {double=},
+        // {big_number=}, {verbatim_string={format=, string=}}, booleans, nil.
+        b'%' | b'~' => {
+            let n = resp::parse_i64(line).unwrap_or(0).max(0) as usize;
+            let inner = lua.create_table()?;
+            for _ in 0..n {
+                let k = resp_to_lua(lua, b, pos)?;
+                let v = if t == b'%' {
+                    resp_to_lua(lua, b, pos)?
+                } else {
+                    LuaValue::Boolean(true)
+                };
+                inner.raw_set(k, v)?;
+            }
+            let tb = lua.create_table()?;
+            tb.set(if t == b'%' { "map" } else { "set" }, inner)?;
+            LuaValue::Table(tb)
+        }
+        b'|' => {
+            // An attribute: skipped, the value follows.
+            let n = resp::parse_i64(line).unwrap_or(0).max(0) as usize;
+            for _ in 0..2 * n {
+                resp_to_lua(lua, b, pos)?;
+            }
+            resp_to_lua(lua, b, pos)?
+        }
+        b'_' => LuaValue::Nil,
+        b'#' => LuaValue::Boolean(line == b"t"),
+        b',' => {
+            let tb = lua.create_table()?;
+            let d = std::str::from_utf8(line)
+                .ok()
+                .and_then(|s| match s {
+                    "inf" => Some(f64::INFINITY),
+                    "-inf" => Some(f64::NEG_INFINITY),
+                    _ => s.parse::<f64>().ok(),
+                })
+                .unwrap_or(f64::NAN);
+            tb.set("double", d)?;
+            LuaValue::Table(tb)
+        }
+        b'(' => {
+            let tb = lua.create_table()?;
+            tb.set("big_number", lua.create_string(line)?)?;
+            LuaValue::Table(tb)
+        }
+        b'=' => {
+            let n = resp::parse_i64(line).unwrap_or(0).max(0) as usize;
+            let end = (*pos + n).min(b.len());
+            let body = &b[*pos..end];
+            *pos = (end + 2).min(b.len());
+            let (format, text) = if body.len() >= 4 && body[3] == b':' {
+                (&body[..3], &body[4..])
+            } else {
+                (&b"txt"[..], body)
+            };
+            let v = lua.create_table()?;
+            v.set("format", lua.create_string(format)?)?;
+            v.set("string", lua.create_string(text)?)?;
+            let tb = lua.create_table()?;
+            tb.set("verbatim_string", v)?;
+            LuaValue::Table(tb)
+        }
         _ => LuaValue::Boolean(false),
     })
 }
@@ -798,6 +931,14 @@ fn resp_to_lua(lua: &Lua, b: &[u8], pos: &mut usize) -> mlua::Result<LuaValue> {
 fn lua_to_resp(v: &LuaValue, proto: Proto, out: &mut BytesMut) {
     match v {
         LuaValue::Nil => encode::null(out, proto),
+        // After redis.setresp(3) a boolean is a boolean (`:1`/`:0` to a RESP2 client).
+        LuaValue::Boolean(b) if RESP3.with(Cell::get) => {
+            if proto == Proto::Resp3 {
+                out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" });
+            } else {
+                encode::int(out, *b as i64);
+            }
+        }
         LuaValue::Boolean(true) => encode::int(out, 1),
         LuaValue::Boolean(false) => encode::null(out, proto),
         LuaValue::Integer(n) => encode::int(out, *n),
@@ -809,7 +950,59 @@ fn lua_to_resp(v: &LuaValue, proto: Proto, out: &mut BytesMut) {
                 return encode::error(out, &e);
             }
             if let Ok(LuaValue::String(s)) = t.raw_get::<LuaValue>("ok") {
-                return encode::simple(out, &s.to_string_lossy());
+                return encode::simple(out, &s.to_string_lossy().replace(['\r', '\n'], " "));
+            }
+            match t.raw_get::<LuaValue>("double") {
+                Ok(LuaValue::Number(d)) => return encode::double(out, d, proto),
+                Ok(LuaValue::Integer(d)) => return encode::double(out, d as f64, proto),
+                _ => {}
+            }
+            if let Ok(LuaValue::String(s)) = t.raw_get::<LuaValue>("big_number") {
+                let s = s.to_string_lossy().replace(['\r', '\n'], " ");
+                if proto == Proto::Resp3 {
+                    out.extend_from_slice(format!("({s}\r\n").as_bytes());
+                } else {
+                    encode::bulk(out, s.as_bytes());
+                }
+                return;
+            }
+            if let Ok(LuaValue::Table(v)) = t.raw_get::<LuaValue>("verbatim_string") {
+                if let (Ok(LuaValue::String(f)), Ok(LuaValue::String(s))) = (
+                    v.raw_get::<LuaValue>("format"),
+                    v.raw_get::<LuaValue>("string"),
+                ) {
+                    let (f, s) = (f.as_bytes(), s.as_bytes());
+                    if proto == Proto::Resp3 {
+                        out.extend_from_slice(format!("={}\r\n", s.len() + 4).as_bytes());
+                        out.extend_from_slice(&f[..f.len().min(3)]);
+                        out.extend_from_slice(b":");
+                        out.extend_from_slice(&s);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        encode::bulk(out, &s);
+                    }
+                    return;
+                }
+            }
+            for (field, map) in [("map", true), ("set", false)] {
+                if let Ok(LuaValue::Table(m)) = t.raw_get::<LuaValue>(field) {
+                    let pairs: Vec<(LuaValue, LuaValue)> = m
+                        .pairs::<LuaValue, LuaValue>()
+                        .filter_map(Result::ok)
+                        .collect();
+                    if map {
+                        encode::map(out, pairs.len(), proto);
+                    } else {
+                        encode::set(out, pairs.len(), proto);
+                    }
+                    for (k, x) in &pairs {
+                        lua_to_resp(k, proto, out);
+                        if map {
+                            lua_to_resp(x, proto, out);
+                        }
+                    }
+                    return;
+                }
             }
             let mut items = Vec::new();
             for i in 1.. {

@@ -1473,6 +1473,24 @@ GEORADIUS Sicily 15 37 200 km COUNT 1 ANY
 /// Which error wins when a command has both a bad argument and a missing or wrong-typed key,
 /// and number parsing corner cases (found by random differential runs against redis-server).
 const ORDER: &str = r#"
+# COPY makes its own object of a shared small integer
+SET a 5
+COPY a b
+COPY a {t}x
+OBJECT REFCOUNT b
+OBJECT REFCOUNT {t}x
+OBJECT REFCOUNT a
+OBJECT ENCODING b
+INCR b
+OBJECT REFCOUNT b
+APPEND a 1
+COPY a c
+OBJECT ENCODING c
+OBJECT REFCOUNT c
+SET big 123456
+COPY big big2
+OBJECT REFCOUNT big2
+
 # BLMPOP and BZMPOP read their timeout after numkeys, the side and COUNT
 BZMPOP -1 1 z MIN COUNT 0
 BZMPOP x 1 z MIN COUNT 0
@@ -1653,6 +1671,81 @@ UNWATCH
 SET a 1
 EXEC
 GET a
+"#;
+
+/// The Lua libraries and helpers Redis gives scripts: `cjson`, `bit`, `redis.sha1hex`,
+/// `redis.setresp` and the RESP3 reply tables ({map=}, {set=}, {double=}).
+#[test]
+fn scripting_libraries_match_redis() {
+    check("scripting libraries", LUA_LIBS);
+}
+
+const LUA_LIBS: &str = r#"
+EVAL "return cjson.encode({1, 2.5, 'a', true, false, {x=1}, {}, {{}}})" 0
+EVAL "return cjson.encode({s='a/b\"c\\\\d\\n\\1'})" 0
+EVAL "return cjson.encode({[1]=1, [3]=3})" 0
+EVAL "return cjson.encode({[1]=1, [30]=3})" 0
+EVAL "return cjson.encode({1e20, 0.1, -0.5, 123456789012345678, 1/3})" 0
+EVAL "return cjson.encode(cjson.null)" 0
+EVAL "return cjson.encode({[2.5]='x'})" 0
+EVAL "return cjson.decode('[1,2,{\"a\":3}]')[3].a" 0
+EVAL "return cjson.decode('{\"a\":[1,null,3]}').a[3]" 0
+EVAL "return cjson.decode('\"\\u00e9\\ud83d\\ude00\\/\"')" 0
+EVAL "return type(cjson.decode('null'))" 0
+EVAL "return cjson.decode('  [ ]  ')" 0
+EVAL "return cjson.decode('{\"x\":-1.5e3}').x" 0
+EVAL "local t = cjson.decode('[true,false]') return {t[1], t[2]}" 0
+EVAL "return cjson.encode(cjson.decode('{\"k\":[1,\"two\",{\"n\":null}]}'))" 0
+EVAL "return cjson.encode(1/0)" 0
+EVAL "return cjson.decode('[1,2')" 0
+EVAL "return cjson.decode('[1,2] x')" 0
+EVAL "return cjson.decode('{\"a\" 1}')" 0
+~EVAL "return cjson.decode('[1,')" 0
+~EVAL "return cjson.encode(print)" 0
+EVAL "return bit.band(0xff, 0x0f, 0x3c)" 0
+EVAL "return bit.band('x')" 0
+EVAL "return bit.band()" 0
+EVAL "return bit.bor('12', 1)" 0
+EVAL "return bit.bor(1, 2, 4)" 0
+EVAL "return bit.bxor(0xf0, 0xff)" 0
+EVAL "return bit.tohex(255)" 0
+EVAL "return bit.tohex(-1, -4)" 0
+EVAL "return bit.tohex(0x1234, 2)" 0
+EVAL "return bit.lshift(1, 31)" 0
+EVAL "return bit.rshift(-1, 28)" 0
+EVAL "return bit.arshift(-256, 4)" 0
+EVAL "return bit.bnot(0)" 0
+EVAL "return bit.tobit(2^32 + 5)" 0
+EVAL "return bit.bswap(0x12345678)" 0
+EVAL "return bit.rol(0x12345678, 12)" 0
+EVAL "return bit.ror(0x12345678, 12)" 0
+EVAL "return redis.sha1hex(nil)" 0
+EVAL "return redis.sha1hex(12)" 0
+EVAL "return redis.sha1hex('abc')" 0
+EVAL "return {double=3.5}" 0
+EVAL "return {map={a=1}}" 0
+EVAL "return {set={a=true}}" 0
+EVAL "return {big_number='123'}" 0
+EVAL "return {ok='fine'}" 0
+EVAL "return redis.replicate_commands()" 0
+
+HSET h a 1
+ZADD z 1.5 m
+EVAL "redis.setresp(3); return redis.call('HGETALL', KEYS[1])" 1 h
+EVAL "redis.setresp(3); return redis.call('ZSCORE', KEYS[1], 'm')" 1 z
+EVAL "redis.setresp(3); return redis.call('ZSCORE', KEYS[1], 'nosuch')" 1 z
+EVAL "redis.setresp(3); return redis.call('EXISTS', KEYS[1]) == 1" 1 z
+EVAL "redis.setresp(3); return false" 0
+EVAL "redis.setresp(3); local r = redis.call('HGETALL', KEYS[1]) return r['map']['a']" 1 h
+EVAL "redis.setresp(2); return redis.call('ZSCORE', KEYS[1], 'm')" 1 z
+!HELLO 3
+EVAL "redis.setresp(3); return redis.call('HGETALL', KEYS[1])" 1 h
+EVAL "redis.setresp(3); return redis.call('ZSCORE', KEYS[1], 'm')" 1 z
+EVAL "redis.setresp(3); return false" 0
+EVAL "return {double=3.5}" 0
+EVAL "return {map={a=1}}" 0
+EVAL "return {set={a=true}}" 0
+EVAL "return false" 0
 "#;
 
 /// HyperLogLog strings byte for byte: sparse while small (opcode splits and merges), dense past

@@ -245,7 +245,14 @@ fn copy(ctx: &mut Ctx) {
     if tdb.contains(&dst, now) && !replace {
         return ctx.int_reply(0);
     }
+    let int = e.encoding() == "int"
+        && matches!(&e.value, crate::value::Value::Str(b)
+            if resp::parse_i64(b).is_some_and(|n| (0..10_000).contains(&n)));
     tdb.insert_entry(&dst, e);
+    if int {
+        // Redis's COPY duplicates a shared integer into an object of its own.
+        tdb.mark_copy(&dst);
+    }
     ctx.int_reply(1)
 }
 
@@ -315,10 +322,7 @@ fn object(ctx: &mut Ctx) {
         // Redis shares one object per integer 0..9999 between keys (reference count INT_MAX)
         // unless an LRU/LFU maxmemory policy needs a clock per key; nothing else is shared.
         "refcount" => {
-            let shared = e.encoding() == "int"
-                && matches!(e.value, crate::value::ValueRef::Str(s)
-                    if resp::parse_i64(s).is_some_and(|n| (0..10_000).contains(&n)))
-                && crate::evict::shares_integers();
+            let shared = e.shared_int() && crate::evict::shares_integers();
             ctx.int_reply(if shared { i32::MAX as i64 } else { 1 })
         }
         "freq" if lfu => ctx.int_reply(crate::db::clock::decayed(c) as i64),
