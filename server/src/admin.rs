@@ -253,6 +253,27 @@ fn shutdown_args(args: &Args) -> Result<(), &'static str> {
 /// Redis 7.0's container commands and the arity of each subcommand (`COMMAND INFO` subcommands).
 const SUBCOMMANDS: &[(&str, &[(&str, i32)])] = &[
     (
+        "pubsub",
+        &[
+            ("channels", -2),
+            ("help", 2),
+            ("numpat", 2),
+            ("numsub", -2),
+            ("shardchannels", -2),
+            ("shardnumsub", -2),
+        ],
+    ),
+    (
+        "script",
+        &[
+            ("exists", -3),
+            ("flush", -2),
+            ("help", 2),
+            ("kill", 2),
+            ("load", 3),
+        ],
+    ),
+    (
         "slowlog",
         &[("get", -2), ("len", 2), ("reset", 2), ("help", 2)],
     ),

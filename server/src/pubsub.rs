@@ -416,12 +416,12 @@ pub async fn run(
                 .sum();
             encode::int(out, n as i64);
         }
-        "pubsub" => pubsub(core, proto, args, out).await,
+        "pubsub" => pubsub(core, args, out).await,
         _ => encode::error(out, &crate::conn::unknown_command(args)),
     }
 }
 
-async fn pubsub(core: &Rc<Core>, proto: Proto, args: &Args, out: &mut BytesMut) {
+async fn pubsub(core: &Rc<Core>, args: &Args, out: &mut BytesMut) {
     let sub = args[1].to_ascii_lowercase();
     match (sub.as_slice(), args.len()) {
         (b"channels", 2 | 3) => {
@@ -457,7 +457,8 @@ async fn pubsub(core: &Rc<Core>, proto: Proto, args: &Args, out: &mut BytesMut) 
                     })
                 })
                 .await;
-            encode::map(out, chans.len(), proto);
+            // A flat array in RESP3 too, as Redis 7.0 answers.
+            encode::array(out, 2 * chans.len());
             for (i, c) in chans.iter().enumerate() {
                 encode::bulk(out, c);
                 encode::int(out, per.iter().map(|v| v[i]).sum::<usize>() as i64);
@@ -471,6 +472,16 @@ async fn pubsub(core: &Rc<Core>, proto: Proto, args: &Args, out: &mut BytesMut) 
                 .await;
             let all: HashSet<Bytes> = per.into_iter().flatten().collect();
             encode::int(out, all.len() as i64);
+        }
+        // There is no sharded pub/sub here (SSUBSCRIBE, SPUBLISH), so no shard channel has a
+        // subscriber.
+        (b"shardchannels", 2 | 3) => encode::array(out, 0),
+        (b"shardnumsub", _) => {
+            encode::array(out, 2 * (args.len() - 2));
+            for c in &args[2..] {
+                encode::bulk(out, c);
+                encode::int(out, 0);
+            }
         }
         (b"help", 2) => {
             let lines = [
@@ -494,7 +505,7 @@ async fn pubsub(core: &Rc<Core>, proto: Proto, args: &Args, out: &mut BytesMut) 
                 encode::simple(out, l);
             }
         }
-        (b"channels" | b"numpat" | b"help", _) => encode::error(
+        (b"channels" | b"shardchannels" | b"numpat" | b"help", _) => encode::error(
             out,
             &format!(
                 "ERR wrong number of arguments for 'pubsub|{}' command",

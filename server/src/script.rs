@@ -469,11 +469,42 @@ pub fn script_cmd(args: &[Bytes], out: &mut BytesMut) {
                 encode::int(out, exists(a) as i64);
             }
         }
-        (b"flush", 2 | 3) => {
+        (b"flush", 2) => {
             flush();
             encode::ok(out);
         }
+        (b"flush", 3)
+            if args[2].eq_ignore_ascii_case(b"sync") || args[2].eq_ignore_ascii_case(b"async") =>
+        {
+            flush();
+            encode::ok(out);
+        }
+        (b"flush", _) => encode::error(out, "ERR SCRIPT FLUSH only support SYNC|ASYNC option"),
         (b"kill", 2) => kill_running(out),
+        (b"help", 2) => {
+            // Redis 7.0's text, without SCRIPT DEBUG (there is no Lua debugger here).
+            let lines = [
+                "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "EXISTS <sha1> [<sha1> ...]",
+                "    Return information about the existence of the scripts in the script cache.",
+                "FLUSH [ASYNC|SYNC]",
+                "    Flush the Lua scripts cache. Very dangerous on replicas.",
+                "    When called without the optional mode argument, the behavior is determined by the",
+                "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+                "    * ASYNC: Asynchronously flush the scripts cache.",
+                "    * SYNC: Synchronously flush the scripts cache.",
+                "KILL",
+                "    Kill the currently executing Lua script.",
+                "LOAD <script>",
+                "    Load a script into the scripts cache without executing it.",
+                "HELP",
+                "    Prints this help.",
+            ];
+            encode::array(out, lines.len());
+            for l in lines {
+                encode::simple(out, l);
+            }
+        }
         _ => encode::error(
             out,
             &format!(
@@ -792,6 +823,16 @@ fn call(
     Ok(v)
 }
 
+/// C's `(long long)` cast of a double on x86-64, as Redis converts a script's number: NaN and
+/// values out of range give `i64::MIN` (Rust's `as` would saturate).
+fn c_long_long(n: f64) -> i64 {
+    if n.is_nan() || !(-9.223372036854775808e18..9.223372036854775808e18).contains(&n) {
+        i64::MIN
+    } else {
+        n as i64
+    }
+}
+
 fn lua_number_text(n: f64) -> String {
     if n.fract() == 0.0 && n.abs() < 1e17 {
         format!("{}", n as i64)
@@ -942,7 +983,7 @@ fn lua_to_resp(v: &LuaValue, proto: Proto, out: &mut BytesMut) {
         LuaValue::Boolean(true) => encode::int(out, 1),
         LuaValue::Boolean(false) => encode::null(out, proto),
         LuaValue::Integer(n) => encode::int(out, *n),
-        LuaValue::Number(n) => encode::int(out, *n as i64),
+        LuaValue::Number(n) => encode::int(out, c_long_long(*n)),
         LuaValue::String(s) => encode::bulk(out, &s.as_bytes()),
         LuaValue::Table(t) => {
             if let Ok(LuaValue::String(e)) = t.raw_get::<LuaValue>("err") {

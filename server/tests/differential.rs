@@ -1671,6 +1671,30 @@ UNWATCH
 SET a 1
 EXEC
 GET a
+
+# an unknown subcommand or a subcommand's wrong arity is refused when queued
+MULTI
+SCRIPT x
+PUBSUB x
+SCRIPT EXISTS
+PUBSUB NUMPAT y
+SET a 1
+EXEC
+GET a
+
+# PUBSUB and SCRIPT subcommands
+PUBSUB SHARDCHANNELS
+PUBSUB SHARDNUMSUB a b
+PUBSUB NUMSUB a
+SCRIPT LOAD
+SCRIPT EXISTS
+SCRIPT FLUSH x
+SCRIPT FLUSH ASYNC
+SCRIPT LOAD "return 1"
+SCRIPT EXISTS e0e1f9fabfc9d4800c877a703b823ac0578ff8db ffffffffffffffffffffffffffffffffffffffff
+!HELLO 3
+PUBSUB NUMSUB a b
+PUBSUB SHARDNUMSUB a
 "#;
 
 /// The Lua libraries and helpers Redis gives scripts: `cjson`, `bit`, `redis.sha1hex`,
@@ -1728,6 +1752,9 @@ EVAL "return {set={a=true}}" 0
 EVAL "return {big_number='123'}" 0
 EVAL "return {ok='fine'}" 0
 EVAL "return redis.replicate_commands()" 0
+EVAL "return tonumber(ARGV[1])" 0 9223372036854775807
+EVAL "return 0/0" 0
+EVAL "return -1e300" 0
 
 HSET h a 1
 ZADD z 1.5 m
