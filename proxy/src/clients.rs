@@ -272,10 +272,7 @@ pub fn client(
                 "KILL <ip:port> | ID <id> | ADDR <ip:port> | LADDR <ip:port> | SKIPME <yes|no>",
                 "HELP",
             ];
-            encode::array(out, lines.len());
-            for l in lines {
-                encode::simple(out, l);
-            }
+            encode::help(out, &lines);
         }
         (
             "id" | "getname" | "setname" | "setinfo" | "info" | "kill" | "no-evict" | "no-touch"

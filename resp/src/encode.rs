@@ -33,6 +33,14 @@ pub fn simple(buf: &mut BytesMut, text: &str) {
     line(buf, b'+', text.as_bytes());
 }
 
+/// A `HELP` reply: an array of status lines.
+pub fn help(buf: &mut BytesMut, lines: &[&str]) {
+    array(buf, lines.len());
+    for l in lines {
+        simple(buf, l);
+    }
+}
+
 /// `-ERR …\r\n`. `text` is the whole error, code included (`ERR syntax error`).
 pub fn error(buf: &mut BytesMut, text: &str) {
     line(buf, b'-', text.as_bytes());

@@ -571,10 +571,7 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
                 "    Return the core serving this connection, or move the connection to <core>.",
                 "HELP",
             ];
-            encode::array(b, lines.len());
-            for l in lines {
-                encode::simple(b, l);
-            }
+            encode::help(b, &lines);
         }
         _ => {
             let s = String::from_utf8_lossy(&args[1]).to_string();
@@ -880,10 +877,7 @@ async fn debug(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMu
                 "RELOAD",
                 "HELP",
             ];
-            encode::array(b, lines.len());
-            for l in lines {
-                encode::simple(b, l);
-            }
+            encode::help(b, &lines);
         }
         _ => {
             let s = String::from_utf8_lossy(&args[1]).to_string();

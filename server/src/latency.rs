@@ -202,10 +202,7 @@ pub fn command(args: &[Bytes], proto: Proto, out: &mut BytesMut) {
                 "HELP",
                 "    Prints this help.",
             ];
-            encode::array(out, lines.len());
-            for l in lines {
-                encode::simple(out, l);
-            }
+            encode::help(out, &lines);
         }
     }
 }

@@ -500,10 +500,7 @@ async fn pubsub(core: &Rc<Core>, args: &Args, out: &mut BytesMut) {
                 "HELP",
                 "    Prints this help.",
             ];
-            encode::array(out, lines.len());
-            for l in lines {
-                encode::simple(out, l);
-            }
+            encode::help(out, &lines);
         }
         (b"channels" | b"shardchannels" | b"numpat" | b"help", _) => encode::error(
             out,

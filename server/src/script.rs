@@ -500,10 +500,7 @@ pub fn script_cmd(args: &[Bytes], out: &mut BytesMut) {
                 "HELP",
                 "    Prints this help.",
             ];
-            encode::array(out, lines.len());
-            for l in lines {
-                encode::simple(out, l);
-            }
+            encode::help(out, &lines);
         }
         _ => encode::error(
             out,

@@ -217,10 +217,7 @@ pub fn command(args: &[Bytes], out: &mut BytesMut) {
                 "HELP",
                 "    Print this help.",
             ];
-            encode::array(out, lines.len());
-            for l in lines {
-                encode::simple(out, l);
-            }
+            encode::help(out, &lines);
         }
     }
 }
