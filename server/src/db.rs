@@ -545,6 +545,27 @@ pub struct Db {
     /// Keys removed by expiry not yet propagated as DEL / notified as `expired` (recorded only
     /// while `repl::prop` or `notify` is active; never in a scratch database).
     expired: Vec<Key>,
+    /// The watched keys (every key, in a scratch database) the current command touched, so a
+    /// command that turns out to change nothing can take its touches back ([`Db::untouch`]).
+    journal: Vec<Key>,
+    /// The command ([`begin_command`]) whose touches `journal` holds.
+    journal_cmd: u64,
+}
+
+thread_local! {
+    /// Commands started on this thread ([`begin_command`]).
+    static COMMAND: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A command starts: the touches it records can be taken back by [`Db::untouch`] and
+/// [`Db::revert_touches`], those of earlier commands no longer.
+#[inline]
+pub fn begin_command() {
+    COMMAND.with(|c| c.set(c.get().wrapping_add(1)));
+}
+
+fn current_command() -> u64 {
+    COMMAND.with(|c| c.get())
 }
 
 impl Db {
@@ -562,6 +583,8 @@ impl Db {
             snap: None,
             dirty: 0,
             expired: Vec::new(),
+            journal: Vec::new(),
+            journal_cmd: 0,
         }
     }
 
@@ -577,6 +600,8 @@ impl Db {
             snap: None,
             dirty: 0,
             expired: Vec::new(),
+            journal: Vec::new(),
+            journal_cmd: 0,
         }
     }
 
@@ -968,17 +993,81 @@ impl Db {
         !self.watch.is_empty() && self.watch.contains_key(key)
     }
 
-    /// Record a modification of `key` for its watchers.
+    /// Record a modification of `key` for its watchers. A scratch database counts the touches
+    /// of every key, so the transaction's write-back can signal them ([`Db::touches`]).
     fn touch(&mut self, key: &[u8]) {
         if self.quiet {
             return;
         }
         self.dirty += 1;
-        if !self.watch.is_empty() {
+        if self.scratch {
+            self.watch.entry(key.into()).or_insert((0, 0)).0 += 1;
+        } else if self.watch.is_empty() {
+            return;
+        } else if let Some(w) = self.watch.get_mut(key) {
+            w.0 += 1;
+        } else {
+            return;
+        }
+        let cur = current_command();
+        if self.journal_cmd != cur {
+            self.journal.clear();
+            self.journal_cmd = cur;
+        }
+        self.journal.push(key.into());
+    }
+
+    /// Take back the current command's touches of `key`, which it did not change after all
+    /// (LREM removing no element, SADD of members already there, …): Redis signals a key only
+    /// when it really changed, so its watchers must not see one. Does nothing when the current
+    /// command did not touch `key` (or `key` is not watched). The change counter (`dirty`) keeps
+    /// the touch: a command propagated though it changed nothing is harmless.
+    pub fn untouch(&mut self, key: &[u8]) {
+        if self.journal.is_empty() || self.journal_cmd != current_command() {
+            return;
+        }
+        let before = self.journal.len();
+        self.journal.retain(|k| **k != *key);
+        let n = (before - self.journal.len()) as u64;
+        if n > 0 {
             if let Some(w) = self.watch.get_mut(key) {
-                w.0 += 1;
+                w.0 = w.0.saturating_sub(n);
             }
         }
+    }
+
+    /// Take back every touch of the current command (it failed: a command answering an error
+    /// changed nothing).
+    pub fn revert_touches(&mut self) {
+        if self.journal.is_empty() || self.journal_cmd != current_command() {
+            return;
+        }
+        for k in std::mem::take(&mut self.journal) {
+            if let Some(w) = self.watch.get_mut(&k) {
+                w.0 = w.0.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Signal `key` as modified even while a read-only command runs (PFCOUNT rewriting the
+    /// cached cardinality, which Redis signals).
+    pub fn signal(&mut self, key: &[u8]) {
+        let quiet = std::mem::replace(&mut self.quiet, false);
+        self.touch(key);
+        self.quiet = quiet;
+    }
+
+    /// Forget the touches counted so far (a scratch database, once the keys are copied in).
+    pub fn forget_touches(&mut self) {
+        if self.scratch {
+            self.watch.clear();
+            self.journal.clear();
+        }
+    }
+
+    /// How many times `key` was touched (a scratch database: counted for every key).
+    pub fn touches(&self, key: &[u8]) -> u64 {
+        self.watch.get(key).map_or(0, |w| w.0)
     }
 
     fn touch_where(&mut self, f: impl Fn(&[u8]) -> bool) {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::channel::oneshot;
 
 use bytes::{Bytes, BytesMut};
-use resp::command::{COMMANDS, READONLY};
+use resp::command::{COMMANDS, READONLY, SCRIPT};
 use resp::{Args, Proto};
 
 use crate::cmd::sort::PatternReads;
@@ -374,6 +374,9 @@ async fn try_atomic(
             }
         }
     }
+    // Copying the keys in was no modification: the touches the commands make are counted from
+    // here (see the write-back).
+    scratch.iter_mut().for_each(Db::forget_touches);
     // Phase 2: the ordinary handlers, on the scratch shard.
     let track = crate::repl::prop::active();
     let mut fx: Vec<crate::repl::prop::Effect> = Vec::new();
@@ -404,9 +407,13 @@ async fn try_atomic(
                     now,
                     rewrite: None,
                 };
+                crate::db::begin_command();
                 match cmd::handler(idx) {
                     Some(h) => h(&mut ctx),
                     None => resp::encode::error(ctx.out, "ERR command not served"),
+                }
+                if ctx.out.get(before) == Some(&b'-') && !COMMANDS[idx].has(SCRIPT) {
+                    ctx.dbs.iter_mut().for_each(Db::revert_touches);
                 }
                 if track {
                     let rewrite = ctx.rewrite.take();
@@ -435,7 +442,8 @@ async fn try_atomic(
     // Phase 3: write back what changed, release each shard.
     let readonly = !clean || cmds.iter().all(|c| COMMANDS[c.idx as usize].has(READONLY));
     for (&c, ks) in &by_core {
-        let mut writes: Vec<(Bytes, usize, Option<Entry>)> = Vec::new();
+        // `None`: the key was touched but keeps its value (only its watchers are told).
+        let mut writes: Vec<(Bytes, usize, Option<Option<Entry>>)> = Vec::new();
         if !readonly {
             for (k, d) in ks {
                 let old = before.get(&(k.clone(), *d)).and_then(|e| e.as_ref());
@@ -446,7 +454,11 @@ async fn try_atomic(
                     _ => true,
                 };
                 if changed {
-                    writes.push((k.clone(), *d, new));
+                    writes.push((k.clone(), *d, Some(new)));
+                } else if scratch[*d].touches(k) > 0 {
+                    // Modified to the same value (SET of the value it held, LTRIM keeping every
+                    // element): Redis signals it all the same.
+                    writes.push((k.clone(), *d, None));
                 }
             }
         }
@@ -468,12 +480,13 @@ async fn try_atomic(
                     continue;
                 };
                 match e {
-                    Some(e) => {
+                    Some(Some(e)) => {
                         db.insert_entry(&k, e);
                     }
-                    None => {
+                    Some(None) => {
                         db.delete(&k);
                     }
+                    None => db.signal(&k),
                 }
             }
             crate::blocking::after_writes(sh, &touched, now);

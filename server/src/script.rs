@@ -787,7 +787,11 @@ fn call(
             now: st.now,
             rewrite: None,
         };
+        crate::db::begin_command();
         handler(&mut ctx);
+        if ctx.out.first() == Some(&b'-') {
+            ctx.dbs.iter_mut().for_each(Db::revert_touches);
+        }
         if let Some(p) = probe {
             let ev = p.after(spec.name, &args, ctx.dbs, ctx.now, &ctx.out[..]);
             crate::notify::emit_all(ev);

@@ -1612,6 +1612,228 @@ fn argument_order_matches_redis() {
 /// Transactions and WATCH where diff-fuzz found codis-server apart from redis-server: MOVE in
 /// a transaction whose keys span cores, commands that change nothing (a missing key, a wrong
 /// type) counting as modifications of a watched key, UNWATCH queued inside MULTI.
+/// WATCH sees exactly the modifications Redis signals: a write command that changes nothing
+/// (SADD of a member already there, LREM of an absent element, ZADD of the same score, SETBIT of
+/// the bit it holds, a failing command, the source keys of SINTERSTORE or COPY…) must not abort
+/// the EXEC, and one that Redis signals though the value stays (SET of the same value, LTRIM
+/// keeping everything) must. Each row: setup commands (`;`-separated) | watched key | command;
+/// it runs as `setup; WATCH key; command; MULTI; PING; EXEC`, on one core (`{t}` keys) and across
+/// both (`k` and `d` live on different cores).
+#[test]
+fn watch_signals_match_redis() {
+    let script: Vec<String> = WATCH_ROWS
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|row| {
+            let mut parts = row.splitn(3, " | ");
+            let (setup, key, cmd) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            let mut lines: Vec<String> = setup.split("; ").map(String::from).collect();
+            lines.push(format!("WATCH {key}"));
+            lines.push(cmd.to_string());
+            lines.extend(["MULTI", "PING", "EXEC"].map(String::from));
+            lines.join("\n")
+        })
+        .collect();
+    check("watch signals", &script.join("\n\n"));
+}
+
+const WATCH_ROWS: &str = r#"
+RPUSH k a b c | k | LINSERT k BEFORE zz x
+RPUSH k a b c | k | LREM k 0 zz
+RPUSH k a b c | k | LTRIM k 0 -1
+RPUSH k a b c | k | LPOP k 0
+RPUSH k a b c | k | RPOP k 0
+RPUSH k a b c | k | LSET k 0 a
+RPUSH k a | k | LMOVE k k LEFT RIGHT
+RPUSH k a b | k | LMPOP 1 k LEFT COUNT 0
+SADD k a b | k | SADD k a
+SADD k a b | k | SREM k zz
+SADD k a b | k | SMOVE k k a
+SADD k a b | k | SMOVE k d zz
+SADD k a b | d | SMOVE k d zz
+SADD k a b; SADD d a | d | SMOVE k d a
+SADD k a b | k | SPOP k 0
+SADD k 1 2 | k | SADD k 1
+SADD k 1 2 | k | SREM k 3
+HSET k f v | k | HSETNX k f w
+HSET k f v | k | HDEL k zz
+HSET k f v | k | HSET k f v
+HSET k f 1 | k | HINCRBY k f 0
+ZADD k 1 a | k | ZADD k 1 a
+ZADD k 1 a | k | ZADD k NX 2 a
+ZADD k 1 a | k | ZADD k XX 2 b
+ZADD k 1 a | k | ZADD k GT 0 a
+ZADD k 1 a | k | ZINCRBY k 0 a
+ZADD k 1 a | k | ZREM k zz
+ZADD k 1 a | k | ZREMRANGEBYSCORE k 5 6
+ZADD k 1 a | k | ZREMRANGEBYRANK k 5 6
+ZADD k 1 a | k | ZREMRANGEBYLEX k [x [y
+ZADD k 1 a | k | ZPOPMIN k 0
+ZADD k 1 a | k | ZMPOP 1 k MIN COUNT 0
+ZADD k 1 a | k | GEOADD k 13.361389 38.115556 a
+GEOADD k 13.361389 38.115556 a | k | GEOADD k 13.361389 38.115556 a
+GEOADD k 13.361389 38.115556 a | k | GEOADD k NX 13.361389 38.115556 a
+SET k abc | k | SETRANGE k 1 ""
+SET k abc | k | SETRANGE k 1 b
+SET k abc | k | APPEND k ""
+SET k abc | k | SET k abc
+SET k abc | k | SET k x NX
+SET k abc | k | SETNX k x
+SET k abc | k | MSETNX k x z y
+SET k abc | k | GETEX k
+SET k abc | k | GETEX k PERSIST
+SET k abc EX 100 | k | GETEX k PERSIST
+SET k abc | k | PERSIST k
+SET k 1 | k | INCRBY k 0
+SET k abc | k | SETBIT k 1 1
+SET k abc | k | BITFIELD k GET u8 0
+SET k abc | k | BITFIELD k OVERFLOW FAIL INCRBY u8 0 200
+SET k abc | k | RENAME k k
+SET k abc | k | RENAMENX k k
+SET k abc; SET d x | d | RENAMENX k d
+SET k abc; SET d x | d | COPY k d
+SET k abc | k | MOVE k 1
+PFADD k a | k | PFADD k a
+PFADD k a | k | PFADD k
+PFADD k a | k | PFCOUNT k
+PFADD k a; PFADD d a | k | PFMERGE k d
+PFADD k a | k | PFMERGE k
+SADD k a | d | SINTERSTORE d k zz
+SADD k a; SET d x | d | SINTERSTORE d zz zz2
+ZADD k 1 a | d | ZUNIONSTORE d 1 zz
+RPUSH k a | d | SORT zz STORE d
+SET k abc | k | DEL zz
+SET k abc | k | UNLINK k zz
+SET k abc | k | TOUCH k
+SET k abc | k | GETDEL zz
+RPUSH k a b | k | LPUSHX k c
+RPUSH k a b | k | RPOPLPUSH zz k
+RPUSH k a b | k | BLMOVE zz k LEFT LEFT 0.01
+HSET k f v | k | HINCRBYFLOAT k f 0
+SET k abc | k | OBJECT FREQ k
+ZADD k 1 a | k | ZADD k CH 1 a
+ZADD k 1 a | k | ZADD k INCR 0 a
+RPUSH k a | k | LTRIM k 5 10
+SET k abc | k | SETRANGE k 5 ""
+RPUSH k a b c | k | LINSERT k AFTER c x
+SET k abc | k | INCR k
+SET k abc | k | INCRBYFLOAT k 1
+SET k 9223372036854775807 | k | INCR k
+SET k 1 | k | INCRBYFLOAT k inf
+HSET k f v | k | HINCRBY k f 1
+HSET k f 9223372036854775807 | k | HINCRBY k f 1
+HSET k f 1 | k | HINCRBYFLOAT k f inf
+RPUSH k a | k | LSET k 99 x
+SET k abc | k | SETRANGE k 536870912 x
+ZADD k inf a | k | ZADD k INCR -inf a
+ZADD k inf a | k | ZINCRBY k -inf a
+SET k abc | k | GETEX k EX 0
+RPUSH k a | k | SET k x GET
+RPUSH k a; SET d x | k | LMOVE k d LEFT LEFT
+RPUSH k a; SET d x | k | RPOPLPUSH k d
+SADD k a; SET d x | k | SMOVE k d a
+SET k abc | k | BITFIELD k SET u8 0 97
+SET k abc | k | SETRANGE k 0 abc
+SET k abc | k | SETBIT k 1 0
+HSET k f v | k | HSETNX k g w
+SADD k a b | k | SINTERSTORE k k
+SET k 1 | k | DECRBY k 0
+RPUSH k a b | k | LPOS k zz
+RPUSH k a b | k | LMPOP 1 k LEFT COUNT 5
+ZADD k 1 a 2 b | k | ZRANGESTORE k k 5 6
+ZADD k 1 a 2 b | k | ZADD k LT 5 a
+ZADD k 1 a 2 b | k | ZADD k GT CH 5 a
+HSET k f v | k | HDEL k f zz
+SET k abc | k | SETRANGE k 3 ""
+SET k 10 | k | INCRBYFLOAT k 0
+RPUSH k a b | k | LREM k 1 a
+SADD k a | k | SINTERSTORE d k
+SADD {t}k a | {t}k | SINTERSTORE {t}d {t}k
+SADD k a | k | SUNIONSTORE d k
+SADD {t}k a | {t}k | SUNIONSTORE {t}d {t}k
+SADD k a | k | SDIFFSTORE d k
+SADD {t}k a | {t}k | SDIFFSTORE {t}d {t}k
+SADD k a; SADD d b | d | SMOVE k d zz
+SADD {t}k a; SADD {t}d b | {t}d | SMOVE {t}k {t}d zz
+SADD k a; SADD d b | k | SMOVE k d zz
+SADD {t}k a; SADD {t}d b | {t}k | SMOVE {t}k {t}d zz
+ZADD k 1 a | k | ZUNIONSTORE d 1 k
+ZADD {t}k 1 a | {t}k | ZUNIONSTORE {t}d 1 {t}k
+ZADD k 1 a | k | ZINTERSTORE d 1 k
+ZADD {t}k 1 a | {t}k | ZINTERSTORE {t}d 1 {t}k
+ZADD k 1 a | k | ZDIFFSTORE d 1 k
+ZADD {t}k 1 a | {t}k | ZDIFFSTORE {t}d 1 {t}k
+ZADD k 1 a | k | ZRANGESTORE d k 0 -1
+ZADD {t}k 1 a | {t}k | ZRANGESTORE {t}d {t}k 0 -1
+RPUSH k 3 1 2 | k | SORT k STORE d
+RPUSH {t}k 3 1 2 | {t}k | SORT {t}k STORE {t}d
+SET k abc | k | COPY k d
+SET {t}k abc | {t}k | COPY {t}k {t}d
+SET k abc | k | BITOP AND d k
+SET {t}k abc | {t}k | BITOP AND {t}d {t}k
+PFADD k a | k | PFMERGE d k
+PFADD {t}k a | {t}k | PFMERGE {t}d {t}k
+PFADD {t}k a; PFADD {t}d a | {t}k | PFMERGE {t}k {t}d
+PFADD k a; PFADD d a | k | PFMERGE k
+PFADD {t}k a; PFADD {t}d a | {t}k | PFMERGE {t}k
+PFADD k a; PFADD d b | k | PFCOUNT k d
+PFADD {t}k a; PFADD {t}d b | {t}k | PFCOUNT {t}k {t}d
+GEOADD k 0 0 a | k | GEOSEARCHSTORE d k FROMLONLAT 0 0 BYRADIUS 1 km
+GEOADD {t}k 0 0 a | {t}k | GEOSEARCHSTORE {t}d {t}k FROMLONLAT 0 0 BYRADIUS 1 km
+RPUSH k a; RPUSH d b | d | LMOVE k d LEFT LEFT
+RPUSH {t}k a; RPUSH {t}d b | {t}d | LMOVE {t}k {t}d LEFT LEFT
+RPUSH k a | k | LMPOP 2 d k LEFT
+RPUSH {t}k a | {t}k | LMPOP 2 {t}d {t}k LEFT
+SET k abc | k | MSETNX d x k y
+SET {t}k abc | {t}k | MSETNX {t}d x {t}k y
+SET k abc | k | RENAMENX k d
+SET {t}k abc | {t}k | RENAMENX {t}k {t}d
+SET {t}k abc; SET {t}d x | {t}d | RENAMENX {t}k {t}d
+SET k abc; SET d x | k | RENAMENX k d
+SET {t}k abc; SET {t}d x | {t}k | RENAMENX {t}k {t}d
+SET k abc; SET d x | k | COPY k d
+SET {t}k abc; SET {t}d x | {t}k | COPY {t}k {t}d
+SET k abc | k | SETBIT k 100 0
+SET {t}k abc | {t}k | SETBIT {t}k 100 0
+SET k abc | k | BITFIELD k SET u8 100 0
+SET {t}k abc | {t}k | BITFIELD {t}k SET u8 100 0
+SET k abc | k | BITFIELD k INCRBY u8 0 0
+SET {t}k abc | {t}k | BITFIELD {t}k INCRBY u8 0 0
+SET k abc | k | BITFIELD k INCRBY u8 0 256
+SET {t}k abc | {t}k | BITFIELD {t}k INCRBY u8 0 256
+SET k 123 | k | SETBIT k 2 1
+SET {t}k 123 | {t}k | SETBIT {t}k 2 1
+SET {t}k abc | {t}k | GETEX {t}k PERSIST
+RPUSH k a | k | RPOPLPUSH k k
+RPUSH {t}k a | {t}k | RPOPLPUSH {t}k {t}k
+SADD k a b; SADD d a | k | SINTERCARD 2 k d
+SADD {t}k a b; SADD {t}d a | {t}k | SINTERCARD 2 {t}k {t}d
+SADD k a b; SET d x | k | SMOVE k d a
+SADD {t}k a b; SET {t}d x | {t}k | SMOVE {t}k {t}d a
+ZADD k 1 a; SET d x | k | ZUNIONSTORE k 2 k d
+ZADD {t}k 1 a; SET {t}d x | {t}k | ZUNIONSTORE {t}k 2 {t}k {t}d
+HSET k a 1 | k | HSET k a 1
+HSET {t}k a 1 | {t}k | HSET {t}k a 1
+RPUSH k a | k | LTRIM k 0 -1
+RPUSH {t}k a | {t}k | LTRIM {t}k 0 -1
+SET k abc | k | EVAL "return redis.call('SETBIT', KEYS[1], 1, 1)" 1 k
+SET {t}k abc | {t}k | EVAL "return redis.call('SETBIT', KEYS[1], 1, 1)" 1 {t}k
+SET k abc | k | EVAL "return redis.call('SET', KEYS[1], 'x')" 1 k
+SET {t}k abc | {t}k | EVAL "return redis.call('SET', KEYS[1], 'x')" 1 {t}k
+SET k abc | k | EVAL "redis.call('SET', KEYS[1], 'x'); return redis.call('INCR', KEYS[1])" 1 k
+SET {t}k abc | {t}k | EVAL "redis.call('SET', KEYS[1], 'x'); return redis.call('INCR', KEYS[1])" 1 {t}k
+SET k abc | k | EVAL "redis.call('SADD', KEYS[1], 'x')" 1 k
+SET {t}k abc | {t}k | EVAL "redis.call('SADD', KEYS[1], 'x')" 1 {t}k
+SADD k abc | k | EVAL "return redis.call('SADD', KEYS[1], 'abc')" 1 k
+SADD {t}k abc | {t}k | EVAL "return redis.call('SADD', KEYS[1], 'abc')" 1 {t}k
+SET k 5 | k | EVAL "return redis.call('SET', KEYS[1], '5')" 1 k
+SET {t}k 5 | {t}k | EVAL "return redis.call('SET', KEYS[1], '5')" 1 {t}k
+"#;
+
 #[test]
 fn transactions_match_redis() {
     check("transactions", TX);

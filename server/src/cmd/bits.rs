@@ -382,6 +382,10 @@ fn bitfield_generic(ctx: &mut Ctx, read_only: bool) {
         }
     }
     ctx.db().mark_raw(&key);
+    if !changed && len.is_some_and(|n| n >= need) {
+        // No bit changed and the string did not grow: Redis does not signal the key.
+        ctx.db().untouch(&key);
+    }
     ctx.array(replies.len());
     for r in replies {
         match r {

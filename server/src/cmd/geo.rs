@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use resp::encode;
 
 use super::geohash::{self, Shape};
-use super::types::{float_arg, zset_mut};
+use super::types::{float_arg, zset_ref};
 use super::{err, Ctx, Handler};
 use crate::value::{Value, ZSet};
 
@@ -133,7 +133,7 @@ fn geoadd(ctx: &mut Ctx) {
 fn scores(ctx: &mut Ctx, from: usize) -> Result<Vec<Option<f64>>, ()> {
     let now = ctx.now;
     let key = ctx.args[1].clone();
-    match zset_mut(&mut ctx.dbs[ctx.db], &key, now) {
+    match zset_ref(&mut ctx.dbs[ctx.db], &key, now) {
         Err(_) => {
             ctx.wrongtype();
             Err(())
@@ -269,7 +269,7 @@ fn geosearchstore(ctx: &mut Ctx) {
 /// The position of member `args[i]` in the source set `args[src]`, or the reply of an error.
 fn member_pos(ctx: &mut Ctx, src: usize, i: usize) -> Option<(f64, f64)> {
     let now = ctx.now;
-    let score = match zset_mut(&mut ctx.dbs[ctx.db], &ctx.args[src], now) {
+    let score = match zset_ref(&mut ctx.dbs[ctx.db], &ctx.args[src], now) {
         Ok(Some(z)) => z.score(&ctx.args[i]),
         _ => None,
     };
@@ -285,7 +285,7 @@ fn search(ctx: &mut Ctx, kind: Kind, store_ok: bool) {
     let src = if kind == Kind::SearchStore { 2 } else { 1 };
     let now = ctx.now;
     let key = ctx.args[src].clone();
-    let exists = match zset_mut(&mut ctx.dbs[ctx.db], &key, now) {
+    let exists = match zset_ref(&mut ctx.dbs[ctx.db], &key, now) {
         Err(_) => return ctx.wrongtype(),
         Ok(z) => z.is_some(),
     };
@@ -426,7 +426,7 @@ fn search(ctx: &mut Ctx, kind: Kind, store_ok: bool) {
         sort = Some(true);
     }
     let limit = if any { count as usize } else { 0 };
-    let mut found = match zset_mut(&mut ctx.dbs[ctx.db], &key, now) {
+    let mut found = match zset_ref(&mut ctx.dbs[ctx.db], &key, now) {
         Ok(Some(z)) => collect(z, shape, center, limit),
         _ => Vec::new(),
     };

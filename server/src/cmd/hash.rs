@@ -69,6 +69,8 @@ fn hsetnx(ctx: &mut Ctx) {
     let set = h.get(&ctx.args[2]).is_none();
     if set {
         h.set(&ctx.args[2], &ctx.args[3]);
+    } else {
+        db.untouch(&ctx.args[1]);
     }
     ctx.int_reply(set as i64)
 }
@@ -120,6 +122,9 @@ fn hdel(ctx: &mut Ctx) {
         Ok(None) => 0,
         Ok(Some(h)) => ctx.args[2..].iter().filter(|f| h.remove(f)).count(),
     };
+    if n == 0 {
+        db.untouch(&ctx.args[1]);
+    }
     drop_if_empty(db, &ctx.args[1], now);
     ctx.int_reply(n as i64)
 }

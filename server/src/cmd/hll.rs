@@ -451,7 +451,13 @@ fn pfadd(ctx: &mut Ctx) {
         Ok(changed)
     });
     match r {
-        Ok((changed, created)) => ctx.int_reply((changed || created) as i64),
+        Ok((changed, created)) => {
+            if !(changed || created) {
+                // No register raised: Redis does not signal the key.
+                ctx.dbs[ctx.db].untouch(&args[1]);
+            }
+            ctx.int_reply((changed || created) as i64)
+        }
         Err(e) => ctx.err(e),
     }
 }
@@ -479,6 +485,9 @@ fn pfcount(ctx: &mut Ctx) {
         if let Some(Ok(s)) = db.str_buf(&ctx.args[1], now) {
             s[8..16].copy_from_slice(&card.to_le_bytes());
             db.mark_raw(&ctx.args[1]);
+            // Rewriting the cache modifies the string: Redis signals it (PFCOUNT is read-only,
+            // so `str_buf`'s touch did not count).
+            db.signal(&ctx.args[1]);
         }
     }
     ctx.int_reply(card as i64)

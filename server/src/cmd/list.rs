@@ -132,6 +132,10 @@ fn pop_generic(ctx: &mut Ctx, left: bool) {
         Some(c) => {
             let n = c.min(l.len());
             encode::array(out, n);
+            if n == 0 {
+                // A count of 0 pops nothing: the list is not modified.
+                return db.untouch(key);
+            }
             for _ in 0..n {
                 l.pop_with(left, |e| encode::bulk(out, e));
             }
@@ -273,6 +277,9 @@ fn lrem(ctx: &mut Ctx) {
             l.remove_matching(&el, limit, count < 0)
         }
     };
+    if n == 0 {
+        db.untouch(&key);
+    }
     drop_if_empty(db, &key, now);
     ctx.int_reply(n as i64)
 }
@@ -298,6 +305,10 @@ fn linsert(ctx: &mut Ctx) {
             None => -1,
         },
     };
+    if r == -1 {
+        // No pivot, no insertion: the list is not modified.
+        ctx.dbs[ctx.db].untouch(&ctx.args[1]);
+    }
     ctx.int_reply(r)
 }
 

@@ -5,6 +5,7 @@ use resp::encode;
 
 use super::types::{
     bulk_array, bulk_set, drop_if_empty, scan_args, scan_page, scan_reply, set_create, set_mut,
+    set_ref,
 };
 use super::{err, Ctx, Handler};
 use crate::value::{Set, Value};
@@ -37,6 +38,9 @@ fn sadd(ctx: &mut Ctx) {
         Err(_) => return ctx.wrongtype(),
     };
     let n = ctx.args[2..].iter().filter(|m| s.insert(m)).count();
+    if n == 0 {
+        ctx.dbs[ctx.db].untouch(&ctx.args[1]);
+    }
     ctx.int_reply(n as i64)
 }
 
@@ -48,6 +52,9 @@ fn srem(ctx: &mut Ctx) {
         Ok(None) => 0,
         Ok(Some(s)) => ctx.args[2..].iter().filter(|m| s.remove(m)).count(),
     };
+    if n == 0 {
+        db.untouch(&ctx.args[1]);
+    }
     drop_if_empty(db, &ctx.args[1], now);
     ctx.int_reply(n as i64)
 }
@@ -200,6 +207,8 @@ fn spop(ctx: &mut Ctx) {
     // Redis never keeps an empty set (and a missing key costs no second lookup).
     if emptied {
         db.remove(key);
+    } else if popped.is_empty() {
+        db.untouch(key);
     }
     if crate::repl::prop::active() {
         let fx = if popped.is_empty() {
@@ -237,6 +246,9 @@ fn smove(ctx: &mut Ctx) {
         return ctx.wrongtype();
     }
     if src == dst || !has {
+        // Nothing moves: neither set is modified.
+        db.untouch(&src);
+        db.untouch(&dst);
         return ctx.int_reply(has as i64);
     }
     if let Ok(Some(s)) = set_mut(db, &src, now) {
@@ -244,7 +256,10 @@ fn smove(ctx: &mut Ctx) {
     }
     drop_if_empty(db, &src, now);
     if let Ok(d) = set_create(db, &dst, now) {
-        d.insert(&m);
+        if !d.insert(&m) {
+            // The member was there already: the destination is not modified.
+            db.untouch(&dst);
+        }
     }
     ctx.int_reply(1)
 }
@@ -254,7 +269,7 @@ pub fn load_sets(ctx: &mut Ctx, keys: &[bytes::Bytes]) -> Option<Vec<Option<Set>
     let now = ctx.now;
     let mut v = Vec::with_capacity(keys.len());
     for k in keys {
-        match set_mut(&mut ctx.dbs[ctx.db], k, now) {
+        match set_ref(&mut ctx.dbs[ctx.db], k, now) {
             Err(_) => {
                 ctx.wrongtype();
                 return None;

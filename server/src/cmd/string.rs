@@ -330,8 +330,11 @@ fn getex(ctx: &mut Ctx) {
             ctx.propagate_as(vec![super::argv(&[b"DEL", &key])]);
         }
         Some(0) => {
-            ctx.db().set_expire(&key, 0, now);
-            ctx.propagate_as(vec![super::argv(&[b"PERSIST", &key])]);
+            // A key without a TTL is left as it is (not a modification, nothing propagated).
+            if ctx.db().get(&key, now).is_some_and(|e| e.expire_at() != 0) {
+                ctx.db().set_expire(&key, 0, now);
+                ctx.propagate_as(vec![super::argv(&[b"PERSIST", &key])]);
+            }
         }
         Some(at) => {
             ctx.db().set_expire(&key, at, now);
@@ -629,8 +632,15 @@ fn setbit(ctx: &mut Ctx) {
         Ok(v) => v.map(|v| v.len()),
         Err(()) => return ctx.wrongtype(),
     };
+    // Redis signals the key only when the bit flips or the string grows.
+    let same = |ctx: &mut Ctx, old: i64| {
+        if old == on as i64 && len.is_some_and(|n| n > byte) {
+            ctx.db().untouch(&key);
+        }
+    };
     if len.is_some_and(|n| n.max(byte + 1) >= Value::EDIT_IN_PLACE) {
         if let Some(old) = edit_in_place(ctx, &key, flip) {
+            same(ctx, old);
             return ctx.int_reply(old);
         }
     }
@@ -642,6 +652,7 @@ fn setbit(ctx: &mut Ctx) {
     let now = ctx.now;
     ctx.db().insert_keep_ttl(&key, Value::Str(v.into()), now);
     ctx.db().mark_raw(&key);
+    same(ctx, old);
     ctx.int_reply(old)
 }
 

@@ -14,7 +14,22 @@ use crate::value::{Hash, List, Set, Value, ValueMut, ValueRef, ZSet};
 pub struct WrongType;
 
 macro_rules! typed {
-    ($get:ident, $create:ident, $variant:ident, $ty:ty) => {
+    ($get:ident, $create:ident, $read:ident, $variant:ident, $ty:ty) => {
+        /// A live key's container for reading (not a modification): `Ok(None)` when missing,
+        /// `Err` when it holds another type. A write command reads its source keys this way,
+        /// so their watchers see no change.
+        pub fn $read<'a>(
+            db: &'a mut Db,
+            key: &[u8],
+            now: u64,
+        ) -> Result<Option<&'a $ty>, WrongType> {
+            match db.get(key, now).map(|e| e.value) {
+                None => Ok(None),
+                Some(ValueRef::$variant(v)) => Ok(Some(v)),
+                Some(_) => Err(WrongType),
+            }
+        }
+
         /// A live key's container: `Ok(None)` when missing, `Err` when it holds another type.
         pub fn $get<'a>(
             db: &'a mut Db,
@@ -57,10 +72,10 @@ macro_rules! typed {
     };
 }
 
-typed!(hash_mut, hash_create, Hash, Hash);
-typed!(list_mut, list_create, List, List);
-typed!(set_mut, set_create, Set, Set);
-typed!(zset_mut, zset_create, ZSet, ZSet);
+typed!(hash_mut, hash_create, hash_ref, Hash, Hash);
+typed!(list_mut, list_create, list_ref, List, List);
+typed!(set_mut, set_create, set_ref, Set, Set);
+typed!(zset_mut, zset_create, zset_ref, ZSet, ZSet);
 
 /// Delete `key` when it holds an empty container (Redis never keeps empty aggregates).
 pub fn drop_if_empty(db: &mut Db, key: &[u8], now: u64) {

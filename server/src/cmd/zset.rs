@@ -9,7 +9,7 @@ use resp::{encode, Proto};
 
 use super::types::{
     drop_if_empty, float_arg, scan_args, scan_page, scan_reply, timeout_arg, zset_create, zset_mut,
-    WrongType, WOULD_BLOCK,
+    zset_ref, WrongType, WOULD_BLOCK,
 };
 use super::{err, Ctx, Handler};
 use crate::db::Db;
@@ -147,6 +147,10 @@ fn zadd_generic(ctx: &mut Ctx, forced_incr: bool) {
         }
     }
     drop_if_empty(db, &key, now);
+    if added + changed == 0 {
+        // No member added, no score changed: the key is not modified.
+        db.untouch(&key);
+    }
     if nan {
         return ctx.err("ERR resulting score is not a number (NaN)");
     }
@@ -175,12 +179,18 @@ fn zincrby(ctx: &mut Ctx) {
     let Ok(z) = zset_create(db, &key, now) else {
         return ctx.wrongtype();
     };
-    let new = z.score(&m).unwrap_or(0.0) + by;
+    let cur = z.score(&m);
+    let new = cur.unwrap_or(0.0) + by;
     if new.is_nan() {
         drop_if_empty(db, &key, now);
         return ctx.err("ERR resulting score is not a number (NaN)");
     }
-    z.insert(&m, new);
+    if cur == Some(new) {
+        // The score stays: the key is not modified (Redis signals only a changed score).
+        db.untouch(&key);
+    } else {
+        z.insert(&m, new);
+    }
     ctx.double(new)
 }
 
@@ -192,14 +202,17 @@ fn zrem(ctx: &mut Ctx) {
         Ok(None) => 0,
         Ok(Some(z)) => ctx.args[2..].iter().filter(|m| z.remove(m)).count(),
     };
+    if n == 0 {
+        db.untouch(&ctx.args[1]);
+    }
     drop_if_empty(db, &ctx.args[1], now);
     ctx.int_reply(n as i64)
 }
 
 /// The sorted set at argument `i` for reading; `Err` when WRONGTYPE was replied.
-fn read<'a>(ctx: &'a mut Ctx, i: usize) -> Result<Option<&'a mut ZSet>, ()> {
+fn read<'a>(ctx: &'a mut Ctx, i: usize) -> Result<Option<&'a ZSet>, ()> {
     let now = ctx.now;
-    match zset_mut(&mut ctx.dbs[ctx.db], &ctx.args[i], now) {
+    match zset_ref(&mut ctx.dbs[ctx.db], &ctx.args[i], now) {
         Ok(z) => Ok(z),
         Err(_) => {
             encode::error(ctx.out, err::WRONGTYPE);
@@ -630,6 +643,9 @@ fn remrange(ctx: &mut Ctx, by: By) {
             gone.len()
         }
     };
+    if n == 0 {
+        db.untouch(&key);
+    }
     drop_if_empty(db, &key, now);
     ctx.int_reply(n as i64)
 }
@@ -662,6 +678,9 @@ fn pop_n(
     };
     for (m, _) in &picked {
         z.remove(m);
+    }
+    if picked.is_empty() {
+        db.untouch(key);
     }
     drop_if_empty(db, key, now);
     Ok(Some(picked))
