@@ -27,6 +27,9 @@ pub enum Kind {
     Scan,
     /// `DBSIZE`: the sum over every group master.
     DbSize,
+    /// `SCRIPT LOAD | EXISTS | FLUSH | KILL | HELP`: sent to every group master, replies merged
+    /// (`multikey::to_every_master`), so EVALSHA finds a loaded script on every group.
+    Script,
     /// `MULTI`, `EXEC`, `DISCARD`, `UNWATCH`: transactions on one slot (`session`).
     Multi,
     Exec,
@@ -53,11 +56,19 @@ pub enum SplitKind {
     Mset,
     /// `DEL`, `EXISTS`, `TOUCH`, `UNLINK`: integers summed.
     Sum,
+    /// Every part must answer the same (`SCRIPT LOAD`'s SHA1, `SCRIPT FLUSH`'s `+OK`).
+    Same,
+    /// Arrays of 0/1 combined element-wise: 1 where every part said 1 (`SCRIPT EXISTS`).
+    All,
+    /// `+OK` if any part said so, else the first error (`SCRIPT KILL`: at most one group runs
+    /// the script).
+    Any,
 }
 
 /// Codis 3.2's `FlagNotAllow` list (reference §2.2), plus every blocking command (it would stall
 /// the shared backend pipeline) and every pub/sub or transaction command — except what the proxy
-/// now answers itself (`classify`): CLIENT, CONFIG GET, DBSIZE, SCAN, MULTI/EXEC/DISCARD/UNWATCH.
+/// now answers itself (`classify`): CLIENT, CONFIG GET, DBSIZE, SCAN, MULTI/EXEC/DISCARD/UNWATCH,
+/// SCRIPT (Codis refused it; it now goes to every group master).
 const BLOCKED: &[&str] = &[
     "asking",
     "bgrewriteaof",
@@ -93,7 +104,6 @@ const BLOCKED: &[&str] = &[
     "restore",
     "restore-asking",
     "save",
-    "script",
     "shutdown",
     "slaveof",
     "replicaof",
@@ -149,6 +159,7 @@ fn classify(spec: &CommandSpec) -> Kind {
         "slotsscan" => return Kind::SlotsScan,
         "scan" => return Kind::Scan,
         "dbsize" => return Kind::DbSize,
+        "script" => return Kind::Script,
         "multi" => return Kind::Multi,
         "exec" => return Kind::Exec,
         "discard" => return Kind::Discard,
@@ -293,6 +304,7 @@ mod tests {
         assert_eq!(lookup(b"POST").kind, Kind::Blocked);
         assert_eq!(lookup(b"host:").kind, Kind::Blocked);
         assert_eq!(lookup(b"mget").kind, Kind::Split(SplitKind::Mget));
+        assert_eq!(lookup(b"script").kind, Kind::Script);
         assert_eq!(lookup(b"SlotsMapping").kind, Kind::SlotsMapping);
         assert!(lookup(b"get").replica_ok && !lookup(b"set").replica_ok);
         assert!(!lookup(b"hscan").replica_ok);

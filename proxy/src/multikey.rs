@@ -1,7 +1,8 @@
 //! Multi-key commands split by backend and merged in key order: `MGET`, `MSET`, `DEL`, `EXISTS`,
 //! `TOUCH`, `UNLINK`. Keys are grouped per backend server (one sub-request per server, not one
 //! per key as Codis does); keys of a migrating slot go one by one through the migration path.
-//! `DBSIZE` goes to every group master and the counts are summed.
+//! `DBSIZE` goes to every group master and the counts are summed; so does `SCRIPT`, its replies
+//! merged (`SplitKind::Same`, `All`, `Any`).
 
 use std::rc::Rc;
 
@@ -105,12 +106,13 @@ pub fn split(
 }
 
 /// Sends `args` to every group master of `t` (each address once, a migrating slot's source
-/// included) and returns the merge that sums their integer replies (`DBSIZE`); None when no
-/// slot has a master.
+/// included) and returns the merge of their replies by `kind` (`DBSIZE`: summed; `SCRIPT`); None
+/// when no slot has a master.
 pub fn to_every_master(
     core: &Rc<Core>,
     t: &CoreTable,
     db: u32,
+    kind: SplitKind,
     args: &[Bytes],
     batch: &Rc<Batch>,
     bufs: &mut SplitBufs,
@@ -135,7 +137,7 @@ pub fn to_every_master(
         router::send(core, router::Target::Direct(b), &[], args, batch, idx);
     }
     Some(Merge {
-        kind: SplitKind::Sum,
+        kind,
         parts: (parts_start as u32, (bufs.parts.len() - parts_start) as u32),
         map: (bufs.map.len() as u32, 0),
     })
@@ -147,6 +149,12 @@ pub fn merge(m: &Merge, bufs: &SplitBufs, batch: &Batch, out: &mut BytesMut) -> 
     let map = &bufs.map[m.map.0 as usize..(m.map.0 + m.map.1) as usize];
     batch.with_replies(|replies| {
         let reply = |i: u32| &replies[parts[i as usize] as usize];
+        if m.kind == SplitKind::Any {
+            if (0..parts.len() as u32).any(|i| reply(i).first() == Some(&b'+')) {
+                encode::ok(out);
+                return false;
+            }
+        }
         for i in 0..parts.len() as u32 {
             let r = reply(i);
             if r.first() == Some(&b'-') {
@@ -159,8 +167,43 @@ pub fn merge(m: &Merge, bufs: &SplitBufs, batch: &Batch, out: &mut BytesMut) -> 
             true
         };
         match m.kind {
-            SplitKind::Mset => {
+            SplitKind::Mset | SplitKind::Any => {
                 encode::ok(out);
+                false
+            }
+            SplitKind::Same => {
+                let first = reply(0);
+                if (1..parts.len() as u32).any(|i| reply(i) != first) {
+                    encode::error(out, "ERR handle response, backends answered differently");
+                    return true;
+                }
+                out.extend_from_slice(first);
+                false
+            }
+            SplitKind::All => {
+                let mut all: Vec<bool> = Vec::new();
+                for i in 0..parts.len() as u32 {
+                    let r = reply(i);
+                    let Some(elems) = elements(r) else {
+                        return bad(out);
+                    };
+                    if i == 0 {
+                        all = vec![true; elems.len()];
+                    } else if elems.len() != all.len() {
+                        return bad(out);
+                    }
+                    for (a, &(s, e)) in all.iter_mut().zip(&elems) {
+                        match &r[s..e] {
+                            b":1\r\n" => {}
+                            b":0\r\n" => *a = false,
+                            _ => return bad(out),
+                        }
+                    }
+                }
+                encode::array(out, all.len());
+                for a in all {
+                    encode::int(out, a as i64);
+                }
                 false
             }
             SplitKind::Sum => {

@@ -344,12 +344,25 @@ impl Session {
                 _ => self.error(ci, "ERR invalid slot number"),
             },
             Kind::Scan => self.scan(ci, args).await,
-            Kind::DbSize => {
+            Kind::DbSize | Kind::Script => {
+                let kind = if cmd.kind == Kind::DbSize {
+                    SplitKind::Sum
+                } else if args[1].eq_ignore_ascii_case(b"exists") {
+                    SplitKind::All
+                } else if args[1].eq_ignore_ascii_case(b"kill") {
+                    SplitKind::Any
+                } else if args[1].eq_ignore_ascii_case(b"debug") {
+                    // A debugging session would take over a backend connection all sessions share.
+                    return self.refuse(ci, "SCRIPT DEBUG");
+                } else {
+                    SplitKind::Same
+                };
                 let Some(t) = self.core.table() else {
                     return self.error(ci, NOT_ONLINE);
                 };
                 let (core, db) = (self.core.clone(), self.db);
-                match multikey::to_every_master(&core, &t, db, args, &self.batch, &mut self.split) {
+                let (batch, split) = (&self.batch, &mut self.split);
+                match multikey::to_every_master(&core, &t, db, kind, args, batch, split) {
                     Some(m) => self.items.push((Item::Merge(m), ci)),
                     None => self
                         .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes())),

@@ -703,3 +703,82 @@ fn info_keyspace_sums_every_group() {
     assert!(used > 1 << 20, "{mem}");
     assert!(all.contains("blocked_clients:0\r\n"), "{all}");
 }
+
+/// SCRIPT goes to every group master (Codis refused it): a script loaded through the proxy runs
+/// by EVALSHA on keys of either group, EXISTS is 1 only where every group has the script, FLUSH
+/// empties every cache, KILL answers NOTBUSY when no group runs a script, DEBUG stays refused.
+#[test]
+fn script_reaches_every_group() {
+    let c = Cluster::start("");
+    let mut p = c.conn();
+    let body = "return redis.call('GET', KEYS[1])";
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(sha.len(), 40);
+    let k1 = (0..)
+        .map(|i| format!("s{i}"))
+        .find(|k| Cluster::group_of(k) == 1)
+        .unwrap();
+    let k2 = (0..)
+        .map(|i| format!("s{i}"))
+        .find(|k| Cluster::group_of(k) == 2)
+        .unwrap();
+    for (g, k) in [(1, &k1), (2, &k2)] {
+        let _: () = p.set(k, format!("v{g}")).unwrap();
+        let v: String = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(k)
+            .query(&mut p)
+            .unwrap();
+        assert_eq!(v, format!("v{g}"));
+        let there: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&sha)
+            .query(&mut c.backend(g))
+            .unwrap();
+        assert_eq!(there, vec![1], "group {g}");
+    }
+    // EXISTS: 1 only where every group has it (the second script is on group 1 only).
+    let only1: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 1")
+        .query(&mut c.backend(1))
+        .unwrap();
+    let ex: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg(&only1)
+        .arg("nope")
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(ex, vec![1, 0, 0]);
+    let kill = err_text(cmd(&mut p, &["SCRIPT", "KILL"]));
+    assert!(kill.contains("No scripts in execution"), "{kill}");
+    assert!(err_text(cmd(&mut p, &["SCRIPT", "DEBUG", "YES"])).contains("not allowed"));
+    assert!(err_text(cmd(&mut p, &["SCRIPT", "BOGUS"])).contains("unknown subcommand"));
+    assert_eq!(cmd(&mut p, &["SCRIPT", "FLUSH"]).unwrap(), Value::Okay);
+    let ex: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg(&only1)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(ex, vec![0, 0]);
+    let gone: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&only1)
+        .query(&mut c.backend(1))
+        .unwrap();
+    assert_eq!(gone, vec![0]);
+    let gone = err_text(cmd(&mut p, &["EVALSHA", &sha, "1", &k1]));
+    assert!(gone.contains("No matching script"), "{gone}");
+    // Inside MULTI the proxy refuses it (the transaction goes to one slot's master).
+    assert_eq!(cmd(&mut p, &["MULTI"]).unwrap(), Value::Okay);
+    assert!(err_text(cmd(&mut p, &["SCRIPT", "LOAD", body])).contains("not supported"));
+    let exec = err_text(cmd(&mut p, &["EXEC"]));
+    assert!(exec.contains("Transaction discarded"), "{exec}");
+}
