@@ -566,3 +566,42 @@ fn blocking_pops_served_later_replicate_as_their_effect() {
         .unwrap();
     assert_eq!(left, vec!["b", "c"]);
 }
+
+/// PFCOUNT rewriting a HyperLogLog's cached cardinality propagates, so the replica's string keeps
+/// the master's bytes (Redis propagates it the same way).
+#[test]
+fn pfcount_cache_update_reaches_the_replica() {
+    let master = testkit::codis_server(&["--cores", "2"]);
+    let port = master.port.to_string();
+    let replica = testkit::codis_server(&["--cores", "2", "--replicaof", "127.0.0.1", &port]);
+    let (mut m, mut r) = (master.conn(), replica.conn());
+    wait_link_up(&mut r);
+    let _: () = redis::cmd("PFADD")
+        .arg("h")
+        .arg(&["a", "b", "c"])
+        .query(&mut m)
+        .unwrap();
+    let n: i64 = redis::cmd("PFCOUNT").arg("h").query(&mut m).unwrap();
+    assert_eq!(n, 3);
+    // One more write to wait for: everything before it reached the replica.
+    let _: () = redis::cmd("SET").arg("done").arg(1).query(&mut m).unwrap();
+    wait_until(
+        "the replica has the last write",
+        Duration::from_secs(20),
+        || {
+            redis::cmd("GET")
+                .arg("done")
+                .query::<Option<String>>(&mut r)
+                .ok()
+                .flatten()
+                .is_some()
+        },
+    );
+    let get = |c: &mut Connection| -> Vec<u8> { redis::cmd("GET").arg("h").query(c).unwrap() };
+    let (on_m, on_r) = (get(&mut m), get(&mut r));
+    assert_eq!(on_m[15] & 0x80, 0, "the master's cache is valid");
+    assert_eq!(
+        on_m, on_r,
+        "the replica's HyperLogLog differs from the master's"
+    );
+}

@@ -486,8 +486,14 @@ fn pfcount(ctx: &mut Ctx) {
             s[8..16].copy_from_slice(&card.to_le_bytes());
             db.mark_raw(&ctx.args[1]);
             // Rewriting the cache modifies the string: Redis signals it (PFCOUNT is read-only,
-            // so `str_buf`'s touch did not count).
+            // so `str_buf`'s touch did not count) and propagates the PFCOUNT, so a replica's
+            // copy keeps the same bytes. Not from a scratch copy: a read-only transaction's
+            // copies are not written back.
             db.signal(&ctx.args[1]);
+            if !db.is_scratch() {
+                let args = ctx.args.to_vec();
+                ctx.propagate_as(vec![args]);
+            }
         }
     }
     ctx.int_reply(card as i64)
