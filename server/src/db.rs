@@ -679,8 +679,9 @@ impl Db {
     /// through [`Db::set_expire`].
     pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<EntryMut<'_>> {
         // A missing key is not modified: its watchers must not see a change (Redis signals
-        // only real modifications). Looked up first only when the key is watched.
-        if self.watched(key) && self.live(key, now, false).is_none() {
+        // only real modifications). Looked up first only when the key is watched, or in a
+        // scratch copy (which counts the touches of every key for the write-back).
+        if (self.scratch || self.watched(key)) && self.live(key, now, false).is_none() {
             return None;
         }
         self.touch(key);

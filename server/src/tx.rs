@@ -266,7 +266,8 @@ async fn exec(core: &Rc<Core>, sess: &mut Session, now: u64, out: &mut BytesMut)
     let mut first = true;
     let mut i = 0;
     let mut aborted = false;
-    while i < n {
+    // At least once: an empty transaction still checks the watched keys.
+    while i < n || first {
         // One atomic segment: every data command up to the next whole-keyspace command.
         let mut seg: Vec<(usize, Cmd)> = Vec::new();
         let mut conns: Vec<usize> = Vec::new();

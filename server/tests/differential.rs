@@ -1642,6 +1642,11 @@ fn watch_signals_match_redis() {
 }
 
 const WATCH_ROWS: &str = r#"
+SET z 1 | b | LMPOP 2 b {t}b LEFT
+SET z 1 | {t}b | BLMPOP 0.01 2 b {t}b LEFT
+SET z 1 | b | BLPOP b {t}b 0.01
+SET z 1 | {t}b | BZPOPMAX b {t}b 0.01
+SET z 1 | b | SINTERSTORE b {t}b
 RPUSH k a b c | k | LINSERT k BEFORE zz x
 RPUSH k a b c | k | LREM k 0 zz
 RPUSH k a b c | k | LTRIM k 0 -1
@@ -1885,6 +1890,21 @@ MULTI
 SET k 2
 EXEC
 GET k
+
+# an empty transaction too
+WATCH k
+INCR k
+MULTI
+EXEC
+
+# and one that starts with a whole-keyspace command
+SET k 1
+WATCH k
+DEL k
+MULTI
+DBSIZE
+EXEC
+DBSIZE
 
 # UNWATCH queued inside MULTI
 WATCH a
