@@ -715,10 +715,14 @@ impl Db {
             if !self.scratch && (crate::repl::prop::active() || crate::notify::enabled()) {
                 self.expired.push(key.into());
             }
-            // An expiry is a modification even when a reader finds it.
+            // An expiry is a modification even when a reader finds it, one the command cannot
+            // take back (even if it then fails or changes nothing): out of the journal.
             let quiet = std::mem::replace(&mut self.quiet, false);
             self.delete(key);
             self.quiet = quiet;
+            if !self.journal.is_empty() {
+                self.journal.retain(|k| **k != *key);
+            }
             return None;
         }
         if access {
@@ -920,10 +924,58 @@ impl Db {
         true
     }
 
+    /// Whether `key` is stored here, expired or not (Redis's `dictFind` on the keyspace).
+    fn holds(&self, key: &[u8]) -> bool {
+        self.slots
+            .get(resp::slot(key) as usize)
+            .and_then(|t| t.as_deref())
+            .is_some_and(|t| t.map.contains_key(key))
+    }
+
+    /// SWAPDB: exchange the keys of `self` and `other`. A WATCH names a database index, so each
+    /// keeps its watched keys; those stored in either database count as modified (Redis's
+    /// `touchAllWatchedKeysInDb`: a watched key missing from both did not change).
+    pub fn swap_keys(&mut self, other: &mut Db) {
+        let (touch_here, touch_there): (Vec<Key>, Vec<Key>) = (
+            self.watch
+                .keys()
+                .filter(|k| self.holds(k) || other.holds(k))
+                .cloned()
+                .collect(),
+            other
+                .watch
+                .keys()
+                .filter(|k| self.holds(k) || other.holds(k))
+                .cloned()
+                .collect(),
+        );
+        std::mem::swap(self, other);
+        std::mem::swap(&mut self.watch, &mut other.watch);
+        for (db, keys) in [(&mut *self, touch_here), (&mut *other, touch_there)] {
+            db.dirty += 1;
+            for k in keys {
+                if let Some(w) = db.watch.get_mut(&k) {
+                    w.0 += 1;
+                }
+            }
+        }
+    }
+
     /// Drop every key of every owned slot. Returns how many were dropped.
     pub fn clear(&mut self) -> usize {
         let n = self.keys;
-        self.touch_where(|_| true);
+        // Only the watched keys that exist change (Redis's `touchAllWatchedKeysInDb`).
+        let held: Vec<Key> = self
+            .watch
+            .keys()
+            .filter(|k| self.holds(k))
+            .cloned()
+            .collect();
+        for k in held {
+            if let Some(w) = self.watch.get_mut(&k) {
+                w.0 += 1;
+            }
+        }
         self.dirty += n as u64;
         for (i, t) in self.slots.iter_mut().enumerate() {
             let Some(t) = t else { continue };
@@ -1078,11 +1130,6 @@ impl Db {
                 w.0 += 1;
             }
         }
-    }
-
-    /// Every watched key counts as modified (SWAPDB, FLUSHDB).
-    pub fn touch_all(&mut self) {
-        self.touch_where(|_| true);
     }
 
     /// Start watching `key` (one more watcher); returns its modification count. An expired key is

@@ -154,7 +154,14 @@ async fn swapdb(core: &Rc<Core>, args: &Args, out: &mut BytesMut) {
     }
     let (a, b) = (a as usize, b as usize);
     let fx = vec![(0, args.to_vec())];
-    atomic_all_prop(core, fx, move |s| s.dbs.swap(a, b)).await;
+    atomic_all_prop(core, fx, move |s| {
+        if a != b {
+            let (lo, hi) = (a.min(b), a.max(b));
+            let (left, right) = s.dbs.split_at_mut(hi);
+            left[lo].swap_keys(&mut right[0]);
+        }
+    })
+    .await;
     encode::ok(out);
 }
 

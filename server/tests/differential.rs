@@ -1897,6 +1897,48 @@ INCR k
 MULTI
 EXEC
 
+# SWAPDB and FLUSHDB signal only the watched keys that exist in either database
+WATCH k
+SWAPDB 0 1
+FLUSHALL
+MULTI
+PING
+EXEC
+
+SELECT 1
+SET k 1
+SELECT 0
+WATCH k
+SWAPDB 0 1
+MULTI
+PING
+EXEC
+
+SET x 1
+WATCH k
+SWAPDB 1 0
+SWAPDB 0 1
+GET x
+MULTI
+PING
+EXEC
+
+SET k 1
+WATCH k
+SELECT 1
+FLUSHDB
+SELECT 0
+MULTI
+PING
+EXEC
+
+SET k 1
+WATCH k
+FLUSHDB
+MULTI
+PING
+EXEC
+
 # and one that starts with a whole-keyspace command
 SET k 1
 WATCH k
