@@ -568,6 +568,18 @@ fn current_command() -> u64 {
     COMMAND.with(|c| c.get())
 }
 
+/// After a command ran on `dbs`: one that answered an error changed nothing, so its touches are
+/// taken back. Not for a script (its error does not undo the writes before it) nor for the
+/// Codis slot commands (migration's writes are not rolled back by a later failure).
+pub fn end_command(dbs: &mut [Db], spec: &resp::command::CommandSpec, reply: &[u8]) {
+    if reply.first() == Some(&b'-')
+        && !spec.has(resp::command::SCRIPT)
+        && !spec.name.starts_with("slots")
+    {
+        dbs.iter_mut().for_each(Db::revert_touches);
+    }
+}
+
 impl Db {
     /// A database owning the slots for which `owned(slot)` is true.
     pub fn new(owned: impl Fn(usize) -> bool) -> Db {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::channel::oneshot;
 
 use bytes::{Bytes, BytesMut};
-use resp::command::{COMMANDS, READONLY, SCRIPT};
+use resp::command::{COMMANDS, READONLY};
 use resp::{Args, Proto};
 
 use crate::cmd::sort::PatternReads;
@@ -412,9 +412,7 @@ async fn try_atomic(
                     Some(h) => h(&mut ctx),
                     None => resp::encode::error(ctx.out, "ERR command not served"),
                 }
-                if ctx.out.get(before) == Some(&b'-') && !COMMANDS[idx].has(SCRIPT) {
-                    ctx.dbs.iter_mut().for_each(Db::revert_touches);
-                }
+                crate::db::end_command(ctx.dbs, &COMMANDS[idx], &ctx.out[before..]);
                 if track {
                     let rewrite = ctx.rewrite.take();
                     let changed = ctx.dbs.iter().map(|d| d.dirty()).sum::<u64>() != dirty0;

@@ -789,9 +789,7 @@ fn call(
         };
         crate::db::begin_command();
         handler(&mut ctx);
-        if ctx.out.first() == Some(&b'-') {
-            ctx.dbs.iter_mut().for_each(Db::revert_touches);
-        }
+        crate::db::end_command(ctx.dbs, spec, &ctx.out[..]);
         if let Some(p) = probe {
             let ev = p.after(spec.name, &args, ctx.dbs, ctx.now, &ctx.out[..]);
             crate::notify::emit_all(ev);

@@ -2,7 +2,7 @@
 //! against it. Only its own core ever touches a shard; other cores send it messages.
 
 use bytes::{Bytes, BytesMut};
-use resp::command::{CommandSpec, COMMANDS, DENYOOM, MOVABLE, SCRIPT, WRITE};
+use resp::command::{CommandSpec, COMMANDS, DENYOOM, MOVABLE, WRITE};
 use resp::Proto;
 
 use crate::cmd::{self, Ctx};
@@ -216,10 +216,7 @@ impl Shard {
             ),
         }
         let rewrite = ctx.rewrite.take();
-        if out.get(before) == Some(&b'-') && !spec.has(SCRIPT) {
-            // A command that failed changed nothing (a script's error does not undo its writes).
-            self.dbs.iter_mut().for_each(Db::revert_touches);
-        }
+        crate::db::end_command(&mut self.dbs, spec, &out[before..]);
         if quiet {
             if let Some(d) = self.dbs.get_mut(cmd.db as usize) {
                 d.quiet = false;
