@@ -298,6 +298,11 @@ const KEYS: &[Key] = &[
         mutable: true,
     },
     Key {
+        name: "hll-sparse-max-bytes",
+        default: "3000",
+        mutable: true,
+    },
+    Key {
         name: "zset-max-listpack-entries",
         default: "128",
         mutable: true,
@@ -410,7 +415,6 @@ pub const IGNORED: &[(&str, Option<&str>)] = &[
     ("enable-debug-command", None),
     ("enable-module-command", None),
     ("enable-protected-configs", None),
-    ("hll-sparse-max-bytes", None),
     ("io-threads", None),
     ("io-threads-do-reads", None),
     ("jemalloc-bg-thread", None),
@@ -638,10 +642,15 @@ impl Config {
             | "hash-max-listpack-value"
             | "hash-max-ziplist-value"
             | "zset-max-listpack-value"
-            | "zset-max-ziplist-value" => {
+            | "zset-max-ziplist-value"
+            | "hll-sparse-max-bytes" => {
                 use crate::value::limits;
-                let memory = spec.name.ends_with("-value");
+                let memory = spec.name.ends_with("-value") || spec.name.ends_with("-bytes");
                 let n: i128 = if memory {
+                    // Redis's memtoull takes no sign: a negative size is not a memory value.
+                    if value.starts_with('-') {
+                        return Err(bad("argument must be a memory value"));
+                    }
                     match value.parse::<i128>() {
                         Ok(n) => n,
                         Err(_) => parse_memory(value)
@@ -666,6 +675,7 @@ impl Config {
                         &limits::HASH_MAX_LISTPACK_VALUE
                     }
                     "set-max-intset-entries" => &limits::SET_MAX_INTSET_ENTRIES,
+                    "hll-sparse-max-bytes" => &limits::HLL_SPARSE_MAX_BYTES,
                     "zset-max-listpack-entries" | "zset-max-ziplist-entries" => {
                         &limits::ZSET_MAX_LISTPACK_ENTRIES
                     }

@@ -82,6 +82,7 @@ const CONFIG_FLAGS: &[&str] = &[
     "hash-max-ziplist-entries",
     "hash-max-ziplist-value",
     "set-max-intset-entries",
+    "hll-sparse-max-bytes",
     "zset-max-listpack-entries",
     "zset-max-listpack-value",
     "zset-max-ziplist-entries",

@@ -33,6 +33,8 @@ pub mod limits {
     pub static ZSET_MAX_LISTPACK_ENTRIES: AtomicUsize = AtomicUsize::new(128);
     /// `zset-max-listpack-value` (alias `zset-max-ziplist-value`).
     pub static ZSET_MAX_LISTPACK_VALUE: AtomicUsize = AtomicUsize::new(64);
+    /// `hll-sparse-max-bytes`: a sparse HyperLogLog growing past it turns dense.
+    pub static HLL_SPARSE_MAX_BYTES: AtomicUsize = AtomicUsize::new(3000);
 
     pub(crate) fn hash_entries() -> usize {
         HASH_MAX_LISTPACK_ENTRIES.load(Relaxed)
@@ -48,6 +50,9 @@ pub mod limits {
     }
     pub(crate) fn zset_value() -> usize {
         ZSET_MAX_LISTPACK_VALUE.load(Relaxed)
+    }
+    pub(crate) fn hll_sparse_max() -> usize {
+        HLL_SPARSE_MAX_BYTES.load(Relaxed)
     }
 }
 

@@ -2083,6 +2083,17 @@ fn hyperloglog_bytes_match_redis() {
         w4 = words(7000, 30),
     );
     check("hyperloglog", &script);
+    // hll-sparse-max-bytes decides when a sparse HyperLogLog turns dense.
+    let limit = format!(
+        "CONFIG SET hll-sparse-max-bytes 40\nPFADD h {w}\nGET h\nPFADD h2 a\nGET h2\n\
+         CONFIG SET hll-sparse-max-bytes 3000\nPFADD g {w}\nGET g\nPFADD h2 {w}\nGET h2\n\
+         CONFIG SET hll-sparse-max-bytes 1kb\nCONFIG GET hll-sparse-max-bytes\n\
+         CONFIG SET hll-sparse-max-bytes -1\nCONFIG SET hll-sparse-max-bytes 1.5\n\
+         CONFIG SET hll-sparse-max-bytes 99999999999999999999\n\
+         CONFIG SET hash-max-listpack-value -1\nCONFIG SET hll-sparse-max-bytes 3000",
+        w = words(100, 30),
+    );
+    check("hyperloglog sparse limit", &limit);
 }
 
 #[test]

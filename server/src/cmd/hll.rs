@@ -144,8 +144,6 @@ fn dense_set(p: &mut [u8], i: usize, v: u8) {
 const SPARSE_VAL_MAX_VALUE: u8 = 32;
 const SPARSE_VAL_MAX_LEN: usize = 4;
 const SPARSE_ZERO_MAX_LEN: usize = 64;
-/// `hll-sparse-max-bytes`: Redis's default (the key is accepted by CONFIG, not honoured).
-const SPARSE_MAX_BYTES: usize = 3000;
 
 fn is_zero(b: u8) -> bool {
     b & 0xc0 == 0
@@ -261,7 +259,9 @@ fn sparse_set(s: &mut Vec<u8>, index: usize, count: u8) -> Result<SparseSet, Bad
             }
         }
         let oldlen = if is_xzero(op) { 2 } else { 1 };
-        if seq.len() > oldlen && s.len() + seq.len() - oldlen > SPARSE_MAX_BYTES {
+        if seq.len() > oldlen
+            && s.len() + seq.len() - oldlen > crate::value::limits::hll_sparse_max()
+        {
             return Ok(SparseSet::Promote);
         }
         s.splice(p..p + oldlen, seq);
