@@ -7,6 +7,8 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use resp::command::{self, CommandSpec, BLOCKING, COMMANDS, MOVABLE, PUBSUB, READONLY, TX};
 
+use crate::scripts::Call;
+
 /// The proxy's handling of one command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -44,6 +46,8 @@ pub enum Kind {
     Forward {
         multi_key: bool,
         hash_arg3: bool,
+        /// EVAL, EVALSHA and their `_RO` forms (`scripts`).
+        script: Option<Call>,
     },
 }
 
@@ -174,9 +178,15 @@ fn classify(spec: &CommandSpec) -> Kind {
     }
     let multi_key = spec.has(MOVABLE) || spec.last < 0 || spec.last > spec.first;
     let hash_arg3 = matches!(n, "zinterstore" | "zunionstore" | "eval" | "evalsha");
+    let script = match n {
+        "eval" | "eval_ro" => Some(Call::Eval),
+        "evalsha" | "evalsha_ro" => Some(Call::EvalSha),
+        _ => None,
+    };
     Kind::Forward {
         multi_key,
         hash_arg3,
+        script,
     }
 }
 
@@ -220,6 +230,7 @@ pub fn lookup(name: &[u8]) -> Cmd {
                 kind: Kind::Forward {
                     multi_key: false,
                     hash_arg3: false,
+                    script: None,
                 },
                 replica_ok: false,
             };
@@ -248,6 +259,7 @@ pub fn lookup(name: &[u8]) -> Cmd {
         Kind::Forward {
             multi_key: false,
             hash_arg3: false,
+            script: None,
         }
     };
     Cmd {

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::scripts::Scripts;
 use crate::slots::SlotTable;
 use crate::stats::{new_histogram, CoreStats, Shared};
 use crate::sync::Event;
@@ -34,6 +35,8 @@ pub struct Core {
     pool: RefCell<HashMap<(String, u32), Rc<Backend>>>,
     /// Notified whenever a new table is applied (locked slots may have opened).
     pub table_changed: Event,
+    /// Scripts this core's sessions sent, for EVALSHA on any group (`scripts`).
+    pub scripts: RefCell<Scripts>,
 }
 
 impl Core {
@@ -48,6 +51,7 @@ impl Core {
             table: RefCell::new(None),
             pool: RefCell::new(HashMap::new()),
             table_changed: Event::default(),
+            scripts: RefCell::new(Scripts::default()),
         })
     }
 

@@ -40,6 +40,7 @@ pub mod multikey;
 pub mod router;
 pub mod runtime;
 pub mod scan;
+pub mod scripts;
 pub mod session;
 pub mod slots;
 pub mod stats;

@@ -107,13 +107,16 @@ pub fn split(
 
 /// Sends `args` to every group master of `t` (each address once, a migrating slot's source
 /// included) and returns the merge of their replies by `kind` (`DBSIZE`: summed; `SCRIPT`); None
-/// when no slot has a master.
+/// when no slot has a master. For `All`, `known[i]` makes element `i` 1 whatever the groups say
+/// (`SCRIPT EXISTS` of a script this core can send to any group, `scripts`).
+#[allow(clippy::too_many_arguments)]
 pub fn to_every_master(
     core: &Rc<Core>,
     t: &CoreTable,
     db: u32,
     kind: SplitKind,
     args: &[Bytes],
+    known: &[bool],
     batch: &Rc<Batch>,
     bufs: &mut SplitBufs,
 ) -> Option<Merge> {
@@ -136,10 +139,14 @@ pub fn to_every_master(
         let b = core.backend(t, a, db);
         router::send(core, router::Target::Direct(b), &[], args, batch, idx);
     }
+    let map_start = bufs.map.len();
+    if kind == SplitKind::All && known.contains(&true) {
+        bufs.map.extend(known.iter().map(|&k| (k as u32, 0)));
+    }
     Some(Merge {
         kind,
         parts: (parts_start as u32, (bufs.parts.len() - parts_start) as u32),
-        map: (bufs.map.len() as u32, 0),
+        map: (map_start as u32, (bufs.map.len() - map_start) as u32),
     })
 }
 
@@ -199,6 +206,9 @@ pub fn merge(m: &Merge, bufs: &SplitBufs, batch: &Batch, out: &mut BytesMut) -> 
                             _ => return bad(out),
                         }
                     }
+                }
+                for (a, m) in all.iter_mut().zip(map) {
+                    *a |= m.0 == 1;
                 }
                 encode::array(out, all.len());
                 for a in all {

@@ -24,6 +24,14 @@ use crate::router::{self, Target};
 use crate::scan;
 use crate::sync::Batch;
 
+/// How [`Session::forward_as`] sends a request.
+#[derive(Clone, Copy)]
+enum Route {
+    Plain,
+    /// EVAL or EVALSHA: maybe rewritten for its server (`scripts`).
+    Script(crate::scripts::Call),
+}
+
 /// Where the reply of one request comes from.
 enum Item {
     /// Bytes `start..end` of the session's local reply buffer.
@@ -360,9 +368,25 @@ impl Session {
                 let Some(t) = self.core.table() else {
                     return self.error(ci, NOT_ONLINE);
                 };
+                let mut known = Vec::new();
+                if cmd.kind == Kind::Script {
+                    let core = &self.core;
+                    let flushes = &core.shared.script_flushes;
+                    if args[1].eq_ignore_ascii_case(b"flush") {
+                        flushes.bump();
+                    } else if args[1].eq_ignore_ascii_case(b"load") && args.len() == 3 {
+                        core.scripts.borrow_mut().learn(flushes, &args[2]);
+                    } else if kind == SplitKind::All {
+                        let mut scripts = core.scripts.borrow_mut();
+                        known = args[2..]
+                            .iter()
+                            .map(|a| scripts.knows(flushes, a))
+                            .collect();
+                    }
+                }
                 let (core, db) = (self.core.clone(), self.db);
                 let (batch, split) = (&self.batch, &mut self.split);
-                match multikey::to_every_master(&core, &t, db, kind, args, batch, split) {
+                match multikey::to_every_master(&core, &t, db, kind, args, &known, batch, split) {
                     Some(m) => self.items.push((Item::Merge(m), ci)),
                     None => self
                         .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes())),
@@ -373,7 +397,9 @@ impl Session {
                 self.refuse(ci, &name);
             }
             Kind::Split(kind) => self.split(&cmd, kind, args).await,
-            Kind::Forward { multi_key, .. } => {
+            Kind::Forward {
+                multi_key, script, ..
+            } => {
                 if multi_key {
                     if let Some(spec) = cmd.spec {
                         if commands::common_slot(spec, args).is_none() {
@@ -384,7 +410,14 @@ impl Session {
                 }
                 let key = commands::hash_key(&cmd, args);
                 let slot = resp::slot(key);
-                self.forward(&cmd, args, slot, key, cmd.replica_ok).await;
+                match script {
+                    None => self.forward(&cmd, args, slot, key, cmd.replica_ok).await,
+                    Some(call) => {
+                        let route = Route::Script(call);
+                        self.forward_as(&cmd, args, slot, key, cmd.replica_ok, route)
+                            .await
+                    }
+                }
             }
         }
     }
@@ -429,7 +462,17 @@ impl Session {
                 if s.is_some() {
                     m.slot = s;
                 }
-                m.cmds.push(args.clone());
+                let script = match cmd.kind {
+                    Kind::Forward {
+                        script: Some(call), ..
+                    } => {
+                        let flushes = &self.core.shared.script_flushes;
+                        let mut scripts = self.core.scripts.borrow_mut();
+                        scripts.in_transaction(flushes, call, args)
+                    }
+                    _ => None,
+                };
+                m.cmds.push(script.unwrap_or_else(|| args.clone()));
                 self.reply_local(ci, |b| b.extend_from_slice(b"+QUEUED\r\n"));
             }
             Err(e) => {
@@ -634,6 +677,21 @@ impl Session {
 
     /// Sends one request for `slot`, waiting while the slot is locked or the pipeline is full.
     async fn forward(&mut self, cmd: &Cmd, args: &Args, slot: u16, key: &[u8], replica_ok: bool) {
+        self.forward_as(cmd, args, slot, key, replica_ok, Route::Plain)
+            .await
+    }
+
+    /// [`Session::forward`], where a scripting command may be rewritten for its server first
+    /// (`scripts`).
+    async fn forward_as(
+        &mut self,
+        cmd: &Cmd,
+        args: &Args,
+        slot: u16,
+        key: &[u8],
+        replica_ok: bool,
+        route: Route,
+    ) {
         loop {
             let Some(t) = self
                 .unlocked_table(|t| t.table.slots[slot as usize].locked)
@@ -652,6 +710,22 @@ impl Session {
                 }
             }
             let idx = self.remote(cmd.index);
+            if let Route::Script(call) = route {
+                let addr = match &target {
+                    Target::Direct(b) => Some(&b.addr),
+                    _ => None,
+                };
+                let flushes = &self.core.shared.script_flushes;
+                let eval = self
+                    .core
+                    .scripts
+                    .borrow_mut()
+                    .route(flushes, call, args, addr);
+                if let Some(eval) = eval {
+                    router::send(&self.core, target, key, &eval, &self.batch, idx);
+                    return;
+                }
+            }
             router::send(&self.core, target, key, args, &self.batch, idx);
             return;
         }

@@ -164,6 +164,8 @@ pub struct Shared {
     pub closed: AtomicBool,
     /// This proxy's token (`proxy-{token}` in the coordinator).
     pub token: String,
+    /// `SCRIPT FLUSH`es through this proxy (every core then forgets its scripts).
+    pub script_flushes: crate::scripts::Flushes,
 }
 
 /// Unix time in milliseconds.
@@ -193,6 +195,7 @@ impl Shared {
             qps: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             token,
+            script_flushes: Default::default(),
         })
     }
 

@@ -782,3 +782,125 @@ fn script_reaches_every_group() {
     let exec = err_text(cmd(&mut p, &["EXEC"]));
     assert!(exec.contains("Transaction discarded"), "{exec}");
 }
+
+#[test]
+fn evalsha_runs_on_every_group_after_one_eval() {
+    let c = Cluster::start("");
+    let mut p = c.conn();
+    let keys: Vec<String> = [1, 2]
+        .iter()
+        .map(|&g| {
+            (0..)
+                .map(|i| format!("e{i}"))
+                .find(|k| Cluster::group_of(k) == g)
+                .unwrap()
+        })
+        .collect();
+    let (k1, k2) = (&keys[0], &keys[1]);
+    let _: () = p.set(k1, "one").unwrap();
+    let _: () = p.set(k2, "two").unwrap();
+    let exists = |g: u32, sha: &str| -> i64 {
+        let v: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(sha)
+            .query(&mut c.backend(g))
+            .unwrap();
+        v[0]
+    };
+    let body = "return redis.call('GET', KEYS[1])";
+    let v: String = redis::cmd("EVAL")
+        .arg(body)
+        .arg(1)
+        .arg(k1)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(v, "one");
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body)
+        .query(&mut c.backend(1))
+        .unwrap();
+    assert_eq!(exists(2, &sha), 0, "EVAL ran on group 1 only");
+    // Through the proxy it exists: EVALSHA of it runs on any key (as on one Redis).
+    let ex: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg("0".repeat(40))
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(ex, vec![1, 0]);
+    // The EVALSHA for group 2 carries the body there (in upper case too, as Redis accepts).
+    let v: String = redis::cmd("EVALSHA")
+        .arg(sha.to_uppercase())
+        .arg(1)
+        .arg(k2)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(v, "two");
+    assert_eq!(exists(2, &sha), 1);
+    let v: String = redis::cmd("EVALSHA_RO")
+        .arg(&sha)
+        .arg(1)
+        .arg(k2)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(v, "two");
+
+    // In one pipeline: the EVAL, then the EVALSHA to the other group right behind it.
+    let body2 = "return redis.call('GET', KEYS[1]) .. '!'";
+    let sha2: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body2)
+        .query(&mut c.backend(1))
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut c.backend(1))
+        .unwrap();
+    let (a, b): (String, String) = redis::pipe()
+        .cmd("EVAL")
+        .arg(body2)
+        .arg(1)
+        .arg(k1)
+        .cmd("EVALSHA")
+        .arg(&sha2)
+        .arg(1)
+        .arg(k2)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!((a.as_str(), b.as_str()), ("one!", "two!"));
+
+    // In a transaction on group 2's slot.
+    let body3 = "return #redis.call('GET', KEYS[1])";
+    let n: i64 = redis::cmd("EVAL")
+        .arg(body3)
+        .arg(1)
+        .arg(k1)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(n, 3);
+    let sha3: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body3)
+        .query(&mut c.backend(1))
+        .unwrap();
+    assert_eq!(exists(2, &sha3), 0);
+    let (n,): (i64,) = redis::pipe()
+        .atomic()
+        .cmd("EVALSHA")
+        .arg(&sha3)
+        .arg(1)
+        .arg(k2)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(n, 3);
+
+    // A SHA1 the proxy never saw is Redis's NOSCRIPT; so is every script after SCRIPT FLUSH.
+    let unknown = err_text(cmd(&mut p, &["EVALSHA", &"a".repeat(40), "1", k2]));
+    assert!(unknown.contains("No matching script"), "{unknown}");
+    assert_eq!(cmd(&mut p, &["SCRIPT", "FLUSH"]).unwrap(), Value::Okay);
+    for k in [k1, k2] {
+        let gone = err_text(cmd(&mut p, &["EVALSHA", &sha, "1", k]));
+        assert!(gone.contains("No matching script"), "{gone}");
+    }
+}
