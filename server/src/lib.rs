@@ -33,6 +33,7 @@ pub mod alloc;
 pub mod aof;
 pub mod blocking;
 pub mod cmd;
+pub mod cmsgpack;
 pub mod config;
 pub mod conn;
 pub mod core;

@@ -1,10 +1,10 @@
 //! The libraries Redis loads into its Lua interpreter besides Lua's own: `cjson` (lua-cjson
-//! 2.1's `encode`, `decode` and `null`, with its default settings) and `bit` (LuaBitOp), so that
-//! scripts written for Redis run unchanged.
+//! 2.1's `encode`, `decode` and `null`, with its default settings), `bit` (LuaBitOp) and
+//! `cmsgpack` (in `cmsgpack.rs`), so that scripts written for Redis run unchanged.
 
 use mlua::{LightUserData, Lua, MultiValue, Table, Value as LuaValue};
 
-/// Install `cjson` and `bit` as globals of `lua`.
+/// Install `cjson`, `bit` and `cmsgpack` as globals of `lua`.
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     let cjson = lua.create_table()?;
     cjson.set(
@@ -56,12 +56,13 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
         })?,
     )?;
     lua.globals().set("cjson", cjson)?;
-    install_bit(lua)
+    install_bit(lua)?;
+    crate::cmsgpack::install(lua)
 }
 
 /// An error as C's `luaL_error` raises it from a library function: prefixed with the calling
 /// script's position ("user_script:3: "), which Redis's replies show.
-fn raise(lua: &Lua, msg: impl std::fmt::Display) -> mlua::Error {
+pub(crate) fn raise(lua: &Lua, msg: impl std::fmt::Display) -> mlua::Error {
     let line = lua
         .inspect_stack(1)
         .map(|d| d.curr_line())

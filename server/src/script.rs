@@ -96,8 +96,6 @@ pub static HANDLERS: &[(&str, Handler)] = &[
 
 thread_local! {
     static LUA: Lua = new_lua();
-    /// `redis.call` and `redis.pcall`, made once per Lua state (not per EVAL).
-    static CALL_FNS: Option<(mlua::Function, mlua::Function)> = LUA.with(|lua| call_fns(lua).ok());
     /// The running script's [`CallState`] (null when no script runs on this thread); set by
     /// [`eval`] for the script's run only (see [`StateGuard`]).
     static CURRENT: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
@@ -111,8 +109,21 @@ thread_local! {
 }
 
 fn new_lua() -> Lua {
-    let lua = Lua::new();
+    // Lua's base library (with `coroutine`), `table`, `string` and `math`, as Redis loads; never
+    // `io`, `os`, `package` or `debug` (a script could read files or run programs).
+    let libs = mlua::StdLib::TABLE | mlua::StdLib::STRING | mlua::StdLib::MATH;
+    let lua = Lua::new_with(libs, mlua::LuaOptions::default()).unwrap_or_else(|_| Lua::new());
     let _ = setup(&lua);
+    // `redis.call` and `redis.pcall` go in before the library tables become read-only.
+    if let Ok((callf, pcall)) = call_fns(&lua) {
+        if let Ok(redis) = lua.globals().get::<mlua::Table>("redis") {
+            let _ = redis.raw_set("call", callf);
+            let _ = redis.raw_set("pcall", pcall);
+        }
+    }
+    if let Err(e) = sandbox(&lua) {
+        tracing::error!("cannot set up the Lua sandbox: {e}");
+    }
     // The time-limit / SCRIPT KILL check runs every 10 000 instructions; installed once (as Redis
     // checks every N instructions) rather than on every EVAL.
     lua.set_hook(
@@ -282,6 +293,88 @@ fn setup(lua: &Lua) -> mlua::Result<()> {
     Ok(())
 }
 
+/// Registry name of the environment scripts run in (see [`sandbox`]).
+const ENV: &str = "codis_script_env";
+
+/// Redis 7.0's sandbox, once the libraries are in place:
+/// - only the globals Redis offers: no `dofile`, `loadfile`, `print`, `getfenv`, `setfenv`,
+///   `newproxy`, `module`, `require`, `package`, `io`, `os` or `debug`;
+/// - reading a global that does not exist is an error ("Script attempted to access nonexistent
+///   global variable 'x'"), and so is writing any global or changing a library's table
+///   ("Attempt to modify a readonly table"), so one script cannot change what the next sees.
+///
+/// Redis patches its Lua to mark tables read-only; here a script runs in an empty environment
+/// table whose reads fall through to the globals and whose writes fail, each library table is
+/// replaced by such a read-only view, `rawset` and `setmetatable` refuse them, and `rawget`,
+/// `next` and `pairs` see through them. `loadstring` and `load` give the functions they compile
+/// that environment too.
+fn sandbox(lua: &Lua) -> mlua::Result<()> {
+    let env: mlua::Table = lua
+        .load(
+            r#"
+local G = _G
+local setfenv, setmetatable, error, tostring, ipairs = setfenv, setmetatable, error, tostring, ipairs
+for _, name in ipairs({'dofile', 'loadfile', 'print', 'getfenv', 'setfenv', 'newproxy', 'module',
+                       'require', 'package', 'io', 'os', 'debug'}) do
+    G[name] = nil
+end
+local protected = setmetatable({}, {__mode = 'k'})
+local real = setmetatable({}, {__mode = 'k'})
+local function readonly() error('Attempt to modify a readonly table', 2) end
+local function view(t)
+    local v = setmetatable({}, {__index = t, __newindex = readonly, __metatable = false})
+    protected[v] = true
+    real[v] = t
+    return v
+end
+for _, name in ipairs({'string', 'table', 'math', 'coroutine', 'cjson', 'bit', 'cmsgpack',
+                       'redis'}) do
+    if G[name] then G[name] = view(G[name]) end
+end
+local env = view(G)
+protected[G] = true
+real[env] = G
+-- Raised where Redis's patched Lua raises it: inside the C function, without a position.
+local rawset, rawget, next, pairs = rawset, rawget, next, pairs
+G.rawset = function(t, k, v)
+    if protected[t] then error('Attempt to modify a readonly table', 0) end
+    return rawset(t, k, v)
+end
+G.setmetatable = function(t, m)
+    if protected[t] then error('Attempt to modify a readonly table', 0) end
+    return setmetatable(t, m)
+end
+-- A view reads (and lists) as the table behind it.
+G.rawget = function(t, k) return rawget(real[t] or t, k) end
+G.next = function(t, k) return next(real[t] or t, k) end
+G.pairs = function(t) return pairs(real[t] or t) end
+local loadstring, load = loadstring, load
+G.loadstring = function(s, name)
+    local f, e = loadstring(s, name)
+    if f then setfenv(f, env) end
+    return f, e
+end
+G.load = function(fn, name)
+    local f, e = load(fn, name)
+    if f then setfenv(f, env) end
+    return f, e
+end
+G._G = env
+setmetatable(G, {
+    __index = function(_, k)
+        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+    end,
+    __newindex = readonly,
+    __metatable = false,
+})
+return env
+"#,
+        )
+        .set_name("=sandbox")
+        .eval()?;
+    lua.set_named_registry_value(ENV, env)
+}
+
 /// `REDIS_VERSION` as Redis's `REDIS_VERSION_NUM`: 0x00MMmmpp (7.0.15 is 0x00070f).
 fn redis_version_num() -> i64 {
     crate::info::REDIS_VERSION
@@ -387,10 +480,11 @@ impl Compiled {
             return Ok(f.clone());
         }
         let f = LUA.with(|lua| {
-            lua.load(body)
-                .set_name("@user_script")
-                .into_function()
-                .map_err(|e| compile_error(&e))
+            let mut chunk = lua.load(body).set_name("@user_script");
+            if let Ok(env) = lua.named_registry_value::<mlua::Table>(ENV) {
+                chunk = chunk.set_environment(env);
+            }
+            chunk.into_function().map_err(|e| compile_error(&e))
         })?;
         self.functions.insert(sha.to_string(), f.clone());
         Ok(f)
@@ -591,14 +685,6 @@ fn eval(ctx: &mut Ctx) {
             let g = lua.globals();
             g.raw_set("KEYS", to_lua_list(lua, keys)?)?;
             g.raw_set("ARGV", to_lua_list(lua, argv)?)?;
-            let redis: mlua::Table = g.get("redis")?;
-            CALL_FNS.with(|c| -> mlua::Result<()> {
-                let (callf, pcall) = c.as_ref().ok_or_else(|| {
-                    mlua::Error::RuntimeError("ERR Lua redis.call is unavailable".into())
-                })?;
-                redis.raw_set("call", callf)?;
-                redis.raw_set("pcall", pcall)
-            })?;
             let v = {
                 let _guard = StateGuard::new(&state);
                 f.call::<LuaValue>(())

@@ -1988,6 +1988,56 @@ fn scripting_libraries_match_redis() {
     check("scripting libraries", LUA_LIBS);
 }
 
+/// Redis 7.0's Lua sandbox: what a script can reach, and that it cannot change what the next
+/// script sees.
+#[test]
+fn script_sandbox_matches_redis() {
+    check("script sandbox", LUA_SANDBOX);
+}
+
+const LUA_SANDBOX: &str = r#"
+EVAL "return foo" 0
+EVAL "foo = 1 return 1" 0
+EVAL "return foo" 0
+EVAL "return type(print)" 0
+EVAL "return type(dofile)" 0
+EVAL "return type(loadfile)" 0
+EVAL "return type(os)" 0
+EVAL "return type(io)" 0
+EVAL "return type(package)" 0
+EVAL "return type(require)" 0
+EVAL "return type(debug)" 0
+EVAL "return type(setfenv)" 0
+EVAL "return type(getfenv)" 0
+EVAL "return type(newproxy)" 0
+EVAL "return {type(loadstring), type(load), type(coroutine), type(gcinfo), type(unpack), type(_G), type(rawget)}" 0
+EVAL "string.foo = 1 return 1" 0
+EVAL "redis.call = nil return 1" 0
+EVAL "cjson.encode = nil return 1" 0
+EVAL "return rawset({}, 'x', 1).x" 0
+EVAL "return loadstring('return 7')()" 0
+~EVAL "return loadstring('y = 7')()" 0
+~EVAL "return loadstring('return zz')()" 0
+EVAL "local function f() return undefinedthing end return f()" 0
+EVAL "return _G.foo" 0
+EVAL "_G.foo = 1 return 1" 0
+EVAL "return rawget(_G, 'tostring') ~= nil" 0
+EVAL "return rawget(string, 'rep') ~= nil" 0
+EVAL "local n = 0 for k in pairs(string) do n = n + 1 end return n > 10" 0
+EVAL "return next(math) ~= nil" 0
+EVAL "local ok, e = pcall(function() bar = 1 end) return e" 0
+EVAL "local ok, e = pcall(function() return nosuch end) return e" 0
+EVAL "return select('#', pcall(function() bar = 1 end))" 0
+EVAL "return ('x'):rep(3)" 0
+EVAL "local t = setmetatable({}, {__index = function() return 5 end}) return t.a" 0
+EVAL "return coroutine.resume(coroutine.create(function() return 1 end))" 0
+EVAL "return redis.call('SET', KEYS[1], 'v')" 1 k
+EVAL "return redis.call('GET', KEYS[1])" 1 k
+~EVAL "rawset(redis, 'call', 1) return 1" 0
+~EVAL "return setmetatable(_G, nil)" 0
+EVAL "return redis.call('GET', KEYS[1])" 1 k
+"#;
+
 const LUA_LIBS: &str = r#"
 EVAL "return cjson.encode({1, 2.5, 'a', true, false, {x=1}, {}, {{}}})" 0
 EVAL "return cjson.encode({s='a/b\"c\\\\d\\n\\1'})" 0
@@ -2039,6 +2089,53 @@ EVAL "return redis.replicate_commands()" 0
 EVAL "return tonumber(ARGV[1])" 0 9223372036854775807
 EVAL "return 0/0" 0
 EVAL "return -1e300" 0
+EVAL "return cmsgpack.pack(0, 1, -1, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296, 2^62)" 0
+EVAL "return cmsgpack.pack(-32, -33, -128, -129, -32768, -32769, -2147483648, -2147483649, -2^62)" 0
+EVAL "return cmsgpack.pack(0.5, 1.1, 1/0, -1/0, 0/0, -0.0, 2^63, 2^64, 2^53 + 1, 1e300, 3.4e38, -1.5)" 0
+EVAL "return cmsgpack.pack('', 'abc', string.rep('x', 31), string.rep('x', 32), string.rep('y', 255), string.rep('z', 256))" 0
+EVAL "return cmsgpack.pack(string.rep('w', 65535), string.rep('v', 65536))" 0
+EVAL "return cmsgpack.pack({}, {1, 2, 3}, {a = 1}, {1, nil, 3}, {[1] = 1, [2] = 2, [4] = 4}, {[0] = 1}, {[1.5] = 1}, {x = {y = {z = {}}}})" 0
+EVAL "return cmsgpack.pack({a = 1, b = 2, c = 3, d = {1, 2}, [5] = 'x', [true] = false, [2.5] = 'f', long_key_name = {}})" 0
+EVAL "local t = {} for i = 1, 20 do t[i] = i * 1000 end return cmsgpack.pack(t)" 0
+EVAL "local t = {} for i = 1, 70000 do t[i] = i % 3 end return cmsgpack.pack(t)" 0
+EVAL "local t = {} for i = 1, 20 do t['k' .. i] = i end return cmsgpack.pack(t)" 0
+EVAL "local t = {} local c = t for i = 1, 20 do c[1] = {} c = c[1] end return cmsgpack.pack(t)" 0
+EVAL "local t = {} local c = t for i = 1, 20 do c.k = {i} c = c.k end return cmsgpack.pack(t)" 0
+EVAL "return cmsgpack.pack(true, false, nil, tostring, 'end')" 0
+EVAL "return cmsgpack.pack(tonumber(ARGV[1]), ARGV[1])" 0 123
+EVAL "return cmsgpack.pack()" 0
+EVAL "return cjson.encode({cmsgpack.unpack(cmsgpack.pack(1, -200, 'a', {1, 2, {3}}, {k = 'v'}, true, 70000, -70000))})" 0
+EVAL "return tostring(cmsgpack.unpack(cmsgpack.pack(1.1)))" 0
+EVAL "return tostring(cmsgpack.unpack(cmsgpack.pack(0.5)))" 0
+EVAL "return {cmsgpack.unpack('\\217\\3abc\\218\\0\\1z\\219\\0\\0\\0\\0')}" 0
+EVAL "return tostring(cmsgpack.unpack('\\207\\255\\255\\255\\255\\255\\255\\255\\255'))" 0
+EVAL "return tostring(cmsgpack.unpack('\\211\\128\\0\\0\\0\\0\\0\\0\\0'))" 0
+EVAL "return {cmsgpack.unpack('\\204\\200\\208\\200\\205\\1\\2\\209\\255\\0\\206\\0\\1\\0\\0\\210\\255\\255\\255\\0')}" 0
+EVAL "return cjson.encode({cmsgpack.unpack('\\192\\194\\195\\224\\255\\127\\145\\1\\129\\161a\\2\\220\\0\\1\\7\\222\\0\\1\\1\\2\\221\\0\\0\\0\\0\\223\\0\\0\\0\\0')})" 0
+EVAL "return select('#', cmsgpack.unpack(''))" 0
+EVAL "return {cmsgpack.unpack(12)}" 0
+EVAL "return cmsgpack.unpack('\\196\\1a')" 0
+EVAL "return cmsgpack.unpack('\\193')" 0
+EVAL "return cmsgpack.unpack('\\205\\1')" 0
+EVAL "return cmsgpack.unpack('\\147\\1\\2')" 0
+EVAL "return cmsgpack.unpack('\\165abc')" 0
+EVAL "return cmsgpack.unpack()" 0
+EVAL "return cmsgpack.unpack({})" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, 1)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, 2)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, 3)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, 4)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_one(s, -1)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, 2)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, 0)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, 5, 1)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, '2', '1.9')}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, -1)}" 0
+EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, 'x')}" 0
+EVAL "return {cmsgpack._NAME, cmsgpack._VERSION, cmsgpack._COPYRIGHT, cmsgpack._DESCRIPTION}" 0
+~EVAL "return cmsgpack.unpack('\\129\\192\\1')" 0
 
 HSET h a 1
 ZADD z 1.5 m
