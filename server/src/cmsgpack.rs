@@ -168,18 +168,9 @@ fn encode_bytes(s: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(s);
 }
 
-/// C's `(int64_t)d` on x86-64: out of range (or NaN) gives INT64_MIN, where Rust saturates.
-fn c_int64(n: f64) -> i64 {
-    if n.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&n) {
-        i64::MIN
-    } else {
-        n as i64
-    }
-}
-
 fn encode_number(n: f64, out: &mut Vec<u8>) {
     // IS_INT64_EQUIVALENT: finite and equal to its int64_t conversion (2^63 is not).
-    if n.is_finite() && c_int64(n) as f64 == n {
+    if n.is_finite() && crate::script::c_long_long(n) as f64 == n {
         encode_int(n as i64, out);
     } else if (n as f32) as f64 == n {
         // C's `(double)(float)d == d`: false for a NaN, which packs as a double.

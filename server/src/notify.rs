@@ -156,6 +156,18 @@ pub fn emit(class: u32, event: &str, key: &[u8], db: usize) {
     });
 }
 
+/// Queue a message for every core's subscribers, behind the events queued so far (`PUBLISH`
+/// from a script).
+pub fn queue(channel: Bytes, payload: Bytes) {
+    OUTBOX.with(|o| {
+        let mut o = o.borrow_mut();
+        o.msgs.push((channel, payload));
+        if let Some(w) = o.waker.take() {
+            w.wake();
+        }
+    });
+}
+
 /// Start this core's delivery task: hands queued events to every core's subscribers, in order.
 pub fn start(core: Rc<Core>) {
     glommio::spawn_local(async move {

@@ -208,6 +208,51 @@ thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
 }
 
+/// How many subscriptions every core holds, per channel and per pattern: `PUBLISH` from a
+/// script must answer its receiver count without waiting for the other cores. Changed on
+/// (un)subscribe only.
+#[derive(Default)]
+struct Directory {
+    channels: HashMap<Bytes, usize>,
+    patterns: HashMap<Bytes, usize>,
+}
+
+static DIRECTORY: std::sync::LazyLock<std::sync::Mutex<Directory>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn directory(pattern: bool, name: &Bytes, add: bool) {
+    let Ok(mut d) = DIRECTORY.lock() else { return };
+    let map = if pattern {
+        &mut d.patterns
+    } else {
+        &mut d.channels
+    };
+    if add {
+        *map.entry(name.clone()).or_default() += 1;
+    } else if let Some(n) = map.get_mut(name) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(name);
+        }
+    }
+}
+
+/// `PUBLISH` from a script: the message reaches every core's subscribers right after the
+/// script, in order with keyspace events; the reply is the number of subscriptions that match
+/// now, on every core.
+pub fn publish_from_script(channel: &Bytes, payload: &Bytes) -> usize {
+    let n = DIRECTORY.lock().map_or(0, |d| {
+        d.channels.get(channel).copied().unwrap_or(0)
+            + d.patterns
+                .iter()
+                .filter(|(p, _)| glob::matches(p, channel, false))
+                .map(|(_, n)| n)
+                .sum::<usize>()
+    });
+    crate::notify::queue(channel.clone(), payload.clone());
+    n
+}
+
 /// Deliver a message to this core's subscribers; returns how many received it.
 pub fn deliver(channel: &Bytes, payload: &Bytes) -> usize {
     REGISTRY.with(|r| {
@@ -291,7 +336,11 @@ fn remove_channel(c: &Bytes, id: u64) {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
         if let Some(v) = r.channels.get_mut(c) {
+            let n = v.len();
             v.retain(|m| m.id != id);
+            for _ in v.len()..n {
+                directory(false, c, false);
+            }
             if v.is_empty() {
                 r.channels.remove(c);
             }
@@ -301,9 +350,12 @@ fn remove_channel(c: &Bytes, id: u64) {
 
 fn remove_pattern(p: &Bytes, id: u64) {
     REGISTRY.with(|r| {
-        r.borrow_mut()
-            .patterns
-            .retain(|(q, m)| !(q == p && m.id == id))
+        let mut r = r.borrow_mut();
+        let n = r.patterns.len();
+        r.patterns.retain(|(q, m)| !(q == p && m.id == id));
+        for _ in r.patterns.len()..n {
+            directory(true, p, false);
+        }
     })
 }
 
@@ -363,6 +415,7 @@ pub async fn run(
                             .or_default()
                             .push(mb.clone())
                     });
+                    directory(false, ch, true);
                 }
                 ack(out, proto, b"subscribe", Some(ch), ps.count());
             }
@@ -373,6 +426,7 @@ pub async fn run(
                 if !ps.patterns.contains(p) {
                     ps.patterns.push(p.clone());
                     REGISTRY.with(|r| r.borrow_mut().patterns.push((p.clone(), mb.clone())));
+                    directory(true, p, true);
                 }
                 ack(out, proto, b"psubscribe", Some(p), ps.count());
             }

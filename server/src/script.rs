@@ -805,8 +805,11 @@ fn call(
         return fail("ERR Wrong number of args calling Redis command from script".into());
     }
     let idx = cmd::index_of(spec);
+    // Not keyspace commands, answered here rather than by a shard's handler.
+    let local = matches!(spec.name, "ping" | "echo" | "time" | "publish");
     let handler = match cmd::handler(idx) {
-        Some(h) if !spec.has(NOSCRIPT) => h,
+        Some(h) if !spec.has(NOSCRIPT) => Some(h),
+        _ if local => None,
         _ => return fail("ERR This Redis command is not allowed from script".into()),
     };
     let mut st = state.borrow_mut();
@@ -844,7 +847,7 @@ fn call(
     }
     let mut out = std::mem::take(&mut st.buf);
     out.clear();
-    {
+    if let Some(handler) = handler {
         let st = &mut *st;
         // EVAL runs as a non-WRITE command (its database is "quiet"); the script's writes must
         // count as modifications (WATCH, dirty, keyspace events) all the same.
@@ -888,6 +891,8 @@ fn call(
             st.effects.extend(fx.into_iter().map(|(_, c)| c));
         }
         st.dbs[st.db].quiet = was_quiet;
+    } else {
+        local_command(spec.name, &args, &mut out);
     }
     drop(st);
     if &out[..] == WOULD_BLOCK {
@@ -908,9 +913,35 @@ fn call(
     Ok(v)
 }
 
+/// What `redis.call` answers itself: `PING`, `ECHO`, `TIME` and `PUBLISH` (delivered to every
+/// core's subscribers right after the script; see `pubsub::publish_from_script`).
+fn local_command(name: &str, args: &[Bytes], out: &mut BytesMut) {
+    match name {
+        "ping" => match args.len() {
+            1 => out.extend_from_slice(b"+PONG\r\n"),
+            2 => encode::bulk(out, &args[1]),
+            _ => encode::error(out, "ERR wrong number of arguments for 'ping' command"),
+        },
+        "echo" => encode::bulk(out, &args[1]),
+        "time" => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            encode::array(out, 2);
+            encode::bulk(out, now.as_secs().to_string().as_bytes());
+            encode::bulk(out, now.subsec_micros().to_string().as_bytes());
+        }
+        "publish" => {
+            let n = crate::pubsub::publish_from_script(&args[1], &args[2]);
+            encode::int(out, n as i64);
+        }
+        _ => encode::error(out, "ERR This Redis command is not allowed from script"),
+    }
+}
+
 /// C's `(long long)` cast of a double on x86-64, as Redis converts a script's number: NaN and
 /// values out of range give `i64::MIN` (Rust's `as` would saturate).
-fn c_long_long(n: f64) -> i64 {
+pub(crate) fn c_long_long(n: f64) -> i64 {
     if n.is_nan() || !(-9.223372036854775808e18..9.223372036854775808e18).contains(&n) {
         i64::MIN
     } else {

@@ -2036,6 +2036,12 @@ EVAL "return redis.call('GET', KEYS[1])" 1 k
 ~EVAL "rawset(redis, 'call', 1) return 1" 0
 ~EVAL "return setmetatable(_G, nil)" 0
 EVAL "return redis.call('GET', KEYS[1])" 1 k
+EVAL "return redis.call('PING')" 0
+EVAL "return redis.call('PING', 'x')" 0
+EVAL "return redis.pcall('PING', 'x', 'y')" 0
+EVAL "return redis.call('ECHO', 'e')" 0
+EVAL "return #redis.call('TIME')" 0
+EVAL "return redis.call('PUBLISH', 'nobody', 'm')" 0
 "#;
 
 const LUA_LIBS: &str = r#"

@@ -249,3 +249,60 @@ fn an_endless_script_is_stopped_at_lua_time_limit() {
     assert_eq!(other.line("PING"), b"+PONG\r\n");
     assert_eq!(c.line("EVAL \"return 1\" 0"), b":1\r\n");
 }
+
+/// `PUBLISH` inside a script: the receiver count covers the subscribers of every core (channel
+/// and pattern), each gets the message once, and (un)subscribing and disconnecting change the
+/// count.
+#[test]
+fn publish_from_a_script_reaches_subscribers_on_every_core() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    let on_core = |core: usize| {
+        let mut c = Raw::connect(srv.port);
+        assert_eq!(c.line(&format!("CLIENT CORE {core}")), b"+OK\r\n");
+        c
+    };
+    let mut subs = [on_core(0), on_core(1)];
+    for s in subs.iter_mut() {
+        assert!(s
+            .line("SUBSCRIBE news")
+            .starts_with(b"*3\r\n$9\r\nsubscribe"));
+    }
+    let mut pat = on_core(1);
+    assert!(pat
+        .line("PSUBSCRIBE n*")
+        .starts_with(b"*3\r\n$10\r\npsubscribe"));
+    let mut c = on_core(0);
+    let publish = "EVAL \"return redis.call('PUBLISH', 'news', ARGV[1])\" 0";
+    assert_eq!(c.line(&format!("{publish} hello")), b":3\r\n");
+    for s in subs.iter_mut() {
+        assert_eq!(
+            s.read().bytes(),
+            b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
+        );
+    }
+    assert_eq!(
+        pat.read().bytes(),
+        b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
+    );
+    assert_eq!(
+        c.line("EVAL \"return redis.call('PUBLISH', 'other', 'x')\" 0"),
+        b":0\r\n"
+    );
+    assert!(subs[0]
+        .line("UNSUBSCRIBE news")
+        .starts_with(b"*3\r\n$11\r\nunsubscribe"));
+    assert_eq!(c.line(&format!("{publish} again")), b":2\r\n");
+    drop(pat);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = c.line(&format!("{publish} more"));
+        if n == b":1\r\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "count after a disconnect: {n:?}"
+        );
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
