@@ -49,6 +49,7 @@ pub mod latency;
 pub mod longdouble;
 pub mod lowprio;
 pub mod luaext;
+pub mod luastruct;
 pub mod migrate;
 pub mod monitor;
 pub mod multi;

@@ -1,10 +1,11 @@
 //! The libraries Redis loads into its Lua interpreter besides Lua's own: `cjson` (lua-cjson
-//! 2.1's `encode`, `decode` and `null`, with its default settings), `bit` (LuaBitOp) and
-//! `cmsgpack` (in `cmsgpack.rs`), so that scripts written for Redis run unchanged.
+//! 2.1's `encode`, `decode` and `null`, with its default settings), `bit` (LuaBitOp),
+//! `cmsgpack` (in `cmsgpack.rs`) and `struct` (in `luastruct.rs`), so that scripts written for
+//! Redis run unchanged.
 
 use mlua::{LightUserData, Lua, MultiValue, Table, Value as LuaValue};
 
-/// Install `cjson`, `bit` and `cmsgpack` as globals of `lua`.
+/// Install `cjson`, `bit`, `cmsgpack` and `struct` as globals of `lua`.
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     let cjson = lua.create_table()?;
     cjson.set(
@@ -57,7 +58,8 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     )?;
     lua.globals().set("cjson", cjson)?;
     install_bit(lua)?;
-    crate::cmsgpack::install(lua)
+    crate::cmsgpack::install(lua)?;
+    crate::luastruct::install(lua)
 }
 
 /// An error as C's `luaL_error` raises it from a library function: prefixed with the calling

@@ -328,7 +328,7 @@ local function view(t)
     return v
 end
 for _, name in ipairs({'string', 'table', 'math', 'coroutine', 'cjson', 'bit', 'cmsgpack',
-                       'redis'}) do
+                       'struct', 'redis'}) do
     if G[name] then G[name] = view(G[name]) end
 end
 local env = view(G)

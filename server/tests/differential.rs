@@ -2142,6 +2142,52 @@ EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, -1)}" 0
 EVAL "local s = cmsgpack.pack(1, 2, 3) return {cmsgpack.unpack_limit(s, 'x')}" 0
 EVAL "return {cmsgpack._NAME, cmsgpack._VERSION, cmsgpack._COPYRIGHT, cmsgpack._DESCRIPTION}" 0
 ~EVAL "return cmsgpack.unpack('\\129\\192\\1')" 0
+EVAL "return struct.pack('bBhHlLTiI', -1, 255, -2, 65535, -3, 7, 9, -4, 5)" 0
+EVAL "return struct.pack('>bBhHlLTiI', -1, 255, -2, 65535, -3, 7, 9, -4, 5)" 0
+EVAL "return struct.pack('<i2>i2i3I5i8i16', 258, 258, -1, 1099511627775, -2, -3)" 0
+EVAL "return struct.pack('!bi!2bd!4bhbf', 1, 2, 3, 4.5, 5, 6, 7, 1.5)" 0
+EVAL "return struct.pack('xbxx c3 c0 s', 1, 'abcdef', 'zz', 'str')" 0
+EVAL "return struct.pack('dfd', 0.1, 0.1, -1/0)" 0
+EVAL "return struct.pack('i', 2^40)" 0
+EVAL "return struct.pack('I8', 2^63)" 0
+EVAL "return struct.pack('l', -2^63)" 0
+EVAL "return struct.pack('B', 256)" 0
+EVAL "return struct.pack('i', '12')" 0
+EVAL "return struct.pack('i', 'x')" 0
+EVAL "return struct.pack('i')" 0
+EVAL "return struct.pack('s')" 0
+EVAL "return struct.pack('c2', {})" 0
+EVAL "return struct.pack('c5', 'ab')" 0
+EVAL "return struct.pack('y', 1)" 0
+EVAL "return struct.pack('i33', 1)" 0
+EVAL "return struct.pack('!3i', 1)" 0
+EVAL "return struct.pack('i99999999999', 1)" 0
+EVAL "return struct.pack()" 0
+EVAL "return {struct.unpack('bBhHlLiI', struct.pack('bBhHlLiI', -1, 255, -2, 65535, -3, 7, -4, 5))}" 0
+EVAL "return {struct.unpack('>i3<i3', struct.pack('>i3<i3', -5, 70000))}" 0
+EVAL "return {struct.unpack('c3c0s', 'abc' .. string.char(2) .. 'xyhello' .. string.char(0) .. 'rest')}" 0
+EVAL "return {struct.unpack('b c0', string.char(3) .. 'abcd')}" 0
+EVAL "return {struct.unpack('i', 'abcdefgh', 5)}" 0
+EVAL "return tostring(struct.unpack('d', struct.pack('d', 0.1)))" 0
+EVAL "return tostring(struct.unpack('f', struct.pack('f', 0.1)))" 0
+EVAL "return tostring(struct.unpack('I8', string.rep(string.char(255), 8)))" 0
+EVAL "return tostring(struct.unpack('i16', string.rep(string.char(255), 16)))" 0
+EVAL "return {struct.unpack('!4 b i', struct.pack('!4 b i', 1, 2))}" 0
+EVAL "return struct.unpack('i', 'abc')" 0
+EVAL "return struct.unpack('i', 'abcd', 0)" 0
+EVAL "return struct.unpack('i', 'abcd', 2)" 0
+EVAL "return struct.unpack('s', 'abc')" 0
+EVAL "return struct.unpack('c0', 'abc')" 0
+EVAL "return struct.unpack('bc0', string.char(9) .. 'abc')" 0
+EVAL "return struct.unpack('i')" 0
+EVAL "return struct.unpack('q', 'abcd')" 0
+EVAL "return struct.size('bhilfdx!8d c5 i3')" 0
+EVAL "return struct.size('>!4 b i')" 0
+EVAL "return struct.size('s')" 0
+EVAL "return struct.size('c0')" 0
+EVAL "return struct.size('z')" 0
+EVAL "return struct.size('!5')" 0
+EVAL "struct.pack = nil return 1" 0
 
 HSET h a 1
 ZADD z 1.5 m
