@@ -251,6 +251,16 @@ fn setup(lua: &Lua) -> mlua::Result<()> {
     )?;
     // Redis 7 always replicates a script by its effects; the call stays for old scripts.
     redis.set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
+    for (name, v) in [
+        ("REPL_NONE", 0),
+        ("REPL_AOF", 1),
+        ("REPL_SLAVE", 2),
+        ("REPL_REPLICA", 2),
+        ("REPL_ALL", 3),
+    ] {
+        redis.set(name, v)?;
+    }
+    redis.set("set_repl", lua.create_function(set_repl)?)?;
     redis.set("REDIS_VERSION", crate::info::REDIS_VERSION)?;
     redis.set("REDIS_VERSION_NUM", redis_version_num())?;
     redis.set(
@@ -291,6 +301,46 @@ fn setup(lua: &Lua) -> mlua::Result<()> {
     }
     lua.globals().set("redis", redis)?;
     Ok(())
+}
+
+/// `redis.set_repl(flags)`: whether the script's later writes are propagated. The AOF and the
+/// replicas read one stream here (`repl::prop`), so `REPL_ALL` and `REPL_NONE` are honoured and
+/// `REPL_AOF` or `REPL_REPLICA` alone are refused rather than half done.
+fn set_repl(_: &Lua, a: MultiValue) -> mlua::Result<()> {
+    let fail = |m: &str| Err(mlua::Error::RuntimeError(m.into()));
+    if !running() {
+        return fail("redis.set_repl can only be called inside a script invocation");
+    }
+    // Redis's own text, "two" included.
+    if a.len() != 1 {
+        return fail("redis.set_repl() requires two arguments.");
+    }
+    // lua_tonumber (0 for anything but a number or numeric text), stored in a C int.
+    let n = match &a[0] {
+        LuaValue::Integer(n) => *n as f64,
+        LuaValue::Number(n) => *n,
+        LuaValue::String(s) => std::str::from_utf8(&s.as_bytes())
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .unwrap_or(0.0),
+        _ => 0.0,
+    };
+    let flags = c_long_long(n) as i32;
+    if flags & !3 != 0 {
+        return fail(
+            "Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
+        );
+    }
+    if flags == 1 || flags == 2 {
+        return fail(
+            "codis-server sends a script's writes to the AOF and the replicas together: use \
+             redis.REPL_ALL or redis.REPL_NONE",
+        );
+    }
+    with_state(|st| {
+        st.borrow_mut().propagate = flags == 3;
+        Ok(())
+    })
 }
 
 /// Registry name of the environment scripts run in (see [`sandbox`]).
@@ -636,6 +686,8 @@ struct CallState<'a> {
     raised: Option<(String, usize)>,
     /// Effects of the writes run so far (propagated as MULTI … EXEC instead of the script).
     effects: Vec<Vec<Bytes>>,
+    /// Whether later writes join `effects` (`redis.set_repl`).
+    propagate: bool,
     /// Reply buffer `redis.call` reuses for every command the script runs.
     buf: BytesMut,
 }
@@ -676,6 +728,7 @@ fn eval(ctx: &mut Ctx) {
         readonly,
         raised: None,
         effects: Vec::new(),
+        propagate: true,
         buf: BytesMut::new(),
     });
     let out = &mut *ctx.out;
@@ -883,7 +936,7 @@ fn call(
             let ev = p.after(spec.name, &args, ctx.dbs, ctx.now, &ctx.out[..]);
             crate::notify::emit_all(ev);
         }
-        if track {
+        if track && st.propagate {
             let rewrite = ctx.rewrite.take();
             let changed = ctx.dbs.iter().map(|d| d.dirty()).sum::<u64>() != dirty0;
             let mut fx = Vec::new();

@@ -2042,6 +2042,14 @@ EVAL "return redis.pcall('PING', 'x', 'y')" 0
 EVAL "return redis.call('ECHO', 'e')" 0
 EVAL "return #redis.call('TIME')" 0
 EVAL "return redis.call('PUBLISH', 'nobody', 'm')" 0
+EVAL "return {redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL}" 0
+EVAL "return redis.set_repl()" 0
+EVAL "return redis.set_repl(1, 2)" 0
+EVAL "return redis.set_repl(7)" 0
+EVAL "return redis.set_repl(-1)" 0
+EVAL "return redis.set_repl('x')" 0
+EVAL "redis.set_repl(redis.REPL_NONE) return redis.call('SET', KEYS[1], 'n')" 1 k
+EVAL "redis.set_repl(redis.REPL_ALL) return redis.call('GET', KEYS[1])" 1 k
 "#;
 
 const LUA_LIBS: &str = r#"

@@ -605,3 +605,60 @@ fn pfcount_cache_update_reaches_the_replica() {
         "the replica's HyperLogLog differs from the master's"
     );
 }
+
+/// `redis.set_repl(redis.REPL_NONE)` keeps a script's later writes on the master;
+/// `REPL_ALL` sends them again; `REPL_AOF` or `REPL_REPLICA` alone are refused (the AOF and the
+/// replicas read one stream) and the script stops there.
+#[test]
+fn set_repl_none_keeps_a_scripts_writes_off_the_replica() {
+    let master = testkit::codis_server(&["--cores", "1"]);
+    let port = master.port.to_string();
+    let replica = testkit::codis_server(&["--cores", "1", "--replicaof", "127.0.0.1", &port]);
+    let (mut m, mut r) = (master.conn(), replica.conn());
+    wait_link_up(&mut r);
+    let script = "redis.call('SET', KEYS[1], 'shared') \
+                  redis.set_repl(redis.REPL_NONE) \
+                  redis.call('SET', KEYS[2], 'local') \
+                  redis.set_repl(redis.REPL_ALL) \
+                  redis.call('SET', KEYS[3], 'shared') \
+                  return 1";
+    let n: i64 = redis::cmd("EVAL")
+        .arg(script)
+        .arg(3)
+        .arg(&["a", "b", "c"])
+        .query(&mut m)
+        .unwrap();
+    assert_eq!(n, 1);
+    let err = redis::cmd("EVAL")
+        .arg("redis.set_repl(redis.REPL_AOF) redis.call('SET', 'd', 1)")
+        .arg(0)
+        .query::<()>(&mut m)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("REPL_ALL or redis.REPL_NONE"), "{err}");
+    let _: () = redis::cmd("SET").arg("done").arg(1).query(&mut m).unwrap();
+    wait_until(
+        "the replica has the last write",
+        Duration::from_secs(20),
+        || {
+            redis::cmd("GET")
+                .arg("done")
+                .query::<Option<String>>(&mut r)
+                .ok()
+                .flatten()
+                .is_some()
+        },
+    );
+    let get = |c: &mut Connection, k: &str| -> Option<String> {
+        redis::cmd("GET").arg(k).query(c).unwrap()
+    };
+    for (k, on_m, on_r) in [
+        ("a", Some("shared"), Some("shared")),
+        ("b", Some("local"), None),
+        ("c", Some("shared"), Some("shared")),
+        ("d", None, None),
+    ] {
+        assert_eq!(get(&mut m, k).as_deref(), on_m, "master {k}");
+        assert_eq!(get(&mut r, k).as_deref(), on_r, "replica {k}");
+    }
+}
