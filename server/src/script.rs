@@ -381,6 +381,13 @@ for _, name in ipairs({'string', 'table', 'math', 'coroutine', 'cjson', 'bit', '
                        'struct', 'redis'}) do
     if G[name] then G[name] = view(G[name]) end
 end
+-- Strings' methods: their metatable's __index becomes the read-only string library, and the
+-- metatable itself is seen only through a read-only view (getmetatable('') returns it).
+local smt = getmetatable('')
+if smt then
+    smt.__index = G.string
+    smt.__metatable = view(smt)
+end
 local env = view(G)
 protected[G] = true
 real[env] = G
@@ -398,14 +405,31 @@ end
 G.rawget = function(t, k) return rawget(real[t] or t, k) end
 G.next = function(t, k) return next(real[t] or t, k) end
 G.pairs = function(t) return pairs(real[t] or t) end
-local loadstring, load = loadstring, load
+-- Never bytecode: Redis's Lua parses every chunk as text (crafted bytecode can corrupt memory).
+-- A chunk starting with bytecode's ESC byte gets a space in front, so it fails to parse as it
+-- does on Redis, under the same chunk name.
+local loadstring, load, type = loadstring, load, type
 G.loadstring = function(s, name)
+    if type(s) == 'string' and s:byte(1) == 27 then
+        s, name = ' ' .. s, name or s
+    end
     local f, e = loadstring(s, name)
     if f then setfenv(f, env) end
     return f, e
 end
 G.load = function(fn, name)
-    local f, e = load(fn, name)
+    local reader, first = fn, true
+    if type(fn) == 'function' then
+        reader = function()
+            local piece = fn()
+            if first then
+                first = false
+                if type(piece) == 'string' and piece:byte(1) == 27 then piece = ' ' .. piece end
+            end
+            return piece
+        end
+    end
+    local f, e = load(reader, name or '=(load)')
     if f then setfenv(f, env) end
     return f, e
 end
@@ -530,7 +554,8 @@ impl Compiled {
             return Ok(f.clone());
         }
         let f = LUA.with(|lua| {
-            let mut chunk = lua.load(body).set_name("@user_script");
+            let text = as_text(body);
+            let mut chunk = lua.load(text.as_ref()).set_name("@user_script");
             if let Ok(env) = lua.named_registry_value::<mlua::Table>(ENV) {
                 chunk = chunk.set_environment(env);
             }
@@ -656,9 +681,21 @@ pub fn script_cmd(args: &[Bytes], out: &mut BytesMut) {
     }
 }
 
+/// A script body as Lua text: Redis's Lua never loads precompiled bytecode (crafted bytecode
+/// can corrupt the interpreter's memory), it parses every body as source. A body starting with
+/// bytecode's ESC byte gets a space in front, so the parser reads it as text and fails on it as
+/// Redis's does ("unexpected symbol near 'char(27)'").
+fn as_text(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if body.first() == Some(&27) {
+        std::borrow::Cow::Owned([b" ", body].concat())
+    } else {
+        std::borrow::Cow::Borrowed(body)
+    }
+}
+
 fn compile_check(body: &[u8]) -> Result<(), String> {
     LUA.with(|lua| {
-        lua.load(body)
+        lua.load(as_text(body).as_ref())
             .set_name("@user_script")
             .into_function()
             .map(|_| ())

@@ -2029,6 +2029,16 @@ EVAL "local ok, e = pcall(function() bar = 1 end) return e" 0
 EVAL "local ok, e = pcall(function() return nosuch end) return e" 0
 EVAL "return select('#', pcall(function() bar = 1 end))" 0
 EVAL "return ('x'):rep(3)" 0
+EVAL "return {type(getmetatable('')), type(getmetatable('').__index), getmetatable('').__index == string}" 0
+EVAL "return pcall(function() getmetatable('').__index.upper = nil end)" 0
+EVAL "return pcall(function() getmetatable('').__index = nil end)" 0
+EVAL "return ('a'):upper()" 0
+EVAL "local f, e = loadstring(string.dump(function() return 1 end)) return {type(f), e}" 0
+EVAL "local f, e = loadstring(string.dump(function() return 1 end), 'named') return {type(f), e}" 0
+EVAL "local s = string.dump(function() return 1 end) local f, e = load(function() local p = s s = nil return p end) return {type(f), e}" 0
+EVAL "local n = 0 local f = load(function() n = n + 1 if n == 1 then return 'return ' elseif n == 2 then return '42' end end) return f()" 0
+EVAL "\x1bLuaQ\x00\x01\x04\x08\x04\x08\x00" 0
+SCRIPT LOAD "\x1bLuaQ\x00"
 EVAL "local t = setmetatable({}, {__index = function() return 5 end}) return t.a" 0
 EVAL "return coroutine.resume(coroutine.create(function() return 1 end))" 0
 EVAL "return redis.call('SET', KEYS[1], 'v')" 1 k

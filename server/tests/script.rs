@@ -306,3 +306,30 @@ fn publish_from_a_script_reaches_subscribers_on_every_core() {
         thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Lua bytecode never runs, as in Redis (crafted bytecode can corrupt the interpreter's memory):
+/// neither as an EVAL body nor through `loadstring`.
+#[test]
+fn bytecode_is_refused() {
+    let srv = testkit::codis_server(&["--cores", "1"]);
+    let mut c = Raw::connect(srv.port);
+    let dump = c.cmd(&[
+        b"EVAL",
+        b"return string.dump(function() return 'from bytecode' end)",
+        b"0",
+    ]);
+    let body_start = dump.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let body = &dump[body_start..dump.len() - 2];
+    assert_eq!(body[0], 27, "a Lua bytecode header");
+    let r = c.cmd(&[b"EVAL", body, b"0"]);
+    assert_eq!(
+        r,
+        b"-ERR Error compiling script (new function): user_script:1: unexpected symbol near 'char(27)'\r\n"
+    );
+    let r = c.cmd(&[
+        b"EVAL",
+        b"return type(loadstring(string.dump(function() return 1 end)))",
+        b"0",
+    ]);
+    assert_eq!(r, b"$3\r\nnil\r\n");
+}
