@@ -401,6 +401,14 @@ G.setmetatable = function(t, m)
     if protected[t] then error('Attempt to modify a readonly table', 0) end
     return setmetatable(t, m)
 end
+-- A library's view has no metatable to show (Redis: nil), _G one (Redis: its table).
+local getmetatable = getmetatable
+local gview = view({})
+G.getmetatable = function(t)
+    if t == env then return gview end
+    if protected[t] then return nil end
+    return getmetatable(t)
+end
 -- A view reads (and lists) as the table behind it.
 G.rawget = function(t, k) return rawget(real[t] or t, k) end
 G.next = function(t, k) return next(real[t] or t, k) end

@@ -2033,6 +2033,8 @@ EVAL "return {type(getmetatable('')), type(getmetatable('').__index), getmetatab
 EVAL "return pcall(function() getmetatable('').__index.upper = nil end)" 0
 EVAL "return pcall(function() getmetatable('').__index = nil end)" 0
 EVAL "return ('a'):upper()" 0
+EVAL "return {tostring(getmetatable(string)), type(getmetatable(_G)), getmetatable({}) == nil}" 0
+EVAL "return pcall(function() getmetatable(_G).x = 1 end)" 0
 EVAL "local f, e = loadstring(string.dump(function() return 1 end)) return {type(f), e}" 0
 EVAL "local f, e = loadstring(string.dump(function() return 1 end), 'named') return {type(f), e}" 0
 EVAL "local s = string.dump(function() return 1 end) local f, e = load(function() local p = s s = nil return p end) return {type(f), e}" 0
