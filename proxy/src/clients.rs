@@ -440,13 +440,7 @@ pub fn parse_hello<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-
-    fn args(s: &[&str]) -> Vec<Bytes> {
-        s.iter()
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
-    }
+    use crate::testutil::args;
 
     #[test]
     fn hello_authenticates_and_names_only_when_valid() {

@@ -26,6 +26,7 @@
 //! - [`control`]: coordinator watch, registration, liveness, acknowledgements.
 //! - [`admin`]: admin HTTP (JSON overview, Codis admin API, Prometheus `/metrics`).
 //! - [`identity`]: token, xauth, the Codis `Proxy` model.
+//! - [`scripts`]: scripts seen by a core, so EVALSHA runs on any group.
 
 pub mod admin;
 pub mod backend;
@@ -105,4 +106,17 @@ pub fn run(cfg: Config) -> Result<(), String> {
     })?;
     // Executors run accept loops forever; leaving the process ends them.
     std::process::exit(0)
+}
+
+/// Helpers for the unit tests of several modules.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use bytes::Bytes;
+
+    /// A request's arguments from words.
+    pub fn args(s: &[&str]) -> Vec<Bytes> {
+        s.iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
 }

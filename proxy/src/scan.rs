@@ -174,11 +174,7 @@ fn memchr_crlf(b: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn args(s: &[&str]) -> Vec<Bytes> {
-        s.iter()
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
-    }
+    use crate::testutil::args;
 
     #[test]
     fn cursor_walks_slots_and_both_sides_of_a_migration() {

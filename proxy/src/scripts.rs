@@ -236,11 +236,7 @@ fn as_eval(args: &[Bytes], body: Bytes) -> Vec<Bytes> {
 mod tests {
     use super::*;
 
-    fn args(s: &[&str]) -> Vec<Bytes> {
-        s.iter()
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
-    }
+    use crate::testutil::args;
 
     #[test]
     fn sha1_is_redis_script_name() {

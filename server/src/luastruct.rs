@@ -233,24 +233,18 @@ fn pack(lua: &Lua, a: MultiValue) -> mlua::Result<mlua::BString> {
                 put_integer(n, h.big, size, &mut out);
             }
             b'x' => out.push(0),
-            b'f' => {
-                let v = check_number(lua, &a, arg, "pack")? as f32;
-                arg += 1;
-                let b = if h.big {
-                    v.to_be_bytes()
-                } else {
-                    v.to_le_bytes()
-                };
-                out.extend_from_slice(&b);
-            }
-            b'd' => {
+            b'f' | b'd' => {
                 let v = check_number(lua, &a, arg, "pack")?;
                 arg += 1;
-                let b = if h.big {
-                    v.to_be_bytes()
+                // A float is the double's value rounded to single precision.
+                let mut b = if opt == b'f' {
+                    (v as f32).to_le_bytes().to_vec()
                 } else {
-                    v.to_le_bytes()
+                    v.to_le_bytes().to_vec()
                 };
+                if h.big {
+                    b.reverse();
+                }
                 out.extend_from_slice(&b);
             }
             b'c' | b's' => {

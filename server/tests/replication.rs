@@ -569,6 +569,23 @@ fn blocking_pops_served_later_replicate_as_their_effect() {
 
 /// PFCOUNT rewriting a HyperLogLog's cached cardinality propagates, so the replica's string keeps
 /// the master's bytes (Redis propagates it the same way).
+/// One more write to `m`, waited for on `r`: everything `m` did before it reached `r`.
+fn write_one_more_and_wait(m: &mut Connection, r: &mut Connection) {
+    let _: () = redis::cmd("SET").arg("done").arg(1).query(m).unwrap();
+    wait_until(
+        "the replica has the last write",
+        Duration::from_secs(20),
+        || {
+            redis::cmd("GET")
+                .arg("done")
+                .query::<Option<String>>(r)
+                .ok()
+                .flatten()
+                .is_some()
+        },
+    );
+}
+
 #[test]
 fn pfcount_cache_update_reaches_the_replica() {
     let master = testkit::codis_server(&["--cores", "2"]);
@@ -583,20 +600,7 @@ fn pfcount_cache_update_reaches_the_replica() {
         .unwrap();
     let n: i64 = redis::cmd("PFCOUNT").arg("h").query(&mut m).unwrap();
     assert_eq!(n, 3);
-    // One more write to wait for: everything before it reached the replica.
-    let _: () = redis::cmd("SET").arg("done").arg(1).query(&mut m).unwrap();
-    wait_until(
-        "the replica has the last write",
-        Duration::from_secs(20),
-        || {
-            redis::cmd("GET")
-                .arg("done")
-                .query::<Option<String>>(&mut r)
-                .ok()
-                .flatten()
-                .is_some()
-        },
-    );
+    write_one_more_and_wait(&mut m, &mut r);
     let get = |c: &mut Connection| -> Vec<u8> { redis::cmd("GET").arg("h").query(c).unwrap() };
     let (on_m, on_r) = (get(&mut m), get(&mut r));
     assert_eq!(on_m[15] & 0x80, 0, "the master's cache is valid");
@@ -636,19 +640,7 @@ fn set_repl_none_keeps_a_scripts_writes_off_the_replica() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("REPL_ALL or redis.REPL_NONE"), "{err}");
-    let _: () = redis::cmd("SET").arg("done").arg(1).query(&mut m).unwrap();
-    wait_until(
-        "the replica has the last write",
-        Duration::from_secs(20),
-        || {
-            redis::cmd("GET")
-                .arg("done")
-                .query::<Option<String>>(&mut r)
-                .ok()
-                .flatten()
-                .is_some()
-        },
-    );
+    write_one_more_and_wait(&mut m, &mut r);
     let get = |c: &mut Connection, k: &str| -> Option<String> {
         redis::cmd("GET").arg(k).query(c).unwrap()
     };
