@@ -15,7 +15,7 @@
 
 use mlua::{Lua, MultiValue, Table, Value as LuaValue};
 
-use crate::luaext::raise;
+use crate::luaext::{check_number, check_string, raise, type_name};
 
 /// lua-cmsgpack's `LUACMSGPACK_MAX_NESTING`: deeper tables pack as nil.
 const MAX_NESTING: usize = 16;
@@ -77,67 +77,19 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     lua.globals().set("cmsgpack", m)
 }
 
-/// Lua's name for a value's type in argument errors ("no value" when absent).
-fn type_name(v: Option<&LuaValue>) -> &'static str {
-    match v {
-        None => "no value",
-        Some(LuaValue::Nil) => "nil",
-        Some(LuaValue::Boolean(_)) => "boolean",
-        Some(LuaValue::Integer(_) | LuaValue::Number(_)) => "number",
-        Some(LuaValue::String(_)) => "string",
-        Some(LuaValue::Table(_)) => "table",
-        Some(LuaValue::Function(_)) => "function",
-        Some(LuaValue::LightUserData(_) | LuaValue::UserData(_)) => "userdata",
-        Some(LuaValue::Thread(_)) => "thread",
-        Some(_) => "userdata",
-    }
-}
-
-/// `luaL_checklstring(L, 1)`: a string, or a number as its text.
+/// `luaL_checklstring(L, 1)` of `f`.
 fn string_arg(lua: &Lua, a: &MultiValue, f: &str) -> mlua::Result<Vec<u8>> {
-    match a.front() {
-        Some(LuaValue::String(s)) => Ok(s.as_bytes().to_vec()),
-        Some(LuaValue::Integer(n)) => Ok(n.to_string().into_bytes()),
-        Some(LuaValue::Number(n)) => Ok(resp::encode::format_g(*n, 14).into_bytes()),
-        v => {
-            let got = type_name(v);
-            let msg = format!("bad argument #1 to '{f}' (string expected, got {got})");
-            Err(raise(lua, msg))
-        }
-    }
+    check_string(lua, a.front(), 1, f)
 }
 
 /// `luaL_optinteger(L, i + 1, …)` read into a C `int`, as lua-cmsgpack does: `None` when absent
 /// or nil, a number truncated, numeric text converted.
 fn opt_int(lua: &Lua, a: &MultiValue, i: usize, f: &str) -> mlua::Result<Option<i32>> {
-    let n = match a.get(i) {
-        None | Some(LuaValue::Nil) => return Ok(None),
-        Some(LuaValue::Integer(n)) => *n as f64,
-        Some(LuaValue::Number(n)) => *n,
-        Some(LuaValue::String(s)) => match std::str::from_utf8(&s.as_bytes())
-            .ok()
-            .and_then(|t| t.trim().parse::<f64>().ok())
-        {
-            Some(n) => n,
-            None => {
-                let msg = format!(
-                    "bad argument #{} to '{f}' (number expected, got string)",
-                    i + 1
-                );
-                return Err(raise(lua, msg));
-            }
-        },
-        v => {
-            let got = type_name(v);
-            let msg = format!(
-                "bad argument #{} to '{f}' (number expected, got {got})",
-                i + 1
-            );
-            return Err(raise(lua, msg));
-        }
-    };
-    // (lua_Integer)d, then the int it is stored in.
-    Ok(Some(n as i64 as i32))
+    match a.get(i) {
+        None | Some(LuaValue::Nil) => Ok(None),
+        // (lua_Integer)d, then the int it is stored in.
+        v => Ok(Some(check_number(lua, v, i + 1, f)? as i64 as i32)),
+    }
 }
 
 fn encode(v: &LuaValue, level: usize, out: &mut Vec<u8>) -> mlua::Result<()> {

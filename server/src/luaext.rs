@@ -75,6 +75,68 @@ pub(crate) fn raise(lua: &Lua, msg: impl std::fmt::Display) -> mlua::Error {
     }
 }
 
+/// Lua's name for a value's type in argument errors ("no value" when absent).
+pub(crate) fn type_name(v: Option<&LuaValue>) -> &'static str {
+    match v {
+        None => "no value",
+        Some(LuaValue::Nil) => "nil",
+        Some(LuaValue::Boolean(_)) => "boolean",
+        Some(LuaValue::Integer(_) | LuaValue::Number(_)) => "number",
+        Some(LuaValue::String(_)) => "string",
+        Some(LuaValue::Table(_)) => "table",
+        Some(LuaValue::Function(_)) => "function",
+        Some(LuaValue::Thread(_)) => "thread",
+        Some(_) => "userdata",
+    }
+}
+
+/// `lua_tonumber`: a number, or text that reads as one.
+pub(crate) fn to_number(v: &LuaValue) -> Option<f64> {
+    match v {
+        LuaValue::Integer(n) => Some(*n as f64),
+        LuaValue::Number(n) => Some(*n),
+        LuaValue::String(s) => std::str::from_utf8(&s.as_bytes())
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok()),
+        _ => None,
+    }
+}
+
+/// `luaL_checknumber` of argument `arg` (1-based) of library function `f`.
+pub(crate) fn check_number(
+    lua: &Lua,
+    v: Option<&LuaValue>,
+    arg: usize,
+    f: &str,
+) -> mlua::Result<f64> {
+    v.and_then(to_number).ok_or_else(|| {
+        let got = type_name(v);
+        raise(
+            lua,
+            format!("bad argument #{arg} to '{f}' (number expected, got {got})"),
+        )
+    })
+}
+
+/// `luaL_checklstring` of argument `arg` (1-based) of `f`: a string, or a number as its text.
+pub(crate) fn check_string(
+    lua: &Lua,
+    v: Option<&LuaValue>,
+    arg: usize,
+    f: &str,
+) -> mlua::Result<Vec<u8>> {
+    match v {
+        Some(LuaValue::String(s)) => Ok(s.as_bytes().to_vec()),
+        Some(LuaValue::Integer(n)) => Ok(n.to_string().into_bytes()),
+        Some(LuaValue::Number(n)) => Ok(resp::encode::format_g(*n, 14).into_bytes()),
+        v => {
+            let got = type_name(v);
+            let msg = format!("bad argument #{arg} to '{f}' (string expected, got {got})");
+            Err(raise(lua, msg))
+        }
+    }
+}
+
 /// lua-cjson's default `encode_max_depth` and `decode_max_depth`.
 const MAX_DEPTH: usize = 1000;
 

@@ -12,7 +12,7 @@
 
 use mlua::{Lua, MultiValue, Value as LuaValue};
 
-use crate::luaext::raise;
+use crate::luaext::{check_number, check_string, raise};
 use crate::script::c_long_long;
 
 const MAXINTSIZE: usize = 32;
@@ -122,52 +122,22 @@ fn to_align(len: usize, h: &Header, opt: u8, size: usize) -> usize {
     (size - (len & (size - 1))) & (size - 1)
 }
 
-/// Lua's name for a value's type in argument errors.
-fn type_name(v: Option<&LuaValue>) -> &'static str {
-    match v {
-        None => "no value",
-        Some(v) => v.type_name(),
+/// Argument `arg` (1-based) of `f`. `pack` pushes a nil right after its arguments before it
+/// reads them, so a missing one is "nil" there, "no value" elsewhere.
+fn argument<'a>(a: &'a MultiValue, arg: usize, f: &str) -> Option<&'a LuaValue> {
+    const NIL: &LuaValue = &LuaValue::Nil;
+    match a.get(arg - 1) {
+        None if f == "pack" && arg > 1 => Some(NIL),
+        v => v,
     }
 }
 
-/// `luaL_checknumber(L, arg)` (1-based `arg`, counting the format).
-fn check_number(lua: &Lua, a: &MultiValue, arg: usize, f: &str) -> mlua::Result<f64> {
-    let v = a.get(arg - 1);
-    let n = match v {
-        Some(LuaValue::Integer(n)) => Some(*n as f64),
-        Some(LuaValue::Number(n)) => Some(*n),
-        Some(LuaValue::String(s)) => std::str::from_utf8(&s.as_bytes())
-            .ok()
-            .and_then(|t| t.trim().parse::<f64>().ok()),
-        _ => None,
-    };
-    n.ok_or_else(|| {
-        // `pack` pushes a nil right after its arguments before it reads them.
-        let got = match v {
-            None if f == "pack" && arg > 1 => "nil",
-            v => type_name(v),
-        };
-        let msg = format!("bad argument #{arg} to '{f}' (number expected, got {got})");
-        raise(lua, msg)
-    })
+fn number_arg(lua: &Lua, a: &MultiValue, arg: usize, f: &str) -> mlua::Result<f64> {
+    check_number(lua, argument(a, arg, f), arg, f)
 }
 
-/// `luaL_checklstring(L, arg)`: a string, or a number as its text.
-fn check_string(lua: &Lua, a: &MultiValue, arg: usize, f: &str) -> mlua::Result<Vec<u8>> {
-    let v = a.get(arg - 1);
-    match v {
-        Some(LuaValue::String(s)) => Ok(s.as_bytes().to_vec()),
-        Some(LuaValue::Integer(n)) => Ok(n.to_string().into_bytes()),
-        Some(LuaValue::Number(n)) => Ok(resp::encode::format_g(*n, 14).into_bytes()),
-        _ => {
-            let got = match v {
-                None if f == "pack" && arg > 1 => "nil",
-                v => type_name(v),
-            };
-            let msg = format!("bad argument #{arg} to '{f}' (string expected, got {got})");
-            Err(raise(lua, msg))
-        }
-    }
+fn string_arg(lua: &Lua, a: &MultiValue, arg: usize, f: &str) -> mlua::Result<Vec<u8>> {
+    check_string(lua, argument(a, arg, f), arg, f)
 }
 
 /// C's `(unsigned long)d` on x86-64 as gcc compiles it.
@@ -217,7 +187,7 @@ fn get_integer(data: &[u8], big: bool, signed: bool, size: usize) -> f64 {
 }
 
 fn pack(lua: &Lua, a: MultiValue) -> mlua::Result<mlua::BString> {
-    let fmt = check_string(lua, &a, 1, "pack")?;
+    let fmt = string_arg(lua, &a, 1, "pack")?;
     let mut f = Fmt { f: &fmt, i: 0 };
     let mut h = DEFAULT;
     let mut arg = 2;
@@ -228,13 +198,13 @@ fn pack(lua: &Lua, a: MultiValue) -> mlua::Result<mlua::BString> {
         out.resize(out.len() + pad, 0);
         match opt {
             b'b' | b'B' | b'h' | b'H' | b'l' | b'L' | b'T' | b'i' | b'I' => {
-                let n = check_number(lua, &a, arg, "pack")?;
+                let n = number_arg(lua, &a, arg, "pack")?;
                 arg += 1;
                 put_integer(n, h.big, size, &mut out);
             }
             b'x' => out.push(0),
             b'f' | b'd' => {
-                let v = check_number(lua, &a, arg, "pack")?;
+                let v = number_arg(lua, &a, arg, "pack")?;
                 arg += 1;
                 // A float is the double's value rounded to single precision.
                 let mut b = if opt == b'f' {
@@ -248,7 +218,7 @@ fn pack(lua: &Lua, a: MultiValue) -> mlua::Result<mlua::BString> {
                 out.extend_from_slice(&b);
             }
             b'c' | b's' => {
-                let s = check_string(lua, &a, arg, "pack")?;
+                let s = string_arg(lua, &a, arg, "pack")?;
                 arg += 1;
                 if size == 0 {
                     size = s.len();
@@ -270,12 +240,12 @@ fn pack(lua: &Lua, a: MultiValue) -> mlua::Result<mlua::BString> {
 }
 
 fn unpack(lua: &Lua, a: MultiValue) -> mlua::Result<MultiValue> {
-    let fmt = check_string(lua, &a, 1, "unpack")?;
-    let data = check_string(lua, &a, 2, "unpack")?;
+    let fmt = string_arg(lua, &a, 1, "unpack")?;
+    let data = string_arg(lua, &a, 2, "unpack")?;
     let ld = data.len();
     let start = match a.get(2) {
         None | Some(LuaValue::Nil) => 1,
-        _ => c_long_long(check_number(lua, &a, 3, "unpack")?),
+        _ => c_long_long(number_arg(lua, &a, 3, "unpack")?),
     };
     if start <= 0 {
         return Err(raise(
@@ -354,7 +324,7 @@ fn unpack(lua: &Lua, a: MultiValue) -> mlua::Result<MultiValue> {
 }
 
 fn size(lua: &Lua, a: MultiValue) -> mlua::Result<f64> {
-    let fmt = check_string(lua, &a, 1, "size")?;
+    let fmt = string_arg(lua, &a, 1, "size")?;
     let mut f = Fmt { f: &fmt, i: 0 };
     let mut h = DEFAULT;
     let mut pos = 0usize;

@@ -316,15 +316,7 @@ fn set_repl(_: &Lua, a: MultiValue) -> mlua::Result<()> {
         return fail("redis.set_repl() requires two arguments.");
     }
     // lua_tonumber (0 for anything but a number or numeric text), stored in a C int.
-    let n = match &a[0] {
-        LuaValue::Integer(n) => *n as f64,
-        LuaValue::Number(n) => *n,
-        LuaValue::String(s) => std::str::from_utf8(&s.as_bytes())
-            .ok()
-            .and_then(|t| t.trim().parse::<f64>().ok())
-            .unwrap_or(0.0),
-        _ => 0.0,
-    };
+    let n = crate::luaext::to_number(&a[0]).unwrap_or(0.0);
     let flags = c_long_long(n) as i32;
     if flags & !3 != 0 {
         return fail(
