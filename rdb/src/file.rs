@@ -93,6 +93,12 @@ pub fn write_aux(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     write_string(out, value, false);
 }
 
+/// Append a library of functions (`FUNCTION2`: the library's whole code).
+pub fn write_function(out: &mut Vec<u8>, code: &[u8]) {
+    out.push(OP_FUNCTION2);
+    write_string(out, code, true);
+}
+
 /// Append SELECTDB.
 pub fn write_select_db(out: &mut Vec<u8>, db: u64) {
     out.push(OP_SELECTDB);
@@ -161,6 +167,12 @@ impl<W: Write> RdbWriter<W> {
     /// Append an AUX field.
     pub fn aux(&mut self, key: &str, value: &str) -> io::Result<()> {
         write_aux(&mut self.buf, key.as_bytes(), value.as_bytes());
+        self.flush_buf()
+    }
+
+    /// Append a library of functions.
+    pub fn function(&mut self, code: &[u8]) -> io::Result<()> {
+        write_function(&mut self.buf, code);
         self.flush_buf()
     }
 
@@ -233,6 +245,8 @@ pub enum Item {
     ResizeDb { keys: u64, expires: u64 },
     /// A key.
     Entry(Entry),
+    /// A library of functions (Redis 7's `FUNCTION2` record): its whole code.
+    Function(Bytes),
 }
 
 /// A pull reader over a whole file in memory: header checked by [`FileReader::new`], then one
@@ -318,9 +332,8 @@ impl<'a> FileReader<'a> {
                 }),
                 OP_FREQ => self.r.u8().map(|_| None),
                 OP_IDLE => read_len(&mut self.r).map(|_| None),
-                OP_FUNCTION2 | OP_FUNCTION => {
-                    return Err(unsupported(at, "functions (FUNCTION opcode); not served"))
-                }
+                OP_FUNCTION2 => read_string(&mut self.r).map(|code| Some(Item::Function(code))),
+                OP_FUNCTION => return Err(unsupported(at, "pre-GA functions (FUNCTION opcode)")),
                 OP_MODULE_AUX => return Err(unsupported(at, "module auxiliary data")),
                 6 | 7 => return Err(unsupported(at, "module value type")),
                 15 | 19 | 21 => return Err(unsupported(at, "stream value type")),

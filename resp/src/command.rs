@@ -290,6 +290,9 @@ table! {
     "eval_ro" -3 [SCRIPT|NOSCRIPT|READONLY|MOVABLE] 0 0 0;
     "evalsha_ro" -3 [SCRIPT|NOSCRIPT|READONLY|MOVABLE] 0 0 0;
     "script" -2 [SCRIPT|NOSCRIPT|CONN] 0 0 0;
+    "fcall" -3 [SCRIPT|NOSCRIPT|MOVABLE] 0 0 0;
+    "fcall_ro" -3 [SCRIPT|NOSCRIPT|READONLY|MOVABLE] 0 0 0;
+    "function" -2 [SCRIPT|NOSCRIPT|CONN] 0 0 0;
     // Codis slot commands (arities as on codis-server 3.2)
     "slotshashkey" -1 [SLOTS|FAST|CONN] 0 0 0;
     "slotsinfo" -1 [SLOTS|READONLY|ALLKEYS] 0 0 0;
@@ -400,10 +403,12 @@ fn movable_keys(name: &str, args: &[Bytes]) -> Vec<usize> {
                 None => vec![],
             }
         }
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => match numkeys_at(args, 2) {
-            Some(n) => (3..3 + n).collect(),
-            None => vec![],
-        },
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => {
+            match numkeys_at(args, 2) {
+                Some(n) => (3..3 + n).collect(),
+                None => vec![],
+            }
+        }
         "blmpop" | "bzmpop" => match numkeys_at(args, 2) {
             Some(n) => (3..3 + n).collect(),
             None => vec![],
@@ -552,6 +557,8 @@ mod tests {
         let eval = lookup(b"eval").unwrap();
         assert_eq!(eval.key_positions(&args("EVAL s 1 k a")), vec![3]);
         assert_eq!(eval.first_key(&args("EVAL s 0")), None);
+        let fcall = lookup(b"fcall").unwrap();
+        assert_eq!(fcall.key_positions(&args("FCALL f 2 k1 k2 a")), vec![3, 4]);
         assert!(lookup(b"get").unwrap().arity_ok(2));
         assert!(!lookup(b"get").unwrap().arity_ok(3));
         assert!(lookup(b"set").unwrap().arity_ok(5));

@@ -192,6 +192,17 @@ fn apply(
             let (a, b) = (int(1)?, int(2)?);
             shard.dbs.swap(a, b);
         }
+        "function" if args.len() >= 2 => {
+            out.clear();
+            crate::script::function_cmd(&args, Proto::Resp2, out);
+            if out.first() == Some(&b'-') {
+                return Err(format!(
+                    "FUNCTION {} in the append only file failed: {}",
+                    String::from_utf8_lossy(&args[1]),
+                    String::from_utf8_lossy(out.trim_ascii_end())
+                ));
+            }
+        }
         _ => {
             let Some(spec) = lookup(&args[0]) else {
                 return Err(format!(
@@ -234,10 +245,15 @@ pub fn startup(cfg: &Config, ncores: usize) -> Result<Vec<Vec<LoadItem>>, String
                 let mut r = rdb::file::FileReader::new(&bytes)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 let now = now_ms();
+                let mut functions = Vec::new();
                 while let Some(item) = r
                     .next_item()
                     .map_err(|e| format!("{}: RDB preamble: {e}", path.display()))?
                 {
+                    if let rdb::file::Item::Function(code) = item {
+                        functions.push(code);
+                        continue;
+                    }
                     if let rdb::file::Item::Entry(e) = item {
                         let at = e.expire_ms.unwrap_or(0);
                         if at != 0 && at <= now {
@@ -255,6 +271,8 @@ pub fn startup(cfg: &Config, ncores: usize) -> Result<Vec<Vec<LoadItem>>, String
                         }
                     }
                 }
+                crate::script::load_functions(&functions)
+                    .map_err(|e| format!("{}: RDB preamble: {e}", path.display()))?;
                 base = r.position();
                 rest = &bytes[base..];
             }
@@ -341,6 +359,9 @@ fn preamble(ndb: usize, items: &[Vec<LoadItem>]) -> std::io::Result<Vec<u8>> {
     let mut w = rdb::file::RdbWriter::new(Vec::new())?;
     w.aux("redis-ver", "7.0.15")?;
     w.aux("aof-preamble", "1")?;
+    for lib in crate::function::libraries() {
+        w.function(&lib.code)?;
+    }
     for db in 0..ndb {
         let mut buf = Vec::new();
         let (mut keys, mut expires) = (0u64, 0u64);

@@ -969,6 +969,18 @@ pub async fn run_conn(
         crate::script::script_cmd(&args, t);
         return plan.written(start);
     }
+    if spec.name == "function" {
+        if crate::function::writes(&args[1]) && !sess.from_master && crate::repl::readonly() {
+            return reply_err(plan, out, crate::repl::READONLY_ERR);
+        }
+        let t = plan.target(out);
+        let start = t.len();
+        if crate::script::function_cmd(&args, sess.proto, t) {
+            // The libraries changed: the AOF and the replicas replay the command.
+            crate::repl::prop::log().append(&[(sess.db, args.to_vec())], false);
+        }
+        return plan.written(start);
+    }
     if spec.has(PUBSUB)
         || (spec.name == "ping" && sess.ps.count() > 0 && sess.proto == Proto::Resp2)
     {

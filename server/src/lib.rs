@@ -13,6 +13,7 @@
 //! - [`script`]: Lua scripting (EVAL…, SCRIPT), one Lua state per core.
 //! - [`notify`]: keyspace notifications (`notify-keyspace-events`), delivered through pub/sub.
 //! - [`script`] / [`luaext`]: Lua scripting (EVAL), and the `cjson` and `bit` libraries Redis loads.
+//! - [`function`]: Redis 7 Functions (FUNCTION LOAD … and FCALL): the libraries every core compiles.
 //! - [`pubsub`]: (P)SUBSCRIBE, PUBLISH, PUBSUB: per-core registries, bounded subscriber mailboxes.
 //! - [`shard`] / [`db`] / [`value`]: the data a core owns: per database, one table per slot
 //!   ([`keytable`]: the slot table, one allocation per key behind thin pointers).
@@ -40,6 +41,7 @@ pub mod core;
 pub mod db;
 pub mod dump;
 pub mod evict;
+pub mod function;
 pub mod glob;
 pub mod global;
 pub mod info;

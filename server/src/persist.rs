@@ -51,6 +51,8 @@ pub enum PersistError {
     DbRange { db: u64, databases: usize },
     #[error("the snapshot was interrupted")]
     Interrupted,
+    #[error("cannot load a library of functions from the RDB: {0}")]
+    Function(String),
 }
 
 /// How long one serialisation step may run before its core goes back to serving clients. A step
@@ -552,6 +554,9 @@ fn assemble(ndb: usize, parts: Vec<Part>) -> (Rdb, u64) {
     ] {
         rdb::file::write_aux(&mut head, k.as_bytes(), v.as_bytes());
     }
+    for lib in crate::function::libraries() {
+        rdb::file::write_function(&mut head, &lib.code);
+    }
     let mut pieces = vec![head];
     let mut per_db: Vec<Vec<Part>> = (0..ndb).map(|_| Vec::new()).collect();
     for p in parts {
@@ -598,6 +603,7 @@ fn parse_into(
     owner: impl Fn(u16) -> usize,
     ncores: usize,
     batch: usize,
+    functions: &mut Vec<bytes::Bytes>,
     mut flush: impl FnMut(usize, Vec<LoadItem>),
 ) -> Result<LoadStats, PersistError> {
     let now = now_ms();
@@ -609,6 +615,10 @@ fn parse_into(
                 return Err(PersistError::DbRange { db, databases })
             }
             Item::Entry(e) => e,
+            Item::Function(code) => {
+                functions.push(code);
+                continue;
+            }
             _ => continue,
         };
         let at = e.expire_ms.unwrap_or(0);
@@ -674,12 +684,14 @@ pub async fn load_rdb(core: &Rc<Core>, bytes: Vec<u8>) -> Result<LoadStats, Pers
             return Err(PersistError::Interrupted);
         }
         let mut gone = false;
+        let mut functions = Vec::new();
         let r = parse_into(
             reader,
             databases,
             |s| shared.owner(s),
             ncores,
             LOAD_BATCH,
+            &mut functions,
             |c, b| {
                 if !gone {
                     gone = futures::executor::block_on(tx.send(Some((c, b)))).is_err();
@@ -688,7 +700,7 @@ pub async fn load_rdb(core: &Rc<Core>, bytes: Vec<u8>) -> Result<LoadStats, Pers
         );
         // Free the file here, not on an executor.
         drop(bytes);
-        r
+        r.map(|st| (st, functions))
     });
     // Refuse a file we cannot read before touching the data.
     if !matches!(rx.next().await, Some(None)) {
@@ -707,7 +719,14 @@ pub async fn load_rdb(core: &Rc<Core>, bytes: Vec<u8>) -> Result<LoadStats, Pers
     while let Some(Some((c, b))) = rx.next().await {
         core.run_on(c, move |s| fill(s, b)).await;
     }
-    let result = parsed.await.unwrap_or(Err(PersistError::Interrupted));
+    let result = parsed
+        .await
+        .unwrap_or(Err(PersistError::Interrupted))
+        .and_then(|(st, functions)| {
+            // The file's libraries replace this server's, as its keys replaced the keys.
+            crate::script::load_functions(&functions).map_err(PersistError::Function)?;
+            Ok(st)
+        });
     // The dataset was replaced behind the AOF's back (a replica's full sync): rewrite it.
     if result.is_ok() && crate::aof::enabled() {
         crate::aof::start_rewrite(core);
@@ -735,14 +754,17 @@ pub fn load_startup(
         Err(e) => return Err(e.into()),
     };
     let mut per_core: Vec<Vec<LoadItem>> = (0..ncores).map(|_| Vec::new()).collect();
+    let mut functions = Vec::new();
     let stats = parse_into(
         FileReader::new(&bytes)?,
         databases,
         owner,
         ncores,
         usize::MAX,
+        &mut functions,
         |c, b| per_core[c].extend(b),
     )?;
+    crate::script::load_functions(&functions).map_err(PersistError::Function)?;
     Ok(Some((per_core, stats)))
 }
 

@@ -62,7 +62,7 @@ fn run_slot() -> &'static AtomicU8 {
 }
 
 /// SCRIPT KILL: stop a running read-only script (on whichever core runs it).
-fn kill_running(out: &mut BytesMut) {
+pub(crate) fn kill_running(out: &mut BytesMut) {
     let mut wrote = false;
     for r in &RUNNING {
         let s = r.load(Ordering::Acquire);
@@ -92,6 +92,8 @@ pub static HANDLERS: &[(&str, Handler)] = &[
     ("evalsha", eval),
     ("eval_ro", eval),
     ("evalsha_ro", eval),
+    ("fcall", fcall),
+    ("fcall_ro", fcall),
 ];
 
 thread_local! {
@@ -124,11 +126,25 @@ fn new_lua() -> Lua {
     if let Err(e) = sandbox(&lua) {
         tracing::error!("cannot set up the Lua sandbox: {e}");
     }
+    if let Err(e) = install_runner(&lua) {
+        tracing::error!("cannot set up the script runner: {e}");
+    }
+    match lua.named_registry_value::<mlua::Table>(ENV) {
+        Ok(env) => {
+            if let Err(e) = crate::function::install(&lua, &env) {
+                tracing::error!("cannot set up the functions' environment: {e}");
+            }
+        }
+        Err(e) => tracing::error!("no script environment: {e}"),
+    }
     // The time-limit / SCRIPT KILL check runs every 10 000 instructions; installed once (as Redis
     // checks every N instructions) rather than on every EVAL.
     lua.set_hook(
         mlua::HookTriggers::new().every_nth_instruction(10_000),
         |_, _| {
+            if crate::function::load_timed_out() {
+                return Err(mlua::Error::RuntimeError("FUNCTION LOAD timeout".into()));
+            }
             let slot = run_slot().load(Ordering::Acquire);
             if slot & RUN == 0 {
                 return Ok(mlua::VmState::Continue);
@@ -156,6 +172,57 @@ fn new_lua() -> Lua {
         },
     );
     lua
+}
+
+/// Registry name of the function scripts are run through (see [`install_runner`]).
+const RUNNER: &str = "codis_script_runner";
+
+/// Marks an error raised as a table (`error({err = …})`, `error(redis.error_reply(…))`) on its
+/// way out of the script: the marker, the line it was raised on, the marker, its `err` text.
+const TABLE_ERROR: char = '\u{1}';
+
+/// Scripts run through a runner that calls them under `xpcall`, as Redis runs them under its
+/// error handler: an error raised as a table with an `err` field becomes Redis's error reply
+/// (its text as it is, no "ERR " added) with the line it was raised on. Other errors pass
+/// through unchanged.
+fn install_runner(lua: &Lua) -> mlua::Result<()> {
+    let handler = lua.create_function(|lua, v: LuaValue| -> mlua::Result<LuaValue> {
+        if let LuaValue::Table(t) = &v {
+            if let Ok(LuaValue::String(e)) = t.raw_get::<LuaValue>("err") {
+                // Level 0 is this handler and 1 the `error` function: the first frame with a
+                // current line is the script's.
+                let line = (1..8)
+                    .filter_map(|l| lua.inspect_stack(l).map(|d| d.curr_line()))
+                    .find(|&n| n > 0)
+                    .unwrap_or(0);
+                let text = format!(
+                    "{TABLE_ERROR}{line}{TABLE_ERROR}{}",
+                    String::from_utf8_lossy(&e.as_bytes())
+                );
+                return Ok(LuaValue::String(lua.create_string(text)?));
+            }
+        }
+        Ok(v)
+    })?;
+    let runner: mlua::Function = lua
+        .load(
+            r#"
+local xpcall, error, handler = xpcall, error, ...
+return function(f, keys, args)
+    local ok, r
+    if keys == nil then
+        ok, r = xpcall(f, handler)
+    else
+        ok, r = xpcall(function() return f(keys, args) end, handler)
+    end
+    if ok then return r end
+    error(r, 0)
+end
+"#,
+        )
+        .set_name("=runner")
+        .call(handler)?;
+    lua.set_named_registry_value(RUNNER, runner)
 }
 
 fn call_fns(lua: &Lua) -> mlua::Result<(mlua::Function, mlua::Function)> {
@@ -529,8 +596,8 @@ struct Compiled {
     generation: u64,
     /// SHA1 and function of recently seen EVAL bodies, so a repeated EVAL skips hashing and
     /// finds its function in one lookup.
-    by_body: HashMap<Bytes, (Rc<str>, mlua::Function)>,
-    functions: HashMap<String, mlua::Function>,
+    by_body: HashMap<Bytes, (Rc<str>, Script)>,
+    functions: HashMap<String, Script>,
 }
 
 thread_local! {
@@ -549,25 +616,102 @@ impl Compiled {
     }
 
     /// The compiled function of `body` (known by `sha`), compiling it on first use.
-    fn function(&mut self, sha: &str, body: &[u8]) -> Result<mlua::Function, String> {
+    fn function(&mut self, sha: &str, body: &[u8]) -> Result<Script, String> {
         if let Some(f) = self.functions.get(sha) {
             return Ok(f.clone());
         }
+        let (flags, skip) = shebang(body)?;
         let f = LUA.with(|lua| {
-            let text = as_text(body);
+            // The shebang line is skipped but its line feed kept, so line numbers stay the user's.
+            let text = as_text(&body[skip..]);
             let mut chunk = lua.load(text.as_ref()).set_name("@user_script");
             if let Ok(env) = lua.named_registry_value::<mlua::Table>(ENV) {
                 chunk = chunk.set_environment(env);
             }
             chunk.into_function().map_err(|e| compile_error(&e))
         })?;
-        self.functions.insert(sha.to_string(), f.clone());
-        Ok(f)
+        let script = Script { f, flags };
+        self.functions.insert(sha.to_string(), script.clone());
+        Ok(script)
     }
 }
 
+/// A compiled EVAL script and the flags of its shebang line (`None`: no shebang, Redis's
+/// compatibility mode).
+#[derive(Clone)]
+struct Script {
+    f: mlua::Function,
+    flags: Option<u8>,
+}
+
+/// The flags of a script's `#!lua flags=…` line and the line's length (0 when there is none),
+/// as Redis 7.0's `evalExtractShebangFlags`.
+fn shebang(body: &[u8]) -> Result<(Option<u8>, usize), String> {
+    if !body.starts_with(b"#!") {
+        return Ok((None, 0));
+    }
+    let Some(end) = memchr::memchr(b'\n', body) else {
+        return Err("ERR Invalid script shebang".into());
+    };
+    let parts = match resp::request::split_args(&body[..end]) {
+        Ok(p) if !p.is_empty() => p,
+        _ => return Err("ERR Invalid engine in script shebang".into()),
+    };
+    if parts[0] != b"#!lua" {
+        return Err(format!(
+            "ERR Unexpected engine in script shebang: {}",
+            String::from_utf8_lossy(&parts[0])
+        ));
+    }
+    let mut flags = 0;
+    for p in &parts[1..] {
+        let Some(list) = p.strip_prefix(b"flags=") else {
+            return Err(format!(
+                "ERR Unknown lua shebang option: {}",
+                String::from_utf8_lossy(p)
+            ));
+        };
+        if list.is_empty() {
+            continue;
+        }
+        for f in list.split(|c| *c == b',') {
+            match crate::function::flag_bit(f) {
+                Some(bit) => flags |= bit,
+                None => {
+                    return Err(format!(
+                        "ERR Unexpected flag in script shebang: {}",
+                        String::from_utf8_lossy(f)
+                    ))
+                }
+            }
+        }
+    }
+    Ok((Some(flags), end))
+}
+
+/// Redis's checks before a script with flags runs (a function, or EVAL with a shebang):
+/// one that may write is refused on a read-only replica, by the `_RO` commands and, without
+/// `allow-oom`, over `maxmemory`.
+fn check_flags(flags: u8, ro: bool) -> Result<(), &'static str> {
+    use crate::function::{ALLOW_OOM, NO_WRITES};
+    if flags & NO_WRITES == 0 {
+        if crate::repl::readonly() {
+            return Err("READONLY Can not run script with write flag on readonly replica");
+        }
+        if ro {
+            return Err("ERR Can not execute a script with write flag using *_ro command.");
+        }
+    }
+    if flags & (ALLOW_OOM | NO_WRITES) == 0 && crate::evict::over_limit() {
+        return Err(
+            "OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'",
+        );
+    }
+    Ok(())
+}
+
 /// EVALSHA: the script stored under `sha`, compiled.
-fn compiled_by_sha(sha: String) -> Result<(Rc<str>, mlua::Function), String> {
+fn compiled_by_sha(sha: String) -> Result<(Rc<str>, Script), String> {
     COMPILED.with(|c| {
         let mut c = c.borrow_mut();
         c.refresh();
@@ -585,7 +729,7 @@ fn compiled_by_sha(sha: String) -> Result<(Rc<str>, mlua::Function), String> {
 }
 
 /// EVAL: remember `body` (as SCRIPT LOAD does) and return its SHA1 and compiled function.
-fn compiled_body(body: &Bytes) -> Result<(Rc<str>, mlua::Function), String> {
+fn compiled_body(body: &Bytes) -> Result<(Rc<str>, Script), String> {
     COMPILED.with(|c| {
         let mut c = c.borrow_mut();
         c.refresh();
@@ -685,7 +829,7 @@ pub fn script_cmd(args: &[Bytes], out: &mut BytesMut) {
 /// can corrupt the interpreter's memory), it parses every body as source. A body starting with
 /// bytecode's ESC byte gets a space in front, so the parser reads it as text and fails on it as
 /// Redis's does ("unexpected symbol near 'char(27)'").
-fn as_text(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn as_text(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if body.first() == Some(&27) {
         std::borrow::Cow::Owned([b" ", body].concat())
     } else {
@@ -694,8 +838,9 @@ fn as_text(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 fn compile_check(body: &[u8]) -> Result<(), String> {
+    let (_, skip) = shebang(body)?;
     LUA.with(|lua| {
-        lua.load(as_text(body).as_ref())
+        lua.load(as_text(&body[skip..]).as_ref())
             .set_name("@user_script")
             .into_function()
             .map(|_| ())
@@ -749,10 +894,72 @@ fn eval(ctx: &mut Ctx) {
     } else {
         compiled_body(&ctx.args[1])
     };
-    let (sha, f) = match compiled {
+    let (sha, script) = match compiled {
         Ok(c) => c,
         Err(e) => return ctx.err(&e),
     };
+    let readonly = match script.flags {
+        None => readonly,
+        Some(flags) => {
+            if let Err(e) = check_flags(flags, readonly) {
+                return ctx.err(e);
+            }
+            readonly || flags & crate::function::NO_WRITES != 0
+        }
+    };
+    run(ctx, &script.f, &sha, Source::Eval, nk, readonly);
+}
+
+/// FCALL and FCALL_RO: a function of a library loaded with FUNCTION LOAD (`function.rs`).
+fn fcall(ctx: &mut Ctx) {
+    let ro = ctx.args[0].eq_ignore_ascii_case(b"fcall_ro");
+    let Some(c) = LUA.with(|lua| crate::function::find(lua, &ctx.args[1])) else {
+        return ctx.err("ERR Function not found");
+    };
+    let Some(numkeys) = resp::parse_i64(&ctx.args[2]) else {
+        return ctx.err("ERR Bad number of keys provided");
+    };
+    if numkeys > ctx.args.len() as i64 - 3 {
+        return ctx.err("ERR Number of keys can't be greater than number of args");
+    }
+    if numkeys < 0 {
+        return ctx.err("ERR Number of keys can't be negative");
+    }
+    if let Err(e) = check_flags(c.flags, ro) {
+        return ctx.err(e);
+    }
+    let _running = RunningFunction::new(&c.name, ctx.args);
+    run(
+        ctx,
+        &c.f,
+        &c.name,
+        Source::Function,
+        numkeys as usize,
+        ro || c.flags & crate::function::NO_WRITES != 0,
+    );
+}
+
+/// Where a script's code came from: its chunk name in error positions.
+#[derive(Clone, Copy)]
+enum Source {
+    /// EVAL / EVALSHA: `@user_script`, keys and arguments in the globals `KEYS` and `ARGV`.
+    Eval,
+    /// FCALL: `@user_function`, keys and arguments as the function's two parameters.
+    Function,
+}
+
+impl Source {
+    fn chunk(self) -> &'static str {
+        match self {
+            Source::Eval => "user_script",
+            Source::Function => "user_function",
+        }
+    }
+}
+
+/// Run a compiled script or function with the command's keys (`nk` of them after argument 2)
+/// and arguments; replies its result or its error (named after `name`).
+fn run(ctx: &mut Ctx, f: &mlua::Function, name: &str, source: Source, nk: usize, readonly: bool) {
     let args = ctx.args;
     let keys = &args[3..3 + nk];
     let argv = &args[3 + nk..];
@@ -773,18 +980,29 @@ fn eval(ctx: &mut Ctx) {
     let result: Result<(), String> = LUA.with(|lua| {
         let mut run = || -> mlua::Result<()> {
             let g = lua.globals();
-            g.raw_set("KEYS", to_lua_list(lua, keys)?)?;
-            g.raw_set("ARGV", to_lua_list(lua, argv)?)?;
-            let v = {
-                let _guard = StateGuard::new(&state);
-                f.call::<LuaValue>(())
+            let runner: mlua::Function = lua.named_registry_value(RUNNER)?;
+            let v = match source {
+                Source::Eval => {
+                    g.raw_set("KEYS", to_lua_list(lua, keys)?)?;
+                    g.raw_set("ARGV", to_lua_list(lua, argv)?)?;
+                    let _guard = StateGuard::new(&state);
+                    runner.call::<LuaValue>(f)
+                }
+                Source::Function => {
+                    // A function sees no `KEYS`/`ARGV` (an earlier EVAL's stay in the globals).
+                    g.raw_set("KEYS", LuaValue::Nil)?;
+                    g.raw_set("ARGV", LuaValue::Nil)?;
+                    let (k, a) = (to_lua_list(lua, keys)?, to_lua_list(lua, argv)?);
+                    let _guard = StateGuard::new(&state);
+                    runner.call::<LuaValue>((f, k, a))
+                }
             }?;
             lua_to_resp(&v, proto, out);
             Ok(())
         };
         run().map_err(|e| {
             out.truncate(out_len);
-            runtime_error(&e, &state.borrow().raised, &sha)
+            runtime_error(&e, &state.borrow().raised, name, source.chunk())
         })
     });
     let mut effects = std::mem::take(&mut state.borrow_mut().effects);
@@ -799,7 +1017,59 @@ fn eval(ctx: &mut Ctx) {
     }
 }
 
-fn runtime_error(e: &mlua::Error, raised: &Option<(String, usize)>, sha: &str) -> String {
+/// A running function: its name, its FCALL command, when it started.
+type Running = (String, Vec<Bytes>, Instant);
+
+/// Functions running now, by core slot (FUNCTION STATS on any core reports them).
+static RUNNING_FUNCTIONS: LazyLock<Mutex<HashMap<usize, Running>>> =
+    LazyLock::new(Default::default);
+
+/// Registers a running function in [`RUNNING_FUNCTIONS`] until dropped.
+struct RunningFunction(usize);
+
+impl RunningFunction {
+    fn new(name: &str, args: &[Bytes]) -> RunningFunction {
+        let slot = RUN_SLOT.with(|s| *s);
+        if let Ok(mut m) = RUNNING_FUNCTIONS.lock() {
+            m.insert(slot, (name.to_string(), args.to_vec(), Instant::now()));
+        }
+        RunningFunction(slot)
+    }
+}
+
+impl Drop for RunningFunction {
+    fn drop(&mut self) {
+        if let Ok(mut m) = RUNNING_FUNCTIONS.lock() {
+            m.remove(&self.0);
+        }
+    }
+}
+
+/// A function running now (on any core): its name, its FCALL command and how long it has run
+/// in ms.
+pub(crate) fn running_function() -> Option<(String, Vec<Bytes>, u64)> {
+    let m = RUNNING_FUNCTIONS.lock().ok()?;
+    m.values()
+        .next()
+        .map(|(n, a, t)| (n.clone(), a.clone(), t.elapsed().as_millis() as u64))
+}
+
+/// Run FUNCTION's subcommands on this core's Lua state (`function::command`).
+pub fn function_cmd(args: &[Bytes], proto: Proto, out: &mut BytesMut) -> bool {
+    LUA.with(|lua| crate::function::command(lua, args, proto, out))
+}
+
+/// Load libraries (an RDB file's or a full sync's) on this core's Lua state.
+pub fn load_functions(codes: &[Bytes]) -> Result<(), String> {
+    LUA.with(|lua| crate::function::replace_all(lua, codes))
+}
+
+fn runtime_error(
+    e: &mlua::Error,
+    raised: &Option<(String, usize)>,
+    sha: &str,
+    chunk: &str,
+) -> String {
     let mut msg = e.to_string();
     // An error raised by a library function (cjson, bit, redis.*): Redis reports the line of
     // the script that called it, the first script frame of the traceback.
@@ -807,7 +1077,7 @@ fn runtime_error(e: &mlua::Error, raised: &Option<(String, usize)>, sha: &str) -
     if let mlua::Error::CallbackError { cause, traceback } = e {
         msg = cause.to_string();
         caller = traceback
-            .split("user_script:")
+            .split(&format!("{chunk}:"))
             .nth(1)
             .and_then(|r| r.split(':').next())
             .and_then(|n| n.parse::<usize>().ok());
@@ -817,19 +1087,25 @@ fn runtime_error(e: &mlua::Error, raised: &Option<(String, usize)>, sha: &str) -
         .strip_prefix("runtime error: ")
         .unwrap_or(first)
         .to_string();
+    if let Some((line, text)) = first
+        .strip_prefix(TABLE_ERROR)
+        .and_then(|r| r.split_once(TABLE_ERROR))
+    {
+        return format!("{text} script: {sha}, on @{chunk}:{line}.");
+    }
     if let Some((m, line)) = raised {
         if first.contains(m.as_str()) {
-            return format!("{m} script: {sha}, on @user_script:{line}.");
+            return format!("{m} script: {sha}, on @{chunk}:{line}.");
         }
     }
     // "user_script:3: boom": the line is the number after the chunk name.
     let line = first
-        .strip_prefix("user_script:")
+        .strip_prefix(&format!("{chunk}:"))
         .and_then(|r| r.split(':').next())
         .and_then(|n| n.parse::<usize>().ok())
         .or(caller)
         .unwrap_or(0);
-    format!("ERR {first} script: {sha}, on @user_script:{line}.")
+    format!("ERR {first} script: {sha}, on @{chunk}:{line}.")
 }
 
 fn to_lua_list(lua: &Lua, items: &[Bytes]) -> mlua::Result<mlua::Table> {
@@ -1037,6 +1313,11 @@ pub(crate) fn c_long_long(n: f64) -> i64 {
     } else {
         n as i64
     }
+}
+
+/// A Lua number as `redis.call` passes it (Redis's `%.17g`).
+pub(crate) fn number_text(n: f64) -> String {
+    lua_number_text(n)
 }
 
 fn lua_number_text(n: f64) -> String {

@@ -2701,3 +2701,170 @@ SET k v
 fn latency_and_client_pause_match_redis() {
     check("latency/pause", LATENCY_PAUSE);
 }
+
+/// Redis 7 Functions: FUNCTION LOAD/LIST/DELETE/FLUSH/STATS/DUMP/RESTORE and FCALL/FCALL_RO,
+/// their errors, the load-time environment and the flags.
+#[test]
+fn functions_match_redis() {
+    check("functions", FUNCTIONS);
+}
+
+const FUNCTIONS: &str = r##"
+FUNCTION FLUSH
+FUNCTION LOAD "#!lua name=lib1\nredis.register_function('f1', function(keys, args) return {keys[1], args[1], #keys, #args} end)\nredis.register_function{function_name='f2', callback=function(k, a) return redis.call('set', k[1], a[1]) end, description='sets', flags={'allow-oom', 'no-writes'}}\nredis.register_function{function_name='f3', callback=function(k, a) return redis.call('set', k[1], a[1]) end}"
+FCALL f1 1 a b
+FCALL f1 0
+FCALL f1 2 a b c d
+FCALL f2 1 k v
+FCALL_RO f1 1 a
+FCALL_RO f3 1 k v
+FCALL f3 1 k v
+GET k
+# the order of a library's functions is a hash table's in Redis: only the shape is compared
+~FUNCTION LIST
+~FUNCTION LIST WITHCODE
+~FUNCTION LIST LIBRARYNAME lib*
+FUNCTION LIST LIBRARYNAME nope
+FUNCTION LIST LIBRARYNAME
+FUNCTION LIST foo
+FUNCTION STATS
+FCALL nosuch 0
+FCALL f1 x
+FCALL f1 5 a
+FCALL f1 -1
+FCALL f1
+FCALL_RO nosuch 0
+FUNCTION LOAD "#!lua name=lib1\nredis.register_function('f9', function() return 1 end)"
+FUNCTION LOAD REPLACE "#!lua name=lib1\nredis.register_function('f9', function() return 9 end)"
+FCALL f9 0
+FCALL f1 0
+FUNCTION LOAD FOO "#!lua name=lib1\n"
+FUNCTION LOAD REPLACE
+FUNCTION LOAD
+FUNCTION DELETE lib1
+FUNCTION DELETE lib1
+FCALL f9 0
+FUNCTION STATS
+FUNCTION LIST
+FUNCTION DELETE
+FUNCTION DELETE a b
+FUNCTION FLUSH x
+FUNCTION FLUSH SYNC extra
+FUNCTION FLUSH ASYNC
+FUNCTION NOSUCH
+FUNCTION KILL
+FUNCTION STATS x
+FUNCTION HELP
+!HELLO 3
+FUNCTION LOAD "#!lua name=lib3\nredis.register_function{function_name='g', callback=function() return 1 end, flags={'no-writes'}, description='d'}"
+FUNCTION LIST
+FUNCTION LIST WITHCODE
+FUNCTION STATS
+FUNCTION LOAD "#!lua name=lib4\nredis.register_function{function_name='h', callback=function() return 1 end, flags={'no-writes', 'allow-stale', 'no-cluster', 'allow-cross-slot-keys', 'allow-oom'}}"
+FUNCTION LIST LIBRARYNAME lib4
+FUNCTION STATS
+
+# library metadata and registration errors
+FUNCTION FLUSH
+FUNCTION LOAD "#!lua"
+FUNCTION LOAD "#!lua name=a b"
+FUNCTION LOAD "#!lua name=a\n"
+FUNCTION LOAD "#!lua name=a name=b\n"
+FUNCTION LOAD "#!lua foo=a\n"
+FUNCTION LOAD "#!js name=a\n"
+FUNCTION LOAD "x"
+FUNCTION LOAD ""
+FUNCTION LOAD "#!lua name=a-b\n"
+FUNCTION LOAD "#!LUA NAME=up\nredis.register_function('up', function() return 1 end)"
+FUNCTION LOAD "#!lua name=nf\n"
+FUNCTION LOAD "#!lua name=nf\nlocal x = 1"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function('a-b', function() end)"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function('', function() end)"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function('x', function() end)\nredis.register_function('x', function() end)"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function{function_name='x', callback=function() end, flags={'bad'}}"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function{function_name='x', callback=function() end, flags='no-writes'}"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function{function_name='x', callback=function() end, foo=1}"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function{function_name='x'}"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function{callback=function() end}"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function{function_name={}, callback=function() end}"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function{function_name='x', callback=1}"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function{function_name='x', callback=function() end, description={}}"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function{[1]=2}"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function('x')"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function()"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function(1, 2)"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function({}, function() end)"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function('x', function() end, 3)"
+FUNCTION LOAD "#!lua name=ab\nredis.register_function(5)"
+FUNCTION LOAD "#!lua name=ab\nx +"
+FUNCTION LOAD "#!lua name=ab\nlocal x = string.len('a')"
+FUNCTION LOAD "#!lua name=ab\nerror('boom')"
+FUNCTION LOAD "#!lua name=ab\nredis.call('ping')"
+FUNCTION LOAD "#!lua name=ab\nredis.foo = 1"
+FUNCTION LOAD "#!lua name=ab\nx = 1"
+FUNCTION LOAD "#!lua name=ab\nredis.log(redis.LOG_WARNING, 'loading')\nlocal v = redis.REDIS_VERSION_NUM\nredis.register_function('v', function() return v end)"
+FCALL v 0
+FUNCTION LOAD "#!lua name=cd\nredis.register_function('v', function() return 1 end)"
+FUNCTION LOAD "#!lua name=ef\nredis.register_function(12, function() return 12 end)"
+FCALL 12 0
+FUNCTION STATS
+
+# what functions see at run time
+FUNCTION FLUSH
+FUNCTION LOAD "#!lua name=rt\nlocal function k(keys) return keys end\nredis.register_function('boom', function() error('boom') end)\nredis.register_function('boom2', function() error({err='MY custom'}) end)\nredis.register_function('unknown', function() return redis.call('nosuch') end)\nredis.register_function('glob', function() return foo end)\nredis.register_function('str', function() return string.upper('a') end)\nredis.register_function('reg', function() return type(redis.register_function) end)\nredis.register_function('setg', function() x = 1 end)\nredis.register_function('kv', function() return type(KEYS) end)\nredis.register_function('keys', k)\nredis.register_function('pcall', function(k) return redis.pcall('incr', k[1]) end)\nredis.register_function('resp3', function(k) redis.setresp(3) return redis.call('hgetall', k[1]) end)\nredis.register_function('status', function() return redis.status_reply('FINE') end)\nredis.register_function('incr', function(k) return redis.call('incr', k[1]) end)"
+FCALL boom 0
+FCALL boom2 0
+EVAL "error({err='MY custom'})" 0
+EVAL "\n\nerror(redis.error_reply('x y'))" 0
+EVAL "return pcall(error, {err='caught'})" 0
+FCALL unknown 0
+FCALL glob 0
+FCALL str 0
+FCALL reg 0
+FCALL setg 0
+EVAL "return 1" 1 somekey
+FCALL kv 0
+FCALL keys 3 a b c
+SET str abc
+FCALL pcall 1 str
+HSET h f v
+FCALL resp3 1 h
+FCALL status 0
+FCALL incr 1 n
+FCALL incr 1 n
+FCALL_RO incr 1 n
+FCALL incr 1 str
+MULTI
+FCALL incr 1 n
+FCALL f 0
+EXEC
+GET n
+
+# DUMP and RESTORE
+FUNCTION FLUSH
+FUNCTION LOAD "#!lua name=d1\nredis.register_function('d1', function() return 1 end)"
+FUNCTION RESTORE "bad payload"
+FUNCTION RESTORE "\x0a\x00\x00\x00\x00\x00\x00\x00\x00\x00" FOO
+FUNCTION RESTORE "\x0a\x00\x00\x00\x00\x00\x00\x00\x00\x00" FLUSH extra
+FUNCTION LIST
+
+# EVAL with a shebang line: flags as functions have them
+EVAL "#!lua\nreturn redis.call('set', KEYS[1], 'v')" 1 k
+EVAL "#!lua flags=no-writes\nreturn redis.call('set', KEYS[1], 'v')" 1 k
+EVAL "#!lua flags=no-writes\nreturn redis.call('get', KEYS[1])" 1 k
+EVAL "#!lua flags=no-writes,allow-oom\nreturn 1" 0
+EVAL "#!lua flags=\nreturn 1" 0
+EVAL_RO "#!lua\nreturn 1" 0
+EVAL_RO "#!lua flags=no-writes\nreturn 1" 0
+EVAL "#!lua flags=bad\nreturn 1" 0
+EVAL "#!lua foo=bar\nreturn 1" 0
+EVAL "#!lua" 0
+EVAL "#!js\nreturn 1" 0
+EVAL "#!LUA\nreturn 1" 0
+EVAL "#!lua flags=No-Writes\nreturn 1" 0
+EVAL "#!lua\n\nerror('line')" 0
+EVAL "#! lua\nreturn 1" 0
+SCRIPT LOAD "#!lua flags=bad\nreturn 1"
+SCRIPT LOAD "#!lua flags=no-writes\nreturn 1"
+EVALSHA_RO 77f21361171213377cb083e2ffc2ae24ffdff8fb 0
+"##;
