@@ -63,6 +63,12 @@ pub trait Drain: Send + Sync {
     async fn parallelism(&self, _source: &str) -> usize {
         1
     }
+
+    /// Copies the function libraries of `source` to `target` (`functions`); called before the
+    /// slots of a wave start moving between them.
+    async fn copy_functions(&self, _source: &str, _target: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Progress of one slot, as shown by the API and the CLI.
@@ -238,12 +244,16 @@ impl Executor {
                     return Ok(Step::Waiting(state));
                 }
                 // Both ends must be usable before anything starts.
-                self.master(m.group_id).await?;
-                if self.master(m.action.target_id).await?.is_none() {
+                let source = self.master(m.group_id).await?;
+                let Some(target) = self.master(m.action.target_id).await? else {
                     return Err(CtlError::invalid(format!(
                         "slot {sid}: target group {} has no master",
                         m.action.target_id
                     )));
+                };
+                // And the target must have the source's functions.
+                if let Some(source) = source {
+                    self.drain.copy_functions(&source, &target).await?;
                 }
                 SlotState::Preparing
             }
@@ -625,6 +635,7 @@ impl Executor {
         let mut advanced = false;
         let mut step_started = std::time::Instant::now();
         let mut last: Option<SlotState> = None;
+        let mut functions_copied = false;
         loop {
             let mut guard = Some(self.ctx.write.lock().await);
             let ms = self.read_slots(sids).await?;
@@ -652,6 +663,14 @@ impl Executor {
                 SlotState::Pending => {
                     if control.paused() {
                         return Ok((advanced, false));
+                    }
+                    if !functions_copied {
+                        // Outside the topology lock (round trips to the servers), once per
+                        // wave; then the slots are read again.
+                        drop(guard.take());
+                        self.copy_functions(&ms).await?;
+                        functions_copied = true;
+                        continue;
                     }
                     let mut pairs: Vec<(u32, u32)> = ms
                         .iter()
@@ -788,6 +807,26 @@ impl Executor {
                 (t_write - t_read).as_micros(),
                 (t0.elapsed() - t_write).as_micros()
             );
+        }
+        Ok(())
+    }
+
+    /// Copies each source master's functions to its target master for the slots `ms` (one
+    /// copy per pair of groups), before they move.
+    async fn copy_functions(&self, ms: &[SlotMapping]) -> Result<()> {
+        let mut done: Vec<(u32, u32)> = Vec::new();
+        for m in ms {
+            let pair = (m.group_id, m.action.target_id);
+            if done.contains(&pair) {
+                continue;
+            }
+            done.push(pair);
+            if let Some((source, target)) = self.ends(m).await? {
+                if let Err(e) = self.drain.copy_functions(&source, &target).await {
+                    self.ctx.control.set_status(format!("[ERROR] {e}"));
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -1022,9 +1061,31 @@ impl Drain for RedisDrain {
             }
         }
     }
+
+    async fn copy_functions(&self, source: &str, target: &str) -> Result<()> {
+        self.copy_functions_between(source, target)
+            .await
+            .map(|_| ())
+    }
 }
 
 impl RedisDrain {
+    /// `Drain::copy_functions`, reporting what it did.
+    pub async fn copy_functions_between(
+        &self,
+        source: &str,
+        target: &str,
+    ) -> Result<crate::functions::Copied> {
+        let mut from = self.take(source).await?;
+        let mut to = self.take(target).await?;
+        let r = crate::functions::copy(&mut from, &mut to).await;
+        if r.is_ok() {
+            self.give_back(source, from).await;
+            self.give_back(target, to).await;
+        }
+        r
+    }
+
     /// An idle connection to `source`, or a new one.
     async fn take(&self, source: &str) -> Result<RedisConn> {
         let idle = self

@@ -11,6 +11,8 @@
 //! - [`rebalance`]: Codis 3.2's rebalance plan.
 //! - [`executor`]: the migration state machine and the [`executor::Drain`] trait (the real
 //!   drain runs SLOTSMGRTTAGSLOT[-ASYNC] on the source master).
+//! - [`functions`]: Redis 7 function libraries copied from a migration's source master to its
+//!   target master before slots move.
 //! - [`promote`]: replica promotion with the group's slots held by every proxy.
 //! - [`dashboard`]: the daemon (lock, executor, poller), HTTP API and embedded web page.
 //! - [`stats`]: live server status from `INFO`.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod executor;
+pub mod functions;
 pub mod http;
 pub mod output;
 pub mod promote;

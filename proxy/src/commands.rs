@@ -32,6 +32,9 @@ pub enum Kind {
     /// `SCRIPT LOAD | EXISTS | FLUSH | KILL | HELP`: sent to every group master, replies merged
     /// (`multikey::to_every_master`), so EVALSHA finds a loaded script on every group.
     Script,
+    /// `FUNCTION …`: what changes the libraries goes to every group master, so FCALL finds a
+    /// library on any group; the rest is read from one master ([`function_route`]).
+    Function,
     /// `MULTI`, `EXEC`, `DISCARD`, `UNWATCH`: transactions on one slot (`session`).
     Multi,
     Exec,
@@ -62,10 +65,13 @@ pub enum SplitKind {
     Sum,
     /// Every part must answer the same (`SCRIPT LOAD`'s SHA1, `SCRIPT FLUSH`'s `+OK`).
     Same,
+    /// The first part's reply, unless a part answered an error (`FUNCTION LOAD`'s library name,
+    /// `FUNCTION DELETE | FLUSH | RESTORE`'s `+OK`).
+    First,
     /// Arrays of 0/1 combined element-wise: 1 where every part said 1 (`SCRIPT EXISTS`).
     All,
-    /// `+OK` if any part said so, else the first error (`SCRIPT KILL`: at most one group runs
-    /// the script).
+    /// `+OK` if any part said so, else the first reply that is not `NOTBUSY`, else `NOTBUSY`
+    /// (`SCRIPT KILL`, `FUNCTION KILL`: the group that runs the script has the answer).
     Any,
 }
 
@@ -164,6 +170,7 @@ fn classify(spec: &CommandSpec) -> Kind {
         "scan" => return Kind::Scan,
         "dbsize" => return Kind::DbSize,
         "script" => return Kind::Script,
+        "function" => return Kind::Function,
         "multi" => return Kind::Multi,
         "exec" => return Kind::Exec,
         "discard" => return Kind::Discard,
@@ -177,7 +184,10 @@ fn classify(spec: &CommandSpec) -> Kind {
         return Kind::Blocked;
     }
     let multi_key = spec.has(MOVABLE) || spec.last < 0 || spec.last > spec.first;
-    let hash_arg3 = matches!(n, "zinterstore" | "zunionstore" | "eval" | "evalsha");
+    let hash_arg3 = matches!(
+        n,
+        "zinterstore" | "zunionstore" | "eval" | "evalsha" | "fcall" | "fcall_ro"
+    );
     let script = match n {
         "eval" | "eval_ro" => Some(Call::Eval),
         "evalsha" | "evalsha_ro" => Some(Call::EvalSha),
@@ -270,6 +280,30 @@ pub fn lookup(name: &[u8]) -> Cmd {
     }
 }
 
+/// Where a `FUNCTION` subcommand goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FunctionRoute {
+    /// To every group master, the replies merged by this kind.
+    Every(SplitKind),
+    /// To one group master (reads, `HELP`, and unknown subcommands, which it refuses as Redis).
+    One,
+}
+
+/// The route of `FUNCTION sub …`: `LOAD`, `DELETE`, `FLUSH` and `RESTORE` change the libraries
+/// of every group (first error, else the first reply); `KILL` stops the function wherever one
+/// runs; `LIST`, `DUMP`, `STATS` and `HELP` are answered by one master, whose libraries are
+/// every group's when they were loaded through the proxy.
+pub fn function_route(sub: &[u8]) -> FunctionRoute {
+    const CHANGES: [&[u8]; 4] = [b"load", b"delete", b"flush", b"restore"];
+    if CHANGES.iter().any(|c| sub.eq_ignore_ascii_case(c)) {
+        FunctionRoute::Every(SplitKind::First)
+    } else if sub.eq_ignore_ascii_case(b"kill") {
+        FunctionRoute::Every(SplitKind::Any)
+    } else {
+        FunctionRoute::One
+    }
+}
+
 /// The key a request is routed by (Codis's `getHashKey`, improved to use the table's first key).
 pub fn hash_key<'a>(cmd: &Cmd, args: &'a [Bytes]) -> &'a [u8] {
     let pos = match (cmd.kind, cmd.spec) {
@@ -317,6 +351,23 @@ mod tests {
         assert_eq!(lookup(b"host:").kind, Kind::Blocked);
         assert_eq!(lookup(b"mget").kind, Kind::Split(SplitKind::Mget));
         assert_eq!(lookup(b"script").kind, Kind::Script);
+        assert_eq!(lookup(b"FUNCTION").kind, Kind::Function);
+        assert_eq!(
+            function_route(b"Load"),
+            FunctionRoute::Every(SplitKind::First)
+        );
+        assert_eq!(
+            function_route(b"RESTORE"),
+            FunctionRoute::Every(SplitKind::First)
+        );
+        assert_eq!(
+            function_route(b"kill"),
+            FunctionRoute::Every(SplitKind::Any)
+        );
+        for sub in ["list", "DUMP", "stats", "help", "bogus"] {
+            assert_eq!(function_route(sub.as_bytes()), FunctionRoute::One, "{sub}");
+        }
+        assert!(lookup(b"fcall_ro").replica_ok && !lookup(b"fcall").replica_ok);
         assert_eq!(lookup(b"SlotsMapping").kind, Kind::SlotsMapping);
         assert!(lookup(b"get").replica_ok && !lookup(b"set").replica_ok);
         assert!(!lookup(b"hscan").replica_ok);
@@ -347,6 +398,29 @@ mod tests {
     fn hash_keys() {
         let c = lookup(b"zunionstore");
         assert_eq!(hash_key(&c, &args("ZUNIONSTORE d 2 a b")), b"a");
+        // FCALL routes as EVAL: by its first key; keys in two slots are cross-slot.
+        for name in ["FCALL", "FCALL_RO"] {
+            let c = lookup(name.as_bytes());
+            assert_eq!(
+                hash_key(&c, &args(&format!("{name} f 2 {{t}}a {{t}}b x"))),
+                b"{t}a"
+            );
+            assert_eq!(hash_key(&c, &args(&format!("{name} f 0"))), b"");
+            let spec = c.spec.unwrap();
+            assert_eq!(
+                common_slot(spec, &args(&format!("{name} f 2 {{t}}a {{t}}b x"))),
+                Some(Some(resp::slot(b"t")))
+            );
+            assert_eq!(common_slot(spec, &args(&format!("{name} f 2 a b"))), None);
+            assert!(matches!(
+                c.kind,
+                Kind::Forward {
+                    multi_key: true,
+                    hash_arg3: true,
+                    script: None
+                }
+            ));
+        }
         let c = lookup(b"object");
         assert_eq!(hash_key(&c, &args("OBJECT ENCODING k")), b"k");
         let c = lookup(b"get");

@@ -1,8 +1,8 @@
 //! Multi-key commands split by backend and merged in key order: `MGET`, `MSET`, `DEL`, `EXISTS`,
 //! `TOUCH`, `UNLINK`. Keys are grouped per backend server (one sub-request per server, not one
 //! per key as Codis does); keys of a migrating slot go one by one through the migration path.
-//! `DBSIZE` goes to every group master and the counts are summed; so does `SCRIPT`, its replies
-//! merged (`SplitKind::Same`, `All`, `Any`).
+//! `DBSIZE` goes to every group master and the counts are summed; so do `SCRIPT` and what changes
+//! `FUNCTION` libraries, their replies merged (`SplitKind::Same`, `First`, `All`, `Any`).
 
 use std::rc::Rc;
 
@@ -106,9 +106,10 @@ pub fn split(
 }
 
 /// Sends `args` to every group master of `t` (each address once, a migrating slot's source
-/// included) and returns the merge of their replies by `kind` (`DBSIZE`: summed; `SCRIPT`); None
-/// when no slot has a master. For `All`, `known[i]` makes element `i` 1 whatever the groups say
-/// (`SCRIPT EXISTS` of a script this core can send to any group, `scripts`).
+/// included) and returns the merge of their replies by `kind` (`DBSIZE`: summed; `SCRIPT`,
+/// `FUNCTION`); None when no slot has a master. For `All`, `known[i]` makes element `i` 1
+/// whatever the groups say (`SCRIPT EXISTS` of a script this core can send to any group,
+/// `scripts`).
 #[allow(clippy::too_many_arguments)]
 pub fn to_every_master(
     core: &Rc<Core>,
@@ -157,10 +158,14 @@ pub fn merge(m: &Merge, bufs: &SplitBufs, batch: &Batch, out: &mut BytesMut) -> 
     batch.with_replies(|replies| {
         let reply = |i: u32| &replies[parts[i as usize] as usize];
         if m.kind == SplitKind::Any {
-            if (0..parts.len() as u32).any(|i| reply(i).first() == Some(&b'+')) {
-                encode::ok(out);
-                return false;
-            }
+            let n = parts.len() as u32;
+            let pick = (0..n)
+                .find(|&i| reply(i).first() == Some(&b'+'))
+                .or_else(|| (0..n).find(|&i| !reply(i).starts_with(b"-NOTBUSY")))
+                .unwrap_or(0);
+            let r = reply(pick);
+            out.extend_from_slice(r);
+            return r.first() == Some(&b'-');
         }
         for i in 0..parts.len() as u32 {
             let r = reply(i);
@@ -176,6 +181,10 @@ pub fn merge(m: &Merge, bufs: &SplitBufs, batch: &Batch, out: &mut BytesMut) -> 
         match m.kind {
             SplitKind::Mset | SplitKind::Any => {
                 encode::ok(out);
+                false
+            }
+            SplitKind::First => {
+                out.extend_from_slice(reply(0));
                 false
             }
             SplitKind::Same => {
@@ -309,5 +318,64 @@ mod tests {
         let mut out = BytesMut::new();
         assert!(merge(&m, &bufs, &batch, &mut out));
         assert_eq!(&out[..], b"-ERR x\r\n");
+    }
+
+    /// `FUNCTION LOAD` through every master: the first reply, or the first error.
+    #[test]
+    fn first_reply_unless_an_error() {
+        let bufs = SplitBufs {
+            parts: vec![0, 1],
+            ..Default::default()
+        };
+        let m = Merge {
+            kind: SplitKind::First,
+            parts: (0, 2),
+            map: (0, 0),
+        };
+        let batch = Batch::with_len(2);
+        batch.fill(0, Bytes::from_static(b"$3\r\nlib\r\n"));
+        batch.fill(1, Bytes::from_static(b"$3\r\nlib\r\n"));
+        let mut out = BytesMut::new();
+        assert!(!merge(&m, &bufs, &batch, &mut out));
+        assert_eq!(&out[..], b"$3\r\nlib\r\n");
+        let batch = Batch::with_len(2);
+        batch.fill(0, Bytes::from_static(b"$3\r\nlib\r\n"));
+        batch.fill(
+            1,
+            Bytes::from_static(b"-ERR Library 'lib' already exists\r\n"),
+        );
+        let mut out = BytesMut::new();
+        assert!(merge(&m, &bufs, &batch, &mut out));
+        assert_eq!(&out[..], b"-ERR Library 'lib' already exists\r\n");
+    }
+
+    /// `SCRIPT KILL`, `FUNCTION KILL`: the group that runs a script answers.
+    #[test]
+    fn kill_answer_comes_from_the_busy_group() {
+        let bufs = SplitBufs {
+            parts: vec![0, 1, 2],
+            ..Default::default()
+        };
+        let m = Merge {
+            kind: SplitKind::Any,
+            parts: (0, 3),
+            map: (0, 0),
+        };
+        let notbusy: &[u8] = b"-NOTBUSY No scripts in execution right now.\r\n";
+        let unkillable: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands\r\n";
+        let cases: [(&[&[u8]; 3], &[u8]); 3] = [
+            (&[notbusy, b"+OK\r\n", unkillable], b"+OK\r\n"),
+            (&[notbusy, unkillable, notbusy], unkillable),
+            (&[notbusy, notbusy, notbusy], notbusy),
+        ];
+        for (replies, want) in cases {
+            let batch = Batch::with_len(3);
+            for (i, r) in replies.iter().enumerate() {
+                batch.fill(i, Bytes::copy_from_slice(r));
+            }
+            let mut out = BytesMut::new();
+            assert_eq!(merge(&m, &bufs, &batch, &mut out), want[0] == b'-');
+            assert_eq!(&out[..], want);
+        }
     }
 }

@@ -16,7 +16,7 @@ use glommio::net::TcpStream;
 use resp::{encode, Args, RequestParser};
 
 use crate::clients::{self, ClientEntry};
-use crate::commands::{self, Cmd, Kind, SplitKind};
+use crate::commands::{self, Cmd, FunctionRoute, Kind, SplitKind};
 use crate::core::{Core, CoreTable};
 use crate::local;
 use crate::multikey::{self, Merge, SplitBufs};
@@ -384,14 +384,15 @@ impl Session {
                             .collect();
                     }
                 }
-                let (core, db) = (self.core.clone(), self.db);
-                let (batch, split) = (&self.batch, &mut self.split);
-                match multikey::to_every_master(&core, &t, db, kind, args, &known, batch, split) {
-                    Some(m) => self.items.push((Item::Merge(m), ci)),
-                    None => self
-                        .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes())),
-                }
+                self.send_to_every_master(ci, &t, kind, args, &known);
             }
+            Kind::Function => match commands::function_route(&args[1]) {
+                FunctionRoute::Every(kind) => match self.core.table() {
+                    Some(t) => self.send_to_every_master(ci, &t, kind, args, &[]),
+                    None => self.error(ci, NOT_ONLINE),
+                },
+                FunctionRoute::One => self.send_to_one_master(ci, args),
+            },
             Kind::Blocked => {
                 let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
                 self.refuse(ci, &name);
@@ -556,14 +557,38 @@ impl Session {
         self.broken |= self.core.cfg.session_break_on_failure;
     }
 
-    /// `CONFIG GET pattern…`, read from the master of the first slot that has one and is not
-    /// migrating: what redis-benchmark asks first, and how an operator reads a backend setting
-    /// through the proxy. Settings are changed on the servers themselves, never through here.
+    /// Sends `args` to every group master of `t`; the client gets their replies merged by
+    /// `kind` (`multikey::to_every_master`).
+    fn send_to_every_master(
+        &mut self,
+        ci: usize,
+        t: &CoreTable,
+        kind: SplitKind,
+        args: &Args,
+        known: &[bool],
+    ) {
+        let (core, db) = (self.core.clone(), self.db);
+        let (batch, split) = (&self.batch, &mut self.split);
+        match multikey::to_every_master(&core, t, db, kind, args, known, batch, split) {
+            Some(m) => self.items.push((Item::Merge(m), ci)),
+            None => self.reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes())),
+        }
+    }
+
+    /// `CONFIG GET pattern…`: what redis-benchmark asks first, and how an operator reads a
+    /// backend setting through the proxy. Settings are changed on the servers themselves, never
+    /// through here.
     fn config_get(&mut self, ci: usize, args: &Args) {
         if args.len() < 3 {
             self.error(ci, "ERR wrong number of arguments for 'config|get' command");
             return;
         }
+        self.send_to_one_master(ci, args);
+    }
+
+    /// Sends `args` to the master of the first slot that has one and is not migrating
+    /// (`CONFIG GET`, `FUNCTION LIST`, …).
+    fn send_to_one_master(&mut self, ci: usize, args: &Args) {
         let Some(t) = self.core.table() else {
             self.error(ci, NOT_ONLINE);
             return;

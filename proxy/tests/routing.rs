@@ -904,3 +904,171 @@ fn evalsha_runs_on_every_group_after_one_eval() {
         assert!(gone.contains("No matching script"), "{gone}");
     }
 }
+
+/// A library of two functions: `fset` writes its key, `fget` (no-writes) reads it.
+const LIBRARY: &str = "#!lua name=proxylib
+redis.register_function('fset', function(keys, args) return redis.call('SET', keys[1], args[1]) end)
+redis.register_function{function_name='fget', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}";
+
+/// The names of the libraries `FUNCTION LIST` reports on `c`.
+fn libraries(c: &mut redis::Connection) -> Vec<String> {
+    let Value::Array(libs) = cmd(c, &["FUNCTION", "LIST"]).unwrap() else {
+        panic!("FUNCTION LIST is not an array");
+    };
+    libs.iter()
+        .filter_map(|lib| {
+            // RESP2: [library_name, name, engine, LUA, functions, [...]]
+            let Value::Array(fields) = lib else {
+                return None;
+            };
+            let at = fields
+                .iter()
+                .position(|f| *f == Value::BulkString(b"library_name".to_vec()))?;
+            match fields.get(at + 1)? {
+                Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// FUNCTION through the proxy: LOAD, DELETE, FLUSH and RESTORE reach every group master (each
+/// server's own FUNCTION LIST shows it), FCALL and FCALL_RO run on the group that owns the first
+/// key and write it there, keys of two slots are CROSSSLOT, LIST/DUMP/STATS/HELP are answered by
+/// one master, KILL answers NOTBUSY when no group runs a function, and inside MULTI FUNCTION is
+/// refused (as SCRIPT) while FCALL is queued.
+fn functions_reach_every_group(c: &Cluster) {
+    let mut p = c.conn();
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(LIBRARY)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(name, "proxylib");
+    for g in [1, 2] {
+        assert_eq!(libraries(&mut c.backend(g)), ["proxylib"], "group {g}");
+    }
+    let again = err_text(cmd(&mut p, &["FUNCTION", "LOAD", LIBRARY]));
+    assert!(again.contains("already exists"), "{again}");
+    let replaced: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(LIBRARY)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(replaced, "proxylib");
+
+    let keys: Vec<String> = [1, 2]
+        .iter()
+        .map(|&g| {
+            (0..)
+                .map(|i| format!("f{i}"))
+                .find(|k| Cluster::group_of(k) == g)
+                .unwrap()
+        })
+        .collect();
+    for (g, k) in [(1, &keys[0]), (2, &keys[1])] {
+        let v = format!("v{g}");
+        assert_eq!(
+            cmd(&mut p, &["FCALL", "fset", "1", k, &v]).unwrap(),
+            Value::Okay
+        );
+        let here: Option<String> = c.backend(g).get(k).unwrap();
+        assert_eq!(here.as_deref(), Some(v.as_str()), "{k} on group {g}");
+        let there: Option<String> = c.backend(3 - g).get(k).unwrap();
+        assert_eq!(there, None, "{k} is not on group {}", 3 - g);
+        let got: String = redis::cmd("FCALL_RO")
+            .arg("fget")
+            .arg(1)
+            .arg(k)
+            .query(&mut p)
+            .unwrap();
+        assert_eq!(got, v);
+    }
+    let cross = err_text(cmd(
+        &mut p,
+        &["FCALL", "fset", "2", &keys[0], &keys[1], "x"],
+    ));
+    assert!(cross.contains("don't hash to the same slot"), "{cross}");
+    let same_tag = cmd(&mut p, &["FCALL", "fset", "2", "{t}a", "{t}b", "x"]).unwrap();
+    assert_eq!(same_tag, Value::Okay);
+    let ro = err_text(cmd(&mut p, &["FCALL_RO", "fset", "1", &keys[0], "x"]));
+    assert!(ro.contains("write flag using *_ro command"), "{ro}");
+    let missing = err_text(cmd(&mut p, &["FCALL", "nope", "0"]));
+    assert!(missing.contains("Function not found"), "{missing}");
+
+    // Read from one master.
+    assert_eq!(libraries(&mut p), ["proxylib"]);
+    let Value::BulkString(dump) = cmd(&mut p, &["FUNCTION", "DUMP"]).unwrap() else {
+        panic!("FUNCTION DUMP is not a bulk string");
+    };
+    assert!(dump.len() > 10, "{} bytes", dump.len());
+    assert!(matches!(
+        cmd(&mut p, &["FUNCTION", "STATS"]),
+        Ok(Value::Array(_))
+    ));
+    assert!(matches!(
+        cmd(&mut p, &["FUNCTION", "HELP"]),
+        Ok(Value::Array(_))
+    ));
+    let kill = err_text(cmd(&mut p, &["FUNCTION", "KILL"]));
+    assert!(kill.contains("No scripts in execution"), "{kill}");
+    let bogus = err_text(cmd(&mut p, &["FUNCTION", "BOGUS"]));
+    assert!(bogus.contains("unknown subcommand"), "{bogus}");
+
+    // MULTI: FUNCTION is refused as SCRIPT is; FCALL on the transaction's slot is queued.
+    assert_eq!(cmd(&mut p, &["MULTI"]).unwrap(), Value::Okay);
+    let refused = err_text(cmd(&mut p, &["FUNCTION", "FLUSH"]));
+    assert!(refused.contains("not supported"), "{refused}");
+    let exec = err_text(cmd(&mut p, &["EXEC"]));
+    assert!(exec.contains("Transaction discarded"), "{exec}");
+    let (v,): (String,) = redis::pipe()
+        .atomic()
+        .cmd("FCALL")
+        .arg("fget")
+        .arg(1)
+        .arg(&keys[1])
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(v, "v2");
+
+    // DELETE and FLUSH empty every group; RESTORE of the dump brings the library back on each.
+    assert_eq!(
+        cmd(&mut p, &["FUNCTION", "DELETE", "proxylib"]).unwrap(),
+        Value::Okay
+    );
+    for g in [1, 2] {
+        assert!(libraries(&mut c.backend(g)).is_empty(), "group {g}");
+    }
+    let gone = err_text(cmd(&mut p, &["FUNCTION", "DELETE", "proxylib"]));
+    assert!(gone.contains("Library not found"), "{gone}");
+    let restored = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&dump)
+        .query::<Value>(&mut p)
+        .unwrap();
+    assert_eq!(restored, Value::Okay);
+    for g in [1, 2] {
+        assert_eq!(libraries(&mut c.backend(g)), ["proxylib"], "group {g}");
+    }
+    assert_eq!(cmd(&mut p, &["FUNCTION", "FLUSH"]).unwrap(), Value::Okay);
+    for g in [1, 2] {
+        assert!(libraries(&mut c.backend(g)).is_empty(), "group {g}");
+    }
+    let flushed = err_text(cmd(&mut p, &["FCALL", "fget", "1", &keys[0]]));
+    assert!(flushed.contains("Function not found"), "{flushed}");
+}
+
+#[test]
+fn functions_reach_every_group_of_codis_servers() {
+    functions_reach_every_group(&Cluster::start(""));
+}
+
+/// The same against redis-server 7 groups (skipped when it is not installed): the proxy's side
+/// alone, with Redis's own FUNCTION replies.
+#[test]
+fn functions_reach_every_group_of_redis_servers() {
+    if let Some(c) = Cluster::start_redis("") {
+        functions_reach_every_group(&c);
+    }
+}
