@@ -109,6 +109,15 @@ pub fn libraries() -> Vec<Arc<Library>> {
     registry().libs.values().cloned().collect()
 }
 
+/// For INFO memory: the number of functions and the bytes of the libraries' code.
+pub fn memory_stats() -> (usize, usize) {
+    let reg = registry();
+    (
+        reg.function_count(),
+        reg.libs.values().map(|l| l.code.len()).sum(),
+    )
+}
+
 /// Whether any library is loaded.
 pub fn any() -> bool {
     !registry().libs.is_empty()
@@ -650,7 +659,7 @@ pub fn command(lua: &Lua, args: &[Bytes], proto: Proto, out: &mut BytesMut) -> b
         }
         b"restore" => reply(out, restore(lua, args)),
         b"kill" => {
-            crate::script::kill_running(out);
+            crate::script::kill_running(out, true);
             false
         }
         b"help" => {

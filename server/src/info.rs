@@ -90,12 +90,24 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
         let max = crate::evict::maxmemory();
         let _ = write!(
             o,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:mimalloc\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:mimalloc\r\n",
             human(used),
             human(rss),
             human(max as usize),
             crate::evict::policy().name(),
             if used > 0 { rss as f64 / used as f64 } else { 0.0 },
+        );
+        // Scripts and functions share each core's Lua state: its memory is reported as EVAL's
+        // (`used_memory_vm_eval`), `used_memory_vm_functions` is 0.
+        let (lua, nscripts, script_bytes) = crate::script::memory_stats();
+        let (nfunctions, function_bytes) = crate::function::memory_stats();
+        let _ = write!(
+            o,
+            "used_memory_lua:{lua}\r\nused_memory_vm_eval:{lua}\r\nused_memory_lua_human:{}\r\nused_memory_scripts_eval:{script_bytes}\r\nnumber_of_cached_scripts:{nscripts}\r\nnumber_of_functions:{nfunctions}\r\nused_memory_vm_functions:0\r\nused_memory_vm_total:{lua}\r\nused_memory_vm_total_human:{}\r\nused_memory_functions:{function_bytes}\r\nused_memory_scripts:{}\r\nused_memory_scripts_human:{}\r\n\r\n",
+            human(lua),
+            human(lua),
+            script_bytes + function_bytes,
+            human(script_bytes + function_bytes),
         );
     }
     if show("persistence") {

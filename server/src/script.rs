@@ -43,6 +43,8 @@ static RUNNING: [AtomicU8; MAX_CORES] = [const { AtomicU8::new(0) }; MAX_CORES];
 const RUN: u8 = 1;
 const WROTE: u8 = 2;
 const KILL: u8 = 4;
+/// The running script is a function (FCALL): FUNCTION KILL stops it, SCRIPT KILL does not.
+const FUNC: u8 = 8;
 
 thread_local! {
     /// This thread's entry in [`RUNNING`].
@@ -57,13 +59,34 @@ pub fn running() -> bool {
     !CURRENT.with(Cell::get).is_null()
 }
 
+/// Bytes each core's Lua state uses, by [`RUN_SLOT`] (noted after every script, function and
+/// FUNCTION command; INFO memory `used_memory_lua`).
+static LUA_MEMORY: [AtomicUsize; MAX_CORES] = [const { AtomicUsize::new(0) }; MAX_CORES];
+
+fn note_memory(lua: &Lua) {
+    LUA_MEMORY[RUN_SLOT.with(|s| *s)].store(lua.used_memory(), Ordering::Relaxed);
+}
+
+/// For INFO memory: the Lua states' bytes (every core's), the number of cached scripts and the
+/// bytes of their bodies.
+pub fn memory_stats() -> (usize, usize, usize) {
+    let lua = LUA_MEMORY.iter().map(|m| m.load(Ordering::Relaxed)).sum();
+    let (n, bytes) = SCRIPTS
+        .lock()
+        .map(|m| (m.len(), m.iter().map(|(k, v)| k.len() + v.len()).sum()))
+        .unwrap_or((0, 0));
+    (lua, n, bytes)
+}
+
 fn run_slot() -> &'static AtomicU8 {
     &RUNNING[RUN_SLOT.with(|s| *s)]
 }
 
-/// SCRIPT KILL: stop a running read-only script (on whichever core runs it).
-pub(crate) fn kill_running(out: &mut BytesMut) {
-    let mut wrote = false;
+/// SCRIPT KILL (`function` false) or FUNCTION KILL: stop a running read-only script or function
+/// (on whichever core runs it). As in Redis, SCRIPT KILL does not stop a function nor FUNCTION
+/// KILL a script: they answer BUSY.
+pub(crate) fn kill_running(out: &mut BytesMut, function: bool) {
+    let (mut wrote, mut other) = (false, false);
     for r in &RUNNING {
         let s = r.load(Ordering::Acquire);
         if s & RUN == 0 {
@@ -71,6 +94,10 @@ pub(crate) fn kill_running(out: &mut BytesMut) {
         }
         if s & WROTE != 0 {
             wrote = true;
+            continue;
+        }
+        if (s & FUNC != 0) != function {
+            other = true;
             continue;
         }
         if r.compare_exchange(s, s | KILL, Ordering::AcqRel, Ordering::Acquire)
@@ -81,6 +108,16 @@ pub(crate) fn kill_running(out: &mut BytesMut) {
     }
     if wrote {
         encode::error(out, "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.")
+    } else if other && function {
+        encode::error(
+            out,
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+        )
+    } else if other {
+        encode::error(
+            out,
+            "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.",
+        )
     } else {
         encode::error(out, "NOTBUSY No scripts in execution right now.")
     }
@@ -252,11 +289,11 @@ fn with_state<R>(f: impl FnOnce(&RefCell<CallState<'_>>) -> mlua::Result<R>) -> 
 struct StateGuard;
 
 impl StateGuard {
-    fn new(state: &RefCell<CallState<'_>>) -> StateGuard {
+    fn new(state: &RefCell<CallState<'_>>, function: bool) -> StateGuard {
         CURRENT.with(|c| c.set(state as *const RefCell<CallState<'_>> as *const ()));
         STARTED.with(|s| s.set(None));
         RESP3.with(|r| r.set(false));
-        run_slot().store(RUN, Ordering::Release);
+        run_slot().store(if function { RUN | FUNC } else { RUN }, Ordering::Release);
         StateGuard
     }
 }
@@ -793,7 +830,7 @@ pub fn script_cmd(args: &[Bytes], out: &mut BytesMut) {
             encode::ok(out);
         }
         (b"flush", _) => encode::error(out, "ERR SCRIPT FLUSH only support SYNC|ASYNC option"),
-        (b"kill", 2) => kill_running(out),
+        (b"kill", 2) => kill_running(out, false),
         (b"help", 2) => {
             // Redis 7.0's text, without SCRIPT DEBUG (there is no Lua debugger here).
             let lines = [
@@ -985,7 +1022,7 @@ fn run(ctx: &mut Ctx, f: &mlua::Function, name: &str, source: Source, nk: usize,
                 Source::Eval => {
                     g.raw_set("KEYS", to_lua_list(lua, keys)?)?;
                     g.raw_set("ARGV", to_lua_list(lua, argv)?)?;
-                    let _guard = StateGuard::new(&state);
+                    let _guard = StateGuard::new(&state, false);
                     runner.call::<LuaValue>(f)
                 }
                 Source::Function => {
@@ -993,17 +1030,19 @@ fn run(ctx: &mut Ctx, f: &mlua::Function, name: &str, source: Source, nk: usize,
                     g.raw_set("KEYS", LuaValue::Nil)?;
                     g.raw_set("ARGV", LuaValue::Nil)?;
                     let (k, a) = (to_lua_list(lua, keys)?, to_lua_list(lua, argv)?);
-                    let _guard = StateGuard::new(&state);
+                    let _guard = StateGuard::new(&state, true);
                     runner.call::<LuaValue>((f, k, a))
                 }
             }?;
             lua_to_resp(&v, proto, out);
             Ok(())
         };
-        run().map_err(|e| {
+        let r = run().map_err(|e| {
             out.truncate(out_len);
             runtime_error(&e, &state.borrow().raised, name, source.chunk())
-        })
+        });
+        note_memory(lua);
+        r
     });
     let mut effects = std::mem::take(&mut state.borrow_mut().effects);
     if !effects.is_empty() {
@@ -1056,7 +1095,11 @@ pub(crate) fn running_function() -> Option<(String, Vec<Bytes>, u64)> {
 
 /// Run FUNCTION's subcommands on this core's Lua state (`function::command`).
 pub fn function_cmd(args: &[Bytes], proto: Proto, out: &mut BytesMut) -> bool {
-    LUA.with(|lua| crate::function::command(lua, args, proto, out))
+    LUA.with(|lua| {
+        let changed = crate::function::command(lua, args, proto, out);
+        note_memory(lua);
+        changed
+    })
 }
 
 /// Load libraries (an RDB file's or a full sync's) on this core's Lua state.

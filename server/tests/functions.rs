@@ -132,6 +132,15 @@ fn fcall_runs_on_every_core_after_one_load() {
             Value::BulkString(b"2".to_vec())
         );
     }
+    // INFO memory counts the functions and the Lua states' memory.
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    assert!(info.contains("number_of_functions:2\r\n"), "{info}");
+    let lua: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory_lua:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory_lua");
+    assert!(lua > 0, "{info}");
     // A new version of the library reaches every core.
     load_replace(&mut c, &LIB.replace("2 * tonumber", "3 * tonumber"));
     for i in 0..60 {

@@ -34,6 +34,11 @@ fn connect(port: u16) -> BufReader<TcpStream> {
 /// script's core do not answer while it runs; their replies (and slow ones from the other core
 /// on a loaded machine) are waited for without giving up on the connection, partial lines kept.
 fn kill_from_other_core(port: u16) -> String {
+    send_from_other_core(port, &["SCRIPT", "KILL"])
+}
+
+/// [`kill_from_other_core`] with another command (FUNCTION KILL).
+fn send_from_other_core(port: u16, kill: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut conns: Vec<(BufReader<TcpStream>, Vec<u8>)> = Vec::new();
     let mut opened_at = Instant::now() - Duration::from_secs(60);
@@ -42,9 +47,7 @@ fn kill_from_other_core(port: u16) -> String {
         if opened_at.elapsed() >= Duration::from_secs(3) && conns.len() < 64 {
             for _ in 0..8 {
                 let mut c = connect(port);
-                c.get_mut()
-                    .write_all(&cmd(&["SCRIPT", "KILL"]))
-                    .expect("send");
+                c.get_mut().write_all(&cmd(kill)).expect("send");
                 c.get_ref()
                     .set_read_timeout(Some(Duration::from_millis(20)))
                     .expect("read timeout");
@@ -62,13 +65,11 @@ fn kill_from_other_core(port: u16) -> String {
             if !reply.starts_with("-NOTBUSY") {
                 return reply;
             }
-            c.get_mut()
-                .write_all(&cmd(&["SCRIPT", "KILL"]))
-                .expect("send");
+            c.get_mut().write_all(&cmd(kill)).expect("send");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("no connection on the other core answered SCRIPT KILL");
+    panic!("no connection on the other core answered {kill:?}");
 }
 
 #[test]
@@ -123,4 +124,43 @@ fn script_kill_from_another_core() {
     assert_eq!(r, "-UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.");
     let r = line(&mut runner, Duration::from_secs(60)).expect("script reply");
     assert!(r.starts_with("-"), "{r}");
+}
+
+/// SCRIPT KILL does not stop a function (Redis answers BUSY and names FUNCTION KILL); FUNCTION
+/// KILL does.
+#[test]
+fn function_kill_from_another_core() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    let mut c = srv.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lua-time-limit")
+        .arg("60000")
+        .query(&mut c)
+        .expect("config set");
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=spin\nredis.register_function('spin', function() while true do end end)")
+        .query(&mut c)
+        .expect("load");
+    let mut runner = connect(srv.port);
+    runner
+        .get_mut()
+        .write_all(&cmd(&["FCALL", "spin", "0"]))
+        .expect("send");
+    assert_eq!(
+        kill_from_other_core(srv.port),
+        "-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
+    );
+    assert_eq!(send_from_other_core(srv.port, &["FUNCTION", "KILL"]), "+OK");
+    let r = line(&mut runner, Duration::from_secs(30)).expect("function reply");
+    assert!(
+        r.starts_with("-ERR Script killed by user with SCRIPT KILL..."),
+        "{r}"
+    );
+    runner.get_mut().write_all(&cmd(&["PING"])).expect("send");
+    assert_eq!(
+        line(&mut runner, Duration::from_secs(10)).as_deref(),
+        Some("+PONG")
+    );
 }
