@@ -223,24 +223,7 @@ const TABLE_ERROR: char = '\u{1}';
 /// (its text as it is, no "ERR " added) with the line it was raised on. Other errors pass
 /// through unchanged.
 fn install_runner(lua: &Lua) -> mlua::Result<()> {
-    let handler = lua.create_function(|lua, v: LuaValue| -> mlua::Result<LuaValue> {
-        if let LuaValue::Table(t) = &v {
-            if let Ok(LuaValue::String(e)) = t.raw_get::<LuaValue>("err") {
-                // Level 0 is this handler and 1 the `error` function: the first frame with a
-                // current line is the script's.
-                let line = (1..8)
-                    .filter_map(|l| lua.inspect_stack(l).map(|d| d.curr_line()))
-                    .find(|&n| n > 0)
-                    .unwrap_or(0);
-                let text = format!(
-                    "{TABLE_ERROR}{line}{TABLE_ERROR}{}",
-                    String::from_utf8_lossy(&e.as_bytes())
-                );
-                return Ok(LuaValue::String(lua.create_string(text)?));
-            }
-        }
-        Ok(v)
-    })?;
+    let handler: mlua::Function = lua.globals().raw_get("__redis__err__handler")?;
     let runner: mlua::Function = lua
         .load(
             r#"
@@ -260,6 +243,28 @@ end
         .set_name("=runner")
         .call(handler)?;
     lua.set_named_registry_value(RUNNER, runner)
+}
+
+/// The error handler scripts run under, also the global `__redis__err__handler` as in Redis.
+fn error_handler(lua: &Lua) -> mlua::Result<mlua::Function> {
+    lua.create_function(|lua, v: LuaValue| -> mlua::Result<LuaValue> {
+        if let LuaValue::Table(t) = &v {
+            if let Ok(LuaValue::String(e)) = t.raw_get::<LuaValue>("err") {
+                // Level 0 is this handler and 1 the `error` function: the first frame with a
+                // current line is the script's.
+                let line = (1..8)
+                    .filter_map(|l| lua.inspect_stack(l).map(|d| d.curr_line()))
+                    .find(|&n| n > 0)
+                    .unwrap_or(0);
+                let text = format!(
+                    "{TABLE_ERROR}{line}{TABLE_ERROR}{}",
+                    String::from_utf8_lossy(&e.as_bytes())
+                );
+                return Ok(LuaValue::String(lua.create_string(text)?));
+            }
+        }
+        Ok(v)
+    })
 }
 
 fn call_fns(lua: &Lua) -> mlua::Result<(mlua::Function, mlua::Function)> {
@@ -404,6 +409,8 @@ fn setup(lua: &Lua) -> mlua::Result<()> {
         redis.set(name, v)?;
     }
     lua.globals().set("redis", redis)?;
+    lua.globals()
+        .set("__redis__err__handler", error_handler(lua)?)?;
     Ok(())
 }
 

@@ -1996,6 +1996,8 @@ fn script_sandbox_matches_redis() {
 }
 
 const LUA_SANDBOX: &str = r#"
+EVAL "local n = {} for k in pairs(_G) do n[#n + 1] = k end table.sort(n) return n" 0
+EVAL "return type(__redis__err__handler)" 0
 EVAL "return foo" 0
 EVAL "foo = 1 return 1" 0
 EVAL "return foo" 0
