@@ -87,7 +87,11 @@ impl Registry {
     fn owner_of(&self, name: &str) -> Option<&str> {
         self.libs
             .values()
-            .find(|l| l.functions.iter().any(|f| f.name == name))
+            .find(|l| {
+                l.functions
+                    .iter()
+                    .any(|f| f.name.eq_ignore_ascii_case(name))
+            })
             .map(|l| l.name.as_str())
     }
 
@@ -168,8 +172,10 @@ pub(crate) fn find(lua: &Lua, name: &[u8]) -> Option<Rc<Compiled>> {
                     Ok((_, regs)) => {
                         for r in regs {
                             let name: Rc<str> = r.info.name.as_str().into();
+                            // FCALL finds a function whatever the case of its name (as
+                            // Redis's function table compares).
                             fns.insert(
-                                r.info.name.into_bytes(),
+                                r.info.name.to_ascii_lowercase().into_bytes(),
                                 Rc::new(Compiled {
                                     f: r.f,
                                     flags: r.info.flags,
@@ -183,7 +189,7 @@ pub(crate) fn find(lua: &Lua, name: &[u8]) -> Option<Rc<Compiled>> {
             }
             *c.borrow_mut() = CoreFns { generation: g, fns };
         }
-        c.borrow().fns.get(name).cloned()
+        c.borrow().fns.get(&name.to_ascii_lowercase()).cloned()
     })
 }
 
@@ -726,8 +732,11 @@ fn restore(lua: &Lua, args: &[Bytes]) -> Result<(), String> {
             return Err(format!("ERR Library {} already exists", lib.name));
         }
         if let Some(f) = lib.functions.iter().find(|f| {
-            libs.iter()
-                .any(|l| l.functions.iter().any(|g| g.name == f.name))
+            libs.iter().any(|l| {
+                l.functions
+                    .iter()
+                    .any(|g| g.name.eq_ignore_ascii_case(&f.name))
+            })
         }) {
             return Err(format!("ERR Function {} already exists", f.name));
         }
@@ -735,13 +744,12 @@ fn restore(lua: &Lua, args: &[Bytes]) -> Result<(), String> {
     }
     let mut reg = registry();
     if policy == Policy::Flush {
-        reg.libs.clear();
+        let mut fresh = Registry::default();
+        join(&mut fresh, libs, false, false)?;
+        reg.libs = fresh.libs;
+        return Ok(());
     }
-    join(&mut reg, libs, policy == Policy::Replace, false)?;
-    if policy == Policy::Flush {
-        GENERATION.fetch_add(1, Ordering::AcqRel);
-    }
-    Ok(())
+    join(&mut reg, libs, policy == Policy::Replace, false)
 }
 
 fn list(args: &[Bytes], proto: Proto, out: &mut BytesMut) {

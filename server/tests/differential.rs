@@ -2740,6 +2740,8 @@ FUNCTION LOAD "#!lua name=lib1\nredis.register_function('f9', function() return 
 FUNCTION LOAD REPLACE "#!lua name=lib1\nredis.register_function('f9', function() return 9 end)"
 FCALL f9 0
 FCALL f1 0
+FCALL F9 0
+FUNCTION LOAD "#!lua name=upper\nredis.register_function('F9', function() return 1 end)"
 FUNCTION LOAD FOO "#!lua name=lib1\n"
 FUNCTION LOAD REPLACE
 FUNCTION LOAD
