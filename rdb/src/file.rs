@@ -504,8 +504,22 @@ mod tests {
         let mut zero = f.clone();
         zero[n - 8..].fill(0);
         assert!(read_all(&zero).is_ok());
+        // A library of functions is read as its code; the pre-GA record is refused.
         let mut func = b"REDIS0010".to_vec();
-        func.push(OP_FUNCTION2);
+        write_function(
+            &mut func,
+            b"#!lua name=x\nredis.register_function('f', function() end)",
+        );
+        func.push(OP_EOF);
+        func.extend_from_slice(&[0; 8]);
+        let mut r = FileReader::new(&func).unwrap();
+        match r.next_item().unwrap() {
+            Some(Item::Function(code)) => assert!(code.starts_with(b"#!lua name=x\n")),
+            other => panic!("{other:?}"),
+        }
+        assert!(r.next_item().unwrap().is_none());
+        let mut func = b"REDIS0010".to_vec();
+        func.push(OP_FUNCTION);
         func.extend_from_slice(b"\x01x");
         let e = read_all(&func).unwrap_err();
         assert!(e.to_string().contains("function"), "{e}");
