@@ -131,7 +131,7 @@ pub fn any() -> bool {
 pub(crate) struct Compiled {
     pub f: mlua::Function,
     pub flags: u8,
-    pub name: Rc<str>,
+    pub name: Arc<str>,
 }
 
 #[derive(Default)]
@@ -171,7 +171,7 @@ pub(crate) fn find(lua: &Lua, name: &[u8]) -> Option<Rc<Compiled>> {
                 match compile_library(lua, &lib.code) {
                     Ok((_, regs)) => {
                         for r in regs {
-                            let name: Rc<str> = r.info.name.as_str().into();
+                            let name: Arc<str> = r.info.name.as_str().into();
                             // FCALL finds a function whatever the case of its name (as
                             // Redis's function table compares).
                             fns.insert(
@@ -189,7 +189,11 @@ pub(crate) fn find(lua: &Lua, name: &[u8]) -> Option<Rc<Compiled>> {
             }
             *c.borrow_mut() = CoreFns { generation: g, fns };
         }
-        c.borrow().fns.get(&name.to_ascii_lowercase()).cloned()
+        let fns = &c.borrow().fns;
+        // Names are kept in lower case; most callers use it already.
+        fns.get(name)
+            .or_else(|| fns.get(&name.to_ascii_lowercase()))
+            .cloned()
     })
 }
 

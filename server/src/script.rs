@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -191,14 +191,8 @@ fn new_lua() -> Lua {
                     "Script killed by user with SCRIPT KILL...".into(),
                 ));
             }
-            let started = match STARTED.with(Cell::get) {
-                Some(t) => t,
-                None => {
-                    let t = Instant::now();
-                    STARTED.with(|s| s.set(Some(t)));
-                    t
-                }
-            };
+            let started = started_at();
+            show_running_function();
             let limit = LUA_TIME_LIMIT_MS.load(Ordering::Relaxed);
             if limit > 0 && started.elapsed().as_millis() as u64 > limit {
                 return Err(mlua::Error::RuntimeError(format!(
@@ -228,12 +222,18 @@ fn install_runner(lua: &Lua) -> mlua::Result<()> {
         .load(
             r#"
 local xpcall, error, handler = xpcall, error, ...
+-- A function's callback and parameters, for `call` (one closure for every FCALL: functions do
+-- not run inside functions, FCALL being refused in scripts).
+local cf, ck, ca
+local function call() return cf(ck, ca) end
 return function(f, keys, args)
     local ok, r
     if keys == nil then
         ok, r = xpcall(f, handler)
     else
-        ok, r = xpcall(function() return f(keys, args) end, handler)
+        cf, ck, ca = f, keys, args
+        ok, r = xpcall(call, handler)
+        cf, ck, ca = nil, nil, nil
     end
     if ok then return r end
     error(r, 0)
@@ -1063,41 +1063,83 @@ fn run(ctx: &mut Ctx, f: &mlua::Function, name: &str, source: Source, nk: usize,
     }
 }
 
+/// When the running script's time-limit clock started, starting it now if it has not.
+fn started_at() -> Instant {
+    match STARTED.with(Cell::get) {
+        Some(t) => t,
+        None => {
+            let t = Instant::now();
+            STARTED.with(|s| s.set(Some(t)));
+            t
+        }
+    }
+}
+
 /// A running function: its name, its FCALL command, when it started.
-type Running = (String, Vec<Bytes>, Instant);
+type Running = (Arc<str>, Vec<Bytes>, Instant);
 
-/// Functions running now, by core slot (FUNCTION STATS on any core reports them).
-static RUNNING_FUNCTIONS: LazyLock<Mutex<HashMap<usize, Running>>> =
-    LazyLock::new(Default::default);
+/// Functions running now, by core slot (FUNCTION STATS on any core reports them). A function
+/// is entered here by the instruction hook, once it has run 10 000 instructions: a shorter one
+/// is over before another connection could ask, and FCALL's fast path stays free of it.
+static RUNNING_FUNCTIONS: [Mutex<Option<Running>>; MAX_CORES] =
+    [const { Mutex::new(None) }; MAX_CORES];
 
-/// Registers a running function in [`RUNNING_FUNCTIONS`] until dropped.
-struct RunningFunction(usize);
+thread_local! {
+    /// The function running on this thread (name and FCALL command, valid while it runs) and
+    /// whether the hook entered it in [`RUNNING_FUNCTIONS`].
+    static CURRENT_FUNCTION: Cell<Option<(*const Arc<str>, *const [Bytes])>> =
+        const { Cell::new(None) };
+    static FUNCTION_SHOWN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks a function as running on this thread until dropped.
+struct RunningFunction;
 
 impl RunningFunction {
-    fn new(name: &str, args: &[Bytes]) -> RunningFunction {
-        let slot = RUN_SLOT.with(|s| *s);
-        if let Ok(mut m) = RUNNING_FUNCTIONS.lock() {
-            m.insert(slot, (name.to_string(), args.to_vec(), Instant::now()));
-        }
-        RunningFunction(slot)
+    fn new(name: &Arc<str>, args: &[Bytes]) -> RunningFunction {
+        CURRENT_FUNCTION.with(|c| c.set(Some((name as *const Arc<str>, args as *const [Bytes]))));
+        RunningFunction
     }
 }
 
 impl Drop for RunningFunction {
     fn drop(&mut self) {
-        if let Ok(mut m) = RUNNING_FUNCTIONS.lock() {
-            m.remove(&self.0);
+        CURRENT_FUNCTION.with(|c| c.set(None));
+        if FUNCTION_SHOWN.with(|s| s.replace(false)) {
+            if let Ok(mut m) = RUNNING_FUNCTIONS[RUN_SLOT.with(|s| *s)].lock() {
+                *m = None;
+            }
         }
+    }
+}
+
+/// From the instruction hook: enter the function running on this thread (if any, and not yet)
+/// in [`RUNNING_FUNCTIONS`].
+fn show_running_function() {
+    if FUNCTION_SHOWN.with(Cell::get) {
+        return;
+    }
+    let Some((name, args)) = CURRENT_FUNCTION.with(Cell::get) else {
+        return;
+    };
+    // SAFETY: `fcall` sets these pointers to its own name and arguments for the run only, and
+    // its `RunningFunction` clears them before either goes away; the hook runs during the run,
+    // on this thread.
+    let (name, args) = unsafe { ((*name).clone(), (*args).to_vec()) };
+    if let Ok(mut m) = RUNNING_FUNCTIONS[RUN_SLOT.with(|s| *s)].lock() {
+        *m = Some((name, args, started_at()));
+        FUNCTION_SHOWN.with(|s| s.set(true));
     }
 }
 
 /// A function running now (on any core): its name, its FCALL command and how long it has run
 /// in ms.
 pub(crate) fn running_function() -> Option<(String, Vec<Bytes>, u64)> {
-    let m = RUNNING_FUNCTIONS.lock().ok()?;
-    m.values()
-        .next()
-        .map(|(n, a, t)| (n.clone(), a.clone(), t.elapsed().as_millis() as u64))
+    RUNNING_FUNCTIONS.iter().find_map(|m| {
+        let m = m.lock().ok()?;
+        m.as_ref()
+            .map(|(n, a, t)| (n.to_string(), a.clone(), t.elapsed().as_millis() as u64))
+    })
 }
 
 /// Run FUNCTION's subcommands on this core's Lua state (`function::command`).
