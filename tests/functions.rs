@@ -7,37 +7,11 @@
 
 use e2e::{Cluster, Spec};
 use redis::Value;
+use testkit::{function_libraries as libraries, function_load};
 
 const LIBRARY: &str = "#!lua name=migrated
 redis.register_function('mget1', function(keys) return redis.call('GET', keys[1]) end)
 redis.register_function('mset1', function(keys, args) return redis.call('SET', keys[1], args[1]) end)";
-
-/// The names of the libraries `FUNCTION LIST` reports on `c`.
-fn libraries(c: &mut redis::Connection) -> Vec<String> {
-    let libs: Vec<Vec<Value>> = redis::cmd("FUNCTION").arg("LIST").query(c).unwrap();
-    let mut names: Vec<String> = libs
-        .iter()
-        .filter_map(|fields| {
-            let at = fields
-                .iter()
-                .position(|f| *f == Value::BulkString(b"library_name".to_vec()))?;
-            match fields.get(at + 1)? {
-                Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                _ => None,
-            }
-        })
-        .collect();
-    names.sort();
-    names
-}
-
-fn load(c: &mut redis::Connection, code: &str) {
-    let _: String = redis::cmd("FUNCTION")
-        .arg("LOAD")
-        .arg(code)
-        .query(c)
-        .unwrap();
-}
 
 /// The first `prefix:N` key whose slot is in `from..=to`.
 fn key_in(prefix: &str, from: u16, to: u16) -> String {
@@ -51,7 +25,7 @@ fn key_in(prefix: &str, from: u16, to: u16) -> String {
 fn functions_follow_migrated_slots() {
     let c = Cluster::start_spec(Spec::new(2, &[(0, 511, 1), (512, 1023, 2)]));
     let (mut g1, mut g2) = (c.server_conn(1), c.server_conn(2));
-    load(&mut g1, LIBRARY);
+    function_load(&mut g1, LIBRARY);
     assert!(libraries(&mut g2).is_empty());
     let mut p = c.proxy_conn();
     let key = key_in("fn", 0, 63);
@@ -110,11 +84,11 @@ fn functions_follow_migrated_slots() {
 
     // Group 2 has `clash` in a library of its own: group 1's library of that name cannot go
     // there, and no slot moves.
-    load(
+    function_load(
         &mut g1,
         "#!lua name=one\nredis.register_function('clash', function() return 1 end)",
     );
-    load(
+    function_load(
         &mut g2,
         "#!lua name=two\nredis.register_function('clash', function() return 2 end)",
     );

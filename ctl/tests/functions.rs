@@ -8,28 +8,7 @@ use std::net::TcpListener;
 use ctl::config::MigrationSettings;
 use ctl::executor::RedisDrain;
 use ctl::functions::Copied;
-use redis::Value;
-
-fn libraries(c: &mut redis::Connection) -> Vec<String> {
-    let libs: Vec<Vec<Value>> = redis::cmd("FUNCTION").arg("LIST").query(c).unwrap();
-    let mut names: Vec<String> = libs
-        .iter()
-        .filter_map(|fields| match fields.get(1)? {
-            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        })
-        .collect();
-    names.sort();
-    names
-}
-
-fn load(c: &mut redis::Connection, code: &str) {
-    let _: String = redis::cmd("FUNCTION")
-        .arg("LOAD")
-        .arg(code)
-        .query(c)
-        .unwrap();
-}
+use testkit::{function_libraries as libraries, function_load};
 
 /// A server that answers every request as one that predates Functions.
 fn old_server() -> String {
@@ -71,7 +50,7 @@ async fn functions_copied_to_the_target_master() {
         drain.copy_functions_between(&src, &dst).await.unwrap(),
         Copied::Nothing
     );
-    load(
+    function_load(
         &mut ca,
         "#!lua name=lib1\nredis.register_function('f1', function() return 1 end)",
     );
@@ -84,7 +63,7 @@ async fn functions_copied_to_the_target_master() {
     let one: i64 = redis::cmd("FCALL").arg("f1").arg(0).query(&mut cb).unwrap();
     assert_eq!(one, 1);
     // Again (the next wave): REPLACE, and the target's own libraries stay.
-    load(
+    function_load(
         &mut cb,
         "#!lua name=own\nredis.register_function('g', function() return 2 end)",
     );
@@ -92,7 +71,7 @@ async fn functions_copied_to_the_target_master() {
     assert_eq!(libraries(&mut cb), ["lib1", "own"]);
 
     // A function name the target has in another library: the copy fails, with the reason.
-    load(
+    function_load(
         &mut ca,
         "#!lua name=lib2\nredis.register_function('g', function() return 3 end)",
     );

@@ -910,28 +910,6 @@ const LIBRARY: &str = "#!lua name=proxylib
 redis.register_function('fset', function(keys, args) return redis.call('SET', keys[1], args[1]) end)
 redis.register_function{function_name='fget', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}";
 
-/// The names of the libraries `FUNCTION LIST` reports on `c`.
-fn libraries(c: &mut redis::Connection) -> Vec<String> {
-    let Value::Array(libs) = cmd(c, &["FUNCTION", "LIST"]).unwrap() else {
-        panic!("FUNCTION LIST is not an array");
-    };
-    libs.iter()
-        .filter_map(|lib| {
-            // RESP2: [library_name, name, engine, LUA, functions, [...]]
-            let Value::Array(fields) = lib else {
-                return None;
-            };
-            let at = fields
-                .iter()
-                .position(|f| *f == Value::BulkString(b"library_name".to_vec()))?;
-            match fields.get(at + 1)? {
-                Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 /// FUNCTION through the proxy: LOAD, DELETE, FLUSH and RESTORE reach every group master (each
 /// server's own FUNCTION LIST shows it), FCALL and FCALL_RO run on the group that owns the first
 /// key and write it there, keys of two slots are CROSSSLOT, LIST/DUMP/STATS/HELP are answered by
@@ -946,7 +924,11 @@ fn functions_reach_every_group(c: &Cluster) {
         .unwrap();
     assert_eq!(name, "proxylib");
     for g in [1, 2] {
-        assert_eq!(libraries(&mut c.backend(g)), ["proxylib"], "group {g}");
+        assert_eq!(
+            testkit::function_libraries(&mut c.backend(g)),
+            ["proxylib"],
+            "group {g}"
+        );
     }
     let again = err_text(cmd(&mut p, &["FUNCTION", "LOAD", LIBRARY]));
     assert!(again.contains("already exists"), "{again}");
@@ -998,7 +980,7 @@ fn functions_reach_every_group(c: &Cluster) {
     assert!(missing.contains("Function not found"), "{missing}");
 
     // Read from one master.
-    assert_eq!(libraries(&mut p), ["proxylib"]);
+    assert_eq!(testkit::function_libraries(&mut p), ["proxylib"]);
     let Value::BulkString(dump) = cmd(&mut p, &["FUNCTION", "DUMP"]).unwrap() else {
         panic!("FUNCTION DUMP is not a bulk string");
     };
@@ -1038,7 +1020,10 @@ fn functions_reach_every_group(c: &Cluster) {
         Value::Okay
     );
     for g in [1, 2] {
-        assert!(libraries(&mut c.backend(g)).is_empty(), "group {g}");
+        assert!(
+            testkit::function_libraries(&mut c.backend(g)).is_empty(),
+            "group {g}"
+        );
     }
     let gone = err_text(cmd(&mut p, &["FUNCTION", "DELETE", "proxylib"]));
     assert!(gone.contains("Library not found"), "{gone}");
@@ -1049,11 +1034,18 @@ fn functions_reach_every_group(c: &Cluster) {
         .unwrap();
     assert_eq!(restored, Value::Okay);
     for g in [1, 2] {
-        assert_eq!(libraries(&mut c.backend(g)), ["proxylib"], "group {g}");
+        assert_eq!(
+            testkit::function_libraries(&mut c.backend(g)),
+            ["proxylib"],
+            "group {g}"
+        );
     }
     assert_eq!(cmd(&mut p, &["FUNCTION", "FLUSH"]).unwrap(), Value::Okay);
     for g in [1, 2] {
-        assert!(libraries(&mut c.backend(g)).is_empty(), "group {g}");
+        assert!(
+            testkit::function_libraries(&mut c.backend(g)).is_empty(),
+            "group {g}"
+        );
     }
     let flushed = err_text(cmd(&mut p, &["FCALL", "fget", "1", &keys[0]]));
     assert!(flushed.contains("Function not found"), "{flushed}");

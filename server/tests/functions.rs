@@ -5,21 +5,13 @@
 use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
+use testkit::{function_libraries as libraries, function_load};
 
 const LIB: &str = "#!lua name=mylib\n\
     redis.register_function('incrby2', function(keys, args) return redis.call('incrby', keys[1], 2 * tonumber(args[1])) end)\n\
     redis.register_function{function_name='peek', callback=function(keys) return redis.call('get', keys[1]) end, flags={'no-writes'}}";
 
 const LIB2: &str = "#!lua name=other\nredis.register_function('hello', function() return 'hi' end)";
-
-fn load(c: &mut Connection, code: &str) {
-    let name: String = redis::cmd("FUNCTION")
-        .arg("LOAD")
-        .arg(code)
-        .query(c)
-        .expect("FUNCTION LOAD");
-    assert!(code.contains(&format!("name={name}")));
-}
 
 fn fcall(c: &mut Connection, f: &str, keys: &[&str], args: &[&str]) -> redis::RedisResult<Value> {
     redis::cmd("FCALL")
@@ -28,26 +20,6 @@ fn fcall(c: &mut Connection, f: &str, keys: &[&str], args: &[&str]) -> redis::Re
         .arg(keys)
         .arg(args)
         .query(c)
-}
-
-/// Library names in FUNCTION LIST, sorted.
-fn libraries(c: &mut Connection) -> Vec<String> {
-    let v: Value = redis::cmd("FUNCTION").arg("LIST").query(c).unwrap();
-    let Value::Array(libs) = v else {
-        panic!("FUNCTION LIST: {v:?}")
-    };
-    let mut names: Vec<String> = libs
-        .iter()
-        .map(|l| match l {
-            Value::Array(kv) => match &kv[1] {
-                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                other => panic!("library name {other:?}"),
-            },
-            other => panic!("library {other:?}"),
-        })
-        .collect();
-    names.sort();
-    names
 }
 
 fn dump(c: &mut Connection) -> Vec<u8> {
@@ -77,7 +49,7 @@ fn function_dump_restores_between_redis_and_codis() {
         return;
     };
     let mut r = rs.conn();
-    load(&mut r, LIB);
+    function_load(&mut r, LIB);
     let srv = testkit::codis_server(&["--cores", "2"]);
     let mut c = srv.conn();
     // Redis's payload into codis-server.
@@ -94,7 +66,7 @@ fn function_dump_restores_between_redis_and_codis() {
         "{err}"
     );
     restore(&mut c, &dump(&mut r), Some("REPLACE")).unwrap();
-    load(&mut c, LIB2);
+    function_load(&mut c, LIB2);
     // codis-server's payload (two libraries) into redis-server, replacing what it has.
     restore(&mut r, &dump(&mut c), Some("FLUSH")).unwrap();
     assert_eq!(libraries(&mut r), ["mylib", "other"]);
@@ -119,7 +91,7 @@ fn function_dump_restores_between_redis_and_codis() {
 fn fcall_runs_on_every_core_after_one_load() {
     let srv = testkit::codis_server(&["--cores", "3"]);
     let mut c = srv.conn();
-    load(&mut c, LIB);
+    function_load(&mut c, LIB);
     // Keys spread over the three cores; every core compiles the library on first use.
     for i in 0..60 {
         let k = format!("key:{i}");
@@ -178,7 +150,7 @@ fn libraries_survive_rdb_and_aof_restarts() {
     {
         let srv = testkit::codis_server(&["--cores", "2", "--dir", d]);
         let mut c = srv.conn();
-        load(&mut c, LIB);
+        function_load(&mut c, LIB);
         let _: () = redis::cmd("SET").arg("n").arg(1).query(&mut c).unwrap();
         let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
     }
@@ -191,7 +163,7 @@ fn libraries_survive_rdb_and_aof_restarts() {
             Value::Int(3)
         );
         // DEBUG RELOAD: the file's libraries replace the server's.
-        load(&mut c, LIB2);
+        function_load(&mut c, LIB2);
         let _: () = redis::cmd("DEBUG").arg("RELOAD").query(&mut c).unwrap();
         assert_eq!(libraries(&mut c), ["mylib", "other"]);
     }
@@ -220,8 +192,8 @@ fn libraries_survive_rdb_and_aof_restarts() {
     {
         let srv = testkit::codis_server(&aof);
         let mut c = srv.conn();
-        load(&mut c, LIB);
-        load(&mut c, LIB2);
+        function_load(&mut c, LIB);
+        function_load(&mut c, LIB2);
         let _: () = redis::cmd("FUNCTION")
             .arg("DELETE")
             .arg("other")
@@ -245,7 +217,7 @@ fn libraries_survive_rdb_and_aof_restarts() {
             let info: String = redis::cmd("INFO").arg("persistence").query(&mut c).unwrap();
             info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
         });
-        load(&mut c, LIB2);
+        function_load(&mut c, LIB2);
     }
     let srv = testkit::codis_server(&aof);
     let mut c = srv.conn();
@@ -260,7 +232,7 @@ fn libraries_survive_rdb_and_aof_restarts() {
 fn replicas_get_libraries_by_full_sync_and_by_the_stream() {
     let master = testkit::codis_server(&["--cores", "2"]);
     let mut m = master.conn();
-    load(&mut m, LIB);
+    function_load(&mut m, LIB);
     let port = master.port.to_string();
     let replica = testkit::codis_server(&["--cores", "2", "--replicaof", "127.0.0.1", &port]);
     let mut r = replica.conn();
@@ -269,7 +241,7 @@ fn replicas_get_libraries_by_full_sync_and_by_the_stream() {
         libraries(&mut r) == ["mylib"]
     });
     // The stream carries later FUNCTION commands, and FCALL's writes as their effects.
-    load(&mut m, LIB2);
+    function_load(&mut m, LIB2);
     assert_eq!(
         fcall(&mut m, "incrby2", &["n"], &["4"]).unwrap(),
         Value::Int(8)

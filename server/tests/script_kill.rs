@@ -72,8 +72,8 @@ fn send_from_other_core(port: u16, kill: &[&str]) -> String {
     panic!("no connection on the other core answered {kill:?}");
 }
 
-#[test]
-fn script_kill_from_another_core() {
+/// A two-core server whose scripts run for a minute before `lua-time-limit` stops them.
+fn two_cores_without_time_limit() -> (testkit::Proc, redis::Connection) {
     let srv = testkit::codis_server(&["--cores", "2"]);
     let mut c = srv.conn();
     let _: () = redis::cmd("CONFIG")
@@ -82,6 +82,21 @@ fn script_kill_from_another_core() {
         .arg("60000")
         .query(&mut c)
         .expect("config set");
+    (srv, c)
+}
+
+/// The core that ran a killed script serves its connection again.
+fn serves_again(runner: &mut BufReader<TcpStream>) {
+    runner.get_mut().write_all(&cmd(&["PING"])).expect("send");
+    assert_eq!(
+        line(runner, Duration::from_secs(10)).as_deref(),
+        Some("+PONG")
+    );
+}
+
+#[test]
+fn script_kill_from_another_core() {
+    let (srv, mut c) = two_cores_without_time_limit();
     let nothing: redis::RedisResult<()> = redis::cmd("SCRIPT").arg("KILL").query(&mut c);
     assert!(format!("{:?}", nothing.unwrap_err()).contains("No scripts in execution right now"));
 
@@ -97,12 +112,7 @@ fn script_kill_from_another_core() {
         r.starts_with("-ERR Script killed by user with SCRIPT KILL..."),
         "{r}"
     );
-    // The core serves again.
-    runner.get_mut().write_all(&cmd(&["PING"])).expect("send");
-    assert_eq!(
-        line(&mut runner, Duration::from_secs(10)).as_deref(),
-        Some("+PONG")
-    );
+    serves_again(&mut runner);
 
     // A script that wrote cannot be killed; it stops at lua-time-limit.
     let _: () = redis::cmd("CONFIG")
@@ -130,14 +140,7 @@ fn script_kill_from_another_core() {
 /// KILL does.
 #[test]
 fn function_kill_from_another_core() {
-    let srv = testkit::codis_server(&["--cores", "2"]);
-    let mut c = srv.conn();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("lua-time-limit")
-        .arg("60000")
-        .query(&mut c)
-        .expect("config set");
+    let (srv, mut c) = two_cores_without_time_limit();
     let _: String = redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg("#!lua name=spin\nredis.register_function('spin', function() while true do end end)")
@@ -152,15 +155,46 @@ fn function_kill_from_another_core() {
         kill_from_other_core(srv.port),
         "-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
     );
+    // FUNCTION STATS, from a connection of the other core, names it and its command.
+    let stats = (0..32)
+        .find_map(|_| {
+            // A connection of the busy core would not even finish its handshake.
+            let mut c = srv
+                .client()
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            redis::cmd("FUNCTION")
+                .arg("STATS")
+                .query::<redis::Value>(&mut c)
+                .ok()
+        })
+        .expect("no connection of the other core answered FUNCTION STATS");
+    let redis::Value::Array(top) = &stats else {
+        panic!("{stats:?}")
+    };
+    let redis::Value::Array(running) = &top[1] else {
+        panic!("running_script: {stats:?}")
+    };
+    assert_eq!(
+        running[1],
+        redis::Value::BulkString(b"spin".to_vec()),
+        "{stats:?}"
+    );
+    assert_eq!(
+        running[3],
+        redis::Value::Array(
+            ["FCALL", "spin", "0"]
+                .map(|a| redis::Value::BulkString(a.as_bytes().to_vec()))
+                .to_vec()
+        ),
+        "{stats:?}"
+    );
     assert_eq!(send_from_other_core(srv.port, &["FUNCTION", "KILL"]), "+OK");
     let r = line(&mut runner, Duration::from_secs(30)).expect("function reply");
     assert!(
         r.starts_with("-ERR Script killed by user with SCRIPT KILL..."),
         "{r}"
     );
-    runner.get_mut().write_all(&cmd(&["PING"])).expect("send");
-    assert_eq!(
-        line(&mut runner, Duration::from_secs(10)).as_deref(),
-        Some("+PONG")
-    );
+    serves_again(&mut runner);
 }

@@ -248,6 +248,44 @@ pub fn redis_server(extra: &[&str]) -> Option<(Proc, tempfile::TempDir)> {
     Some((p, dir))
 }
 
+/// `FUNCTION LOAD code` on `c` (panics on an error); the library's name.
+pub fn function_load(c: &mut redis::Connection, code: &str) -> String {
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(code)
+        .query(c)
+        .expect("FUNCTION LOAD")
+}
+
+/// The names of the libraries `FUNCTION LIST` reports on `c`, sorted.
+pub fn function_libraries(c: &mut redis::Connection) -> Vec<String> {
+    let v: redis::Value = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query(c)
+        .expect("FUNCTION LIST");
+    let redis::Value::Array(libs) = v else {
+        panic!("FUNCTION LIST: {v:?}")
+    };
+    let mut names: Vec<String> = libs
+        .iter()
+        .filter_map(|lib| {
+            // RESP2: [library_name, name, engine, LUA, functions, [...]]
+            let redis::Value::Array(fields) = lib else {
+                return None;
+            };
+            let at = fields
+                .iter()
+                .position(|f| *f == redis::Value::BulkString(b"library_name".to_vec()))?;
+            match fields.get(at + 1)? {
+                redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            }
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
