@@ -205,8 +205,11 @@ fn new_lua() -> Lua {
     lua
 }
 
-/// Registry name of the function scripts are run through (see [`install_runner`]).
-const RUNNER: &str = "codis_script_runner";
+thread_local! {
+    /// The function scripts are run through on this thread (see [`install_runner`]), kept at
+    /// hand rather than looked up in the Lua registry by name on every EVAL and FCALL.
+    static RUNNER: RefCell<Option<mlua::Function>> = const { RefCell::new(None) };
+}
 
 /// Marks an error raised as a table (`error({err = …})`, `error(redis.error_reply(…))`) on its
 /// way out of the script: the marker, the line it was raised on, the marker, its `err` text.
@@ -242,7 +245,8 @@ end
         )
         .set_name("=runner")
         .call(handler)?;
-    lua.set_named_registry_value(RUNNER, runner)
+    RUNNER.with(|r| *r.borrow_mut() = Some(runner));
+    Ok(())
 }
 
 /// The error handler scripts run under, also the global `__redis__err__handler` as in Redis.
@@ -1024,7 +1028,9 @@ fn run(ctx: &mut Ctx, f: &mlua::Function, name: &str, source: Source, nk: usize,
     let result: Result<(), String> = LUA.with(|lua| {
         let mut run = || -> mlua::Result<()> {
             let g = lua.globals();
-            let runner: mlua::Function = lua.named_registry_value(RUNNER)?;
+            let runner = RUNNER
+                .with(|r| r.borrow().clone())
+                .ok_or_else(|| mlua::Error::RuntimeError("no script runner".into()))?;
             let v = match source {
                 Source::Eval => {
                     g.raw_set("KEYS", to_lua_list(lua, keys)?)?;
