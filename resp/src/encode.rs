@@ -79,6 +79,19 @@ pub fn bulk(buf: &mut BytesMut, b: &[u8]) {
     buf.extend_from_slice(b"\r\n");
 }
 
+/// Text for people (`INFO`, `CLIENT LIST`): a verbatim string `=len txt:…` in RESP3, a bulk in
+/// RESP2, as Redis replies.
+pub fn verbatim(buf: &mut BytesMut, text: &[u8], p: Proto) {
+    if p == Proto::Resp2 {
+        return bulk(buf, text);
+    }
+    header(buf, b'=', text.len() as i64 + 4);
+    buf.reserve(text.len() + 6);
+    buf.extend_from_slice(b"txt:");
+    buf.extend_from_slice(text);
+    buf.extend_from_slice(b"\r\n");
+}
+
 /// A bulk holding an integer's decimal text.
 pub fn bulk_int(buf: &mut BytesMut, n: i64) {
     let mut tmp = itoa::Buffer::new();

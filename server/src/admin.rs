@@ -72,6 +72,7 @@ pub async fn run(
         "reset" => {
             sess.db = 0;
             sess.proto = Proto::Resp2;
+            sess.info.resp.store(2, Ordering::Relaxed);
             sess.authed = core.shared.config().requirepass.is_none();
             if let Ok(mut n) = sess.info.name.lock() {
                 n.clear();
@@ -82,9 +83,9 @@ pub async fn run(
         "command" => command_cmd(&args, sess.proto, b),
         "info" => {
             let text = info::render(core, &args[1..]).await;
-            encode::bulk(b, text.as_bytes());
+            encode::verbatim(b, text.as_bytes(), sess.proto);
         }
-        "config" => config(core, &args, b),
+        "config" => config(core, &args, sess.proto, b),
         "time" => {
             let us = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -469,6 +470,8 @@ fn hello(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
     }
     sess.authed = true;
     sess.proto = proto;
+    let n = if proto == Proto::Resp3 { 3 } else { 2 };
+    sess.info.resp.store(n, Ordering::Relaxed);
     if let Some(n) = name {
         if let Ok(mut cur) = sess.info.name.lock() {
             *cur = n;
@@ -513,7 +516,7 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
         }
         ("info", 2) => {
             let line = sess.info.line();
-            encode::bulk(b, format!("{line}\n").as_bytes())
+            encode::verbatim(b, format!("{line}\n").as_bytes(), sess.proto)
         }
         ("list", _) => {
             let clients = core
@@ -527,7 +530,7 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
                 .filter(|c| !c.killed.load(Ordering::Relaxed))
                 .map(|c| c.line() + "\n")
                 .collect();
-            encode::bulk(b, text.as_bytes())
+            encode::verbatim(b, text.as_bytes(), sess.proto)
         }
         ("kill", n) if n >= 3 => client_kill(core, sess, args, b),
         // codis-rs: the core serving this connection, and moving it to another core (a proxy
@@ -678,28 +681,30 @@ fn flag_names(spec: &CommandSpec) -> Vec<&'static str> {
     v
 }
 
-fn command_info(b: &mut BytesMut, spec: &CommandSpec) {
+/// One `COMMAND INFO` entry: flags, ACL categories, tips and key specs are sets in RESP3.
+fn command_info(b: &mut BytesMut, spec: &CommandSpec, proto: Proto) {
     encode::array(b, 10);
     encode::bulk(b, spec.name.as_bytes());
     encode::int(b, spec.arity as i64);
     let flags = flag_names(spec);
-    encode::array(b, flags.len());
+    encode::set(b, flags.len(), proto);
     for f in flags {
         encode::simple(b, f);
     }
     encode::int(b, spec.first as i64);
     encode::int(b, spec.last as i64);
     encode::int(b, spec.step as i64);
-    for _ in 0..4 {
-        encode::array(b, 0);
+    for _ in 0..3 {
+        encode::set(b, 0, proto);
     }
+    encode::array(b, 0);
 }
 
 fn command_cmd(args: &Args, proto: Proto, b: &mut BytesMut) {
     if args.len() == 1 {
         encode::array(b, COMMANDS.len());
         for c in COMMANDS {
-            command_info(b, c);
+            command_info(b, c, proto);
         }
         return;
     }
@@ -715,7 +720,7 @@ fn command_cmd(args: &Args, proto: Proto, b: &mut BytesMut) {
             encode::array(b, names.len());
             for n in names {
                 match command::lookup(n) {
-                    Some(c) => command_info(b, c),
+                    Some(c) => command_info(b, c, proto),
                     None => encode::null(b, proto),
                 }
             }
@@ -727,10 +732,10 @@ fn command_cmd(args: &Args, proto: Proto, b: &mut BytesMut) {
                 .map(|a| a.as_ref())
                 .filter(|n| command::lookup(n).is_some())
                 .collect();
-            encode::array(b, names.len() * 2);
+            encode::map(b, names.len(), proto);
             for n in names {
                 encode::bulk(b, &n.to_ascii_lowercase());
-                encode::array(b, 4);
+                encode::map(b, 2, proto);
                 encode::bulk(b, b"summary");
                 encode::bulk(b, b"");
                 encode::bulk(b, b"group");
@@ -765,7 +770,7 @@ fn command_cmd(args: &Args, proto: Proto, b: &mut BytesMut) {
     }
 }
 
-fn config(core: &Rc<Core>, args: &Args, b: &mut BytesMut) {
+fn config(core: &Rc<Core>, args: &Args, proto: Proto, b: &mut BytesMut) {
     let sub = String::from_utf8_lossy(&args[1]).to_lowercase();
     match sub.as_str() {
         "get" if args.len() >= 3 => {
@@ -778,7 +783,7 @@ fn config(core: &Rc<Core>, args: &Args, b: &mut BytesMut) {
                     }
                 }
             }
-            encode::array(b, pairs.len() * 2);
+            encode::map(b, pairs.len(), proto);
             for (k, v) in pairs {
                 encode::bulk(b, k.as_bytes());
                 encode::bulk(b, v.as_bytes());

@@ -108,16 +108,7 @@ impl Series {
 }
 
 fn verbatim(out: &mut BytesMut, text: &str, proto: Proto) {
-    if proto == Proto::Resp3 {
-        let mut v = Vec::with_capacity(text.len() + 4);
-        v.extend_from_slice(b"txt:");
-        v.extend_from_slice(text.as_bytes());
-        out.extend_from_slice(format!("={}\r\n", v.len()).as_bytes());
-        out.extend_from_slice(&v);
-        out.extend_from_slice(b"\r\n");
-    } else {
-        encode::bulk(out, text.as_bytes());
-    }
+    encode::verbatim(out, text.as_bytes(), proto);
 }
 
 /// `LATENCY LATEST | HISTORY event | RESET [event ...] | GRAPH event | DOCTOR | HISTOGRAM

@@ -444,6 +444,7 @@ async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener) {
             created: Instant::now(),
             last_ms: now_ms().into(),
             db: 0.into(),
+            resp: 2.into(),
             name: Mutex::new(String::new()),
             last_cmd: Mutex::new("NULL"),
             killed: false.into(),

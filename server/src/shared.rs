@@ -31,6 +31,8 @@ pub struct ClientInfo {
     pub created: Instant,
     pub last_ms: AtomicU64,
     pub db: AtomicU8,
+    /// The protocol (`HELLO 2|3`), for `resp=`.
+    pub resp: AtomicU8,
     pub name: Mutex<String>,
     pub last_cmd: Mutex<&'static str>,
     pub killed: AtomicBool,
@@ -50,7 +52,7 @@ impl ClientInfo {
     pub fn line(&self) -> String {
         let now = now_ms();
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp=2",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -60,6 +62,7 @@ impl ClientInfo {
             now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) / 1000,
             self.db.load(Ordering::Relaxed),
             self.last_cmd.lock().map(|c| *c).unwrap_or("NULL"),
+            self.resp.load(Ordering::Relaxed),
         )
     }
 }

@@ -307,9 +307,50 @@ fn hello_switches_to_resp3_and_back() {
     assert_eq!(r.line("SET f 1.5"), b"+OK\r\n");
     assert_eq!(r.line("MGET f nokey"), b"*2\r\n$3\r\n1.5\r\n_\r\n");
     assert_eq!(r.line("CLIENT GETNAME"), b"_\r\n");
+    // As Redis in RESP3: CONFIG GET is a map; INFO and CLIENT INFO/LIST are verbatim text, and
+    // CLIENT LIST shows each connection's protocol.
+    assert_eq!(
+        r.line("CONFIG GET databases"),
+        b"%1\r\n$9\r\ndatabases\r\n$2\r\n16\r\n"
+    );
+    let docs = r.line("COMMAND DOCS get");
+    assert!(
+        docs.starts_with(b"%1\r\n$3\r\nget\r\n%2\r\n"),
+        "{}",
+        rawwire::show(&docs)
+    );
+    let ci = r.line("COMMAND INFO get");
+    assert!(
+        ci.starts_with(b"*1\r\n*10\r\n$3\r\nget\r\n:2\r\n~2\r\n+readonly\r\n+fast\r\n"),
+        "{}",
+        rawwire::show(&ci)
+    );
+    let info = String::from_utf8_lossy(&r.line("INFO server")).into_owned();
+    assert!(
+        info.starts_with('=') && info.contains("\r\ntxt:# Server\r\n"),
+        "{info}"
+    );
+    let mut other = Raw::connect(srv.port);
+    for cmd in ["CLIENT INFO", "CLIENT LIST"] {
+        let text = String::from_utf8_lossy(&r.line(cmd)).into_owned();
+        assert!(
+            text.starts_with('=') && text.contains("txt:id="),
+            "{cmd}: {text}"
+        );
+        assert!(text.contains(" resp=3"), "{cmd}: {text}");
+    }
+    let list = String::from_utf8_lossy(&other.line("CLIENT LIST")).into_owned();
+    assert!(
+        list.starts_with('$') && list.contains(" resp=3") && list.contains(" resp=2"),
+        "{list}"
+    );
     let h2 = r.line("HELLO 2");
     assert!(h2.starts_with(b"*14\r\n"));
     assert_eq!(r.line("GET nokey"), b"$-1\r\n");
+    assert_eq!(
+        r.line("CONFIG GET databases"),
+        b"*2\r\n$9\r\ndatabases\r\n$2\r\n16\r\n"
+    );
     assert_eq!(
         r.line("HELLO 4"),
         b"-NOPROTO unsupported protocol version\r\n"

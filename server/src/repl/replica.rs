@@ -308,6 +308,7 @@ fn pseudo_session(core: &Core) -> Session {
         created: Instant::now(),
         last_ms: now_ms().into(),
         db: 0.into(),
+        resp: 2.into(),
         name: Mutex::new(String::new()),
         last_cmd: Mutex::new("NULL"),
         killed: false.into(),
