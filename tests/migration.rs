@@ -352,14 +352,22 @@ fn start_load(c: &Cluster, big: &BigKeys) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
+    // Odd writers, the reader and the scanner speak RESP3 (`HELLO 3`): their requests take the
+    // proxy's RESP3 backend connections through the migration path too.
+    let resp3 = format!("{}?protocol=resp3", c.proxy_url());
     for t in 0..WRITERS {
-        let (url, stop, ops) = (c.proxy_url(), stop.clone(), ops.clone());
+        let url = if t % 2 == 1 {
+            resp3.clone()
+        } else {
+            c.proxy_url()
+        };
+        let (stop, ops) = (stop.clone(), ops.clone());
         threads.push(std::thread::spawn(move || writer(url, t, stop, ops)));
     }
-    let (url, s, o) = (c.proxy_url(), stop.clone(), ops.clone());
+    let (url, s, o) = (resp3.clone(), stop.clone(), ops.clone());
     let names: Vec<String> = big.all().iter().map(|s| s.to_string()).collect();
     threads.push(std::thread::spawn(move || reader(url, s, o, names)));
-    let (url, s, o) = (c.proxy_url(), stop.clone(), ops.clone());
+    let (url, s, o) = (resp3, stop.clone(), ops.clone());
     threads.push(std::thread::spawn(move || scanner(url, s, o)));
     // Let the load run on the old layout for a moment.
     let start = Instant::now();

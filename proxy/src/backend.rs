@@ -1,11 +1,13 @@
-//! One pipelined connection to a backend server for one database, shared by every session of a
-//! core. Requests are encoded into one output buffer and written by a writer task (one write per
-//! batch); replies are cut with `frame_len` (never parsed) and handed, first-in first-out, to
-//! the [`Waiter`] queued with each request.
+//! One pipelined connection to a backend server for one database and protocol (RESP2, or RESP3
+//! for sessions that said `HELLO 3`), shared by every session of a core. Requests are encoded
+//! into one output buffer and written by a writer task (one write per batch); replies are cut
+//! with `frame_len` (never parsed) and handed, first-in first-out, to the [`Waiter`] queued with
+//! each request.
 //!
-//! Life cycle: connect lazily on first use (`AUTH product_auth`, `SELECT db`), PING every
-//! `backend_ping_period`, fail everything queued with a clear error when the connection dies,
-//! then reconnect with backoff (50 ms doubling to 2 s). While down, new requests fail at once.
+//! Life cycle: connect lazily on first use (`AUTH product_auth`, `HELLO 3` for RESP3, `SELECT
+//! db`), PING every `backend_ping_period`, fail everything queued with a clear error when the
+//! connection dies, then reconnect with backoff (50 ms doubling to 2 s). While down, new
+//! requests fail at once.
 //!
 //! **Lanes.** A codis-server runs one executor per core and each slot lives on one core; a
 //! request that arrives on a connection served by another core hops between cores. So the
@@ -114,6 +116,8 @@ impl Lanes {
 pub struct Backend {
     pub addr: Rc<str>,
     pub db: u32,
+    /// The connection said `HELLO 3`: its replies are RESP3 (for RESP3 sessions only).
+    pub resp3: bool,
     /// The server core this connection is pinned to (see "Lanes" above).
     pub lane: u16,
     lanes: Rc<Lanes>,
@@ -135,7 +139,7 @@ pub struct Backend {
 
 impl Backend {
     /// A backend (lane 0 of the server) that connects on first use.
-    pub fn new(addr: &str, db: u32, cfg: Arc<Config>) -> Rc<Backend> {
+    pub fn new(addr: &str, ch: crate::core::Channel, cfg: Arc<Config>) -> Rc<Backend> {
         let lanes = Rc::new(Lanes {
             owners: RefCell::new(None),
             pending: RefCell::new(None),
@@ -144,7 +148,7 @@ impl Backend {
             head: RefCell::new(std::rc::Weak::new()),
             cores: Cell::new(Cores::Unknown),
         });
-        let head = Backend::with_lane(addr.into(), db, cfg, 0, lanes);
+        let head = Backend::with_lane(addr.into(), ch.db, ch.resp3, cfg, 0, lanes);
         *head.lanes.head.borrow_mut() = Rc::downgrade(&head);
         head
     }
@@ -152,6 +156,7 @@ impl Backend {
     fn with_lane(
         addr: Rc<str>,
         db: u32,
+        resp3: bool,
         cfg: Arc<Config>,
         lane: u16,
         lanes: Rc<Lanes>,
@@ -159,6 +164,7 @@ impl Backend {
         Rc::new(Backend {
             addr,
             db,
+            resp3,
             lane,
             lanes,
             cfg,
@@ -208,6 +214,7 @@ impl Backend {
                 Backend::with_lane(
                     self.addr.clone(),
                     self.db,
+                    self.resp3,
                     self.cfg.clone(),
                     n,
                     self.lanes.clone(),
@@ -442,7 +449,7 @@ async fn connect(b: &Backend) -> Result<TcpStream, String> {
         let ka = socket2::TcpKeepalive::new().with_time(b.cfg.backend_keepalive_period);
         let _ = sock.set_tcp_keepalive(&ka);
     }
-    // Handshake: AUTH and SELECT, each must answer +OK; then `CLIENT CORE lane` pins the
+    // Handshake: AUTH, HELLO 3 (RESP3 connections) and SELECT, none may fail; then `CLIENT CORE lane` pins the
     // connection to its core and lane 0 reads the slot owners. A server without those commands
     // answers errors, and gets a single connection.
     #[derive(PartialEq)]
@@ -458,6 +465,10 @@ async fn connect(b: &Backend) -> Result<TcpStream, String> {
             &mut hello,
             [&b"AUTH"[..], b.cfg.product_auth.as_bytes()].into_iter(),
         );
+        expected.push(Hello::Must);
+    }
+    if b.resp3 {
+        encode_args(&mut hello, [&b"HELLO"[..], b"3"].into_iter());
         expected.push(Hello::Must);
     }
     if b.db != 0 {
@@ -557,6 +568,12 @@ async fn serve(b: &Rc<Backend>, stream: TcpStream) -> String {
                 match resp::frame::frame_len(&buf) {
                     Ok(Some(len)) => {
                         let frame = buf.split_to(len).freeze();
+                        if frame[0] == b'>' {
+                            // A RESP3 push is no reply to anything queued (the proxy sends no
+                            // command that subscribes or tracks): skip it, keep the order.
+                            tracing::debug!(backend = %b.addr, "push message ignored");
+                            continue;
+                        }
                         match b.pop() {
                             Some(Entry::Reply(w)) => b.complete(w, frame),
                             Some(Entry::Ping) => {}

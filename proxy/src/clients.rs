@@ -9,13 +9,15 @@
 //! TRACKING, …) stay refused.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use resp::command::COMMANDS;
-use resp::encode;
+use resp::encode::{self, Proto};
 
 /// One connected client, as `CLIENT LIST` shows it. Shared by the session (its core) and the
 /// registry every core reads.
@@ -30,6 +32,8 @@ pub struct ClientEntry {
     /// Command table row of the last request (`usize::MAX`: none yet or unknown).
     last_cmd: AtomicUsize,
     pub db: AtomicU32,
+    /// The protocol the client speaks (`HELLO 2|3`).
+    resp: AtomicU8,
     killed: AtomicBool,
     names: Mutex<Names>,
 }
@@ -75,6 +79,7 @@ impl Registry {
             last_ms: AtomicU64::new(0),
             last_cmd: AtomicUsize::new(usize::MAX),
             db: AtomicU32::new(0),
+            resp: AtomicU8::new(2),
             killed: AtomicBool::new(false),
             names: Mutex::new(Names::default()),
         });
@@ -133,6 +138,20 @@ impl ClientEntry {
         self.last_ms.store(ms, Relaxed);
     }
 
+    /// The client's protocol, as `HELLO` set it.
+    pub fn proto(&self) -> Proto {
+        if self.resp.load(Relaxed) == 3 {
+            Proto::Resp3
+        } else {
+            Proto::Resp2
+        }
+    }
+
+    pub fn set_proto(&self, p: Proto) {
+        self.resp
+            .store(if p == Proto::Resp3 { 3 } else { 2 }, Relaxed);
+    }
+
     pub fn killed(&self) -> bool {
         self.killed.load(Relaxed)
     }
@@ -163,7 +182,7 @@ impl ClientEntry {
             .get(self.last_cmd.load(Relaxed))
             .map_or("NULL", |c| c.name);
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp=2 lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -173,6 +192,7 @@ impl ClientEntry {
             idle,
             self.db.load(Relaxed),
             cmd,
+            self.resp.load(Relaxed),
             names.lib_name,
             names.lib_ver,
         )
@@ -216,7 +236,7 @@ pub fn client(
         ("getname", 2) => {
             let n = me.name();
             if n.is_empty() {
-                out.extend_from_slice(b"$-1\r\n");
+                encode::null(out, me.proto());
             } else {
                 encode::bulk(out, n.as_bytes());
             }
@@ -250,8 +270,8 @@ pub fn client(
                 encode::ok(out);
             }
         }
-        ("info", 2) => encode::bulk(out, format!("{}\n", me.line()).as_bytes()),
-        ("list", _) => list(reg, args, out),
+        ("info", 2) => encode::verbatim(out, format!("{}\n", me.line()).as_bytes(), me.proto()),
+        ("list", _) => list(reg, args, me.proto(), out),
         ("kill", n) if n >= 3 => kill(reg, me, args, out),
         ("no-evict" | "no-touch", 3) => {
             if args[2].eq_ignore_ascii_case(b"on") || args[2].eq_ignore_ascii_case(b"off") {
@@ -301,7 +321,7 @@ pub fn client(
 }
 
 /// `CLIENT LIST [TYPE normal|…] [ID id…]`.
-fn list(reg: &Registry, args: &[bytes::Bytes], out: &mut BytesMut) {
+fn list(reg: &Registry, args: &[bytes::Bytes], proto: Proto, out: &mut BytesMut) {
     let mut ids: Option<Vec<u64>> = None;
     let mut normal = true;
     let mut i = 2;
@@ -334,7 +354,7 @@ fn list(reg: &Registry, args: &[bytes::Bytes], out: &mut BytesMut) {
         .filter(|c| normal && !c.killed() && ids.as_ref().is_none_or(|v| v.contains(&c.id)))
         .map(|c| c.line() + "\n")
         .collect();
-    encode::bulk(out, text.as_bytes());
+    encode::verbatim(out, text.as_bytes(), proto);
 }
 
 /// `CLIENT KILL addr` (old form: `+OK` or `ERR No such client`) or `CLIENT KILL <filter> <value>
@@ -387,25 +407,30 @@ fn kill(reg: &Registry, me: &ClientEntry, args: &[bytes::Bytes], out: &mut Bytes
     encode::int(out, n as i64);
 }
 
-/// A valid `HELLO`: whether it authenticated the client, and the name it gives it.
+/// A valid `HELLO`: the protocol it asks for (None: keep the current one), whether it
+/// authenticated the client, and the name it gives it.
 #[derive(Debug)]
 pub struct Hello<'a> {
+    pub proto: Option<Proto>,
     pub auth: bool,
     pub name: Option<&'a [u8]>,
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]` as Redis 7 parses it; only protocol 2 is
-/// spoken. `password_ok(user, pass)` checks an `AUTH` option. On success the caller marks the
-/// session authenticated (if `auth`) and names it; Err is the error reply, and changes nothing.
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]` as Redis 7 parses it (protocol 2 or 3).
+/// `password_ok(user, pass)` checks an `AUTH` option. On success the caller switches the
+/// protocol, marks the session authenticated (if `auth`) and names it; Err is the error reply,
+/// and changes nothing.
 pub fn parse_hello<'a>(
     args: &'a [bytes::Bytes],
     authed: bool,
     password_ok: impl Fn(&[u8], &[u8]) -> bool,
 ) -> Result<Hello<'a>, String> {
     let mut i = 1;
+    let mut proto = None;
     if args.len() > 1 {
         match resp::parse_i64(&args[1]) {
-            Some(2) => {}
+            Some(2) => proto = Some(Proto::Resp2),
+            Some(3) => proto = Some(Proto::Resp3),
             Some(_) => return Err("NOPROTO unsupported protocol version".into()),
             None => return Err("ERR Protocol version is not an integer or out of range".into()),
         }
@@ -434,7 +459,7 @@ pub fn parse_hello<'a>(
     if let Some(n) = name {
         check_name(n).map_err(String::from)?;
     }
-    Ok(Hello { auth, name })
+    Ok(Hello { proto, auth, name })
 }
 
 #[cfg(test)]
@@ -459,10 +484,17 @@ mod tests {
             .starts_with("NOAUTH HELLO"));
         assert!(parse_hello(&a, true, ok).is_ok());
         let a = args(&["HELLO", "3"]);
+        assert_eq!(parse_hello(&a, true, ok).unwrap().proto, Some(Proto::Resp3));
         assert_eq!(
-            parse_hello(&a, true, ok).unwrap_err(),
-            "NOPROTO unsupported protocol version"
+            parse_hello(&args(&["HELLO"]), true, ok).unwrap().proto,
+            None
         );
+        for v in ["1", "4"] {
+            assert_eq!(
+                parse_hello(&args(&["HELLO", v]), true, ok).unwrap_err(),
+                "NOPROTO unsupported protocol version"
+            );
+        }
         let a = args(&["HELLO", "2", "SETNAME", "a b"]);
         assert_eq!(parse_hello(&a, true, ok).unwrap_err(), BAD_NAME);
         let a = args(&["HELLO", "2", "BOGUS"]);

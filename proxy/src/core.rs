@@ -19,8 +19,17 @@ use crate::sync::Event;
 /// The slot table as one core uses it: the shared table plus this core's backend handles.
 pub struct CoreTable {
     pub table: Arc<SlotTable>,
-    /// `addr_index * ndb + db` → backend, filled lazily.
+    /// `(addr_index * ndb + db) * 2 + resp3` → backend, filled lazily.
     conns: RefCell<Vec<Option<Rc<Backend>>>>,
+}
+
+/// The kind of backend connection a request travels on: the session's database, and whether
+/// the session speaks RESP3. A RESP3 session's requests go on connections that said `HELLO 3`,
+/// so replies pass through in the protocol the client asked for, never converted here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Channel {
+    pub db: u32,
+    pub resp3: bool,
 }
 
 /// One executor's proxy state.
@@ -32,7 +41,7 @@ pub struct Core {
     /// Latencies recorded here, merged into `stats.latency` every second.
     pub latency: RefCell<Histogram<u64>>,
     table: RefCell<Option<Rc<CoreTable>>>,
-    pool: RefCell<HashMap<(String, u32), Rc<Backend>>>,
+    pool: RefCell<HashMap<(String, Channel), Rc<Backend>>>,
     /// Notified whenever a new table is applied (locked slots may have opened).
     pub table_changed: Event,
     /// Scripts this core's sessions sent, for EVALSHA on any group (`scripts`).
@@ -61,19 +70,19 @@ impl Core {
         self.table.borrow().clone()
     }
 
-    /// The backend for address index `addr` of `t`, database `db`.
-    pub fn backend(&self, t: &CoreTable, addr: u32, db: u32) -> Rc<Backend> {
+    /// The backend for address index `addr` of `t`, channel `ch` (database and protocol).
+    pub fn backend(&self, t: &CoreTable, addr: u32, ch: Channel) -> Rc<Backend> {
         let ndb = self.cfg.backend_number_databases as usize;
-        let i = addr as usize * ndb + db as usize;
+        let i = (addr as usize * ndb + ch.db as usize) * 2 + usize::from(ch.resp3);
         if let Some(Some(b)) = t.conns.borrow().get(i) {
             return b.clone();
         }
-        let key = (t.table.addr(addr).to_string(), db);
+        let key = (t.table.addr(addr).to_string(), ch);
         let b = self
             .pool
             .borrow_mut()
             .entry(key)
-            .or_insert_with(|| Backend::new(t.table.addr(addr), db, self.cfg.clone()))
+            .or_insert_with(|| Backend::new(t.table.addr(addr), ch, self.cfg.clone()))
             .clone();
         let mut conns = t.conns.borrow_mut();
         if conns.len() <= i {
@@ -84,9 +93,9 @@ impl Core {
     }
 
     /// A backend by address text (SLOTSINFO addr), if the table knows that address.
-    pub fn backend_by_addr(&self, t: &CoreTable, addr: &str, db: u32) -> Option<Rc<Backend>> {
+    pub fn backend_by_addr(&self, t: &CoreTable, addr: &str, ch: Channel) -> Option<Rc<Backend>> {
         let i = t.table.addrs.iter().position(|a| a == addr)?;
-        Some(self.backend(t, i as u32, db))
+        Some(self.backend(t, i as u32, ch))
     }
 
     /// Installs `table`, then waits until every request sent before the switch to a server that

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
-use resp::encode;
+use resp::encode::{self, Proto};
 
 use crate::core::Core;
 
@@ -20,7 +20,8 @@ pub fn wants_keyspace(args: &[Bytes]) -> bool {
 
 /// `INFO [section…]`: the proxy's own sections (server, clients, memory, stats, proxy), Redis-style, then
 /// `keyspace` (the sum over every group master, gathered by the caller with [`keyspace`]).
-pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, out: &mut BytesMut) {
+/// A verbatim string in RESP3, as Redis's.
+pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, proto: Proto, out: &mut BytesMut) {
     let sh = &core.shared;
     let cfg = &core.cfg;
     let want: Vec<String> = args[1..]
@@ -107,7 +108,7 @@ pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, out: &mut Bytes
     if text.ends_with("\r\n\r\n") {
         text.truncate(text.len() - 2);
     }
-    encode::bulk(out, text.as_bytes());
+    encode::verbatim(out, text.as_bytes(), proto);
 }
 
 /// Resident memory of this process, from `/proc/self/statm` (0 if unreadable).
@@ -269,10 +270,11 @@ async fn info_keyspace(addr: &str, auth: &str) -> std::io::Result<String> {
     }
 }
 
-/// The reply to `HELLO [2 [AUTH user pass] [SETNAME name]]` (RESP2 only; parsed by
-/// `clients::parse_hello`): it describes the proxy, `id` is the client's.
-pub fn hello(id: u64, out: &mut BytesMut) {
-    encode::array(out, 14);
+/// The reply to `HELLO [2|3 [AUTH user pass] [SETNAME name]]` (parsed by
+/// `clients::parse_hello`), in the protocol it switched to: it describes the proxy, `id` is the
+/// client's.
+pub fn hello(id: u64, proto: Proto, out: &mut BytesMut) {
+    encode::map(out, 7, proto);
     for (k, v) in [
         ("server", "codis-proxy"),
         ("version", env!("CARGO_PKG_VERSION")),
@@ -281,7 +283,7 @@ pub fn hello(id: u64, out: &mut BytesMut) {
         encode::bulk(out, v.as_bytes());
     }
     encode::bulk(out, b"proto");
-    encode::int(out, 2);
+    encode::int(out, if proto == Proto::Resp3 { 3 } else { 2 });
     encode::bulk(out, b"id");
     encode::int(out, id as i64);
     encode::bulk(out, b"mode");

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use resp::encode;
 
 use crate::commands::SplitKind;
-use crate::core::{Core, CoreTable};
+use crate::core::{Channel, Core, CoreTable};
 use crate::router::{self, SLOT_OFFLINE};
 use crate::sync::Batch;
 
@@ -44,7 +44,7 @@ struct Group {
 pub fn split(
     core: &Rc<Core>,
     t: &CoreTable,
-    db: u32,
+    db: Channel,
     kind: SplitKind,
     args: &[Bytes],
     batch: &Rc<Batch>,
@@ -114,7 +114,7 @@ pub fn split(
 pub fn to_every_master(
     core: &Rc<Core>,
     t: &CoreTable,
-    db: u32,
+    db: Channel,
     kind: SplitKind,
     args: &[Bytes],
     known: &[bool],

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::backend::{encode_args, Backend, Waiter};
 use crate::config::MigrationMethod;
-use crate::core::{Core, CoreTable};
+use crate::core::{Channel, Core, CoreTable};
 use crate::sync::Batch;
 
 /// Error for a slot without a group.
@@ -32,12 +32,12 @@ pub enum Target {
     Offline,
 }
 
-/// Chooses the target of a request for `slot` in `db`.
+/// Chooses the target of a request for `slot` on channel `db` (database and protocol).
 pub fn target(
     core: &Core,
     t: &CoreTable,
     slot: u16,
-    db: u32,
+    db: Channel,
     key: &[u8],
     replica_ok: bool,
 ) -> Target {

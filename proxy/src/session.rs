@@ -13,11 +13,12 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use resp::{encode, Args, RequestParser};
+use resp::encode::{self, Proto};
+use resp::{Args, RequestParser};
 
 use crate::clients::{self, ClientEntry};
 use crate::commands::{self, Cmd, FunctionRoute, Kind, SplitKind};
-use crate::core::{Core, CoreTable};
+use crate::core::{Channel, Core, CoreTable};
 use crate::local;
 use crate::multikey::{self, Merge, SplitBufs};
 use crate::router::{self, Target};
@@ -48,7 +49,8 @@ struct Session {
     core: Rc<Core>,
     /// This client in the proxy's registry (`CLIENT LIST`).
     me: Arc<ClientEntry>,
-    db: u32,
+    /// The database and protocol: which backend connections carry the requests.
+    ch: Channel,
     authed: bool,
     quit: bool,
     /// A refused or failed request asks to close (`session_break_on_failure`).
@@ -99,7 +101,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
         me: registered.entry.clone(),
         peer,
         core,
-        db: 0,
+        ch: Channel::default(),
         authed: cfg.session_auth.is_empty(),
         quit: false,
         broken: false,
@@ -279,10 +281,10 @@ impl Session {
                 let n = self.core.cfg.backend_number_databases;
                 match resp::parse_i64(&args[1]) {
                     Some(db) if (0..n as i64).contains(&db) => {
-                        self.db = db as u32;
+                        self.ch.db = db as u32;
                         self.me
                             .db
-                            .store(self.db, std::sync::atomic::Ordering::Relaxed);
+                            .store(self.ch.db, std::sync::atomic::Ordering::Relaxed);
                         self.reply_local(ci, encode::ok);
                     }
                     _ => self.error(ci, &format!("ERR invalid DB index, only accept DB [0,{n})")),
@@ -301,7 +303,8 @@ impl Session {
                 } else {
                     None
                 };
-                self.reply_local(ci, |b| local::info(&core, args, ks.as_deref(), b));
+                let proto = self.me.proto();
+                self.reply_local(ci, |b| local::info(&core, args, ks.as_deref(), proto, b));
             }
             Kind::Hello => {
                 let want = self.core.cfg.session_auth.clone();
@@ -314,8 +317,12 @@ impl Session {
                         if let Some(n) = h.name {
                             self.me.set_name(n);
                         }
-                        let id = self.me.id;
-                        self.reply_local(ci, |b| local::hello(id, b));
+                        if let Some(p) = h.proto {
+                            self.me.set_proto(p);
+                            self.ch.resp3 = p == Proto::Resp3;
+                        }
+                        let (id, proto) = (self.me.id, self.me.proto());
+                        self.reply_local(ci, |b| local::hello(id, proto, b));
                     }
                     Err(e) => self.error(ci, &e),
                 }
@@ -513,7 +520,7 @@ impl Session {
                 return self
                     .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
             };
-            let b = self.core.backend(&t, owner, self.db).for_slot(slot as u16);
+            let b = self.core.backend(&t, owner, self.ch).for_slot(slot as u16);
             if b.is_full() {
                 drop(t);
                 b.space.wait().await;
@@ -567,7 +574,7 @@ impl Session {
         args: &Args,
         known: &[bool],
     ) {
-        let (core, db) = (self.core.clone(), self.db);
+        let (core, db) = (self.core.clone(), self.ch);
         let (batch, split) = (&self.batch, &mut self.split);
         match multikey::to_every_master(&core, t, db, kind, args, known, batch, split) {
             Some(m) => self.items.push((Item::Merge(m), ci)),
@@ -601,7 +608,7 @@ impl Session {
             .and_then(|s| s.backend);
         match master {
             Some(addr) => {
-                let b = self.core.backend(&t, addr, self.db);
+                let b = self.core.backend(&t, addr, self.ch);
                 let idx = self.remote(ci);
                 router::send(&self.core, Target::Direct(b), &[], args, &self.batch, idx);
             }
@@ -629,7 +636,7 @@ impl Session {
                     .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
             };
             let (addr, step) = scan::target(cur, owner, route.migrate_from);
-            let b = self.core.backend(&t, addr, self.db).for_slot(cur.slot);
+            let b = self.core.backend(&t, addr, self.ch).for_slot(cur.slot);
             if b.is_full() {
                 drop(t);
                 b.space.wait().await;
@@ -684,7 +691,7 @@ impl Session {
             return;
         };
         let addr = String::from_utf8_lossy(&args[1]).into_owned();
-        match self.core.backend_by_addr(&t, &addr, self.db) {
+        match self.core.backend_by_addr(&t, &addr, self.ch) {
             Some(b) => {
                 let idx = self.remote(ci);
                 router::send(
@@ -725,7 +732,7 @@ impl Session {
                 self.error(cmd.index, NOT_ONLINE);
                 return;
             };
-            let target = router::target(&self.core, &t, slot, self.db, key, replica_ok);
+            let target = router::target(&self.core, &t, slot, self.ch, key, replica_ok);
             if let Target::Direct(b) = &target {
                 if b.is_full() {
                     let b = b.clone();
@@ -773,7 +780,7 @@ impl Session {
         match multikey::split(
             &self.core,
             &t,
-            self.db,
+            self.ch,
             kind,
             args,
             &self.batch,

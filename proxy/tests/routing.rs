@@ -286,6 +286,158 @@ impl Raw {
     }
 }
 
+/// A connection that reads whole replies (RESP2 or RESP3), one per request.
+struct Frames {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Frames {
+    fn open(port: u16) -> Frames {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Frames { s, buf: Vec::new() }
+    }
+
+    /// Sends `args` as a multibulk request and returns its reply's bytes.
+    fn ask(&mut self, args: &[&str]) -> String {
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        self.s.write_all(req.as_bytes()).unwrap();
+        loop {
+            if let Some(n) = resp::frame::frame_len(&self.buf).unwrap() {
+                let r = String::from_utf8_lossy(&self.buf[..n]).into_owned();
+                self.buf.drain(..n);
+                return r;
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.s.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed after {args:?}");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// `HELLO 3` through the proxy: replies come in RESP3 (maps, sets, doubles, nulls), exactly as
+/// a redis-server answers the same commands, while a RESP2 client of the same proxy keeps
+/// getting RESP2 for the same keys; `HELLO 2` switches back.
+#[test]
+fn resp3_sessions_get_resp3_replies() {
+    let c = Cluster::start("");
+    // Keys on both groups, so MGET and DEL split.
+    let k1 = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| Cluster::group_of(k) == 1)
+        .unwrap();
+    let k2 = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| Cluster::group_of(k) == 2)
+        .unwrap();
+    let script: Vec<Vec<&str>> = vec![
+        vec!["SET", &k1, "v1"],
+        vec!["GET", &k1],
+        vec!["GET", "missing"],
+        vec!["MGET", &k1, "missing", &k2],
+        vec!["SET", &k2, "v2"],
+        vec!["MGET", &k2, &k1, "missing"],
+        vec!["HSET", "h", "f", "1", "g", "2"],
+        vec!["HGETALL", "h"],
+        vec!["HRANDFIELD", "h", "-1"],
+        vec!["HGET", "h", "nope"],
+        vec!["SADD", "s", "a"],
+        vec!["SMEMBERS", "s"],
+        vec!["ZADD", "z", "1.5", "m", "2", "n"],
+        vec!["ZSCORE", "z", "m"],
+        vec!["ZRANGE", "z", "0", "-1", "WITHSCORES"],
+        vec!["ZINCRBY", "z", "1", "m"],
+        vec!["ZPOPMIN", "z"],
+        vec!["INCRBYFLOAT", "f", "1.5"],
+        vec!["LPOS", "nolist", "x"],
+        vec!["EXISTS", &k1, &k2, "missing"],
+        vec!["DEL", &k1, &k2],
+        vec!["EVAL", "return redis.call('hgetall', KEYS[1])", "1", "h"],
+        vec![
+            "EVAL",
+            "redis.setresp(3); return redis.call('hgetall', KEYS[1])",
+            "1",
+            "h",
+        ],
+        vec!["EVAL", "return {double=3.5}", "1", "h"],
+        vec!["EVAL", "return nil", "1", "h"],
+        vec!["MULTI"],
+        vec!["HGETALL", "h"],
+        vec!["HINCRBYFLOAT", "h", "f", "0.5"],
+        vec!["EXEC"],
+        vec!["CONFIG", "GET", "databases"],
+        vec!["PING"],
+        vec!["HGETALL", "nohash"],
+    ];
+    let mut p = Frames::open(c.port);
+    let hello = p.ask(&["HELLO", "3"]);
+    assert!(
+        hello.starts_with("%7\r\n$6\r\nserver\r\n$11\r\ncodis-proxy\r\n")
+            && hello.contains("$5\r\nproto\r\n:3\r\n"),
+        "{hello}"
+    );
+    let replies: Vec<String> = script.iter().map(|a| p.ask(a)).collect();
+    // Shapes that only RESP3 has, whether or not redis-server is here to compare with.
+    assert_eq!(replies[2], "_\r\n");
+    assert_eq!(replies[5], "*3\r\n$2\r\nv2\r\n$2\r\nv1\r\n_\r\n");
+    assert_eq!(
+        replies[7],
+        "%2\r\n$1\r\nf\r\n$1\r\n1\r\n$1\r\ng\r\n$1\r\n2\r\n"
+    );
+    assert_eq!(replies[11], "~1\r\n$1\r\na\r\n");
+    assert_eq!(replies[13], ",1.5\r\n");
+    if let Some((r, _dir)) = testkit::redis_server(&[]) {
+        let mut d = Frames::open(r.port);
+        d.ask(&["HELLO", "3"]);
+        for (a, got) in script.iter().zip(&replies) {
+            let want = d.ask(a);
+            if a[0] == "HRANDFIELD" {
+                // Random order: the same pairs.
+                assert_eq!(got.len(), want.len(), "{a:?}");
+                continue;
+            }
+            assert_eq!(got, &want, "{a:?} through the proxy vs redis-server");
+        }
+    }
+    // A RESP2 client of the same proxy, at the same time: its own protocol.
+    let mut p2 = Frames::open(c.port);
+    assert_eq!(
+        p2.ask(&["HGETALL", "h"]),
+        "*4\r\n$1\r\nf\r\n$3\r\n1.5\r\n$1\r\ng\r\n$1\r\n2\r\n"
+    );
+    assert_eq!(p2.ask(&["ZSCORE", "z", "m"]), "$3\r\n2.5\r\n");
+    assert_eq!(p.ask(&["ZSCORE", "z", "m"]), ",2.5\r\n");
+    assert_eq!(p2.ask(&["GET", "missing"]), "$-1\r\n");
+    // What the proxy answers itself follows the session's protocol too.
+    assert_eq!(p.ask(&["CLIENT", "GETNAME"]), "_\r\n");
+    let info = p.ask(&["CLIENT", "INFO"]);
+    assert!(
+        info.starts_with('=') && info.contains("txt:id=") && info.contains(" resp=3 "),
+        "{info}"
+    );
+    let info = p2.ask(&["CLIENT", "INFO"]);
+    assert!(info.starts_with('$') && info.contains(" resp=2 "), "{info}");
+    let info = p.ask(&["INFO", "server"]);
+    assert!(
+        info.starts_with('=') && info.contains("txt:# Server\r\n"),
+        "{info}"
+    );
+    assert_eq!(p.ask(&["SELECT", "3"]), "+OK\r\n");
+    assert_eq!(p.ask(&["HSET", "h3", "a", "b"]), ":1\r\n");
+    assert_eq!(p.ask(&["HGETALL", "h3"]), "%1\r\n$1\r\na\r\n$1\r\nb\r\n");
+    assert_eq!(p2.ask(&["HGETALL", "h3"]), "*0\r\n");
+    // HELLO 2: back to RESP2 on the same connection.
+    let hello = p.ask(&["HELLO", "2"]);
+    assert!(hello.starts_with("*14\r\n"), "{hello}");
+    assert_eq!(p.ask(&["HGETALL", "h3"]), "*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+    assert_eq!(p.ask(&["CLIENT", "GETNAME"]), "$-1\r\n");
+}
+
 #[test]
 fn client_hello_and_config_get_are_answered() {
     // session_break_on_failure: a refused command closes the connection, so CLIENT SETNAME and
@@ -301,9 +453,10 @@ fn client_hello_and_config_get_are_answered() {
     );
     assert_eq!(a.ask("GET k\r\n"), "-NOAUTH Authentication required.\r\n");
     assert_eq!(
-        a.ask("HELLO 3 AUTH default sekret\r\n"),
+        a.ask("HELLO 4 AUTH default sekret\r\n"),
         "-NOPROTO unsupported protocol version\r\n"
     );
+    assert_eq!(a.ask("GET k\r\n"), "-NOAUTH Authentication required.\r\n");
     let hello = a.ask("HELLO 2 AUTH default sekret SETNAME app-1\r\n");
     assert!(
         hello.starts_with("*14\r\n$6\r\nserver\r\n$11\r\ncodis-proxy\r\n"),
