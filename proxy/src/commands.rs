@@ -41,6 +41,11 @@ pub enum Kind {
     Discard,
     Unwatch,
     SlotsMapping,
+    /// `SUBSCRIBE`, `PSUBSCRIBE`, `UNSUBSCRIBE`, `PUNSUBSCRIBE`: a connection of the session's
+    /// own to the pub/sub home (`pubsub`).
+    Subscribe,
+    /// `PUBLISH`, `PUBSUB …`: to the pub/sub home on the shared connections.
+    Publish,
     /// Refused with `ERR handle request, command 'X' is not allowed`.
     Blocked,
     /// Split per backend and merged.
@@ -101,10 +106,7 @@ const BLOCKED: &[&str] = &[
     "msetnx",
     "object",
     "post",
-    "psubscribe",
     "psync",
-    "publish",
-    "punsubscribe",
     "randomkey",
     "readonly",
     "readwrite",
@@ -118,17 +120,14 @@ const BLOCKED: &[&str] = &[
     "slaveof",
     "replicaof",
     "slowlog",
-    "subscribe",
     "sync",
     "time",
-    "unsubscribe",
     "wait",
     "watch",
     "swapdb",
     "reset",
     "copy",
     "memory",
-    "pubsub",
     "slotscheck",
     "slotsdel",
     "slotsmgrtone",
@@ -148,6 +147,10 @@ const BLOCKED: &[&str] = &[
     "slotsrestore-async-ack",
     "slotsrestore-async-select",
     "slotsmove",
+    // Sharded pub/sub is not offered; forwarded (unknown commands go by argv[1]) it would put a
+    // shared backend connection in subscribed mode.
+    "ssubscribe",
+    "sunsubscribe",
 ];
 
 /// Reads that must go to the master even when replica reads are on.
@@ -178,6 +181,8 @@ fn classify(spec: &CommandSpec) -> Kind {
         "mget" => return Kind::Split(SplitKind::Mget),
         "mset" => return Kind::Split(SplitKind::Mset),
         "del" | "exists" | "touch" | "unlink" => return Kind::Split(SplitKind::Sum),
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => return Kind::Subscribe,
+        "publish" | "pubsub" => return Kind::Publish,
         _ => {}
     }
     if BLOCKED.contains(&n) || spec.has(BLOCKING) || spec.has(PUBSUB) || spec.has(TX) {
@@ -349,6 +354,9 @@ mod tests {
         assert_eq!(lookup(b"blpop").kind, Kind::Blocked);
         assert_eq!(lookup(b"POST").kind, Kind::Blocked);
         assert_eq!(lookup(b"host:").kind, Kind::Blocked);
+        assert_eq!(lookup(b"PSUBSCRIBE").kind, Kind::Subscribe);
+        assert_eq!(lookup(b"pubsub").kind, Kind::Publish);
+        assert_eq!(lookup(b"SSUBSCRIBE").kind, Kind::Blocked);
         assert_eq!(lookup(b"mget").kind, Kind::Split(SplitKind::Mget));
         assert_eq!(lookup(b"script").kind, Kind::Script);
         assert_eq!(lookup(b"FUNCTION").kind, Kind::Function);

@@ -27,6 +27,7 @@
 //! - [`admin`]: admin HTTP (JSON overview, Codis admin API, Prometheus `/metrics`).
 //! - [`identity`]: token, xauth, the Codis `Proxy` model.
 //! - [`scripts`]: scripts seen by a core, so EVALSHA runs on any group.
+//! - [`pubsub`]: pub/sub on one home server; a subscribed session's own connection to it.
 
 pub mod admin;
 pub mod backend;
@@ -38,6 +39,7 @@ pub mod core;
 pub mod identity;
 pub mod local;
 pub mod multikey;
+pub mod pubsub;
 pub mod router;
 pub mod runtime;
 pub mod scan;

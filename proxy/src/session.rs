@@ -21,6 +21,7 @@ use crate::commands::{self, Cmd, FunctionRoute, Kind, SplitKind};
 use crate::core::{Channel, Core, CoreTable};
 use crate::local;
 use crate::multikey::{self, Merge, SplitBufs};
+use crate::pubsub;
 use crate::router::{self, Target};
 use crate::scan;
 use crate::sync::Batch;
@@ -63,6 +64,9 @@ struct Session {
     reqs: Vec<Args>,
     /// Between MULTI and EXEC/DISCARD.
     multi: Option<Multi>,
+    /// A `SUBSCRIBE` / `PSUBSCRIBE` that ends the batch: the session enters subscribed mode
+    /// once the replies before it are written (`pubsub`).
+    subscribe: Option<Args>,
 }
 
 /// A transaction being queued: its commands, the one slot their keys hash to (None: no key
@@ -111,6 +115,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
         split: SplitBufs::default(),
         reqs: Vec::new(),
         multi: None,
+        subscribe: None,
     };
     let mut parser = RequestParser::new(cfg.session_max_bulk);
     parser.set_authenticated(s.authed);
@@ -124,11 +129,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
     let mut received: Option<Instant> = None;
     loop {
         let mut proto_err = None;
-        if Rc::get_mut(&mut s.batch).is_none() {
-            s.batch = Rc::new(Batch::default());
-        }
-        s.batch.reset(0);
-        while s.items.len() < cfg.session_max_pipeline && !s.quit {
+        s.fresh_batch();
+        while s.items.len() < cfg.session_max_pipeline && !s.quit && s.subscribe.is_none() {
             match parser.parse(&mut rbuf) {
                 Ok(Some(args)) => {
                     s.handle(&args).await;
@@ -142,7 +144,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
                 }
             }
         }
-        if s.items.is_empty() && proto_err.is_none() && !s.quit {
+        if s.items.is_empty() && proto_err.is_none() && !s.quit && s.subscribe.is_none() {
             if rbuf.len() > cfg.session_max_bufsize {
                 tracing::warn!(client = %s.peer, "closing client that reached the max query buffer length");
                 break;
@@ -171,7 +173,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
             tracing::debug!(client = %s.peer, "protocol error: {e}");
             encode::error(&mut out, &e.to_string());
         }
-        if stream.write_all(&out).await.is_err() {
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
             break;
         }
         out.clear();
@@ -180,6 +182,15 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
         }
         if proto_err.is_some() || s.quit || s.broken {
             break;
+        }
+        if let Some(first) = s.subscribe.take() {
+            if !s
+                .subscribed(&mut stream, &mut rbuf, &mut parser, first)
+                .await
+            {
+                break;
+            }
+            received = None;
         }
         if rbuf.capacity() > 4 << 20 && rbuf.len() < 16 * 1024 {
             let rest = rbuf.split();
@@ -190,6 +201,14 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
 }
 
 impl Session {
+    /// An empty batch for the next requests (a new one if a task still holds the last).
+    fn fresh_batch(&mut self) {
+        if Rc::get_mut(&mut self.batch).is_none() {
+            self.batch = Rc::new(Batch::default());
+        }
+        self.batch.reset(0);
+    }
+
     fn reply_local(&mut self, cmd: usize, f: impl FnOnce(&mut BytesMut)) {
         let start = self.local.len();
         f(&mut self.local);
@@ -400,6 +419,18 @@ impl Session {
                 },
                 FunctionRoute::One => self.send_to_one_master(ci, args),
             },
+            Kind::Subscribe => match pubsub::Sub::of(&args[0]) {
+                Some(pubsub::Sub::Subscribe | pubsub::Sub::Psubscribe) => {
+                    self.subscribe = Some(args.clone());
+                }
+                Some(sub) => {
+                    // Not subscribed: Redis confirms with a count of 0.
+                    let proto = self.me.proto();
+                    self.reply_local(ci, |b| pubsub::unsubscribed(sub, args, proto, b));
+                }
+                None => self.error(ci, "ERR unknown pub/sub command"),
+            },
+            Kind::Publish => self.send_to_home(ci, args),
             Kind::Blocked => {
                 let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
                 self.refuse(ci, &name);
@@ -613,6 +644,241 @@ impl Session {
                 router::send(&self.core, Target::Direct(b), &[], args, &self.batch, idx);
             }
             None => self.reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes())),
+        }
+    }
+
+    /// `PUBLISH`, `PUBSUB …`: to the pub/sub home (`pubsub`) on the shared connection.
+    fn send_to_home(&mut self, ci: usize, args: &Args) {
+        let Some(t) = self.core.table() else {
+            self.error(ci, NOT_ONLINE);
+            return;
+        };
+        match t.table.pubsub_home {
+            Some(home) => {
+                let b = self.core.backend(&t, home, self.ch);
+                let idx = self.remote(ci);
+                router::send(&self.core, Target::Direct(b), &[], args, &self.batch, idx);
+            }
+            None => self.reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes())),
+        }
+    }
+
+    /// The pub/sub home's address in the current table.
+    fn home_addr(&self) -> Option<String> {
+        let t = self.core.table()?;
+        let h = t.table.pubsub_home?;
+        Some(t.table.addr(h).to_string())
+    }
+
+    /// Subscribed mode (`pubsub`), entered with the `SUBSCRIBE` or `PSUBSCRIBE` `first`: the
+    /// session's own connection to the pub/sub home carries its subscriptions, messages go to
+    /// the client as they come, replies in request order. Returns whether the session goes on
+    /// in normal mode (its last subscription ended, or the home could not be reached: the
+    /// client got the error) or closes.
+    async fn subscribed(
+        &mut self,
+        stream: &mut TcpStream,
+        rbuf: &mut BytesMut,
+        parser: &mut RequestParser,
+        first: Args,
+    ) -> bool {
+        use pubsub::Sub;
+        let resp3 = self.ch.resp3;
+        let auth = self.core.cfg.product_auth.clone();
+        let dialed = match self.home_addr() {
+            Some(a) => pubsub::dial(&a, &auth, resp3).await.map(|s| (a, s)),
+            None => Err("no group owns slots".to_string()),
+        };
+        let (mut home_addr, mut home) = match dialed {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(client = %self.peer, "pub/sub home unreachable: {e}");
+                let mut out = BytesMut::new();
+                encode::error(&mut out, &format!("ERR handle request, pub/sub: {e}"));
+                return stream.write_all(&out).await.is_ok();
+            }
+        };
+        let mut sub = pubsub::Subscriber::default();
+        let mut to_home = BytesMut::new();
+        if let Some(k) = Sub::of(&first[0]) {
+            encode_request(&mut to_home, &first);
+            sub.sent(k, &first);
+        }
+        let mut out = BytesMut::new();
+        let mut hbuf = BytesMut::with_capacity(16 * 1024);
+        let mut cchunk = vec![0u8; 16 * 1024];
+        let mut hchunk = vec![0u8; 16 * 1024];
+        let mut closing = false;
+        let core = self.core.clone();
+        enum Ev {
+            Client(std::io::Result<usize>),
+            Home(std::io::Result<usize>),
+            Table,
+        }
+        loop {
+            if !to_home.is_empty() {
+                if let Err(e) = home.write_all(&to_home).await {
+                    tracing::warn!(client = %self.peer, "pub/sub home {home_addr}: {e}");
+                    return false;
+                }
+                to_home.clear();
+            }
+            if !out.is_empty() {
+                if stream.write_all(&out).await.is_err() {
+                    return false;
+                }
+                out.clear();
+            }
+            if closing && !sub.busy() {
+                return false;
+            }
+            if sub.done() {
+                return true;
+            }
+            let table_changed = core.table_changed.wait();
+            // The topology moved the home: once nothing is owed, subscribe there again.
+            if !sub.busy() {
+                if let Some(a) = self.home_addr().filter(|a| *a != home_addr) {
+                    match pubsub::dial(&a, &auth, resp3).await {
+                        Ok(s) => {
+                            tracing::info!(client = %self.peer, from = %home_addr, to = %a, "pub/sub home moved: subscribing again");
+                            home = s;
+                            home_addr = a;
+                            hbuf.clear();
+                            for r in sub.resubscribe() {
+                                encode_request(&mut to_home, &r);
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(client = %self.peer, "new pub/sub home unreachable: {e}");
+                            return false;
+                        }
+                    }
+                }
+            }
+            let ev = futures_lite::future::or(
+                futures_lite::future::or(
+                    async { Ev::Client(stream.read(&mut cchunk).await) },
+                    async { Ev::Home(home.read(&mut hchunk).await) },
+                ),
+                async {
+                    table_changed.await;
+                    Ev::Table
+                },
+            )
+            .await;
+            match ev {
+                Ev::Client(Ok(0) | Err(_)) => return false,
+                Ev::Client(Ok(n)) => {
+                    rbuf.extend_from_slice(&cchunk[..n]);
+                    while !closing {
+                        let args = match parser.parse(rbuf) {
+                            Ok(Some(a)) => a,
+                            Ok(None) => break,
+                            Err(e) => {
+                                let mut r = BytesMut::new();
+                                encode::error(&mut r, &e.to_string());
+                                sub.owe_local(r.freeze());
+                                closing = true;
+                                break;
+                            }
+                        };
+                        self.while_subscribed(&args, &mut sub, &mut to_home, &mut closing)
+                            .await;
+                    }
+                    sub.flush_local(&mut out);
+                }
+                Ev::Home(Ok(0)) => {
+                    tracing::warn!(client = %self.peer, "pub/sub home {home_addr} closed the connection");
+                    return false;
+                }
+                Ev::Home(Err(e)) => {
+                    tracing::warn!(client = %self.peer, "pub/sub home {home_addr}: {e}");
+                    return false;
+                }
+                Ev::Home(Ok(n)) => {
+                    hbuf.extend_from_slice(&hchunk[..n]);
+                    loop {
+                        match resp::frame::frame_len(&hbuf) {
+                            Ok(Some(len)) => {
+                                let f = hbuf.split_to(len);
+                                if let Err(e) = sub.from_home(&f, &mut out) {
+                                    tracing::warn!(client = %self.peer, "{e}");
+                                    return false;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(client = %self.peer, "pub/sub home {home_addr}: bad reply: {e}");
+                                return false;
+                            }
+                        }
+                    }
+                }
+                Ev::Table => {}
+            }
+        }
+    }
+
+    /// One request of a subscribed client: pub/sub commands and PING go to the home, QUIT ends
+    /// the session, and anything else is refused (RESP2, as Redis) or, for a RESP3 client, runs
+    /// as usual unless it would change the session's mode.
+    async fn while_subscribed(
+        &mut self,
+        args: &Args,
+        sub: &mut pubsub::Subscriber,
+        to_home: &mut BytesMut,
+        closing: &mut bool,
+    ) {
+        let cmd = commands::lookup(&args[0]);
+        self.me.command(cmd.index);
+        let local = |f: &dyn Fn(&mut BytesMut)| {
+            let mut r = BytesMut::new();
+            f(&mut r);
+            r.freeze()
+        };
+        if let Some(spec) = cmd.spec {
+            if !spec.arity_ok(args.len()) {
+                let text = format!("ERR wrong number of arguments for '{}' command", spec.name);
+                sub.owe_local(local(&|b| encode::error(b, &text)));
+                return;
+            }
+        }
+        if let Some(k) = pubsub::Sub::of(&args[0]) {
+            encode_request(to_home, args);
+            sub.sent(k, args);
+            return;
+        }
+        match cmd.kind {
+            Kind::Ping => {
+                encode_request(to_home, args);
+                sub.owe_home(1);
+            }
+            Kind::Quit => {
+                sub.owe_local(Bytes::from_static(b"+OK\r\n"));
+                *closing = true;
+            }
+            _ if !self.ch.resp3 => {
+                let text = pubsub::not_allowed(&args[0]);
+                sub.owe_local(local(&|b| encode::error(b, &text)));
+            }
+            Kind::Hello | Kind::Multi | Kind::Exec | Kind::Discard => {
+                let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+                let text =
+                    format!("ERR {name} is not allowed while subscribed through codis-proxy");
+                sub.owe_local(local(&|b| encode::error(b, &text)));
+            }
+            _ => {
+                // RESP3: an ordinary command, routed and answered as in normal mode.
+                self.fresh_batch();
+                let t0 = Instant::now();
+                self.handle(args).await;
+                self.batch.done().await;
+                let mut r = BytesMut::new();
+                self.write_replies(&mut r, t0.elapsed().as_micros() as u64);
+                sub.owe_local(r.freeze());
+            }
         }
     }
 
@@ -848,6 +1114,11 @@ impl Session {
             self.local = BytesMut::with_capacity(4096);
         }
     }
+}
+
+/// Appends `args` as a multibulk request.
+fn encode_request(buf: &mut BytesMut, args: &[Bytes]) {
+    crate::backend::encode_args(buf, args.iter().map(|a| &a[..]));
 }
 
 /// `NAME arg1 arg2 …` for the slow log (at most 4 arguments, 32 bytes each).

@@ -33,6 +33,9 @@ pub struct SlotTable {
     pub version: u64,
     pub addrs: Vec<String>,
     pub slots: Vec<SlotRoute>,
+    /// Where every pub/sub channel lives (`pubsub`): the master of the lowest-numbered group
+    /// that owns slots.
+    pub pubsub_home: Option<u32>,
 }
 
 impl SlotTable {
@@ -106,6 +109,13 @@ impl SlotTable {
                 replicas,
             });
         }
+        let home = topo
+            .groups()
+            .keys()
+            .copied()
+            .filter(|&g| t.slots.iter().any(|s| s.group_id == g))
+            .find_map(|g| topo.master_of(g));
+        t.pubsub_home = home.map(|a| intern(&mut t, a));
         t
     }
 

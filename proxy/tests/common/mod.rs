@@ -292,3 +292,47 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A connection that reads whole replies (RESP2 or RESP3), one per request.
+pub struct Frames {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Frames {
+    pub fn open(port: u16) -> Frames {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Frames { s, buf: Vec::new() }
+    }
+
+    /// Sends `args` as a multibulk request and returns its reply's bytes.
+    pub fn ask(&mut self, args: &[&str]) -> String {
+        self.send(args);
+        self.next()
+    }
+
+    /// Sends `args` as a multibulk request.
+    pub fn send(&mut self, args: &[&str]) {
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        self.s.write_all(req.as_bytes()).unwrap();
+    }
+
+    /// The next whole frame the server sends (a reply, or a pub/sub message).
+    pub fn next(&mut self) -> String {
+        loop {
+            if let Some(n) = resp::frame::frame_len(&self.buf).unwrap() {
+                let r = String::from_utf8_lossy(&self.buf[..n]).into_owned();
+                self.buf.drain(..n);
+                return r;
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.s.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
