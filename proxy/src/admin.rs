@@ -322,6 +322,13 @@ async fn metrics(State(ctl): Ctl) -> Response {
     );
     gauge(
         &mut o,
+        "sessions_subscribed",
+        "gauge",
+        "Client connections in subscribed mode (each with a connection to the pub/sub home).",
+        s.sessions_subscribed.to_string(),
+    );
+    gauge(
+        &mut o,
         "uptime_seconds",
         "gauge",
         "Seconds since start.",

@@ -7,6 +7,7 @@
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -301,9 +302,7 @@ impl Session {
                 match resp::parse_i64(&args[1]) {
                     Some(db) if (0..n as i64).contains(&db) => {
                         self.ch.db = db as u32;
-                        self.me
-                            .db
-                            .store(self.ch.db, std::sync::atomic::Ordering::Relaxed);
+                        self.me.db.store(self.ch.db, Relaxed);
                         self.reply_local(ci, encode::ok);
                     }
                     _ => self.error(ci, &format!("ERR invalid DB index, only accept DB [0,{n})")),
@@ -698,6 +697,9 @@ impl Session {
                 return stream.write_all(&out).await.is_ok();
             }
         };
+        let shared = self.core.shared.clone();
+        shared.sessions_subscribed.fetch_add(1, Relaxed);
+        let _count = Decrement(&shared.sessions_subscribed);
         let mut sub = pubsub::Subscriber::default();
         let mut to_home = BytesMut::new();
         if let Some(k) = Sub::of(&first[0]) {
@@ -1113,6 +1115,15 @@ impl Session {
         if self.local.capacity() > 1 << 20 {
             self.local = BytesMut::with_capacity(4096);
         }
+    }
+}
+
+/// Decrements a gauge when dropped.
+struct Decrement<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 

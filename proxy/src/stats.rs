@@ -149,6 +149,8 @@ pub struct Shared {
     pub cores: Vec<Arc<CoreStats>>,
     pub sessions_alive: AtomicUsize,
     pub sessions_total: AtomicU64,
+    /// Sessions in subscribed mode, each with its own connection to the pub/sub home.
+    pub sessions_subscribed: AtomicUsize,
     /// Every connected client (`CLIENT LIST`, `CLIENT KILL`).
     pub clients: crate::clients::Registry,
     pub slowlog: Mutex<SlowLog>,
@@ -187,6 +189,7 @@ impl Shared {
             cores: (0..n).map(|_| Arc::new(CoreStats::new())).collect(),
             sessions_alive: AtomicUsize::new(0),
             sessions_total: AtomicU64::new(0),
+            sessions_subscribed: AtomicUsize::new(0),
             clients: Default::default(),
             slowlog: Mutex::new(SlowLog::default()),
             online: AtomicBool::new(false),
@@ -295,6 +298,7 @@ impl Shared {
                 .unwrap_or(0),
             sessions_total: self.sessions_total.load(Relaxed),
             sessions_alive: self.sessions_alive.load(Relaxed) as u64,
+            sessions_subscribed: self.sessions_subscribed.load(Relaxed) as u64,
             latency_usecs: Latency {
                 count: h.len(),
                 p50: q(0.5),
@@ -351,6 +355,7 @@ pub struct StatsSnapshot {
     pub slot_lock_hold_usecs_max: u64,
     pub sessions_total: u64,
     pub sessions_alive: u64,
+    pub sessions_subscribed: u64,
     pub latency_usecs: Latency,
     pub cmds: Vec<CmdSnapshot>,
     pub uptime_secs: u64,

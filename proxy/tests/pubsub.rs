@@ -127,6 +127,14 @@ fn many_subscribers_and_quit() {
     }
     let mut p = Frames::open(c.port);
     assert_eq!(p.ask(&["PUBLISH", "fan", "out"]), ":5\r\n");
+    // Operators see them: /proxy/stats, /metrics and INFO clients.
+    assert_eq!(c.stats()["sessions_subscribed"], 5);
+    let (_, metrics) = c.http("GET", "/metrics");
+    assert!(
+        metrics.contains("codis_proxy_sessions_subscribed 5"),
+        "{metrics}"
+    );
+    assert!(p.ask(&["INFO", "clients"]).contains("pubsub_clients:5\r\n"));
     for s in &mut subs {
         assert_eq!(
             s.next(),
@@ -137,7 +145,7 @@ fn many_subscribers_and_quit() {
     let start = Instant::now();
     loop {
         let n = p.ask(&["PUBSUB", "NUMSUB", "fan"]);
-        if n == "*2\r\n$3\r\nfan\r\n:4\r\n" {
+        if n == "*2\r\n$3\r\nfan\r\n:4\r\n" && c.stats()["sessions_subscribed"] == 4 {
             break;
         }
         assert!(
