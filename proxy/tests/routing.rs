@@ -397,6 +397,11 @@ fn resp3_sessions_get_resp3_replies() {
     assert_eq!(p.ask(&["HSET", "h3", "a", "b"]), ":1\r\n");
     assert_eq!(p.ask(&["HGETALL", "h3"]), "%1\r\n$1\r\na\r\n$1\r\nb\r\n");
     assert_eq!(p2.ask(&["HGETALL", "h3"]), "*0\r\n");
+    // Replies the proxy merges from several groups: the same in RESP3.
+    let scan = p.ask(&["SCAN", "0", "COUNT", "1000"]);
+    assert!(scan.starts_with("*2\r\n$"), "{scan}");
+    assert_eq!(p.ask(&["DBSIZE"]), ":1\r\n");
+    assert_eq!(p.ask(&["SCRIPT", "EXISTS", "0000"]), "*1\r\n:0\r\n");
     // HELLO 2: back to RESP2 on the same connection.
     let hello = p.ask(&["HELLO", "2"]);
     assert!(hello.starts_with("*14\r\n"), "{hello}");
