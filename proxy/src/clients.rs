@@ -34,6 +34,8 @@ pub struct ClientEntry {
     pub db: AtomicU32,
     /// The protocol the client speaks (`HELLO 2|3`).
     resp: AtomicU8,
+    /// Channels and patterns subscribed to (`pubsub`).
+    subs: AtomicU64,
     killed: AtomicBool,
     names: Mutex<Names>,
 }
@@ -80,6 +82,7 @@ impl Registry {
             last_cmd: AtomicUsize::new(usize::MAX),
             db: AtomicU32::new(0),
             resp: AtomicU8::new(2),
+            subs: AtomicU64::new(0),
             killed: AtomicBool::new(false),
             names: Mutex::new(Names::default()),
         });
@@ -152,6 +155,14 @@ impl ClientEntry {
             .store(if p == Proto::Resp3 { 3 } else { 2 }, Relaxed);
     }
 
+    /// Notes how many channels and patterns the client is subscribed to.
+    pub fn set_subs(&self, channels: usize, patterns: usize) {
+        self.subs.store(
+            ((channels as u64) << 32) | (patterns as u64 & 0xffff_ffff),
+            Relaxed,
+        );
+    }
+
     pub fn killed(&self) -> bool {
         self.killed.load(Relaxed)
     }
@@ -173,6 +184,7 @@ impl ClientEntry {
     /// buffers are reported as 0: the proxy keeps no per-client output list.
     fn line(&self) -> String {
         let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
+        let subs = self.subs.load(Relaxed);
         let age = self.created.elapsed();
         let idle = age
             .as_millis()
@@ -182,7 +194,7 @@ impl ClientEntry {
             .get(self.last_cmd.load(Relaxed))
             .map_or("NULL", |c| c.name);
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -190,7 +202,10 @@ impl ClientEntry {
             names.name,
             age.as_secs(),
             idle,
+            if subs == 0 { "N" } else { "P" },
             self.db.load(Relaxed),
+            subs >> 32,
+            subs & 0xffff_ffff,
             cmd,
             self.resp.load(Relaxed),
             names.lib_name,

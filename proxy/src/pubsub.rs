@@ -122,6 +122,11 @@ impl Subscriber {
         self.owed.push_back(Owed::Local(reply));
     }
 
+    /// Channels and patterns subscribed to, as the home confirmed them.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.channels.len(), self.patterns.len())
+    }
+
     /// Whether a reply is still owed.
     pub fn busy(&self) -> bool {
         !self.owed.is_empty()

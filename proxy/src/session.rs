@@ -700,6 +700,8 @@ impl Session {
         let shared = self.core.shared.clone();
         shared.sessions_subscribed.fetch_add(1, Relaxed);
         let _count = Decrement(&shared.sessions_subscribed);
+        let me = self.me.clone();
+        let _subs = Unsubscribed(&me);
         let mut sub = pubsub::Subscriber::default();
         let mut to_home = BytesMut::new();
         if let Some(k) = Sub::of(&first[0]) {
@@ -809,6 +811,8 @@ impl Session {
                                     tracing::warn!(client = %self.peer, "{e}");
                                     return false;
                                 }
+                                let (c, p) = sub.counts();
+                                self.me.set_subs(c, p);
                             }
                             Ok(None) => break,
                             Err(e) => {
@@ -1124,6 +1128,15 @@ struct Decrement<'a>(&'a std::sync::atomic::AtomicUsize);
 impl Drop for Decrement<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Clears a client's subscription counts (`CLIENT LIST`) when dropped.
+struct Unsubscribed<'a>(&'a ClientEntry);
+
+impl Drop for Unsubscribed<'_> {
+    fn drop(&mut self) {
+        self.0.set_subs(0, 0);
     }
 }
 

@@ -135,6 +135,17 @@ fn many_subscribers_and_quit() {
         "{metrics}"
     );
     assert!(p.ask(&["INFO", "clients"]).contains("pubsub_clients:5\r\n"));
+    let list = p.ask(&["CLIENT", "LIST"]);
+    assert_eq!(
+        list.matches(" flags=P db=0 sub=1 psub=0 ").count(),
+        5,
+        "{list}"
+    );
+    assert_eq!(
+        list.matches(" flags=N db=0 sub=0 psub=0 ").count(),
+        1,
+        "{list}"
+    );
     for s in &mut subs {
         assert_eq!(
             s.next(),
