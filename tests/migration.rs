@@ -262,6 +262,44 @@ fn writer(url: String, t: usize, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> 
     seen
 }
 
+/// Optimistic increments (WATCH, GET, MULTI, SET, EXEC, retried when EXEC is null) of keys
+/// across the slots, migrating ones included: a key's value is always its last acknowledged
+/// increment, so a transaction that ran on a server its slot had left would show.
+fn watcher(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> Seen {
+    let mut con = connect(&url);
+    let mut seen = Seen::default();
+    let keys: Vec<String> = (0..16).map(|j| format!("wt:{j}")).collect();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let k = &keys[i % keys.len()];
+        i += 1;
+        let attempt = (|| -> redis::RedisResult<Option<i64>> {
+            redis::cmd("WATCH").arg(k).query::<()>(&mut con)?;
+            let v: Option<i64> = redis::cmd("GET").arg(k).query(&mut con)?;
+            let next = v.unwrap_or(0) + 1;
+            let done: Option<(String,)> = redis::pipe().atomic().set(k, next).query(&mut con)?;
+            Ok(done.map(|_| next))
+        })();
+        match attempt {
+            Ok(Some(v)) => {
+                let prev = seen.acked.insert(k.clone(), v).unwrap_or(0);
+                if v != prev + 1 {
+                    seen.errors
+                        .push(format!("WATCH/EXEC {k}: {v} after {prev}"));
+                }
+            }
+            Ok(None) => {} // a watched key changed (or moved): retried
+            Err(e) => seen.errors.push(format!("WATCH/EXEC {k}: {e}")),
+        }
+        seen.ops += 1;
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+    if seen.acked.is_empty() {
+        seen.errors.push("no WATCH … EXEC transaction succeeded".into());
+    }
+    seen
+}
+
 fn reader(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>, big: Vec<String>) -> Seen {
     let mut con = connect(&url);
     let mut seen = Seen::default();
@@ -369,6 +407,8 @@ fn start_load(c: &Cluster, big: &BigKeys) -> Load {
     threads.push(std::thread::spawn(move || reader(url, s, o, names)));
     let (url, s, o) = (resp3, stop.clone(), ops.clone());
     threads.push(std::thread::spawn(move || scanner(url, s, o)));
+    let (url, s, o) = (c.proxy_url(), stop.clone(), ops.clone());
+    threads.push(std::thread::spawn(move || watcher(url, s, o)));
     // Let the load run on the old layout for a moment.
     let start = Instant::now();
     while ops.load(Ordering::Relaxed) < 2_000 && start.elapsed() < Duration::from_secs(10) {

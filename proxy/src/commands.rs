@@ -46,6 +46,9 @@ pub enum Kind {
     Subscribe,
     /// `PUBLISH`, `PUBSUB …`: to the pub/sub home on the shared connections.
     Publish,
+    /// `WATCH key…`: on a connection of the session's own to the keys' master, where the
+    /// transaction then runs (`session`).
+    Watch,
     /// Refused with `ERR handle request, command 'X' is not allowed`.
     Blocked,
     /// Split per backend and merged.
@@ -123,7 +126,6 @@ const BLOCKED: &[&str] = &[
     "sync",
     "time",
     "wait",
-    "watch",
     "swapdb",
     "reset",
     "copy",
@@ -183,6 +185,7 @@ fn classify(spec: &CommandSpec) -> Kind {
         "del" | "exists" | "touch" | "unlink" => return Kind::Split(SplitKind::Sum),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => return Kind::Subscribe,
         "publish" | "pubsub" => return Kind::Publish,
+        "watch" => return Kind::Watch,
         _ => {}
     }
     if BLOCKED.contains(&n) || spec.has(BLOCKING) || spec.has(PUBSUB) || spec.has(TX) {

@@ -46,6 +46,23 @@ pub struct Core {
     pub table_changed: Event,
     /// Scripts this core's sessions sent, for EVALSHA on any group (`scripts`).
     pub scripts: RefCell<Scripts>,
+    /// Transactions in flight on sessions' own connections (`WATCH` … `EXEC`): a new table
+    /// waits for them as for the shared connections' requests.
+    private_inflight: std::cell::Cell<usize>,
+    private_done: Event,
+}
+
+/// A transaction in flight on a session's own connection; see [`Core::private_request`].
+pub struct PrivateRequest<'a>(&'a Core);
+
+impl Drop for PrivateRequest<'_> {
+    fn drop(&mut self) {
+        let c = self.0;
+        c.private_inflight.set(c.private_inflight.get() - 1);
+        if c.private_inflight.get() == 0 {
+            c.private_done.notify_all();
+        }
+    }
 }
 
 impl Core {
@@ -61,6 +78,8 @@ impl Core {
             pool: RefCell::new(HashMap::new()),
             table_changed: Event::default(),
             scripts: RefCell::new(Scripts::default()),
+            private_inflight: std::cell::Cell::new(0),
+            private_done: Event::default(),
         })
     }
 
@@ -96,6 +115,14 @@ impl Core {
     pub fn backend_by_addr(&self, t: &CoreTable, addr: &str, ch: Channel) -> Option<Rc<Backend>> {
         let i = t.table.addrs.iter().position(|a| a == addr)?;
         Some(self.backend(t, i as u32, ch))
+    }
+
+    /// Marks a request sent on a session's own connection as in flight until the guard drops.
+    /// Take it right after checking the table, with no await in between: a table applied
+    /// later then waits for the request (a `prepared` slot is drained before it is acked).
+    pub fn private_request(&self) -> PrivateRequest<'_> {
+        self.private_inflight.set(self.private_inflight.get() + 1);
+        PrivateRequest(self)
     }
 
     /// Installs `table`, then waits until every request sent before the switch to a server that
@@ -140,6 +167,13 @@ impl Core {
         self.table_changed.notify_all();
         for (b, sent) in waits {
             b.drained(sent).await;
+        }
+        while self.private_inflight.get() > 0 {
+            let wait = self.private_done.wait();
+            if self.private_inflight.get() == 0 {
+                break;
+            }
+            wait.await;
         }
     }
 

@@ -28,6 +28,7 @@
 //! - [`identity`]: token, xauth, the Codis `Proxy` model.
 //! - [`scripts`]: scripts seen by a core, so EVALSHA runs on any group.
 //! - [`pubsub`]: pub/sub on one home server; a subscribed session's own connection to it.
+//! - [`private`]: a session's own backend connection (subscriptions, WATCH and its EXEC).
 
 pub mod admin;
 pub mod backend;
@@ -39,6 +40,7 @@ pub mod core;
 pub mod identity;
 pub mod local;
 pub mod multikey;
+pub mod private;
 pub mod pubsub;
 pub mod router;
 pub mod runtime;

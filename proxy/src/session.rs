@@ -68,6 +68,22 @@ struct Session {
     /// A `SUBSCRIBE` / `PSUBSCRIBE` that ends the batch: the session enters subscribed mode
     /// once the replies before it are written (`pubsub`).
     subscribe: Option<Args>,
+    /// After `WATCH`, until EXEC, DISCARD or UNWATCH.
+    watched: Option<Watched>,
+}
+
+/// `WATCH` through the proxy: the keys' slot, and the session's own connection to that slot's
+/// master, where WATCH ran and the transaction will run (WATCH is a connection's state, which
+/// the shared pipelines cannot hold for one client).
+struct Watched {
+    slot: u16,
+    addr: String,
+    /// The database the connection has selected.
+    db: u32,
+    conn: TcpStream,
+    /// A later WATCH found the slot on another server: the watched keys moved, so EXEC
+    /// fails as if one had changed.
+    moved: bool,
 }
 
 /// A transaction being queued: its commands, the one slot their keys hash to (None: no key
@@ -117,6 +133,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
         reqs: Vec::new(),
         multi: None,
         subscribe: None,
+        watched: None,
     };
     let mut parser = RequestParser::new(cfg.session_max_bulk);
     parser.set_authenticated(s.authed);
@@ -264,6 +281,11 @@ impl Session {
                 return;
             }
         }
+        if self.multi.is_some() && cmd.kind == Kind::Watch {
+            // As Redis: refused, and the transaction goes on.
+            self.error(ci, "ERR WATCH inside MULTI is not allowed");
+            return;
+        }
         if self.multi.is_some()
             && !matches!(
                 cmd.kind,
@@ -277,21 +299,37 @@ impl Session {
             Kind::Multi => match self.multi {
                 Some(_) => self.error(ci, "ERR MULTI calls can not be nested"),
                 None => {
-                    self.multi = Some(Multi::default());
+                    // After WATCH, the transaction must stay on the watched slot.
+                    self.multi = Some(Multi {
+                        slot: self.watched.as_ref().map(|w| w.slot),
+                        ..Multi::default()
+                    });
                     self.reply_local(ci, encode::ok);
                 }
             },
-            Kind::Exec => match self.multi.take() {
-                None => self.error(ci, "ERR EXEC without MULTI"),
-                Some(m) => self.exec(ci, m).await,
+            Kind::Exec => match (self.multi.take(), self.watched.take()) {
+                (None, w) => {
+                    self.watched = w;
+                    self.error(ci, "ERR EXEC without MULTI")
+                }
+                (Some(m), None) => self.exec(ci, m).await,
+                (Some(m), Some(w)) => self.exec_watched(ci, m, w).await,
             },
             Kind::Discard => match self.multi.take() {
                 None => self.error(ci, "ERR DISCARD without MULTI"),
-                Some(_) => self.reply_local(ci, encode::ok),
+                Some(_) => {
+                    // DISCARD forgets the watched keys too: closing the connection does.
+                    self.watched = None;
+                    self.reply_local(ci, encode::ok)
+                }
             },
-            // The proxy never sends WATCH (it is refused), so there is nothing to forget; a
-            // backend connection is shared, so forwarding it would touch other sessions.
-            Kind::Unwatch => self.reply_local(ci, encode::ok),
+            // Closing the session's own connection forgets what it watched; WATCH never
+            // reaches a shared connection.
+            Kind::Unwatch => {
+                self.watched = None;
+                self.reply_local(ci, encode::ok)
+            }
+            Kind::Watch => self.watch(ci, args).await,
             Kind::Quit => {
                 self.quit = true;
                 self.reply_local(ci, encode::ok);
@@ -585,6 +623,125 @@ impl Session {
         }
     }
 
+    /// `WATCH key…`: the keys must share one slot (and the slot of an earlier WATCH). Once the
+    /// slot is neither locked nor migrating, WATCH runs on the session's own connection to its
+    /// master, opened now if needed; the client gets that server's reply.
+    async fn watch(&mut self, ci: usize, args: &Args) {
+        const CROSS: &str =
+            "CROSSSLOT Keys in a transaction through codis-proxy must hash to one slot";
+        let slot = match commands::lookup(&args[0])
+            .spec
+            .and_then(|spec| commands::common_slot(spec, args))
+        {
+            Some(Some(s)) => s,
+            _ => return self.error(ci, CROSS),
+        };
+        if self.watched.as_ref().is_some_and(|w| w.slot != slot) {
+            return self.error(ci, CROSS);
+        }
+        let Some(t) = self
+            .unlocked_table(|t| {
+                let r = &t.table.slots[slot as usize];
+                r.locked || r.migrate_from.is_some()
+            })
+            .await
+        else {
+            return self.error(ci, NOT_ONLINE);
+        };
+        let Some(owner) = t.table.slots[slot as usize].backend else {
+            return self.reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
+        };
+        let addr = t.table.addr(owner).to_string();
+        drop(t);
+        if let Some(w) = &mut self.watched {
+            if w.addr != addr {
+                // The slot moved since the first WATCH: the keys watched there have left.
+                w.moved = true;
+                return self.reply_local(ci, encode::ok);
+            }
+        }
+        if self.watched.is_none() {
+            let auth = self.core.cfg.product_auth.clone();
+            match crate::private::dial(&addr, &auth, self.ch.resp3, self.ch.db).await {
+                Ok(conn) => {
+                    self.watched = Some(Watched {
+                        slot,
+                        addr,
+                        db: self.ch.db,
+                        conn,
+                        moved: false,
+                    })
+                }
+                Err(e) => return self.error(ci, &format!("ERR handle request, WATCH: {e}")),
+            }
+        }
+        let Some(w) = self.watched.as_mut() else {
+            return;
+        };
+        match crate::private::roundtrip(&mut w.conn, std::slice::from_ref(args)).await {
+            Ok(r) => {
+                let reply = r.into_iter().next().unwrap_or_default();
+                self.reply_local(ci, |b| b.extend_from_slice(&reply));
+            }
+            Err(e) => {
+                self.watched = None;
+                self.error(ci, &format!("ERR handle request, WATCH: {e}"));
+            }
+        }
+    }
+
+    /// EXEC after WATCH: `MULTI`, the queued commands and `EXEC` on the connection that
+    /// watched, once the slot is neither locked nor migrating, so the server decides whether
+    /// a watched key changed. If the slot has moved to another server since, the keys have
+    /// left that server: the transaction fails as for a changed key (a null reply). The
+    /// connection is closed afterwards, which forgets the watched keys.
+    async fn exec_watched(&mut self, ci: usize, m: Multi, mut w: Watched) {
+        if m.dirty {
+            return self.error(
+                ci,
+                "EXECABORT Transaction discarded because of previous errors.",
+            );
+        }
+        let slot = w.slot as usize;
+        let Some(t) = self
+            .unlocked_table(|t| {
+                let r = &t.table.slots[slot];
+                r.locked || r.migrate_from.is_some()
+            })
+            .await
+        else {
+            return self.error(ci, NOT_ONLINE);
+        };
+        let owner = t.table.slots[slot].backend.map(|b| t.table.addr(b));
+        if w.moved || owner != Some(w.addr.as_str()) {
+            let proto = self.me.proto();
+            return self.reply_local(ci, |b| encode::null_array(b, proto));
+        }
+        drop(t);
+        let mut reqs: Vec<Vec<Bytes>> = Vec::with_capacity(m.cmds.len() + 3);
+        if w.db != self.ch.db {
+            reqs.push(vec![
+                Bytes::from_static(b"SELECT"),
+                Bytes::from(self.ch.db.to_string()),
+            ]);
+        }
+        reqs.push(vec![Bytes::from_static(b"MULTI")]);
+        reqs.extend(m.cmds.iter().map(|c| c.to_vec()));
+        reqs.push(vec![Bytes::from_static(b"EXEC")]);
+        // In flight for the table: no await between the check above and this.
+        let core = self.core.clone();
+        let inflight = core.private_request();
+        let r = crate::private::roundtrip(&mut w.conn, &reqs).await;
+        drop(inflight);
+        match r {
+            Ok(mut replies) => {
+                let reply = replies.pop().unwrap_or_default();
+                self.reply_local(ci, |b| b.extend_from_slice(&reply));
+            }
+            Err(e) => self.error(ci, &format!("ERR handle request, EXEC: {e}")),
+        }
+    }
+
     /// Codis's refusal of a blocked command (`name` as the client should read it).
     fn refuse(&mut self, ci: usize, name: &str) {
         self.error(
@@ -685,7 +842,9 @@ impl Session {
         let resp3 = self.ch.resp3;
         let auth = self.core.cfg.product_auth.clone();
         let dialed = match self.home_addr() {
-            Some(a) => pubsub::dial(&a, &auth, resp3).await.map(|s| (a, s)),
+            Some(a) => crate::private::dial(&a, &auth, resp3, 0)
+                .await
+                .map(|s| (a, s)),
             None => Err("no group owns slots".to_string()),
         };
         let (mut home_addr, mut home) = match dialed {
@@ -743,7 +902,7 @@ impl Session {
             // The topology moved the home: once nothing is owed, subscribe there again.
             if !sub.busy() {
                 if let Some(a) = self.home_addr().filter(|a| *a != home_addr) {
-                    match pubsub::dial(&a, &auth, resp3).await {
+                    match crate::private::dial(&a, &auth, resp3, 0).await {
                         Ok(s) => {
                             tracing::info!(client = %self.peer, from = %home_addr, to = %a, "pub/sub home moved: subscribing again");
                             home = s;

@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Cluster, Frames};
+use coord::SlotMapping;
 use redis::{Commands, Value};
 
 fn cmd(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<Value> {
@@ -501,6 +502,105 @@ fn client_hello_and_config_get_are_answered() {
     );
 }
 
+/// WATCH through the proxy: optimistic transactions on one slot behave as on Redis (the
+/// server that holds the slot decides), cross-slot WATCH is refused, and a slot that moved to
+/// another server between WATCH and EXEC fails the transaction as a changed key would.
+#[test]
+fn watch_runs_optimistic_transactions() {
+    let c = Cluster::start("");
+    let mut a = Frames::open(c.port);
+    let mut b = Frames::open(c.port);
+    assert_eq!(a.ask(&["WATCH", "{w}k"]), "+OK\r\n");
+    assert_eq!(a.ask(&["GET", "{w}k"]), "$-1\r\n");
+    assert_eq!(a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(a.ask(&["SET", "{w}k", "1"]), "+QUEUED\r\n");
+    assert_eq!(a.ask(&["EXEC"]), "*1\r\n+OK\r\n");
+    // Another client changes the key between WATCH and EXEC: the transaction does not run.
+    assert_eq!(a.ask(&["WATCH", "{w}k", "{w}other"]), "+OK\r\n");
+    assert_eq!(b.ask(&["INCR", "{w}k"]), ":2\r\n");
+    assert_eq!(a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(a.ask(&["INCRBY", "{w}k", "10"]), "+QUEUED\r\n");
+    assert_eq!(a.ask(&["EXEC"]), "*-1\r\n");
+    assert_eq!(a.ask(&["GET", "{w}k"]), "$1\r\n2\r\n");
+    // EXEC forgot the watch: the next transaction runs whatever others do.
+    assert_eq!(b.ask(&["INCR", "{w}k"]), ":3\r\n");
+    assert_eq!(a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(a.ask(&["INCR", "{w}k"]), "+QUEUED\r\n");
+    assert_eq!(a.ask(&["EXEC"]), "*1\r\n:4\r\n");
+    // UNWATCH and DISCARD forget it too.
+    for forget in [&["UNWATCH"][..], &["MULTI"], &["DISCARD"]] {
+        if forget[0] == "MULTI" {
+            assert_eq!(a.ask(&["WATCH", "{w}k"]), "+OK\r\n");
+            assert_eq!(a.ask(forget), "+OK\r\n");
+            assert_eq!(a.ask(&["DISCARD"]), "+OK\r\n");
+            continue;
+        }
+        if forget[0] == "DISCARD" {
+            continue;
+        }
+        assert_eq!(a.ask(&["WATCH", "{w}k"]), "+OK\r\n");
+        assert_eq!(a.ask(forget), "+OK\r\n");
+    }
+    assert_eq!(b.ask(&["INCR", "{w}k"]), ":5\r\n");
+    assert_eq!(a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(a.ask(&["GET", "{w}k"]), "+QUEUED\r\n");
+    assert_eq!(a.ask(&["EXEC"]), "*1\r\n$1\r\n5\r\n");
+    // Keys of two slots, in one WATCH or across WATCH and the transaction: refused.
+    let cross = "-CROSSSLOT Keys in a transaction through codis-proxy must hash to one slot\r\n";
+    assert_eq!(a.ask(&["WATCH", "{w}k", "{v}k"]), cross);
+    assert_eq!(a.ask(&["WATCH", "{w}k"]), "+OK\r\n");
+    assert_eq!(a.ask(&["WATCH", "{v}k"]), cross);
+    assert_eq!(a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(
+        a.ask(&["WATCH", "{w}k"]),
+        "-ERR WATCH inside MULTI is not allowed\r\n"
+    );
+    assert_eq!(a.ask(&["SET", "{v}k", "1"]), cross);
+    assert_eq!(
+        a.ask(&["EXEC"]),
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    assert_eq!(a.ask(&["EXISTS", "{v}k"]), ":0\r\n");
+    // RESP3: the aborted EXEC is a null.
+    let mut r3 = Frames::open(c.port);
+    r3.ask(&["HELLO", "3"]);
+    assert_eq!(r3.ask(&["WATCH", "{w}k"]), "+OK\r\n");
+    assert_eq!(b.ask(&["INCR", "{w}k"]), ":6\r\n");
+    assert_eq!(r3.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(r3.ask(&["INCR", "{w}k"]), "+QUEUED\r\n");
+    assert_eq!(r3.ask(&["EXEC"]), "_\r\n");
+    // The slot moves to the other group between WATCH and EXEC: the transaction fails.
+    let slot = resp::slot(b"{w}k") as u32;
+    let gid = Cluster::group_of("{w}k");
+    assert_eq!(a.ask(&["WATCH", "{w}k"]), "+OK\r\n");
+    let before = c.stats()["topology_version"].as_u64().unwrap() + 1;
+    let moved = SlotMapping {
+        id: slot,
+        group_id: 3 - gid,
+        ..Default::default()
+    };
+    c.rt.block_on(c.store.update_slot_mappings(&[moved]))
+        .unwrap();
+    // Every core of the proxy has applied the new table once the version moves.
+    let version = |c: &Cluster| c.stats()["topology_version"].as_u64().unwrap_or(0);
+    let start = std::time::Instant::now();
+    while version(&c) < before {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the slot never moved"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(a.ask(&["SET", "{w}k", "lost"]), "+QUEUED\r\n");
+    assert_eq!(a.ask(&["EXEC"]), "*-1\r\n");
+    assert_eq!(
+        a.ask(&["GET", "{w}k"]),
+        "$-1\r\n",
+        "the new group never had the key"
+    );
+}
+
 /// Every key of a SCAN through the proxy, paging with `extra` options until the cursor is 0.
 fn scan_all(p: &mut redis::Connection, extra: &[&str]) -> (Vec<String>, usize) {
     let mut cursor = "0".to_string();
@@ -621,10 +721,6 @@ fn transactions_on_one_slot() {
     );
     assert_eq!(a.ask("EXEC\r\n"), "*0\r\n");
     assert_eq!(a.ask("UNWATCH\r\n"), "+OK\r\n");
-    assert_eq!(
-        a.ask("WATCH {t}a\r\n"),
-        "-ERR handle request, command 'WATCH' is not allowed\r\n"
-    );
 
     // Transactions share the core's one backend connection with other sessions' plain
     // commands: none may slip into another session's MULTI … EXEC.
