@@ -295,7 +295,8 @@ fn watcher(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> Seen {
         ops.fetch_add(1, Ordering::Relaxed);
     }
     if seen.acked.is_empty() {
-        seen.errors.push("no WATCH … EXEC transaction succeeded".into());
+        seen.errors
+            .push("no WATCH … EXEC transaction succeeded".into());
     }
     seen
 }

@@ -92,7 +92,7 @@ pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, proto: Proto, o
         });
         let _ = write!(
             text,
-            "# Proxy\r\nproduct_name:{}\r\nproxy_token:{}\r\nonline:{}\r\ntopology_version:{}\r\nslots_online:{}\r\nslots_migrating:{}\r\nbackends:{}\r\nprimary_only:{}\r\n\r\n",
+            "# Proxy\r\nproduct_name:{}\r\nproxy_token:{}\r\nonline:{}\r\ntopology_version:{}\r\nslots_online:{}\r\nslots_migrating:{}\r\nbackends:{}\r\npubsub_home:{}\r\nprimary_only:{}\r\n\r\n",
             cfg.product_name,
             sh.token,
             u8::from(t.is_some()),
@@ -100,6 +100,9 @@ pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, proto: Proto, o
             online,
             migrating,
             t.as_ref().map_or(String::new(), |t| t.table.addrs.join(",")),
+            t.as_ref()
+                .and_then(|t| t.table.pubsub_home.map(|h| t.table.addr(h).to_string()))
+                .unwrap_or_default(),
             u8::from(cfg.backend_primary_only),
         );
     }

@@ -192,6 +192,15 @@ fn subscriptions_follow_the_home() {
         }
     };
     assert_eq!((numsub(1), numsub(2)), (1, 0), "home is group 1's master");
+    let home = |p: &mut Frames| {
+        let info = p.ask(&["INFO", "proxy"]);
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("pubsub_home:"))
+            .map(str::to_string);
+        line.unwrap_or_default()
+    };
+    assert_eq!(home(&mut p), format!("pubsub_home:{}", c.server_addr(1)));
     let slots: Vec<SlotMapping> = (0..1024u32)
         .map(|id| SlotMapping {
             id,
@@ -217,6 +226,7 @@ fn subscriptions_follow_the_home() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(home(&mut p), format!("pubsub_home:{}", c.server_addr(2)));
     let mut msgs = vec![sub.next(), sub.next()];
     msgs.sort();
     assert_eq!(
