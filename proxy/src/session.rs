@@ -262,6 +262,16 @@ impl Session {
         }
     }
 
+    /// The table once `slot` is neither locked nor migrating: a transaction then runs whole on
+    /// one server.
+    async fn settled_table(&self, slot: usize) -> Option<Rc<CoreTable>> {
+        self.unlocked_table(|t| {
+            let r = &t.table.slots[slot];
+            r.locked || r.migrate_from.is_some()
+        })
+        .await
+    }
+
     async fn handle(&mut self, args: &Args) {
         let cmd = commands::lookup(&args[0]);
         let ci = cmd.index;
@@ -575,13 +585,7 @@ impl Session {
         }
         let slot = m.slot.unwrap_or(0) as usize;
         loop {
-            let Some(t) = self
-                .unlocked_table(|t| {
-                    let r = &t.table.slots[slot];
-                    r.locked || r.migrate_from.is_some()
-                })
-                .await
-            else {
+            let Some(t) = self.settled_table(slot).await else {
                 return self.error(ci, NOT_ONLINE);
             };
             let Some(owner) = t.table.slots[slot].backend else {
@@ -639,13 +643,7 @@ impl Session {
         if self.watched.as_ref().is_some_and(|w| w.slot != slot) {
             return self.error(ci, CROSS);
         }
-        let Some(t) = self
-            .unlocked_table(|t| {
-                let r = &t.table.slots[slot as usize];
-                r.locked || r.migrate_from.is_some()
-            })
-            .await
-        else {
+        let Some(t) = self.settled_table(slot as usize).await else {
             return self.error(ci, NOT_ONLINE);
         };
         let Some(owner) = t.table.slots[slot as usize].backend else {
@@ -703,13 +701,7 @@ impl Session {
             );
         }
         let slot = w.slot as usize;
-        let Some(t) = self
-            .unlocked_table(|t| {
-                let r = &t.table.slots[slot];
-                r.locked || r.migrate_from.is_some()
-            })
-            .await
-        else {
+        let Some(t) = self.settled_table(slot).await else {
             return self.error(ci, NOT_ONLINE);
         };
         let owner = t.table.slots[slot].backend.map(|b| t.table.addr(b));
