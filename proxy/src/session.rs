@@ -141,7 +141,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
     let mut chunk = vec![0u8; 16 * 1024];
     let mut out = BytesMut::with_capacity(16 * 1024);
     // session_recv_timeout: a watchdog instead of a timer around each read.
-    let idle = crate::sync::Watchdog::new(Some(cfg.session_recv_timeout).filter(|t| !t.is_zero()));
+    let watchdog =
+        || crate::sync::Watchdog::new(Some(cfg.session_recv_timeout).filter(|t| !t.is_zero()));
+    let mut idle = watchdog();
     // When the last read returned: the start of the batch it completes (one clock read per
     // read, none per loop turn).
     let mut received: Option<Instant> = None;
@@ -208,6 +210,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
             {
                 break;
             }
+            // Subscribed for however long (Redis never times out subscribers): idle only from
+            // now on, with a fresh watchdog (the old one may have fired meanwhile).
+            idle = watchdog();
             received = None;
         }
         if rbuf.capacity() > 4 << 20 && rbuf.len() < 16 * 1024 {

@@ -116,6 +116,29 @@ fn pubsub_through_redis_server_groups() {
     }
 }
 
+/// `session_recv_timeout` closes idle clients, but never a subscriber (as Redis's `timeout`),
+/// and counts again from when it leaves subscribed mode.
+#[test]
+fn idle_timeout_spares_subscribers() {
+    let c = Cluster::start("session_recv_timeout = \"1s\"\n");
+    let mut sub = Frames::open(c.port);
+    assert!(sub.ask(&["SUBSCRIBE", "quiet"]).ends_with(":1\r\n"));
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut p = Frames::open(c.port);
+    assert_eq!(p.ask(&["PUBLISH", "quiet", "still here"]), ":1\r\n");
+    assert_eq!(
+        sub.next(),
+        "*3\r\n$7\r\nmessage\r\n$5\r\nquiet\r\n$10\r\nstill here\r\n"
+    );
+    assert!(sub.ask(&["UNSUBSCRIBE"]).ends_with(":0\r\n"));
+    assert_eq!(sub.ask(&["PING"]), "+PONG\r\n");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        sub.closed(),
+        "an idle client outside subscribed mode stays open"
+    );
+}
+
 /// Subscribers on several proxy sessions; the publisher on another; a QUIT while subscribed.
 #[test]
 fn many_subscribers_and_quit() {

@@ -321,6 +321,12 @@ impl Frames {
         self.s.write_all(req.as_bytes()).unwrap();
     }
 
+    /// Whether the server closed the connection (EOF or reset on the next read).
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+    }
+
     /// The next whole frame the server sends (a reply, or a pub/sub message).
     pub fn next(&mut self) -> String {
         loop {
