@@ -127,6 +127,12 @@ impl Subscriber {
         (self.channels.len(), self.patterns.len())
     }
 
+    /// Whether the requests sent so far leave no subscription: the client is leaving subscribed
+    /// mode, and its next requests wait until it has (as on Redis, where they run unsubscribed).
+    pub fn leaving(&self) -> bool {
+        self.sent_channels.is_empty() && self.sent_patterns.is_empty()
+    }
+
     /// Whether a reply is still owed.
     pub fn busy(&self) -> bool {
         !self.owed.is_empty()

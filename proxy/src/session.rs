@@ -876,6 +876,24 @@ impl Session {
             Table,
         }
         loop {
+            // Requests already read (pipelined after the SUBSCRIBE, or read below), unless the
+            // ones before them leave subscribed mode: those then run in normal mode.
+            while !closing && !sub.leaving() {
+                let args = match parser.parse(rbuf) {
+                    Ok(Some(a)) => a,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let mut r = BytesMut::new();
+                        encode::error(&mut r, &e.to_string());
+                        sub.owe_local(r.freeze());
+                        closing = true;
+                        break;
+                    }
+                };
+                self.while_subscribed(&args, &mut sub, &mut to_home, &mut closing)
+                    .await;
+            }
+            sub.flush_local(&mut out);
             if !to_home.is_empty() {
                 if let Err(e) = home.write_all(&to_home).await {
                     tracing::warn!(client = %self.peer, "pub/sub home {home_addr}: {e}");
@@ -932,22 +950,10 @@ impl Session {
                 Ev::Client(Ok(0) | Err(_)) => return false,
                 Ev::Client(Ok(n)) => {
                     rbuf.extend_from_slice(&cchunk[..n]);
-                    while !closing {
-                        let args = match parser.parse(rbuf) {
-                            Ok(Some(a)) => a,
-                            Ok(None) => break,
-                            Err(e) => {
-                                let mut r = BytesMut::new();
-                                encode::error(&mut r, &e.to_string());
-                                sub.owe_local(r.freeze());
-                                closing = true;
-                                break;
-                            }
-                        };
-                        self.while_subscribed(&args, &mut sub, &mut to_home, &mut closing)
-                            .await;
+                    if rbuf.len() > self.core.cfg.session_max_bufsize {
+                        tracing::warn!(client = %self.peer, "closing subscriber that reached the max query buffer length");
+                        return false;
                     }
-                    sub.flush_local(&mut out);
                 }
                 Ev::Home(Ok(0)) => {
                     tracing::warn!(client = %self.peer, "pub/sub home {home_addr} closed the connection");

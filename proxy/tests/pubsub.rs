@@ -60,6 +60,18 @@ fn conversation(port: u16, resp3: bool) -> Vec<String> {
     got.push(sub.ask(&["SET", "k", "v"]));
     got.push(sub.ask(&["GET", "k"]));
     got.push(sub.ask(&["DEL", "k"]));
+    // In one write: requests after SUBSCRIBE run subscribed, those after the last UNSUBSCRIBE
+    // run as on any connection.
+    sub.pipeline(&[
+        &["SUBSCRIBE", "solo"],
+        &["PING"],
+        &["UNSUBSCRIBE"],
+        &["GET", "k"],
+        &["PING"],
+    ]);
+    for _ in 0..5 {
+        got.push(sub.next());
+    }
     got.push(publ.ask(&["PUBLISH", "news", "gone"]));
     got
 }

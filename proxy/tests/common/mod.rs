@@ -314,9 +314,17 @@ impl Frames {
 
     /// Sends `args` as a multibulk request.
     pub fn send(&mut self, args: &[&str]) {
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        self.pipeline(&[args]);
+    }
+
+    /// Sends several requests in one write.
+    pub fn pipeline(&mut self, reqs: &[&[&str]]) {
+        let mut req = String::new();
+        for args in reqs {
+            req.push_str(&format!("*{}\r\n", args.len()));
+            for a in *args {
+                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
         }
         self.s.write_all(req.as_bytes()).unwrap();
     }
