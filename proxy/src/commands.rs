@@ -46,6 +46,8 @@ pub enum Kind {
     Subscribe,
     /// `PUBLISH`, `PUBSUB …`: to the pub/sub home on the shared connections.
     Publish,
+    /// `RESET`: the session back to a new connection's state (answered here).
+    Reset,
     /// `WATCH key…`: on a connection of the session's own to the keys' master, where the
     /// transaction then runs (`session`).
     Watch,
@@ -127,7 +129,6 @@ const BLOCKED: &[&str] = &[
     "time",
     "wait",
     "swapdb",
-    "reset",
     "copy",
     "memory",
     "slotscheck",
@@ -186,6 +187,7 @@ fn classify(spec: &CommandSpec) -> Kind {
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => return Kind::Subscribe,
         "publish" | "pubsub" => return Kind::Publish,
         "watch" => return Kind::Watch,
+        "reset" => return Kind::Reset,
         _ => {}
     }
     if BLOCKED.contains(&n) || spec.has(BLOCKING) || spec.has(PUBSUB) || spec.has(TX) {

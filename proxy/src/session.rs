@@ -267,6 +267,19 @@ impl Session {
         }
     }
 
+    /// `RESET`, as Redis: no transaction or watched keys, database 0, RESP2, no name, and
+    /// not authenticated if the proxy asks for a password. (Subscriptions end too: see
+    /// `while_subscribed`.)
+    fn reset(&mut self) {
+        self.multi = None;
+        self.watched = None;
+        self.ch = Channel::default();
+        self.me.db.store(0, Relaxed);
+        self.me.set_proto(Proto::Resp2);
+        self.me.set_name(b"");
+        self.authed = self.core.cfg.session_auth.is_empty();
+    }
+
     /// The table once `slot` is neither locked nor migrating: a transaction then runs whole on
     /// one server.
     async fn settled_table(&self, slot: usize) -> Option<Rc<CoreTable>> {
@@ -281,7 +294,12 @@ impl Session {
         let cmd = commands::lookup(&args[0]);
         let ci = cmd.index;
         self.me.command(ci);
-        if !self.authed && !matches!(cmd.kind, Kind::Auth | Kind::Quit | Kind::Hello) {
+        if !self.authed
+            && !matches!(
+                cmd.kind,
+                Kind::Auth | Kind::Quit | Kind::Hello | Kind::Reset
+            )
+        {
             self.error(ci, "NOAUTH Authentication required.");
             return;
         }
@@ -304,7 +322,7 @@ impl Session {
         if self.multi.is_some()
             && !matches!(
                 cmd.kind,
-                Kind::Multi | Kind::Exec | Kind::Discard | Kind::Quit | Kind::Unwatch
+                Kind::Multi | Kind::Exec | Kind::Discard | Kind::Quit | Kind::Unwatch | Kind::Reset
             )
         {
             self.queue(&cmd, args);
@@ -345,6 +363,10 @@ impl Session {
                 self.reply_local(ci, encode::ok)
             }
             Kind::Watch => self.watch(ci, args).await,
+            Kind::Reset => {
+                self.reset();
+                self.reply_local(ci, |b| b.extend_from_slice(b"+RESET\r\n"));
+            }
             Kind::Quit => {
                 self.quit = true;
                 self.reply_local(ci, encode::ok);
@@ -869,6 +891,8 @@ impl Session {
         let mut cchunk = vec![0u8; 16 * 1024];
         let mut hchunk = vec![0u8; 16 * 1024];
         let mut closing = false;
+        // RESET: subscriptions end with the home connection, the session goes on.
+        let mut leave = false;
         let core = self.core.clone();
         enum Ev {
             Client(std::io::Result<usize>),
@@ -878,7 +902,7 @@ impl Session {
         loop {
             // Requests already read (pipelined after the SUBSCRIBE, or read below), unless the
             // ones before them leave subscribed mode: those then run in normal mode.
-            while !closing && !sub.leaving() {
+            while !closing && !leave && !sub.leaving() {
                 let args = match parser.parse(rbuf) {
                     Ok(Some(a)) => a,
                     Ok(None) => break,
@@ -890,8 +914,9 @@ impl Session {
                         break;
                     }
                 };
-                self.while_subscribed(&args, &mut sub, &mut to_home, &mut closing)
-                    .await;
+                let mode = self.while_subscribed(&args, &mut sub, &mut to_home).await;
+                closing |= mode == Leave::Close;
+                leave |= mode == Leave::Reset;
             }
             sub.flush_local(&mut out);
             if !to_home.is_empty() {
@@ -909,6 +934,10 @@ impl Session {
             }
             if closing && !sub.busy() {
                 return false;
+            }
+            if leave && !sub.busy() {
+                parser.set_authenticated(self.authed);
+                return true;
             }
             if sub.done() {
                 return true;
@@ -997,8 +1026,7 @@ impl Session {
         args: &Args,
         sub: &mut pubsub::Subscriber,
         to_home: &mut BytesMut,
-        closing: &mut bool,
-    ) {
+    ) -> Leave {
         let cmd = commands::lookup(&args[0]);
         self.me.command(cmd.index);
         let local = |f: &dyn Fn(&mut BytesMut)| {
@@ -1010,13 +1038,13 @@ impl Session {
             if !spec.arity_ok(args.len()) {
                 let text = format!("ERR wrong number of arguments for '{}' command", spec.name);
                 sub.owe_local(local(&|b| encode::error(b, &text)));
-                return;
+                return Leave::Stay;
             }
         }
         if let Some(k) = pubsub::Sub::of(&args[0]) {
             encode_request(to_home, args);
             sub.sent(k, args);
-            return;
+            return Leave::Stay;
         }
         match cmd.kind {
             Kind::Ping => {
@@ -1025,7 +1053,12 @@ impl Session {
             }
             Kind::Quit => {
                 sub.owe_local(Bytes::from_static(b"+OK\r\n"));
-                *closing = true;
+                return Leave::Close;
+            }
+            Kind::Reset => {
+                self.reset();
+                sub.owe_local(Bytes::from_static(b"+RESET\r\n"));
+                return Leave::Reset;
             }
             _ if !self.ch.resp3 => {
                 let text = pubsub::not_allowed(&args[0]);
@@ -1048,6 +1081,7 @@ impl Session {
                 sub.owe_local(r.freeze());
             }
         }
+        Leave::Stay
     }
 
     /// `SCAN`: one `SLOTSSCAN` page of the slot the cursor names, from the slot's master (or,
@@ -1282,6 +1316,16 @@ impl Session {
             self.local = BytesMut::with_capacity(4096);
         }
     }
+}
+
+/// What a request of a subscribed client does to subscribed mode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leave {
+    Stay,
+    /// QUIT: reply, then close.
+    Close,
+    /// RESET: reply, then normal mode without subscriptions.
+    Reset,
 }
 
 /// Decrements a gauge when dropped.

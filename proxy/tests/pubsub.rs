@@ -73,6 +73,11 @@ fn conversation(port: u16, resp3: bool) -> Vec<String> {
         got.push(sub.next());
     }
     got.push(publ.ask(&["PUBLISH", "news", "gone"]));
+    // RESET ends the subscriptions (and RESP3) and keeps the connection.
+    got.push(sub.ask(&["SUBSCRIBE", "r"]));
+    got.push(sub.ask(&["RESET"]));
+    got.push(sub.ask(&["GET", "k"]));
+    got.push(publ.ask(&["PUBLISH", "r", "after reset"]));
     got
 }
 

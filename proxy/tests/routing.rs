@@ -601,6 +601,33 @@ fn watch_runs_optimistic_transactions() {
     );
 }
 
+/// RESET gives the session a new connection's state: no transaction, database 0, RESP2, no
+/// name, not authenticated.
+#[test]
+fn reset_returns_a_new_connections_state() {
+    let c = Cluster::start("session_auth = \"pw\"\n");
+    let mut a = Frames::open(c.port);
+    assert_eq!(a.ask(&["AUTH", "pw"]), "+OK\r\n");
+    assert_eq!(a.ask(&["SELECT", "2"]), "+OK\r\n");
+    assert!(a.ask(&["HELLO", "3", "SETNAME", "n"]).starts_with("%7"));
+    assert_eq!(a.ask(&["WATCH", "{r}a"]), "+OK\r\n");
+    assert_eq!(a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(a.ask(&["SET", "{r}a", "1"]), "+QUEUED\r\n");
+    assert_eq!(a.ask(&["RESET"]), "+RESET\r\n");
+    assert_eq!(
+        a.ask(&["GET", "{r}a"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(a.ask(&["AUTH", "pw"]), "+OK\r\n");
+    let info = a.ask(&["CLIENT", "INFO"]);
+    assert!(info.starts_with('$'), "RESP2 again: {info}");
+    for want in [" name= ", " db=0 ", " resp=2 "] {
+        assert!(info.contains(want), "{want} not in {info}");
+    }
+    assert_eq!(a.ask(&["EXEC"]), "-ERR EXEC without MULTI\r\n");
+    assert_eq!(a.ask(&["GET", "{r}a"]), "$-1\r\n");
+}
+
 /// Every key of a SCAN through the proxy, paging with `extra` options until the cursor is 0.
 fn scan_all(p: &mut redis::Connection, extra: &[&str]) -> (Vec<String>, usize) {
     let mut cursor = "0".to_string();
