@@ -178,7 +178,7 @@ pub async fn run(
             }
             core.shared.shutdown.store(true, Ordering::Relaxed);
             tracing::warn!("codis-server is now ready to exit, bye bye...");
-            crate::runtime::remove_pidfile();
+            crate::runtime::remove_run_files();
             std::process::exit(0);
         }
         "slotshashkey" => {
@@ -213,7 +213,7 @@ pub fn start_signal_shutdown(core: &Rc<Core>) {
                 Ok(()) => {
                     core.shared.shutdown.store(true, Ordering::Relaxed);
                     tracing::warn!("codis-server is now ready to exit, bye bye...");
-                    crate::runtime::remove_pidfile();
+                    crate::runtime::remove_run_files();
                     std::process::exit(0);
                 }
                 Err(_) => {

@@ -43,6 +43,10 @@ pub struct Config {
     pub config_file: String,
     /// File to write the process id into at start-up (`""`: none); removed at shutdown.
     pub pidfile: String,
+    /// Unix socket path to listen on as well (`""`: none); removed at shutdown.
+    pub unixsocket: String,
+    /// Permission bits of the Unix socket file (0: leave the umask's).
+    pub unixsocketperm: u32,
     /// Directives of a redis.conf that codis-server accepts without acting on them (see
     /// [`IGNORED`]), as `file:line: directive`, for one warning at start-up.
     pub ignored: Vec<String>,
@@ -104,6 +108,16 @@ const KEYS: &[Key] = &[
     Key {
         name: "bind",
         default: "127.0.0.1",
+        mutable: false,
+    },
+    Key {
+        name: "unixsocket",
+        default: "",
+        mutable: false,
+    },
+    Key {
+        name: "unixsocketperm",
+        default: "0",
         mutable: false,
     },
     Key {
@@ -369,6 +383,8 @@ impl Default for Config {
             logfile: String::new(),
             config_file: String::new(),
             pidfile: String::new(),
+            unixsocket: String::new(),
+            unixsocketperm: 0,
             ignored: Vec::new(),
             values: BTreeMap::new(),
         };
@@ -383,7 +399,7 @@ impl Default for Config {
 /// tuning of Redis's own internals (defragmentation, lazy freeing, I/O threads, diskless
 /// replication, process titles…) whose absence changes no reply and loses no data. With
 /// `Some(v)`, only that value is accepted (anything else would change behaviour). Directives that
-/// change what clients see or who may connect (`rename-command`, `user`, `tls-*`, `unixsocket`,
+/// change what clients see or who may connect (`rename-command`, `user`, `tls-*`,
 /// `loadmodule`…) stay errors.
 pub const IGNORED: &[(&str, Option<&str>)] = &[
     ("acllog-max-len", None),
@@ -575,6 +591,13 @@ impl Config {
                     .map_err(|_| bad("argument couldn't be parsed into an integer"))?
             }
             "bind" => self.bind = value.split_whitespace().map(String::from).collect(),
+            "unixsocket" => self.unixsocket = value.to_string(),
+            "unixsocketperm" => {
+                self.unixsocketperm = u32::from_str_radix(value, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| bad("argument must be an octal number between 0 and 777"))?
+            }
             "cores" => {
                 self.cores = value
                     .parse()

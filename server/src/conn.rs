@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::{TcpStream, UnixStream};
 use hashbrown::HashMap;
 use resp::command::{self, CommandSpec, ALLKEYS, BLOCKING, CONN, NOAUTH, PUBSUB, TX};
 use resp::{encode, Args, Proto, RequestParser};
@@ -78,6 +78,22 @@ impl Session {
     }
 }
 
+/// A client's socket: TCP, or the `unixsocket`.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + std::os::fd::AsRawFd {}
+impl<T: AsyncRead + AsyncWrite + Unpin + std::os::fd::AsRawFd> Io for T {}
+pub type Stream = Box<dyn Io>;
+
+/// A duplicate of `fd` (close-on-exec) for another core to own.
+pub fn dup_fd(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: duplicating a descriptor the caller owns; the copy gets exactly one owner here.
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if d < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `d` is the new descriptor, owned by nothing else.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) })
+}
+
 /// A client connection on its way to another core (`CLIENT CORE n`): a duplicate of its socket
 /// descriptor, the session state that outlives a batch, and the bytes read but not yet parsed.
 pub struct Adopted {
@@ -103,8 +119,16 @@ pub enum Served {
 /// Serves a connection another core handed over, then forgets the client when it ends.
 pub async fn adopt(core: Rc<Core>, a: Adopted) {
     use std::os::fd::IntoRawFd;
-    // SAFETY: the descriptor was duplicated for us and ownership passes to the stream.
-    let stream = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(a.fd.into_raw_fd()) };
+    let fd = a.fd.into_raw_fd();
+    // SAFETY: the descriptor was duplicated for us and ownership passes to the stream, of the
+    // socket's own kind.
+    let stream: Stream = unsafe {
+        if a.info.unix {
+            Box::new(<UnixStream as std::os::fd::FromRawFd>::from_raw_fd(fd))
+        } else {
+            Box::new(<TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd))
+        }
+    };
     let mut sess = Session::new(a.info, a.authed);
     sess.db = a.db;
     sess.proto = a.proto;
@@ -417,7 +441,7 @@ pub async fn redispatch(
 }
 
 /// Serve one client until it quits, breaks the protocol, disconnects or moves to another core.
-pub async fn serve(core: Rc<Core>, stream: TcpStream, info: Arc<ClientInfo>) -> Served {
+pub async fn serve(core: Rc<Core>, stream: Stream, info: Arc<ClientInfo>) -> Served {
     let authed = core.shared.config().requirepass.is_none();
     let sess = Session::new(info, authed);
     serve_session(core, stream, sess, BytesMut::with_capacity(16 * 1024)).await
@@ -426,7 +450,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, info: Arc<ClientInfo>) -> 
 /// The connection loop, from `sess` and the unparsed bytes `rbuf`.
 async fn serve_session(
     core: Rc<Core>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     mut sess: Session,
     mut rbuf: BytesMut,
 ) -> Served {
@@ -599,28 +623,26 @@ async fn serve_session(
 /// (and its poll) is dropped. On failure the connection stays here.
 async fn move_to(
     core: &Rc<Core>,
-    stream: TcpStream,
+    stream: Stream,
     sess: &Session,
     rbuf: BytesMut,
     to: usize,
-) -> Result<(), (TcpStream, BytesMut)> {
+) -> Result<(), (Stream, BytesMut)> {
     use std::os::fd::AsRawFd;
     if to == core.id {
         return Err((stream, rbuf));
     }
-    // SAFETY: duplicating a descriptor we own; the copy is handed to exactly one new owner.
-    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        tracing::warn!(
-            client = sess.info.id,
-            "CLIENT CORE: cannot duplicate the socket: {e}"
-        );
-        return Err((stream, rbuf));
-    }
-    // SAFETY: `fd` is the new descriptor, owned by nothing else.
-    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    sess.info.fd.store(fd, Ordering::Relaxed);
+    let owned = match dup_fd(stream.as_raw_fd()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(
+                client = sess.info.id,
+                "CLIENT CORE: cannot duplicate the socket: {e}"
+            );
+            return Err((stream, rbuf));
+        }
+    };
+    sess.info.fd.store(owned.as_raw_fd(), Ordering::Relaxed);
     sess.info.core.store(to, Ordering::Relaxed);
     drop(stream);
     let a = Adopted {
@@ -641,7 +663,7 @@ async fn move_to(
 }
 
 /// Write `out`; while subscribed, give up (false) when the mailbox overflows meanwhile.
-async fn write_out(stream: &mut TcpStream, out: &[u8], mb: Option<&Rc<pubsub::Mailbox>>) -> bool {
+async fn write_out(stream: &mut Stream, out: &[u8], mb: Option<&Rc<pubsub::Mailbox>>) -> bool {
     crate::aof::before_reply().await;
     match mb {
         None => stream.write_all(out).await.is_ok(),

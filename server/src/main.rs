@@ -17,6 +17,7 @@ static GLOBAL: server::alloc::Counting = server::alloc::Counting;
 /// Examples:
 ///   codis-server --port 6380
 ///   codis-server /etc/codis/redis.conf --port 7000 --cores 2
+///   codis-server --port 6380 --unixsocket /run/codis/6380.sock --unixsocketperm 700
 ///
 /// Needs locked memory for io_uring: run as root or raise `ulimit -l` (e.g. 65536).
 #[derive(Parser, Debug)]
@@ -73,6 +74,13 @@ struct Args {
     /// Write the process id to this file (removed at shutdown).
     #[arg(long)]
     pidfile: Option<String>,
+    /// Also listen on this Unix socket path (as Redis's `unixsocket`; removed at shutdown). A
+    /// codis-proxy on the same host uses it instead of TCP (`backend_prefer_unixsocket`).
+    #[arg(long)]
+    unixsocket: Option<String>,
+    /// Permissions of the Unix socket file, in octal (e.g. 700; default: the umask's).
+    #[arg(long)]
+    unixsocketperm: Option<String>,
 }
 
 /// Config keys also accepted as `--key value` flags (as redis-server accepts any config key).
@@ -185,6 +193,12 @@ fn main() {
     if let Some(v) = args.pidfile {
         set("pidfile", v);
     }
+    if let Some(v) = args.unixsocket {
+        set("unixsocket", v);
+    }
+    if let Some(v) = args.unixsocketperm {
+        set("unixsocketperm", v);
+    }
     if cfg.daemonize {
         daemonize();
     }
@@ -247,7 +261,7 @@ fn main() {
             tracing::error!("{e}");
         }
         eprintln!("codis-server: {e}");
-        server::runtime::remove_pidfile();
+        server::runtime::remove_run_files();
         std::process::exit(1);
     }
 }

@@ -126,18 +126,44 @@ fn listen_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
 /// The pid file written at start-up, removed at shutdown.
 static PIDFILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// Write this process's id to `path` (`pidfile`), to be removed by [`remove_pidfile`].
+/// Write this process's id to `path` (`pidfile`), to be removed by [`remove_run_files`].
 pub fn write_pidfile(path: &str) -> std::io::Result<()> {
     std::fs::write(path, format!("{}\n", std::process::id()))?;
     let _ = PIDFILE.set(path.to_string());
     Ok(())
 }
 
-/// Remove the pid file, if one was written (on the way out).
-pub fn remove_pidfile() {
+/// The Unix socket file this server bound, removed at shutdown.
+static UNIXSOCKET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remove the pid file and the Unix socket file, if this server made them (on the way out).
+pub fn remove_run_files() {
     if let Some(p) = PIDFILE.get() {
         let _ = std::fs::remove_file(p);
     }
+    if let Some(p) = UNIXSOCKET.get() {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Binds the `unixsocket` (replacing a socket file a previous run left behind, as Redis does, but
+/// never a file of another kind) and applies `unixsocketperm`.
+fn unix_listener(cfg: &Config) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = &cfg.unixsocket;
+    let fail = |e: std::io::Error| format!("unixsocket {path}: {e}");
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(fail)?,
+        Ok(_) => return Err(format!("unixsocket {path}: exists and is not a socket")),
+        Err(_) => {}
+    }
+    let l = std::os::unix::net::UnixListener::bind(path).map_err(fail)?;
+    let _ = UNIXSOCKET.set(path.clone());
+    if cfg.unixsocketperm != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.unixsocketperm))
+            .map_err(fail)?;
+    }
+    Ok(l.into())
 }
 
 /// A SIGTERM or SIGINT received and not yet acted on (the signal number; 0: none).
@@ -177,12 +203,12 @@ fn watch_signals() -> Result<(), String> {
             let name = signal_name(sig);
             if !SERVING.load(Ordering::Relaxed) {
                 tracing::warn!("Received {name} while loading the data, exiting.");
-                remove_pidfile();
+                remove_run_files();
                 std::process::exit(0);
             }
             if sig == libc::SIGINT && SHUTDOWN_SIGNAL.load(Ordering::Relaxed) != 0 {
                 tracing::warn!("You insist... exiting now.");
-                remove_pidfile();
+                remove_run_files();
                 std::process::exit(1);
             }
             tracing::warn!("Received {name} scheduling shutdown...");
@@ -286,6 +312,11 @@ pub fn run(config: Config) -> Result<(), String> {
         return Err("--cores must be at most 256".into());
     }
     let addrs = listen_addrs(&config)?;
+    let mut unix_fd = if config.unixsocket.is_empty() {
+        None
+    } else {
+        Some(unix_listener(&config)?)
+    };
     // Before any other thread starts (the AOF writer, the executors), so all inherit the mask.
     watch_signals()?;
     let port = addrs.first().map_or(config.port, |a| a.port());
@@ -324,6 +355,7 @@ pub fn run(config: Config) -> Result<(), String> {
     {
         let shared = shared.clone();
         let items = preload.get_mut(i).map(std::mem::take).unwrap_or_default();
+        let unix = if i == 0 { unix_fd.take() } else { None };
         let cpu = cpus[i % cpus.len().max(1)];
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("core-{i}"))
@@ -389,6 +421,16 @@ pub fn run(config: Config) -> Result<(), String> {
                     let core = core.clone();
                     accepts.push(glommio::spawn_local(accept_loop(core, listener)));
                 }
+                if let Some(fd) = unix {
+                    // SAFETY: `fd` is the bound, listening Unix socket made above; ownership
+                    // passes to the listener.
+                    let listener =
+                        unsafe { glommio::net::UnixListener::from_raw_fd(fd.into_raw_fd()) };
+                    accepts.push(glommio::spawn_local(unix_accept_loop(
+                        core.clone(),
+                        listener,
+                    )));
+                }
                 futures::future::join_all(accepts).await;
             })
             .map_err(|e| format!("cannot start executor {i} on cpu {cpu}: {e}"))?;
@@ -396,6 +438,9 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     for a in &addrs {
         tracing::info!("Ready to accept connections tcp on {a} with {ncores} cores");
+    }
+    if let Some(p) = UNIXSOCKET.get() {
+        tracing::info!("Ready to accept connections unix on {p}");
     }
     for h in handles {
         h.join().map_err(|e| format!("executor failed: {e}"))?;
@@ -417,48 +462,131 @@ async fn accept_loop(core: std::rc::Rc<Core>, listener: TcpListener) {
                 continue;
             }
         };
-        let sh = core.shared.clone();
-        let max = sh.config.read().map(|c| c.maxclients).unwrap_or(10000);
-        sh.total_connections.fetch_add(1, Ordering::Relaxed);
-        if sh.connected.load(Ordering::Relaxed) >= max {
-            sh.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            glommio::spawn_local(async move {
-                use futures_lite::AsyncWriteExt;
-                let mut s = stream;
-                let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
-            })
-            .detach();
+        let addr = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let Some(info) = admit(&core, addr, laddr.clone(), fd, false) else {
+            refuse(Box::new(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        serve_here(&core, Box::new(stream), info);
+    }
+}
+
+/// Accepts the `unixsocket`'s connections (on core 0) and deals them out to the cores in turn;
+/// `CLIENT CORE` and core affinity move them on from there, as TCP connections.
+async fn unix_accept_loop(core: std::rc::Rc<Core>, listener: glommio::net::UnixListener) {
+    let path = core.shared.config().unixsocket.clone();
+    let addr = format!("{path}:0");
+    let mut turn = 0usize;
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept on {path} failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let Some(info) = admit(&core, addr.clone(), addr.clone(), fd, true) else {
+            refuse(Box::new(stream));
+            continue;
+        };
+        let to = turn % core.ncores();
+        turn = turn.wrapping_add(1);
+        if to == core.id {
+            serve_here(&core, Box::new(stream), info);
             continue;
         }
-        let _ = stream.set_nodelay(true);
-        let id = sh.next_client_id.fetch_add(1, Ordering::Relaxed);
-        let info = Arc::new(ClientInfo {
-            id,
-            addr: stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            laddr: laddr.clone(),
-            fd: std::os::fd::AsRawFd::as_raw_fd(&stream).into(),
-            core: core.id.into(),
-            created: Instant::now(),
-            last_ms: now_ms().into(),
-            db: 0.into(),
-            resp: 2.into(),
-            name: Mutex::new(String::new()),
-            last_cmd: Mutex::new("NULL"),
-            killed: false.into(),
-        });
-        if let Ok(mut c) = sh.clients.lock() {
-            c.insert(id, info.clone());
-        }
-        sh.connected.fetch_add(1, Ordering::Relaxed);
+        let Ok(owned) = crate::conn::dup_fd(fd) else {
+            serve_here(&core, Box::new(stream), info);
+            continue;
+        };
+        info.fd
+            .store(std::os::fd::AsRawFd::as_raw_fd(&owned), Ordering::Relaxed);
+        info.core.store(to, Ordering::Relaxed);
+        drop(stream);
+        let a = crate::conn::Adopted {
+            fd: owned,
+            authed: core.shared.config().requirepass.is_none(),
+            info,
+            db: 0,
+            proto: resp::Proto::Resp2,
+            rbuf: bytes::BytesMut::new(),
+            pinned: false,
+            monitor: None,
+        };
         let core = core.clone();
         glommio::spawn_local(async move {
-            if crate::conn::serve(core.clone(), stream, info).await == crate::conn::Served::Closed {
+            let id = a.info.id;
+            if !core.send_adopt(to, a).await {
                 crate::conn::forget(&core, id);
             }
         })
         .detach();
     }
+}
+
+/// Counts a new connection and registers it for CLIENT LIST; `None` when `maxclients` is
+/// reached (the connection is then refused).
+fn admit(
+    core: &std::rc::Rc<Core>,
+    addr: String,
+    laddr: String,
+    fd: i32,
+    unix: bool,
+) -> Option<Arc<ClientInfo>> {
+    let sh = &core.shared;
+    let max = sh.config.read().map(|c| c.maxclients).unwrap_or(10000);
+    sh.total_connections.fetch_add(1, Ordering::Relaxed);
+    if sh.connected.load(Ordering::Relaxed) >= max {
+        sh.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let id = sh.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let info = Arc::new(ClientInfo {
+        id,
+        addr,
+        laddr,
+        fd: fd.into(),
+        core: core.id.into(),
+        created: Instant::now(),
+        last_ms: now_ms().into(),
+        db: 0.into(),
+        resp: 2.into(),
+        name: Mutex::new(String::new()),
+        last_cmd: Mutex::new("NULL"),
+        killed: false.into(),
+        unix,
+    });
+    if let Ok(mut c) = sh.clients.lock() {
+        c.insert(id, info.clone());
+    }
+    sh.connected.fetch_add(1, Ordering::Relaxed);
+    Some(info)
+}
+
+/// Tells a connection over `maxclients` why, then closes it.
+fn refuse(mut s: crate::conn::Stream) {
+    glommio::spawn_local(async move {
+        use futures_lite::AsyncWriteExt;
+        let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
+    })
+    .detach();
+}
+
+/// Serves an admitted connection on this core.
+fn serve_here(core: &std::rc::Rc<Core>, stream: crate::conn::Stream, info: Arc<ClientInfo>) {
+    let core = core.clone();
+    let id = info.id;
+    glommio::spawn_local(async move {
+        if crate::conn::serve(core.clone(), stream, info).await == crate::conn::Served::Closed {
+            crate::conn::forget(&core, id);
+        }
+    })
+    .detach();
 }

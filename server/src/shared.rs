@@ -36,6 +36,8 @@ pub struct ClientInfo {
     pub name: Mutex<String>,
     pub last_cmd: Mutex<&'static str>,
     pub killed: AtomicBool,
+    /// Connected through the `unixsocket` (CLIENT LIST flag `U`).
+    pub unix: bool,
 }
 
 impl ClientInfo {
@@ -52,7 +54,7 @@ impl ClientInfo {
     pub fn line(&self) -> String {
         let now = now_ms();
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -60,6 +62,7 @@ impl ClientInfo {
             self.name.lock().map(|n| n.clone()).unwrap_or_default(),
             self.created.elapsed().as_secs(),
             now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) / 1000,
+            if self.unix { "U" } else { "N" },
             self.db.load(Ordering::Relaxed),
             self.last_cmd.lock().map(|c| *c).unwrap_or("NULL"),
             self.resp.load(Ordering::Relaxed),

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use resp::RequestParser;
 
 use super::{g, prop, ReplicaLink};
@@ -32,7 +31,7 @@ pub struct PsyncReq {
 /// Serve a replica on `stream` (the connection that sent SYNC/PSYNC) until the link breaks.
 pub async fn serve_replica(
     core: Rc<Core>,
-    stream: TcpStream,
+    stream: crate::conn::Stream,
     info: Arc<ClientInfo>,
     req: PsyncReq,
     listening_port: u16,
@@ -63,7 +62,7 @@ pub async fn serve_replica(
 
 async fn stream_to(
     core: &Rc<Core>,
-    mut stream: TcpStream,
+    mut stream: crate::conn::Stream,
     info: &Arc<ClientInfo>,
     req: &PsyncReq,
     link: &Arc<ReplicaLink>,

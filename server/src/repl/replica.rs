@@ -312,6 +312,7 @@ fn pseudo_session(core: &Core) -> Session {
         name: Mutex::new(String::new()),
         last_cmd: Mutex::new("NULL"),
         killed: false.into(),
+        unix: false,
     });
     let mut s = Session::new(info, true);
     s.from_master = true;

@@ -27,6 +27,7 @@ use std::{
     pin::Pin,
     rc::{Rc, Weak},
     task::{Context, Poll},
+    time::Duration,
 };
 
 type Result<T> = crate::Result<T, ()>;
@@ -69,6 +70,19 @@ type Result<T> = crate::Result<T, ()>;
 pub struct UnixListener {
     reactor: Weak<Reactor>,
     listener: net::UnixListener,
+}
+
+impl FromRawFd for UnixListener {
+    /// Convert an already bound and listening RawFd into a UnixListener (codis-rs patch).
+    unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        let sk = Socket::from_raw_fd(fd);
+        let listener = sk.into();
+
+        UnixListener {
+            reactor: Rc::downgrade(&crate::executor().reactor()),
+            listener,
+        }
+    }
 }
 
 impl UnixListener {
@@ -352,7 +366,19 @@ impl UnixStream {
     }
 }
 
+impl<B: RxBuf> AsRawFd for UnixStream<B> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.stream().as_raw_fd()
+    }
+}
+
 impl<B: RxBuf> UnixStream<B> {
+    /// Sets the write timeout to the timeout specified (as `TcpStream::set_write_timeout`;
+    /// codis-rs patch).
+    pub fn set_write_timeout(&self, dur: Option<Duration>) -> Result<()> {
+        self.stream.set_write_timeout(dur)
+    }
+
     /// Shuts down the read, write, or both halves of this connection.
     pub async fn shutdown(&self, how: Shutdown) -> Result<()> {
         poll_fn(|cx| self.stream.poll_shutdown(cx, how))
