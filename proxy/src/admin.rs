@@ -75,6 +75,7 @@ fn config_json(ctl: &Control) -> Value {
         "backend_max_pipeline": c.backend_max_pipeline,
         "backend_primary_only": c.backend_primary_only,
         "backend_core_lanes": c.backend_core_lanes,
+        "backend_prefer_unixsocket": c.backend_prefer_unixsocket,
         "backend_number_databases": c.backend_number_databases,
         "session_recv_timeout": format!("{:?}", c.session_recv_timeout),
         "session_max_pipeline": c.session_max_pipeline,

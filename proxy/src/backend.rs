@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::{TcpStream, UnixStream};
 use resp::encode;
 
 use crate::config::Config;
@@ -122,6 +122,7 @@ pub struct Backend {
     pub lane: u16,
     lanes: Rc<Lanes>,
     cfg: Arc<Config>,
+    shared: Arc<crate::stats::Shared>,
     state: Cell<State>,
     out: RefCell<BytesMut>,
     /// One entry per request written or buffered.
@@ -139,7 +140,11 @@ pub struct Backend {
 
 impl Backend {
     /// A backend (lane 0 of the server) that connects on first use.
-    pub fn new(addr: &str, ch: crate::core::Channel, cfg: Arc<Config>) -> Rc<Backend> {
+    pub fn new(
+        addr: &str,
+        ch: crate::core::Channel,
+        shared: Arc<crate::stats::Shared>,
+    ) -> Rc<Backend> {
         let lanes = Rc::new(Lanes {
             owners: RefCell::new(None),
             pending: RefCell::new(None),
@@ -148,7 +153,7 @@ impl Backend {
             head: RefCell::new(std::rc::Weak::new()),
             cores: Cell::new(Cores::Unknown),
         });
-        let head = Backend::with_lane(addr.into(), ch.db, ch.resp3, cfg, 0, lanes);
+        let head = Backend::with_lane(addr.into(), ch.db, ch.resp3, shared, 0, lanes);
         *head.lanes.head.borrow_mut() = Rc::downgrade(&head);
         head
     }
@@ -157,7 +162,7 @@ impl Backend {
         addr: Rc<str>,
         db: u32,
         resp3: bool,
-        cfg: Arc<Config>,
+        shared: Arc<crate::stats::Shared>,
         lane: u16,
         lanes: Rc<Lanes>,
     ) -> Rc<Self> {
@@ -167,7 +172,8 @@ impl Backend {
             resp3,
             lane,
             lanes,
-            cfg,
+            cfg: shared.cfg.clone(),
+            shared,
             state: Cell::new(State::Idle),
             out: RefCell::new(BytesMut::with_capacity(16 * 1024)),
             queue: RefCell::new(VecDeque::new()),
@@ -215,7 +221,7 @@ impl Backend {
                     self.addr.clone(),
                     self.db,
                     self.resp3,
-                    self.cfg.clone(),
+                    self.shared.clone(),
                     n,
                     self.lanes.clone(),
                 )
@@ -424,7 +430,16 @@ async fn run(b: Rc<Backend>) {
     }
 }
 
-async fn connect(b: &Backend) -> Result<TcpStream, String> {
+/// A backend socket: TCP, or the server's Unix socket when it runs on this host.
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+/// Dials the server over TCP and says the handshake. With `backend_prefer_unixsocket`, a server
+/// on this very host (the TCP connection's two ends have one address) is asked for its
+/// `unixsocket` first; when it has one, the connection goes through that socket instead, once the
+/// server behind it has said it listens on this address's port. Anything unexpected on that way
+/// leaves the TCP connection in use.
+async fn connect(b: &Backend) -> Result<Box<dyn Io>, String> {
     let addr: std::net::SocketAddr = match b.addr.parse() {
         Ok(a) => a,
         Err(_) => {
@@ -449,54 +464,116 @@ async fn connect(b: &Backend) -> Result<TcpStream, String> {
         let ka = socket2::TcpKeepalive::new().with_time(b.cfg.backend_keepalive_period);
         let _ = sock.set_tcp_keepalive(&ka);
     }
-    // Handshake: AUTH, HELLO 3 (RESP3 connections) and SELECT, none may fail; then `CLIENT CORE lane` pins the
-    // connection to its core and lane 0 reads the slot owners. A server without those commands
-    // answers errors, and gets a single connection.
+    let local = s.local_addr().ok().map(|a| a.ip());
+    if b.cfg.backend_prefer_unixsocket
+        && local.is_some()
+        && local == s.peer_addr().ok().map(|a| a.ip())
+    {
+        let path = handshake(b, &mut s, Step::Probe).await?;
+        if let Some(path) = path {
+            match via_unix(b, &path, addr.port()).await {
+                Ok(u) => {
+                    b.shared.backend_transport(&b.addr, Some(&path));
+                    return Ok(Box::new(u));
+                }
+                Err(e) => {
+                    tracing::info!(backend = %b.addr, "unixsocket {path} not used: {e}");
+                }
+            }
+        }
+    }
+    handshake(b, &mut s, Step::Full).await?;
+    if !b.cfg.backend_send_timeout.is_zero() {
+        let _ = s.set_write_timeout(Some(b.cfg.backend_send_timeout));
+    }
+    b.shared.backend_transport(&b.addr, None);
+    Ok(Box::new(s))
+}
+
+/// The server's Unix socket at `path`, handshaken, if the server behind it listens on `port`.
+async fn via_unix(b: &Backend, path: &str, port: u16) -> Result<UnixStream, String> {
+    let dial = async {
+        UnixStream::connect(path)
+            .await
+            .map_err(|e| format!("connect: {e}"))
+    };
+    let mut u = futures_lite::future::or(dial, async {
+        glommio::timer::Timer::new(Duration::from_secs(5)).await;
+        Err("connect timed out".to_string())
+    })
+    .await?;
+    handshake(b, &mut u, Step::Unix(port)).await?;
+    if !b.cfg.backend_send_timeout.is_zero() {
+        let _ = u.set_write_timeout(Some(b.cfg.backend_send_timeout));
+    }
+    Ok(u)
+}
+
+/// Which handshake [`handshake`] says.
+#[derive(Clone, Copy, PartialEq)]
+enum Step {
+    /// AUTH and `CONFIG GET unixsocket` only: the TCP connection may be dropped for the socket.
+    Probe,
+    /// The connection's whole handshake.
+    Full,
+    /// The whole handshake plus `CONFIG GET port`, which must answer this port.
+    Unix(u16),
+}
+
+/// Says the handshake of `step` and reads its replies: AUTH, HELLO 3 (RESP3 connections) and
+/// SELECT, none may fail; then `CLIENT CORE lane` pins the connection to its core and lane 0 reads
+/// the slot owners. A server without those commands answers errors, and gets a single
+/// connection. Returns the `unixsocket` a probe found (`None`: none, or no answer).
+async fn handshake<S: Io>(b: &Backend, s: &mut S, step: Step) -> Result<Option<String>, String> {
     #[derive(PartialEq)]
     enum Hello {
         Must,
         Pin,
         Owners,
+        UnixPath,
+        Port(u16),
     }
     let mut hello = BytesMut::new();
     let mut expected = Vec::new();
+    let mut cmd = |args: &[&[u8]], e: Hello| {
+        encode_args(&mut hello, args.iter().copied());
+        expected.push(e);
+    };
     if !b.cfg.product_auth.is_empty() {
-        encode_args(
-            &mut hello,
-            [&b"AUTH"[..], b.cfg.product_auth.as_bytes()].into_iter(),
-        );
-        expected.push(Hello::Must);
+        cmd(&[b"AUTH", b.cfg.product_auth.as_bytes()], Hello::Must);
     }
-    if b.resp3 {
-        encode_args(&mut hello, [&b"HELLO"[..], b"3"].into_iter());
-        expected.push(Hello::Must);
-    }
-    if b.db != 0 {
-        let db = b.db.to_string();
-        encode_args(&mut hello, [&b"SELECT"[..], db.as_bytes()].into_iter());
-        expected.push(Hello::Must);
-    }
-    let lane = b.lane.to_string();
-    if b.cfg.backend_core_lanes {
-        encode_args(
-            &mut hello,
-            [&b"CLIENT"[..], b"CORE", lane.as_bytes()].into_iter(),
-        );
-        expected.push(Hello::Pin);
-    }
-    if b.lane == 0 && b.cfg.backend_core_lanes {
-        encode_args(&mut hello, [&b"SLOTSMOVE"[..], b"OWNERS"].into_iter());
-        expected.push(Hello::Owners);
+    if step == Step::Probe {
+        cmd(&[b"CONFIG", b"GET", b"unixsocket"], Hello::UnixPath);
+    } else {
+        if b.resp3 {
+            cmd(&[b"HELLO", b"3"], Hello::Must);
+        }
+        if b.db != 0 {
+            cmd(&[b"SELECT", b.db.to_string().as_bytes()], Hello::Must);
+        }
+        if b.cfg.backend_core_lanes {
+            cmd(
+                &[b"CLIENT", b"CORE", b.lane.to_string().as_bytes()],
+                Hello::Pin,
+            );
+            if b.lane == 0 {
+                cmd(&[b"SLOTSMOVE", b"OWNERS"], Hello::Owners);
+            }
+        }
+        if let Step::Unix(port) = step {
+            cmd(&[b"CONFIG", b"GET", b"port"], Hello::Port(port));
+        }
     }
     if expected.is_empty() {
         b.lanes.cores.set(Cores::Single);
-        return finish(b, s);
+        return Ok(None);
     }
     s.write_all(&hello)
         .await
         .map_err(|e| format!("write: {e}"))?;
     let mut buf = BytesMut::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut found = None;
     let deadline = glommio::timer::Timer::new(Duration::from_secs(5));
     let read_all = async {
         let mut got = 0;
@@ -511,6 +588,16 @@ async fn connect(b: &Backend) -> Result<TcpStream, String> {
                         tracing::debug!(backend = %b.addr, lane = b.lane, "not pinned to a core: {}", text());
                     }
                     Some(Hello::Owners) => b.owners_reply(&f),
+                    Some(Hello::UnixPath) => found = config_value(&f).filter(|p| !p.is_empty()),
+                    Some(Hello::Port(port)) => {
+                        let said = config_value(&f);
+                        if said.as_deref() != Some(port.to_string().as_str()) {
+                            return Err(format!(
+                                "the server behind it listens on port {}, not {port}",
+                                said.unwrap_or_else(|| "?".into())
+                            ));
+                        }
+                    }
                     _ => {}
                 }
                 got += 1;
@@ -534,18 +621,27 @@ async fn connect(b: &Backend) -> Result<TcpStream, String> {
         Err("handshake timed out".to_string())
     })
     .await?;
-    finish(b, s)
+    Ok(found)
 }
 
-fn finish(b: &Backend, s: TcpStream) -> Result<TcpStream, String> {
-    if !b.cfg.backend_send_timeout.is_zero() {
-        let _ = s.set_write_timeout(Some(b.cfg.backend_send_timeout));
+/// The value in a `CONFIG GET <one key>` reply (an array in RESP2, a map in RESP3).
+fn config_value(reply: &[u8]) -> Option<String> {
+    let mut buf = BytesMut::from(reply);
+    let pair = match resp::frame::Frame::parse(&mut buf).ok()?? {
+        resp::frame::Frame::Array(mut v) if v.len() == 2 => v.pop(),
+        resp::frame::Frame::Map(mut m) if m.len() == 1 => m.pop().map(|(_, v)| v),
+        _ => None,
+    };
+    match pair? {
+        resp::frame::Frame::Bulk(v) | resp::frame::Frame::Simple(v) => {
+            Some(String::from_utf8_lossy(&v).into_owned())
+        }
+        _ => None,
     }
-    Ok(s)
 }
 
 /// Runs the reader, the writer and the pinger until one of them fails; returns why.
-async fn serve(b: &Rc<Backend>, stream: TcpStream) -> String {
+async fn serve(b: &Rc<Backend>, stream: Box<dyn Io>) -> String {
     let (mut r, mut w) = stream.split();
     let reader = async {
         let mut buf = BytesMut::with_capacity(64 * 1024);

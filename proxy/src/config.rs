@@ -64,6 +64,9 @@ pub struct Config {
     /// codis-rs: one connection per codis-server core, each request on its slot's core's
     /// connection (see `backend.rs`, "Lanes"). Off: one connection per server, as Codis.
     pub backend_core_lanes: bool,
+    /// codis-rs: reach a server on this host through its `unixsocket` (asked with `CONFIG GET`
+    /// when the TCP connection's two ends share an address) instead of loopback TCP.
+    pub backend_prefer_unixsocket: bool,
     pub backend_keepalive_period: Duration,
     pub backend_number_databases: u32,
     pub session_recv_bufsize: usize,
@@ -105,6 +108,7 @@ impl Default for Config {
             backend_max_pipeline: 20480,
             backend_primary_only: false,
             backend_core_lanes: true,
+            backend_prefer_unixsocket: true,
             backend_keepalive_period: Duration::from_secs(75),
             backend_number_databases: 16,
             session_recv_bufsize: 128 * 1024,
@@ -202,6 +206,7 @@ impl Config {
             "backend_max_pipeline" => self.backend_max_pipeline = num(value)?.max(1),
             "backend_primary_only" => self.backend_primary_only = boolean(value)?,
             "backend_core_lanes" => self.backend_core_lanes = boolean(value)?,
+            "backend_prefer_unixsocket" => self.backend_prefer_unixsocket = boolean(value)?,
             "backend_keepalive_period" => self.backend_keepalive_period = dur(value)?,
             "backend_number_databases" => {
                 let n = num(value)?;

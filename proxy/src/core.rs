@@ -101,7 +101,7 @@ impl Core {
             .pool
             .borrow_mut()
             .entry(key)
-            .or_insert_with(|| Backend::new(t.table.addr(addr), ch, self.cfg.clone()))
+            .or_insert_with(|| Backend::new(t.table.addr(addr), ch, self.shared.clone()))
             .clone();
         let mut conns = t.conns.borrow_mut();
         if conns.len() <= i {

@@ -36,7 +36,9 @@ struct Args {
     /// A Codis 3.2 proxy.toml (product_name, product_auth, session_auth, proxy_max_clients,
     /// backend_*, session_*, backend_primary_only, proxy_datacenter, coordinator_name,
     /// coordinator_addr, plus migration_method, slowlog_slower_than, slowlog_max_len, and
-    /// backend_core_lanes = true|false: one connection per codis-server core, default true).
+    /// backend_core_lanes = true|false: one connection per codis-server core, default true;
+    /// backend_prefer_unixsocket = true|false: reach a server on this host through its
+    /// `unixsocket`, default true).
     #[arg(long = "config", value_name = "proxy.toml")]
     config: Option<PathBuf>,
     /// Log file (appended); default stderr.

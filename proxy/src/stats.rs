@@ -168,6 +168,8 @@ pub struct Shared {
     pub token: String,
     /// `SCRIPT FLUSH`es through this proxy (every core then forgets its scripts).
     pub script_flushes: crate::scripts::Flushes,
+    /// Servers whose last connection went through their Unix socket: address → socket path.
+    pub backends_unix: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// Unix time in milliseconds.
@@ -198,6 +200,7 @@ impl Shared {
             qps: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             token,
+            backends_unix: Default::default(),
             script_flushes: Default::default(),
         })
     }
@@ -311,6 +314,26 @@ impl Shared {
             cmds,
             uptime_secs: self.start.elapsed().as_secs(),
             primary_only: self.cfg.backend_primary_only,
+            backends_unix: self
+                .backends_unix
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A connection to `addr` was made over the Unix socket `path` (`None`: over TCP).
+    pub fn backend_transport(&self, addr: &str, path: Option<&str>) {
+        if let Ok(mut m) = self.backends_unix.lock() {
+            match path {
+                Some(p) if m.get(addr).map(String::as_str) != Some(p) => {
+                    m.insert(addr.to_string(), p.to_string());
+                }
+                Some(_) => {}
+                None => {
+                    m.remove(addr);
+                }
+            }
         }
     }
 }
@@ -360,6 +383,8 @@ pub struct StatsSnapshot {
     pub cmds: Vec<CmdSnapshot>,
     pub uptime_secs: u64,
     pub primary_only: bool,
+    /// Servers reached through their Unix socket (`backend_prefer_unixsocket`): address → path.
+    pub backends_unix: std::collections::BTreeMap<String, String>,
 }
 
 #[cfg(test)]

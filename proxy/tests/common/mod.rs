@@ -18,6 +18,9 @@ pub const PRODUCT: &str = "e2e";
 pub enum Servers {
     /// codis-server with this many cores.
     Codis(u32),
+    /// codis-server with this many cores, also listening on `unix-<gid>.sock` in the test's
+    /// directory ([`Cluster::unix_socket`]).
+    CodisUnix(u32),
     /// A real redis-server.
     Redis,
 }
@@ -42,6 +45,11 @@ pub fn server_on(port: u16) -> Proc {
 
 /// Start a codis-server on `port` with `cores` executors.
 pub fn server_with_cores(port: u16, cores: u32) -> Proc {
+    server_with_args(port, cores, &[])
+}
+
+/// Start a codis-server on `port` with `cores` executors and `extra` arguments.
+pub fn server_with_args(port: u16, cores: u32, extra: &[&str]) -> Proc {
     let child = Command::new(testkit::bin_path("codis-server"))
         .args([
             "--port",
@@ -51,6 +59,7 @@ pub fn server_with_cores(port: u16, cores: u32) -> Proc {
             "--cores",
             &cores.to_string(),
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn codis-server");
@@ -71,6 +80,12 @@ impl Cluster {
     /// Like [`Cluster::start`], with `cores` executors per codis-server.
     pub fn start_cores(toml: &str, cores: u32) -> Cluster {
         Self::start_servers(toml, Servers::Codis(cores))
+    }
+
+    /// Like [`Cluster::start_cores`], each server also listening on a Unix socket
+    /// ([`Cluster::unix_socket`]).
+    pub fn start_unix(toml: &str, cores: u32) -> Cluster {
+        Self::start_servers(toml, Servers::CodisUnix(cores))
     }
 
     /// Like [`Cluster::start`], with real redis-servers as the groups (None if not installed).
@@ -116,9 +131,14 @@ impl Cluster {
             let c = coord::connect(&cc).await.expect("coordinator");
             Store::new(c, PRODUCT).expect("store")
         });
-        let servers = (0..2)
-            .map(|_| match servers {
+        let servers = (1..=2)
+            .map(|gid| match servers {
                 Servers::Codis(cores) => server_with_cores(testkit::free_port(), cores),
+                Servers::CodisUnix(cores) => {
+                    let sock = Self::socket_in(dir.path(), gid);
+                    let sock = sock.to_str().unwrap();
+                    server_with_args(testkit::free_port(), cores, &["--unixsocket", sock])
+                }
                 // Without persistence it never writes to its directory.
                 Servers::Redis => testkit::redis_server(&[]).expect("redis-server").0,
             })
@@ -158,6 +178,15 @@ impl Cluster {
             .expect("slots");
         c.start_proxy();
         c
+    }
+
+    /// The Unix socket of group `gid`'s server in a [`Cluster::start_unix`] cluster.
+    pub fn unix_socket(&self, gid: u32) -> PathBuf {
+        Self::socket_in(self.dir.path(), gid)
+    }
+
+    fn socket_in(dir: &std::path::Path, gid: u32) -> PathBuf {
+        dir.join(format!("unix-{gid}.sock"))
     }
 
     pub fn server_addr(&self, gid: u32) -> String {
