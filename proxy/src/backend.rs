@@ -31,11 +31,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::net::{TcpStream, UnixStream};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::UnixStream;
 use resp::encode;
 
 use crate::config::Config;
+use crate::dial::{self, Conn, Io};
 use crate::sync::{Batch, Event};
 
 /// Where a reply goes: position `idx` of `batch`.
@@ -430,31 +431,13 @@ async fn run(b: Rc<Backend>) {
     }
 }
 
-/// A backend socket: TCP, or the server's Unix socket when it runs on this host.
-trait Io: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
-
 /// Dials the server over TCP and says the handshake. With `backend_prefer_unixsocket`, a server
 /// on this very host (the TCP connection's two ends have one address) is asked for its
 /// `unixsocket` first; when it has one, the connection goes through that socket instead, once the
 /// server behind it has said it listens on this address's port. Anything unexpected on that way
 /// leaves the TCP connection in use.
-async fn connect(b: &Backend) -> Result<Box<dyn Io>, String> {
-    let addr: std::net::SocketAddr = match b.addr.parse() {
-        Ok(a) => a,
-        Err(_) => {
-            use std::net::ToSocketAddrs;
-            b.addr
-                .to_socket_addrs()
-                .map_err(|e| format!("resolve {}: {e}", b.addr))?
-                .next()
-                .ok_or_else(|| format!("resolve {}: no address", b.addr))?
-        }
-    };
-    let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(5))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = s.set_nodelay(true);
+async fn connect(b: &Backend) -> Result<Conn, String> {
+    let mut s = dial::tcp(&b.addr).await?;
     // SAFETY: the descriptor belongs to `s`, which outlives `fd` and `sock`.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&s)) };
     let sock = socket2::SockRef::from(&fd);
@@ -464,14 +447,11 @@ async fn connect(b: &Backend) -> Result<Box<dyn Io>, String> {
         let ka = socket2::TcpKeepalive::new().with_time(b.cfg.backend_keepalive_period);
         let _ = sock.set_tcp_keepalive(&ka);
     }
-    let local = s.local_addr().ok().map(|a| a.ip());
-    if b.cfg.backend_prefer_unixsocket
-        && local.is_some()
-        && local == s.peer_addr().ok().map(|a| a.ip())
-    {
+    if b.cfg.backend_prefer_unixsocket && dial::on_this_host(&s) {
         let path = handshake(b, &mut s, Step::Probe).await?;
+        let port = s.peer_addr().map(|a| a.port()).unwrap_or(0);
         if let Some(path) = path {
-            match via_unix(b, &path, addr.port()).await {
+            match via_unix(b, &path, port).await {
                 Ok(u) => {
                     b.shared.backend_transport(&b.addr, Some(&path));
                     return Ok(Box::new(u));
@@ -492,16 +472,7 @@ async fn connect(b: &Backend) -> Result<Box<dyn Io>, String> {
 
 /// The server's Unix socket at `path`, handshaken, if the server behind it listens on `port`.
 async fn via_unix(b: &Backend, path: &str, port: u16) -> Result<UnixStream, String> {
-    let dial = async {
-        UnixStream::connect(path)
-            .await
-            .map_err(|e| format!("connect: {e}"))
-    };
-    let mut u = futures_lite::future::or(dial, async {
-        glommio::timer::Timer::new(Duration::from_secs(5)).await;
-        Err("connect timed out".to_string())
-    })
-    .await?;
+    let mut u = dial::unix(path).await?;
     handshake(b, &mut u, Step::Unix(port)).await?;
     if !b.cfg.backend_send_timeout.is_zero() {
         let _ = u.set_write_timeout(Some(b.cfg.backend_send_timeout));
@@ -588,9 +559,11 @@ async fn handshake<S: Io>(b: &Backend, s: &mut S, step: Step) -> Result<Option<S
                         tracing::debug!(backend = %b.addr, lane = b.lane, "not pinned to a core: {}", text());
                     }
                     Some(Hello::Owners) => b.owners_reply(&f),
-                    Some(Hello::UnixPath) => found = config_value(&f).filter(|p| !p.is_empty()),
+                    Some(Hello::UnixPath) => {
+                        found = dial::config_value(&f).filter(|p| !p.is_empty())
+                    }
                     Some(Hello::Port(port)) => {
-                        let said = config_value(&f);
+                        let said = dial::config_value(&f);
                         if said.as_deref() != Some(port.to_string().as_str()) {
                             return Err(format!(
                                 "the server behind it listens on port {}, not {port}",
@@ -624,24 +597,8 @@ async fn handshake<S: Io>(b: &Backend, s: &mut S, step: Step) -> Result<Option<S
     Ok(found)
 }
 
-/// The value in a `CONFIG GET <one key>` reply (an array in RESP2, a map in RESP3).
-fn config_value(reply: &[u8]) -> Option<String> {
-    let mut buf = BytesMut::from(reply);
-    let pair = match resp::frame::Frame::parse(&mut buf).ok()?? {
-        resp::frame::Frame::Array(mut v) if v.len() == 2 => v.pop(),
-        resp::frame::Frame::Map(mut m) if m.len() == 1 => m.pop().map(|(_, v)| v),
-        _ => None,
-    };
-    match pair? {
-        resp::frame::Frame::Bulk(v) | resp::frame::Frame::Simple(v) => {
-            Some(String::from_utf8_lossy(&v).into_owned())
-        }
-        _ => None,
-    }
-}
-
 /// Runs the reader, the writer and the pinger until one of them fails; returns why.
-async fn serve(b: &Rc<Backend>, stream: Box<dyn Io>) -> String {
+async fn serve(b: &Rc<Backend>, stream: Conn) -> String {
     let (mut r, mut w) = stream.split();
     let reader = async {
         let mut buf = BytesMut::with_capacity(64 * 1024);

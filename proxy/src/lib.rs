@@ -16,6 +16,7 @@
 //! - [`router`]: the target of one request (master, replica, migrating source → target).
 //! - [`multikey`]: MGET/MSET/DEL/EXISTS/TOUCH/UNLINK split per backend and merged.
 //! - [`scan`]: `SCAN` over the whole cluster, one slot's `SLOTSSCAN` page per call.
+//! - [`dial`]: reaching a server, over TCP or its Unix socket.
 //! - [`backend`]: the pipelined backend connection (handshake, FIFO replies, keepalive,
 //!   failure and reconnection).
 //! - [`slots`]: the slot table built from a topology snapshot (states, locks, replicas).
@@ -37,6 +38,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod dial;
 pub mod identity;
 pub mod local;
 pub mod multikey;

@@ -80,7 +80,7 @@ struct Watched {
     addr: String,
     /// The database the connection has selected.
     db: u32,
-    conn: TcpStream,
+    conn: crate::dial::Conn,
     /// A later WATCH found the slot on another server: the watched keys moved, so EXEC
     /// fails as if one had changed.
     moved: bool,
@@ -687,7 +687,8 @@ impl Session {
         }
         if self.watched.is_none() {
             let auth = self.core.cfg.product_auth.clone();
-            match crate::private::dial(&addr, &auth, self.ch.resp3, self.ch.db).await {
+            let unix = self.core.cfg.backend_prefer_unixsocket;
+            match crate::private::dial(&addr, &auth, self.ch.resp3, self.ch.db, unix).await {
                 Ok(conn) => {
                     self.watched = Some(Watched {
                         slot,
@@ -860,8 +861,9 @@ impl Session {
         use pubsub::Sub;
         let resp3 = self.ch.resp3;
         let auth = self.core.cfg.product_auth.clone();
+        let unix = self.core.cfg.backend_prefer_unixsocket;
         let dialed = match self.home_addr() {
-            Some(a) => crate::private::dial(&a, &auth, resp3, 0)
+            Some(a) => crate::private::dial(&a, &auth, resp3, 0, unix)
                 .await
                 .map(|s| (a, s)),
             None => Err("no group owns slots".to_string()),
@@ -946,7 +948,7 @@ impl Session {
             // The topology moved the home: once nothing is owed, subscribe there again.
             if !sub.busy() {
                 if let Some(a) = self.home_addr().filter(|a| *a != home_addr) {
-                    match crate::private::dial(&a, &auth, resp3, 0).await {
+                    match crate::private::dial(&a, &auth, resp3, 0, unix).await {
                         Ok(s) => {
                             tracing::info!(client = %self.peer, from = %home_addr, to = %a, "pub/sub home moved: subscribing again");
                             home = s;

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{server_with_args, Cluster};
+use common::{server_with_args, Cluster, Frames};
 use redis::Commands;
 
 /// The CLIENT LIST lines of group `gid`'s server, without the connection asking.
@@ -83,13 +83,47 @@ fn servers_on_this_host_are_reached_through_their_unix_socket() {
         assert!(cross < 200, "group {gid}: {cross} cross-core commands");
     }
 
+    // A session's own connections take the socket too: WATCH's (to the key's server) and a
+    // subscriber's (to the pub/sub home, group 1).
+    let k1 = (0..)
+        .map(|i| format!("w:{i}"))
+        .find(|k| Cluster::group_of(k) == 1)
+        .unwrap();
+    let mut w = Frames::open(c.port);
+    assert_eq!(w.ask(&["WATCH", &k1]), "+OK\r\n");
+    let mut sub = Frames::open(c.port);
+    assert_eq!(
+        sub.ask(&["SUBSCRIBE", "news"]),
+        "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    let before = c.stats()["sessions_subscribed"].as_u64().unwrap();
+    assert_eq!(before, 1);
+    let l = clients(&c, 1);
+    assert!(l.iter().all(|l| l.contains(" flags=U")), "{l:?}");
+    assert!(l.iter().any(|l| l.contains(" cmd=watch ")), "{l:?}");
+    assert!(l.iter().any(|l| l.contains(" cmd=subscribe ")), "{l:?}");
+    let mut p = c.conn();
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hi")
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        sub.next(),
+        "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+    );
+    assert_eq!(w.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(w.ask(&["SET", &k1, "x"]), "+QUEUED\r\n");
+    assert_eq!(w.ask(&["EXEC"]), "*1\r\n+OK\r\n");
+    drop((w, sub));
+
     // A server killed and restarted on the same port and socket: the proxy comes back to it
     // through the socket by itself.
     let port1 = c.servers[0].port;
     c.servers[0].kill();
     let sock = c.unix_socket(1);
     c.servers[0] = server_with_args(port1, 2, &["--unixsocket", sock.to_str().unwrap()]);
-    let mut p = c.conn();
     let k1 = (0..)
         .map(|i| format!("again:{i}"))
         .find(|k| Cluster::group_of(k) == 1)

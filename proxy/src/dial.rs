@@ -1,0 +1,73 @@
+//! Reaching a backend server: TCP, or its Unix socket when it runs on this host
+//! (`backend_prefer_unixsocket`). The shared pipelines (`backend`) and the sessions' own
+//! connections (`private`) both start here.
+
+use std::time::Duration;
+
+use futures::io::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpStream, UnixStream};
+
+/// A connection to a server: TCP or Unix.
+pub trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+pub type Conn = Box<dyn Io>;
+
+/// How long a connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A TCP connection to `addr` (a host name is resolved), without Nagle's delay.
+pub async fn tcp(addr: &str) -> Result<TcpStream, String> {
+    let sa: std::net::SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            use std::net::ToSocketAddrs;
+            addr.to_socket_addrs()
+                .map_err(|e| format!("resolve {addr}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("resolve {addr}: no address"))?
+        }
+    };
+    let s = TcpStream::connect_timeout(sa, CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Whether both ends of `s` have one address: the server runs on this host, and a Unix socket
+/// it names is one this process can reach.
+pub fn on_this_host(s: &TcpStream) -> bool {
+    match (s.local_addr(), s.peer_addr()) {
+        (Ok(l), Ok(p)) => l.ip() == p.ip(),
+        _ => false,
+    }
+}
+
+/// A connection to the Unix socket at `path`.
+pub async fn unix(path: &str) -> Result<UnixStream, String> {
+    let dial = async {
+        UnixStream::connect(path)
+            .await
+            .map_err(|e| format!("connect: {e}"))
+    };
+    futures_lite::future::or(dial, async {
+        glommio::timer::Timer::new(CONNECT_TIMEOUT).await;
+        Err("connect timed out".to_string())
+    })
+    .await
+}
+
+/// The value in a `CONFIG GET <one key>` reply (an array in RESP2, a map in RESP3).
+pub fn config_value(reply: &[u8]) -> Option<String> {
+    use resp::frame::Frame;
+    let mut buf = bytes::BytesMut::from(reply);
+    let value = match Frame::parse(&mut buf).ok()?? {
+        Frame::Array(mut v) if v.len() == 2 => v.pop(),
+        Frame::Map(mut m) if m.len() == 1 => m.pop().map(|(_, v)| v),
+        _ => None,
+    };
+    match value? {
+        Frame::Bulk(v) | Frame::Simple(v) => Some(String::from_utf8_lossy(&v).into_owned()),
+        _ => None,
+    }
+}
