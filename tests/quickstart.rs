@@ -165,6 +165,14 @@ fn quickstart_runs_the_cluster_and_stops_it() {
     let (g1, g2) = (dbsize(s1), dbsize(s1 + 2));
     assert_eq!(g1 + g2, 300, "group 1 {g1} + group 2 {g2}");
     assert!(g1 > 0 && g2 > 0, "group 1 {g1}, group 2 {g2}");
+    // The proxy reached both masters through their Unix sockets (same host).
+    for port in [s1, s1 + 2] {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut conn(port))
+            .unwrap();
+        assert!(list.contains(" flags=U "), "master :{port}: {list}");
+    }
 
     // A second quickstart on the same ports refuses, and leaves the first one's data alone.
     let mut again = Quickstart::start(&data, &ports);
