@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{server_with_args, Cluster, Frames};
 use redis::Commands;
 
@@ -19,17 +17,6 @@ fn clients(c: &Cluster, gid: u32) -> Vec<String> {
         .filter(|l| !l.contains(" cmd=client "))
         .map(String::from)
         .collect()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Writes and reads back `n` keys through the proxy (both groups, pipelined and MGET/MSET).
@@ -62,7 +49,7 @@ fn servers_on_this_host_are_reached_through_their_unix_socket() {
         );
         // Every connection of the proxy (two cores, a lane per server core each) is a Unix
         // one; the TCP connection that asked for the socket's path is gone.
-        wait_for("only unix connections", || {
+        testkit::wait_until("only unix connections", || {
             let l = clients(&c, gid);
             !l.is_empty() && l.iter().all(|l| l.contains(" flags=U "))
         });
@@ -128,10 +115,10 @@ fn servers_on_this_host_are_reached_through_their_unix_socket() {
         .map(|i| format!("again:{i}"))
         .find(|k| Cluster::group_of(k) == 1)
         .unwrap();
-    wait_for("the proxy reconnects", || p.set::<_, _, ()>(&k1, 7).is_ok());
+    testkit::wait_until("the proxy reconnects", || p.set::<_, _, ()>(&k1, 7).is_ok());
     assert_eq!(p.get::<_, i64>(&k1).unwrap(), 7);
     traffic(&c, 2, 500);
-    wait_for("only unix connections after the restart", || {
+    testkit::wait_until("only unix connections after the restart", || {
         let l = clients(&c, 1);
         !l.is_empty() && l.iter().all(|l| l.contains(" flags=U "))
     });

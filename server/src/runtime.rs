@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::channels::shared_channel::{
@@ -548,21 +548,7 @@ fn admit(
         return None;
     }
     let id = sh.next_client_id.fetch_add(1, Ordering::Relaxed);
-    let info = Arc::new(ClientInfo {
-        id,
-        addr,
-        laddr,
-        fd: fd.into(),
-        core: core.id.into(),
-        created: Instant::now(),
-        last_ms: now_ms().into(),
-        db: 0.into(),
-        resp: 2.into(),
-        name: Mutex::new(String::new()),
-        last_cmd: Mutex::new("NULL"),
-        killed: false.into(),
-        unix,
-    });
+    let info = Arc::new(ClientInfo::new(id, addr, laddr, fd, core.id, unix));
     if let Ok(mut c) = sh.clients.lock() {
         c.insert(id, info.clone());
     }

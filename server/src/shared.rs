@@ -41,6 +41,25 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// A new client `id` served by core `core`: database 0, RESP2, no name.
+    pub fn new(id: u64, addr: String, laddr: String, fd: i32, core: usize, unix: bool) -> Self {
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            fd: fd.into(),
+            core: core.into(),
+            created: Instant::now(),
+            last_ms: now_ms().into(),
+            db: 0.into(),
+            resp: 2.into(),
+            name: Mutex::new(String::new()),
+            last_cmd: Mutex::new("NULL"),
+            killed: false.into(),
+            unix,
+        }
+    }
+
     /// Close the connection from any thread: shut the socket down so its pending read returns.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Relaxed);

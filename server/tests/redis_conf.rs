@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Kills the daemonized server (found through its pid file) if a test fails half way.
 struct Daemon {
@@ -20,17 +20,6 @@ impl Drop for Daemon {
                 libc::kill(pid, libc::SIGKILL);
             }
         }
-    }
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -60,7 +49,7 @@ fn start_daemon(
         status.success(),
         "the launching process exits 0: {status:?}"
     );
-    wait_for("pid file", || pidfile.exists());
+    testkit::wait_until("pid file", || pidfile.exists());
     let pid: i32 = std::fs::read_to_string(pidfile)
         .unwrap()
         .trim()
@@ -79,7 +68,7 @@ fn start_daemon(
 fn shutdown(mut daemon: Daemon, mut con: redis::Connection, pidfile: &Path) {
     let pid = daemon.pid.unwrap();
     let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut con);
-    wait_for("exit after SHUTDOWN", || !alive(pid));
+    testkit::wait_until("exit after SHUTDOWN", || !alive(pid));
     daemon.pid = None;
     assert!(!pidfile.exists(), "the pid file is removed at shutdown");
 }
@@ -140,7 +129,7 @@ fn a_redis_conf_with_include_daemonize_logfile_and_pidfile() {
         .query(&mut con)
         .unwrap();
     assert_eq!(got, ["daemonize", "yes"]);
-    wait_for("the log file", || {
+    testkit::wait_until("the log file", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("Ready to accept connections")
@@ -185,7 +174,7 @@ fn a_redis_conf_with_include_daemonize_logfile_and_pidfile() {
         .unwrap();
     assert_eq!(got, ["loglevel", "debug"]);
     garbage(port);
-    wait_for("a debug line", || {
+    testkit::wait_until("a debug line", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .matches("protocol error")

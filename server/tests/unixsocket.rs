@@ -5,24 +5,12 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 fn unix_client(path: &Path) -> redis::Connection {
     redis::Client::open(format!("unix://{}", path.display()))
         .expect("unix url")
         .get_connection()
         .expect("connect through the unix socket")
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -96,7 +84,7 @@ fn clients_connect_through_the_unix_socket() {
 
     // SHUTDOWN through the socket; the file goes with the server.
     let _ = redis::cmd("SHUTDOWN").query::<()>(&mut conns[2]);
-    wait_for("the server exits", || {
+    testkit::wait_until("the server exits", || {
         matches!(p.child.try_wait(), Ok(Some(_)))
     });
     assert!(!sock.exists(), "the socket file outlived the server");

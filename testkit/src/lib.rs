@@ -71,6 +71,18 @@ pub fn wait_port(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// Wait until `f` holds, checking every 20 ms; panics naming `what` after 20 seconds.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The path of a workspace binary built for the same profile as the running test.
 ///
 /// Test executables live in `target/<profile>/deps/`; binaries in `target/<profile>/`. If the

@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -299,21 +299,15 @@ fn ack_bytes() -> Vec<u8> {
 
 /// A session for the master's commands: never refused as read-only, replies discarded.
 fn pseudo_session(core: &Core) -> Session {
-    let info = Arc::new(ClientInfo {
-        id: core.shared.next_client_id.fetch_add(1, Ordering::Relaxed),
-        addr: "master".into(),
-        laddr: String::new(),
-        fd: (-1).into(),
-        core: core.id.into(),
-        created: Instant::now(),
-        last_ms: now_ms().into(),
-        db: 0.into(),
-        resp: 2.into(),
-        name: Mutex::new(String::new()),
-        last_cmd: Mutex::new("NULL"),
-        killed: false.into(),
-        unix: false,
-    });
+    let id = core.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let info = Arc::new(ClientInfo::new(
+        id,
+        "master".into(),
+        String::new(),
+        -1,
+        core.id,
+        false,
+    ));
     let mut s = Session::new(info, true);
     s.from_master = true;
     s
