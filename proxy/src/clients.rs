@@ -163,6 +163,11 @@ impl ClientEntry {
         );
     }
 
+    /// The client's socket descriptor.
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+
     pub fn killed(&self) -> bool {
         self.killed.load(Relaxed)
     }

@@ -53,6 +53,8 @@ pub enum Kind {
     Watch,
     /// Refused with `ERR handle request, command 'X' is not allowed`.
     Blocked,
+    /// A blocking command (BLPOP…): on the session's own connection (`blocking`).
+    Blocking,
     /// Split per backend and merged.
     Split(SplitKind),
     /// Forwarded by its hash key; `multi_key` commands must keep all keys in one slot.
@@ -85,18 +87,16 @@ pub enum SplitKind {
     Any,
 }
 
-/// Codis 3.2's `FlagNotAllow` list (reference §2.2), plus every blocking command (it would stall
-/// the shared backend pipeline) and every pub/sub or transaction command — except what the proxy
-/// now answers itself (`classify`): CLIENT, CONFIG GET, DBSIZE, SCAN, MULTI/EXEC/DISCARD/UNWATCH,
-/// SCRIPT (Codis refused it; it now goes to every group master).
+/// Codis 3.2's `FlagNotAllow` list (reference §2.2), plus every pub/sub or transaction command
+/// and blocking command other than the list and sorted-set pops — except what the proxy now
+/// answers itself (`classify`): CLIENT, CONFIG GET, DBSIZE, SCAN, MULTI/EXEC/DISCARD/UNWATCH,
+/// SCRIPT (Codis refused it; it now goes to every group master), BLPOP, BRPOP, BRPOPLPUSH (on a
+/// session's own connection, as every blocking pop: `blocking`).
 const BLOCKED: &[&str] = &[
     "asking",
     "bgrewriteaof",
     "bgsave",
     "bitop",
-    "blpop",
-    "brpop",
-    "brpoplpush",
     "cluster",
     "debug",
     "flushall",
@@ -188,6 +188,8 @@ fn classify(spec: &CommandSpec) -> Kind {
         "publish" | "pubsub" => return Kind::Publish,
         "watch" => return Kind::Watch,
         "reset" => return Kind::Reset,
+        "blpop" | "brpop" | "brpoplpush" | "blmove" | "blmpop" | "bzpopmin" | "bzpopmax"
+        | "bzmpop" => return Kind::Blocking,
         _ => {}
     }
     if BLOCKED.contains(&n) || spec.has(BLOCKING) || spec.has(PUBSUB) || spec.has(TX) {
@@ -356,7 +358,9 @@ mod tests {
     #[test]
     fn kinds() {
         assert_eq!(lookup(b"KEYS").kind, Kind::Blocked);
-        assert_eq!(lookup(b"blpop").kind, Kind::Blocked);
+        assert_eq!(lookup(b"blpop").kind, Kind::Blocking);
+        assert_eq!(lookup(b"BZMPOP").kind, Kind::Blocking);
+        assert_eq!(lookup(b"wait").kind, Kind::Blocked);
         assert_eq!(lookup(b"POST").kind, Kind::Blocked);
         assert_eq!(lookup(b"host:").kind, Kind::Blocked);
         assert_eq!(lookup(b"PSUBSCRIBE").kind, Kind::Subscribe);

@@ -29,10 +29,12 @@
 //! - [`identity`]: token, xauth, the Codis `Proxy` model.
 //! - [`scripts`]: scripts seen by a core, so EVALSHA runs on any group.
 //! - [`pubsub`]: pub/sub on one home server; a subscribed session's own connection to it.
+//! - [`blocking`]: blocking pops (BLPOP…) on a session's own connection, following migrations.
 //! - [`private`]: a session's own backend connection (subscriptions, WATCH and its EXEC).
 
 pub mod admin;
 pub mod backend;
+pub mod blocking;
 pub mod clients;
 pub mod commands;
 pub mod config;

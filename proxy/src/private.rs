@@ -136,6 +136,19 @@ pub async fn roundtrip<S: Io + ?Sized>(
     s: &mut S,
     reqs: &[Vec<Bytes>],
 ) -> Result<Vec<Bytes>, String> {
+    futures_lite::future::or(exchange(s, reqs), async {
+        glommio::timer::sleep(TIMEOUT).await;
+        Err("no reply in 30 seconds".to_string())
+    })
+    .await
+}
+
+/// Sends `reqs` on `s` in one write and reads one reply for each (errors included), however
+/// long that takes (a blocking command's reply).
+pub async fn exchange<S: Io + ?Sized>(
+    s: &mut S,
+    reqs: &[Vec<Bytes>],
+) -> Result<Vec<Bytes>, String> {
     let mut out = BytesMut::new();
     for r in reqs {
         encode_args(&mut out, r.iter().map(|a| &a[..]));
@@ -159,9 +172,5 @@ pub async fn roundtrip<S: Io + ?Sized>(
         }
         Ok(replies)
     };
-    futures_lite::future::or(work, async {
-        glommio::timer::sleep(TIMEOUT).await;
-        Err("no reply in 30 seconds".to_string())
-    })
-    .await
+    work.await
 }

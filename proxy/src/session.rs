@@ -70,6 +70,32 @@ struct Session {
     subscribe: Option<Args>,
     /// After `WATCH`, until EXEC, DISCARD or UNWATCH.
     watched: Option<Watched>,
+    /// The connection the last blocking command ran on, kept for the next (`blocking`).
+    blocker: Option<Blocker>,
+    /// A blocking command ran in this batch: the idle watchdog starts over after it (Redis
+    /// never times out a blocked client).
+    blocked: bool,
+}
+
+/// A session's own connection for blocking commands, and its `CLIENT ID` on the server (what
+/// `CLIENT UNBLOCK` names).
+struct Blocker {
+    addr: String,
+    ch: Channel,
+    conn: crate::dial::Conn,
+    id: i64,
+}
+
+/// How a blocking command's wait on a server ended.
+enum Waited {
+    /// The server's reply; `unblocked`: after the proxy's `CLIENT UNBLOCK`.
+    Reply {
+        reply: Bytes,
+        unblocked: bool,
+    },
+    Failed(String),
+    /// The client went away.
+    Gone,
 }
 
 /// `WATCH` through the proxy: the keys' slot, and the session's own connection to that slot's
@@ -134,6 +160,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
         multi: None,
         subscribe: None,
         watched: None,
+        blocker: None,
+        blocked: false,
     };
     let mut parser = RequestParser::new(cfg.session_max_bulk);
     parser.set_authenticated(s.authed);
@@ -202,6 +230,11 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, id: u64) {
         }
         if proto_err.is_some() || s.quit || s.broken {
             break;
+        }
+        if std::mem::take(&mut s.blocked) {
+            // Blocked for however long: idle only from now on.
+            idle = watchdog();
+            received = None;
         }
         if let Some(first) = s.subscribe.take() {
             if !s
@@ -509,6 +542,7 @@ impl Session {
                 let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
                 self.refuse(ci, &name);
             }
+            Kind::Blocking => self.blocking(&cmd, args).await,
             Kind::Split(kind) => self.split(&cmd, kind, args).await,
             Kind::Forward {
                 multi_key, script, ..
@@ -541,7 +575,8 @@ impl Session {
     fn queue(&mut self, cmd: &Cmd, args: &Args) {
         let ci = cmd.index;
         let slot: Result<Option<u16>, String> = match (cmd.kind, cmd.spec) {
-            (Kind::Forward { .. } | Kind::Split(_), Some(spec)) => {
+            // In a transaction a blocking command does not block (as in Redis).
+            (Kind::Forward { .. } | Kind::Split(_) | Kind::Blocking, Some(spec)) => {
                 commands::common_slot(spec, args)
                     .ok_or_else(|| "CROSSSLOT Keys in request don't hash to the same slot".into())
             }
@@ -759,6 +794,163 @@ impl Session {
                 self.reply_local(ci, |b| b.extend_from_slice(&reply));
             }
             Err(e) => self.error(ci, &format!("ERR handle request, EXEC: {e}")),
+        }
+    }
+
+    /// A blocking command (see `blocking`): on the session's own connection to the master of
+    /// its slot, once that slot is settled and the requests before it are answered; run again
+    /// on the new master if the slot moves while it waits.
+    async fn blocking(&mut self, cmd: &Cmd, args: &Args) {
+        let ci = cmd.index;
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+        let slot = match cmd.spec.and_then(|spec| commands::common_slot(spec, args)) {
+            Some(Some(s)) => s as usize,
+            Some(None) => 0,
+            None => return self.error(ci, "CROSSSLOT Keys in request don't hash to the same slot"),
+        };
+        let lname = name.to_ascii_lowercase();
+        let at = crate::blocking::timeout_at(&lname, args.len());
+        // An invalid timeout goes to the server once, for its error.
+        let deadline = crate::blocking::deadline(&args[at], Instant::now());
+        // Redis runs a client's commands in order: what came before in the pipeline first.
+        self.batch.done().await;
+        self.blocked = true;
+        let mut req = args.to_vec();
+        loop {
+            let Some(t) = self.settled_table(slot).await else {
+                return self.error(ci, NOT_ONLINE);
+            };
+            let Some(owner) = t.table.slots[slot].backend else {
+                return self
+                    .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
+            };
+            let addr = t.table.addr(owner).to_string();
+            drop(t);
+            let mut b = match self.blocker.take() {
+                Some(b) if b.addr == addr && b.ch == self.ch => b,
+                _ => match self.dial_blocker(&addr).await {
+                    Ok(b) => b,
+                    Err(e) => return self.error(ci, &format!("ERR handle request, {name}: {e}")),
+                },
+            };
+            match self.wait_blocked(&mut b, slot, &req).await {
+                Waited::Reply { reply, unblocked } => {
+                    self.blocker = Some(b);
+                    let expired = match deadline {
+                        Some(Some(d)) => Instant::now() >= d,
+                        _ => false,
+                    };
+                    if unblocked && crate::blocking::is_null(&reply) && !expired {
+                        // Unblocked because the slot moved: wait again where it lives now.
+                        let d = deadline.flatten();
+                        req = crate::blocking::with_timeout(args, at, d);
+                        continue;
+                    }
+                    return self.reply_local(ci, |o| o.extend_from_slice(&reply));
+                }
+                Waited::Failed(e) => {
+                    return self.error(ci, &format!("ERR handle request, {name}: {e}"));
+                }
+                Waited::Gone => {
+                    self.quit = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A connection for blocking commands to `addr`, and its id there.
+    async fn dial_blocker(&self, addr: &str) -> Result<Blocker, String> {
+        let cfg = &self.core.cfg;
+        let unix = cfg.backend_prefer_unixsocket;
+        let mut conn =
+            crate::private::dial(addr, &cfg.product_auth, self.ch.resp3, self.ch.db, unix).await?;
+        let req = [vec![
+            Bytes::from_static(b"CLIENT"),
+            Bytes::from_static(b"ID"),
+        ]];
+        let r = crate::private::roundtrip(&mut conn, &req).await?;
+        let id = r
+            .first()
+            .and_then(|r| r.strip_prefix(b":"))
+            .and_then(|r| resp::parse_i64(r.strip_suffix(b"\r\n")?))
+            .ok_or_else(|| format!("{addr}: CLIENT ID failed"))?;
+        Ok(Blocker {
+            addr: addr.to_string(),
+            ch: self.ch,
+            conn,
+            id,
+        })
+    }
+
+    /// Sends `req` on `b` and waits for its reply. If the topology moves `slot` meanwhile (locked,
+    /// migrating or on another master), the server is told to `CLIENT UNBLOCK` the wait and its
+    /// reply is still read.
+    async fn wait_blocked(&self, b: &mut Blocker, slot: usize, req: &[Bytes]) -> Waited {
+        use futures::future::{select, Either};
+        let reqs = [req.to_vec()];
+        let reply = crate::private::exchange(&mut b.conn, &reqs);
+        futures::pin_mut!(reply);
+        let moved = async {
+            loop {
+                let changed = self.core.table_changed.wait();
+                let stays = self.core.table().is_some_and(|t| {
+                    let r = &t.table.slots[slot];
+                    !r.locked
+                        && r.migrate_from.is_none()
+                        && r.backend.map(|o| t.table.addr(o)) == Some(b.addr.as_str())
+                });
+                if !stays {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        let fd = self.me.fd();
+        let gone = async {
+            loop {
+                glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+                if crate::blocking::client_gone(fd) || self.me.killed() {
+                    return;
+                }
+            }
+        };
+        futures::pin_mut!(moved, gone);
+        let first = select(reply, select(moved, gone)).await;
+        let (reply, unblocked) = match first {
+            Either::Left((r, _)) => (r, false),
+            Either::Right((Either::Right(_), _)) => return Waited::Gone,
+            Either::Right((Either::Left(_), reply)) => {
+                let cfg = &self.core.cfg;
+                let unblock = async {
+                    let mut c = crate::private::dial(
+                        &b.addr,
+                        &cfg.product_auth,
+                        false,
+                        0,
+                        cfg.backend_prefer_unixsocket,
+                    )
+                    .await?;
+                    let id = Bytes::from(b.id.to_string());
+                    let req = [vec![
+                        Bytes::from_static(b"CLIENT"),
+                        Bytes::from_static(b"UNBLOCK"),
+                        id,
+                    ]];
+                    crate::private::roundtrip(&mut c, &req).await
+                };
+                if let Err(e) = unblock.await {
+                    tracing::warn!(backend = %b.addr, "CLIENT UNBLOCK after a topology change failed: {e}");
+                }
+                (reply.await, true)
+            }
+        };
+        match reply {
+            Ok(mut r) => Waited::Reply {
+                reply: r.pop().unwrap_or_default(),
+                unblocked,
+            },
+            Err(e) => Waited::Failed(e),
         }
     }
 

@@ -228,9 +228,12 @@ fn auth_select_blocked_and_local_commands() {
         "-ERR handle request, command 'KEYS' is not allowed\r\n"
     );
     assert_eq!(
-        ask("BLPOP x 0\r\n"),
-        "-ERR handle request, command 'BLPOP' is not allowed\r\n"
+        ask("WAIT 1 0\r\n"),
+        "-ERR handle request, command 'WAIT' is not allowed\r\n"
     );
+    // Blocking pops run (proxy/tests/blocking.rs), in the session's database.
+    assert_eq!(ask("RPUSH dbq j\r\n"), ":1\r\n");
+    assert_eq!(ask("BLPOP dbq 0\r\n"), "*2\r\n$3\r\ndbq\r\n$1\r\nj\r\n");
     assert_eq!(
         ask("MONITOR\r\n"),
         "-ERR handle request, command 'MONITOR' is not allowed\r\n"

@@ -79,6 +79,9 @@ pub async fn run(
             }
             encode::simple(b, "RESET");
         }
+        "client" if args[1].eq_ignore_ascii_case(b"unblock") => {
+            client_unblock(core, &args, b).await
+        }
         "client" => client(core, sess, &args, b),
         "command" => command_cmd(&args, sess.proto, b),
         "info" => {
@@ -584,6 +587,8 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
                 "    Suspend all, or just write, clients for <timeout> milliseconds.",
                 "UNPAUSE",
                 "    Stop the current client pause, resuming traffic.",
+                "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+                "    Unblock the specified blocked client.",
                 "CORE [<core>]",
                 "    Return the core serving this connection, or move the connection to <core>.",
                 "HELP",
@@ -595,6 +600,29 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
             encode::error(b, &format!("ERR unknown subcommand or wrong number of arguments for '{s}'. Try CLIENT HELP."))
         }
     }
+}
+
+/// `CLIENT UNBLOCK client-id [TIMEOUT|ERROR]`: 1 if that client was blocked and now is not.
+async fn client_unblock(core: &Rc<Core>, args: &Args, b: &mut BytesMut) {
+    if args.len() > 4 {
+        return encode::error(
+            b,
+            "ERR unknown subcommand or wrong number of arguments for 'unblock'. Try CLIENT HELP.",
+        );
+    }
+    let Some(id) = resp::parse_i64(&args[2]) else {
+        return encode::error(b, err::NOT_INT);
+    };
+    let error = match args.get(3) {
+        None => false,
+        Some(m) if m.eq_ignore_ascii_case(b"timeout") => false,
+        Some(m) if m.eq_ignore_ascii_case(b"error") => true,
+        Some(_) => {
+            return encode::error(b, "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+        }
+    };
+    let done = id >= 0 && crate::blocking::unblock(core, id as u64, error).await;
+    encode::int(b, done as i64)
 }
 
 fn client_kill(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {

@@ -17,8 +17,10 @@
 //! The connection waits with the command's timeout (0: forever); on timeout it removes its waiter
 //! on the owner core — if the shard already served it, the reply is taken instead, so a popped
 //! element is never lost. A client that disconnects while blocked is noticed within 100 ms and
-//! unregistered.
+//! unregistered. `CLIENT UNBLOCK` ends a wait as its timeout would (or with an error): the
+//! connection's core keeps a way to interrupt each of its blocked connections ([`unblock`]).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -223,6 +225,47 @@ enum End {
     Got(Bytes),
     TimedOut,
     Closed,
+    /// `CLIENT UNBLOCK` (true: with `ERROR`).
+    Unblocked(bool),
+}
+
+/// `CLIENT UNBLOCK`'s error reply.
+const UNBLOCKED: &str = "UNBLOCKED client unblocked via CLIENT UNBLOCK";
+
+thread_local! {
+    /// This core's connections waiting in a blocking command, by client id: the sender that
+    /// interrupts the wait (true: reply with [`UNBLOCKED`]).
+    static INTERRUPTS: RefCell<HashMap<u64, oneshot::Sender<bool>>> = RefCell::new(HashMap::new());
+}
+
+/// Removes a connection's interrupt when its wait ends.
+struct Interruptible(u64);
+
+impl Drop for Interruptible {
+    fn drop(&mut self) {
+        INTERRUPTS.with(|m| m.borrow_mut().remove(&self.0));
+    }
+}
+
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: ends client `id`'s wait in a blocking command, as if it
+/// timed out (or with an error). Whether the client was blocked.
+pub async fn unblock(core: &Rc<Core>, id: u64, error: bool) -> bool {
+    let info = core
+        .shared
+        .clients
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&id).cloned());
+    let Some(info) = info else {
+        return false;
+    };
+    let on = info.core.load(std::sync::atomic::Ordering::Relaxed);
+    core.run_on(on, move |_| {
+        INTERRUPTS
+            .with(|m| m.borrow_mut().remove(&id))
+            .is_some_and(|tx| tx.send(error).is_ok())
+    })
+    .await
 }
 
 /// Whether the client's socket was closed by the peer (checked while it is blocked).
@@ -269,6 +312,10 @@ async fn wait(
     deadline: Option<Instant>,
 ) -> End {
     let _blocked = BlockedGuard::new();
+    let (itx, mut irx) = oneshot::channel::<bool>();
+    let id = sess.info.id;
+    INTERRUPTS.with(|m| m.borrow_mut().insert(id, itx));
+    let _interruptible = Interruptible(id);
     loop {
         let mut tick = Duration::from_millis(100);
         if let Some(d) = deadline {
@@ -280,10 +327,14 @@ async fn wait(
         }
         let any = futures::future::select_all(rxs.iter_mut());
         let timer = Box::pin(glommio::timer::sleep(tick));
-        match futures::future::select(any, timer).await {
+        let stop = futures::future::select(timer, &mut irx);
+        match futures::future::select(any, stop).await {
             futures::future::Either::Left(((Ok(b), _, _), _)) => return End::Got(b),
             // The shard dropped the waiter (server stopping): treat as a disconnect.
             futures::future::Either::Left(((Err(_), _, _), _)) => return End::Closed,
+            futures::future::Either::Right((futures::future::Either::Right((Ok(e), _)), _)) => {
+                return End::Unblocked(e)
+            }
             futures::future::Either::Right(_) => {
                 if peer_closed(sess) {
                     return End::Closed;
@@ -388,7 +439,7 @@ async fn one_core(
             out.extend_from_slice(&b);
             true
         }
-        End::TimedOut | End::Closed => {
+        End::TimedOut | End::Closed | End::Unblocked(_) => {
             let removed = core.run_on(owner, move |sh| sh.blocked.remove(id)).await;
             let closed = matches!(end, End::Closed);
             if closed {
@@ -404,6 +455,8 @@ async fn one_core(
             match late {
                 // Served just before the timeout: the element was popped, deliver it.
                 Some(b) if !b.is_empty() => out.extend_from_slice(&b),
+                // Unblocked with an error: nothing popped.
+                _ if matches!(end, End::Unblocked(true)) => encode::error(out, UNBLOCKED),
                 // Timed out (or evicted by a slot move at the same moment: nothing popped).
                 _ if !closed => encode::null_array(out, proto),
                 _ => {}
@@ -476,8 +529,12 @@ async fn several_cores(
             true
         }
         End::Got(_) => false,
-        End::TimedOut => {
+        End::TimedOut | End::Unblocked(false) => {
             encode::null_array(out, proto);
+            true
+        }
+        End::Unblocked(true) => {
+            encode::error(out, UNBLOCKED);
             true
         }
         End::Closed => {

@@ -415,3 +415,50 @@ fn big_lists_match_redis() {
     let n = a.q("LLEN big");
     assert!(n.len() > 5, "the list stayed big: {n:?}");
 }
+
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` ends a wait as its timeout would, or with Redis's
+/// UNBLOCKED error, whether the client waits on one core or on keys of both; nothing is popped.
+#[test]
+fn client_unblock_ends_a_wait() {
+    let srv = codis2();
+    let a = &keys_on(0, 1)[0];
+    let b = &keys_on(1, 1)[0];
+    let mut ctl = Raw::connect(srv.port);
+    for (wait, mode, reply) in [
+        (format!("BLPOP {a} 0"), "", "*-1\r\n"),
+        (format!("BLPOP {b} 0"), " TIMEOUT", "*-1\r\n"),
+        (
+            format!("BRPOP {a} 0"),
+            " ERROR",
+            "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n",
+        ),
+        (format!("BLPOP {a} {b} 0"), "", "*-1\r\n"),
+        (
+            format!("BLMOVE {a} {b} LEFT LEFT 0"),
+            " ERROR",
+            "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n",
+        ),
+    ] {
+        let mut w = Raw::connect(srv.port);
+        let id = w.q("CLIENT ID");
+        let id = id.trim_start_matches(':').trim_end();
+        w.send_line(&wait);
+        blocked(srv.port, 1);
+        assert_eq!(ctl.q(&format!("CLIENT UNBLOCK {id}{mode}")), ":1\r\n");
+        assert_eq!(String::from_utf8_lossy(&w.read()), reply, "{wait}{mode}");
+        blocked(srv.port, 0);
+        // Not blocked any more: 0, and the connection serves on.
+        assert_eq!(ctl.q(&format!("CLIENT UNBLOCK {id}")), ":0\r\n");
+        assert_eq!(w.q("PING"), "+PONG\r\n");
+    }
+    assert_eq!(ctl.q(&format!("EXISTS {a} {b}")), ":0\r\n");
+    assert_eq!(ctl.q("CLIENT UNBLOCK 999999"), ":0\r\n");
+    assert_eq!(
+        ctl.q("CLIENT UNBLOCK x"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        ctl.q("CLIENT UNBLOCK 1 LATER"),
+        "-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n"
+    );
+}
