@@ -330,6 +330,13 @@ async fn metrics(State(ctl): Ctl) -> Response {
     );
     gauge(
         &mut o,
+        "sessions_blocked",
+        "gauge",
+        "Client connections waiting in a blocking pop (each on a connection of its own).",
+        s.sessions_blocked.to_string(),
+    );
+    gauge(
+        &mut o,
         "uptime_seconds",
         "gauge",
         "Seconds since start.",

@@ -51,9 +51,10 @@ pub fn info(core: &Core, args: &[Bytes], keyspace: Option<&str>, proto: Proto, o
     if has("clients") {
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\npubsub_clients:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\npubsub_clients:{}\r\n\r\n",
             sh.sessions_alive.load(Relaxed),
             cfg.proxy_max_clients,
+            sh.sessions_blocked.load(Relaxed),
             sh.sessions_subscribed.load(Relaxed)
         );
     }

@@ -888,6 +888,9 @@ impl Session {
     /// reply is still read.
     async fn wait_blocked(&self, b: &mut Blocker, slot: usize, req: &[Bytes]) -> Waited {
         use futures::future::{select, Either};
+        let shared = &self.core.shared;
+        shared.sessions_blocked.fetch_add(1, Relaxed);
+        let _count = Decrement(&shared.sessions_blocked);
         let reqs = [req.to_vec()];
         let reply = crate::private::exchange(&mut b.conn, &reqs);
         futures::pin_mut!(reply);

@@ -151,6 +151,8 @@ pub struct Shared {
     pub sessions_total: AtomicU64,
     /// Sessions in subscribed mode, each with its own connection to the pub/sub home.
     pub sessions_subscribed: AtomicUsize,
+    /// Sessions waiting in a blocking pop, on a connection of their own (`blocking`).
+    pub sessions_blocked: AtomicUsize,
     /// Every connected client (`CLIENT LIST`, `CLIENT KILL`).
     pub clients: crate::clients::Registry,
     pub slowlog: Mutex<SlowLog>,
@@ -192,6 +194,7 @@ impl Shared {
             sessions_alive: AtomicUsize::new(0),
             sessions_total: AtomicU64::new(0),
             sessions_subscribed: AtomicUsize::new(0),
+            sessions_blocked: AtomicUsize::new(0),
             clients: Default::default(),
             slowlog: Mutex::new(SlowLog::default()),
             online: AtomicBool::new(false),
@@ -302,6 +305,7 @@ impl Shared {
             sessions_total: self.sessions_total.load(Relaxed),
             sessions_alive: self.sessions_alive.load(Relaxed) as u64,
             sessions_subscribed: self.sessions_subscribed.load(Relaxed) as u64,
+            sessions_blocked: self.sessions_blocked.load(Relaxed) as u64,
             latency_usecs: Latency {
                 count: h.len(),
                 p50: q(0.5),
@@ -379,6 +383,7 @@ pub struct StatsSnapshot {
     pub sessions_total: u64,
     pub sessions_alive: u64,
     pub sessions_subscribed: u64,
+    pub sessions_blocked: u64,
     pub latency_usecs: Latency,
     pub cmds: Vec<CmdSnapshot>,
     pub uptime_secs: u64,

@@ -45,11 +45,24 @@ fn blocking_pops_wait_for_pushes_through_the_proxy() {
             })
         })
         .collect();
-    for (gid, q) in [(1, &q1), (2, &q2)] {
+    for gid in [1, 2] {
         testkit::wait_until("the waiter blocks on its server", || {
             blocked_on(&c, gid, "blpop") == 1
         });
-        let mut p = Frames::open(port);
+    }
+    // The proxy counts its blocked sessions (stats, INFO, /metrics).
+    assert_eq!(c.stats()["sessions_blocked"], 2);
+    let mut p = Frames::open(port);
+    assert!(p
+        .ask(&["INFO", "clients"])
+        .contains("blocked_clients:2\r\n"));
+    let (st, metrics) = c.http("GET", "/metrics");
+    assert_eq!(st, 200);
+    assert!(
+        metrics.contains("codis_proxy_sessions_blocked 2"),
+        "{metrics}"
+    );
+    for q in [&q1, &q2] {
         assert_eq!(p.ask(&["RPUSH", q, "job"]), ":1\r\n");
     }
     for (w, q) in waiters.into_iter().zip([&q1, &q2]) {
@@ -58,6 +71,7 @@ fn blocking_pops_wait_for_pushes_through_the_proxy() {
             format!("*2\r\n${}\r\n{q}\r\n$3\r\njob\r\n", q.len())
         );
     }
+    assert_eq!(c.stats()["sessions_blocked"], 0);
 
     let mut a = Frames::open(port);
     // The timeout holds, as a null.
