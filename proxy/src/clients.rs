@@ -37,6 +37,8 @@ pub struct ClientEntry {
     /// Channels and patterns subscribed to (`pubsub`).
     subs: AtomicU64,
     killed: AtomicBool,
+    /// Waiting in a blocking pop (`CLIENT LIST` flag `b`).
+    blocked: AtomicBool,
     names: Mutex<Names>,
 }
 
@@ -84,6 +86,7 @@ impl Registry {
             resp: AtomicU8::new(2),
             subs: AtomicU64::new(0),
             killed: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             names: Mutex::new(Names::default()),
         });
         if let Ok(mut c) = self.clients.lock() {
@@ -156,6 +159,11 @@ impl ClientEntry {
     }
 
     /// Notes how many channels and patterns the client is subscribed to.
+    /// Whether the client waits in a blocking pop.
+    pub fn set_blocked(&self, on: bool) {
+        self.blocked.store(on, Relaxed);
+    }
+
     pub fn set_subs(&self, channels: usize, patterns: usize) {
         self.subs.store(
             ((channels as u64) << 32) | (patterns as u64 & 0xffff_ffff),
@@ -207,7 +215,11 @@ impl ClientEntry {
             names.name,
             age.as_secs(),
             idle,
-            if subs == 0 { "N" } else { "P" },
+            match (subs, self.blocked.load(Relaxed)) {
+                (_, true) => "b",
+                (0, false) => "N",
+                _ => "P",
+            },
             self.db.load(Relaxed),
             subs >> 32,
             subs & 0xffff_ffff,

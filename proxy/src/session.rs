@@ -891,6 +891,8 @@ impl Session {
         let shared = &self.core.shared;
         shared.sessions_blocked.fetch_add(1, Relaxed);
         let _count = Decrement(&shared.sessions_blocked);
+        self.me.set_blocked(true);
+        let _flag = Unblocked(&self.me);
         let reqs = [req.to_vec()];
         let reply = crate::private::exchange(&mut b.conn, &reqs);
         futures::pin_mut!(reply);
@@ -1526,6 +1528,15 @@ enum Leave {
 }
 
 /// Decrements a gauge when dropped.
+/// Clears a client's blocked flag (`CLIENT LIST`) when dropped.
+struct Unblocked<'a>(&'a ClientEntry);
+
+impl Drop for Unblocked<'_> {
+    fn drop(&mut self) {
+        self.0.set_blocked(false);
+    }
+}
+
 struct Decrement<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl Drop for Decrement<'_> {

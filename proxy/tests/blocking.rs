@@ -56,6 +56,9 @@ fn blocking_pops_wait_for_pushes_through_the_proxy() {
     assert!(p
         .ask(&["INFO", "clients"])
         .contains("blocked_clients:2\r\n"));
+    let list = p.ask(&["CLIENT", "LIST"]);
+    assert_eq!(list.matches(" flags=b ").count(), 2, "{list}");
+    assert_eq!(list.matches(" cmd=blpop ").count(), 2, "{list}");
     let (st, metrics) = c.http("GET", "/metrics");
     assert_eq!(st, 200);
     assert!(
