@@ -13,6 +13,8 @@
 //! - SCAN of both servers: no key in two groups, every key on the group of its slot, nothing
 //!   lost or invented;
 //! - TTL keys still have a TTL, big collections are intact;
+//! - every job a producer pushed onto four queues (two in migrating slots) was popped once and
+//!   in order by its consumer blocked in BLPOP through the proxy, or is still queued;
 //! - no client saw an error, and every whole-cluster SCAN through the proxy that ran meanwhile
 //!   returned every key that existed throughout.
 //!
@@ -168,6 +170,8 @@ struct Seen {
     uncertain: HashMap<String, i64>,
     errors: Vec<String>,
     ops: u64,
+    /// Per job queue: the last number pushed (producer) and popped (its consumer).
+    queues: HashMap<String, (i64, i64)>,
 }
 
 struct Load {
@@ -301,6 +305,79 @@ fn watcher(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> Seen {
     seen
 }
 
+/// Job queues, two in migrating slots and two not.
+fn queue_keys() -> Vec<String> {
+    let still = |p: &str| {
+        (0..)
+            .map(|i| format!("{p}:{i}"))
+            .find(|k| !migrating(resp::slot(k.as_bytes())))
+            .unwrap_or_default()
+    };
+    vec![
+        migrating_key("queue:a"),
+        migrating_key("queue:b"),
+        still("queue:c"),
+        still("queue:d"),
+    ]
+}
+
+/// RPUSHes 1, 2, 3… to each queue in turn, about every 2 ms.
+fn producer(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> Seen {
+    let mut con = connect(&url);
+    let mut seen = Seen::default();
+    let queues = queue_keys();
+    let mut pushed = vec![0i64; queues.len()];
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let j = i % queues.len();
+        i += 1;
+        let v = pushed[j] + 1;
+        match redis::cmd("RPUSH")
+            .arg(&queues[j])
+            .arg(v)
+            .query::<i64>(&mut con)
+        {
+            Ok(_) => pushed[j] = v,
+            Err(e) => seen.errors.push(format!("RPUSH {}: {e}", queues[j])),
+        }
+        seen.ops += 1;
+        ops.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for (q, n) in queues.into_iter().zip(pushed) {
+        seen.queues.insert(q, (n, 0));
+    }
+    seen
+}
+
+/// BLPOPs one queue (1 s timeout) until stopped: blocked through the proxy most of the time,
+/// also while its slot migrates; every number must come once, in order.
+fn consumer(url: String, q: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> Seen {
+    let mut con = connect(&url);
+    let mut seen = Seen::default();
+    let mut popped = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        match redis::cmd("BLPOP")
+            .arg(&q)
+            .arg(1)
+            .query::<Option<(String, i64)>>(&mut con)
+        {
+            Ok(Some((_, v))) => {
+                if v != popped + 1 {
+                    seen.errors.push(format!("BLPOP {q}: {v} after {popped}"));
+                }
+                popped = v;
+            }
+            Ok(None) => {}
+            Err(e) => seen.errors.push(format!("BLPOP {q}: {e}")),
+        }
+        seen.ops += 1;
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+    seen.queues.insert(q, (0, popped));
+    seen
+}
+
 fn reader(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>, big: Vec<String>) -> Seen {
     let mut con = connect(&url);
     let mut seen = Seen::default();
@@ -410,6 +487,12 @@ fn start_load(c: &Cluster, big: &BigKeys) -> Load {
     threads.push(std::thread::spawn(move || scanner(url, s, o)));
     let (url, s, o) = (c.proxy_url(), stop.clone(), ops.clone());
     threads.push(std::thread::spawn(move || watcher(url, s, o)));
+    let (url, s, o) = (c.proxy_url(), stop.clone(), ops.clone());
+    threads.push(std::thread::spawn(move || producer(url, s, o)));
+    for q in queue_keys() {
+        let (url, s, o) = (c.proxy_url(), stop.clone(), ops.clone());
+        threads.push(std::thread::spawn(move || consumer(url, q, s, o)));
+    }
     // Let the load run on the old layout for a moment.
     let start = Instant::now();
     while ops.load(Ordering::Relaxed) < 2_000 && start.elapsed() < Duration::from_secs(10) {
@@ -427,6 +510,11 @@ fn stop_load(load: Load) -> Seen {
         all.uncertain.extend(s.uncertain);
         all.errors.extend(s.errors);
         all.ops += s.ops;
+        for (q, (pushed, popped)) in s.queues {
+            let e = all.queues.entry(q).or_default();
+            e.0 = e.0.max(pushed);
+            e.1 = e.1.max(popped);
+        }
     }
     eprintln!(
         "client load: {} operations ({} counted live), {} errors",
@@ -590,7 +678,31 @@ fn check_all(c: &Cluster, big: &BigKeys, seen: &Seen) {
         z.len()
     );
 
-    // 5. Straight to the servers: no key twice, every key on its slot's group, nothing extra.
+    // 5. Job queues: every number pushed was popped once, in order, or is still queued; then
+    // the queues go, so that the key census below sees only the data set.
+    assert_eq!(seen.queues.len(), 4, "{:?}", seen.queues);
+    for (q, &(pushed, popped)) in &seen.queues {
+        let rest: Vec<i64> = redis::cmd("LRANGE")
+            .arg(q)
+            .arg(0)
+            .arg(-1)
+            .query(&mut con)
+            .expect("LRANGE a queue");
+        let want: Vec<i64> = (popped + 1..=pushed).collect();
+        assert!(
+            rest == want,
+            "queue {q}: popped 1..={popped} of 1..={pushed}, left {} ({:?}…)",
+            rest.len(),
+            &rest[..rest.len().min(5)]
+        );
+        assert!(popped > 0, "nothing popped from {q}");
+        redis::cmd("DEL")
+            .arg(q)
+            .query::<i64>(&mut con)
+            .expect("DEL a queue");
+    }
+
+    // 6. Straight to the servers: no key twice, every key on its slot's group, nothing extra.
     let mut on: Vec<HashSet<Vec<u8>>> = Vec::new();
     for gid in 1..=2 {
         let keys = scan_all(&mut c.server_conn(gid)).expect("SCAN a server");
@@ -651,7 +763,7 @@ fn check_all(c: &Cluster, big: &BigKeys, seen: &Seen) {
     assert_eq!(moved, want, "keys of migrated slots on group {TARGET}");
     assert!(moved > 0, "no key sits in a migrated slot");
 
-    // 6. No client saw an error.
+    // 7. No client saw an error.
     assert!(
         seen.errors.is_empty(),
         "{} client errors during the migration, e.g. {:?}",
