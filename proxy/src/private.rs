@@ -156,7 +156,9 @@ pub async fn exchange<S: Io + ?Sized>(
     let work = async {
         s.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
         let mut buf = BytesMut::new();
-        let mut chunk = vec![0u8; 16 * 1024];
+        // Most replies here are small (a popped element, WATCH's +OK): start with a small read
+        // buffer, and take a big one once a read fills it.
+        let mut chunk = vec![0u8; 512];
         let mut replies = Vec::with_capacity(reqs.len());
         while replies.len() < reqs.len() {
             match resp::frame::frame_len(&buf).map_err(|e| format!("bad reply: {e}"))? {
@@ -167,6 +169,9 @@ pub async fn exchange<S: Io + ?Sized>(
                         return Err("connection closed by the server".to_string());
                     }
                     buf.extend_from_slice(&chunk[..n]);
+                    if n == chunk.len() && chunk.len() < 16 * 1024 {
+                        chunk = vec![0u8; 16 * 1024];
+                    }
                 }
             }
         }
