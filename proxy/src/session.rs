@@ -323,6 +323,20 @@ impl Session {
         .await
     }
 
+    /// The table once `slot` is settled (see [`Session::settled_table`]) and the slot's master
+    /// there; `None` after replying request `ci`'s error (not online, or the slot offline).
+    async fn settled_master(&mut self, ci: usize, slot: usize) -> Option<(Rc<CoreTable>, u32)> {
+        let Some(t) = self.settled_table(slot).await else {
+            self.error(ci, NOT_ONLINE);
+            return None;
+        };
+        let Some(owner) = t.table.slots[slot].backend else {
+            self.reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
+            return None;
+        };
+        Some((t, owner))
+    }
+
     async fn handle(&mut self, args: &Args) {
         let cmd = commands::lookup(&args[0]);
         let ci = cmd.index;
@@ -647,12 +661,8 @@ impl Session {
         }
         let slot = m.slot.unwrap_or(0) as usize;
         loop {
-            let Some(t) = self.settled_table(slot).await else {
-                return self.error(ci, NOT_ONLINE);
-            };
-            let Some(owner) = t.table.slots[slot].backend else {
-                return self
-                    .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
+            let Some((t, owner)) = self.settled_master(ci, slot).await else {
+                return;
             };
             let b = self.core.backend(&t, owner, self.ch).for_slot(slot as u16);
             if b.is_full() {
@@ -705,11 +715,8 @@ impl Session {
         if self.watched.as_ref().is_some_and(|w| w.slot != slot) {
             return self.error(ci, CROSS);
         }
-        let Some(t) = self.settled_table(slot as usize).await else {
-            return self.error(ci, NOT_ONLINE);
-        };
-        let Some(owner) = t.table.slots[slot as usize].backend else {
-            return self.reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
+        let Some((t, owner)) = self.settled_master(ci, slot as usize).await else {
+            return;
         };
         let addr = t.table.addr(owner).to_string();
         drop(t);
@@ -817,12 +824,8 @@ impl Session {
         self.blocked = true;
         let mut req = args.to_vec();
         loop {
-            let Some(t) = self.settled_table(slot).await else {
-                return self.error(ci, NOT_ONLINE);
-            };
-            let Some(owner) = t.table.slots[slot].backend else {
-                return self
-                    .reply_local(ci, |b| b.extend_from_slice(router::SLOT_OFFLINE.as_bytes()));
+            let Some((t, owner)) = self.settled_master(ci, slot).await else {
+                return;
             };
             let addr = t.table.addr(owner).to_string();
             drop(t);
