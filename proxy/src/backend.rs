@@ -562,15 +562,7 @@ async fn handshake<S: Io>(b: &Backend, s: &mut S, step: Step) -> Result<Option<S
                     Some(Hello::UnixPath) => {
                         found = dial::config_value(&f).filter(|p| !p.is_empty())
                     }
-                    Some(Hello::Port(port)) => {
-                        let said = dial::config_value(&f);
-                        if said.as_deref() != Some(port.to_string().as_str()) {
-                            return Err(format!(
-                                "the server behind it listens on port {}, not {port}",
-                                said.unwrap_or_else(|| "?".into())
-                            ));
-                        }
-                    }
+                    Some(Hello::Port(port)) => dial::expect_port(&f, *port)?,
                     _ => {}
                 }
                 got += 1;

@@ -71,13 +71,7 @@ async fn via_unix(
     reqs.extend(session_state(resp3, db));
     reqs.push(config_get("port"));
     let replies = say(&mut u, &reqs, path, reqs.len() - 1).await?;
-    let said = replies.last().and_then(|r| dial::config_value(r));
-    if said.as_deref() != Some(port.to_string().as_str()) {
-        return Err(format!(
-            "the server behind it listens on port {}, not {port}",
-            said.unwrap_or_else(|| "?".into())
-        ));
-    }
+    dial::expect_port(replies.last().map_or(&[][..], |r| &r[..]), port)?;
     Ok(u)
 }
 

@@ -154,7 +154,13 @@ fn a_socket_leading_to_another_server_is_not_used() {
         stats["backends_unix"].get(c.server_addr(1)).is_none(),
         "{stats}"
     );
-    assert!(clients(&c, 1).iter().all(|l| l.contains(" flags=N ")));
+    // A session's own connection (WATCH's) makes the same check and keeps TCP too.
+    let k1 = keys.iter().find(|k| Cluster::group_of(k) == 1).unwrap();
+    let mut w = Frames::open(c.port);
+    assert_eq!(w.ask(&["WATCH", k1]), "+OK\r\n");
+    let l = clients(&c, 1);
+    assert!(l.iter().any(|l| l.contains(" cmd=watch ")), "{l:?}");
+    assert!(l.iter().all(|l| l.contains(" flags=N ")), "{l:?}");
     // Group 2's socket is gone from its path, so group 2 is reached over TCP too.
     assert!(
         stats["backends_unix"].get(c.server_addr(2)).is_none(),
