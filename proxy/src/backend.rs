@@ -657,26 +657,31 @@ async fn serve(b: &Rc<Backend>, stream: Conn) -> String {
             }
         }
     };
-    let pinger = async {
-        let period = b.cfg.backend_ping_period;
-        if period.is_zero() {
-            return futures::future::pending::<String>().await;
-        }
-        loop {
-            glommio::timer::sleep(period).await;
-            if b.lane == 0 && b.lanes.cores.get() == Cores::Lanes {
-                b.out
-                    .borrow_mut()
-                    .extend_from_slice(b"*2\r\n$9\r\nSLOTSMOVE\r\n$6\r\nOWNERS\r\n");
-                b.push(Entry::Owners);
-            } else {
-                b.out
-                    .borrow_mut()
-                    .extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-                b.push(Entry::Ping);
+    // The pinger runs as a task of its own (cancelled when `serve` returns and drops it), not
+    // raced with the reader and the writer: a future in that race is polled at every wake of
+    // either, and a timer re-registers itself at each poll.
+    let period = b.cfg.backend_ping_period;
+    let pinger = (!period.is_zero()).then(|| {
+        let b = b.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(period).await;
+                if b.lane == 0 && b.lanes.cores.get() == Cores::Lanes {
+                    b.out
+                        .borrow_mut()
+                        .extend_from_slice(b"*2\r\n$9\r\nSLOTSMOVE\r\n$6\r\nOWNERS\r\n");
+                    b.push(Entry::Owners);
+                } else {
+                    b.out
+                        .borrow_mut()
+                        .extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+                    b.push(Entry::Ping);
+                }
+                b.writer.notify_all();
             }
-            b.writer.notify_all();
-        }
-    };
-    futures_lite::future::or(reader, futures_lite::future::or(writer, pinger)).await
+        })
+    });
+    let why = futures_lite::future::or(reader, writer).await;
+    drop(pinger);
+    why
 }

@@ -112,8 +112,20 @@ impl Timers {
     }
 
     fn insert(&mut self, id: u64, when: Instant, waker: Waker) {
-        if let Some(when) = self.timers_by_id.get_mut(&id) {
-            self.timers.remove(&(*when, id));
+        if let Some(old) = self.timers_by_id.get(&id) {
+            // codis-rs patch (see PATCHED.md): a timer polled again with the same deadline
+            // (every wake of a task that races it against other futures) keeps its place and
+            // only swaps a different waker in, instead of a remove and an insert.
+            if *old == when {
+                if let Some(w) = self.timers.get_mut(&(when, id)) {
+                    if !w.will_wake(&waker) {
+                        *w = waker;
+                    }
+                    return;
+                }
+            } else {
+                self.timers.remove(&(*old, id));
+            }
         }
         self.timers_by_id.insert(id, when);
         self.timers.insert((when, id), waker);
@@ -123,6 +135,16 @@ impl Timers {
     /// ready and woke timers.
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
         let now = Instant::now();
+
+        // codis-rs patch (see PATCHED.md): nothing is due (the usual case, on every poll of
+        // the reactor), so nothing to split off.
+        match self.timers.keys().next() {
+            None => return (None, 0),
+            Some((when, _)) if *when >= now => {
+                return (Some(when.saturating_duration_since(now)), 0);
+            }
+            Some(_) => {}
+        }
 
         // Split timers into ready and pending timers.
         let pending = self.timers.split_off(&(now, 0));
