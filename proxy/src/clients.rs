@@ -21,6 +21,9 @@ use resp::encode::{self, Proto};
 
 /// One connected client, as `CLIENT LIST` shows it. Shared by the session (its core) and the
 /// registry every core reads.
+/// One count of [`ClientEntry::set_subs`] (21 bits).
+const SUBS_MASK: u64 = (1 << 21) - 1;
+
 pub struct ClientEntry {
     pub id: u64,
     pub addr: String,
@@ -34,7 +37,7 @@ pub struct ClientEntry {
     pub db: AtomicU32,
     /// The protocol the client speaks (`HELLO 2|3`).
     resp: AtomicU8,
-    /// Channels and patterns subscribed to (`pubsub`).
+    /// Channels, patterns and shard channels subscribed to, 21 bits each (`set_subs`).
     subs: AtomicU64,
     killed: AtomicBool,
     /// Waiting in a blocking pop (`CLIENT LIST` flag `b`).
@@ -158,17 +161,16 @@ impl ClientEntry {
             .store(if p == Proto::Resp3 { 3 } else { 2 }, Relaxed);
     }
 
-    /// Notes how many channels and patterns the client is subscribed to.
     /// Whether the client waits in a blocking pop.
     pub fn set_blocked(&self, on: bool) {
         self.blocked.store(on, Relaxed);
     }
 
-    pub fn set_subs(&self, channels: usize, patterns: usize) {
-        self.subs.store(
-            ((channels as u64) << 32) | (patterns as u64 & 0xffff_ffff),
-            Relaxed,
-        );
+    /// Notes how many channels, patterns and shard channels the client is subscribed to.
+    pub fn set_subs(&self, channels: usize, patterns: usize, shard: usize) {
+        let f = |n: usize| (n as u64).min(SUBS_MASK);
+        self.subs
+            .store(f(channels) << 42 | f(patterns) << 21 | f(shard), Relaxed);
     }
 
     /// The client's socket descriptor.
@@ -207,7 +209,7 @@ impl ClientEntry {
             .get(self.last_cmd.load(Relaxed))
             .map_or("NULL", |c| c.name);
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -221,8 +223,9 @@ impl ClientEntry {
                 _ => "P",
             },
             self.db.load(Relaxed),
-            subs >> 32,
-            subs & 0xffff_ffff,
+            subs >> 42,
+            (subs >> 21) & SUBS_MASK,
+            subs & SUBS_MASK,
             cmd,
             self.resp.load(Relaxed),
             names.lib_name,

@@ -150,10 +150,6 @@ const BLOCKED: &[&str] = &[
     "slotsrestore-async-ack",
     "slotsrestore-async-select",
     "slotsmove",
-    // Sharded pub/sub is not offered; forwarded (unknown commands go by argv[1]) it would put a
-    // shared backend connection in subscribed mode.
-    "ssubscribe",
-    "sunsubscribe",
 ];
 
 /// Reads that must go to the master even when replica reads are on.
@@ -184,8 +180,9 @@ fn classify(spec: &CommandSpec) -> Kind {
         "mget" => return Kind::Split(SplitKind::Mget),
         "mset" => return Kind::Split(SplitKind::Mset),
         "del" | "exists" | "touch" | "unlink" => return Kind::Split(SplitKind::Sum),
-        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => return Kind::Subscribe,
-        "publish" | "pubsub" => return Kind::Publish,
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
+        | "sunsubscribe" => return Kind::Subscribe,
+        "publish" | "spublish" | "pubsub" => return Kind::Publish,
         "watch" => return Kind::Watch,
         "reset" => return Kind::Reset,
         "blpop" | "brpop" | "brpoplpush" | "blmove" | "blmpop" | "bzpopmin" | "bzpopmax"
@@ -365,7 +362,8 @@ mod tests {
         assert_eq!(lookup(b"host:").kind, Kind::Blocked);
         assert_eq!(lookup(b"PSUBSCRIBE").kind, Kind::Subscribe);
         assert_eq!(lookup(b"pubsub").kind, Kind::Publish);
-        assert_eq!(lookup(b"SSUBSCRIBE").kind, Kind::Blocked);
+        assert_eq!(lookup(b"SSUBSCRIBE").kind, Kind::Subscribe);
+        assert_eq!(lookup(b"spublish").kind, Kind::Publish);
         assert_eq!(lookup(b"mget").kind, Kind::Split(SplitKind::Mget));
         assert_eq!(lookup(b"script").kind, Kind::Script);
         assert_eq!(lookup(b"FUNCTION").kind, Kind::Function);

@@ -3,14 +3,17 @@
 //! **One home.** Channels are not keys: a message published on one server reaches only that
 //! server's subscribers. So every channel of the cluster lives on one server, the *home*: the
 //! master of the lowest-numbered group that owns slots (`SlotTable::pubsub_home`), the same on
-//! every proxy that has the same topology. `PUBLISH` and `PUBSUB` go there on the shared backend
-//! connections; patterns work across every channel, as on one Redis.
+//! every proxy that has the same topology. `PUBLISH`, `SPUBLISH` and `PUBSUB` go there on the
+//! shared backend connections; patterns work across every channel, as on one Redis. Shard
+//! channels (`SSUBSCRIBE`) live there too, as on a Redis without cluster mode: a namespace of
+//! their own, with no same-slot rule.
 //!
 //! **A connection per subscriber.** A session that subscribes gets a connection of its own to the
 //! home (the shared pipelines cannot carry one client's subscriptions), kept until its last
-//! subscription ends; the session then returns to normal use. While subscribed, a RESP2 client may
-//! send only (P)SUBSCRIBE, (P)UNSUBSCRIBE, PING and QUIT (Redis's rule and error); a RESP3 client may
-//! also send ordinary commands, routed as usual, except those that change the session's mode.
+//! subscription ends; the session then returns to normal use. While subscribed, a RESP2 client
+//! may send only (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, PING and QUIT (Redis's rule and error); a RESP3
+//! client may also send ordinary commands, routed as usual, except those that change the
+//! session's mode.
 //!
 //! **Order.** Replies leave in request order: [`Subscriber`] queues what each request expects
 //! (so many confirmation frames from the home, or a reply made here) and lets messages through
@@ -47,6 +50,8 @@ pub enum Sub {
     Psubscribe,
     Unsubscribe,
     Punsubscribe,
+    Ssubscribe,
+    Sunsubscribe,
 }
 
 impl Sub {
@@ -57,14 +62,26 @@ impl Sub {
             (b"psubscribe", Sub::Psubscribe),
             (b"unsubscribe", Sub::Unsubscribe),
             (b"punsubscribe", Sub::Punsubscribe),
+            (b"ssubscribe", Sub::Ssubscribe),
+            (b"sunsubscribe", Sub::Sunsubscribe),
         ]
         .into_iter()
         .find(|(n, _)| name.eq_ignore_ascii_case(n))
         .map(|(_, s)| s)
     }
 
-    fn is_pattern(self) -> bool {
-        matches!(self, Sub::Psubscribe | Sub::Punsubscribe)
+    /// Which of a subscriber's sets the command changes: 0 channels, 1 patterns, 2 shard
+    /// channels.
+    fn set(self) -> usize {
+        match self {
+            Sub::Subscribe | Sub::Unsubscribe => 0,
+            Sub::Psubscribe | Sub::Punsubscribe => 1,
+            Sub::Ssubscribe | Sub::Sunsubscribe => 2,
+        }
+    }
+
+    fn adds(self) -> bool {
+        matches!(self, Sub::Subscribe | Sub::Psubscribe | Sub::Ssubscribe)
     }
 }
 
@@ -72,12 +89,11 @@ impl Sub {
 /// as they will be once every request sent is answered) and the replies it owes, in order.
 #[derive(Default, Debug)]
 pub struct Subscriber {
-    /// Confirmed by the home.
-    channels: BTreeSet<Bytes>,
-    patterns: BTreeSet<Bytes>,
-    /// After every request sent so far (to count an argument-less UNSUBSCRIBE's replies).
-    sent_channels: BTreeSet<Bytes>,
-    sent_patterns: BTreeSet<Bytes>,
+    /// Channels, patterns and shard channels ([`Sub::set`]) as the home confirmed them.
+    confirmed: [BTreeSet<Bytes>; 3],
+    /// The same after every request sent so far (to count an argument-less UNSUBSCRIBE's
+    /// replies).
+    sent: [BTreeSet<Bytes>; 3],
     owed: VecDeque<Owed>,
 }
 
@@ -85,27 +101,19 @@ impl Subscriber {
     /// Notes a pub/sub request `args` sent to the home: it is owed one confirmation per argument
     /// (per subscription when an unsubscribe names none, at least one).
     pub fn sent(&mut self, sub: Sub, args: &[Bytes]) {
-        let set = if sub.is_pattern() {
-            &mut self.sent_patterns
+        let set = &mut self.sent[sub.set()];
+        let frames = if sub.adds() {
+            set.extend(args[1..].iter().cloned());
+            args.len() - 1
+        } else if args.len() == 1 {
+            let n = set.len().max(1);
+            set.clear();
+            n
         } else {
-            &mut self.sent_channels
-        };
-        let frames = match sub {
-            Sub::Subscribe | Sub::Psubscribe => {
-                set.extend(args[1..].iter().cloned());
-                args.len() - 1
+            for a in &args[1..] {
+                set.remove(a);
             }
-            Sub::Unsubscribe | Sub::Punsubscribe if args.len() == 1 => {
-                let n = set.len().max(1);
-                set.clear();
-                n
-            }
-            Sub::Unsubscribe | Sub::Punsubscribe => {
-                for a in &args[1..] {
-                    set.remove(a);
-                }
-                args.len() - 1
-            }
+            args.len() - 1
         };
         self.owe_home(frames);
     }
@@ -122,15 +130,16 @@ impl Subscriber {
         self.owed.push_back(Owed::Local(reply));
     }
 
-    /// Channels and patterns subscribed to, as the home confirmed them.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.channels.len(), self.patterns.len())
+    /// Channels, patterns and shard channels subscribed to, as the home confirmed them.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let [c, p, s] = &self.confirmed;
+        (c.len(), p.len(), s.len())
     }
 
     /// Whether the requests sent so far leave no subscription: the client is leaving subscribed
     /// mode, and its next requests wait until it has (as on Redis, where they run unsubscribed).
     pub fn leaving(&self) -> bool {
-        self.sent_channels.is_empty() && self.sent_patterns.is_empty()
+        self.sent.iter().all(BTreeSet::is_empty)
     }
 
     /// Whether a reply is still owed.
@@ -141,20 +150,18 @@ impl Subscriber {
     /// Whether the session has no subscription left and owes nothing: it leaves subscribed mode.
     pub fn done(&self) -> bool {
         self.owed.is_empty()
-            && self.channels.is_empty()
-            && self.patterns.is_empty()
-            && self.sent_channels.is_empty()
-            && self.sent_patterns.is_empty()
+            && self.confirmed.iter().all(BTreeSet::is_empty)
+            && self.sent.iter().all(BTreeSet::is_empty)
     }
 
     /// A new home connection: subscribes again to everything confirmed so far (the requests to
     /// send there), and owes their confirmations to nobody. Only call it when nothing is owed.
     pub fn resubscribe(&mut self) -> Vec<Vec<Bytes>> {
         let mut reqs = Vec::new();
-        for (name, set) in [
-            ("SUBSCRIBE", &self.channels),
-            ("PSUBSCRIBE", &self.patterns),
-        ] {
+        for (name, set) in ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"]
+            .into_iter()
+            .zip(&self.confirmed)
+        {
             if !set.is_empty() {
                 let mut r = vec![Bytes::from_static(name.as_bytes())];
                 r.extend(set.iter().cloned());
@@ -182,20 +189,12 @@ impl Subscriber {
             out.extend_from_slice(frame);
             return Ok(());
         }
-        if let Some(sub) = kind.sub() {
-            let set = if sub.is_pattern() {
-                &mut self.patterns
+        if let (Some(sub), Some(n)) = (kind.sub(), name) {
+            let set = &mut self.confirmed[sub.set()];
+            if sub.adds() {
+                set.insert(Bytes::copy_from_slice(n));
             } else {
-                &mut self.channels
-            };
-            match (sub, name) {
-                (Sub::Subscribe | Sub::Psubscribe, Some(n)) => {
-                    set.insert(Bytes::copy_from_slice(n));
-                }
-                (Sub::Unsubscribe | Sub::Punsubscribe, Some(n)) => {
-                    set.remove(n);
-                }
-                _ => {}
+                set.remove(n);
             }
         }
         self.flush_local(out);
@@ -228,12 +227,10 @@ impl Subscriber {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    /// `message` / `pmessage` (RESP2 array or RESP3 push).
+    /// `message` / `pmessage` / `smessage` (RESP2 array or RESP3 push).
     Message,
-    Subscribe,
-    Psubscribe,
-    Unsubscribe,
-    Punsubscribe,
+    /// A (P|S)(UN)SUBSCRIBE confirmation.
+    Confirm(Sub),
     /// Anything else (a PING's reply, an error).
     Other,
 }
@@ -241,10 +238,7 @@ enum Kind {
 impl Kind {
     fn sub(self) -> Option<Sub> {
         match self {
-            Kind::Subscribe => Some(Sub::Subscribe),
-            Kind::Psubscribe => Some(Sub::Psubscribe),
-            Kind::Unsubscribe => Some(Sub::Unsubscribe),
-            Kind::Punsubscribe => Some(Sub::Punsubscribe),
+            Kind::Confirm(s) => Some(s),
             _ => None,
         }
     }
@@ -263,12 +257,9 @@ fn classify(f: &[u8]) -> (Kind, Option<&[u8]>) {
         return (Kind::Other, None);
     };
     let kind = match first {
-        b"message" | b"pmessage" => Kind::Message,
-        b"subscribe" => Kind::Subscribe,
-        b"psubscribe" => Kind::Psubscribe,
-        b"unsubscribe" => Kind::Unsubscribe,
-        b"punsubscribe" => Kind::Punsubscribe,
-        _ => Kind::Other,
+        b"message" | b"pmessage" | b"smessage" => Kind::Message,
+        // The home sends these lower-case, as Redis does.
+        _ => Sub::of(first).map_or(Kind::Other, Kind::Confirm),
     };
     let name = if kind.sub().is_some() {
         bulk(&mut rest)
@@ -296,13 +287,13 @@ fn bulk<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     Some(body)
 }
 
-/// Redis's reply to `UNSUBSCRIBE` / `PUNSUBSCRIBE` from a client that is not subscribed: one
+/// Redis's reply to `(P|S)UNSUBSCRIBE` from a client that is not subscribed: one
 /// confirmation per argument (one with a null name if none), each counting 0 subscriptions.
 pub fn unsubscribed(sub: Sub, args: &[Bytes], proto: Proto, out: &mut BytesMut) {
-    let kind: &[u8] = if sub.is_pattern() {
-        b"punsubscribe"
-    } else {
-        b"unsubscribe"
+    let kind: &[u8] = match sub.set() {
+        0 => b"unsubscribe",
+        1 => b"punsubscribe",
+        _ => b"sunsubscribe",
     };
     if args.len() == 1 {
         encode::push(out, 3, proto);
@@ -382,11 +373,20 @@ mod tests {
         s.sent(Sub::Psubscribe, &args(&["PSUBSCRIBE", "n*"]));
         s.from_home(&confirm("psubscribe", "n*", 1), &mut out)
             .unwrap();
+        s.sent(Sub::Ssubscribe, &args(&["SSUBSCRIBE", "s1"]));
+        s.from_home(&confirm("ssubscribe", "s1", 1), &mut out)
+            .unwrap();
+        assert_eq!(s.counts(), (0, 1, 1));
         out.clear();
         let reqs = s.resubscribe();
-        assert_eq!(reqs, vec![args(&["PSUBSCRIBE", "n*"])]);
+        assert_eq!(
+            reqs,
+            vec![args(&["PSUBSCRIBE", "n*"]), args(&["SSUBSCRIBE", "s1"])]
+        );
         s.owe_home(1);
         s.from_home(&confirm("psubscribe", "n*", 1), &mut out)
+            .unwrap();
+        s.from_home(&confirm("ssubscribe", "s1", 1), &mut out)
             .unwrap();
         assert!(out.is_empty());
         s.from_home(b"+PONG\r\n", &mut out).unwrap();
@@ -416,5 +416,13 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out[..], b">3\r\n$12\r\npunsubscribe\r\n$1\r\na\r\n:0\r\n");
+        out.clear();
+        unsubscribed(
+            Sub::Sunsubscribe,
+            &args(&["SUNSUBSCRIBE"]),
+            Proto::Resp2,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"*3\r\n$12\r\nsunsubscribe\r\n$-1\r\n:0\r\n");
     }
 }

@@ -541,7 +541,9 @@ impl Session {
                 FunctionRoute::One => self.send_to_one_master(ci, args),
             },
             Kind::Subscribe => match pubsub::Sub::of(&args[0]) {
-                Some(pubsub::Sub::Subscribe | pubsub::Sub::Psubscribe) => {
+                Some(
+                    pubsub::Sub::Subscribe | pubsub::Sub::Psubscribe | pubsub::Sub::Ssubscribe,
+                ) => {
                     self.subscribe = Some(args.clone());
                 }
                 Some(sub) => {
@@ -1204,8 +1206,8 @@ impl Session {
                                     tracing::warn!(client = %self.peer, "{e}");
                                     return false;
                                 }
-                                let (c, p) = sub.counts();
-                                self.me.set_subs(c, p);
+                                let (c, p, s) = sub.counts();
+                                self.me.set_subs(c, p, s);
                             }
                             Ok(None) => break,
                             Err(e) => {
@@ -1553,7 +1555,7 @@ struct Unsubscribed<'a>(&'a ClientEntry);
 
 impl Drop for Unsubscribed<'_> {
     fn drop(&mut self) {
-        self.0.set_subs(0, 0);
+        self.0.set_subs(0, 0, 0);
     }
 }
 

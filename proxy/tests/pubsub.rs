@@ -1,6 +1,7 @@
 //! Pub/sub through the proxy: SUBSCRIBE / PSUBSCRIBE / UNSUBSCRIBE / PUNSUBSCRIBE, PUBLISH and
-//! PUBSUB against redis-server byte for byte (RESP2 and RESP3), and subscriptions that follow the
-//! pub/sub home when the topology moves it.
+//! PUBSUB, and sharded pub/sub (SSUBSCRIBE / SUNSUBSCRIBE / SPUBLISH), against redis-server byte
+//! for byte (RESP2 and RESP3), and subscriptions that follow the pub/sub home when the topology
+//! moves it.
 
 mod common;
 
@@ -115,6 +116,70 @@ fn pubsub_matches_redis_in_resp2_and_resp3() {
     );
 }
 
+/// Sharded pub/sub (SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH, PUBSUB SHARD*), RESP2 or RESP3:
+/// everything a subscriber and a publisher receive, in order.
+fn shard_conversation(port: u16, resp3: bool) -> Vec<String> {
+    let mut sub = Frames::open(port);
+    let mut publ = Frames::open(port);
+    let mut got = Vec::new();
+    if resp3 {
+        sub.ask(&["HELLO", "3"]);
+        publ.ask(&["HELLO", "3"]);
+    }
+    // Not subscribed: a confirmation with a count of 0.
+    got.push(sub.ask(&["SUNSUBSCRIBE"]));
+    sub.send(&["SSUBSCRIBE", "orders", "{t}x", "orders"]);
+    for _ in 0..3 {
+        got.push(sub.next());
+    }
+    // A plain subscription counts apart from the shard channels.
+    got.push(sub.ask(&["SUBSCRIBE", "orders"]));
+    got.push(publ.ask(&["SPUBLISH", "orders", "one"]));
+    got.push(sub.next());
+    got.push(publ.ask(&["PUBLISH", "orders", "two"]));
+    got.push(sub.next());
+    got.push(publ.ask(&["SPUBLISH", "nobody", "x"]));
+    got.push(publ.ask(&["PUBSUB", "SHARDNUMSUB", "orders", "{t}x", "zz"]));
+    got.push(publ.ask(&["PUBSUB", "SHARDCHANNELS", "{t*"]));
+    got.push(publ.ask(&["PUBSUB", "NUMSUB", "orders"]));
+    got.push(sub.ask(&["GET", "k"]));
+    got.push(sub.ask(&["SUNSUBSCRIBE", "orders"]));
+    got.push(sub.ask(&["UNSUBSCRIBE"]));
+    // Still subscribed to {t}x: PING answers as in subscribed mode.
+    got.push(sub.ask(&["PING"]));
+    got.push(sub.ask(&["SUNSUBSCRIBE"]));
+    got.push(sub.ask(&["GET", "k"]));
+    got.push(publ.ask(&["SPUBLISH", "{t}x", "gone"]));
+    got
+}
+
+#[test]
+fn sharded_pubsub_matches_redis() {
+    let c = Cluster::start("");
+    let Some((r, _dir)) = testkit::redis_server(&[]) else {
+        return;
+    };
+    for resp3 in [false, true] {
+        let through = shard_conversation(c.port, resp3);
+        let direct = shard_conversation(r.port, resp3);
+        for (i, (a, b)) in through.iter().zip(&direct).enumerate() {
+            assert_eq!(a, b, "step {i} (resp3: {resp3}): proxy vs redis-server");
+        }
+        assert_eq!(through.len(), direct.len());
+    }
+    let two = shard_conversation(c.port, false);
+    assert_eq!(two[3], "*3\r\n$10\r\nssubscribe\r\n$6\r\norders\r\n:2\r\n");
+    assert_eq!(two[4], "*3\r\n$9\r\nsubscribe\r\n$6\r\norders\r\n:1\r\n");
+    assert_eq!(
+        two[5], ":1\r\n",
+        "SPUBLISH reached the shard subscriber only"
+    );
+    assert_eq!(
+        two[6],
+        "*3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$3\r\none\r\n"
+    );
+}
+
 /// The same in front of redis-server groups (the home is then a redis-server).
 #[test]
 fn pubsub_through_redis_server_groups() {
@@ -129,6 +194,11 @@ fn pubsub_through_redis_server_groups() {
             conversation(c.port, resp3),
             conversation(r.port, resp3),
             "resp3: {resp3}"
+        );
+        assert_eq!(
+            shard_conversation(c.port, resp3),
+            shard_conversation(r.port, resp3),
+            "sharded, resp3: {resp3}"
         );
     }
 }
@@ -215,6 +285,7 @@ fn subscriptions_follow_the_home() {
     let mut sub = Frames::open(c.port);
     assert!(sub.ask(&["SUBSCRIBE", "moving"]).ends_with(":1\r\n"));
     assert!(sub.ask(&["PSUBSCRIBE", "mov*"]).ends_with(":2\r\n"));
+    assert!(sub.ask(&["SSUBSCRIBE", "smoving"]).ends_with(":1\r\n"));
     let mut p = Frames::open(c.port);
     assert_eq!(p.ask(&["PUBLISH", "moving", "one"]), ":2\r\n");
     sub.next();
@@ -275,6 +346,12 @@ fn subscriptions_follow_the_home() {
             "*3\r\n$7\r\nmessage\r\n$6\r\nmoving\r\n$3\r\ntwo\r\n",
             "*4\r\n$8\r\npmessage\r\n$4\r\nmov*\r\n$6\r\nmoving\r\n$3\r\ntwo\r\n",
         ]
+    );
+    // The shard channel moved with the rest.
+    assert_eq!(p.ask(&["SPUBLISH", "smoving", "three"]), ":1\r\n");
+    assert_eq!(
+        sub.next(),
+        "*3\r\n$8\r\nsmessage\r\n$7\r\nsmoving\r\n$5\r\nthree\r\n"
     );
     // The re-subscription's confirmations never reached the client: the next reply is PING's.
     assert_eq!(sub.ask(&["PING"]), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");

@@ -284,6 +284,9 @@ table! {
     "punsubscribe" -1 [PUBSUB|NOSCRIPT|CONN] 0 0 0;
     "publish" 3 [PUBSUB|FAST|CONN] 0 0 0;
     "pubsub" -2 [PUBSUB|CONN] 0 0 0;
+    "ssubscribe" -2 [PUBSUB|NOSCRIPT|CONN] 0 0 0;
+    "sunsubscribe" -1 [PUBSUB|NOSCRIPT|CONN] 0 0 0;
+    "spublish" 3 [PUBSUB|FAST|CONN] 0 0 0;
     // scripting
     "eval" -3 [SCRIPT|NOSCRIPT|MOVABLE] 0 0 0;
     "evalsha" -3 [SCRIPT|NOSCRIPT|MOVABLE] 0 0 0;

@@ -551,7 +551,7 @@ fn client(core: &Rc<Core>, sess: &mut Session, args: &Args, b: &mut BytesMut) {
                 let e = crate::slotmove::MoveError::BadCore(n.to_string(), core.ncores());
                 return encode::error(b, &e.to_string());
             }
-            if sess.tx.in_multi() || sess.tx.watching() || sess.ps.count() > 0 {
+            if sess.tx.in_multi() || sess.tx.watching() || sess.ps.subscribed() {
                 return encode::error(
                     b,
                     "ERR CLIENT CORE is not allowed in a transaction, with watched keys or in subscribed mode",

@@ -568,7 +568,7 @@ async fn serve_session(
                     && CORE_AFFINITY.load(Ordering::Relaxed)
                     && !sess.tx.in_multi()
                     && !sess.tx.watching()
-                    && sess.ps.count() == 0
+                    && !sess.ps.subscribed()
                     && sess.monitor.is_none()
                 {
                     AFFINITY_MOVES.fetch_add(1, Ordering::Relaxed);
@@ -809,7 +809,7 @@ async fn dispatch(
         return reply_err(plan, out, "NOAUTH Authentication required.");
     }
     if sess.proto == Proto::Resp2
-        && sess.ps.count() > 0
+        && sess.ps.subscribed()
         && !pubsub::allowed_when_subscribed(spec.name)
     {
         sess.tx.flag();
@@ -1004,7 +1004,7 @@ pub async fn run_conn(
         return plan.written(start);
     }
     if spec.has(PUBSUB)
-        || (spec.name == "ping" && sess.ps.count() > 0 && sess.proto == Proto::Resp2)
+        || (spec.name == "ping" && sess.ps.subscribed() && sess.proto == Proto::Resp2)
     {
         plan.flush(core, sess.proto, now, out).await;
         if spec.name == "ping" {

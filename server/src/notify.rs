@@ -124,7 +124,8 @@ pub fn to_string(f: u32) -> String {
 }
 
 struct Outbox {
-    msgs: Vec<(Bytes, Bytes)>,
+    /// Channel, payload, and whether the channel is a shard channel (`SPUBLISH`).
+    msgs: Vec<(Bytes, Bytes, bool)>,
     waker: Option<Waker>,
 }
 
@@ -144,11 +145,11 @@ pub fn emit(class: u32, event: &str, key: &[u8], db: usize) {
             let mut ch = format!("__keyspace@{db}__:").into_bytes();
             ch.extend_from_slice(key);
             o.msgs
-                .push((ch.into(), Bytes::copy_from_slice(event.as_bytes())));
+                .push((ch.into(), Bytes::copy_from_slice(event.as_bytes()), false));
         }
         if f & KEYEVENT != 0 {
             let ch = format!("__keyevent@{db}__:{event}");
-            o.msgs.push((ch.into(), Bytes::copy_from_slice(key)));
+            o.msgs.push((ch.into(), Bytes::copy_from_slice(key), false));
         }
         if let Some(w) = o.waker.take() {
             w.wake();
@@ -157,11 +158,11 @@ pub fn emit(class: u32, event: &str, key: &[u8], db: usize) {
 }
 
 /// Queue a message for every core's subscribers, behind the events queued so far (`PUBLISH`
-/// from a script).
-pub fn queue(channel: Bytes, payload: Bytes) {
+/// or `SPUBLISH`, with `shard`, from a script).
+pub fn queue(channel: Bytes, payload: Bytes, shard: bool) {
     OUTBOX.with(|o| {
         let mut o = o.borrow_mut();
-        o.msgs.push((channel, payload));
+        o.msgs.push((channel, payload, shard));
         if let Some(w) = o.waker.take() {
             w.wake();
         }
@@ -186,8 +187,12 @@ pub fn start(core: Rc<Core>) {
             .await;
             let batch = Arc::new(OUTBOX.with(|o| std::mem::take(&mut o.borrow_mut().msgs)));
             core.broadcast(move |_| {
-                for (ch, payload) in batch.iter() {
-                    crate::pubsub::deliver(ch, payload);
+                for (ch, payload, shard) in batch.iter() {
+                    if *shard {
+                        crate::pubsub::deliver_shard(ch, payload);
+                    } else {
+                        crate::pubsub::deliver(ch, payload);
+                    }
                 }
             })
             .await;

@@ -1,4 +1,6 @@
-//! Pub/sub: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH, PUBSUB.
+//! Pub/sub: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH, PUBSUB, and sharded
+//! pub/sub: SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH (as on a Redis 7 without cluster mode: shard
+//! channels are a namespace of their own, with `smessage` deliveries and their own counts).
 //!
 //! Each core keeps a registry (thread-local: a core is one thread) of its own connections'
 //! subscriptions: channel → mailboxes, and a list of (pattern, mailbox). PUBLISH runs a delivery on
@@ -97,6 +99,7 @@ pub fn show_output_limits() -> String {
 enum Msg {
     Message(Bytes, Bytes),
     PMessage(Bytes, Bytes, Bytes),
+    SMessage(Bytes, Bytes),
 }
 
 /// A subscribed connection's queue of messages.
@@ -185,6 +188,12 @@ impl Mailbox {
                     encode::bulk(out, &ch);
                     encode::bulk(out, &payload);
                 }
+                Msg::SMessage(ch, payload) => {
+                    encode::push(out, 3, proto);
+                    encode::bulk(out, b"smessage");
+                    encode::bulk(out, &ch);
+                    encode::bulk(out, &payload);
+                }
                 Msg::PMessage(pat, ch, payload) => {
                     encode::push(out, 4, proto);
                     encode::bulk(out, b"pmessage");
@@ -202,6 +211,8 @@ impl Mailbox {
 struct Registry {
     channels: HashMap<Bytes, Vec<Rc<Mailbox>>>,
     patterns: Vec<(Bytes, Rc<Mailbox>)>,
+    /// Shard channels (SSUBSCRIBE).
+    shard: HashMap<Bytes, Vec<Rc<Mailbox>>>,
 }
 
 thread_local! {
@@ -215,17 +226,26 @@ thread_local! {
 struct Directory {
     channels: HashMap<Bytes, usize>,
     patterns: HashMap<Bytes, usize>,
+    shard: HashMap<Bytes, usize>,
 }
 
 static DIRECTORY: std::sync::LazyLock<std::sync::Mutex<Directory>> =
     std::sync::LazyLock::new(Default::default);
 
-fn directory(pattern: bool, name: &Bytes, add: bool) {
+/// Which namespace a subscription is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Space {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+fn directory(space: Space, name: &Bytes, add: bool) {
     let Ok(mut d) = DIRECTORY.lock() else { return };
-    let map = if pattern {
-        &mut d.patterns
-    } else {
-        &mut d.channels
+    let map = match space {
+        Space::Channel => &mut d.channels,
+        Space::Pattern => &mut d.patterns,
+        Space::Shard => &mut d.shard,
     };
     if add {
         *map.entry(name.clone()).or_default() += 1;
@@ -249,8 +269,33 @@ pub fn publish_from_script(channel: &Bytes, payload: &Bytes) -> usize {
                 .map(|(_, n)| n)
                 .sum::<usize>()
     });
-    crate::notify::queue(channel.clone(), payload.clone());
+    crate::notify::queue(channel.clone(), payload.clone(), false);
     n
+}
+
+/// `SPUBLISH` from a script, as [`publish_from_script`] for shard channels.
+pub fn spublish_from_script(channel: &Bytes, payload: &Bytes) -> usize {
+    let n = DIRECTORY
+        .lock()
+        .map_or(0, |d| d.shard.get(channel).copied().unwrap_or(0));
+    crate::notify::queue(channel.clone(), payload.clone(), true);
+    n
+}
+
+/// Deliver a message to this core's subscribers of shard channel `channel`; returns how many
+/// received it.
+pub fn deliver_shard(channel: &Bytes, payload: &Bytes) -> usize {
+    REGISTRY.with(|r| {
+        let r = r.borrow();
+        let Some(subs) = r.shard.get(channel) else {
+            return 0;
+        };
+        let size = channel.len() + payload.len() + 32;
+        for s in subs {
+            s.push(Msg::SMessage(channel.clone(), payload.clone()), size);
+        }
+        subs.len()
+    })
 }
 
 /// Deliver a message to this core's subscribers; returns how many received it.
@@ -285,17 +330,28 @@ pub struct PubSubState {
     mailbox: Option<Rc<Mailbox>>,
     channels: Vec<Bytes>,
     patterns: Vec<Bytes>,
+    shard: Vec<Bytes>,
 }
 
 impl PubSubState {
-    /// Number of channels and patterns subscribed.
+    /// Number of channels and patterns subscribed (the count in (P)SUBSCRIBE's replies).
     pub fn count(&self) -> usize {
         self.channels.len() + self.patterns.len()
     }
 
+    /// Number of shard channels subscribed (the count in SSUBSCRIBE's replies).
+    pub fn shard_count(&self) -> usize {
+        self.shard.len()
+    }
+
+    /// Whether the connection is subscribed to anything (RESP2's subscribed mode).
+    pub fn subscribed(&self) -> bool {
+        self.count() + self.shard_count() > 0
+    }
+
     /// The mailbox while subscribed to anything.
     pub fn mailbox(&self) -> Option<&Rc<Mailbox>> {
-        if self.count() > 0 {
+        if self.subscribed() {
             self.mailbox.as_ref()
         } else {
             None
@@ -321,9 +377,13 @@ impl PubSubState {
     pub fn clear(&mut self) {
         let chans = std::mem::take(&mut self.channels);
         let pats = std::mem::take(&mut self.patterns);
+        let shard = std::mem::take(&mut self.shard);
         if let Some(mb) = &self.mailbox {
             for c in &chans {
-                remove_channel(c, mb.id);
+                remove_channel(Space::Channel, c, mb.id);
+            }
+            for c in &shard {
+                remove_channel(Space::Shard, c, mb.id);
             }
             for p in &pats {
                 remove_pattern(p, mb.id);
@@ -332,17 +392,22 @@ impl PubSubState {
     }
 }
 
-fn remove_channel(c: &Bytes, id: u64) {
+fn remove_channel(space: Space, c: &Bytes, id: u64) {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
-        if let Some(v) = r.channels.get_mut(c) {
+        let map = if space == Space::Shard {
+            &mut r.shard
+        } else {
+            &mut r.channels
+        };
+        if let Some(v) = map.get_mut(c) {
             let n = v.len();
             v.retain(|m| m.id != id);
             for _ in v.len()..n {
-                directory(false, c, false);
+                directory(space, c, false);
             }
             if v.is_empty() {
-                r.channels.remove(c);
+                map.remove(c);
             }
         }
     })
@@ -354,7 +419,7 @@ fn remove_pattern(p: &Bytes, id: u64) {
         let n = r.patterns.len();
         r.patterns.retain(|(q, m)| !(q == p && m.id == id));
         for _ in r.patterns.len()..n {
-            directory(true, p, false);
+            directory(Space::Pattern, p, false);
         }
     })
 }
@@ -403,21 +468,38 @@ pub async fn run(
     out: &mut BytesMut,
 ) {
     match name {
-        "subscribe" => {
+        "subscribe" | "ssubscribe" => {
+            let space = if name == "ssubscribe" {
+                Space::Shard
+            } else {
+                Space::Channel
+            };
             let mb = ps.mailbox_for(client);
             for ch in &args[1..] {
-                if !ps.channels.contains(ch) {
-                    ps.channels.push(ch.clone());
+                let list = if space == Space::Shard {
+                    &mut ps.shard
+                } else {
+                    &mut ps.channels
+                };
+                if !list.contains(ch) {
+                    list.push(ch.clone());
                     REGISTRY.with(|r| {
-                        r.borrow_mut()
-                            .channels
-                            .entry(ch.clone())
-                            .or_default()
-                            .push(mb.clone())
+                        let mut r = r.borrow_mut();
+                        let map = if space == Space::Shard {
+                            &mut r.shard
+                        } else {
+                            &mut r.channels
+                        };
+                        map.entry(ch.clone()).or_default().push(mb.clone())
                     });
-                    directory(false, ch, true);
+                    directory(space, ch, true);
                 }
-                ack(out, proto, b"subscribe", Some(ch), ps.count());
+                let n = if space == Space::Shard {
+                    ps.shard_count()
+                } else {
+                    ps.count()
+                };
+                ack(out, proto, name.as_bytes(), Some(ch), n);
             }
         }
         "psubscribe" => {
@@ -426,45 +508,65 @@ pub async fn run(
                 if !ps.patterns.contains(p) {
                     ps.patterns.push(p.clone());
                     REGISTRY.with(|r| r.borrow_mut().patterns.push((p.clone(), mb.clone())));
-                    directory(true, p, true);
+                    directory(Space::Pattern, p, true);
                 }
                 ack(out, proto, b"psubscribe", Some(p), ps.count());
             }
         }
-        "unsubscribe" | "punsubscribe" => {
-            let pattern = name == "punsubscribe";
+        "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
+            let space = match name {
+                "punsubscribe" => Space::Pattern,
+                "sunsubscribe" => Space::Shard,
+                _ => Space::Channel,
+            };
             let id = ps.mailbox.as_ref().map_or(0, |m| m.id);
+            let count = |ps: &PubSubState| {
+                if space == Space::Shard {
+                    ps.shard_count()
+                } else {
+                    ps.count()
+                }
+            };
             let which: Vec<Bytes> = if args.len() > 1 {
                 args[1..].to_vec()
-            } else if pattern {
-                ps.patterns.clone()
             } else {
-                ps.channels.clone()
+                match space {
+                    Space::Channel => ps.channels.clone(),
+                    Space::Pattern => ps.patterns.clone(),
+                    Space::Shard => ps.shard.clone(),
+                }
             };
             if which.is_empty() {
-                ack(out, proto, name.as_bytes(), None, ps.count());
+                ack(out, proto, name.as_bytes(), None, count(ps));
             }
             for c in which {
-                let list = if pattern {
-                    &mut ps.patterns
-                } else {
-                    &mut ps.channels
+                let list = match space {
+                    Space::Channel => &mut ps.channels,
+                    Space::Pattern => &mut ps.patterns,
+                    Space::Shard => &mut ps.shard,
                 };
                 if let Some(i) = list.iter().position(|x| *x == c) {
                     list.remove(i);
-                    if pattern {
+                    if space == Space::Pattern {
                         remove_pattern(&c, id);
                     } else {
-                        remove_channel(&c, id);
+                        remove_channel(space, &c, id);
                     }
                 }
-                ack(out, proto, name.as_bytes(), Some(&c), ps.count());
+                ack(out, proto, name.as_bytes(), Some(&c), count(ps));
             }
         }
-        "publish" => {
+        "publish" | "spublish" => {
+            let shard = name == "spublish";
             let (ch, payload) = (args[1].clone(), args[2].clone());
             let n: usize = core
-                .broadcast(move |_| deliver(&ch, &payload))
+                .broadcast(move |_| {
+                    if shard {
+                        deliver_shard(&ch, &payload)
+                    } else {
+                        deliver(&ch, &payload)
+                    }
+                })
                 .await
                 .into_iter()
                 .sum();
@@ -478,14 +580,15 @@ pub async fn run(
 async fn pubsub(core: &Rc<Core>, args: &Args, out: &mut BytesMut) {
     let sub = args[1].to_ascii_lowercase();
     match (sub.as_slice(), args.len()) {
-        (b"channels", 2 | 3) => {
+        (b"channels" | b"shardchannels", 2 | 3) => {
+            let shard = sub.as_slice() == b"shardchannels";
             let pat = args.get(2).cloned();
             let per: Vec<Vec<Bytes>> = core
                 .broadcast(move |_| {
                     REGISTRY.with(|r| {
-                        r.borrow()
-                            .channels
-                            .keys()
+                        let r = r.borrow();
+                        let map = if shard { &r.shard } else { &r.channels };
+                        map.keys()
                             .filter(|c| pat.as_ref().is_none_or(|p| glob::matches(p, c, false)))
                             .cloned()
                             .collect()
@@ -498,15 +601,17 @@ async fn pubsub(core: &Rc<Core>, args: &Args, out: &mut BytesMut) {
                 encode::bulk(out, &c);
             }
         }
-        (b"numsub", _) => {
+        (b"numsub" | b"shardnumsub", _) => {
+            let shard = sub.as_slice() == b"shardnumsub";
             let chans: Vec<Bytes> = args[2..].to_vec();
             let c2 = chans.clone();
             let per: Vec<Vec<usize>> = core
                 .broadcast(move |_| {
                     REGISTRY.with(|r| {
                         let r = r.borrow();
+                        let map = if shard { &r.shard } else { &r.channels };
                         c2.iter()
-                            .map(|c| r.channels.get(c).map_or(0, |v| v.len()))
+                            .map(|c| map.get(c).map_or(0, |v| v.len()))
                             .collect()
                     })
                 })
@@ -526,16 +631,6 @@ async fn pubsub(core: &Rc<Core>, args: &Args, out: &mut BytesMut) {
                 .await;
             let all: HashSet<Bytes> = per.into_iter().flatten().collect();
             encode::int(out, all.len() as i64);
-        }
-        // There is no sharded pub/sub here (SSUBSCRIBE, SPUBLISH), so no shard channel has a
-        // subscriber.
-        (b"shardchannels", 2 | 3) => encode::array(out, 0),
-        (b"shardnumsub", _) => {
-            encode::array(out, 2 * (args.len() - 2));
-            for c in &args[2..] {
-                encode::bulk(out, c);
-                encode::int(out, 0);
-            }
         }
         (b"help", 2) => {
             let lines = [

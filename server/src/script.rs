@@ -1270,7 +1270,7 @@ fn call(
     }
     let idx = cmd::index_of(spec);
     // Not keyspace commands, answered here rather than by a shard's handler.
-    let local = matches!(spec.name, "ping" | "echo" | "time" | "publish");
+    let local = matches!(spec.name, "ping" | "echo" | "time" | "publish" | "spublish");
     let handler = match cmd::handler(idx) {
         Some(h) if !spec.has(NOSCRIPT) => Some(h),
         _ if local => None,
@@ -1397,6 +1397,10 @@ fn local_command(name: &str, args: &[Bytes], out: &mut BytesMut) {
         }
         "publish" => {
             let n = crate::pubsub::publish_from_script(&args[1], &args[2]);
+            encode::int(out, n as i64);
+        }
+        "spublish" => {
+            let n = crate::pubsub::spublish_from_script(&args[1], &args[2]);
             encode::int(out, n as i64);
         }
         _ => encode::error(out, "ERR This Redis command is not allowed from script"),

@@ -1,6 +1,7 @@
 //! Pub/sub over TCP on a two-core server: replies and pushes byte for byte against redis-server
-//! (RESP2 and RESP3, subscribed-mode rules, PUBSUB introspection), fan-out to many subscribers on
-//! both cores in publish order per publisher, and a slow subscriber dropped at the output limit.
+//! (RESP2 and RESP3, subscribed-mode rules, PUBSUB introspection, sharded pub/sub), fan-out to
+//! many subscribers on both cores in publish order per publisher, and a slow subscriber dropped
+//! at the output limit.
 
 mod rawwire;
 
@@ -114,6 +115,42 @@ fn subscribe_publish_and_introspection_match_redis() {
         1: SUBSCRIBE x
         1: RESET
         1: GET k
+        "#,
+    );
+}
+
+#[test]
+fn sharded_pubsub_matches_redis() {
+    // Shard channels are a namespace of their own: `smessage`, their own counts, no patterns;
+    // any subscription keeps a RESP2 client in subscribed mode.
+    differential(
+        r#"
+        0: SUNSUBSCRIBE
+        0: SSUBSCRIBE c1 {t}x c1
+        0: SUBSCRIBE c1
+        1: PSUBSCRIBE c*
+        0: GET k
+        2: SPUBLISH c1 hi
+        2: PUBLISH c1 yo
+        2: SPUBLISH nobody x
+        2: PUBSUB SHARDNUMSUB c1 {t}x zz
+        2: PUBSUB SHARDCHANNELS {t*
+        2: PUBSUB NUMSUB c1
+        2: PUBSUB NUMPAT
+        2: EVAL "return redis.call('spublish', KEYS[1], 'from lua')" 1 c1
+        0: SUNSUBSCRIBE c1
+        0: UNSUBSCRIBE
+        0: PING
+        0: SUNSUBSCRIBE
+        0: PING
+        2: PUBSUB SHARDCHANNELS
+        2: SPUBLISH
+        0: !HELLO 3
+        0: SSUBSCRIBE r3
+        0: GET k
+        2: SPUBLISH r3 pushed
+        0: RESET
+        2: SPUBLISH r3 gone
         "#,
     );
 }
