@@ -336,7 +336,7 @@ pub fn startup(cfg: &Config, ncores: usize) -> Result<Vec<Vec<LoadItem>>, String
         .append(true)
         .open(&path)
         .map_err(|e| format!("Can't open the append-only file {}: {e}", path.display()))?;
-    let reader = log().subscribe_now(0);
+    let reader = log().subscribe_aof();
     SYNCED.store(log().offset(), Ordering::Release);
     let (tx, rx) = std::sync::mpsc::channel();
     if let Ok(mut c) = CHANNEL.lock() {
@@ -560,7 +560,7 @@ fn start_at_runtime(core: &Rc<Core>) {
 
 async fn start_with_rewrite(core: &Rc<Core>) -> Result<(), PersistError> {
     let mut reader = None;
-    let snap = crate::persist::snapshot(core, || reader = Some(log().subscribe_now(0))).await?;
+    let snap = crate::persist::snapshot(core, || reader = Some(log().subscribe_aof())).await?;
     let Some(mut reader) = reader else {
         return Err(PersistError::Interrupted);
     };
@@ -632,7 +632,7 @@ pub fn start_rewrite(core: &Rc<Core>) -> bool {
 
 async fn rewrite(core: &Rc<Core>) -> Result<(), PersistError> {
     let mut reader = None;
-    let snap = crate::persist::snapshot(core, || reader = Some(log().subscribe_now(0))).await?;
+    let snap = crate::persist::snapshot(core, || reader = Some(log().subscribe_aof())).await?;
     let Some(reader) = reader else {
         return Err(PersistError::Interrupted);
     };

@@ -570,6 +570,9 @@ pub async fn run(
                 .await
                 .into_iter()
                 .sum();
+            // Replicas deliver it to their own subscribers, as Redis's do (the AOF skips it).
+            // In a transaction it goes ahead of the transaction's writes, not between them.
+            crate::repl::prop::log().append_repl_only(&args[..3]);
             encode::int(out, n as i64);
         }
         "pubsub" => pubsub(core, args, out).await,

@@ -654,3 +654,85 @@ fn set_repl_none_keeps_a_scripts_writes_off_the_replica() {
         assert_eq!(get(&mut r, k).as_deref(), on_r, "replica {k}");
     }
 }
+
+/// PUBLISH and SPUBLISH reach the replica's subscribers, as Redis propagates them to replicas,
+/// and stay out of the master's AOF.
+#[test]
+fn publish_reaches_subscribers_of_the_replica_not_the_aof() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let master = testkit::codis_server(&[
+        "--cores",
+        "2",
+        "--dir",
+        d,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
+    let port = master.port.to_string();
+    let replica = testkit::codis_server(&["--cores", "2", "--replicaof", "127.0.0.1", &port]);
+    let (mut m, mut r) = (master.conn(), replica.conn());
+    wait_link_up(&mut r);
+    let mut sub = std::net::TcpStream::connect(("127.0.0.1", replica.port)).unwrap();
+    sub.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    sub.write_all(
+        b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n*2\r\n$10\r\nSSUBSCRIBE\r\n$5\r\nsnews\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut read_until = |want: &[u8], got: &mut Vec<u8>| {
+        let start = Instant::now();
+        while !got.windows(want.len()).any(|w| w == want) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "never received {:?}; got {:?}",
+                String::from_utf8_lossy(want),
+                String::from_utf8_lossy(got)
+            );
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = sub.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+    };
+    read_until(b"$10\r\nssubscribe\r\n$5\r\nsnews\r\n:1\r\n", &mut got);
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hello")
+        .query(&mut m)
+        .unwrap();
+    assert_eq!(n, 0, "nobody subscribes on the master");
+    let _: i64 = redis::cmd("SPUBLISH")
+        .arg("snews")
+        .arg("shello")
+        .query(&mut m)
+        .unwrap();
+    read_until(b"$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n", &mut got);
+    read_until(
+        b"$8\r\nsmessage\r\n$5\r\nsnews\r\n$6\r\nshello\r\n",
+        &mut got,
+    );
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut m)
+        .unwrap();
+    wait_acked(&mut m, 1);
+    let mut aof = Vec::new();
+    for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if e.file_name().to_string_lossy().contains("appendonly") && e.path().is_file() {
+            aof.extend(std::fs::read(e.path()).unwrap());
+        }
+    }
+    let has = |s: &[u8]| aof.windows(s.len()).any(|w| w.eq_ignore_ascii_case(s));
+    assert!(has(b"$5\r\nafter\r\n"), "the AOF holds the SET");
+    assert!(
+        !has(b"publish"),
+        "PUBLISH/SPUBLISH went into the AOF: {}",
+        String::from_utf8_lossy(&aof)
+    );
+}

@@ -14,7 +14,9 @@
 //! - for each WRITE command that changed something and did not fail, its arguments, or what its
 //!   handler asked to propagate instead ([`crate::cmd::Ctx::propagate_as`]: relative TTLs as
 //!   absolute `PEXPIREAT`/`SET … PXAT`, `SPOP` as `SREM`, `INCRBYFLOAT` as `SET … KEEPTTL`, …);
-//! - keys removed by expiry as `DEL`; transactions and scripts wrapped in `MULTI`/`EXEC`.
+//! - keys removed by expiry as `DEL`; transactions and scripts wrapped in `MULTI`/`EXEC`;
+//! - `PUBLISH` / `SPUBLISH` for the replicas only ([`Log::append_repl_only`]: the AOF's reader
+//!   skips them, as Redis keeps them out of the AOF).
 //!
 //! # Cost
 //! Nothing is recorded while nobody consumes the stream: [`active`] is one relaxed atomic load and
@@ -79,6 +81,8 @@ pub fn new_replid() -> String {
 
 struct ReaderSlot {
     id: u64,
+    /// The AOF's reader: it skips what only replicas carry ([`Log::append_repl_only`]).
+    aof: bool,
     buf: Vec<u8>,
     /// Largest pending size before the reader is dropped (0: unlimited).
     limit: usize,
@@ -201,18 +205,37 @@ impl Log {
             emit(&mut out, &mut cur, db, &[Bytes::from_static(b"EXEC")]);
         }
         g.cur_db = cur;
-        Self::push(&mut g, &out);
+        Self::push(&mut g, &out, false);
+        g.offset
+    }
+
+    /// Append a command that replicas run but the AOF does not keep (`PUBLISH`, `SPUBLISH`, as
+    /// Redis propagates them to replicas only), with no `SELECT`: it must not depend on the
+    /// database. Nothing happens when inactive or on a replica. Returns the offset after it.
+    pub fn append_repl_only(&self, args: &[Bytes]) -> u64 {
+        if !active() {
+            return self.offset();
+        }
+        let mut g = self.lock();
+        if g.replica {
+            return g.offset;
+        }
+        let mut out = BytesMut::with_capacity(64);
+        encode_cmd(&mut out, args);
+        Self::push(&mut g, &out, true);
         g.offset
     }
 
     /// Append bytes of the master's stream verbatim (replica side). Returns the new offset.
     pub fn append_raw(&self, bytes: &[u8]) -> u64 {
         let mut g = self.lock();
-        Self::push(&mut g, bytes);
+        Self::push(&mut g, bytes, false);
         g.offset
     }
 
-    fn push(g: &mut Inner, bytes: &[u8]) {
+    /// Add `bytes` to the stream: the offset, the backlog and every reader (but the AOF's when
+    /// `repl_only`).
+    fn push(g: &mut Inner, bytes: &[u8], repl_only: bool) {
         if bytes.is_empty() {
             return;
         }
@@ -228,7 +251,11 @@ impl Log {
                 b.extend(bytes);
             }
         }
-        for r in g.readers.iter_mut().filter(|r| !r.dropped) {
+        for r in g
+            .readers
+            .iter_mut()
+            .filter(|r| !r.dropped && !(repl_only && r.aof))
+        {
             r.buf.extend_from_slice(bytes);
             if r.limit > 0 && r.buf.len() > r.limit {
                 r.dropped = true;
@@ -265,12 +292,22 @@ impl Log {
     /// Register a reader starting at the current offset: a sync point. The next entry starts with
     /// `SELECT`. Call it while every shard is held (snapshot start) for a consistent cut.
     pub fn subscribe_now(&'static self, limit: usize) -> Reader {
+        self.subscribe_at_now(limit, false)
+    }
+
+    /// [`Log::subscribe_now`] for the AOF, which skips [`Log::append_repl_only`]'s commands.
+    pub fn subscribe_aof(&'static self) -> Reader {
+        self.subscribe_at_now(0, true)
+    }
+
+    fn subscribe_at_now(&'static self, limit: usize, aof: bool) -> Reader {
         let mut g = self.lock();
         g.cur_db = None;
         let id = g.next_reader;
         g.next_reader += 1;
         g.readers.push(ReaderSlot {
             id,
+            aof,
             buf: Vec::new(),
             limit,
             dropped: false,
@@ -313,6 +350,7 @@ impl Log {
         g.next_reader += 1;
         g.readers.push(ReaderSlot {
             id,
+            aof: false,
             buf,
             limit,
             dropped: false,
