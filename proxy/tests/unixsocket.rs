@@ -86,9 +86,18 @@ fn servers_on_this_host_are_reached_through_their_unix_socket() {
     let before = c.stats()["sessions_subscribed"].as_u64().unwrap();
     assert_eq!(before, 1);
     let l = clients(&c, 1);
-    assert!(l.iter().all(|l| l.contains(" flags=U")), "{l:?}");
+    assert!(
+        l.iter()
+            .all(|l| l.contains(" flags=U ") || l.contains(" flags=PU ")),
+        "{l:?}"
+    );
     assert!(l.iter().any(|l| l.contains(" cmd=watch ")), "{l:?}");
-    assert!(l.iter().any(|l| l.contains(" cmd=subscribe ")), "{l:?}");
+    // The subscriber's connection: a pub/sub client (P) on the socket (U), as Redis shows it.
+    assert!(
+        l.iter()
+            .any(|l| l.contains(" cmd=subscribe ") && l.contains(" flags=PU ")),
+        "{l:?}"
+    );
     let mut p = c.conn();
     let n: i64 = redis::cmd("PUBLISH")
         .arg("news")

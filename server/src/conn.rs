@@ -595,6 +595,7 @@ async fn serve_session(
         if let Some(req) = sess.psync.take() {
             tx::reset(&core, &mut sess).await;
             sess.ps.clear();
+            sess.info.set_subs((0, 0, 0));
             sess.stop_monitor();
             let info = sess.info.clone();
             crate::repl::master::serve_replica(core, stream, info, req, sess.repl_port).await;
@@ -615,6 +616,7 @@ async fn serve_session(
     }
     tx::reset(&core, &mut sess).await;
     sess.ps.clear();
+    sess.info.set_subs((0, 0, 0));
     sess.stop_monitor();
     Served::Closed
 }
@@ -972,6 +974,7 @@ pub async fn run_conn(
         plan.flush(core, sess.proto, now, out).await;
         tx::reset(core, sess).await;
         sess.ps.clear();
+        sess.info.set_subs((0, 0, 0));
         sess.stop_monitor();
     }
     if spec.name == "monitor" {
@@ -1015,7 +1018,9 @@ pub async fn run_conn(
             return;
         }
         let id = sess.info.id;
-        return pubsub::run(core, &mut sess.ps, id, sess.proto, spec.name, &args, out).await;
+        pubsub::run(core, &mut sess.ps, id, sess.proto, spec.name, &args, out).await;
+        sess.info.set_subs(sess.ps.counts());
+        return;
     }
     admin::run(core, sess, spec, idx, args, now, plan, out).await
 }

@@ -344,6 +344,11 @@ impl PubSubState {
         self.shard.len()
     }
 
+    /// Channels, patterns and shard channels subscribed (CLIENT LIST).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.channels.len(), self.patterns.len(), self.shard.len())
+    }
+
     /// Whether the connection is subscribed to anything (RESP2's subscribed mode).
     pub fn subscribed(&self) -> bool {
         self.count() + self.shard_count() > 0

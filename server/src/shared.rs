@@ -38,7 +38,13 @@ pub struct ClientInfo {
     pub killed: AtomicBool,
     /// Connected through the `unixsocket` (CLIENT LIST flag `U`).
     pub unix: bool,
+    /// Channels, patterns and shard channels subscribed to, 21 bits each
+    /// ([`ClientInfo::set_subs`]; CLIENT LIST `sub=`, `psub=`, `ssub=`, flag `P`).
+    subs: AtomicU64,
 }
+
+/// One count of [`ClientInfo::set_subs`] (21 bits).
+const SUBS_MASK: u64 = (1 << 21) - 1;
 
 impl ClientInfo {
     /// A new client `id` served by core `core`: database 0, RESP2, no name.
@@ -57,7 +63,17 @@ impl ClientInfo {
             last_cmd: Mutex::new("NULL"),
             killed: false.into(),
             unix,
+            subs: 0.into(),
         }
+    }
+
+    /// Notes how many channels, patterns and shard channels the client is subscribed to.
+    pub fn set_subs(&self, (channels, patterns, shard): (usize, usize, usize)) {
+        let f = |n: usize| (n as u64).min(SUBS_MASK);
+        self.subs.store(
+            f(channels) << 42 | f(patterns) << 21 | f(shard),
+            Ordering::Relaxed,
+        );
     }
 
     /// Close the connection from any thread: shut the socket down so its pending read returns.
@@ -72,8 +88,20 @@ impl ClientInfo {
     /// One line of CLIENT LIST.
     pub fn line(&self) -> String {
         let now = now_ms();
+        let subs = self.subs.load(Ordering::Relaxed);
+        // Redis's flag letters, in its order (P before U), N for none.
+        let mut flags = String::new();
+        if subs != 0 {
+            flags.push('P');
+        }
+        if self.unix {
+            flags.push('U');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -81,8 +109,11 @@ impl ClientInfo {
             self.name.lock().map(|n| n.clone()).unwrap_or_default(),
             self.created.elapsed().as_secs(),
             now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) / 1000,
-            if self.unix { "U" } else { "N" },
+            flags,
             self.db.load(Ordering::Relaxed),
+            subs >> 42,
+            (subs >> 21) & SUBS_MASK,
+            subs & SUBS_MASK,
             self.last_cmd.lock().map(|c| *c).unwrap_or("NULL"),
             self.resp.load(Ordering::Relaxed),
         )

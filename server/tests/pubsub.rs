@@ -195,6 +195,39 @@ fn pubsub_channels_lists_active_channels() {
     }
 }
 
+/// CLIENT LIST counts a subscriber's channels, patterns and shard channels and flags it `P`,
+/// as Redis does, until RESET.
+#[test]
+fn client_list_shows_subscriptions() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    let mut sub = Raw::connect(srv.port);
+    let id = String::from_utf8(exchange(&mut sub, "CLIENT ID")).unwrap();
+    let id = format!("id={} ", id.trim().trim_start_matches(':'));
+    exchange(&mut sub, "SUBSCRIBE a b");
+    exchange(&mut sub, "PSUBSCRIBE x*");
+    exchange(&mut sub, "SSUBSCRIBE s");
+    let mut q = Raw::connect(srv.port);
+    let mut fields = || -> String {
+        let list = String::from_utf8(q.line("CLIENT LIST")).unwrap();
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(&id))
+            .unwrap_or_else(|| panic!("no {id}in {list}"))
+            .to_string();
+        line.split(' ')
+            .filter(|f| {
+                ["flags=", "sub=", "psub=", "ssub="]
+                    .iter()
+                    .any(|p| f.starts_with(p))
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(fields(), "flags=P sub=2 psub=1 ssub=1");
+    exchange(&mut sub, "RESET");
+    assert_eq!(fields(), "flags=N sub=0 psub=0 ssub=0");
+}
+
 /// Many subscribers (on both cores: connections spread over the cores) and several publishers:
 /// every subscriber gets every message, each publisher's in its order, and PUBLISH counts all.
 #[test]
