@@ -286,32 +286,38 @@ fn peer_closed(sess: &Session) -> bool {
     n == 0
 }
 
-/// Wait for any receiver, the deadline, or the client going away.
 /// Clients blocked right now, process-wide (INFO clients `blocked_clients`).
 pub static BLOCKED_CLIENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Counts one blocked client for as long as it lives.
-struct BlockedGuard;
+/// Counts one blocked client, and flags it in CLIENT LIST, for as long as it lives.
+struct BlockedGuard<'a>(&'a crate::shared::ClientInfo);
 
-impl BlockedGuard {
-    fn new() -> BlockedGuard {
+impl BlockedGuard<'_> {
+    fn new(info: &crate::shared::ClientInfo) -> BlockedGuard<'_> {
         BLOCKED_CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        BlockedGuard
+        info.blocked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        BlockedGuard(info)
     }
 }
 
-impl Drop for BlockedGuard {
+impl Drop for BlockedGuard<'_> {
     fn drop(&mut self) {
         BLOCKED_CLIENTS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .blocked
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Wait for any receiver, the deadline, or the client going away.
 
 async fn wait(
     sess: &Session,
     rxs: &mut [oneshot::Receiver<Bytes>],
     deadline: Option<Instant>,
 ) -> End {
-    let _blocked = BlockedGuard::new();
+    let _blocked = BlockedGuard::new(&sess.info);
     let (itx, mut irx) = oneshot::channel::<bool>();
     let id = sess.info.id;
     INTERRUPTS.with(|m| m.borrow_mut().insert(id, itx));

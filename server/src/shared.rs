@@ -41,6 +41,10 @@ pub struct ClientInfo {
     /// Channels, patterns and shard channels subscribed to, 21 bits each
     /// ([`ClientInfo::set_subs`]; CLIENT LIST `sub=`, `psub=`, `ssub=`, flag `P`).
     subs: AtomicU64,
+    /// Between MULTI and EXEC/DISCARD (CLIENT LIST flag `x`).
+    pub in_multi: AtomicBool,
+    /// Waiting in a blocking command (CLIENT LIST flag `b`).
+    pub blocked: AtomicBool,
 }
 
 /// One count of [`ClientInfo::set_subs`] (21 bits).
@@ -64,6 +68,8 @@ impl ClientInfo {
             killed: false.into(),
             unix,
             subs: 0.into(),
+            in_multi: false.into(),
+            blocked: false.into(),
         }
     }
 
@@ -89,10 +95,16 @@ impl ClientInfo {
     pub fn line(&self) -> String {
         let now = now_ms();
         let subs = self.subs.load(Ordering::Relaxed);
-        // Redis's flag letters, in its order (P before U), N for none.
+        // Redis's flag letters, in its order (P, x, b, U), N for none.
         let mut flags = String::new();
         if subs != 0 {
             flags.push('P');
+        }
+        if self.in_multi.load(Ordering::Relaxed) {
+            flags.push('x');
+        }
+        if self.blocked.load(Ordering::Relaxed) {
+            flags.push('b');
         }
         if self.unix {
             flags.push('U');

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use resp::command::{CommandSpec, ALLKEYS, CONN};
@@ -54,12 +55,12 @@ struct Queued {
 }
 
 impl TxState {
-    /// Whether the connection is between MULTI and EXEC/DISCARD.
     /// Whether keys are watched (WATCH without EXEC, DISCARD or UNWATCH yet).
     pub fn watching(&self) -> bool {
         !self.watched.is_empty()
     }
 
+    /// Whether the connection is between MULTI and EXEC/DISCARD.
     pub fn in_multi(&self) -> bool {
         self.multi.is_some()
     }
@@ -141,9 +142,11 @@ pub async fn run(
                 dirty: false,
                 db: sess.db,
             });
+            sess.info.in_multi.store(true, Ordering::Relaxed);
             encode::ok(out);
         }
         "discard" => {
+            sess.info.in_multi.store(false, Ordering::Relaxed);
             if sess.tx.multi.take().is_none() {
                 return encode::error(out, "ERR DISCARD without MULTI");
             }
@@ -169,6 +172,7 @@ pub async fn run(
 /// Forget the transaction and every watched key (RESET, disconnect).
 pub async fn reset(core: &Rc<Core>, sess: &mut Session) {
     sess.tx.multi = None;
+    sess.info.in_multi.store(false, Ordering::Relaxed);
     unwatch_all(core, sess).await;
 }
 
@@ -252,6 +256,7 @@ fn kind(q: &Queued) -> Kind {
 }
 
 async fn exec(core: &Rc<Core>, sess: &mut Session, now: u64, out: &mut BytesMut) {
+    sess.info.in_multi.store(false, Ordering::Relaxed);
     let Some(m) = sess.tx.multi.take() else {
         return encode::error(out, "ERR EXEC without MULTI");
     };

@@ -716,3 +716,49 @@ fn redis_benchmark_runs_without_errors() {
         .unwrap();
     assert_eq!(n, 20000, "every INCR counted once");
 }
+
+/// CLIENT LIST flags a client in MULTI `x` and one waiting in a blocking pop `b`, as Redis does,
+/// and drops the flags when the transaction or the wait ends.
+#[test]
+fn client_list_flags_multi_and_blocked() {
+    let srv = testkit::codis_server(&["--cores", "2"]);
+    let mut q = srv.conn();
+    let flags = |q: &mut redis::Connection, id: i64| -> String {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(q).unwrap();
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(&format!("id={id} ")))
+            .unwrap_or_else(|| panic!("no client {id} in {list}"))
+            .to_string();
+        line.split(' ')
+            .find_map(|f| f.strip_prefix("flags="))
+            .unwrap()
+            .to_string()
+    };
+    let mut tx = srv.conn();
+    let tx_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut tx).unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut tx).unwrap();
+    assert_eq!(flags(&mut q, tx_id), "x");
+    let _: () = redis::cmd("DISCARD").query(&mut tx).unwrap();
+    assert_eq!(flags(&mut q, tx_id), "N");
+
+    let mut b = Raw::connect(srv.port);
+    let id = String::from_utf8(b.line("CLIENT ID")).unwrap();
+    let b_id: i64 = id.trim().trim_start_matches(':').parse().unwrap();
+    b.send(b"*3\r\n$5\r\nBLPOP\r\n$5\r\nqueue\r\n$1\r\n0\r\n");
+    let start = Instant::now();
+    while flags(&mut q, b_id) != "b" {
+        assert!(start.elapsed() < Duration::from_secs(10), "never flagged b");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("queue")
+        .arg("job")
+        .query(&mut q)
+        .unwrap();
+    let start = Instant::now();
+    while flags(&mut q, b_id) != "N" {
+        assert!(start.elapsed() < Duration::from_secs(10), "still flagged b");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
