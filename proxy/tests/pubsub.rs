@@ -82,20 +82,26 @@ fn conversation(port: u16, resp3: bool) -> Vec<String> {
     got
 }
 
+/// `talk` through the proxy on `proxy` and straight to redis-server on `redis`, in RESP2 and
+/// RESP3: the same replies and messages, step by step.
+fn assert_same_as_redis(talk: fn(u16, bool) -> Vec<String>, proxy: u16, redis: u16) {
+    for resp3 in [false, true] {
+        let through = talk(proxy, resp3);
+        let direct = talk(redis, resp3);
+        for (i, (a, b)) in through.iter().zip(&direct).enumerate() {
+            assert_eq!(a, b, "step {i} (resp3: {resp3}): proxy vs redis-server");
+        }
+        assert_eq!(through.len(), direct.len());
+    }
+}
+
 #[test]
 fn pubsub_matches_redis_in_resp2_and_resp3() {
     let c = Cluster::start("");
     let Some((r, _dir)) = testkit::redis_server(&[]) else {
         return;
     };
-    for resp3 in [false, true] {
-        let through = conversation(c.port, resp3);
-        let direct = conversation(r.port, resp3);
-        for (i, (a, b)) in through.iter().zip(&direct).enumerate() {
-            assert_eq!(a, b, "step {i} (resp3: {resp3}): proxy vs redis-server");
-        }
-        assert_eq!(through.len(), direct.len());
-    }
+    assert_same_as_redis(conversation, c.port, r.port);
     // The shapes that matter, whatever redis-server says.
     let two = conversation(c.port, false);
     assert_eq!(two[0], "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n");
@@ -159,14 +165,7 @@ fn sharded_pubsub_matches_redis() {
     let Some((r, _dir)) = testkit::redis_server(&[]) else {
         return;
     };
-    for resp3 in [false, true] {
-        let through = shard_conversation(c.port, resp3);
-        let direct = shard_conversation(r.port, resp3);
-        for (i, (a, b)) in through.iter().zip(&direct).enumerate() {
-            assert_eq!(a, b, "step {i} (resp3: {resp3}): proxy vs redis-server");
-        }
-        assert_eq!(through.len(), direct.len());
-    }
+    assert_same_as_redis(shard_conversation, c.port, r.port);
     let two = shard_conversation(c.port, false);
     assert_eq!(two[3], "*3\r\n$10\r\nssubscribe\r\n$6\r\norders\r\n:2\r\n");
     assert_eq!(two[4], "*3\r\n$9\r\nsubscribe\r\n$6\r\norders\r\n:1\r\n");
@@ -189,18 +188,8 @@ fn pubsub_through_redis_server_groups() {
     let Some((r, _dir)) = testkit::redis_server(&[]) else {
         return;
     };
-    for resp3 in [false, true] {
-        assert_eq!(
-            conversation(c.port, resp3),
-            conversation(r.port, resp3),
-            "resp3: {resp3}"
-        );
-        assert_eq!(
-            shard_conversation(c.port, resp3),
-            shard_conversation(r.port, resp3),
-            "sharded, resp3: {resp3}"
-        );
-    }
+    assert_same_as_redis(conversation, c.port, r.port);
+    assert_same_as_redis(shard_conversation, c.port, r.port);
 }
 
 /// `session_recv_timeout` closes idle clients, but never a subscriber (as Redis's `timeout`),
