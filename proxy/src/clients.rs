@@ -42,6 +42,8 @@ pub struct ClientEntry {
     killed: AtomicBool,
     /// Waiting in a blocking pop (`CLIENT LIST` flag `b`).
     blocked: AtomicBool,
+    /// Between MULTI and EXEC/DISCARD (`x`).
+    in_multi: AtomicBool,
     names: Mutex<Names>,
 }
 
@@ -90,6 +92,7 @@ impl Registry {
             subs: AtomicU64::new(0),
             killed: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
+            in_multi: AtomicBool::new(false),
             names: Mutex::new(Names::default()),
         });
         if let Ok(mut c) = self.clients.lock() {
@@ -166,6 +169,11 @@ impl ClientEntry {
         self.blocked.store(on, Relaxed);
     }
 
+    /// Whether the client is between MULTI and EXEC/DISCARD.
+    pub fn set_multi(&self, on: bool) {
+        self.in_multi.store(on, Relaxed);
+    }
+
     /// Notes how many channels, patterns and shard channels the client is subscribed to.
     pub fn set_subs(&self, channels: usize, patterns: usize, shard: usize) {
         let f = |n: usize| (n as u64).min(SUBS_MASK);
@@ -208,6 +216,20 @@ impl ClientEntry {
         let cmd = COMMANDS
             .get(self.last_cmd.load(Relaxed))
             .map_or("NULL", |c| c.name);
+        // Redis's flag letters, in its order, N for none.
+        let mut flags = String::new();
+        for (on, c) in [
+            (subs != 0, 'P'),
+            (self.in_multi.load(Relaxed), 'x'),
+            (self.blocked.load(Relaxed), 'b'),
+        ] {
+            if on {
+                flags.push(c);
+            }
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
@@ -217,11 +239,7 @@ impl ClientEntry {
             names.name,
             age.as_secs(),
             idle,
-            match (subs, self.blocked.load(Relaxed)) {
-                (_, true) => "b",
-                (0, false) => "N",
-                _ => "P",
-            },
+            flags,
             self.db.load(Relaxed),
             subs >> 42,
             (subs >> 21) & SUBS_MASK,

@@ -300,11 +300,18 @@ impl Session {
         }
     }
 
+    /// The transaction being queued, if any, which ends here (EXEC, DISCARD).
+    fn take_multi(&mut self) -> Option<Multi> {
+        self.me.set_multi(false);
+        self.multi.take()
+    }
+
     /// `RESET`, as Redis: no transaction or watched keys, database 0, RESP2, no name, and
     /// not authenticated if the proxy asks for a password. (Subscriptions end too: see
     /// `while_subscribed`.)
     fn reset(&mut self) {
         self.multi = None;
+        self.me.set_multi(false);
         self.watched = None;
         self.ch = Channel::default();
         self.me.db.store(0, Relaxed);
@@ -384,10 +391,11 @@ impl Session {
                         slot: self.watched.as_ref().map(|w| w.slot),
                         ..Multi::default()
                     });
+                    self.me.set_multi(true);
                     self.reply_local(ci, encode::ok);
                 }
             },
-            Kind::Exec => match (self.multi.take(), self.watched.take()) {
+            Kind::Exec => match (self.take_multi(), self.watched.take()) {
                 (None, w) => {
                     self.watched = w;
                     self.error(ci, "ERR EXEC without MULTI")
@@ -395,7 +403,7 @@ impl Session {
                 (Some(m), None) => self.exec(ci, m).await,
                 (Some(m), Some(w)) => self.exec_watched(ci, m, w).await,
             },
-            Kind::Discard => match self.multi.take() {
+            Kind::Discard => match self.take_multi() {
                 None => self.error(ci, "ERR DISCARD without MULTI"),
                 Some(_) => {
                     // DISCARD forgets the watched keys too: closing the connection does.
@@ -1532,7 +1540,6 @@ enum Leave {
     Reset,
 }
 
-/// Decrements a gauge when dropped.
 /// Clears a client's blocked flag (`CLIENT LIST`) when dropped.
 struct Unblocked<'a>(&'a ClientEntry);
 
@@ -1542,6 +1549,7 @@ impl Drop for Unblocked<'_> {
     }
 }
 
+/// Decrements a gauge when dropped.
 struct Decrement<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl Drop for Decrement<'_> {

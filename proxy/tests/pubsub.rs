@@ -245,6 +245,14 @@ fn many_subscribers_and_quit() {
         1,
         "{list}"
     );
+    // A client in MULTI is flagged x, as on Redis, until DISCARD.
+    let mut m = Frames::open(c.port);
+    assert_eq!(m.ask(&["MULTI"]), "+OK\r\n");
+    let list = p.ask(&["CLIENT", "LIST"]);
+    assert_eq!(list.matches(" flags=x ").count(), 1, "{list}");
+    assert_eq!(m.ask(&["DISCARD"]), "+OK\r\n");
+    let list = p.ask(&["CLIENT", "LIST"]);
+    assert_eq!(list.matches(" flags=x ").count(), 0, "{list}");
     for s in &mut subs {
         assert_eq!(
             s.next(),
