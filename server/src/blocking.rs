@@ -311,7 +311,6 @@ impl Drop for BlockedGuard<'_> {
 }
 
 /// Wait for any receiver, the deadline, or the client going away.
-
 async fn wait(
     sess: &Session,
     rxs: &mut [oneshot::Receiver<Bytes>],
