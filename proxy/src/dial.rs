@@ -57,30 +57,6 @@ pub async fn unix(path: &str) -> Result<UnixStream, String> {
     .await
 }
 
-/// Whether `reply`, the answer to `CONFIG GET port` through a Unix socket, shows the server of
-/// the topology's address (`port`): a socket path another server on the host holds is refused.
-pub fn expect_port(reply: &[u8], port: u16) -> Result<(), String> {
-    let said = config_value(reply);
-    if said.as_deref() == Some(port.to_string().as_str()) {
-        return Ok(());
-    }
-    Err(format!(
-        "the server behind it listens on port {}, not {port}",
-        said.unwrap_or_else(|| "?".into())
-    ))
-}
-
-/// The value in a `CONFIG GET <one key>` reply (an array in RESP2, a map in RESP3).
-pub fn config_value(reply: &[u8]) -> Option<String> {
-    use resp::frame::Frame;
-    let mut buf = bytes::BytesMut::from(reply);
-    let value = match Frame::parse(&mut buf).ok()?? {
-        Frame::Array(mut v) if v.len() == 2 => v.pop(),
-        Frame::Map(mut m) if m.len() == 1 => m.pop().map(|(_, v)| v),
-        _ => None,
-    };
-    match value? {
-        Frame::Bulk(v) | Frame::Simple(v) => Some(String::from_utf8_lossy(&v).into_owned()),
-        _ => None,
-    }
-}
+/// `CONFIG GET` replies: the value of one key, and the check that the server behind a Unix
+/// socket is the one the topology names.
+pub use resp::frame::{config_value, expect_port};

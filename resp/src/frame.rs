@@ -118,6 +118,33 @@ impl Frame {
     }
 }
 
+/// The value in a `CONFIG GET <one key>` reply (an array in RESP2, a map in RESP3).
+pub fn config_value(reply: &[u8]) -> Option<String> {
+    let mut buf = bytes::BytesMut::from(reply);
+    let value = match Frame::parse(&mut buf).ok()?? {
+        Frame::Array(mut v) if v.len() == 2 => v.pop(),
+        Frame::Map(mut m) if m.len() == 1 => m.pop().map(|(_, v)| v),
+        _ => None,
+    };
+    match value? {
+        Frame::Bulk(v) | Frame::Simple(v) => Some(String::from_utf8_lossy(&v).into_owned()),
+        _ => None,
+    }
+}
+
+/// Whether `reply`, the answer to `CONFIG GET port` through a Unix socket, shows the server
+/// expected at `port`: a socket path that another server on the host holds is refused.
+pub fn expect_port(reply: &[u8], port: u16) -> Result<(), String> {
+    let said = config_value(reply);
+    if said.as_deref() == Some(port.to_string().as_str()) {
+        return Ok(());
+    }
+    Err(format!(
+        "the server behind it listens on port {}, not {port}",
+        said.unwrap_or_else(|| "?".into())
+    ))
+}
+
 /// Length of the complete reply at the front of `buf`, or `None` when more bytes are needed.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
     let mut pos = 0;
@@ -258,6 +285,19 @@ fn parse_double(s: &[u8]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_get_replies() {
+        let two = b"*2\r\n$4\r\nport\r\n$4\r\n6379\r\n";
+        assert_eq!(config_value(two).as_deref(), Some("6379"));
+        let map = b"%1\r\n$10\r\nunixsocket\r\n$9\r\n/tmp/r.so\r\n";
+        assert_eq!(config_value(map).as_deref(), Some("/tmp/r.so"));
+        assert_eq!(config_value(b"*0\r\n"), None, "an unknown key");
+        assert_eq!(config_value(b"-NOAUTH Authentication required.\r\n"), None);
+        assert!(expect_port(two, 6379).is_ok());
+        let e = expect_port(two, 7000).unwrap_err();
+        assert_eq!(e, "the server behind it listens on port 6379, not 7000");
+    }
 
     #[test]
     fn round_trip_nested() {

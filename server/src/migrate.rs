@@ -320,7 +320,8 @@ fn window(
 
 /// A cached connection to a migration target.
 struct Target {
-    stream: TcpStream,
+    /// TCP, or the target's Unix socket when it runs on this host ([`unix_link`]).
+    stream: crate::conn::Stream,
     rbuf: BytesMut,
     /// Read buffer (allocated once per connection).
     chunk: Vec<u8>,
@@ -362,14 +363,18 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Target, String> {
     }) {
         return Ok(t);
     }
-    let stream = glommio::timer::timeout(timeout, async {
+    let mut tcp = glommio::timer::timeout(timeout, async {
         TcpStream::connect(addr)
             .await
             .map_err(|e| glommio::GlommioError::IoError(std::io::Error::other(e.to_string())))
     })
     .await
     .map_err(io_err)?;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let stream: crate::conn::Stream = match unix_link(&mut tcp, addr, timeout).await {
+        Some(u) => Box::new(u),
+        None => Box::new(tcp),
+    };
     Ok(Target {
         stream,
         rbuf: BytesMut::with_capacity(4096),
@@ -377,6 +382,65 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Target, String> {
         db: None,
         last_used: Instant::now(),
     })
+}
+
+/// The target's Unix socket, when the target runs on this host and listens on one
+/// (`unixsocket`): the migration stream then skips loopback TCP, as codis-proxy's connections
+/// do. The path is asked over `tcp` (`CONFIG GET unixsocket`) and the server behind it checked
+/// (`CONFIG GET port`), so that a path another server holds is never used. Anything else (a
+/// target that wants AUTH first, no socket, another host) keeps TCP.
+async fn unix_link(
+    tcp: &mut TcpStream,
+    addr: &str,
+    timeout: Duration,
+) -> Option<glommio::net::UnixStream> {
+    let here = matches!((tcp.local_addr(), tcp.peer_addr()), (Ok(l), Ok(p)) if l.ip() == p.ip());
+    let port: u16 = addr.rsplit_once(':')?.1.parse().ok()?;
+    if !here {
+        return None;
+    }
+    let link = async {
+        let reply = ask_one(
+            tcp,
+            b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$10\r\nunixsocket\r\n",
+        )
+        .await?;
+        let path = resp::frame::config_value(&reply).filter(|p| !p.is_empty())?;
+        let mut u = glommio::net::UnixStream::connect(&path).await.ok()?;
+        let reply = ask_one(&mut u, b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nport\r\n").await?;
+        match resp::frame::expect_port(&reply, port) {
+            Ok(()) => Some(u),
+            Err(e) => {
+                tracing::warn!(target = addr, socket = %path, "migration keeps TCP: {e}");
+                None
+            }
+        }
+    };
+    glommio::timer::timeout(timeout, async { Ok(link.await) })
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Send `req` and read back exactly one reply frame.
+async fn ask_one(
+    s: &mut (impl futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin),
+    req: &[u8],
+) -> Option<Vec<u8>> {
+    s.write_all(req).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Ok(Some(n)) = resp::frame::frame_len(&buf) {
+            buf.truncate(n);
+            return Some(buf);
+        }
+        let k = s.read(&mut chunk).await.ok()?;
+        if k == 0 || buf.len() > 64 * 1024 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..k]);
+    }
 }
 
 fn give_back(addr: &str, mut t: Target) {

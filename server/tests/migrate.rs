@@ -589,3 +589,59 @@ fn migration_slices_run_at_a_raised_nice_value() {
         );
     }
 }
+
+/// A target on this host that listens on a Unix socket gets the migration stream through it
+/// (CLIENT LIST on the target shows the source's link as a Unix client); every key arrives.
+#[test]
+fn migration_takes_the_targets_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dst.sock");
+    let sock = sock.to_str().unwrap();
+    let src = testkit::codis_server(&["--cores", "2"]);
+    let dst = testkit::codis_server(&["--cores", "1", "--unixsocket", sock]);
+    let (mut s, mut d) = (src.conn(), dst.conn());
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("u:{i}"))
+        .filter(|k| slot_of(k) == 300)
+        .take(500)
+        .collect();
+    let mut p = redis::pipe();
+    for (i, k) in keys.iter().enumerate() {
+        p.cmd("SET").arg(k).arg(i).ignore();
+    }
+    let _: () = p.query(&mut s).unwrap();
+    let r: Vec<i64> = q(
+        &mut s,
+        &[
+            "SLOTSMGRTSLOT-ASYNC",
+            "127.0.0.1",
+            &dst.port.to_string(),
+            "3000",
+            "200",
+            "1048576",
+            "300",
+            "5000",
+        ],
+    );
+    assert_eq!(r, vec![500, 0]);
+    let n: i64 = q(&mut d, &["DBSIZE"]);
+    assert_eq!(n, 500);
+    for (i, k) in keys.iter().enumerate().step_by(37) {
+        let v: i64 = q(&mut d, &["GET", k]);
+        assert_eq!(v, i as i64);
+    }
+    // The source keeps its link to the target for the next step: a Unix client that restored.
+    let list: String = q(&mut d, &["CLIENT", "LIST"]);
+    assert!(
+        list.lines().any(|l| l.contains(&format!(" addr={sock}:0 "))
+            && l.contains(" flags=U ")
+            && l.contains(" cmd=slotsrestore ")),
+        "{list}"
+    );
+    assert!(
+        !list
+            .lines()
+            .any(|l| l.contains(" cmd=slotsrestore") && !l.contains(" flags=U ")),
+        "a restore came over TCP: {list}"
+    );
+}
