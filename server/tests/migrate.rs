@@ -27,6 +27,38 @@ fn q_err(c: &mut Connection, args: &[&str]) -> String {
     }
 }
 
+/// `n` keys of `slot` named `prefix:<i>`, SET to their index on `c`.
+fn fill_slot(c: &mut Connection, prefix: &str, slot: usize, n: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .filter(|k| slot_of(k) == slot)
+        .take(n)
+        .collect();
+    let mut p = redis::pipe();
+    for (i, k) in keys.iter().enumerate() {
+        p.cmd("SET").arg(k).arg(i).ignore();
+    }
+    let _: () = p.query(c).unwrap();
+    keys
+}
+
+/// `SLOTSMGRTSLOT-ASYNC` of `slot` from `c` to the server on `port` (up to 5,000 keys in one
+/// call): the reply, [moved, left].
+fn migrate_slot_async(c: &mut Connection, port: u16, slot: usize) -> Vec<i64> {
+    let (port, slot) = (port.to_string(), slot.to_string());
+    let args = [
+        "SLOTSMGRTSLOT-ASYNC",
+        "127.0.0.1",
+        &port,
+        "3000",
+        "200",
+        "1048576",
+        &slot,
+        "5000",
+    ];
+    q(c, &args)
+}
+
 #[test]
 fn golden_sync_migration_replies() {
     let src = testkit::codis_server(&["--cores", "2"]);
@@ -91,35 +123,12 @@ fn async_moves_a_whole_slot_in_one_call() {
     let src = testkit::codis_server(&["--cores", "2"]);
     let dst = testkit::codis_server(&["--cores", "1"]);
     let (mut s, mut d) = (src.conn(), dst.conn());
-    let slot = 77;
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("key:{i}"))
-        .filter(|k| slot_of(k) == slot)
-        .take(1000)
-        .collect();
-    let mut p = redis::pipe();
-    for (i, k) in keys.iter().enumerate() {
-        p.cmd("SET").arg(k).arg(i).ignore();
-    }
-    let _: () = p.query(&mut s).unwrap();
+    let keys = fill_slot(&mut s, "key", 77, 1000);
     // Strings on both sides of the size from which payloads are compressed (64 bytes).
     let (long, short) = ("x".repeat(100), "y".repeat(40));
     let _: () = q(&mut s, &["SET", &keys[0], &long]);
     let _: () = q(&mut s, &["SET", &keys[1], &short]);
-    let r: Vec<i64> = q(
-        &mut s,
-        &[
-            "SLOTSMGRTSLOT-ASYNC",
-            "127.0.0.1",
-            &dst.port.to_string(),
-            "3000",
-            "200",
-            "1048576",
-            "77",
-            "5000",
-        ],
-    );
-    assert_eq!(r, vec![1000, 0]);
+    assert_eq!(migrate_slot_async(&mut s, dst.port, 77), vec![1000, 0]);
     let n: i64 = q(&mut d, &["DBSIZE"]);
     assert_eq!(n, 1000);
     let n: i64 = q(&mut s, &["DBSIZE"]);
@@ -600,30 +609,8 @@ fn migration_takes_the_targets_unix_socket() {
     let src = testkit::codis_server(&["--cores", "2"]);
     let dst = testkit::codis_server(&["--cores", "1", "--unixsocket", sock]);
     let (mut s, mut d) = (src.conn(), dst.conn());
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("u:{i}"))
-        .filter(|k| slot_of(k) == 300)
-        .take(500)
-        .collect();
-    let mut p = redis::pipe();
-    for (i, k) in keys.iter().enumerate() {
-        p.cmd("SET").arg(k).arg(i).ignore();
-    }
-    let _: () = p.query(&mut s).unwrap();
-    let r: Vec<i64> = q(
-        &mut s,
-        &[
-            "SLOTSMGRTSLOT-ASYNC",
-            "127.0.0.1",
-            &dst.port.to_string(),
-            "3000",
-            "200",
-            "1048576",
-            "300",
-            "5000",
-        ],
-    );
-    assert_eq!(r, vec![500, 0]);
+    let keys = fill_slot(&mut s, "u", 300, 500);
+    assert_eq!(migrate_slot_async(&mut s, dst.port, 300), vec![500, 0]);
     let n: i64 = q(&mut d, &["DBSIZE"]);
     assert_eq!(n, 500);
     for (i, k) in keys.iter().enumerate().step_by(37) {
