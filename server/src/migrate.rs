@@ -363,17 +363,24 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Target, String> {
     }) {
         return Ok(t);
     }
-    let mut tcp = glommio::timer::timeout(timeout, async {
-        TcpStream::connect(addr)
-            .await
-            .map_err(|e| glommio::GlommioError::IoError(std::io::Error::other(e.to_string())))
-    })
-    .await
-    .map_err(io_err)?;
-    let _ = tcp.set_nodelay(true);
+    let dial = || async {
+        let tcp = glommio::timer::timeout(timeout, async {
+            TcpStream::connect(addr)
+                .await
+                .map_err(|e| glommio::GlommioError::IoError(std::io::Error::other(e.to_string())))
+        })
+        .await
+        .map_err(io_err)?;
+        let _ = tcp.set_nodelay(true);
+        Ok::<_, String>(tcp)
+    };
+    let mut tcp = dial().await?;
     let stream: crate::conn::Stream = match unix_link(&mut tcp, addr, timeout).await {
-        Some(u) => Box::new(u),
-        None => Box::new(tcp),
+        Ok(Some(u)) => Box::new(u),
+        Ok(None) => Box::new(tcp),
+        // The question over TCP was cut short: its reply may still come, and must never be
+        // taken for a restore's acknowledgement. A fresh connection instead.
+        Err(()) => Box::new(dial().await?),
     };
     Ok(Target {
         stream,
@@ -387,27 +394,37 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Target, String> {
 /// The target's Unix socket, when the target runs on this host and listens on one
 /// (`unixsocket`): the migration stream then skips loopback TCP, as codis-proxy's connections
 /// do. The path is asked over `tcp` (`CONFIG GET unixsocket`) and the server behind it checked
-/// (`CONFIG GET port`), so that a path another server holds is never used. Anything else (a
-/// target that wants AUTH first, no socket, another host) keeps TCP.
+/// (`CONFIG GET port`), so that a path another server holds is never used. `Ok(None)`: keep
+/// `tcp` (another host, no socket, a target that wants AUTH first); `Err`: the question over
+/// `tcp` got no whole answer, so `tcp` must not be used.
 async fn unix_link(
     tcp: &mut TcpStream,
     addr: &str,
     timeout: Duration,
-) -> Option<glommio::net::UnixStream> {
+) -> Result<Option<glommio::net::UnixStream>, ()> {
     let here = matches!((tcp.local_addr(), tcp.peer_addr()), (Ok(l), Ok(p)) if l.ip() == p.ip());
-    let port: u16 = addr.rsplit_once(':')?.1.parse().ok()?;
+    let Some(port) = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+    else {
+        return Ok(None);
+    };
     if !here {
-        return None;
+        return Ok(None);
     }
+    const ASK_SOCKET: &[u8] = b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$10\r\nunixsocket\r\n";
+    const ASK_PORT: &[u8] = b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nport\r\n";
+    let reply = glommio::timer::timeout(timeout, async { Ok(ask_one(tcp, ASK_SOCKET).await) })
+        .await
+        .ok()
+        .flatten()
+        .ok_or(())?;
+    let Some(path) = resp::frame::config_value(&reply).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
     let link = async {
-        let reply = ask_one(
-            tcp,
-            b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$10\r\nunixsocket\r\n",
-        )
-        .await?;
-        let path = resp::frame::config_value(&reply).filter(|p| !p.is_empty())?;
         let mut u = glommio::net::UnixStream::connect(&path).await.ok()?;
-        let reply = ask_one(&mut u, b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nport\r\n").await?;
+        let reply = ask_one(&mut u, ASK_PORT).await?;
         match resp::frame::expect_port(&reply, port) {
             Ok(()) => Some(u),
             Err(e) => {
@@ -416,10 +433,10 @@ async fn unix_link(
             }
         }
     };
-    glommio::timer::timeout(timeout, async { Ok(link.await) })
+    Ok(glommio::timer::timeout(timeout, async { Ok(link.await) })
         .await
         .ok()
-        .flatten()
+        .flatten())
 }
 
 /// Send `req` and read back exactly one reply frame.
