@@ -127,6 +127,7 @@ pub async fn render(core: &Rc<Core>, sections: &[Bytes]) -> String {
             sh.total_connections.load(Ordering::Relaxed),
             sh.rejected_connections.load(Ordering::Relaxed),
         );
+        crate::pubsub::stats_lines(&mut o);
         crate::repl::stats_lines(&mut o);
         crate::slotmove::stats_lines(&mut o);
         crate::multi::stats_lines(&mut o);

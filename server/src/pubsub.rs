@@ -257,6 +257,19 @@ fn directory(space: Space, name: &Bytes, add: bool) {
     }
 }
 
+/// INFO stats lines: distinct channels, patterns and shard channels with a subscriber, on every
+/// core, as Redis counts them.
+pub fn stats_lines(o: &mut String) {
+    use std::fmt::Write;
+    let (c, p, s) = DIRECTORY.lock().map_or((0, 0, 0), |d| {
+        (d.channels.len(), d.patterns.len(), d.shard.len())
+    });
+    let _ = write!(
+        o,
+        "pubsub_channels:{c}\r\npubsub_patterns:{p}\r\npubsubshard_channels:{s}\r\n"
+    );
+}
+
 /// `PUBLISH` from a script: the message reaches every core's subscribers right after the
 /// script, in order with keyspace events; the reply is the number of subscriptions that match
 /// now, on every core.

@@ -196,7 +196,7 @@ fn pubsub_channels_lists_active_channels() {
 }
 
 /// CLIENT LIST counts a subscriber's channels, patterns and shard channels and flags it `P`,
-/// as Redis does, until RESET.
+/// and INFO stats counts the server's, as Redis does, until RESET.
 #[test]
 fn client_list_shows_subscriptions() {
     let srv = testkit::codis_server(&["--cores", "2"]);
@@ -224,8 +224,21 @@ fn client_list_shows_subscriptions() {
             .join(" ")
     };
     assert_eq!(fields(), "flags=P sub=2 psub=1 ssub=1");
+    // INFO stats counts the distinct channels, patterns and shard channels, as Redis does.
+    let mut info = Raw::connect(srv.port);
+    let counts = |q: &mut Raw| -> String {
+        let info = String::from_utf8(q.line("INFO stats")).unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("pubsub"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let want = "pubsub_channels:2 pubsub_patterns:1 pubsubshard_channels:1";
+    assert_eq!(counts(&mut info), want);
     exchange(&mut sub, "RESET");
     assert_eq!(fields(), "flags=N sub=0 psub=0 ssub=0");
+    let none = "pubsub_channels:0 pubsub_patterns:0 pubsubshard_channels:0";
+    assert_eq!(counts(&mut info), none);
 }
 
 /// Many subscribers (on both cores: connections spread over the cores) and several publishers:
