@@ -309,6 +309,8 @@ pub fn run_test(target: &Target, load: &Load, plan: &Plan) -> Result<TestResult,
                 let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
                 LocalExecutorBuilder::new(placement)
                     .name(&name)
+                    // See third_party/glommio/PATCHED.md, "Throughput preemption".
+                    .throughput_preemption(false)
                     .spawn(move || async move {
                         shard_main(ShardArgs {
                             shared,

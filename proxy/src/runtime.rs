@@ -115,6 +115,8 @@ pub fn start(
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("proxy-core-{i}"))
             .io_memory(1 << 20)
+            // One task queue: see third_party/glommio/PATCHED.md, "Throughput preemption".
+            .throughput_preemption(false)
             .spawn(move || async move {
                 let core = Core::new(i, shared);
                 glommio::spawn_local(apply_tables(core.clone(), rx, acks)).detach();

@@ -1326,6 +1326,9 @@ pub(crate) struct Reactor {
     blocking_thread: BlockingThreadPool,
 
     rings_depth: usize,
+    /// codis-rs patch: whether to arm the throughput preemption timer
+    /// (`LocalExecutorBuilder::throughput_preemption`).
+    throughput_preemption: bool,
 }
 
 pub(crate) fn common_flags() -> PollFlags {
@@ -1376,6 +1379,7 @@ impl Reactor {
         notifier: Arc<sys::SleepNotifier>,
         mut io_memory: usize,
         ring_depth: usize,
+        throughput_preemption: bool,
         blocking_thread: BlockingThreadPool,
     ) -> crate::Result<Reactor, ()> {
         const MIN_MEMLOCK_LIMIT: u64 = 512 * 1024;
@@ -1449,6 +1453,7 @@ impl Reactor {
             eventfd_src,
             source_map,
             rings_depth: ring_depth,
+            throughput_preemption,
         })
     }
 
@@ -1939,7 +1944,7 @@ impl Reactor {
             self.throughput_preemption_timeout_src.set(src);
             pending
         };
-        if !throughput_pending {
+        if self.throughput_preemption && !throughput_pending {
             self.throughput_preemption_timeout_src.replace(Some(
                 main_ring.prepare_throughput_preemption_timer(
                     self.ring_depth() as u32,
@@ -2191,7 +2196,7 @@ mod tests {
     fn timeout_smoke_test() {
         let notifier = sys::new_sleep_notifier().unwrap();
         let pool = BlockingThreadPool::new(PoolPlacement::Unbound(1), notifier.clone()).unwrap();
-        let reactor = Reactor::new(notifier, 0, 128, pool).unwrap();
+        let reactor = Reactor::new(notifier, 0, 128, true, pool).unwrap();
 
         fn timeout_source(millis: u64) -> (Source, UringOpDescriptor) {
             let source = Source::new(
