@@ -21,6 +21,9 @@ const UNAUTH_MAX_BULK: i64 = 16384;
 /// One request: its arguments, name first.
 pub type Args = Vec<Bytes>;
 
+/// The largest spans vector kept for the next request (a huge multibulk's is freed).
+const SPARE_SPANS_MAX: usize = 1024;
+
 #[derive(Debug, Default)]
 struct Partial {
     /// Arguments expected.
@@ -35,6 +38,9 @@ struct Partial {
 #[derive(Debug)]
 pub struct RequestParser {
     partial: Option<Partial>,
+    /// The spans vector of the last complete request, kept for the next one (one allocation
+    /// less per request).
+    spare: Vec<(usize, usize)>,
     max_bulk: usize,
     authenticated: bool,
 }
@@ -55,6 +61,7 @@ impl RequestParser {
     pub fn new(max_bulk: usize) -> Self {
         RequestParser {
             partial: None,
+            spare: Vec::new(),
             max_bulk,
             authenticated: true,
         }
@@ -118,9 +125,11 @@ impl RequestParser {
                     return Ok(Some(Vec::new()));
                 }
                 let argc = n as usize;
+                let mut spans = std::mem::take(&mut self.spare);
+                spans.reserve(argc.min(1024));
                 Partial {
                     argc,
-                    spans: Vec::with_capacity(argc.min(1024)),
+                    spans,
                     pos: next,
                 }
             }
@@ -140,9 +149,12 @@ impl RequestParser {
             }
         }
         let frame = buf.split_to(p.pos).freeze();
-        Ok(Some(
-            p.spans.iter().map(|&(s, e)| frame.slice(s..e)).collect(),
-        ))
+        let args = p.spans.iter().map(|&(s, e)| frame.slice(s..e)).collect();
+        if p.spans.capacity() <= SPARE_SPANS_MAX {
+            p.spans.clear();
+            self.spare = p.spans;
+        }
+        Ok(Some(args))
     }
 
     /// Parse one `$len\r\n<bytes>\r\n` starting at `at`; returns the offset after it.
