@@ -553,6 +553,53 @@ pub struct Db {
 }
 
 thread_local! {
+    /// See [`SlotHint`]: (key address, key length, slot); length `usize::MAX` when none.
+    static SLOT_HINT: std::cell::Cell<(usize, usize, u16)> =
+        const { std::cell::Cell::new((0, usize::MAX, 0)) };
+}
+
+/// While alive, [`key_slot`] answers the slot of the command's key (the very bytes it borrows,
+/// recognised by address and length) without hashing it again: a GET otherwise hashed its key
+/// once to route it, once to check the shard owns it and once more to find its table. The
+/// shared borrow keeps those bytes unchanged for the hint's whole life, so no other key can
+/// match it. Hints nest (dropping one restores the one before).
+pub struct SlotHint<'a> {
+    prev: (usize, usize, u16),
+    _key: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a> SlotHint<'a> {
+    /// `slot` must be `resp::slot(key)`.
+    #[inline]
+    pub fn new(key: &'a [u8], slot: u16) -> Self {
+        debug_assert_eq!(slot, resp::slot(key));
+        let prev = SLOT_HINT.replace((key.as_ptr() as usize, key.len(), slot));
+        SlotHint {
+            prev,
+            _key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for SlotHint<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        SLOT_HINT.set(self.prev);
+    }
+}
+
+/// The slot of `key`, from the live [`SlotHint`] when it is that key.
+#[inline]
+pub fn key_slot(key: &[u8]) -> usize {
+    let (addr, len, slot) = SLOT_HINT.get();
+    if addr == key.as_ptr() as usize && len == key.len() {
+        slot as usize
+    } else {
+        resp::slot(key) as usize
+    }
+}
+
+thread_local! {
     /// Commands started on this thread ([`begin_command`]).
     static COMMAND: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -666,7 +713,7 @@ impl Db {
     }
 
     fn table_mut(&mut self, key: &[u8]) -> Option<&mut SlotTable> {
-        let s = resp::slot(key) as usize;
+        let s = key_slot(key);
         self.cow(s);
         let t = &mut self.slots[s];
         if t.is_none() && self.scratch {
@@ -698,7 +745,7 @@ impl Db {
         }
         self.touch(key);
         if self.snap.is_some() {
-            self.cow(resp::slot(key) as usize);
+            self.cow(key_slot(key));
         }
         self.live(key, now, true)
     }
@@ -716,7 +763,7 @@ impl Db {
     /// A live entry, read without triggering a snapshot's copy-on-write (only removing an
     /// expired key counts as a change).
     fn live(&mut self, key: &[u8], now: u64, access: bool) -> Option<EntryMut<'_>> {
-        let s = resp::slot(key) as usize;
+        let s = key_slot(key);
         let t: *mut SlotTable = self.slots[s].as_deref_mut()?;
         // One probe for the expiry check and the entry. SAFETY: `t` points at a table owned by
         // `self.slots`; `e` is either returned (keeping `self` borrowed for as long as it lives)
@@ -752,7 +799,7 @@ impl Db {
     /// Prefetch what looking `key` up will touch (see [`KeyTable::prefetch`]).
     #[inline]
     pub fn prefetch(&self, key: &[u8], warm: bool) {
-        if let Some(t) = self.slots[resp::slot(key) as usize].as_deref() {
+        if let Some(t) = self.slots[key_slot(key)].as_deref() {
             t.map.prefetch(key, warm);
         }
     }
@@ -887,7 +934,7 @@ impl Db {
         now: u64,
         same: impl FnOnce(EntryRef<'_>) -> bool,
     ) -> Option<bool> {
-        let s = resp::slot(key) as usize;
+        let s = key_slot(key);
         self.slots[s].as_deref()?;
         self.cow(s);
         let t = self.slots[s].as_deref_mut()?;
@@ -939,7 +986,7 @@ impl Db {
     /// Whether `key` is stored here, expired or not (Redis's `dictFind` on the keyspace).
     fn holds(&self, key: &[u8]) -> bool {
         self.slots
-            .get(resp::slot(key) as usize)
+            .get(key_slot(key))
             .and_then(|t| t.as_deref())
             .is_some_and(|t| t.map.contains_key(key))
     }
@@ -1245,6 +1292,33 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot hint answers for its own key only (same bytes, not equal bytes elsewhere), and
+    /// nested hints give way to the one before when dropped.
+    #[test]
+    fn slot_hint_answers_for_its_key_only() {
+        let a = Bytes::from_static(b"alpha");
+        let b = Bytes::from_static(b"beta");
+        let copy = Bytes::copy_from_slice(b"alpha");
+        let sa = resp::slot(&a);
+        let sb = resp::slot(&b);
+        assert_ne!(sa, sb);
+        {
+            let _h = SlotHint::new(&a, sa);
+            assert_eq!(key_slot(&a), sa as usize);
+            assert_eq!(key_slot(&copy), sa as usize);
+            assert_eq!(key_slot(&b), sb as usize);
+            // A prefix of the hinted key is another key.
+            assert_eq!(key_slot(&a[..4]), resp::slot(b"alph") as usize);
+            {
+                let _g = SlotHint::new(&b, sb);
+                assert_eq!(key_slot(&b), sb as usize);
+                assert_eq!(key_slot(&a), sa as usize);
+            }
+            assert_eq!(key_slot(&a), sa as usize);
+        }
+        assert_eq!(SLOT_HINT.get().1, usize::MAX);
+    }
 
     fn s(v: &str) -> Value {
         Value::Str(v.as_bytes().into())

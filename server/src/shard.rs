@@ -48,6 +48,16 @@ pub struct Cmd {
     pub args: Vec<Bytes>,
 }
 
+/// The key of a command with exactly one key at a fixed position, if it is one.
+#[inline]
+fn single_key<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Option<&'a [u8]> {
+    if !spec.has(MOVABLE) && spec.first > 0 && spec.first == spec.last {
+        args.get(spec.first as usize).map(|k| &k[..])
+    } else {
+        None
+    }
+}
+
 impl Shard {
     /// Warm the caches for a batch of lookups `(db, key)` before running it: every key's table
     /// probe first, then every key's node and value, so their cache misses overlap (one lookup
@@ -169,9 +179,19 @@ impl Shard {
     #[must_use]
     pub fn execute(&mut self, cmd: &Cmd, proto: Proto, now: u64, out: &mut BytesMut) -> bool {
         let spec: &'static CommandSpec = &COMMANDS[cmd.idx as usize];
-        if !self.owns_keys(spec, &cmd.args) {
-            return false;
-        }
+        // The common case, one key at a fixed position: hash it once for the ownership check
+        // and the command's own lookups.
+        let _hint = match single_key(spec, &cmd.args) {
+            Some(k) => {
+                let slot = resp::slot(k);
+                if !self.owns(slot) {
+                    return false;
+                }
+                Some(crate::db::SlotHint::new(k, slot))
+            }
+            None if !self.owns_keys(spec, &cmd.args) => return false,
+            None => None,
+        };
         let start = crate::ticks::now();
         let before = out.len();
         let quiet = !spec.has(WRITE);
