@@ -218,6 +218,7 @@ fn apply(
                 db: *db as u8,
                 idx: idx as u16,
                 args,
+                slot: crate::shard::NO_SLOT,
             };
             // The replay shard owns every slot: the command always runs.
             let _ran = shard.execute(&cmd, Proto::Resp2, now_ms(), out);

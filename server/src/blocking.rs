@@ -405,6 +405,7 @@ async fn one_core(
         db: db as u8,
         idx: idx as u16,
         args: args.clone(),
+        slot: crate::shard::NO_SLOT,
     };
     let now = now_ms();
     // None: the slot moved on the way; Some(None): registered; Some(Some(reply)): served.

@@ -173,7 +173,9 @@ pub struct Plan {
     order: Vec<Piece>,
     scratch: BytesMut,
     /// The batch's command-table rows, looked up once (reused allocation).
-    specs: Vec<Option<&'static CommandSpec>>,
+    /// Per request of the batch: its command's table row, and its key's slot when it has a
+    /// single key at a fixed position (else [`crate::shard::NO_SLOT`]).
+    specs: Vec<(Option<&'static CommandSpec>, u16)>,
     /// Commands queued for other cores.
     remote: usize,
     /// The owner-change sequence under which the queued commands were routed (None: unstable).
@@ -695,13 +697,27 @@ pub async fn run_batch(
     // Each command's table row, looked up once for the prefetch and the dispatch.
     let mut specs = std::mem::take(&mut plan.specs);
     specs.clear();
-    specs.extend(batch.iter().map(|a| command::lookup(a.first()?)));
+    // Pipelines mostly repeat one command: look a name up once per run of it.
+    let mut last: Option<(&[u8], Option<&'static CommandSpec>)> = None;
+    for a in batch.iter() {
+        let spec = match (a.first(), last) {
+            (None, _) => None,
+            (Some(name), Some((prev, spec))) if prev == &name[..] => spec,
+            (Some(name), _) => {
+                let spec = command::lookup(name);
+                last = Some((name, spec));
+                spec
+            }
+        };
+        let slot = spec.map_or(crate::shard::NO_SLOT, |s| crate::shard::command_slot(s, a));
+        specs.push((spec, slot));
+    }
     if batch.len() > 1 {
         prefetch(core, sess.db, batch, &specs);
     }
     let mut done = 0;
     let mut paused = false;
-    for (i, &spec) in specs.iter().enumerate() {
+    for (i, &(spec, slot)) in specs.iter().enumerate() {
         if sess.quit {
             done = batch.len();
             break;
@@ -712,7 +728,7 @@ pub async fn run_batch(
         }
         let args = std::mem::take(&mut batch[i]);
         done = i + 1;
-        dispatch(core, sess, spec, args, now, plan, out).await;
+        dispatch(core, sess, spec, slot, args, now, plan, out).await;
         // A migration's restores arrive as pipelined `SLOTSRESTORE`s of a slice of keys each:
         // let this core's other clients in between them, not after the whole batch.
         if spec.is_some_and(|s| s.name == "slotsrestore") && done < batch.len() {
@@ -745,11 +761,11 @@ async fn wait_paused(sess: &Session, batch: &[Args]) {
 }
 
 /// Warm the caches for this core's keys of a pipelined batch (see [`Shard::prefetch`]).
-fn prefetch(core: &Core, db: usize, batch: &[Args], specs: &[Option<&'static CommandSpec>]) {
+fn prefetch(core: &Core, db: usize, batch: &[Args], specs: &[(Option<&'static CommandSpec>, u16)]) {
     if let Ok(shard) = core.shard.try_borrow() {
-        shard.prefetch(batch.iter().zip(specs).filter_map(|(a, s)| {
-            let (key, member) = crate::shard::Shard::prefetch_args((*s)?, a)?;
-            Some((db, key, member))
+        shard.prefetch(batch.iter().zip(specs).filter_map(|(a, &(s, slot))| {
+            let (key, member) = crate::shard::Shard::prefetch_args(s?, a)?;
+            Some((db, key, slot, member))
         }));
     }
 }
@@ -771,10 +787,12 @@ pub fn unknown_command(args: &Args) -> String {
     format!("ERR unknown command '{name}', with args beginning with: {rest}")
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     core: &Rc<Core>,
     sess: &mut Session,
     spec: Option<&'static CommandSpec>,
+    slot: u16,
     args: Args,
     now: u64,
     plan: &mut Plan,
@@ -876,12 +894,13 @@ async fn dispatch(
     }
     // The common case, one key at a fixed position, needs no key list.
     let seq0 = core.shared.move_seq();
+    let mut slot = slot;
     let (owner, single) =
         if !spec.has(command::MOVABLE) && spec.first > 0 && spec.first == spec.last {
-            (
-                core.shared.owner(resp::slot(&args[spec.first as usize])),
-                true,
-            )
+            if slot == crate::shard::NO_SLOT {
+                slot = resp::slot(&args[spec.first as usize]);
+            }
+            (core.shared.owner(slot), true)
         } else {
             let positions = spec.key_positions(&args);
             let owner = match positions.first() {
@@ -903,6 +922,7 @@ async fn dispatch(
         db: sess.db as u8,
         idx: idx as u16,
         args,
+        slot: if single { slot } else { crate::shard::NO_SLOT },
     };
     route(core, sess.proto, now, plan, out, owner, seq0, cmd).await;
 }

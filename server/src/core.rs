@@ -288,7 +288,7 @@ impl Core {
                         shard.prefetch(cmds.iter().filter_map(|c| {
                             let spec = resp::command::COMMANDS.get(c.idx as usize)?;
                             let (key, member) = Shard::prefetch_args(spec, &c.args)?;
-                            Some((c.db as usize, key, member))
+                            Some((c.db as usize, key, c.slot, member))
                         }));
                     }
                     for (i, c) in cmds.into_iter().enumerate() {

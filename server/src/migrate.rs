@@ -832,7 +832,11 @@ fn finish(
     let slot = items.last().map(|it| resp::slot(&it.key) as usize);
     // The keys' nodes left the cache during the round trip: ask for them all before the first
     // lookup, not one miss at a time.
-    sh.prefetch(items.iter().map(|it| (db, &it.key[..], None)));
+    sh.prefetch(
+        items
+            .iter()
+            .map(|it| (db, &it.key[..], crate::shard::NO_SLOT, None)),
+    );
     for it in items {
         sh.in_flight.remove(&(db, it.key.clone()));
         let (same, deleted) = match &it.body {
@@ -1336,6 +1340,7 @@ async fn exec_wrapper(core: &Rc<Core>, sess: &mut Session, args: Args, out: &mut
                 db: db as u8,
                 idx: cidx as u16,
                 args: inner,
+                slot: crate::shard::NO_SLOT,
             };
             if !sh.execute(&cmd, proto, now, &mut b) {
                 // Its keys are not all in the hash key's slot, which lives here.

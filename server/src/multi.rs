@@ -124,6 +124,7 @@ pub async fn run(
         db: db as u8,
         idx: idx as u16,
         args,
+        slot: crate::shard::NO_SLOT,
     };
     let (tx, rx) = oneshot::channel();
     let start = QUEUE.with(|q| {

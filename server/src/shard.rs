@@ -46,6 +46,18 @@ pub struct Cmd {
     pub db: u8,
     pub idx: u16,
     pub args: Vec<Bytes>,
+    /// The slot of its key when it has a single key at a fixed position and the caller hashed
+    /// it already ([`command_slot`]); [`NO_SLOT`] otherwise.
+    pub slot: u16,
+}
+
+/// No slot known ([`Cmd::slot`]).
+pub const NO_SLOT: u16 = u16::MAX;
+
+/// The slot of a command's key when it has a single key at a fixed position, else [`NO_SLOT`].
+#[inline]
+pub fn command_slot(spec: &CommandSpec, args: &[Bytes]) -> u16 {
+    single_key(spec, args).map_or(NO_SLOT, resp::slot)
 }
 
 /// The key of a command with exactly one key at a fixed position, if it is one.
@@ -71,16 +83,24 @@ impl Shard {
     /// A fourth for the members given with the keys (`(db, key, Some(member))`, see
     /// [`Shard::prefetch_args`]): in a set or hash stored as a table, the control bytes and the
     /// bucket the member's hash leads to (every command's member, also when its key repeats).
-    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = (usize, &'a [u8], Option<&'a [u8]>)>) {
+    pub fn prefetch<'a>(
+        &self,
+        keys: impl Iterator<Item = (usize, &'a [u8], u16, Option<&'a [u8]>)>,
+    ) {
         let mut found: Vec<(&SlotTable, u64, &[u8])> = Vec::with_capacity(keys.size_hint().0);
         // (index in `found` of the key, member): a member looked up in a table-encoded set or
         // hash (SADD, HSET, SISMEMBER…), prefetched once the keys' nodes are warm.
         let mut members: Vec<(usize, &[u8])> = Vec::new();
         let mut prev: Option<(usize, &[u8])> = None;
-        for (db, key, member) in keys {
+        for (db, key, slot, member) in keys {
             if prev != Some((db, key)) {
                 prev = Some((db, key));
-                let Some(t) = self.dbs.get(db).and_then(|d| d.slot_table(resp::slot(key))) else {
+                let slot = if slot != NO_SLOT {
+                    slot
+                } else {
+                    resp::slot(key)
+                };
+                let Some(t) = self.dbs.get(db).and_then(|d| d.slot_table(slot)) else {
                     prev = None;
                     continue;
                 };
@@ -183,7 +203,11 @@ impl Shard {
         // and the command's own lookups.
         let _hint = match single_key(spec, &cmd.args) {
             Some(k) => {
-                let slot = resp::slot(k);
+                let slot = if cmd.slot != NO_SLOT {
+                    cmd.slot
+                } else {
+                    resp::slot(k)
+                };
                 if !self.owns(slot) {
                     return false;
                 }

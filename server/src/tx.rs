@@ -285,6 +285,7 @@ async fn exec(core: &Rc<Core>, sess: &mut Session, now: u64, out: &mut BytesMut)
                         db: q.db as u8,
                         idx: q.idx as u16,
                         args: q.args.clone(),
+                        slot: crate::shard::NO_SLOT,
                     },
                 )),
                 _ => conns.push(i),
