@@ -1357,6 +1357,15 @@ fn call(
         st.dbs[st.db].quiet = was_quiet;
     } else {
         local_command(spec.name, &args, &mut out);
+        // Replicas deliver a script's messages to their own subscribers, in order with its
+        // writes (the AOF leaves them out: `Log::append`).
+        if matches!(spec.name, "publish" | "spublish")
+            && st.propagate
+            && crate::repl::prop::active()
+            && out.first() == Some(&b':')
+        {
+            st.effects.push(args[..3].to_vec());
+        }
     }
     drop(st);
     if &out[..] == WOULD_BLOCK {

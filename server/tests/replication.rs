@@ -716,12 +716,39 @@ fn publish_reaches_subscribers_of_the_replica_not_the_aof() {
         b"$8\r\nsmessage\r\n$5\r\nsnews\r\n$6\r\nshello\r\n",
         &mut got,
     );
+    // A script's messages too, in order with its writes.
+    let n: i64 = redis::cmd("EVAL")
+        .arg("redis.call('SET', KEYS[1], 'v'); return redis.call('PUBLISH', 'news', 'scripted')")
+        .arg(1)
+        .arg("from-script")
+        .query(&mut m)
+        .unwrap();
+    assert_eq!(n, 0, "nobody subscribes on the master");
+    let _: i64 = redis::cmd("EVAL")
+        .arg("return redis.call('SPUBLISH', 'snews', 'sscripted')")
+        .arg(0)
+        .query(&mut m)
+        .unwrap();
+    read_until(
+        b"$7\r\nmessage\r\n$4\r\nnews\r\n$8\r\nscripted\r\n",
+        &mut got,
+    );
+    read_until(
+        b"$8\r\nsmessage\r\n$5\r\nsnews\r\n$9\r\nsscripted\r\n",
+        &mut got,
+    );
     let _: () = redis::cmd("SET")
         .arg("after")
         .arg("1")
         .query(&mut m)
         .unwrap();
     wait_acked(&mut m, 1);
+    let v: Option<String> = redis::cmd("GET").arg("from-script").query(&mut r).unwrap();
+    assert_eq!(
+        v.as_deref(),
+        Some("v"),
+        "the script's write reached the replica"
+    );
     let mut aof = Vec::new();
     for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
         if e.file_name().to_string_lossy().contains("appendonly") && e.path().is_file() {
@@ -730,6 +757,10 @@ fn publish_reaches_subscribers_of_the_replica_not_the_aof() {
     }
     let has = |s: &[u8]| aof.windows(s.len()).any(|w| w.eq_ignore_ascii_case(s));
     assert!(has(b"$5\r\nafter\r\n"), "the AOF holds the SET");
+    assert!(
+        has(b"$11\r\nfrom-script\r\n"),
+        "the AOF holds the script's write"
+    );
     assert!(
         !has(b"publish"),
         "PUBLISH/SPUBLISH went into the AOF: {}",

@@ -72,6 +72,15 @@ pub fn log() -> &'static Log {
 /// One command of the stream: its database and its arguments.
 pub type Effect = (usize, Vec<Bytes>);
 
+/// Whether a command goes to replicas only, not to the AOF (`PUBLISH`, `SPUBLISH`).
+fn repl_only(args: &[Bytes]) -> bool {
+    is_named(args, b"publish") || is_named(args, b"spublish")
+}
+
+fn is_named(args: &[Bytes], name: &[u8]) -> bool {
+    args.first().is_some_and(|n| n.eq_ignore_ascii_case(name))
+}
+
 /// A fresh 40-hex-digit replication id.
 pub fn new_replid() -> String {
     (0..40)
@@ -189,23 +198,53 @@ impl Log {
             }
             encode_cmd(out, args);
         };
+        // A script's PUBLISH goes to the replicas in its place among the script's writes, and
+        // not to the AOF (as Redis does): the AOF then gets a stream of its own for this append.
+        let split = effects.iter().any(|(_, a)| repl_only(a));
+        let mut aof = BytesMut::new();
+        let mut aof_writes = 0;
         if wrap {
-            emit(
-                &mut out,
-                &mut cur,
-                effects[0].0,
-                &[Bytes::from_static(b"MULTI")],
-            );
+            let multi = [Bytes::from_static(b"MULTI")];
+            if split {
+                let mut c = cur;
+                emit(&mut aof, &mut c, effects[0].0, &multi);
+            }
+            emit(&mut out, &mut cur, effects[0].0, &multi);
         }
         for (db, args) in effects {
+            if split && repl_only(args) {
+                // No SELECT: it does not depend on the database, and the AOF's must match.
+                encode_cmd(&mut out, args);
+                continue;
+            }
+            if split {
+                let mut c = cur;
+                emit(&mut aof, &mut c, *db, args);
+                if !is_named(args, b"multi") && !is_named(args, b"exec") {
+                    aof_writes += 1;
+                }
+            }
             emit(&mut out, &mut cur, *db, args);
         }
         if wrap {
             let db = cur.unwrap_or(0);
-            emit(&mut out, &mut cur, db, &[Bytes::from_static(b"EXEC")]);
+            let exec = [Bytes::from_static(b"EXEC")];
+            if split {
+                let mut c = cur;
+                emit(&mut aof, &mut c, db, &exec);
+            }
+            emit(&mut out, &mut cur, db, &exec);
         }
         g.cur_db = cur;
-        Self::push(&mut g, &out, false);
+        if split {
+            // Only messages (in an empty MULTI/EXEC): nothing for the AOF.
+            if aof_writes == 0 {
+                aof.clear();
+            }
+            Self::push_to(&mut g, &out, &aof);
+        } else {
+            Self::push(&mut g, &out, false);
+        }
         g.offset
     }
 
@@ -236,6 +275,12 @@ impl Log {
     /// Add `bytes` to the stream: the offset, the backlog and every reader (but the AOF's when
     /// `repl_only`).
     fn push(g: &mut Inner, bytes: &[u8], repl_only: bool) {
+        Self::push_to(g, bytes, if repl_only { &[] } else { bytes });
+    }
+
+    /// Add `bytes` to the replication stream (offset, backlog, replicas' readers) and
+    /// `aof_bytes`, the same commands less those only replicas carry, to the AOF's reader.
+    fn push_to(g: &mut Inner, bytes: &[u8], aof_bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
@@ -251,12 +296,9 @@ impl Log {
                 b.extend(bytes);
             }
         }
-        for r in g
-            .readers
-            .iter_mut()
-            .filter(|r| !r.dropped && !(repl_only && r.aof))
-        {
-            r.buf.extend_from_slice(bytes);
+        for r in g.readers.iter_mut().filter(|r| !r.dropped) {
+            r.buf
+                .extend_from_slice(if r.aof { aof_bytes } else { bytes });
             if r.limit > 0 && r.buf.len() > r.limit {
                 r.dropped = true;
                 r.buf = Vec::new();
