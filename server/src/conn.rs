@@ -895,25 +895,24 @@ async fn dispatch(
     // The common case, one key at a fixed position, needs no key list.
     let seq0 = core.shared.move_seq();
     let mut slot = slot;
-    let (owner, single) =
-        if !spec.has(command::MOVABLE) && spec.first > 0 && spec.first == spec.last {
-            if slot == crate::shard::NO_SLOT {
-                slot = resp::slot(&args[spec.first as usize]);
-            }
-            (core.shared.owner(slot), true)
-        } else {
-            let positions = spec.key_positions(&args);
-            let owner = match positions.first() {
-                Some(&p) => core.shared.owner(resp::slot(&args[p])),
-                None => core.id,
-            };
-            (
-                owner,
-                positions
-                    .iter()
-                    .all(|&p| core.shared.owner(resp::slot(&args[p])) == owner),
-            )
+    let (owner, single) = if crate::shard::one_fixed_key(spec) {
+        if slot == crate::shard::NO_SLOT {
+            slot = resp::slot(&args[spec.first as usize]);
+        }
+        (core.shared.owner(slot), true)
+    } else {
+        let positions = spec.key_positions(&args);
+        let owner = match positions.first() {
+            Some(&p) => core.shared.owner(resp::slot(&args[p])),
+            None => core.id,
         };
+        (
+            owner,
+            positions
+                .iter()
+                .all(|&p| core.shared.owner(resp::slot(&args[p])) == owner),
+        )
+    };
     if !single {
         plan.flush(core, sess.proto, now, out).await;
         return multi::run(core, sess.db, idx, args, sess.proto, now, out).await;

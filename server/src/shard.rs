@@ -60,10 +60,16 @@ pub fn command_slot(spec: &CommandSpec, args: &[Bytes]) -> u16 {
     single_key(spec, args).map_or(NO_SLOT, resp::slot)
 }
 
+/// Whether a command has exactly one key, at a fixed position (GET, SET, HSET…).
+#[inline]
+pub fn one_fixed_key(spec: &CommandSpec) -> bool {
+    !spec.has(MOVABLE) && spec.first > 0 && spec.first == spec.last
+}
+
 /// The key of a command with exactly one key at a fixed position, if it is one.
 #[inline]
 fn single_key<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Option<&'a [u8]> {
-    if !spec.has(MOVABLE) && spec.first > 0 && spec.first == spec.last {
+    if one_fixed_key(spec) {
         args.get(spec.first as usize).map(|k| &k[..])
     } else {
         None
@@ -183,7 +189,7 @@ impl Shard {
     /// Whether every key of `cmd` lies in a slot this shard owns (keyless commands: true).
     #[inline]
     pub fn owns_keys(&self, spec: &CommandSpec, args: &[Bytes]) -> bool {
-        if !spec.has(MOVABLE) && spec.first > 0 && spec.first == spec.last {
+        if one_fixed_key(spec) {
             return match args.get(spec.first as usize) {
                 Some(k) => self.owns(resp::slot(k)),
                 None => true,
