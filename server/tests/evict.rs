@@ -91,8 +91,11 @@ fn allkeys_lru_keeps_recently_read_keys() {
         .count();
     let hot_rate = hot as f64 / 400.0;
     let cold_rate = cold as f64 / 3600.0;
+    // Sampled LRU (5 samples, as Redis): once most cold keys are gone a sample can hold only
+    // hot and new keys, so some hot keys go too (354-380 of 400 kept over 16 runs); random
+    // eviction would keep the hot ones at the cold rate (about 0.28 here).
     assert!(
-        hot_rate >= 0.9 && hot_rate > cold_rate + 0.3,
+        hot_rate >= 0.8 && hot_rate > cold_rate + 0.3,
         "hot kept {hot}/400, cold kept {cold}/3600 ({evicted} evicted)"
     );
 }
