@@ -146,6 +146,12 @@ pub struct LoadArgs {
     /// scheduled send time (no coordinated omission).
     #[arg(long, value_name = "REQ_PER_SEC")]
     pub rate: Option<f64>,
+    /// With --rate: print every request slower than this many microseconds to stderr, as
+    /// `slow <due> <latency µs>` where <due> is its scheduled send time in seconds of
+    /// CLOCK_MONOTONIC (the clock of `perf record -k mono`), to line slow requests up with what
+    /// the machine ran at that moment.
+    #[arg(long, value_name = "MICROS", requires = "rate")]
+    pub slow_log: Option<u64>,
     /// Seed of the key generators (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -229,6 +235,7 @@ impl LoadArgs {
             ratio: self.ratio.unwrap_or([1, 1]),
             duration: self.duration,
             rate: self.rate,
+            slow_log: self.slow_log.map(Duration::from_micros),
             seed,
         })
     }

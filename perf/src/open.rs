@@ -45,6 +45,55 @@ pub(crate) struct OpenShard {
     pub seed: u64,
     /// The CPU to pin this thread to, if any.
     pub cpu: Option<usize>,
+    /// `--slow-log`: print the requests slower than this.
+    pub slow_log: Option<SlowLog>,
+}
+
+/// `--slow-log`: every request slower than `threshold` is printed to stderr as
+/// `slow <due> <latency µs>`, `<due>` being when it was scheduled, in seconds of
+/// `CLOCK_MONOTONIC` (the clock of `perf record -k mono` and of `perf sched timehist` on such a
+/// recording), so that slow requests can be lined up with what ran on the machine then.
+#[derive(Clone, Copy)]
+pub(crate) struct SlowLog {
+    threshold: Duration,
+    /// An instant and the same moment on `CLOCK_MONOTONIC`, in ns.
+    base: Instant,
+    base_ns: u64,
+}
+
+impl SlowLog {
+    pub(crate) fn new(threshold: Duration) -> SlowLog {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let base = Instant::now();
+        // SAFETY: clock_gettime writes the timespec it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        SlowLog {
+            threshold,
+            base,
+            base_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+        }
+    }
+
+    fn note(&self, due: Instant, latency: Duration) {
+        if latency < self.threshold {
+            return;
+        }
+        let ns = if due >= self.base {
+            self.base_ns + (due - self.base).as_nanos() as u64
+        } else {
+            self.base_ns
+                .saturating_sub((self.base - due).as_nanos() as u64)
+        };
+        eprintln!(
+            "slow {}.{:09} {}",
+            ns / 1_000_000_000,
+            ns % 1_000_000_000,
+            latency.as_micros()
+        );
+    }
 }
 
 /// One open-loop connection.
@@ -325,7 +374,7 @@ pub(crate) fn shard_main(a: OpenShard) -> Result<Option<ShardOutcome>, BenchErro
                 c.flush(&ep, i, addr)?;
             }
             if ev.events & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
-                c.receive(&a.plan, &stats, addr)?;
+                c.receive(&a.plan, &stats, addr, a.slow_log.as_ref())?;
             }
         }
     }
@@ -369,6 +418,7 @@ impl OpenConn {
         plan: &Plan,
         stats: &ShardStats,
         addr: SocketAddr,
+        slow: Option<&SlowLog>,
     ) -> Result<(), BenchError> {
         loop {
             let room = self.rbuf.spare();
@@ -397,7 +447,11 @@ impl OpenConn {
                     )));
                 };
                 let ok = plan.templates[t as usize].expect.check(self.rbuf.get(r));
-                stats.record(now.saturating_duration_since(due), ok);
+                let lat = now.saturating_duration_since(due);
+                if let Some(log) = slow {
+                    log.note(due, lat);
+                }
+                stats.record(lat, ok);
             }
             if drained {
                 return Ok(());

@@ -45,6 +45,8 @@ pub struct Load {
     pub rate: Option<f64>,
     /// Seed for key generation.
     pub seed: u64,
+    /// Open loop: print the requests slower than this (`--slow-log`).
+    pub slow_log: Option<Duration>,
 }
 
 /// What one test measured.
@@ -281,7 +283,7 @@ pub fn run_test(target: &Target, load: &Load, plan: &Plan) -> Result<TestResult,
         let cpu = (!cpus.is_empty()).then(|| cpus[shard % cpus.len()]);
         let (shared, plan, target, keys) =
             (shared.clone(), plan.clone(), target.clone(), keys.clone());
-        let (duration, seed) = (load.duration, load.seed);
+        let (duration, seed, slow_log) = (load.duration, load.seed, load.slow_log);
         let conns = first..first + count;
         let name = format!("bench-{shard}");
         let handle = match interval {
@@ -301,6 +303,7 @@ pub fn run_test(target: &Target, load: &Load, plan: &Plan) -> Result<TestResult,
                         duration,
                         seed,
                         cpu,
+                        slow_log: slow_log.map(crate::open::SlowLog::new),
                     })
                 })
                 .map(ShardHandle::Thread)
