@@ -239,3 +239,89 @@ fn sigusr1_restarts_the_measurement() {
     assert!(num(r, "max") < 300_000.0, "{r}");
     assert!((0.7..=1.5).contains(&num(r, "seconds")), "{r}");
 }
+
+/// Seconds on CLOCK_MONOTONIC, the clock `--slow-log` prints due times on.
+fn monotonic_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+#[test]
+fn slow_log_prints_the_requests_a_stall_delayed_with_their_due_time() {
+    let redis = Redis::start(&["--enable-debug-command", "local"]);
+    let port = redis.port.to_string();
+    let t0 = monotonic_secs();
+    let bench = std::thread::spawn(move || {
+        common::bench_raw(&[
+            "-p",
+            &port,
+            "-t",
+            "ping_mbulk",
+            "--rate",
+            "1000",
+            "--duration",
+            "3s",
+            "-c",
+            "1",
+            "--slow-log",
+            "100000",
+            "--json",
+        ])
+    });
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while redis.calls("ping") < 100 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A 600 ms stall: the ~500 requests due in its first 500 ms wait over 100 ms each.
+    let stall_at = monotonic_secs();
+    redis.client().cmd(&["DEBUG", "SLEEP", "0.6"]);
+    let out = bench.join().expect("bench thread");
+    let t1 = monotonic_secs();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let slow: Vec<(f64, u64)> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("slow "))
+        .map(|l| {
+            let (due, us) = l.split_once(' ').expect("slow <due> <us>");
+            (due.parse().expect("due"), us.parse().expect("us"))
+        })
+        .collect();
+    assert!(slow.len() >= 200, "{} slow lines: {stderr}", slow.len());
+    for &(due, us) in &slow {
+        assert!(us >= 100_000, "a line under the threshold: {due} {us}");
+        assert!(
+            due > t0 && due < t1,
+            "due {due} outside the run [{t0}, {t1}]"
+        );
+    }
+    // The stall's requests: due around it, answered after it began (the host may add a few
+    // slow requests of its own elsewhere).
+    let stalled = slow
+        .iter()
+        .filter(|&&(due, us)| due > stall_at - 0.2 && due + us as f64 / 1e6 >= stall_at)
+        .count();
+    assert!(
+        stalled >= 200,
+        "{stalled} of {} slow lines around the stall",
+        slow.len()
+    );
+    // Every logged request is one the JSON report counted among its slowest.
+    let r = &json_lines(&String::from_utf8_lossy(&out.stdout))[0];
+    assert!(
+        num(r, "max") >= *slow.iter().map(|(_, u)| u).max().unwrap() as f64 * 0.99,
+        "{r}"
+    );
+}
+
+#[test]
+fn slow_log_needs_an_open_loop() {
+    let out = common::bench_raw(&["-p", "1", "-t", "get", "--slow-log", "10"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+}
