@@ -47,30 +47,39 @@ fn rate_mode_with_exact_count() {
     assert!(num(r, "seconds") >= 0.15, "{r}");
 }
 
+/// The load of the stall tests: PINGs at 1,000/s over one connection for 3 s, then `extra`.
+fn stall_load<'a>(port: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "-p",
+        port,
+        "-t",
+        "ping_mbulk",
+        "--rate",
+        "1000",
+        "--duration",
+        "3s",
+        "-c",
+        "1",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Wait (up to 20 s) until `redis` has served `n` PINGs: the load is surely running.
+fn wait_for_pings(redis: &Redis, n: u64) {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while redis.calls("ping") < n && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn open_loop_latency_includes_a_server_stall() {
     let redis = Redis::start(&["--enable-debug-command", "local"]);
     let port = redis.port.to_string();
-    let bench = std::thread::spawn(move || {
-        common::bench(&[
-            "-p",
-            &port,
-            "-t",
-            "ping_mbulk",
-            "--rate",
-            "1000",
-            "--duration",
-            "3s",
-            "-c",
-            "1",
-            "--json",
-        ])
-    });
+    let bench = std::thread::spawn(move || common::bench(&stall_load(&port, &["--json"])));
     // Stall once the bench is surely running (a hundred PINGs in), early in its 3 s.
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while redis.calls("ping") < 100 && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_pings(&redis, 100);
     // The server stalls 600 ms: ~600 requests are due meanwhile; with latency measured from the
     // schedule they wait on average ~300 ms, so well over 10% of requests exceed 100 ms. (A
     // closed-loop generator would report a single slow request.)
@@ -257,26 +266,9 @@ fn slow_log_prints_the_requests_a_stall_delayed_with_their_due_time() {
     let port = redis.port.to_string();
     let t0 = monotonic_secs();
     let bench = std::thread::spawn(move || {
-        common::bench_raw(&[
-            "-p",
-            &port,
-            "-t",
-            "ping_mbulk",
-            "--rate",
-            "1000",
-            "--duration",
-            "3s",
-            "-c",
-            "1",
-            "--slow-log",
-            "100000",
-            "--json",
-        ])
+        common::bench_raw(&stall_load(&port, &["--slow-log", "100000", "--json"]))
     });
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while redis.calls("ping") < 100 && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_pings(&redis, 100);
     // A 600 ms stall: the ~500 requests due in its first 500 ms wait over 100 ms each.
     let stall_at = monotonic_secs();
     redis.client().cmd(&["DEBUG", "SLEEP", "0.6"]);
