@@ -147,9 +147,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "REQ_PER_SEC")]
     pub rate: Option<f64>,
     /// With --rate: print every request slower than this many microseconds to stderr, as
-    /// `slow <due> <latency µs>` where <due> is its scheduled send time in seconds of
+    /// `slow <due> <latency µs> <slot>` where <due> is its scheduled send time in seconds of
     /// CLOCK_MONOTONIC (the clock of `perf record -k mono`), to line slow requests up with what
-    /// the machine ran at that moment.
+    /// the machine ran at that moment, and <slot> its first key's Codis slot (`-` for none).
     #[arg(long, value_name = "MICROS", requires = "rate")]
     pub slow_log: Option<u64>,
     /// Seed of the key generators (default: from the clock).

@@ -50,7 +50,8 @@ pub(crate) struct OpenShard {
 }
 
 /// `--slow-log`: every request slower than `threshold` is printed to stderr as
-/// `slow <due> <latency µs>`, `<due>` being when it was scheduled, in seconds of
+/// `slow <due> <latency µs> <slot>`, `<slot>` being its first key's slot (`-` without a key) and
+/// `<due>` when it was scheduled, in seconds of
 /// `CLOCK_MONOTONIC` (the clock of `perf record -k mono` and of `perf sched timehist` on such a
 /// recording), so that slow requests can be lined up with what ran on the machine then.
 #[derive(Clone, Copy)]
@@ -77,7 +78,7 @@ impl SlowLog {
         }
     }
 
-    fn note(&self, due: Instant, latency: Duration) {
+    fn note(&self, due: Instant, latency: Duration, slot: u16) {
         if latency < self.threshold {
             return;
         }
@@ -87,13 +88,41 @@ impl SlowLog {
             self.base_ns
                 .saturating_sub((self.base - due).as_nanos() as u64)
         };
+        let slot = if slot == NO_SLOT {
+            "-".to_string()
+        } else {
+            slot.to_string()
+        };
         eprintln!(
-            "slow {}.{:09} {}",
+            "slow {}.{:09} {} {slot}",
             ns / 1_000_000_000,
             ns % 1_000_000_000,
             latency.as_micros()
         );
     }
+}
+
+/// A request without a key, in the slow log.
+const NO_SLOT: u16 = u16::MAX;
+
+/// The slot of `req`'s first key (its second argument), [`NO_SLOT`] if it has none.
+fn first_key_slot(req: &[u8]) -> u16 {
+    // `*N\r\n$len\r\ncommand\r\n$len\r\nkey\r\n…`: skip the header and the command.
+    let line = |at: usize| -> Option<(usize, usize)> {
+        let end = at + memchr::memchr(b'\n', req.get(at..)?)?;
+        let n = std::str::from_utf8(req.get(at + 1..end.checked_sub(1)?)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        Some((n, end + 1))
+    };
+    let key = || -> Option<&[u8]> {
+        let (_, at) = line(0)?;
+        let (cmd, at) = line(at)?;
+        let (len, at) = line(at + cmd + 2)?;
+        req.get(at..at + len)
+    };
+    key().map_or(NO_SLOT, resp::slot)
 }
 
 /// One open-loop connection.
@@ -104,7 +133,7 @@ struct OpenConn {
     out: Vec<u8>,
     out_pos: usize,
     /// Requests sent (or queued in `out`) and not yet answered: (when due, template).
-    inflight: VecDeque<(Instant, u8)>,
+    inflight: VecDeque<(Instant, u8, u16)>,
     next_send: Instant,
     sending: bool,
     /// Whether the epoll registration asks for writability too.
@@ -342,8 +371,13 @@ pub(crate) fn shard_main(a: OpenShard) -> Result<Option<ShardOutcome>, BenchErro
                     for _ in 0..k {
                         let t = a.plan.pick(c.seq);
                         c.seq += 1;
+                        let at = c.out.len();
                         a.plan.templates[t].write(&mut c.out, keys, &mut c.rng);
-                        c.inflight.push_back((c.next_send, t as u8));
+                        let slot = match a.slow_log {
+                            Some(_) => first_key_slot(&c.out[at..]),
+                            None => NO_SLOT,
+                        };
+                        c.inflight.push_back((c.next_send, t as u8, slot));
                     }
                     c.next_send += a.interval;
                 }
@@ -441,7 +475,7 @@ impl OpenConn {
                 .next_reply()
                 .map_err(|e| BenchError::Protocol(addr, e))?
             {
-                let Some((due, t)) = self.inflight.pop_front() else {
+                let Some((due, t, slot)) = self.inflight.pop_front() else {
                     return Err(BenchError::Runtime(format!(
                         "{addr}: a reply nobody asked for"
                     )));
@@ -449,7 +483,7 @@ impl OpenConn {
                 let ok = plan.templates[t as usize].expect.check(self.rbuf.get(r));
                 let lat = now.saturating_duration_since(due);
                 if let Some(log) = slow {
-                    log.note(due, lat);
+                    log.note(due, lat, slot);
                 }
                 stats.record(lat, ok);
             }
@@ -457,5 +491,23 @@ impl OpenConn {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_key_slot_reads_the_second_argument() {
+        let get = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:000000001234\r\n";
+        assert_eq!(first_key_slot(get), resp::slot(b"key:000000001234"));
+        assert_ne!(first_key_slot(get), NO_SLOT);
+        assert_eq!(first_key_slot(b"*1\r\n$4\r\nPING\r\n"), NO_SLOT);
+        assert_eq!(
+            first_key_slot(b"*2\r\n$3\r\nGET\r\n$99\r\nshort\r\n"),
+            NO_SLOT
+        );
+        assert_eq!(first_key_slot(b""), NO_SLOT);
     }
 }
