@@ -228,13 +228,21 @@ impl Ctx {
             });
         }
         if !out.is_empty() {
+            let start = std::time::Instant::now();
             let v = self.store.update_slot_mappings_versioned(&out).await?;
+            let wrote = start.elapsed();
             // Proxies learn the new actions from the push instead of reading every slot back
             // (they ignore `pending`, but a version they did not get pushed costs them a read of
             // the whole topology). Best effort: a proxy that misses it still reads it.
             if let Err(e) = self.push_slots(v, &out).await {
                 tracing::debug!("pushing the pending actions: {e}");
             }
+            tracing::debug!(
+                slots = out.len(),
+                write_us = wrote.as_micros() as u64,
+                push_us = (start.elapsed() - wrote).as_micros() as u64,
+                "pending actions written and pushed"
+            );
         }
         Ok(out.len())
     }
