@@ -280,7 +280,12 @@ fn slow_log_prints_the_requests_a_stall_delayed_with_their_due_time() {
         .lines()
         .filter_map(|l| l.strip_prefix("slow "))
         .map(|l| {
-            let (due, us) = l.split_once(' ').expect("slow <due> <us>");
+            let f: Vec<&str> = l.split(' ').collect();
+            let [due, us, slot] = f[..] else {
+                panic!("not `slow <due> <us> <slot>`: {l}");
+            };
+            // PING has no key: no slot.
+            assert_eq!(slot, "-", "{l}");
             (due.parse().expect("due"), us.parse().expect("us"))
         })
         .collect();
