@@ -84,6 +84,7 @@ struct FsInner {
     file_syncs: AtomicU64,
     dir_syncs: AtomicU64,
     node_reads: AtomicU64,
+    yields: AtomicU64,
     /// Nodes known from the journal, answered without reading their files.
     known: Known,
     /// Bumped by the inotify thread at every write under R (started with the first watch).
@@ -101,6 +102,8 @@ pub struct SyncCounts {
     pub dirs: u64,
     /// Node files read (by calls and by watches).
     pub node_reads: u64,
+    /// Times a thread working through many node files offered the CPU to others.
+    pub yields: u64,
 }
 
 /// A node file's content.
@@ -293,6 +296,7 @@ impl FsCoordinator {
             file_syncs: AtomicU64::new(0),
             dir_syncs: AtomicU64::new(0),
             node_reads: AtomicU64::new(0),
+            yields: AtomicU64::new(0),
             known: Known::default(),
             wake: Mutex::new(None),
         };
@@ -328,6 +332,7 @@ impl FsCoordinator {
             files: self.inner.file_syncs.load(Ordering::Relaxed),
             dirs: self.inner.dir_syncs.load(Ordering::Relaxed),
             node_reads: self.inner.node_reads.load(Ordering::Relaxed),
+            yields: self.inner.yields.load(Ordering::Relaxed),
         }
     }
 
@@ -398,6 +403,7 @@ impl FsInner {
     /// place by another process: `patient` reads it again for up to a second before calling
     /// it corrupt.
     fn read_node(&self, path: &str, patient: bool) -> Result<Option<Raw>> {
+        self.let_others_run();
         let file = self.dir_of(path).join(NODE_FILE);
         let started = Instant::now();
         let mut pause = Duration::from_micros(20);
@@ -557,6 +563,7 @@ impl FsInner {
     /// Makes `op` visible to every process: the node file replaced (written aside and renamed)
     /// or removed. Not fsynced: the journal record written before it is what makes it durable.
     fn apply(&self, op: &Op) -> Result<()> {
+        self.let_others_run();
         let path = op.path();
         let dir = self.dir_of(path);
         match op {
@@ -1536,6 +1543,38 @@ impl Coordinator for FsCoordinator {
         self.inner.closed.store(true, Ordering::Release);
         if let Ok(mut guard) = self.inner.owner.lock() {
             guard.take();
+        }
+    }
+}
+
+/// Node files a thread handles between two [`FsInner::let_others_run`] yields.
+const FILES_PER_YIELD: u32 = 32;
+
+thread_local! {
+    /// Node files this thread handled since its last yield.
+    static FILES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+impl FsInner {
+    /// Called once per node file read or written: every [`FILES_PER_YIELD`] files, offers the
+    /// CPU to whatever else is runnable on it (`sched_yield`).
+    ///
+    /// Reading or rewriting hundreds of nodes (a topology read of 1,024 slots, a migration's
+    /// pending actions) is milliseconds of CPU without a pause. The kernel does not always
+    /// preempt such a run when a request's thread wakes on the same CPU: the request then
+    /// waits for the next scheduler tick, up to 4 ms at HZ=250 (BENCHMARKS.md, session 35).
+    /// The coordinator runs in the proxy, beside its request threads, and in codisctl, beside
+    /// anything, so it yields instead. With nothing else runnable a yield costs a system
+    /// call, about 1 µs: under 1% of 32 file operations.
+    fn let_others_run(&self) {
+        let due = FILES.with(|c| {
+            let n = c.get() + 1;
+            c.set(if n >= FILES_PER_YIELD { 0 } else { n });
+            n >= FILES_PER_YIELD
+        });
+        if due {
+            self.yields.fetch_add(1, Ordering::Relaxed);
+            std::thread::yield_now();
         }
     }
 }

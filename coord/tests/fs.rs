@@ -217,6 +217,36 @@ async fn filesystem_write_costs_one_journal_sync() {
     assert_eq!(c.read(counter).await.unwrap().unwrap().data, b"2");
 }
 
+/// Writing and reading hundreds of nodes offers the CPU to other threads every few dozen files
+/// (a sched_yield), so that a topology read or a migration's pending actions do not hold a CPU
+/// that a proxy or a load generator shares for milliseconds on end.
+#[tokio::test]
+async fn filesystem_many_nodes_yield_the_cpu_now_and_then() {
+    use coord::coordinator::Coordinator;
+    let dir = tempfile::tempdir().unwrap();
+    let c = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    c.create("/codis3/demo/slots", b"").await.unwrap();
+    let start = c.syncs().yields;
+    let items: Vec<(String, Vec<u8>)> = (0..320)
+        .map(|i| (format!("/codis3/demo/slots/slot-{i:04}"), b"v1".to_vec()))
+        .collect();
+    c.update_many(&items).await.unwrap();
+    let written = c.syncs().yields;
+    // 320 node files written: a yield every 32 of them (reads of the old versions add more).
+    assert!(
+        written - start >= 9,
+        "{} yields for 320 writes",
+        written - start
+    );
+    // A second coordinator knows nothing yet: it reads every child's file.
+    let fresh = coord::fs::FsCoordinator::open(dir.path()).unwrap();
+    let children = fresh.read_children("/codis3/demo/slots").await.unwrap();
+    assert_eq!(children.len(), 320);
+    let read = fresh.syncs();
+    assert!(read.node_reads >= 320, "{read:?}");
+    assert!(read.yields >= 9, "{read:?}");
+}
+
 /// The data of the node at `path`, which must exist.
 async fn data_of(c: &coord::fs::FsCoordinator, path: &str) -> Vec<u8> {
     use coord::coordinator::Coordinator;
