@@ -56,7 +56,14 @@ struct State {
     end: u64,
     /// Path → its content (`None`: no node there), as of `end`.
     nodes: HashMap<String, Option<Raw>>,
+    /// The buffer new records are read into, kept from one refresh to the next: a fresh one
+    /// each time meant fresh pages for the kernel to zero, the longest part of a proxy's
+    /// catching up with a big write on a VM (BENCHMARKS.md, session 35).
+    buf: Vec<u8>,
 }
+
+/// A read buffer grown past this is dropped after use rather than kept.
+const KEEP_BUF: usize = 1 << 20;
 
 impl State {
     /// The followed journal's size, read holding the write lock shared: `None` if a writer
@@ -144,7 +151,9 @@ impl Known {
             st.quiet_size(&root.join("data.lck"))?
         };
         if size > st.end {
-            let mut buf = vec![0u8; (size - st.end) as usize];
+            let mut buf = std::mem::take(&mut st.buf);
+            buf.clear();
+            buf.resize((size - st.end) as usize, 0);
             let read = match &st.file {
                 Some((f, _, _)) => f.read_exact_at(&mut buf, st.end),
                 None => return None,
@@ -154,9 +163,13 @@ impl Known {
                 return None;
             }
             let (ops, whole) = parse_records(&buf);
+            let torn = whole < buf.len();
+            if buf.capacity() <= KEEP_BUF {
+                st.buf = buf;
+            }
             st.learn_ops(ops);
             st.end = size;
-            if whole < buf.len() {
+            if torn {
                 // Torn by a writer killed mid-append (none is appending): what follows it
                 // cannot be parsed, so nothing known can be trusted. Follow on from the end.
                 st.nodes.clear();
@@ -202,5 +215,56 @@ impl Known {
         if let Ok(mut st) = self.state.lock() {
             st.forget();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{encode, Journal};
+
+    fn w(path: &str, version: u64, data: &[u8]) -> Op {
+        Op::Write {
+            path: path.into(),
+            version,
+            owner: None,
+            data: data.to_vec(),
+        }
+    }
+
+    /// Refreshes read each new record into the buffer kept from the last one: a small record
+    /// after a big one is read alone (nothing of the big one's bytes is parsed again or taken
+    /// for a torn tail), and what was learnt before stays known.
+    #[test]
+    fn refresh_follows_records_through_one_reused_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("data.lck"), b"").unwrap();
+        let j = Journal::new(root);
+        j.reset(&root.join("journal.tmp"), "test-boot").unwrap();
+        let known = Known::default();
+        let start = known.refresh(root, true).expect("journal followed");
+        let big: Vec<Op> = (0..200)
+            .map(|i| w(&format!("/s/slot-{i:04}"), 1, &[b'x'; 100]))
+            .collect();
+        let size = j.append(&encode(&big)).unwrap();
+        assert_eq!(known.refresh(root, false), Some(size));
+        assert!(size > start);
+        let small = vec![
+            w("/s/slot-0007", 2, b"moved"),
+            Op::Delete {
+                path: "/s/slot-0008".into(),
+            },
+        ];
+        let size2 = j.append(&encode(&small)).unwrap();
+        assert_eq!(known.refresh(root, false), Some(size2));
+        let get = |p: &str| known.get(p).expect("known");
+        assert_eq!(get("/s/slot-0007").unwrap().data, b"moved");
+        assert_eq!(get("/s/slot-0007").unwrap().version, 2);
+        assert_eq!(get("/s/slot-0008"), None);
+        assert_eq!(get("/s/slot-0199").unwrap().data, vec![b'x'; 100]);
+        // Nothing new: the same end, and still known.
+        assert_eq!(known.refresh(root, false), Some(size2));
+        assert_eq!(get("/s/slot-0000").unwrap().version, 1);
     }
 }
