@@ -44,6 +44,8 @@ use crate::journal::{parse_records, Op};
 #[derive(Default)]
 pub(crate) struct Known {
     state: Mutex<State>,
+    /// Calls of [`Known::refresh`] (each at least a `stat` of the journal).
+    refreshes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -120,6 +122,8 @@ impl Known {
     /// known may be used, `None` when the nodes must be read from their files this time (a
     /// writer is at work). `locked`: the caller holds the write lock.
     pub(crate) fn refresh(&self, root: &Path, locked: bool) -> Option<u64> {
+        self.refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let journal = root.join("journal");
         let journal = journal.as_path();
         let mut st = self.state.lock().ok()?;
@@ -176,6 +180,11 @@ impl Known {
             }
         }
         Some(st.end)
+    }
+
+    /// How many times [`Known::refresh`] was called.
+    pub(crate) fn refreshes(&self) -> u64 {
+        self.refreshes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What is known of `path`: `Some(None)` for a node known to be absent, `None` when

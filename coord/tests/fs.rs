@@ -458,6 +458,49 @@ async fn filesystem_tree_watch_reads_only_written_nodes() {
     assert_eq!(seen, ["/codis3/demo/ack", "/codis3/demo/ack/proxy-1"]);
 }
 
+/// A tree watch that learns of a big write (a migration's 300 pending slots) catches up with
+/// the journal once for the batch and answers every written node from it: not one journal
+/// `stat` per node, which cost a watching proxy milliseconds of CPU on its serving core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_tree_watch_catches_up_once_per_batch() {
+    use coord::coordinator::{Coordinator, WatchEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let writer = with_300_slots(dir.path()).await;
+    let watcher = coord::fs::FsCoordinator::open(dir.path())
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_secs(3600));
+    let mut w = tree_watch(&watcher).await;
+    let before = watcher.syncs();
+    let items: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                format!("/codis3/demo/slots/slot-{i:04}"),
+                b"pending".to_vec(),
+            )
+        })
+        .collect();
+    writer.update_many(&items).await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 300 {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), w.next()).await {
+            Ok(Some(WatchEvent::Changed { path })) => {
+                seen.insert(path);
+            }
+            other => panic!("{other:?} after {} events", seen.len()),
+        }
+    }
+    let after = watcher.syncs();
+    let catch_ups = after.catch_ups - before.catch_ups;
+    // One per look at the log (inotify may split the write into a few looks), not one per node.
+    assert!(
+        catch_ups <= 10,
+        "{catch_ups} catch-ups for one 300-node write"
+    );
+    // And the nodes came from the journal, not from their files.
+    let reads = after.node_reads - before.node_reads;
+    assert!(reads < 10, "{reads} node files read for one 300-node write");
+}
+
 /// Node files are rewritten in place: a reader in another coordinator (another process in
 /// production) that reads while they are rewritten, shorter and longer, only ever sees a whole
 /// value that was written, never a mix or an error.
