@@ -76,6 +76,7 @@ fn config_json(ctl: &Control) -> Value {
         "backend_primary_only": c.backend_primary_only,
         "backend_core_lanes": c.backend_core_lanes,
         "backend_prefer_unixsocket": c.backend_prefer_unixsocket,
+        "disable_thp": c.disable_thp,
         "backend_number_databases": c.backend_number_databases,
         "session_recv_timeout": format!("{:?}", c.session_recv_timeout),
         "session_max_pipeline": c.session_max_pipeline,

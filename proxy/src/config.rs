@@ -67,6 +67,9 @@ pub struct Config {
     /// codis-rs: reach a server on this host through its `unixsocket` (asked with `CONFIG GET`
     /// when the TCP connection's two ends share an address) instead of loopback TCP.
     pub backend_prefer_unixsocket: bool,
+    /// codis-rs: no transparent huge pages for this process (`disable_thp`, default true; see
+    /// [`crate::runtime::disable_thp`]).
+    pub disable_thp: bool,
     pub backend_keepalive_period: Duration,
     pub backend_number_databases: u32,
     pub session_recv_bufsize: usize,
@@ -109,6 +112,7 @@ impl Default for Config {
             backend_primary_only: false,
             backend_core_lanes: true,
             backend_prefer_unixsocket: true,
+            disable_thp: true,
             backend_keepalive_period: Duration::from_secs(75),
             backend_number_databases: 16,
             session_recv_bufsize: 128 * 1024,
@@ -207,6 +211,7 @@ impl Config {
             "backend_primary_only" => self.backend_primary_only = boolean(value)?,
             "backend_core_lanes" => self.backend_core_lanes = boolean(value)?,
             "backend_prefer_unixsocket" => self.backend_prefer_unixsocket = boolean(value)?,
+            "disable_thp" => self.disable_thp = boolean(value)?,
             "backend_keepalive_period" => self.backend_keepalive_period = dur(value)?,
             "backend_number_databases" => {
                 let n = num(value)?;

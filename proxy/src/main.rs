@@ -38,7 +38,8 @@ struct Args {
     /// coordinator_addr, plus migration_method, slowlog_slower_than, slowlog_max_len, and
     /// backend_core_lanes = true|false: one connection per codis-server core, default true;
     /// backend_prefer_unixsocket = true|false: reach a server on this host through its
-    /// `unixsocket`, default true).
+    /// `unixsocket`, default true; disable_thp = true|false: no transparent huge pages for
+    /// this process, default true, as Redis's `disable-thp`).
     #[arg(long = "config", value_name = "proxy.toml")]
     config: Option<PathBuf>,
     /// Log file (appended); default stderr.
@@ -171,6 +172,9 @@ fn main() {
         if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
             fail(format!("cannot write {}: {e}", p.display()));
         }
+    }
+    if cfg.disable_thp {
+        proxy::runtime::disable_thp();
     }
     if let Err(e) = proxy::run(cfg) {
         fail(e);

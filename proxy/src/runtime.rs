@@ -27,6 +27,22 @@ pub type Cores = (
     Vec<ExecutorJoinHandle<()>>,
 );
 
+/// Turns transparent huge pages off for this process (`disable_thp`, on by default), as
+/// codis-server and Redis do. mimalloc asks for huge pages on its arenas (`MADV_HUGEPAGE`), so
+/// even where the system setting is `madvise`, the first touch of a fresh 2 MiB region faults
+/// in and zeroes it whole. In the proxy that hit the control threads handling a migration's
+/// pushes and watch events: runs of 3 ms on the CPU its cores share, and the GETs of that moment
+/// waited (BENCHMARKS.md, session 36). The flag covers every mapping at its next fault.
+pub fn disable_thp() {
+    // SAFETY: prctl with integer arguments only; no pointer is passed.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(
+            "disable_thp: prctl(PR_SET_THP_DISABLE) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// CPUs this process may run on (respects `taskset`).
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills a cpu_set_t we own.
