@@ -402,6 +402,23 @@ async fn with_300_slots(root: &std::path::Path) -> coord::fs::FsCoordinator {
     writer
 }
 
+/// A writer of 300 slot nodes under `/codis3/demo`, and another coordinator on `root` (polling
+/// only hourly: inotify must wake it) with a tree watch there.
+async fn watched_300_slots(
+    root: &std::path::Path,
+) -> (
+    coord::fs::FsCoordinator,
+    coord::fs::FsCoordinator,
+    coord::coordinator::Watch,
+) {
+    let writer = with_300_slots(root).await;
+    let watcher = coord::fs::FsCoordinator::open(root)
+        .unwrap()
+        .with_poll_interval(std::time::Duration::from_secs(3600));
+    let w = tree_watch(&watcher).await;
+    (writer, watcher, w)
+}
+
 /// A tree watch on `/codis3/demo`, whose first signature read every node.
 async fn tree_watch(watcher: &coord::fs::FsCoordinator) -> coord::coordinator::Watch {
     use coord::coordinator::{Coordinator, WatchKind};
@@ -423,11 +440,7 @@ async fn tree_watch(watcher: &coord::fs::FsCoordinator) -> coord::coordinator::W
 async fn filesystem_tree_watch_reads_only_written_nodes() {
     use coord::coordinator::{Coordinator, WatchEvent};
     let dir = tempfile::tempdir().unwrap();
-    let writer = with_300_slots(dir.path()).await;
-    let watcher = coord::fs::FsCoordinator::open(dir.path())
-        .unwrap()
-        .with_poll_interval(std::time::Duration::from_secs(3600));
-    let mut w = tree_watch(&watcher).await;
+    let (writer, watcher, mut w) = watched_300_slots(dir.path()).await;
     for round in 0..5u32 {
         let before = watcher.syncs().node_reads;
         let path = format!("/codis3/demo/slots/slot-{:04}", round * 7);
@@ -465,11 +478,7 @@ async fn filesystem_tree_watch_reads_only_written_nodes() {
 async fn filesystem_tree_watch_catches_up_once_per_batch() {
     use coord::coordinator::{Coordinator, WatchEvent};
     let dir = tempfile::tempdir().unwrap();
-    let writer = with_300_slots(dir.path()).await;
-    let watcher = coord::fs::FsCoordinator::open(dir.path())
-        .unwrap()
-        .with_poll_interval(std::time::Duration::from_secs(3600));
-    let mut w = tree_watch(&watcher).await;
+    let (writer, watcher, mut w) = watched_300_slots(dir.path()).await;
     let before = watcher.syncs();
     let items: Vec<(String, Vec<u8>)> = (0..300)
         .map(|i| {

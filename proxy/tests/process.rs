@@ -4,15 +4,6 @@ mod common;
 
 use common::Cluster;
 
-/// `THP_enabled` of `/proc/PID/status` (absent before Linux 6.x: None).
-fn thp_enabled(pid: u32) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(|v| v.trim().to_string())
-}
-
 /// `disable_thp` in `/proxy`'s config.
 fn shown(c: &Cluster) -> serde_json::Value {
     let (code, body) = c.http("GET", "/proxy");
@@ -29,7 +20,7 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
     let mut c = Cluster::start("");
     assert_eq!(shown(&c), serde_json::json!(true));
     let pid = c.proxy.as_ref().unwrap().id();
-    let Some(on) = thp_enabled(pid) else {
+    let Some(on) = testkit::thp_enabled(pid) else {
         eprintln!("SKIPPED the /proc check: this kernel has no THP_enabled in /proc/PID/status");
         return;
     };
@@ -44,6 +35,6 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
     let pid = c.proxy.as_ref().unwrap().id();
     // 1 unless the kernel was built without THP at all.
     if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
-        assert_eq!(thp_enabled(pid).as_deref(), Some("1"));
+        assert_eq!(testkit::thp_enabled(pid).as_deref(), Some("1"));
     }
 }

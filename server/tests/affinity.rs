@@ -72,15 +72,6 @@ fn aof_writer_runs_on_any_cpu_while_the_executor_is_pinned() {
     p.kill();
 }
 
-/// `THP_enabled` of `/proc/PID/status` (absent before Linux 6.x: None).
-fn thp_enabled(pid: u32) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(|v| v.trim().to_string())
-}
-
 /// The value `CONFIG GET key` answers.
 fn config_get(c: &mut redis::Connection, key: &str) -> String {
     let v: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(key).query(c).unwrap();
@@ -104,7 +95,7 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
         .query::<()>(&mut c)
         .unwrap_err();
     assert!(e.to_string().contains("can't set immutable config"), "{e}");
-    let Some(on) = thp_enabled(p.child.id()) else {
+    let Some(on) = testkit::thp_enabled(p.child.id()) else {
         eprintln!("SKIPPED the /proc check: this kernel has no THP_enabled in /proc/PID/status");
         p.kill();
         return;
@@ -117,7 +108,7 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
     assert_eq!(config_get(&mut c, "disable-thp"), "no");
     // 1 unless the kernel was built without THP at all.
     if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
-        assert_eq!(thp_enabled(p.child.id()).as_deref(), Some("1"));
+        assert_eq!(testkit::thp_enabled(p.child.id()).as_deref(), Some("1"));
     }
     p.kill();
 }

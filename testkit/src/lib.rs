@@ -217,6 +217,16 @@ pub fn wait_ping(p: &mut Proc, timeout: Duration) -> bool {
     false
 }
 
+/// `THP_enabled` of `/proc/PID/status`: "0" when the process turned transparent huge pages off
+/// (`prctl(PR_SET_THP_DISABLE)`); `None` before Linux 6.x, which does not show it.
+pub fn thp_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+}
+
 /// Whether Debian's `redis-server` is installed.
 pub fn have_redis_server() -> bool {
     Command::new("redis-server")
