@@ -49,8 +49,8 @@ pub struct MigrationSettings {
 /// session 36. With the filesystem coordinator on this VM's disk every write brought on
 /// periodic stalls of the CPUs, and a 512-slot migration under load had its GET p99 at a median
 /// of 1.22 ms with waves of 32-33 slots against 1.90 with 16, and moved keys faster
-/// (BENCHMARKS.md, session 36). A wave is locked for one push round trip (about 2 ms), so its slots' requests
-/// wait no longer for it being bigger.
+/// (BENCHMARKS.md, session 36). A wave is locked for one push round trip (about 2 ms), so its
+/// slots' requests wait no longer for it being bigger.
 fn default_wave_slots() -> usize {
     32
 }
