@@ -105,24 +105,16 @@ impl SlowLog {
 /// A request without a key, in the slow log.
 const NO_SLOT: u16 = u16::MAX;
 
-/// The slot of `req`'s first key (its second argument), [`NO_SLOT`] if it has none.
+/// The slot of `req`'s first key (its second argument), [`NO_SLOT`] if it has none. Only with
+/// `--slow-log` (it copies the request to parse it).
 fn first_key_slot(req: &[u8]) -> u16 {
-    // `*N\r\n$len\r\ncommand\r\n$len\r\nkey\r\n…`: skip the header and the command.
-    let line = |at: usize| -> Option<(usize, usize)> {
-        let end = at + memchr::memchr(b'\n', req.get(at..)?)?;
-        let n = std::str::from_utf8(req.get(at + 1..end.checked_sub(1)?)?)
-            .ok()?
-            .parse()
-            .ok()?;
-        Some((n, end + 1))
-    };
-    let key = || -> Option<&[u8]> {
-        let (_, at) = line(0)?;
-        let (cmd, at) = line(at)?;
-        let (len, at) = line(at + cmd + 2)?;
-        req.get(at..at + len)
-    };
-    key().map_or(NO_SLOT, resp::slot)
+    match resp::Frame::parse(&mut bytes::BytesMut::from(req)) {
+        Ok(Some(resp::Frame::Array(args))) => match args.get(1) {
+            Some(resp::Frame::Bulk(key)) => resp::slot(key),
+            _ => NO_SLOT,
+        },
+        _ => NO_SLOT,
+    }
 }
 
 /// One open-loop connection.
